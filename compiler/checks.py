@@ -1,0 +1,378 @@
+"""Semantic checks on a shape-valid config. Each check is a pure function yielding diagnostics.
+
+Codes are stable; docs/diagnostics.md lists them all.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import PurePath
+from typing import Any
+
+from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
+from compiler.models import GatewayConfig, Limits
+from compiler.resolve import compose_project, provider_policy, required_secrets, resolve_environment
+from compiler.secrets import has_known_secret, looks_like_secret
+
+Check = Callable[["Context"], Iterator[Diagnostic]]
+
+
+class Context:
+    def __init__(self, config: GatewayConfig, data: dict[str, Any], broken: set[tuple[str, str]], source_dir: PurePath | None) -> None:
+        self.config = config
+        self.data = data
+        self.broken = broken
+        self.source_dir = source_dir
+        self.resolved = {name: resolve_environment(config, name) for name in sorted(config.environments)}
+
+    def is_broken(self, section: str, name: str) -> bool:
+        return (section, name) in self.broken or (section, "*") in self.broken
+
+
+def run_all(config: GatewayConfig, data: dict[str, Any], *, broken: set[tuple[str, str]] | None = None, source_dir: PurePath | None = None) -> list[Diagnostic]:
+    ctx = Context(config, data, broken or set(), source_dir)
+    out: list[Diagnostic] = []
+    for check in CHECKS:
+        out.extend(check(ctx))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# providers
+
+
+def check_providers(ctx: Context) -> Iterator[Diagnostic]:
+    for pid, p in ctx.config.providers.items():
+        path: Path = ("providers", pid)
+        if p.adapter != "mock" and p.credentials is None:
+            yield error("E012", (*path, "credentials"), f"provider '{pid}' (adapter {p.adapter}) needs credentials",
+                        "add `credentials: {api_key: " + pid.upper().replace("-", "_") + "_API_KEY}` naming a secret")
+        if p.adapter == "mock" and p.credentials is not None:
+            yield warning("W012", (*path, "credentials"), "the mock adapter uses no credentials", "remove `credentials`")
+        if p.adapter == "openai-compatible" and p.base_url is None:
+            yield error("E012", (*path, "base_url"), f"provider '{pid}' (adapter openai-compatible) needs a base_url",
+                        "e.g. base_url: https://api.together.xyz/v1")
+        for name, m in p.models.items():
+            if m.max_output_tokens is not None and m.max_output_tokens > m.context_window:
+                yield error("E014", (*path, "models", name, "max_output_tokens"),
+                            f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}")
+    used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
+    used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
+    if not ctx.config.runtime.allow_explicit_models:
+        for pid in sorted(set(ctx.config.providers) - used):
+            yield warning("W003", ("providers", pid), f"provider '{pid}' is not used by any route or org",
+                          "remove it, or add it to a route's candidates", at_key=True)
+
+
+# ---------------------------------------------------------------------------------------
+# routes: references, duplicates, strategy
+
+
+def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
+    providers = ctx.config.providers
+    for rname, route in ctx.config.routes.items():
+        seen: dict[str, int] = {}
+        base: Path = ("routes", rname)
+        for i, cand in enumerate(route.candidates):
+            path: Path = (*base, "candidates", i)
+            provider, _, model = cand.model.partition("/")
+            if provider not in providers:
+                if ctx.is_broken("providers", provider):
+                    continue
+                yield error("E020", path, f"unknown provider '{provider}' in '{cand.model}'",
+                            did_you_mean(provider, providers) or f"declared providers: {', '.join(sorted(providers))}")
+            elif model not in providers[provider].models:
+                models = providers[provider].models
+                yield error("E021", path, f"provider '{provider}' has no model '{model}'",
+                            did_you_mean(model, models) or f"its models: {', '.join(sorted(models))}")
+            if cand.model in seen:
+                yield error("E034", path, f"'{cand.model}' is listed twice (first at candidates[{seen[cand.model]}])",
+                            "remove the duplicate; retrying the same model is what max_attempts is for")
+            else:
+                seen[cand.model] = i
+        weights = [c.weight for c in route.candidates]
+        if route.strategy == "weighted":
+            missing = [i for i, w in enumerate(weights) if w is None]
+            for i in missing:
+                yield error("E037", (*base, "candidates", i), "the weighted strategy needs a weight on every candidate",
+                            f"write `- {{model: {route.candidates[i].model}, weight: 50}}`")
+            if not missing and sum(w or 0 for w in weights) == 0:
+                yield error("E037", (*base, "candidates"), "the weights of a weighted route add up to 0", "give at least one candidate a positive weight")
+        elif any(w is not None for w in weights):
+            i = next(i for i, w in enumerate(weights) if w is not None)
+            yield warning("W037", (*base, "candidates", i, "weight"), f"weights are ignored by the '{route.strategy}' strategy",
+                          "set `strategy: weighted` or remove the weights")
+        if route.strategy == "cheapest":
+            for i, cand in enumerate(route.candidates):
+                p, _, m = cand.model.partition("/")
+                spec = providers.get(p)
+                if spec is not None and m in spec.models and spec.models[m].price is None:
+                    yield error("E039", (*base, "candidates", i), f"the cheapest strategy cannot rank '{cand.model}': it has no price",
+                                f"add `price: {{input: …, output: …}}` under providers.{p}.models.{m}")
+
+
+# ---------------------------------------------------------------------------------------
+# fallback compatibility per environment
+
+
+def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
+    # A problem that holds in every environment is reported once; one that only some
+    # environments have names them.
+    found: dict[tuple[str, Path, str], list[str]] = defaultdict(list)
+    details: dict[tuple[str, Path, str], tuple[str, str | None]] = {}
+    envs = sorted(ctx.resolved)
+    for env_name in envs:
+        resolved = ctx.resolved[env_name]
+        for rname, rr in resolved.routes.items():
+            base: Path = ("routes", rname)
+            for d in rr.dropped:
+                path: Path = (*base, "candidates", d.index)
+                if d.kind == "missing_capability":
+                    code = "E030" if rr.requires_declared else "E031"
+                    hint = None if rr.requires_declared else (
+                        "declare `requires:` on the route with what every candidate must support, "
+                        "or move a compatible model first")
+                    key = (code, path, f"{d.ref} {d.reason}")
+                    found[key].append(env_name)
+                    details[key] = (f"{d.ref} {d.reason}", hint)
+                elif d.kind == "context_window":
+                    key = ("E032", path, f"{d.ref} has a {d.reason}")
+                    found[key].append(env_name)
+                    details[key] = (key[2], "remove it from this route or lower min_context_window")
+                elif d.kind == "cost_cap":
+                    key = ("W035", path, f"{d.ref} is skipped by the cost cap: {d.reason}")
+                    found[key].append(env_name)
+                    details[key] = (key[2], None)
+            if not rr.candidates and not any(d.kind == "unknown_model" for d in rr.dropped):
+                reasons = "; ".join(f"{d.ref}: {d.reason}" for d in rr.dropped) or "no candidates"
+                yield error("E033", ("environments", env_name), f"route '{rname}' has no candidate left in environment '{env_name}' ({reasons})",
+                            "allow one of its providers in this environment, or add a candidate", at_key=True)
+                if rr.route.max_cost_per_request_usd is not None and all(d.kind == "cost_cap" for d in rr.dropped):
+                    yield error("E035", (*base, "max_cost_per_request_usd"),
+                                f"no candidate of route '{rname}' can meet the ${rr.route.max_cost_per_request_usd:g} cost cap",
+                                "raise the cap or add a cheaper candidate")
+    for key, env_list in found.items():
+        code, path, _ = key
+        message, hint = details[key]
+        if len(env_list) < len(envs):
+            message += f" (in environment{'s' if len(env_list) > 1 else ''} {', '.join(env_list)})"
+        yield (warning if code.startswith("W") else error)(code, path, message, hint)
+
+
+# ---------------------------------------------------------------------------------------
+# costs
+
+
+def _has_usd_limits(limits: Limits) -> bool:
+    groups = [limits.per_key.usd_per_day, limits.per_key.usd_per_month, limits.per_org.usd_per_day, limits.per_org.usd_per_month]
+    groups += [v for o in limits.orgs.values() for v in (o.usd_per_day, o.usd_per_month)]
+    return any(v is not None for v in groups)
+
+
+def check_prices(ctx: Context) -> Iterator[Diagnostic]:
+    providers = ctx.config.providers
+    for rname, route in ctx.config.routes.items():
+        if route.max_cost_per_request_usd is None:
+            continue
+        for i, cand in enumerate(route.candidates):
+            p, _, m = cand.model.partition("/")
+            if p in providers and m in providers[p].models and providers[p].models[m].price is None:
+                yield error("E036", ("routes", rname, "candidates", i),
+                            f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost cannot be checked",
+                            f"add `price:` under providers.{p}.models.{m}")
+    budget_envs = [e for e, r in ctx.resolved.items() if _has_usd_limits(r.limits)]
+    if not budget_envs:
+        return
+    reported: set[str] = set()
+    for env_name in budget_envs:
+        for rr in ctx.resolved[env_name].routes.values():
+            for c in rr.candidates:
+                if c.price is None and c.ref not in reported:
+                    reported.add(c.ref)
+                    yield error("E036", ("providers", c.provider, "models", c.model),
+                                f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be counted",
+                                "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free models", at_key=True)
+
+
+# ---------------------------------------------------------------------------------------
+# orgs, limits, environment policy references
+
+
+def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
+    cfg = ctx.config
+    for oid, org in cfg.orgs.items():
+        for i, route in enumerate(org.routes or []):
+            if route not in cfg.routes and not ctx.is_broken("routes", route):
+                yield error("E022", ("orgs", oid, "routes", i), f"unknown route '{route}'", did_you_mean(route, cfg.routes))
+        if org.byok is not None:
+            for i, pid in enumerate(org.byok.providers):
+                path: Path = ("orgs", oid, "byok", "providers", i)
+                if pid not in cfg.providers:
+                    if not ctx.is_broken("providers", pid):
+                        yield error("E021", path, f"unknown provider '{pid}'", did_you_mean(pid, cfg.providers))
+                elif cfg.providers[pid].adapter == "mock":
+                    yield error("E021", path, f"provider '{pid}' uses the mock adapter, which takes no credentials", "remove it from byok.providers")
+    for oid in cfg.limits.orgs:
+        if oid not in cfg.orgs and not ctx.is_broken("orgs", oid):
+            yield error("E022", ("limits", "orgs", oid), f"unknown org '{oid}'", did_you_mean(oid, cfg.orgs), at_key=True)
+    for env_name, env in cfg.environments.items():
+        base: Path = ("environments", env_name)
+        for field in ("allowed_providers", "blocked_providers"):
+            for i, pid in enumerate(getattr(env, field) or []):
+                if pid not in cfg.providers and not ctx.is_broken("providers", pid):
+                    yield error("E021", (*base, field, i), f"unknown provider '{pid}'", did_you_mean(pid, cfg.providers))
+        both = set(env.allowed_providers or []) & set(env.blocked_providers)
+        for pid in sorted(both):
+            i = env.blocked_providers.index(pid)
+            yield error("E038", (*base, "blocked_providers", i), f"provider '{pid}' is both allowed and blocked",
+                        "remove it from one of the two lists")
+        if env.limits is not None:
+            for oid in env.limits.orgs:
+                if oid not in cfg.orgs and not ctx.is_broken("orgs", oid):
+                    yield error("E022", (*base, "limits", "orgs", oid), f"unknown org '{oid}'", did_you_mean(oid, cfg.orgs), at_key=True)
+        if not ctx.resolved[env_name].allowed_providers:
+            yield error("E033", base, f"environment '{env_name}' allows no provider at all", "check allowed_providers and blocked_providers", at_key=True)
+
+
+# ---------------------------------------------------------------------------------------
+# secrets
+
+
+_CREDENTIAL_KEYS = {"api_key", "organization", "encryption_key", "url_secret"}
+
+
+def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, (*path, i))
+    elif isinstance(value, str):
+        yield path, value
+
+
+def check_literal_secrets(ctx: Context) -> Iterator[Diagnostic]:
+    hint = ("name the secret instead (e.g. OPENAI_API_KEY), give its source under "
+            "environments.<env>.secrets, and rotate the key: it is in your history now")
+    for path, value in _walk(ctx.data, ()):
+        last = path[-1] if path else ""
+        credential_position = last in _CREDENTIAL_KEYS or (
+            len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and last == "env")
+        if has_known_secret(value) or (credential_position and looks_like_secret(value)):
+            yield error("E040", path, "this looks like a secret value written into the config", hint)
+
+
+def _normalise_file(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
+    cfg = ctx.config
+    sources: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for env_name, env in cfg.environments.items():
+        base: Path = ("environments", env_name)
+        needs = required_secrets(cfg, ctx.resolved[env_name])
+        for secret, needed_by in sorted(needs.items()):
+            if secret not in env.secrets:
+                yield error("E042", (*base, "secrets") if env.secrets else base,
+                            f"environment '{env_name}' can use {needed_by} but has no source for secret {secret}",
+                            f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under environments.{env_name}.secrets",
+                            at_key=not env.secrets)
+        for secret, src in sorted(env.secrets.items()):
+            spath: Path = (*base, "secrets", secret)
+            if secret not in needs:
+                yield warning("W044", spath, f"secret {secret} is not used in environment '{env_name}'", "remove it", at_key=True)
+            if src.env is not None:
+                sources[("env", src.env)].append((env_name, secret))
+            if src.file is not None:
+                f = src.file
+                if not (f.startswith("/") or f.startswith("~/")):
+                    yield error("E043", (*spath, "file"), f"secret file '{f}' is a relative path",
+                                "use an absolute or ~/ path outside the repository, so the secret never lands in git")
+                    continue
+                if ctx.source_dir is not None and f.startswith("/"):
+                    try:
+                        PurePath(_normalise_file(f)).relative_to(ctx.source_dir)
+                    except ValueError:
+                        pass
+                    else:
+                        yield error("E043", (*spath, "file"), f"secret file '{f}' is inside the repository",
+                                    "keep secret files outside the repository")
+                        continue
+                sources[("file", _normalise_file(f))].append((env_name, secret))
+    for (kind, where), users in sources.items():
+        first_env = users[0][0]
+        for env_name, secret in users[1:]:
+            if env_name == first_env:
+                continue
+            what = "environment variable" if kind == "env" else "file"
+            yield error("E041", ("environments", env_name, "secrets", secret, kind),
+                        f"environments '{first_env}' and '{env_name}' both read a secret from the {what} '{where}'",
+                        "give each environment its own key and its own source, e.g. STAGING_OPENAI_API_KEY and PRODUCTION_OPENAI_API_KEY")
+
+
+# ---------------------------------------------------------------------------------------
+# hosts
+
+
+def _host_key(env_target: str, host: str | None) -> str:
+    if env_target == "local" or host in (None, "localhost", "127.0.0.1", "::1"):
+        return "this machine" if env_target == "local" else str(host).lower()
+    return str(host).lower()
+
+
+def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
+    cfg = ctx.config
+    ports: dict[tuple[str, int], str] = {}
+    projects: dict[tuple[str, str], str] = {}
+    for env_name, env in cfg.environments.items():  # document order: the later one is reported
+        base: Path = ("environments", env_name)
+        if env.target == "ssh" and env.host is None:
+            yield error("E012", (*base, "host"), f"environment '{env_name}' has target ssh but no host", "add `host: gw1.example.com`")
+            continue
+        if env.target == "local" and env.host is not None:
+            yield error("E054", (*base, "host"), "a local target takes no host", "remove `host`, or set `target: ssh`", at_key=True)
+        host = _host_key(env.target, env.host)
+        other = ports.get((host, env.port))
+        if other is not None:
+            yield error("E050", (*base, "port"), f"port {env.port} on {host} is already used by environment '{other}'",
+                        "give each environment on a host its own port")
+        else:
+            ports[(host, env.port)] = env_name
+        proj = compose_project(cfg, env_name)
+        other = projects.get((host, proj))
+        if other is not None:
+            yield error("E051", (*base, "compose_project") if env.compose_project else base,
+                        f"compose project '{proj}' on {host} is already used by environment '{other}'",
+                        "each environment needs its own compose project name on a host", at_key=env.compose_project is None)
+        else:
+            projects[(host, proj)] = env_name
+
+
+def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
+    # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK is worth a warning.
+    for env_name, env in ctx.config.environments.items():
+        _allowed, why = provider_policy(ctx.config, env)
+        for oid, org in ctx.config.orgs.items():
+            if org.byok is None:
+                continue
+            for pid in org.byok.providers:
+                if pid in why and pid in ctx.config.providers:
+                    yield warning("W038", ("orgs", oid, "byok", "providers", org.byok.providers.index(pid)),
+                                  f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'")
+
+
+CHECKS: tuple[Check, ...] = (
+    check_providers,
+    check_route_references,
+    check_routes_per_environment,
+    check_prices,
+    check_org_and_policy_references,
+    check_literal_secrets,
+    check_secrets,
+    check_hosts,
+    check_policy_only,
+)

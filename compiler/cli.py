@@ -1,0 +1,275 @@
+"""`python -m compiler`: check, build, schema, explain, diff. The only module here that does I/O.
+
+Exit codes: 0 ok, 1 invalid input (the config has errors), 2 usage or internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from compiler.diagnostics import did_you_mean
+from compiler.report import REPORTERS
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "schema" / "gateway.schema.json"
+RUNTIME_DIR = REPO_ROOT / "runtime"
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called (exit 2)."""
+
+
+def _read_config(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{path}: no such file (run from your repository root, or pass the config path)")
+    if p.is_dir():
+        raise UsageError(f"{path}: is a directory, not a config file")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _check(path: str) -> Any:
+    from compiler.validate import check_bytes
+
+    raw = _read_config(path)
+    return raw, check_bytes(raw, source_dir=Path(path).resolve().parent)
+
+
+# ---------------------------------------------------------------------------------------
+# check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _raw, result = _check(args.file)
+    diagnostics = result.diagnostics
+    sys.stdout.write(REPORTERS[args.format](args.file, diagnostics))
+    if not result.ok:
+        return EXIT_INVALID
+    if args.strict and diagnostics:
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# build
+
+
+def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> Any:
+    """Digest of the runtime package the image is built from, and its requirements."""
+    from compiler.render import ImageInputs
+
+    h = hashlib.sha256()
+    if runtime_dir.is_dir():
+        for f in sorted(runtime_dir.rglob("*")):
+            if not f.is_file() or "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
+                continue
+            rel = f.relative_to(runtime_dir).as_posix()
+            h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    req = runtime_dir / "requirements.txt"
+    return ImageInputs(runtime_digest=h.hexdigest(), requirements=req.read_text() if req.is_file() else "")
+
+
+def _pick_envs(config: Any, names: Sequence[str], all_envs: bool) -> list[str]:
+    known = list(config.environments)
+    if all_envs:
+        if names:
+            raise UsageError("give environment names or --all, not both")
+        return known
+    if not names:
+        raise UsageError(f"name the environments to build, or pass --all (environments: {', '.join(known)})")
+    for n in names:
+        if n not in config.environments:
+            hint = did_you_mean(n, known)
+            raise UsageError(f"unknown environment '{n}'" + (f"; {hint}" if hint else f" (environments: {', '.join(known)})"))
+    return list(dict.fromkeys(names))
+
+
+def write_tree_atomically(out_dir: Path, name: str, files: dict[str, str]) -> None:
+    """Replace `out_dir/name` with exactly `files`, or leave the previous output intact."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
+    try:
+        for rel, text in sorted(files.items()):
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "w", encoding="utf-8", newline="\n") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir))
+            os.rename(final, old / name)
+        os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from compiler.render import render_all
+    from compiler.report import text
+
+    raw, result = _check(args.config)
+    if not result.ok or result.config is None:
+        sys.stderr.write(text(args.config, result.diagnostics))
+        sys.stderr.write(f"refusing to build: {args.config} has errors (nothing was written)\n")
+        return EXIT_INVALID
+    envs = _pick_envs(result.config, args.envs, args.all)
+    rendered = render_all(
+        result.config, envs, image_inputs(),
+        source_name=Path(args.config).name, source_sha256=hashlib.sha256(raw).hexdigest(),
+    )
+    out = Path(args.out)
+    for env, files in rendered.items():
+        write_tree_atomically(out, env, files)
+        if not args.quiet:
+            print(f"built {env}: {', '.join(sorted(files))} -> {out / env}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# schema
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from compiler.schema import schema_text
+
+    path = Path(args.out) if args.out else SCHEMA_PATH
+    expected = schema_text()
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != expected:
+            print(f"{path}: out of date with compiler/models.py; run `python -m compiler schema`", file=sys.stderr)
+            return EXIT_INVALID
+        print(f"{path}: up to date")
+        return EXIT_OK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(expected)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# explain, diff
+
+
+def _valid_config(path: str) -> Any:
+    from compiler.report import text
+
+    _raw, result = _check(path)
+    if result.config is None:
+        sys.stderr.write(text(path, result.diagnostics))
+        sys.stderr.write(f"{path} has errors; fix them first\n")
+        raise SystemExit(EXIT_INVALID)
+    return result.config
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from compiler.explain import explain_route, explain_text
+
+    config = _valid_config(args.config)
+    if args.route not in config.routes:
+        hint = did_you_mean(args.route, config.routes)
+        raise UsageError(f"unknown route '{args.route}'" + (f"; {hint}" if hint else f" (routes: {', '.join(config.routes)})"))
+    _pick_envs(config, [args.env], False)
+    doc = explain_route(config, args.route, args.env)
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.format == "json" else explain_text(doc))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from compiler.explain import diff_environments, diff_text
+
+    config = _valid_config(args.config)
+    _pick_envs(config, [args.env_a, args.env_b], False)
+    changes = diff_environments(config, args.env_a, args.env_b)
+    sys.stdout.write(json.dumps(changes, indent=2) + "\n" if args.format == "json" else diff_text(args.env_a, args.env_b, changes))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m compiler", description="Validate and compile a Switchyard gateway.yaml.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("check", help="validate a config; report every problem")
+    p.add_argument("file", nargs="?", default="gateway.yaml")
+    p.add_argument("--format", choices=sorted(REPORTERS), default="text")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("build", help="compile environments into DIR/<env>/")
+    p.add_argument("envs", nargs="*", metavar="ENV")
+    p.add_argument("--all", action="store_true", help="every environment")
+    p.add_argument("--config", default="gateway.yaml")
+    p.add_argument("--out", default="build")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("schema", help="write (or --check) schema/gateway.schema.json")
+    p.add_argument("--check", action="store_true", help="fail if the checked-in schema is out of date")
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("explain", help="a route's resolved candidate chain in an environment")
+    p.add_argument("route")
+    p.add_argument("--env", required=True)
+    p.add_argument("--config", default="gateway.yaml")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("diff", help="what differs between two environments")
+    p.add_argument("env_a", metavar="ENV_A")
+    p.add_argument("env_b", metavar="ENV_B")
+    p.add_argument("--config", default="gateway.yaml")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_diff)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: never a traceback for users
+        if os.environ.get("SWITCHYARD_DEBUG"):
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\n"
+              "this is a bug in Switchyard; rerun with SWITCHYARD_DEBUG=1 for details", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,154 @@
+"""`explain` and `diff`: what a route does in an environment, and what differs between two."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compiler.models import GatewayConfig
+from compiler.render import runtime_config
+from compiler.resolve import ResolvedCandidate, resolve_environment
+
+
+def _price(c: ResolvedCandidate) -> str:
+    if c.price is None:
+        return "unpriced"
+    return f"${c.price.input:g}/${c.price.output:g} per 1M"
+
+
+def explain_route(config: GatewayConfig, route: str, env_name: str) -> dict[str, Any]:
+    """The resolved candidate chain of `route` in `env_name`, and every dropped candidate."""
+    resolved = resolve_environment(config, env_name)
+    rr = resolved.routes[route]
+    r = rr.route
+    return {
+        "route": route,
+        "environment": env_name,
+        "strategy": r.strategy,
+        "requires": list(rr.requires),
+        "requires_source": "declared" if rr.requires_declared else (f"implied by {rr.primary_ref}" if rr.primary_ref else "none"),
+        "min_context_window": r.min_context_window,
+        "max_cost_per_request_usd": r.max_cost_per_request_usd,
+        "fallback": r.fallback.model_dump(),
+        "candidates": [
+            {
+                "ref": c.ref,
+                "upstream": c.upstream,
+                "weight": c.weight,
+                "capabilities": list(c.capabilities),
+                "context_window": c.context_window,
+                "max_output_tokens": c.max_output_tokens,
+                "price": c.price.model_dump() if c.price else None,
+                "reference_cost_usd": c.reference_cost_usd,
+            }
+            for c in rr.candidates
+        ],
+        "dropped": [{"ref": d.ref, "kind": d.kind, "reason": d.reason} for d in rr.dropped],
+    }
+
+
+def explain_text(doc: dict[str, Any]) -> str:
+    lines = [
+        f"route {doc['route']} in {doc['environment']}: strategy {doc['strategy']}, "
+        f"requires [{', '.join(doc['requires'])}] ({doc['requires_source']})",
+    ]
+    extra = []
+    if doc["min_context_window"]:
+        extra.append(f"min_context_window {doc['min_context_window']:,}")
+    if doc["max_cost_per_request_usd"]:
+        extra.append(f"cost cap ${doc['max_cost_per_request_usd']:g}/request")
+    fb = doc["fallback"]
+    extra.append(f"fallback on {', '.join(fb['on'])}; max {fb['max_attempts']} attempts; first byte within {fb['first_byte_timeout_s']:g}s")
+    lines += [f"  {e}" for e in extra]
+    lines.append("")
+    lines.append("  #  candidate                         context    price (in/out per 1M)  1k+1k cost  capabilities")
+    for i, c in enumerate(doc["candidates"], 1):
+        price = f"${c['price']['input']:g} / ${c['price']['output']:g}" if c["price"] else "unpriced"
+        cost = f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-"
+        weight = f" (weight {c['weight']})" if c["weight"] is not None and doc["strategy"] == "weighted" else ""
+        lines.append(
+            f"  {i:<2} {c['ref'] + weight:<33} {c['context_window']:>9,}  {price:<21}  {cost:>10}  {', '.join(c['capabilities'])}"
+        )
+    if not doc["candidates"]:
+        lines.append("  (none: the route cannot serve requests here)")
+    if doc["dropped"]:
+        lines.append("")
+        lines.append("  dropped:")
+        for d in doc["dropped"]:
+            lines.append(f"    {d['ref']:<32} {d['kind']}: {d['reason']}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# diff
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = value
+    return out
+
+
+def _comparable(config: GatewayConfig, env_name: str) -> dict[str, Any]:
+    doc = runtime_config(config, resolve_environment(config, env_name))
+    env = config.environments[env_name]
+    routes = {
+        name: {
+            "chain": " -> ".join(f"{c['provider']}/{c['model']}" + (f"@{c['weight']}" if c["weight"] is not None else "") for c in r["candidates"]) or "(none)",
+            "strategy": r["strategy"],
+            "requires": ", ".join(r["requires"]),
+            "max_cost_per_request_usd": r["max_cost_per_request_usd"],
+            "fallback": r["fallback"],
+        }
+        for name, r in doc["routes"].items()
+    }
+    return {
+        "deployment": {
+            "target": env.target, "host": env.host, "port": env.port, "replicas": env.replicas,
+            "compose_project": doc["compose_project"], "health_timeout_s": env.health_timeout_s,
+        },
+        "providers": {pid: {"models": ", ".join(sorted(p["models"])), "base_url": p["base_url"]} for pid, p in doc["providers"].items()},
+        "routes": routes,
+        "limits": doc["limits"],
+        "secrets": {name: ("optional" if s["optional"] else "required") for name, s in doc["secrets"].items()},
+    }
+
+
+def diff_environments(config: GatewayConfig, env_a: str, env_b: str) -> list[dict[str, Any]]:
+    """Every setting whose value differs between two environments' resolved configs."""
+    a = _flatten(_comparable(config, env_a))
+    b = _flatten(_comparable(config, env_b))
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if va != vb:
+            out.append({"key": key, env_a: va, env_b: vb})
+    return out
+
+
+def diff_text(env_a: str, env_b: str, changes: list[dict[str, Any]]) -> str:
+    if not changes:
+        return f"{env_a} and {env_b} resolve to the same routes, providers and limits\n"
+    lines = [f"{len(changes)} difference{'s' if len(changes) != 1 else ''} from {env_a} to {env_b}:"]
+    section = None
+    for ch in changes:
+        top = ch["key"].split(".", 1)[0]
+        if top != section:
+            section = top
+            lines.append(f"\n{section}:")
+        key = ch["key"].split(".", 1)[1] if "." in ch["key"] else ch["key"]
+        lines.append(f"  {key}")
+        lines.append(f"    - {env_a}: {_show(ch[env_a])}")
+        lines.append(f"    + {env_b}: {_show(ch[env_b])}")
+    return "\n".join(lines) + "\n"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return str(value)

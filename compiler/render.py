@@ -1,0 +1,290 @@
+"""Render one environment's artifacts: `{relative path: text}`. Pure and deterministic.
+
+runtime.json and manifest.json are machine-read, so they are serialised (sorted keys);
+compose.yaml and the Dockerfile are read by people, so they come from templates that only
+loop and branch over values computed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from compiler.models import GatewayConfig
+from compiler.resolve import (
+    REFERENCE_INPUT_TOKENS,
+    REFERENCE_OUTPUT_TOKENS,
+    ResolvedEnvironment,
+    base_url,
+    required_secrets,
+    resolve_environment,
+    used_providers,
+)
+
+RUNTIME_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 1
+CONTAINER_PORT = 8000
+CONFIG_PATH = "/etc/switchyard/runtime.json"
+DATA_DIR = "/var/lib/switchyard"
+# Where deploy writes the environment's secrets file, relative to a release directory
+# (<root>/<compose project>/releases/<release id>/). It is never part of a release.
+SECRETS_FILE = "../../secrets.env"
+LABEL_PREFIX = "dev.switchyard"
+MANAGED_BY = "switchyard"
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInputs:
+    """What goes into the gateway image besides the Dockerfile: the runtime's code and deps.
+
+    The CLI reads them from disk; tests pass fixed values, so goldens do not churn.
+    """
+
+    runtime_digest: str
+    requirements: str
+
+
+def sha256(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = lambda v: json.dumps(v, ensure_ascii=False)
+    return env
+
+
+# ---------------------------------------------------------------------------------------
+# runtime.json
+
+
+def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict[str, Any]:
+    """The resolved runtime config of one environment (without its content hash)."""
+    env = resolved.env
+    providers: dict[str, Any] = {}
+    secrets = required_secrets(config, resolved)
+    for pid in used_providers(resolved, config):
+        p = config.providers[pid]
+        optional = bool(p.credentials) and all(
+            env.secrets.get(name) is not None and env.secrets[name].optional
+            for name in (p.credentials.api_key, p.credentials.organization) if name  # type: ignore[union-attr]
+        )
+        providers[pid] = {
+            "adapter": p.adapter,
+            "base_url": base_url(p.adapter, p.base_url),
+            "credentials": p.credentials.model_dump(exclude_none=True) if p.credentials else {},
+            "credentials_optional": optional,
+            "timeout_s": p.timeout_s,
+            "connect_timeout_s": p.connect_timeout_s,
+            "models": {
+                name: {
+                    "upstream": m.upstream or name,
+                    "context_window": m.context_window,
+                    "max_output_tokens": m.max_output_tokens,
+                    "capabilities": sorted(m.capabilities),
+                    "price": m.price.model_dump() if m.price else None,
+                }
+                for name, m in sorted(p.models.items())
+            },
+        }
+    routes: dict[str, Any] = {}
+    for name, rr in resolved.routes.items():
+        r = rr.route
+        routes[name] = {
+            "strategy": r.strategy,
+            "requires": sorted(rr.requires),
+            "min_context_window": r.min_context_window,
+            "max_cost_per_request_usd": r.max_cost_per_request_usd,
+            "fallback": {
+                "on": sorted(r.fallback.on),
+                "max_attempts": r.fallback.max_attempts,
+                "first_byte_timeout_s": r.fallback.first_byte_timeout_s,
+            },
+            "candidates": [
+                {"provider": c.provider, "model": c.model, "weight": c.weight} for c in rr.candidates
+            ],
+            "dropped": [{"ref": d.ref, "kind": d.kind, "reason": d.reason} for d in rr.dropped],
+        }
+    orgs = {
+        oid: {
+            "routes": sorted(o.routes) if o.routes is not None else None,
+            "allow_explicit_models": o.allow_explicit_models,
+            "byok": None if o.byok is None else {
+                "providers": sorted(p for p in o.byok.providers if p in resolved.allowed_providers),
+                "encryption_key": o.byok.encryption_key,
+            },
+        }
+        for oid, o in sorted(config.orgs.items())
+    }
+    prices = {
+        f"{pid}/{name}": spec["price"]
+        for pid, p in providers.items() for name, spec in p["models"].items()
+    }
+    return {
+        "schema_version": RUNTIME_SCHEMA_VERSION,
+        "project": config.project,
+        "environment": resolved.name,
+        "compose_project": resolved.compose_project,
+        "server": {
+            "port": CONTAINER_PORT,
+            "workers": config.runtime.workers,
+            "request_timeout_s": config.runtime.request_timeout_s,
+            "data_dir": DATA_DIR,
+        },
+        "allow_explicit_models": config.runtime.allow_explicit_models,
+        "keys": {"prefix": f"sy_{resolved.name}_", "environment": resolved.name},
+        "providers": providers,
+        "routes": routes,
+        "orgs": orgs,
+        "limits": resolved.limits.model_dump(),
+        "logging": config.logging.model_dump(),
+        "cost_reference_request": {"input_tokens": REFERENCE_INPUT_TOKENS, "output_tokens": REFERENCE_OUTPUT_TOKENS},
+        "price_table_hash": "sha256:" + sha256(canonical_json(prices)),
+        "secrets": {
+            name: {"needed_by": needed_by, "optional": bool(env.secrets.get(name) and env.secrets[name].optional)}
+            for name, needed_by in sorted(secrets.items())
+        },
+    }
+
+
+def with_hash(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add `config_hash`: sha256 of the canonical document without that field."""
+    body = {k: v for k, v in doc.items() if k != "config_hash"}
+    return {**body, "config_hash": "sha256:" + sha256(canonical_json(body))}
+
+
+# ---------------------------------------------------------------------------------------
+# compose.yaml, Dockerfile, manifest.json
+
+
+def _labels(config: GatewayConfig, resolved: ResolvedEnvironment, service: str, extra: dict[str, str]) -> list[tuple[str, str]]:
+    labels = {
+        f"{LABEL_PREFIX}.managed-by": MANAGED_BY,
+        f"{LABEL_PREFIX}.project": config.project,
+        f"{LABEL_PREFIX}.environment": resolved.name,
+        f"{LABEL_PREFIX}.service": service,
+        **extra,
+    }
+    return sorted(labels.items())
+
+
+def _healthcheck(path: str) -> list[str]:
+    code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
+    return ["CMD", "python", "-c", code]
+
+
+def render_environment(
+    config: GatewayConfig, env_name: str, image_inputs: ImageInputs, *, source_name: str = "gateway.yaml", source_sha256: str = "",
+) -> dict[str, str]:
+    """All artifacts of one environment, as `{file name: text}`."""
+    resolved = resolve_environment(config, env_name)
+    env = resolved.env
+    runtime = with_hash(runtime_config(config, resolved))
+    runtime_text = canonical_json(runtime)
+    config_hash = runtime["config_hash"]
+
+    templates = _env()
+    command = ["python", "-m", "runtime", "serve", "--config", CONFIG_PATH, "--host", "0.0.0.0",
+               "--port", str(CONTAINER_PORT), "--workers", str(config.runtime.workers)]
+    dockerfile = templates.get_template("Dockerfile.j2").render(
+        base_image=config.runtime.base_image, compose_project=resolved.compose_project,
+        container_port=CONTAINER_PORT, command=command, source_name=source_name,
+    )
+    image_hash = sha256("\n".join([sha256(dockerfile), image_inputs.runtime_digest, sha256(image_inputs.requirements)]))
+    image = f"{resolved.compose_project}/gateway:{image_hash[:12]}"
+
+    published = f"127.0.0.1:{env.port}:{CONTAINER_PORT}"
+    gateway_labels = {
+        f"{LABEL_PREFIX}.config-hash": config_hash,
+        f"{LABEL_PREFIX}.image-inputs": "sha256:" + image_hash,
+    }
+    services: list[dict[str, Any]] = [{
+        "name": "gateway",
+        "build": True,
+        "command": command,
+        "env_file": True,
+        "environment": sorted({"SWITCHYARD_ENVIRONMENT": env_name, "SWITCHYARD_DATA_DIR": DATA_DIR}.items()),
+        "volumes": [f"./runtime.json:{CONFIG_PATH}:ro", f"data:{DATA_DIR}"],
+        "ports": [published] if env.replicas == 1 else [],
+        "replicas": env.replicas,
+        "depends_on": [],
+        "healthcheck": _healthcheck("/readyz"),
+        "labels": _labels(config, resolved, "gateway", gateway_labels),
+    }]
+    if env.replicas > 1:
+        services.append({
+            "name": "edge",
+            "build": False,
+            "command": ["python", "-m", "runtime", "edge", "--listen", f"0.0.0.0:{CONTAINER_PORT}",
+                        "--upstream", f"gateway:{CONTAINER_PORT}"],
+            "env_file": False,
+            "environment": sorted({"SWITCHYARD_ENVIRONMENT": env_name}.items()),
+            "volumes": [],
+            "ports": [published],
+            "replicas": 1,
+            "depends_on": ["gateway"],
+            "healthcheck": _healthcheck("/healthz"),
+            "labels": _labels(config, resolved, "edge", {f"{LABEL_PREFIX}.image-inputs": "sha256:" + image_hash}),
+        })
+    compose = templates.get_template("compose.yaml.j2").render(
+        source_name=source_name, environment=env_name, compose_project=resolved.compose_project,
+        services=services, image=image, secrets_file=SECRETS_FILE, container_port=CONTAINER_PORT,
+        volume_labels=_labels(config, resolved, "data", {}),
+    )
+    service_inputs = {}
+    for svc in services:
+        block = canonical_json({k: v for k, v in svc.items() if k != "labels"})
+        uses_config = svc["name"] == "gateway"
+        inputs = {
+            "image": "sha256:" + image_hash,
+            "config": config_hash if uses_config else None,
+            "definition": "sha256:" + sha256(block),
+        }
+        service_inputs[svc["name"]] = {**inputs, "inputs_hash": "sha256:" + sha256(canonical_json(inputs))}
+    files = {"compose.yaml": compose, "Dockerfile": dockerfile, "runtime.json": runtime_text}
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "generator": "switchyard",
+        "project": config.project,
+        "environment": env_name,
+        "compose_project": resolved.compose_project,
+        "target": env.target,
+        "host": env.host,
+        "ssh_user": env.ssh_user,
+        "ssh_port": env.ssh_port,
+        "port": env.port,
+        "replicas": env.replicas,
+        "health_timeout_s": env.health_timeout_s,
+        "keep_releases": env.keep_releases,
+        "image": image,
+        "config_hash": config_hash,
+        "source": {"name": source_name, "sha256": source_sha256},
+        "secrets": sorted(runtime["secrets"]),
+        "files": {name: "sha256:" + sha256(text) for name, text in sorted(files.items())},
+        "services": service_inputs,
+    }
+    files["manifest.json"] = canonical_json(manifest)
+    return files
+
+
+def render_all(config: GatewayConfig, envs: list[str], image_inputs: ImageInputs, **kwargs: Any) -> dict[str, dict[str, str]]:
+    return {env: render_environment(config, env, image_inputs, **kwargs) for env in envs}

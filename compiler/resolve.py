@@ -1,0 +1,222 @@
+"""Resolve the raw config for one environment: policy applied, names linked, defaults filled.
+
+The result is what the gateway in that environment will actually do: the concrete
+candidate chain of every route (and every candidate dropped, with the reason), the merged
+limits, the providers it may call and the secret names it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compiler.models import (
+    DEFAULT_BASE_URLS,
+    Environment,
+    GatewayConfig,
+    KeyLimits,
+    Limits,
+    OrgLimits,
+    Price,
+    Route,
+)
+
+# The "typical request" a cost cap is checked against before any request exists.
+REFERENCE_INPUT_TOKENS = 1000
+REFERENCE_OUTPUT_TOKENS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A candidate that cannot serve a route in an environment, and why."""
+
+    ref: str
+    index: int
+    kind: str  # environment_policy | missing_capability | context_window | cost_cap | unknown_model
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCandidate:
+    ref: str
+    index: int  # position in the route's `candidates` as written
+    provider: str
+    model: str
+    upstream: str
+    adapter: str
+    weight: int | None
+    context_window: int
+    max_output_tokens: int | None
+    capabilities: tuple[str, ...]
+    price: Price | None
+
+    @property
+    def reference_cost_usd(self) -> float | None:
+        """Cost of the reference request (1k input + 1k output tokens), or None if unpriced."""
+        if self.price is None:
+            return None
+        return (self.price.input * REFERENCE_INPUT_TOKENS + self.price.output * REFERENCE_OUTPUT_TOKENS) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRoute:
+    name: str
+    route: Route
+    requires: tuple[str, ...]
+    requires_declared: bool
+    primary_ref: str | None  # where implied requirements came from
+    candidates: tuple[ResolvedCandidate, ...]
+    dropped: tuple[Dropped, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedEnvironment:
+    name: str
+    env: Environment
+    compose_project: str
+    allowed_providers: tuple[str, ...]  # providers that may serve requests here, sorted
+    policy_drops: dict[str, str] = field(default_factory=dict)  # provider -> why it may not
+    routes: dict[str, ResolvedRoute] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+
+def provider_policy(config: GatewayConfig, env: Environment) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Which providers an environment allows, and for the rest, why not."""
+    allowed: list[str] = []
+    why: dict[str, str] = {}
+    for pid in sorted(config.providers):
+        if pid in env.blocked_providers:
+            why[pid] = f"provider '{pid}' is in blocked_providers"
+        elif env.allowed_providers is not None and pid not in env.allowed_providers:
+            why[pid] = f"provider '{pid}' is not in allowed_providers"
+        else:
+            allowed.append(pid)
+    return tuple(allowed), why
+
+
+def lookup(config: GatewayConfig, provider: str, model: str, index: int, ref: str, weight: int | None) -> ResolvedCandidate | None:
+    p = config.providers.get(provider)
+    if p is None or model not in p.models:
+        return None
+    m = p.models[model]
+    return ResolvedCandidate(
+        ref=ref, index=index, provider=provider, model=model, upstream=m.upstream or model,
+        adapter=p.adapter, weight=weight, context_window=m.context_window,
+        max_output_tokens=m.max_output_tokens, capabilities=tuple(m.capabilities), price=m.price,
+    )
+
+
+def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple[str, ...], policy: dict[str, str]) -> ResolvedRoute:
+    """The candidate chain of one route under an environment's provider policy."""
+    linked: list[ResolvedCandidate] = []
+    dropped: list[Dropped] = []
+    seen: set[str] = set()
+    for i, cand in enumerate(route.candidates):
+        provider, _, model = cand.model.partition("/")
+        if cand.model in seen:
+            continue  # reported by the checks; the first occurrence stands
+        seen.add(cand.model)
+        rc = lookup(config, provider, model, i, cand.model, cand.weight)
+        if rc is None:
+            dropped.append(Dropped(cand.model, i, "unknown_model", f"'{cand.model}' is not declared under providers"))
+            continue
+        if provider not in allowed:
+            dropped.append(Dropped(cand.model, i, "environment_policy", policy.get(provider, "not allowed")))
+            continue
+        linked.append(rc)
+
+    declared = route.requires is not None
+    primary = linked[0] if linked else None
+    if route.requires is not None:
+        requires = tuple(route.requires)
+    elif primary is not None:
+        requires = primary.capabilities
+    else:
+        requires = ()
+
+    kept: list[ResolvedCandidate] = []
+    for rc in linked:
+        missing = [c for c in requires if c not in rc.capabilities]
+        if missing:
+            source = "this route" if declared else f"the primary candidate {primary.ref if primary else ''}"
+            dropped.append(Dropped(rc.ref, rc.index, "missing_capability", f"lacks {', '.join(repr(c) for c in missing)}, required by {source}"))
+            continue
+        if route.min_context_window is not None and rc.context_window < route.min_context_window:
+            dropped.append(Dropped(rc.ref, rc.index, "context_window", f"context window {rc.context_window:,} < min_context_window {route.min_context_window:,}"))
+            continue
+        cost = rc.reference_cost_usd
+        cap = route.max_cost_per_request_usd
+        if cap is not None and cost is not None and cost > cap:
+            dropped.append(Dropped(
+                rc.ref, rc.index, "cost_cap",
+                f"a {REFERENCE_INPUT_TOKENS:,}+{REFERENCE_OUTPUT_TOKENS:,}-token request costs ${cost:.4f} > cap ${cap:g}",
+            ))
+            continue
+        kept.append(rc)
+    return ResolvedRoute(
+        name=name, route=route, requires=requires, requires_declared=declared,
+        primary_ref=None if declared or primary is None else primary.ref,
+        candidates=tuple(kept), dropped=tuple(sorted(dropped, key=lambda d: d.index)),
+    )
+
+
+def merge_limits(base: Limits, override: Limits | None) -> Limits:
+    """Environment limit overrides, merged field by field over the top-level limits."""
+    if override is None:
+        return base
+    per_key = KeyLimits.model_validate({**base.per_key.model_dump(), **override.per_key.model_dump(exclude_unset=True)})
+    per_org = OrgLimits.model_validate({**base.per_org.model_dump(), **override.per_org.model_dump(exclude_unset=True)})
+    orgs = dict(base.orgs)
+    for org, lim in override.orgs.items():
+        prior = orgs.get(org, OrgLimits())
+        orgs[org] = OrgLimits.model_validate({**prior.model_dump(), **lim.model_dump(exclude_unset=True)})
+    return Limits(per_key=per_key, per_org=per_org, orgs=orgs)
+
+
+def compose_project(config: GatewayConfig, env_name: str) -> str:
+    env = config.environments[env_name]
+    return env.compose_project or f"{config.project}-{env_name}"
+
+
+def resolve_environment(config: GatewayConfig, env_name: str) -> ResolvedEnvironment:
+    """Everything the gateway of `env_name` will do, before any request arrives."""
+    env = config.environments[env_name]
+    allowed, why = provider_policy(config, env)
+    routes = {name: resolve_route(config, name, route, allowed, why) for name, route in sorted(config.routes.items())}
+    return ResolvedEnvironment(
+        name=env_name, env=env, compose_project=compose_project(config, env_name),
+        allowed_providers=allowed, policy_drops=why, routes=routes,
+        limits=merge_limits(config.limits, env.limits),
+    )
+
+
+def base_url(adapter: str, configured: str | None) -> str | None:
+    return configured or DEFAULT_BASE_URLS.get(adapter)
+
+
+def used_providers(resolved: ResolvedEnvironment, config: GatewayConfig) -> tuple[str, ...]:
+    """Providers reachable in the environment: through a route, or by BYOK of an org."""
+    used = {c.provider for r in resolved.routes.values() for c in r.candidates}
+    if config.runtime.allow_explicit_models:
+        used.update(resolved.allowed_providers)
+    for org in config.orgs.values():
+        if org.byok is not None:
+            used.update(p for p in org.byok.providers if p in resolved.allowed_providers)
+    return tuple(sorted(used))
+
+
+def required_secrets(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict[str, str]:
+    """Secret name -> what needs it, for everything reachable in the environment."""
+    needs: dict[str, str] = {}
+    for pid in used_providers(resolved, config):
+        creds = config.providers[pid].credentials
+        if creds is None:
+            continue
+        needs.setdefault(creds.api_key, f"providers.{pid}.credentials.api_key")
+        if creds.organization:
+            needs.setdefault(creds.organization, f"providers.{pid}.credentials.organization")
+    for oid, org in sorted(config.orgs.items()):
+        if org.byok is not None:
+            needs.setdefault(org.byok.encryption_key, f"orgs.{oid}.byok.encryption_key")
+    if config.logging.sink == "postgres" and config.logging.url_secret:
+        needs.setdefault(config.logging.url_secret, "logging.url_secret")
+    return needs

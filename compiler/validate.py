@@ -1,0 +1,374 @@
+"""Validate a loaded document: shape (the pydantic models) then semantics (compiler.checks).
+
+Shape errors are translated from pydantic's into our diagnostics, each with a stable code.
+When some items are malformed, they are pruned and the rest is validated again, so the
+semantic checks still run on everything that is well-formed — every problem in one run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from compiler import checks
+from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
+from compiler.loader import Loaded, load
+from compiler.models import (
+    ADAPTERS,
+    CAPABILITIES,
+    ERROR_CLASSES,
+    NAME_RULES,
+    SECRET_PATTERN,
+    GatewayConfig,
+)
+from compiler.secrets import looks_like_secret
+
+_DICT_SECTIONS = ("providers", "routes", "orgs", "environments")
+
+
+@dataclass
+class CheckResult:
+    """Everything `check` found, with the validated config when shape validation passed."""
+
+    loaded: Loaded
+    config: GatewayConfig | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Items dropped because they were malformed: references to them are not re-reported.
+    broken: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+
+def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> CheckResult:
+    """Load and validate one config document. Pure: never touches disk."""
+    loaded = load(raw)
+    diagnostics = list(loaded.diagnostics)
+    if loaded.data is None:
+        return _finish(CheckResult(loaded, None, diagnostics))
+    data: dict[str, Any] = loaded.data
+    config, shape = _validate_shape(data)
+    diagnostics += shape
+    broken: set[tuple[str, str]] = set()
+    pruned, errors = data, shape
+    for _ in range(4):  # each round drops what the last one complained about
+        if config is not None or not errors:
+            break
+        pruned, dropped = _prune(pruned, errors)
+        broken |= dropped
+        config, errors = _validate_shape(pruned)
+    result = CheckResult(loaded, None, diagnostics, broken)
+    if config is not None:
+        diagnostics += checks.run_all(config, data, broken=broken, source_dir=source_dir)
+        if not shape:
+            result.config = config
+    return _finish(result)
+
+
+def _finish(result: CheckResult) -> CheckResult:
+    located: list[Diagnostic] = []
+    seen: set[tuple[str, Path, str]] = set()
+    for d in result.diagnostics:
+        key = (d.code, d.path, d.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        located.append(d if d.line else d.located(*result.loaded.position(d.path, at_key=d.at_key)))
+    result.diagnostics = sorted(located, key=sort_key)
+    return result
+
+
+def _validate_shape(data: dict[str, Any]) -> tuple[GatewayConfig | None, list[Diagnostic]]:
+    try:
+        return GatewayConfig.model_validate(data), []
+    except ValidationError as exc:
+        return None, [_translate(e, data) for e in exc.errors(include_url=False)]
+
+
+def _prune(data: dict[str, Any], shape: list[Diagnostic]) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+    """Drop the malformed parts so the well-formed rest can still be checked.
+
+    An unknown key is removed on its own; any other problem inside a named item (a
+    provider, route, org or environment) drops that item, and references to it are not
+    reported again.
+    """
+    pruned = _copy_path_parents(data, shape)
+    broken: set[tuple[str, str]] = set()
+    placeholders: dict[str, Any] = {"version": 1, "project": "invalid-project"}
+    for d in shape:
+        path = d.path
+        if not path or not isinstance(path[0], str):
+            continue
+        top = path[0]
+        if d.code == "E010" and len(path) > 1:
+            parent = _get(pruned, path[:-1])
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
+                continue
+        if top in _DICT_SECTIONS and len(path) >= 2 and isinstance(pruned.get(top), dict):
+            name = str(path[1])
+            if name in pruned[top]:
+                del pruned[top][name]
+            broken.add((top, name))
+        elif top in placeholders:
+            pruned[top] = placeholders[top]
+        else:
+            pruned.pop(top, None)
+            if top in _DICT_SECTIONS:
+                broken.add((top, "*"))
+    return pruned, broken
+
+
+def _get(data: Any, path: Path) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _copy_path_parents(data: dict[str, Any], shape: list[Diagnostic]) -> dict[str, Any]:
+    """Copy the containers along each error path, so pruning never mutates the loaded data."""
+    import copy
+
+    return copy.deepcopy(data) if shape else data
+
+
+# ---------------------------------------------------------------------------------------
+# pydantic error -> Diagnostic
+
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "none_required": "empty",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string '{shown}'"
+    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+        return str(value)
+    return f"{value!r} (a {type(value).__name__})"
+
+
+def _field_name(loc: Path) -> str:
+    for part in reversed(loc):
+        if isinstance(part, str) and not part.startswith("["):
+            return part
+    return "value"
+
+
+def _translate(err: Any, data: dict[str, Any]) -> Diagnostic:
+    loc: Path = tuple(err["loc"])
+    kind: str = err["type"]
+    ctx: dict[str, Any] = err.get("ctx") or {}
+    value = err.get("input")
+    name = _field_name(loc)
+
+    if loc and loc[-1] == "[key]":
+        path = loc[:-1]
+        return _pattern_error(path, str(path[-1]), ctx.get("pattern", ""), at_key=True)
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _fields_at(loc[:-1])
+        hint = did_you_mean(key, allowed)
+        if hint is None and allowed:
+            hint = "allowed keys here: " + ", ".join(sorted(allowed))
+        where = f" in {_parent_words(loc[:-1])}" if loc[:-1] else " at the top level"
+        return error("E010", loc, f"unknown key '{key}'{where}", hint, at_key=True)
+    if kind == "missing":
+        info = _field_info(loc)
+        hint = None
+        if info is not None and info.examples:
+            hint = f"add `{name}:`, e.g. {_yaml_inline(info.examples[0])}"
+        return error("E012", loc, f"missing required key '{name}'", hint)
+    if kind in _TYPE_WORDS:
+        return error("E011", loc, f"should be {_TYPE_WORDS[kind]}, not {_describe(value)}", _type_hint(kind, value))
+    if kind == "literal_error":
+        return _literal_error(loc, value, ctx)
+    if kind == "string_pattern_mismatch":
+        return _pattern_error(loc, value, ctx.get("pattern", ""))
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        return _range_error(loc, kind, value, ctx)
+    if kind in ("too_short", "string_too_short"):
+        what = "must not be empty" if ctx.get("min_length", 1) <= 1 else f"needs at least {ctx['min_length']} items"
+        return error("E014", loc, f"'{name}' {what}", _example_hint(loc))
+    if kind in ("too_long", "string_too_long"):
+        return error("E014", loc, f"'{name}' is too long (at most {ctx.get('max_length')})")
+    if kind in ("finite_number",):
+        return error("E014", loc, f"'{name}' must be a finite number, not {_describe(value)}")
+    if kind.startswith("E") and kind[1:].isdigit():
+        return error(kind, loc, str(err["msg"]), _custom_hint(kind, loc))
+    return error("E011", loc, f"invalid value {_describe(value)}: {err['msg']}")
+
+
+def _yaml_inline(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value)
+
+
+def _example_hint(loc: Path) -> str | None:
+    info = _field_info(loc)
+    if info is not None and info.examples:
+        return f"for example: {_yaml_inline(info.examples[0])}"
+    return None
+
+
+def _type_hint(kind: str, value: Any) -> str | None:
+    if kind in ("int_type", "float_type") and isinstance(value, str):
+        return "remove the quotes around the number"
+    if kind == "string_type" and isinstance(value, bool):
+        return "YAML reads true/false as booleans: quote the value"
+    if kind == "string_type" and isinstance(value, int | float):
+        return "quote the value to make it a string"
+    if kind == "bool_type" and isinstance(value, str):
+        return "write true or false without quotes"
+    return None
+
+
+def _custom_hint(kind: str, loc: Path) -> str | None:
+    if "secrets" in loc:
+        return "write `env: VARIABLE_NAME` or `file: ~/path/outside/the/repo`"
+    return None
+
+
+def _parent_words(path: Path) -> str:
+    from compiler.diagnostics import format_path
+
+    return format_path(path)
+
+
+def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
+    expected = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+    allowed: Iterable[str] = expected
+    if loc == ("version",):
+        return error("E016", loc, f"unsupported config version {_describe(value)}", "this Switchyard reads `version: 1`")
+    words = {
+        tuple(sorted(CAPABILITIES)): "capability",
+        tuple(sorted(ERROR_CLASSES)): "error class",
+        tuple(sorted(ADAPTERS)): "adapter",
+    }.get(tuple(sorted(expected)), _field_name(loc).rstrip("s") or "value")
+    shown = value if isinstance(value, str) else _describe(value)
+    hint = did_you_mean(str(value), allowed) if isinstance(value, str) else None
+    if hint is None:
+        hint = "expected one of: " + ", ".join(expected)
+    return error("E015", loc, f"'{shown}' is not a known {words}", hint)
+
+
+def _pattern_error(loc: Path, value: Any, pattern: str, *, at_key: bool = False) -> Diagnostic:
+    if pattern == SECRET_PATTERN and isinstance(value, str) and looks_like_secret(value):
+        return error(
+            "E040", loc, "this looks like a secret value written into the config",
+            "name the secret instead (e.g. OPENAI_API_KEY) and give its source under "
+            "environments.<env>.secrets; then rotate the leaked key",
+        )
+    rule = NAME_RULES.get(pattern)
+    shown = value if isinstance(value, str) else _describe(value)
+    if rule is not None:
+        kind, explanation = rule
+        return error("E013", loc, f"'{shown}' is not a valid {kind}", f"use {explanation}", at_key=at_key)
+    name = _field_name(loc)
+    if name == "base_url":
+        return error("E013", loc, f"'{shown}' is not an http(s) URL", "e.g. https://api.openai.com/v1")
+    return error("E013", loc, f"'{shown}' is not a valid {name}", f"it must match {pattern}", at_key=at_key)
+
+
+def _range_error(loc: Path, kind: str, value: Any, ctx: dict[str, Any]) -> Diagnostic:
+    name = _field_name(loc)
+    if name == "port" and len(loc) == 3 and loc[0] == "environments":
+        return error("E052", loc, f"port {value} is outside 1024–65535", "pick an unprivileged port, e.g. 8200")
+    op, bound = {
+        "greater_than_equal": ("at least", ctx.get("ge")),
+        "greater_than": ("greater than", ctx.get("gt")),
+        "less_than_equal": ("at most", ctx.get("le")),
+        "less_than": ("less than", ctx.get("lt")),
+    }[kind]
+    return error("E014", loc, f"'{name}' must be {op} {bound}, not {value}", _example_hint(loc))
+
+
+# -- walking the models along an error location -------------------------------------------
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = args[0] if len(args) == 1 else tp
+            if len(args) != 1:
+                return tp
+        else:
+            return tp
+
+
+def _type_at(loc: Path) -> Any:
+    tp: Any = GatewayConfig
+    parts = list(loc)
+    while parts:
+        tp = _unwrap(tp)
+        origin = typing.get_origin(tp)
+        part = parts.pop(0)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            info = tp.model_fields.get(str(part))
+            if info is None:
+                return None
+            tp = info.annotation
+        elif origin is dict:
+            tp = typing.get_args(tp)[1]
+        elif origin is list:
+            tp = typing.get_args(tp)[0]
+        else:
+            return None
+    return _unwrap(tp)
+
+
+def _fields_at(loc: Path) -> list[str]:
+    tp = _type_at(loc)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _field_info(loc: Path) -> Any:
+    if not loc:
+        return None
+    parent = _type_at(loc[:-1])
+    if isinstance(parent, type) and issubclass(parent, BaseModel):
+        return parent.model_fields.get(str(loc[-1]))
+    return None
+
+
+__all__ = ["CheckResult", "check_bytes", "load"]
