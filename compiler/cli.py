@@ -54,14 +54,14 @@ def _check(path: str) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    _raw, result = _check(args.file)
-    diagnostics = result.diagnostics
-    sys.stdout.write(REPORTERS[args.format](args.file, diagnostics))
-    if not result.ok:
-        return EXIT_INVALID
-    if args.strict and diagnostics:
-        return EXIT_INVALID
-    return EXIT_OK
+    status = EXIT_OK
+    for path in args.files or ["gateway.yaml"]:
+        _raw, result = _check(path)
+        diagnostics = result.diagnostics
+        sys.stdout.write(REPORTERS[args.format](path, diagnostics))
+        if not result.ok or (args.strict and diagnostics):
+            status = EXIT_INVALID
+    return status
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("check", help="validate a config; report every problem")
-    p.add_argument("file", nargs="?", default="gateway.yaml")
+    p.add_argument("files", nargs="*", metavar="FILE", help="config files (default: gateway.yaml)")
     p.add_argument("--format", choices=sorted(REPORTERS), default="text")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.set_defaults(func=cmd_check)
