@@ -189,7 +189,13 @@ class _Builder:
         return None
 
 
-def _short_tag(tag: str) -> str:
+def _line_of(event: Any) -> int:
+    mark = event.start_mark
+    return int(mark.line) + 1 if mark is not None else 1
+
+
+def _short_tag(tag: str | None) -> str:
+    tag = tag or "!"
     return "!!" + tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
 
 
@@ -240,7 +246,7 @@ def load(raw: bytes | str) -> Loaded:
                     out.diagnostics.append(error(
                         "E001", (), "the file holds more than one YAML document",
                         "remove the '---' separator and keep one document",
-                    ).located(event.start_mark.line + 1, 1))
+                    ).located(_line_of(event), 1))
                     break
                 first = next(events)
                 out.data = builder.node(first, (), 0)

@@ -197,7 +197,7 @@ class Fallback(_Section):
     """When and how a route moves on to its next candidate."""
 
     on: list[ErrorClass] = Field(
-        default_factory=lambda: ["rate_limited", "server_error", "timeout", "connect_error", "overloaded", "context_length"],
+        default_factory=lambda: list(ERROR_CLASSES),  # type: ignore[arg-type]
         description="Error classes that fall back to the next candidate. `context_length` only "
         "ever falls back to a candidate with a larger context window.",
         examples=[["rate_limited", "server_error", "timeout"]],

@@ -126,6 +126,7 @@ def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple
 
     declared = route.requires is not None
     primary = linked[0] if linked else None
+    requires: tuple[str, ...]
     if route.requires is not None:
         requires = tuple(route.requires)
     elif primary is not None:
