@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import posixpath
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
 from typing import Any
 
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
 from compiler.models import GatewayConfig, Limits
-from compiler.resolve import compose_project, provider_policy, required_secrets, resolve_environment
-from compiler.secrets import has_known_secret, looks_like_secret
+from compiler.resolve import (
+    REFERENCE_INPUT_TOKENS,
+    REFERENCE_OUTPUT_TOKENS,
+    ResolvedRoute,
+    compose_project,
+    lookup,
+    provider_policy,
+    required_secrets,
+    resolve_environment,
+)
+from compiler.secrets import describe_secret, has_known_secret, looks_like_secret, secret_hint
 
 Check = Callable[["Context"], Iterator[Diagnostic]]
 
@@ -57,7 +66,8 @@ def check_providers(ctx: Context) -> Iterator[Diagnostic]:
         for name, m in p.models.items():
             if m.max_output_tokens is not None and m.max_output_tokens > m.context_window:
                 yield error("E014", (*path, "models", name, "max_output_tokens"),
-                            f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}")
+                            f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}",
+                            "the output is part of the context window; check both numbers against the model's documentation")
     used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
     used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
     if not ctx.config.runtime.allow_explicit_models:
@@ -89,7 +99,7 @@ def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
                             did_you_mean(model, models) or f"its models: {', '.join(sorted(models))}")
             if cand.model in seen:
                 yield error("E034", path, f"'{cand.model}' is listed twice (first at candidates[{seen[cand.model]}])",
-                            "remove the duplicate; retrying the same model is what max_attempts is for")
+                            "remove the duplicate: a candidate is tried at most once per request")
             else:
                 seen[cand.model] = i
         weights = [c.weight for c in route.candidates]
@@ -127,11 +137,18 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
         resolved = ctx.resolved[env_name]
         for rname, rr in resolved.routes.items():
             base: Path = ("routes", rname)
+            if _only_the_cost_cap(rr):
+                # One mistake, one diagnostic: the cap, not each candidate nor the empty route.
+                yield _cost_cap_unreachable(ctx, rname, rr)
+                continue
             for d in rr.dropped:
                 path: Path = (*base, "candidates", d.index)
                 if d.kind == "missing_capability":
                     code = "E030" if rr.requires_declared else "E031"
-                    hint = None if rr.requires_declared else (
+                    hint = (
+                        f"remove {d.ref} from this route, or list the capability under its model's "
+                        "`capabilities` if the model really has it"
+                    ) if rr.requires_declared else (
                         "declare `requires:` on the route with what every candidate must support, "
                         "or move a compatible model first")
                     key = (code, path, f"{d.ref} {d.reason}")
@@ -145,20 +162,39 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                     key = ("W035", path, f"{d.ref} is skipped by the cost cap: {d.reason}")
                     found[key].append(env_name)
                     details[key] = (key[2], None)
-            if not rr.candidates and not any(d.kind == "unknown_model" for d in rr.dropped):
+            no_provider = not resolved.allowed_providers  # reported once, for the environment
+            if not rr.candidates and not no_provider and not any(d.kind == "unknown_model" for d in rr.dropped):
                 reasons = "; ".join(f"{d.ref}: {d.reason}" for d in rr.dropped) or "no candidates"
                 yield error("E033", ("environments", env_name), f"route '{rname}' has no candidate left in environment '{env_name}' ({reasons})",
                             "allow one of its providers in this environment, or add a candidate", at_key=True)
-                if rr.route.max_cost_per_request_usd is not None and all(d.kind == "cost_cap" for d in rr.dropped):
-                    yield error("E035", (*base, "max_cost_per_request_usd"),
-                                f"no candidate of route '{rname}' can meet the ${rr.route.max_cost_per_request_usd:g} cost cap",
-                                "raise the cap or add a cheaper candidate")
     for key, env_list in found.items():
         code, path, _ = key
         message, hint = details[key]
         if len(env_list) < len(envs):
             message += f" (in environment{'s' if len(env_list) > 1 else ''} {', '.join(env_list)})"
         yield (warning if code.startswith("W") else error)(code, path, message, hint)
+
+
+def _only_the_cost_cap(rr: ResolvedRoute) -> bool:
+    """Is the route empty only because no candidate meets its cost cap?"""
+    return not rr.candidates and bool(rr.dropped) and all(d.kind == "cost_cap" for d in rr.dropped)
+
+
+def _cost_cap_unreachable(ctx: Context, rname: str, rr: ResolvedRoute) -> Diagnostic:
+    cap = rr.route.max_cost_per_request_usd or 0.0
+    costs = []
+    for d in rr.dropped:
+        provider, _, model = d.ref.partition("/")
+        rc = lookup(ctx.config, provider, model, d.index, d.ref, None)
+        cost = rc.reference_cost_usd if rc is not None else None
+        if cost is not None:
+            costs.append((cost, d.ref))
+    cheapest = min(costs) if costs else None
+    detail = (f"; the cheapest, {cheapest[1]}, costs ${cheapest[0]:.4f} for a reference request of "
+              f"{REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens") if cheapest else ""
+    return error("E035", ("routes", rname, "max_cost_per_request_usd"),
+                 f"no candidate of route '{rname}' can meet its ${cap:g} cost cap{detail}",
+                 "raise the cap or add a cheaper candidate")
 
 
 # ---------------------------------------------------------------------------------------
@@ -200,40 +236,48 @@ def check_prices(ctx: Context) -> Iterator[Diagnostic]:
 # orgs, limits, environment policy references
 
 
+def _suggest(name: str, known: Iterable[str], what: str) -> str:
+    """"did you mean" when a name is close, else the names that exist."""
+    names = sorted(known)
+    return did_you_mean(name, names) or (f"declared {what}: {', '.join(names)}" if names else f"no {what} are declared")
+
+
 def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
     cfg = ctx.config
     for oid, org in cfg.orgs.items():
         for i, route in enumerate(org.routes or []):
             if route not in cfg.routes and not ctx.is_broken("routes", route):
-                yield error("E022", ("orgs", oid, "routes", i), f"unknown route '{route}'", did_you_mean(route, cfg.routes))
+                yield error("E022", ("orgs", oid, "routes", i), f"unknown route '{route}'", _suggest(route, cfg.routes, "routes"))
         if org.byok is not None:
             for i, pid in enumerate(org.byok.providers):
                 path: Path = ("orgs", oid, "byok", "providers", i)
                 if pid not in cfg.providers:
                     if not ctx.is_broken("providers", pid):
-                        yield error("E021", path, f"unknown provider '{pid}'", did_you_mean(pid, cfg.providers))
+                        yield error("E021", path, f"unknown provider '{pid}'", _suggest(pid, cfg.providers, "providers"))
                 elif cfg.providers[pid].adapter == "mock":
                     yield error("E021", path, f"provider '{pid}' uses the mock adapter, which takes no credentials", "remove it from byok.providers")
     for oid in cfg.limits.orgs:
         if oid not in cfg.orgs and not ctx.is_broken("orgs", oid):
-            yield error("E022", ("limits", "orgs", oid), f"unknown org '{oid}'", did_you_mean(oid, cfg.orgs), at_key=True)
+            yield error("E022", ("limits", "orgs", oid), f"unknown org '{oid}'", _suggest(oid, cfg.orgs, "orgs"), at_key=True)
     for env_name, env in cfg.environments.items():
         base: Path = ("environments", env_name)
         for field in ("allowed_providers", "blocked_providers"):
             for i, pid in enumerate(getattr(env, field) or []):
                 if pid not in cfg.providers and not ctx.is_broken("providers", pid):
-                    yield error("E021", (*base, field, i), f"unknown provider '{pid}'", did_you_mean(pid, cfg.providers))
+                    yield error("E021", (*base, field, i), f"unknown provider '{pid}'", _suggest(pid, cfg.providers, "providers"))
         both = set(env.allowed_providers or []) & set(env.blocked_providers)
         for pid in sorted(both):
             i = env.blocked_providers.index(pid)
-            yield error("E038", (*base, "blocked_providers", i), f"provider '{pid}' is both allowed and blocked",
-                        "remove it from one of the two lists")
+            yield error("E038", (*base, "blocked_providers", i), f"provider '{pid}' is in both allowed_providers and blocked_providers",
+                        "remove it from one of the two lists (as written, blocked wins)")
         if env.limits is not None:
             for oid in env.limits.orgs:
                 if oid not in cfg.orgs and not ctx.is_broken("orgs", oid):
-                    yield error("E022", (*base, "limits", "orgs", oid), f"unknown org '{oid}'", did_you_mean(oid, cfg.orgs), at_key=True)
+                    yield error("E022", (*base, "limits", "orgs", oid), f"unknown org '{oid}'", _suggest(oid, cfg.orgs, "orgs"), at_key=True)
         if not ctx.resolved[env_name].allowed_providers:
-            yield error("E033", base, f"environment '{env_name}' allows no provider at all", "check allowed_providers and blocked_providers", at_key=True)
+            where = "allowed_providers" if env.allowed_providers is not None else "blocked_providers"
+            yield error("E033", (*base, where), f"environment '{env_name}' allows no provider at all, so no route can serve a request",
+                        "allow at least one declared provider (check allowed_providers and blocked_providers)", at_key=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -255,14 +299,17 @@ def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def check_literal_secrets(ctx: Context) -> Iterator[Diagnostic]:
-    hint = ("name the secret instead (e.g. OPENAI_API_KEY), give its source under "
-            "environments.<env>.secrets, and rotate the key: it is in your history now")
-    for path, value in _walk(ctx.data, ()):
+    return literal_secrets(ctx.data)
+
+
+def literal_secrets(data: Any) -> Iterator[Diagnostic]:
+    """Secret values anywhere in the document as loaded; needs no valid shape."""
+    for path, value in _walk(data, ()):
         last = path[-1] if path else ""
         credential_position = last in _CREDENTIAL_KEYS or (
             len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and last == "env")
         if has_known_secret(value) or (credential_position and looks_like_secret(value)):
-            yield error("E040", path, "this looks like a secret value written into the config", hint)
+            yield error("E040", path, describe_secret(value), secret_hint(path))
 
 
 def _normalise_file(path: str) -> str:
@@ -278,14 +325,14 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
         for secret, needed_by in sorted(needs.items()):
             if secret not in env.secrets:
                 yield error("E042", (*base, "secrets") if env.secrets else base,
-                            f"environment '{env_name}' can use {needed_by} but has no source for secret {secret}",
+                            f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but gives no source for it",
                             f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under environments.{env_name}.secrets",
                             at_key=not env.secrets)
         for secret, src in sorted(env.secrets.items()):
             spath: Path = (*base, "secrets", secret)
             if secret not in needs:
                 yield warning("W044", spath, f"secret {secret} is not used in environment '{env_name}'", "remove it", at_key=True)
-            if src.env is not None:
+            if src.env is not None and not looks_like_secret(src.env):  # else E040 says it all
                 sources[("env", src.env)].append((env_name, secret))
             if src.file is not None:
                 f = src.file
@@ -311,7 +358,23 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
             what = "environment variable" if kind == "env" else "file"
             yield error("E041", ("environments", env_name, "secrets", secret, kind),
                         f"environments '{first_env}' and '{env_name}' both read a secret from the {what} '{where}'",
-                        "give each environment its own key and its own source, e.g. STAGING_OPENAI_API_KEY and PRODUCTION_OPENAI_API_KEY")
+                        _own_source_hint(kind, where, secret, (first_env, env_name)))
+
+
+def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) -> str:
+    if kind == "env":
+        a, b = (f"{e.upper().replace('-', '_')}_{secret}" for e in envs)
+    else:
+        folder, name = posixpath.split(where)
+        a, b = (posixpath.join(folder, e, name) for e in envs)
+    return f"give each environment its own key and its own source, e.g. {a} and {b}"
+
+
+def check_logging(ctx: Context) -> Iterator[Diagnostic]:
+    log = ctx.config.logging
+    if log.sink == "postgres" and log.url_secret is None:
+        yield error("E012", ("logging", "url_secret"), "the postgres sink needs `url_secret`, the secret holding the database URL",
+                    "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under environments.<env>.secrets")
 
 
 # ---------------------------------------------------------------------------------------
@@ -362,7 +425,8 @@ def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
             for pid in org.byok.providers:
                 if pid in why and pid in ctx.config.providers:
                     yield warning("W038", ("orgs", oid, "byok", "providers", org.byok.providers.index(pid)),
-                                  f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'")
+                                  f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'",
+                                  f"allow '{pid}' in that environment if the org should use its own keys there")
 
 
 CHECKS: tuple[Check, ...] = (
@@ -373,6 +437,7 @@ CHECKS: tuple[Check, ...] = (
     check_org_and_policy_references,
     check_literal_secrets,
     check_secrets,
+    check_logging,
     check_hosts,
     check_policy_only,
 )

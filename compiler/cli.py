@@ -54,14 +54,27 @@ def _check(path: str) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    status = EXIT_OK
-    for path in args.files or ["gateway.yaml"]:
-        _raw, result = _check(path)
+    """Check every file given; the exit code is the worst of them (2 > 1 > 0)."""
+    files: list[str] = list(dict.fromkeys(args.files)) or ["gateway.yaml"]
+    worst = EXIT_OK
+    reports: list[str] = []
+    for path in files:
+        try:
+            _raw, result = _check(path)
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            worst = max(worst, EXIT_USAGE)
+            continue
         diagnostics = result.diagnostics
-        sys.stdout.write(REPORTERS[args.format](path, diagnostics))
+        reports.append(REPORTERS[args.format](path, diagnostics))
         if not result.ok or (args.strict and diagnostics):
-            status = EXIT_INVALID
-    return status
+            worst = max(worst, EXIT_INVALID)
+    if args.format == "json" and len(files) > 1:
+        # One JSON document for several files: the list of the per-file reports.
+        sys.stdout.write("[\n" + ",\n".join(r.rstrip("\n") for r in reports) + "\n]\n")
+    else:
+        sys.stdout.write("".join(reports))
+    return worst
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,10 +111,8 @@ def _pick_envs(config: Any, names: Sequence[str], all_envs: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def write_tree_atomically(out_dir: Path, name: str, files: dict[str, str]) -> None:
-    """Replace `out_dir/name` with exactly `files`, or leave the previous output intact."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / name
+def _stage(out_dir: Path, name: str, files: dict[str, str]) -> Path:
+    """Write `files` into a new hidden temporary directory next to `out_dir/name`."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
     try:
         for rel, text in sorted(files.items()):
@@ -112,16 +123,55 @@ def write_tree_atomically(out_dir: Path, name: str, files: dict[str, str]) -> No
                 fh.flush()
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=out_dir))
-            os.rename(final, old / name)
-        os.rename(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return tmp
+
+
+def write_trees_atomically(out_dir: Path, trees: dict[str, dict[str, str]]) -> None:
+    """Replace each `out_dir/<name>` with exactly its files, or leave ALL previous output intact.
+
+    Every tree is written to a temporary directory first (where a full disk or a permission
+    problem shows up); only then are the directories swapped in by rename. When a swap
+    fails, the swaps already made are undone. No temporary directory is left behind.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, Path] = {}
+    backup: Path | None = None
+    swapped: list[str] = []
+    try:
+        for name, files in trees.items():
+            staged[name] = _stage(out_dir, name, files)
+        backup = Path(tempfile.mkdtemp(prefix=".previous-", dir=out_dir))
+        for name, tmp in staged.items():
+            final = out_dir / name
+            if final.exists():
+                os.rename(final, backup / name)
+            try:
+                os.rename(tmp, final)
+            except BaseException:
+                if (backup / name).exists():
+                    os.rename(backup / name, final)
+                raise
+            swapped.append(name)
+    except BaseException:
+        for name in reversed(swapped):
+            final = out_dir / name
+            shutil.rmtree(final, ignore_errors=True)
+            if backup is not None and (backup / name).exists():
+                os.rename(backup / name, final)
+        raise
+    finally:
+        for tmp in staged.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+
+
+def write_tree_atomically(out_dir: Path, name: str, files: dict[str, str]) -> None:
+    """Replace `out_dir/name` with exactly `files`, or leave the previous output intact."""
+    write_trees_atomically(out_dir, {name: files})
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -139,9 +189,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         source_name=Path(args.config).name, source_sha256=hashlib.sha256(raw).hexdigest(),
     )
     out = Path(args.out)
-    for env, files in rendered.items():
-        write_tree_atomically(out, env, files)
-        if not args.quiet:
+    try:
+        write_trees_atomically(out, rendered)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc} (the previous output is unchanged)") from exc
+    if not args.quiet:
+        for env, files in rendered.items():
             print(f"built {env}: {', '.join(sorted(files))} -> {out / env}")
     return EXIT_OK
 
@@ -223,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate a config; report every problem")
     p.add_argument("files", nargs="*", metavar="FILE", help="config files (default: gateway.yaml)")
-    p.add_argument("--format", choices=sorted(REPORTERS), default="text")
+    p.add_argument("--format", choices=sorted(REPORTERS), default="text",
+                   help="json: one report object, or a list of them for several files")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.set_defaults(func=cmd_check)
 

@@ -46,7 +46,14 @@ def explain_route(config: GatewayConfig, route: str, env_name: str) -> dict[str,
     }
 
 
+_STRATEGY_NOTES = {
+    "cheapest": "order: per request, cheapest first for that request (listed here as written)",
+    "weighted": "order: the first pick is random by weight, the rest follow as written",
+}
+
+
 def explain_text(doc: dict[str, Any]) -> str:
+    """The `explain_route` document for a person: header, candidate table, dropped list."""
     lines = [
         f"route {doc['route']} in {doc['environment']}: strategy {doc['strategy']}, "
         f"requires [{', '.join(doc['requires'])}] ({doc['requires_source']})",
@@ -56,26 +63,44 @@ def explain_text(doc: dict[str, Any]) -> str:
         extra.append(f"min_context_window {doc['min_context_window']:,}")
     if doc["max_cost_per_request_usd"]:
         extra.append(f"cost cap ${doc['max_cost_per_request_usd']:g}/request")
+    note = _STRATEGY_NOTES.get(doc["strategy"])
+    if note:
+        extra.append(note)
     fb = doc["fallback"]
     extra.append(f"fallback on {', '.join(fb['on'])}; max {fb['max_attempts']} attempts; first byte within {fb['first_byte_timeout_s']:g}s")
     lines += [f"  {e}" for e in extra]
     lines.append("")
-    lines.append("  #  candidate                         context    price (in/out per 1M)  1k+1k cost  capabilities")
+    rows = []
     for i, c in enumerate(doc["candidates"], 1):
-        price = f"${c['price']['input']:g} / ${c['price']['output']:g}" if c["price"] else "unpriced"
-        cost = f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-"
         weight = f" (weight {c['weight']})" if c["weight"] is not None and doc["strategy"] == "weighted" else ""
-        lines.append(
-            f"  {i:<2} {c['ref'] + weight:<33} {c['context_window']:>9,}  {price:<21}  {cost:>10}  {', '.join(c['capabilities'])}"
-        )
-    if not doc["candidates"]:
+        rows.append([
+            str(i),
+            c["ref"] + weight,
+            f"{c['context_window']:,}",
+            f"${c['price']['input']:g} / ${c['price']['output']:g}" if c["price"] else "unpriced",
+            f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-",
+            ", ".join(c["capabilities"]),
+        ])
+    if rows:
+        lines += _table(["#", "candidate", "context", "price (in/out per 1M)", "1k+1k cost", "capabilities"], rows, right={2, 4})
+    else:
         lines.append("  (none: the route cannot serve requests here)")
     if doc["dropped"]:
+        width = max(len(d["ref"]) for d in doc["dropped"])
         lines.append("")
         lines.append("  dropped:")
         for d in doc["dropped"]:
-            lines.append(f"    {d['ref']:<32} {d['kind']}: {d['reason']}")
+            lines.append(f"    {d['ref']:<{width}}  {d['kind']}: {d['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    """Columns as wide as their widest cell; the columns in `right` are right-aligned."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,8 +117,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _comparable(config: GatewayConfig, env_name: str) -> dict[str, Any]:
-    doc = runtime_config(config, resolve_environment(config, env_name))
+def _comparable(config: GatewayConfig, env_name: str) -> dict[str, dict[str, Any]]:
+    resolved = resolve_environment(config, env_name)
+    doc = runtime_config(config, resolved)
     env = config.environments[env_name]
     routes = {
         name: {
@@ -110,6 +136,7 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, Any]:
             "target": env.target, "host": env.host, "port": env.port, "replicas": env.replicas,
             "compose_project": doc["compose_project"], "health_timeout_s": env.health_timeout_s,
         },
+        "policy": {"allowed_providers": ", ".join(resolved.allowed_providers) or "(none)"},
         "providers": {pid: {"models": ", ".join(sorted(p["models"])), "base_url": p["base_url"]} for pid, p in doc["providers"].items()},
         "routes": routes,
         "limits": doc["limits"],
@@ -117,19 +144,40 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, Any]:
     }
 
 
+ABSENT = "<absent>"
+
+
 def diff_environments(config: GatewayConfig, env_a: str, env_b: str) -> list[dict[str, Any]]:
-    """Every setting whose value differs between two environments' resolved configs."""
-    a = _flatten(_comparable(config, env_a))
-    b = _flatten(_comparable(config, env_b))
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if va != vb:
-            out.append({"key": key, env_a: va, env_b: vb})
+    """Every setting whose value differs between two environments' resolved configs.
+
+    A provider, route or secret that only one side has is one change (`<absent>` on the
+    other side), not one per field.
+    """
+    a, b = _comparable(config, env_a), _comparable(config, env_b)
+    out: list[dict[str, Any]] = []
+    for section in a:
+        for item in sorted(set(a[section]) | set(b[section])):
+            key = f"{section}.{item}"
+            if item not in a[section] or item not in b[section]:
+                out.append({"key": key, env_a: _summary(a[section].get(item, ABSENT)), env_b: _summary(b[section].get(item, ABSENT))})
+                continue
+            fa, fb = _flatten(a[section][item], key), _flatten(b[section][item], key)
+            for k in sorted(set(fa) | set(fb)):
+                va, vb = fa.get(k, ABSENT), fb.get(k, ABSENT)
+                if va != vb:
+                    out.append({"key": k, env_a: va, env_b: vb})
     return out
 
 
+def _summary(value: Any) -> Any:
+    """A whole item on one line: `models: a, b; base_url: https://…`."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_show(v)}" for k, v in _flatten(value).items())
+    return value
+
+
 def diff_text(env_a: str, env_b: str, changes: list[dict[str, Any]]) -> str:
+    """The changes of `diff_environments`, grouped by section, `-` for A and `+` for B."""
     if not changes:
         return f"{env_a} and {env_b} resolve to the same routes, providers and limits\n"
     lines = [f"{len(changes)} difference{'s' if len(changes) != 1 else ''} from {env_a} to {env_b}:"]
@@ -149,6 +197,8 @@ def diff_text(env_a: str, env_b: str, changes: list[dict[str, Any]]) -> str:
 def _show(value: Any) -> str:
     if value is None:
         return "(unset)"
+    if value == ABSENT:
+        return "(absent)"
     if isinstance(value, list):
         return ", ".join(map(str, value)) or "(none)"
     return str(value)

@@ -46,6 +46,9 @@ class Loaded:
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # Paths whose value could not be taken as written (an alias, a tagged node): the loader
+    # already reported them, so shape errors at exactly these paths would only repeat it.
+    opaque: set[Path] = field(default_factory=set)
 
     def position(self, path: Path, *, at_key: bool = False) -> tuple[int, int]:
         """The closest known position of `path` (walking up to a parent when needed)."""
@@ -110,6 +113,13 @@ class _Builder:
         self.out.values[path] = pos
         diags = self.out.diagnostics
         if isinstance(event, yaml.AliasEvent):
+            self.out.opaque.add(path)
+            if path and path[-1] == "<<":
+                diags.append(error(
+                    "E003", path, f"YAML merge '<<: *{event.anchor}' is not allowed",
+                    "write the keys out in full; a merge hides from a reviewer what the section holds",
+                ))
+                return None
             diags.append(error(
                 "E003", path, f"YAML alias '*{event.anchor}' is not allowed",
                 "write the value out in full; anchors and aliases hide what a reviewer sees "
@@ -124,6 +134,8 @@ class _Builder:
             ))
         tag = getattr(event, "tag", None)
         explicit_tag = tag is not None and tag != "!"
+        if explicit_tag:
+            self.out.opaque.add(path)
         if isinstance(event, yaml.ScalarEvent):
             if explicit_tag:
                 diags.append(error(
@@ -136,7 +148,8 @@ class _Builder:
             return resolve_scalar(event.value)
         if explicit_tag:
             diags.append(error(
-                "E004", path, f"YAML tag '{_short_tag(tag)}' is not allowed", "remove the tag",
+                "E004", path, f"YAML tag '{_short_tag(tag)}' is not allowed",
+                "remove the tag and write a plain value; tags can make YAML loaders build objects or run code",
             ))
         if isinstance(event, yaml.SequenceStartEvent):
             items: list[Any] = []
@@ -162,7 +175,7 @@ class _Builder:
                     diags.append(Diagnostic(
                         "E002", Severity.ERROR, child,
                         f"duplicate key '{key}' (first defined on line {first_line})",
-                        "remove one of them; YAML keeps only the last, silently",
+                        "remove or rename one of them; most YAML tools silently keep only the last",
                         line=key_pos[0], column=key_pos[1],
                     ))
                     self.node(value_event, (*path, f"{key} (duplicate)"), depth + 1)
@@ -173,12 +186,18 @@ class _Builder:
         raise _TooBig(f"unexpected YAML event {type(event).__name__}")  # pragma: no cover
 
     def key(self, event: Any, path: Path, depth: int) -> str | None:
-        if isinstance(event, yaml.ScalarEvent) and not getattr(event, "anchor", None):
+        if isinstance(event, yaml.ScalarEvent):
+            pos = self._pos(event)
+            if event.anchor is not None:
+                self.out.diagnostics.append(error(
+                    "E003", path, f"YAML anchor '&{event.anchor}' is not allowed on a key",
+                    "remove the anchor",
+                ).located(*pos))
             if event.tag not in (None, "!"):
                 self.out.diagnostics.append(error(
                     "E004", path, f"YAML tag '{_short_tag(event.tag)}' is not allowed on a key",
                     "remove the tag",
-                ).located(*self._pos(event)))
+                ).located(*pos))
             return str(event.value)
         # A mapping or list used as a key, or an alias/anchor on a key.
         self.node(event, (*path, "<invalid key>"), depth + 1)
@@ -194,9 +213,88 @@ def _line_of(event: Any) -> int:
     return int(mark.line) + 1 if mark is not None else 1
 
 
+_CORE_TAG_PREFIX = "tag:yaml.org,2002:"
+
+
 def _short_tag(tag: str | None) -> str:
+    """`tag:yaml.org,2002:python/object/apply:os.system` -> `!!python/object/apply:os.system`."""
     tag = tag or "!"
-    return "!!" + tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag
+    return "!!" + tag[len(_CORE_TAG_PREFIX):] if tag.startswith(_CORE_TAG_PREFIX) else tag
+
+
+def _mark_pos(mark: Any) -> tuple[int, int]:
+    return (int(mark.line) + 1, int(mark.column) + 1) if mark is not None else (1, 1)
+
+
+def _char_at(text: str, mark: Any) -> str:
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    if not 0 <= mark.line < len(lines):
+        return ""
+    line = lines[mark.line]
+    return line[mark.column] if 0 <= mark.column < len(line) else ""
+
+
+_CLOSERS = {"flow sequence": ("list", "[", "]"), "flow mapping": ("mapping", "{", "}")}
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, text: str) -> Diagnostic:
+    """Translate a libyaml error into words a newcomer can act on, at the right place.
+
+    libyaml reports where it gave up; for an unclosed bracket or quote that is often lines
+    below the real mistake, so those point at where the construct was opened instead.
+    """
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    pmark, cmark = exc.problem_mark, exc.context_mark
+    ppos, cpos = _mark_pos(pmark or cmark), _mark_pos(cmark or pmark)
+    other_line = pmark is not None and cmark is not None and pmark.line != cmark.line
+    message = f"{problem} {context}".strip()
+    hint = "check the indentation and quoting near this line"
+    pos = ppos
+    closer = next((v for k, v in _CLOSERS.items() if context.endswith(k)), None)
+    if _char_at(text, pmark) == "\t":
+        message = "a tab character is used for indentation"
+        hint = "YAML does not allow tabs for indentation; use spaces"
+    elif closer is not None and other_line and problem.startswith("did not find expected"):
+        what, opener, close = closer
+        pos = cpos
+        message = f"the {what} opened with '{opener}' here is not closed before line {ppos[0]}"
+        hint = f"add the missing '{close}', or a ',' between items"
+    elif problem.startswith("found character that cannot start any token"):
+        message = f"'{_char_at(text, pmark)}' cannot start a value"
+        hint = "quote the value: YAML reserves this character at the start of a plain value"
+    elif problem.startswith("mapping values are not allowed"):
+        message = "unexpected ':' in a value"
+        hint = "quote a value that contains ': ', or fix the indentation of this line"
+    elif problem.startswith("could not find expected ':'"):
+        pos = cpos
+        message = "this line is neither a `key: value` pair nor part of the value above"
+        hint = "add the missing ':' after the key, or quote a value that spans lines"
+    elif problem.startswith("did not find expected key") and other_line:
+        message = f"this line does not line up with the mapping that starts on line {cpos[0]}"
+        hint = "indent keys of one mapping by exactly the same number of spaces; quote values that contain quotes"
+    elif problem.startswith("did not find expected '-' indicator"):
+        message = f"this line does not line up with the list that starts on line {cpos[0]}"
+        hint = "start every item of a list with '- ' at the same indentation"
+    elif problem.startswith("found unexpected end of stream") and "quoted scalar" in context:
+        pos = cpos
+        message = "this quoted string is never closed"
+        hint = "add the closing quote"
+    return error("E001", (), f"YAML syntax error: {message}", hint).located(*pos)
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str) -> Diagnostic:
+    # libyaml counts the position in bytes of the UTF-8 text.
+    before = text.encode("utf-8")[: exc.position].decode("utf-8", errors="ignore")
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return error(
+        "E001", (), f"the file contains a control character (U+{char:04X}), which YAML does not allow",
+        "remove it; if it must be in a value, write it as an escape inside double quotes",
+    ).located(line, column)
 
 
 def load(raw: bytes | str) -> Loaded:
@@ -251,19 +349,13 @@ def load(raw: bytes | str) -> Loaded:
                 first = next(events)
                 out.data = builder.node(first, (), 0)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or "invalid YAML"
-        context = f" {exc.context}" if exc.context else ""
-        hint = "check the indentation and quoting near this line"
-        if "found character '\\t'" in problem:
-            hint = "YAML does not allow tabs for indentation; use spaces"
-        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        out.diagnostics.append(error("E001", (), f"YAML syntax error: {problem}{context}", hint).located(line, col))
+        out.diagnostics.append(_syntax_error(exc, text))
         out.data = None
-    except yaml.YAMLError as exc:  # reader errors: control characters and the like
-        out.diagnostics.append(error(
-            "E001", (), f"YAML error: {exc}", "remove control characters from the file",
-        ).located(1, 1))
+    except yaml.reader.ReaderError as exc:  # control characters and the like
+        out.diagnostics.append(_reader_error(exc, text))
+        out.data = None
+    except yaml.YAMLError as exc:  # pragma: no cover - every libyaml error is one of the above
+        out.diagnostics.append(error("E001", (), f"YAML error: {exc}").located(1, 1))
         out.data = None
     except _TooBig as exc:
         out.diagnostics.append(error("E005", (), f"refused: {exc}", "simplify the document").located(1, 1))
@@ -275,11 +367,20 @@ def load(raw: bytes | str) -> Loaded:
     out.diagnostics = [
         d if d.line else d.located(*out.position(d.path)) for d in out.diagnostics
     ]
-    if out.data is not None and not isinstance(out.data, dict) and not any(d.code == "E001" for d in out.diagnostics):
-        kind = "a list" if isinstance(out.data, list) else f"a {type(out.data).__name__} value"
+    if not isinstance(out.data, dict) and not any(d.code in ("E001", "E005") for d in out.diagnostics):
         out.diagnostics.append(error(
-            "E006", (), f"the top level must be a mapping of sections, not {kind}",
+            "E006", (), f"the top level must be a mapping of sections, not {_kind_of(out.data)}",
             "start with `version: 1` and `project: <name>`",
-        ).located(1, 1))
+        ).located(*out.values.get((), (1, 1))))
         out.data = None
     return out
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "an empty document"
+    if isinstance(value, list):
+        return "a list"
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    return f"a single value ('{shown}')"

@@ -314,6 +314,14 @@ class Limits(_Section):
 class Logging(_Section):
     """Where the record of every request goes."""
 
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True,
+        json_schema_extra={
+            "if": {"properties": {"sink": {"const": "postgres"}}, "required": ["sink"]},
+            "then": {"required": ["url_secret"]},
+        },
+    )
+
     sink: Literal["sqlite", "postgres"] = Field(
         default="sqlite",
         description="`sqlite`: embedded, in the environment's data volume. `postgres`: a "

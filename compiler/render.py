@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 
 from compiler.models import GatewayConfig
 from compiler.resolve import (
@@ -36,6 +37,8 @@ DATA_DIR = "/var/lib/switchyard"
 SECRETS_FILE = "../../secrets.env"
 LABEL_PREFIX = "dev.switchyard"
 MANAGED_BY = "switchyard"
+CONFIG_HASH_LABEL = f"{LABEL_PREFIX}.config-hash"
+IMAGE_INPUTS_LABEL = f"{LABEL_PREFIX}.image-inputs"
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -52,11 +55,13 @@ class ImageInputs:
 
 
 def sha256(text: str | bytes) -> str:
+    """Hex sha256 of text (UTF-8) or bytes."""
     data = text.encode() if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: Any) -> str:
+    """The one JSON form every hash and machine-read artifact uses: sorted keys, 2-space indent."""
     return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -91,7 +96,8 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
         providers[pid] = {
             "adapter": p.adapter,
             "base_url": base_url(p.adapter, p.base_url),
-            "credentials": p.credentials.model_dump(exclude_none=True) if p.credentials else {},
+            # The mock adapter ignores credentials (W012), so it names none here either.
+            "credentials": p.credentials.model_dump(exclude_none=True) if p.credentials and p.adapter != "mock" else {},
             "credentials_optional": optional,
             "timeout_s": p.timeout_s,
             "connect_timeout_s": p.connect_timeout_s,
@@ -187,6 +193,19 @@ def _labels(config: GatewayConfig, resolved: ResolvedEnvironment, service: str, 
     return sorted(labels.items())
 
 
+def service_definition_hash(block: dict[str, Any]) -> str:
+    """Hash of a service's block in compose.yaml, minus what the manifest tracks separately.
+
+    Taken from the rendered file, so a change anywhere in the service's definition (the
+    template's healthcheck, restart policy or logging included) changes it. The image name
+    and the config-hash / image-inputs labels are left out: the manifest's `image` and
+    `config` inputs already cover them.
+    """
+    labels = {k: v for k, v in block.get("labels", {}).items() if k not in (CONFIG_HASH_LABEL, IMAGE_INPUTS_LABEL)}
+    rest = {k: v for k, v in block.items() if k not in ("image", "labels")}
+    return "sha256:" + sha256(canonical_json({**rest, "labels": labels}))
+
+
 def _healthcheck(path: str) -> list[str]:
     code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
     return ["CMD", "python", "-c", code]
@@ -203,20 +222,20 @@ def render_environment(
     config_hash = runtime["config_hash"]
 
     templates = _env()
-    command = ["python", "-m", "runtime", "serve", "--config", CONFIG_PATH, "--host", "0.0.0.0",
-               "--port", str(CONTAINER_PORT), "--workers", str(config.runtime.workers)]
+    # The image's default command leaves out settings of the environment (workers), so that
+    # changing them restarts the gateway without rebuilding its image.
+    image_command = ["python", "-m", "runtime", "serve", "--config", CONFIG_PATH, "--host", "0.0.0.0",
+                     "--port", str(CONTAINER_PORT)]
+    command = [*image_command, "--workers", str(config.runtime.workers)]
     dockerfile = templates.get_template("Dockerfile.j2").render(
         base_image=config.runtime.base_image, compose_project=resolved.compose_project,
-        container_port=CONTAINER_PORT, command=command, source_name=source_name,
+        container_port=CONTAINER_PORT, command=image_command, source_name=source_name,
     )
     image_hash = sha256("\n".join([sha256(dockerfile), image_inputs.runtime_digest, sha256(image_inputs.requirements)]))
     image = f"{resolved.compose_project}/gateway:{image_hash[:12]}"
 
     published = f"127.0.0.1:{env.port}:{CONTAINER_PORT}"
-    gateway_labels = {
-        f"{LABEL_PREFIX}.config-hash": config_hash,
-        f"{LABEL_PREFIX}.image-inputs": "sha256:" + image_hash,
-    }
+    gateway_labels = {CONFIG_HASH_LABEL: config_hash, IMAGE_INPUTS_LABEL: "sha256:" + image_hash}
     services: list[dict[str, Any]] = [{
         "name": "gateway",
         "build": True,
@@ -243,21 +262,20 @@ def render_environment(
             "replicas": 1,
             "depends_on": ["gateway"],
             "healthcheck": _healthcheck("/healthz"),
-            "labels": _labels(config, resolved, "edge", {f"{LABEL_PREFIX}.image-inputs": "sha256:" + image_hash}),
+            "labels": _labels(config, resolved, "edge", {IMAGE_INPUTS_LABEL: "sha256:" + image_hash}),
         })
     compose = templates.get_template("compose.yaml.j2").render(
         source_name=source_name, environment=env_name, compose_project=resolved.compose_project,
         services=services, image=image, secrets_file=SECRETS_FILE, container_port=CONTAINER_PORT,
         volume_labels=_labels(config, resolved, "data", {}),
     )
+    compose_services = yaml.safe_load(compose)["services"]
     service_inputs = {}
     for svc in services:
-        block = canonical_json({k: v for k, v in svc.items() if k != "labels"})
-        uses_config = svc["name"] == "gateway"
         inputs = {
             "image": "sha256:" + image_hash,
-            "config": config_hash if uses_config else None,
-            "definition": "sha256:" + sha256(block),
+            "config": config_hash if svc["name"] == "gateway" else None,
+            "definition": service_definition_hash(compose_services[svc["name"]]),
         }
         service_inputs[svc["name"]] = {**inputs, "inputs_hash": "sha256:" + sha256(canonical_json(inputs))}
     files = {"compose.yaml": compose, "Dockerfile": dockerfile, "runtime.json": runtime_text}
@@ -287,4 +305,5 @@ def render_environment(
 
 
 def render_all(config: GatewayConfig, envs: list[str], image_inputs: ImageInputs, **kwargs: Any) -> dict[str, dict[str, str]]:
+    """`render_environment` for each of `envs`: `{env: {file name: text}}`."""
     return {env: render_environment(config, env, image_inputs, **kwargs) for env in envs}

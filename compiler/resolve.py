@@ -210,7 +210,7 @@ def required_secrets(config: GatewayConfig, resolved: ResolvedEnvironment) -> di
     needs: dict[str, str] = {}
     for pid in used_providers(resolved, config):
         creds = config.providers[pid].credentials
-        if creds is None:
+        if creds is None or config.providers[pid].adapter == "mock":  # mock ignores credentials (W012)
             continue
         needs.setdefault(creds.api_key, f"providers.{pid}.credentials.api_key")
         if creds.organization:

@@ -10,25 +10,37 @@ import math
 import re
 from collections import Counter
 
-_KNOWN = re.compile(
-    r"(?:"
-    r"sk-ant-[A-Za-z0-9_-]{16,}"  # Anthropic
-    r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"  # OpenAI
-    r"|AIza[0-9A-Za-z_-]{30,}"  # Google API keys (Gemini)
-    r"|gsk_[A-Za-z0-9]{20,}"  # Groq
-    r"|xai-[A-Za-z0-9]{20,}"  # xAI
-    r"|AKIA[0-9A-Z]{16}"  # AWS access key id
-    r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub tokens
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
-    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"  # URL with an embedded password
-    r")"
+# (what it is, pattern). Order matters: the more specific prefix first.
+_KINDS: tuple[tuple[str, str], ...] = (
+    ("an Anthropic API key", r"sk-ant-[A-Za-z0-9_-]{16,}"),
+    ("an OpenAI API key", r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ("a Google API key", r"AIza[0-9A-Za-z_-]{30,}"),
+    ("a Groq API key", r"gsk_[A-Za-z0-9]{20,}"),
+    ("an xAI API key", r"xai-[A-Za-z0-9]{20,}"),
+    ("an AWS access key id", r"AKIA[0-9A-Z]{16}"),
+    ("a GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}"),
+    ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    ("a URL with a password in it", r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
 )
+_KNOWN = [(kind, re.compile(pattern)) for kind, pattern in _KINDS]
 _NAME_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+def known_secret_kind(value: str) -> str | None:
+    """What well-known secret `value` contains ("an OpenAI API key"), or None."""
+    return next((kind for kind, pattern in _KNOWN if pattern.search(value)), None)
+
+
+def redact(text: str) -> str:
+    """`text` with every well-known secret in it replaced, so output never repeats one."""
+    for _kind, pattern in _KNOWN:
+        text = pattern.sub("<redacted>", text)
+    return text
 
 
 def has_known_secret(value: str) -> bool:
     """True when `value` contains a well-known provider key format or a URL password."""
-    return _KNOWN.search(value) is not None
+    return known_secret_kind(value) is not None
 
 
 def entropy(value: str) -> float:
@@ -48,3 +60,21 @@ def looks_like_secret(value: str) -> bool:
         return False
     classes = sum(bool(re.search(p, value)) for p in ("[a-z]", "[A-Z]", "[0-9]"))
     return len(value) >= 20 and " " not in value and classes >= 2 and entropy(value) >= 3.5
+
+
+def describe_secret(value: str) -> str:
+    """The message for a secret value found in the config."""
+    kind = known_secret_kind(value) or "a secret value (a long random token)"
+    return f"this looks like {kind} written into the config; the config may only name secrets"
+
+
+def secret_hint(path: tuple[str | int, ...]) -> str:
+    """What to write instead of the secret value at `path`, and the reminder to rotate it."""
+    rotate = "then rotate the key: it is in your version history now"
+    if len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and path[-1] == "env":
+        return (f"write the name of the environment variable that holds the value, e.g. "
+                f"{str(path[1]).upper().replace('-', '_')}_{path[3]}; {rotate}")
+    if path and path[-1] == "description":
+        return f"remove it from the text; {rotate}"
+    return ("write the NAME of a secret (e.g. OPENAI_API_KEY) and give its source under "
+            f"environments.<env>.secrets; {rotate}")

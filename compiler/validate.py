@@ -12,7 +12,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import PurePath
 from typing import Any
 
@@ -29,7 +29,7 @@ from compiler.models import (
     SECRET_PATTERN,
     GatewayConfig,
 )
-from compiler.secrets import looks_like_secret
+from compiler.secrets import describe_secret, has_known_secret, looks_like_secret, redact, secret_hint
 
 _DICT_SECTIONS = ("providers", "routes", "orgs", "environments")
 
@@ -57,7 +57,7 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
         return _finish(CheckResult(loaded, None, diagnostics))
     data: dict[str, Any] = loaded.data
     config, shape = _validate_shape(data)
-    diagnostics += shape
+    diagnostics += _present_shape(shape, loaded)
     broken: set[tuple[str, str]] = set()
     pruned, errors = data, shape
     for _ in range(4):  # each round drops what the last one complained about
@@ -71,7 +71,43 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
         diagnostics += checks.run_all(config, data, broken=broken, source_dir=source_dir)
         if not shape:
             result.config = config
+    else:  # too broken for the semantic checks, but a leaked key is still worth saying
+        diagnostics += checks.literal_secrets(data)
     return _finish(result)
+
+
+def _present_shape(shape: list[Diagnostic], loaded: Loaded) -> list[Diagnostic]:
+    """The shape errors as reported: one diagnostic per mistake, each where it is seen.
+
+    A misspelt required key is one mistake, not two: the unknown key's "did you mean"
+    already names the missing one. A missing key is shown on the key of the mapping that
+    lacks it, which is the line a reader looks at.
+    """
+    suggested = {
+        (*d.path[:-1], m.group(1))
+        for d in shape if d.code == "E010" and d.hint and (m := _SUGGESTION.match(d.hint))
+    }
+    out: list[Diagnostic] = []
+    for d in shape:
+        if _repeats_loader(d, loaded):
+            continue
+        if d.code == "E012" and d.message.startswith("missing required key"):
+            if d.path in suggested:
+                continue
+            d = d.located(*loaded.position(d.path[:-1], at_key=True))
+        out.append(d)
+    return out
+
+
+_SUGGESTION = re.compile(r"did you mean '([^']*)'\?")
+
+
+def _repeats_loader(d: Diagnostic, loaded: Loaded) -> bool:
+    """A shape error that only restates a loader diagnostic: an alias or tagged value was
+    not taken as written, and a mapping with a `<<: *alias` merge key lacks what it merged."""
+    if d.path in loaded.opaque:
+        return True
+    return d.code == "E012" and (*d.path[:-1], "<<") in loaded.opaque
 
 
 def _finish(result: CheckResult) -> CheckResult:
@@ -82,7 +118,9 @@ def _finish(result: CheckResult) -> CheckResult:
         if key in seen:
             continue
         seen.add(key)
-        located.append(d if d.line else d.located(*result.loaded.position(d.path, at_key=d.at_key)))
+        d = d if d.line else d.located(*result.loaded.position(d.path, at_key=d.at_key))
+        # A message quotes the offending value; it must never quote a secret.
+        located.append(replace(d, message=redact(d.message), hint=redact(d.hint) if d.hint else d.hint))
     result.diagnostics = sorted(located, key=sort_key)
     return result
 
@@ -176,6 +214,10 @@ def _describe(value: Any) -> str:
         return f"the string '{shown}'"
     if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
         return str(value)
+    if isinstance(value, int):
+        return f"{value} (an integer)"
+    if isinstance(value, float):
+        return f"{value!r} (a number)"
     return f"{value!r} (a {type(value).__name__})"
 
 
@@ -202,6 +244,8 @@ def _translate(err: Any, data: dict[str, Any]) -> Diagnostic:
         hint = did_you_mean(key, allowed)
         if hint is None and allowed:
             hint = "allowed keys here: " + ", ".join(sorted(allowed))
+        elif hint is not None and _is_required_and_absent(loc, data):
+            hint += " (it is required)"
         where = f" in {_parent_words(loc[:-1])}" if loc[:-1] else " at the top level"
         return error("E010", loc, f"unknown key '{key}'{where}", hint, at_key=True)
     if kind == "missing":
@@ -211,7 +255,7 @@ def _translate(err: Any, data: dict[str, Any]) -> Diagnostic:
             hint = f"add `{name}:`, e.g. {_yaml_inline(info.examples[0])}"
         return error("E012", loc, f"missing required key '{name}'", hint)
     if kind in _TYPE_WORDS:
-        return error("E011", loc, f"should be {_TYPE_WORDS[kind]}, not {_describe(value)}", _type_hint(kind, value))
+        return error("E011", loc, f"should be {_TYPE_WORDS[kind]}, not {_describe(value)}", _type_hint(kind, value, name))
     if kind == "literal_error":
         return _literal_error(loc, value, ctx)
     if kind == "string_pattern_mismatch":
@@ -230,6 +274,17 @@ def _translate(err: Any, data: dict[str, Any]) -> Diagnostic:
     return error("E011", loc, f"invalid value {_describe(value)}: {err['msg']}")
 
 
+def _is_required_and_absent(loc: Path, data: dict[str, Any]) -> bool:
+    """Is the key suggested for the unknown key at `loc` a required one that is missing?"""
+    hint = did_you_mean(str(loc[-1]), _fields_at(loc[:-1]))
+    match = _SUGGESTION.match(hint or "")
+    if match is None:
+        return False
+    info = _field_info((*loc[:-1], match.group(1)))
+    parent = _get(data, loc[:-1])
+    return info is not None and info.is_required() and isinstance(parent, dict) and match.group(1) not in parent
+
+
 def _yaml_inline(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -245,9 +300,11 @@ def _example_hint(loc: Path) -> str | None:
     return None
 
 
-def _type_hint(kind: str, value: Any) -> str | None:
-    if kind in ("int_type", "float_type") and isinstance(value, str):
+def _type_hint(kind: str, value: Any, name: str) -> str | None:
+    if kind in ("int_type", "float_type") and isinstance(value, str) and _is_number(value):
         return "remove the quotes around the number"
+    if kind == "list_type" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return f"write a list, even of one item: `{name}: [{value}]`"
     if kind == "string_type" and isinstance(value, bool):
         return "YAML reads true/false as booleans: quote the value"
     if kind == "string_type" and isinstance(value, int | float):
@@ -255,6 +312,14 @@ def _type_hint(kind: str, value: Any) -> str | None:
     if kind == "bool_type" and isinstance(value, str):
         return "write true or false without quotes"
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _custom_hint(kind: str, loc: Path) -> str | None:
@@ -273,7 +338,8 @@ def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
     expected = re.findall(r"'([^']*)'", ctx.get("expected", ""))
     allowed: Iterable[str] = expected
     if loc == ("version",):
-        return error("E016", loc, f"unsupported config version {_describe(value)}", "this Switchyard reads `version: 1`")
+        shown = repr(value) if isinstance(value, str) else _describe(value).split(" (")[0]
+        return error("E016", loc, f"unsupported config version {shown}", "this Switchyard reads `version: 1`")
     words = {
         tuple(sorted(CAPABILITIES)): "capability",
         tuple(sorted(ERROR_CLASSES)): "error class",
@@ -287,18 +353,18 @@ def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
 
 
 def _pattern_error(loc: Path, value: Any, pattern: str, *, at_key: bool = False) -> Diagnostic:
-    if pattern == SECRET_PATTERN and isinstance(value, str) and looks_like_secret(value):
-        return error(
-            "E040", loc, "this looks like a secret value written into the config",
-            "name the secret instead (e.g. OPENAI_API_KEY) and give its source under "
-            "environments.<env>.secrets; then rotate the leaked key",
-        )
+    name = _field_name(loc)
+    names_a_secret = pattern == SECRET_PATTERN or (name == "env" and "secrets" in loc)
+    if isinstance(value, str) and (has_known_secret(value) or (names_a_secret and looks_like_secret(value))):
+        return error("E040", loc, describe_secret(value), secret_hint(loc))
     rule = NAME_RULES.get(pattern)
     shown = value if isinstance(value, str) else _describe(value)
     if rule is not None:
         kind, explanation = rule
         return error("E013", loc, f"'{shown}' is not a valid {kind}", f"use {explanation}", at_key=at_key)
-    name = _field_name(loc)
+    if name == "env" and "secrets" in loc:
+        return error("E013", loc, f"'{shown}' is not a valid environment variable name",
+                     "use letters, digits and '_', not starting with a digit, e.g. STAGING_OPENAI_API_KEY")
     if name == "base_url":
         return error("E013", loc, f"'{shown}' is not an http(s) URL", "e.g. https://api.openai.com/v1")
     return error("E013", loc, f"'{shown}' is not a valid {name}", f"it must match {pattern}", at_key=at_key)
