@@ -145,7 +145,7 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                 path: Path = (*base, "candidates", d.index)
                 if d.kind == "missing_capability":
                     code = "E030" if rr.requires_declared else "E031"
-                    hint = (
+                    hint: str | None = (
                         f"remove {d.ref} from this route, or list the capability under its model's "
                         "`capabilities` if the model really has it"
                     ) if rr.requires_declared else (
@@ -161,7 +161,7 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                 elif d.kind == "cost_cap":
                     key = ("W035", path, f"{d.ref} is skipped by the cost cap: {d.reason}")
                     found[key].append(env_name)
-                    details[key] = (key[2], None)
+                    details[key] = (key[2], "raise max_cost_per_request_usd, or remove the candidate from this route")
             no_provider = not resolved.allowed_providers  # reported once, for the environment
             if not rr.candidates and not no_provider and not any(d.kind == "unknown_model" for d in rr.dropped):
                 reasons = "; ".join(f"{d.ref}: {d.reason}" for d in rr.dropped) or "no candidates"
@@ -381,9 +381,13 @@ def check_logging(ctx: Context) -> Iterator[Diagnostic]:
 # hosts
 
 
+_THIS_MACHINE = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
 def _host_key(env_target: str, host: str | None) -> str:
-    if env_target == "local" or host in (None, "localhost", "127.0.0.1", "::1"):
-        return "this machine" if env_target == "local" else str(host).lower()
+    """Environments on the same machine share ports: `local` and SSH to loopback are one."""
+    if env_target == "local" or (host or "").lower() in _THIS_MACHINE:
+        return "this machine"
     return str(host).lower()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 # ---------------------------------------------------------------------------------------
@@ -276,7 +276,10 @@ class Org(_Section):
         description="May the org's keys name `provider/model` directly? Absent: the runtime default.",
         examples=[False],
     )
-    byok: Byok | None = Field(default=None, description="Bring-your-own-key settings.", examples=[None])
+    byok: Byok | None = Field(
+        default=None, description="Bring-your-own-key settings.",
+        examples=[{"providers": ["openai"], "encryption_key": "GLOBEX_BYOK_ENCRYPTION_KEY"}],
+    )
     description: str | None = Field(default=None, description="Free text for people.", examples=["Acme Corp"])
 
 
@@ -302,7 +305,7 @@ class Limits(_Section):
     per_key: KeyLimits = Field(default_factory=KeyLimits, description="Defaults for every gateway key.", examples=[{"requests_per_minute": 600}])
     per_org: OrgLimits = Field(default_factory=OrgLimits, description="Defaults for every org.", examples=[{"usd_per_month": 4000}])
     orgs: dict[Id, OrgLimits] = Field(
-        default_factory=dict, description="Per-org budgets that replace `per_org` for that org.",
+        default_factory=dict, description="Per-org budgets, merged over `per_org` for that org (set only what differs).",
         examples=[{"acme": {"usd_per_month": 10000}}],
     )
 
@@ -466,6 +469,16 @@ class GatewayConfig(_Section):
     )
 
     version: Literal[1] = Field(description="Config format version. Always 1.", examples=[1])
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: Any) -> Any:
+        # Literal[1] compares by equality, so 1.0 and true would pass; the version is an integer.
+        if value == 1 and (isinstance(value, bool) or not isinstance(value, int)):
+            raise PydanticCustomError(
+                "E016", "the version must be the integer 1 (`version: 1`), not {shown}", {"shown": repr(value)},
+            )
+        return value
     project: ProjectName = Field(
         description="Project name; each environment deploys as compose project `<project>-<env>`.",
         examples=["acme-assistant"],

@@ -149,7 +149,7 @@ def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple
         if cap is not None and cost is not None and cost > cap:
             dropped.append(Dropped(
                 rc.ref, rc.index, "cost_cap",
-                f"a {REFERENCE_INPUT_TOKENS:,}+{REFERENCE_OUTPUT_TOKENS:,}-token request costs ${cost:.4f} > cap ${cap:g}",
+                f"a typical request ({REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens) costs ${cost:.4f}, over the ${cap:g} cap",
             ))
             continue
         kept.append(rc)
@@ -161,7 +161,20 @@ def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple
 
 
 def merge_limits(base: Limits, override: Limits | None) -> Limits:
-    """Environment limit overrides, merged field by field over the top-level limits."""
+    """Environment limit overrides merged field by field over the top-level limits; each
+    org's own budgets merged over `per_org` (an org override changes only what it sets)."""
+    merged = _merge_env_limits(base, override)
+    orgs = {
+        oid: OrgLimits.model_validate({
+            **merged.per_org.model_dump(),
+            **{k: v for k, v in lim.model_dump().items() if v is not None},
+        })
+        for oid, lim in sorted(merged.orgs.items())
+    }
+    return Limits(per_key=merged.per_key, per_org=merged.per_org, orgs=orgs)
+
+
+def _merge_env_limits(base: Limits, override: Limits | None) -> Limits:
     if override is None:
         return base
     per_key = KeyLimits.model_validate({**base.per_key.model_dump(), **override.per_key.model_dump(exclude_unset=True)})

@@ -17,6 +17,7 @@ from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from compiler import checks
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
@@ -29,9 +30,17 @@ from compiler.models import (
     SECRET_PATTERN,
     GatewayConfig,
 )
-from compiler.secrets import describe_secret, has_known_secret, looks_like_secret, redact, secret_hint
+from compiler.secrets import (
+    describe_secret,
+    has_known_secret,
+    looks_like_secret,
+    redact,
+    secret_hint,
+)
 
 _DICT_SECTIONS = ("providers", "routes", "orgs", "environments")
+# Shape errors translated into diagnostics; a hostile file can have a million.
+MAX_SHAPE_REPORTED = 200
 
 
 @dataclass
@@ -57,7 +66,12 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
         return _finish(CheckResult(loaded, None, diagnostics))
     data: dict[str, Any] = loaded.data
     config, shape = _validate_shape(data)
-    diagnostics += _present_shape(shape, loaded)
+    diagnostics += _present_shape([_translate(e, data) for e in shape[:MAX_SHAPE_REPORTED]], loaded)
+    if len(shape) > MAX_SHAPE_REPORTED:
+        diagnostics.append(error(
+            "E005", (), f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} shape errors",
+            "fix these and run check again",
+        ).located(1, 1))
     broken: set[tuple[str, str]] = set()
     pruned, errors = data, shape
     for _ in range(4):  # each round drops what the last one complained about
@@ -125,14 +139,16 @@ def _finish(result: CheckResult) -> CheckResult:
     return result
 
 
-def _validate_shape(data: dict[str, Any]) -> tuple[GatewayConfig | None, list[Diagnostic]]:
+def _validate_shape(data: dict[str, Any]) -> tuple[GatewayConfig | None, list[ErrorDetails]]:
+    """The validated config, or pydantic's errors (translated only when reported: a
+    hostile file can hold a million of them)."""
     try:
         return GatewayConfig.model_validate(data), []
     except ValidationError as exc:
-        return None, [_translate(e, data) for e in exc.errors(include_url=False)]
+        return None, exc.errors(include_url=False)
 
 
-def _prune(data: dict[str, Any], shape: list[Diagnostic]) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+def _prune(data: dict[str, Any], shape: list[ErrorDetails]) -> tuple[dict[str, Any], set[tuple[str, str]]]:
     """Drop the malformed parts so the well-formed rest can still be checked.
 
     An unknown key is removed on its own; any other problem inside a named item (a
@@ -142,12 +158,12 @@ def _prune(data: dict[str, Any], shape: list[Diagnostic]) -> tuple[dict[str, Any
     pruned = _copy_path_parents(data, shape)
     broken: set[tuple[str, str]] = set()
     placeholders: dict[str, Any] = {"version": 1, "project": "invalid-project"}
-    for d in shape:
-        path = d.path
+    for err in shape:
+        path: Path = tuple(err["loc"])
         if not path or not isinstance(path[0], str):
             continue
         top = path[0]
-        if d.code == "E010" and len(path) > 1:
+        if err["type"] == "extra_forbidden" and len(path) > 1:
             parent = _get(pruned, path[:-1])
             if isinstance(parent, dict):
                 parent.pop(path[-1], None)
@@ -175,7 +191,7 @@ def _get(data: Any, path: Path) -> Any:
     return data
 
 
-def _copy_path_parents(data: dict[str, Any], shape: list[Diagnostic]) -> dict[str, Any]:
+def _copy_path_parents(data: dict[str, Any], shape: list[ErrorDetails]) -> dict[str, Any]:
     """Copy the containers along each error path, so pruning never mutates the loaded data."""
     import copy
 
@@ -228,7 +244,7 @@ def _field_name(loc: Path) -> str:
     return "value"
 
 
-def _translate(err: Any, data: dict[str, Any]) -> Diagnostic:
+def _translate(err: ErrorDetails, data: dict[str, Any]) -> Diagnostic:
     loc: Path = tuple(err["loc"])
     kind: str = err["type"]
     ctx: dict[str, Any] = err.get("ctx") or {}
