@@ -2,7 +2,7 @@
 
 Deterministic: the same arguments (and `--seed`) always give byte-identical output.
 
-    python bench/gen_config.py --routes 2000 --models 300 --providers 30 --out /tmp/large.yaml
+    python bench/gen_config.py --routes 2000 --models 300 --providers 30 --out large.yaml
 
 The config validates with no errors and no warnings: every route keeps at least one
 candidate in every environment, fallbacks are capability-compatible, every model is priced

@@ -16,12 +16,13 @@ from compiler.models import GatewayConfig, Limits
 from compiler.resolve import (
     REFERENCE_INPUT_TOKENS,
     REFERENCE_OUTPUT_TOKENS,
+    ResolvedEnvironment,
     ResolvedRoute,
     compose_project,
     lookup,
     provider_policy,
     required_secrets,
-    resolve_environment,
+    resolve_environments,
 )
 from compiler.secrets import describe_secret, has_known_secret, looks_like_secret, secret_hint
 
@@ -29,19 +30,23 @@ Check = Callable[["Context"], Iterator[Diagnostic]]
 
 
 class Context:
-    def __init__(self, config: GatewayConfig, data: dict[str, Any], broken: set[tuple[str, str]], source_dir: PurePath | None) -> None:
+    def __init__(self, config: GatewayConfig, data: dict[str, Any], broken: set[tuple[str, str]], source_dir: PurePath | None,
+                 resolved: dict[str, ResolvedEnvironment] | None = None) -> None:
         self.config = config
         self.data = data
         self.broken = broken
         self.source_dir = source_dir
-        self.resolved = {name: resolve_environment(config, name) for name in sorted(config.environments)}
+        # Every environment, sorted by name (the checks report in this order).
+        self.resolved = resolved if resolved is not None else resolve_environments(config, sorted(config.environments))
 
     def is_broken(self, section: str, name: str) -> bool:
         return (section, name) in self.broken or (section, "*") in self.broken
 
 
-def run_all(config: GatewayConfig, data: dict[str, Any], *, broken: set[tuple[str, str]] | None = None, source_dir: PurePath | None = None) -> list[Diagnostic]:
-    ctx = Context(config, data, broken or set(), source_dir)
+def run_all(config: GatewayConfig, data: dict[str, Any], *, broken: set[tuple[str, str]] | None = None, source_dir: PurePath | None = None,
+            resolved: dict[str, ResolvedEnvironment] | None = None) -> list[Diagnostic]:
+    """Every semantic check; `resolved` (all environments, sorted by name) is computed when not given."""
+    ctx = Context(config, data, broken or set(), source_dir, resolved)
     out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(ctx))
@@ -288,14 +293,15 @@ _CREDENTIAL_KEYS = {"api_key", "organization", "encryption_key", "url_secret"}
 
 
 def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _walk(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _walk(v, (*path, i))
-    elif isinstance(value, str):
+    if isinstance(value, str):
         yield path, value
+        return
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        if isinstance(v, str):  # most leaves: no generator of their own
+            yield (*path, k), v
+        elif isinstance(v, dict | list):
+            yield from _walk(v, (*path, k))
 
 
 def check_literal_secrets(ctx: Context) -> Iterator[Diagnostic]:

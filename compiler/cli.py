@@ -185,7 +185,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     envs = _pick_envs(result.config, args.envs, args.all)
     rendered = render_all(
-        result.config, envs, image_inputs(),
+        result.config, envs, image_inputs(), resolved=result.resolved,
         source_name=Path(args.config).name, source_sha256=hashlib.sha256(raw).hexdigest(),
     )
     out = Path(args.out)

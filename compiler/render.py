@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from compiler.resolve import (
     ResolvedEnvironment,
     base_url,
     required_secrets,
-    resolve_environment,
+    resolve_environments,
     used_providers,
 )
 
@@ -41,6 +42,8 @@ CONFIG_HASH_LABEL = f"{LABEL_PREFIX}.config-hash"
 IMAGE_INPUTS_LABEL = f"{LABEL_PREFIX}.image-inputs"
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# yaml.safe_load, with libyaml's parser when PyYAML has it (a tenth of the time).
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +64,102 @@ def sha256(text: str | bytes) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    """The one JSON form every hash and machine-read artifact uses: sorted keys, 2-space indent."""
-    return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    """The one JSON form every hash and machine-read artifact uses: sorted keys, 2-space indent.
+
+    Byte for byte `json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\\n"`,
+    in about half the time: the standard library uses its C encoder only without `indent`.
+    """
+    out: list[str] = []
+    try:
+        _encode(value, "\n", out)
+    except (_NotPlainJson, TypeError, RecursionError):
+        # Anything unusual (non-string keys, other types, cycles): let json decide.
+        return json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    out.append("\n")
+    return "".join(out)
+
+
+class _NotPlainJson(Exception):
+    pass
+
+
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring  # the C version when available
+_INF = float("inf")
+
+
+def _encode_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value == _INF:
+        return "Infinity"
+    if value == -_INF:
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+def _encode_scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return _encode_str(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return _encode_float(value)
+    raise _NotPlainJson
+
+
+def _encode(value: Any, newline: str, out: list[str]) -> None:
+    """Append the indented JSON of `value`; `newline` is "\\n" plus the current indentation."""
+    kind = type(value)
+    if kind is dict:
+        if not value:
+            out.append("{}")
+            return
+        inner = newline + "  "
+        sep = "{" + inner
+        for key in sorted(value):
+            if type(key) is not str:
+                raise _NotPlainJson
+            item = value[key]
+            t = type(item)
+            if t is str:
+                out.append(f"{sep}{_encode_str(key)}: {_encode_str(item)}")
+            elif t is dict or t is list or t is tuple:
+                out.append(f"{sep}{_encode_str(key)}: ")
+                _encode(item, inner, out)
+            elif item is None:
+                out.append(f"{sep}{_encode_str(key)}: null")
+            elif t is int:
+                out.append(f"{sep}{_encode_str(key)}: {int.__repr__(item)}")
+            else:
+                out.append(f"{sep}{_encode_str(key)}: ")
+                _encode(item, inner, out)
+            sep = "," + inner
+        out.append(newline + "}")
+    elif kind is list or kind is tuple:
+        if not value:
+            out.append("[]")
+            return
+        inner = newline + "  "
+        sep = "[" + inner
+        for item in value:
+            t = type(item)
+            if t is str:
+                out.append(sep + _encode_str(item))
+            else:
+                out.append(sep)
+                _encode(item, inner, out)
+            sep = "," + inner
+        out.append(newline + "]")
+    elif isinstance(value, dict | list | tuple):
+        raise _NotPlainJson  # subclasses: rare, and json has its own rules for them
+    else:
+        out.append(_encode_scalar(value))
 
 
 def _env() -> jinja2.Environment:
@@ -178,6 +275,28 @@ def with_hash(doc: dict[str, Any]) -> dict[str, Any]:
     return {**body, "config_hash": "sha256:" + sha256(canonical_json(body))}
 
 
+def _with_hash_and_text(doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`with_hash(doc)` and its `canonical_json`, serialising the document only once."""
+    body = {k: v for k, v in doc.items() if k != "config_hash"}
+    members: dict[str, str] = {}
+    try:
+        for key in sorted(body):
+            if type(key) is not str:
+                raise _NotPlainJson
+            out = [f"\n  {_encode_str(key)}: "]
+            _encode(body[key], "\n  ", out)
+            members[key] = "".join(out)
+    except (_NotPlainJson, TypeError, RecursionError):
+        hashed = with_hash(doc)
+        return hashed, canonical_json(hashed)
+    # The canonical form of a non-empty mapping: "{", its sorted members (each on its own
+    # indented line) joined by ",", then "\n}".
+    body_text = "{" + ",".join(members.values()) + "\n}\n" if members else "{}\n"
+    config_hash = "sha256:" + sha256(body_text)
+    members["config_hash"] = f"\n  {_encode_str('config_hash')}: {_encode_str(config_hash)}"
+    return {**body, "config_hash": config_hash}, "{" + ",".join(members[k] for k in sorted(members)) + "\n}\n"
+
+
 # ---------------------------------------------------------------------------------------
 # compose.yaml, Dockerfile, manifest.json
 
@@ -213,15 +332,21 @@ def _healthcheck(path: str) -> list[str]:
 
 def render_environment(
     config: GatewayConfig, env_name: str, image_inputs: ImageInputs, *, source_name: str = "gateway.yaml", source_sha256: str = "",
+    resolved: ResolvedEnvironment | None = None, templates: jinja2.Environment | None = None,
 ) -> dict[str, str]:
-    """All artifacts of one environment, as `{file name: text}`."""
-    resolved = resolve_environment(config, env_name)
+    """All artifacts of one environment, as `{file name: text}`.
+
+    `resolved` (the environment as `compiler.resolve` resolves it) and `templates` are
+    computed when not given; `render_all` shares them.
+    """
+    if resolved is None:
+        resolved = resolve_environments(config, [env_name])[env_name]
+    if templates is None:
+        templates = _env()
     env = resolved.env
-    runtime = with_hash(runtime_config(config, resolved))
-    runtime_text = canonical_json(runtime)
+    runtime, runtime_text = _with_hash_and_text(runtime_config(config, resolved))
     config_hash = runtime["config_hash"]
 
-    templates = _env()
     # The image's default command leaves out settings of the environment (workers), so that
     # changing them restarts the gateway without rebuilding its image.
     image_command = ["python", "-m", "runtime", "serve", "--config", CONFIG_PATH, "--host", "0.0.0.0",
@@ -269,7 +394,7 @@ def render_environment(
         services=services, image=image, secrets_file=SECRETS_FILE, container_port=CONTAINER_PORT,
         volume_labels=_labels(config, resolved, "data", {}),
     )
-    compose_services = yaml.safe_load(compose)["services"]
+    compose_services = yaml.load(compose, Loader=_YAML_LOADER)["services"]
     service_inputs = {}
     for svc in services:
         inputs = {
@@ -304,6 +429,18 @@ def render_environment(
     return files
 
 
-def render_all(config: GatewayConfig, envs: list[str], image_inputs: ImageInputs, **kwargs: Any) -> dict[str, dict[str, str]]:
-    """`render_environment` for each of `envs`: `{env: {file name: text}}`."""
-    return {env: render_environment(config, env, image_inputs, **kwargs) for env in envs}
+def render_all(
+    config: GatewayConfig, envs: list[str], image_inputs: ImageInputs, *,
+    resolved: Mapping[str, ResolvedEnvironment] | None = None, **kwargs: Any,
+) -> dict[str, dict[str, str]]:
+    """`render_environment` for each of `envs`: `{env: {file name: text}}`.
+
+    Pass `resolved` (e.g. `CheckResult.resolved`) to reuse environments already resolved.
+    """
+    if resolved is None:
+        resolved = resolve_environments(config, envs)
+    templates = _env()
+    return {
+        env: render_environment(config, env, image_inputs, resolved=resolved[env], templates=templates, **kwargs)
+        for env in envs
+    }

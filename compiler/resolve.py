@@ -7,6 +7,7 @@ limits, the providers it may call and the secret names it needs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from compiler.models import (
@@ -83,10 +84,12 @@ def provider_policy(config: GatewayConfig, env: Environment) -> tuple[tuple[str,
     """Which providers an environment allows, and for the rest, why not."""
     allowed: list[str] = []
     why: dict[str, str] = {}
+    blocked = set(env.blocked_providers)
+    only = None if env.allowed_providers is None else set(env.allowed_providers)
     for pid in sorted(config.providers):
-        if pid in env.blocked_providers:
+        if pid in blocked:
             why[pid] = f"provider '{pid}' is in blocked_providers"
-        elif env.allowed_providers is not None and pid not in env.allowed_providers:
+        elif only is not None and pid not in only:
             why[pid] = f"provider '{pid}' is not in allowed_providers"
         else:
             allowed.append(pid)
@@ -105,22 +108,41 @@ def lookup(config: GatewayConfig, provider: str, model: str, index: int, ref: st
     )
 
 
-def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple[str, ...], policy: dict[str, str]) -> ResolvedRoute:
-    """The candidate chain of one route under an environment's provider policy."""
-    linked: list[ResolvedCandidate] = []
-    dropped: list[Dropped] = []
+# A route's candidates looked up once for every environment: (provider, index, ref,
+# candidate) per distinct reference, in order; the candidate is None when it is not declared.
+_Links = tuple[tuple[str, int, str, ResolvedCandidate | None], ...]
+
+
+def _link(config: GatewayConfig, route: Route) -> _Links:
+    links: list[tuple[str, int, str, ResolvedCandidate | None]] = []
     seen: set[str] = set()
     for i, cand in enumerate(route.candidates):
-        provider, _, model = cand.model.partition("/")
         if cand.model in seen:
             continue  # reported by the checks; the first occurrence stands
         seen.add(cand.model)
-        rc = lookup(config, provider, model, i, cand.model, cand.weight)
+        provider, _, model = cand.model.partition("/")
+        links.append((provider, i, cand.model, lookup(config, provider, model, i, cand.model, cand.weight)))
+    return tuple(links)
+
+
+def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple[str, ...], policy: dict[str, str]) -> ResolvedRoute:
+    """The candidate chain of one route under an environment's provider policy."""
+    links = _link(config, route)
+    verdict = {pid: None if pid in allowed else policy.get(pid, "not allowed") for pid, _i, _ref, _rc in links}
+    return _resolve_linked(name, route, links, verdict)
+
+
+def _resolve_linked(name: str, route: Route, links: _Links, verdict: dict[str, str | None]) -> ResolvedRoute:
+    """`resolve_route` on looked-up candidates; `verdict[provider]` is None when allowed, else why not."""
+    linked: list[ResolvedCandidate] = []
+    dropped: list[Dropped] = []
+    for provider, i, ref, rc in links:
         if rc is None:
-            dropped.append(Dropped(cand.model, i, "unknown_model", f"'{cand.model}' is not declared under providers"))
+            dropped.append(Dropped(ref, i, "unknown_model", f"'{ref}' is not declared under providers"))
             continue
-        if provider not in allowed:
-            dropped.append(Dropped(cand.model, i, "environment_policy", policy.get(provider, "not allowed")))
+        why = verdict[provider]
+        if why is not None:
+            dropped.append(Dropped(ref, i, "environment_policy", why))
             continue
         linked.append(rc)
 
@@ -193,14 +215,41 @@ def compose_project(config: GatewayConfig, env_name: str) -> str:
 
 def resolve_environment(config: GatewayConfig, env_name: str) -> ResolvedEnvironment:
     """Everything the gateway of `env_name` will do, before any request arrives."""
-    env = config.environments[env_name]
-    allowed, why = provider_policy(config, env)
-    routes = {name: resolve_route(config, name, route, allowed, why) for name, route in sorted(config.routes.items())}
-    return ResolvedEnvironment(
-        name=env_name, env=env, compose_project=compose_project(config, env_name),
-        allowed_providers=allowed, policy_drops=why, routes=routes,
-        limits=merge_limits(config.limits, env.limits),
-    )
+    return resolve_environments(config, [env_name])[env_name]
+
+
+def resolve_environments(config: GatewayConfig, env_names: Iterable[str] | None = None) -> dict[str, ResolvedEnvironment]:
+    """`resolve_environment` for each of `env_names` (default: all, in file order), sharing the work.
+
+    Candidates are looked up once per route, and a route whose providers two environments
+    treat alike resolves to one shared (immutable) `ResolvedRoute`, so resolving every
+    environment costs little more than resolving one.
+    """
+    names = list(config.environments) if env_names is None else list(env_names)
+    links = {name: _link(config, route) for name, route in sorted(config.routes.items())}
+    shared: dict[tuple[str, tuple[str | None, ...]], ResolvedRoute] = {}
+    out: dict[str, ResolvedEnvironment] = {}
+    for env_name in names:
+        env = config.environments[env_name]
+        allowed, why = provider_policy(config, env)
+        allowed_set = set(allowed)
+        verdict: dict[str, str | None] = {}
+        routes: dict[str, ResolvedRoute] = {}
+        for name, route_links in links.items():
+            for pid, _i, _ref, _rc in route_links:
+                if pid not in verdict:
+                    verdict[pid] = None if pid in allowed_set else why.get(pid, "not allowed")
+            key = (name, tuple([verdict[pid] for pid, _i, _ref, _rc in route_links]))
+            rr = shared.get(key)
+            if rr is None:
+                rr = shared[key] = _resolve_linked(name, config.routes[name], route_links, verdict)
+            routes[name] = rr
+        out[env_name] = ResolvedEnvironment(
+            name=env_name, env=env, compose_project=compose_project(config, env_name),
+            allowed_providers=allowed, policy_drops=why, routes=routes,
+            limits=merge_limits(config.limits, env.limits),
+        )
+    return out
 
 
 def base_url(adapter: str, configured: str | None) -> str | None:

@@ -23,11 +23,14 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("a URL with a password in it", r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
 )
 _KNOWN = [(kind, re.compile(pattern)) for kind, pattern in _KINDS]
+_ANY_KNOWN = re.compile("|".join(f"(?:{pattern})" for _kind, pattern in _KINDS))
 _NAME_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 def known_secret_kind(value: str) -> str | None:
     """What well-known secret `value` contains ("an OpenAI API key"), or None."""
+    if _ANY_KNOWN.search(value) is None:  # one scan for the common case: no secret at all
+        return None
     return next((kind for kind, pattern in _KNOWN if pattern.search(value)), None)
 
 

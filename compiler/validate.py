@@ -30,6 +30,7 @@ from compiler.models import (
     SECRET_PATTERN,
     GatewayConfig,
 )
+from compiler.resolve import ResolvedEnvironment, resolve_environments
 from compiler.secrets import (
     describe_secret,
     has_known_secret,
@@ -52,6 +53,8 @@ class CheckResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     # Items dropped because they were malformed: references to them are not re-reported.
     broken: set[tuple[str, str]] = field(default_factory=set)
+    # With `config`: every environment resolved (sorted by name), as the checks saw it.
+    resolved: dict[str, ResolvedEnvironment] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -82,9 +85,11 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
         config, errors = _validate_shape(pruned)
     result = CheckResult(loaded, None, diagnostics, broken)
     if config is not None:
-        diagnostics += checks.run_all(config, data, broken=broken, source_dir=source_dir)
+        resolved = resolve_environments(config, sorted(config.environments))
+        diagnostics += checks.run_all(config, data, broken=broken, source_dir=source_dir, resolved=resolved)
         if not shape:
             result.config = config
+            result.resolved = resolved
     else:  # too broken for the semantic checks, but a leaked key is still worth saying
         diagnostics += checks.literal_secrets(data)
     return _finish(result)

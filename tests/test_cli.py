@@ -76,11 +76,11 @@ def test_explain_shows_a_candidate_dropped_by_the_cost_cap(tmp_path: Path) -> No
     assert "cost cap $0.01/request" in proc.stdout
     dropped = proc.stdout.partition("\n  dropped:\n")[2]
     line = next(line for line in dropped.splitlines() if "openai/gpt-4o" in line)
-    assert line.split(None, 1) == ["openai/gpt-4o", "cost_cap: a 1,000+1,000-token request costs $0.0125 > cap $0.01"]
+    assert line.split(None, 1) == ["openai/gpt-4o", "cost_cap: a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap"]
     doc = json.loads(run("explain", "extract", "--env", "production", "--config", str(config), "--format", "json").stdout)
     assert [c["ref"] for c in doc["candidates"]] == ["openai/gpt-4.1-mini"]
     assert {"ref": "openai/gpt-4o", "kind": "cost_cap",
-            "reason": "a 1,000+1,000-token request costs $0.0125 > cap $0.01"} in doc["dropped"]
+            "reason": "a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap"} in doc["dropped"]
 
 
 def test_explain_weighted_route_shows_weights_and_order() -> None:
