@@ -71,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             worst = max(worst, EXIT_INVALID)
     if args.format == "json" and len(files) > 1:
         # One JSON document for several files: the list of the per-file reports.
-        sys.stdout.write("[\n" + ",\n".join(r.rstrip("\n") for r in reports) + "\n]\n")
+        sys.stdout.write(json.dumps([json.loads(r) for r in reports], indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write("".join(reports))
     return worst
