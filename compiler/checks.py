@@ -20,7 +20,6 @@ from compiler.resolve import (
     ResolvedRoute,
     compose_project,
     lookup,
-    provider_policy,
     required_secrets,
     resolve_environments,
 )
@@ -427,14 +426,14 @@ def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
 
 def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
     # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK is worth a warning.
-    for env_name, env in ctx.config.environments.items():
-        _allowed, why = provider_policy(ctx.config, env)
+    for env_name in ctx.config.environments:
+        why = ctx.resolved[env_name].policy_drops
         for oid, org in ctx.config.orgs.items():
             if org.byok is None:
                 continue
-            for pid in org.byok.providers:
-                if pid in why and pid in ctx.config.providers:
-                    yield warning("W038", ("orgs", oid, "byok", "providers", org.byok.providers.index(pid)),
+            for i, pid in enumerate(org.byok.providers):
+                if pid in why:
+                    yield warning("W038", ("orgs", oid, "byok", "providers", i),
                                   f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'",
                                   f"allow '{pid}' in that environment if the org should use its own keys there")
 

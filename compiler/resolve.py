@@ -125,15 +125,9 @@ def _link(config: GatewayConfig, route: Route) -> _Links:
     return tuple(links)
 
 
-def resolve_route(config: GatewayConfig, name: str, route: Route, allowed: tuple[str, ...], policy: dict[str, str]) -> ResolvedRoute:
-    """The candidate chain of one route under an environment's provider policy."""
-    links = _link(config, route)
-    verdict = {pid: None if pid in allowed else policy.get(pid, "not allowed") for pid, _i, _ref, _rc in links}
-    return _resolve_linked(name, route, links, verdict)
-
-
 def _resolve_linked(name: str, route: Route, links: _Links, verdict: dict[str, str | None]) -> ResolvedRoute:
-    """`resolve_route` on looked-up candidates; `verdict[provider]` is None when allowed, else why not."""
+    """The candidate chain of one route, from its looked-up candidates and an environment's
+    provider policy (`verdict[provider]` is None when allowed, else why not)."""
     linked: list[ResolvedCandidate] = []
     dropped: list[Dropped] = []
     for provider, i, ref, rc in links:

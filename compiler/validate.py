@@ -7,6 +7,7 @@ semantic checks still run on everything that is well-formed — every problem in
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import types
@@ -76,7 +77,8 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
             "fix these and run check again",
         ).located(1, 1))
     broken: set[tuple[str, str]] = set()
-    pruned, errors = data, shape
+    # Pruning edits a copy, so the loaded data stays as written.
+    pruned, errors = (copy.deepcopy(data) if shape else data), shape
     for _ in range(4):  # each round drops what the last one complained about
         if config is not None or not errors:
             break
@@ -154,13 +156,13 @@ def _validate_shape(data: dict[str, Any]) -> tuple[GatewayConfig | None, list[Er
 
 
 def _prune(data: dict[str, Any], shape: list[ErrorDetails]) -> tuple[dict[str, Any], set[tuple[str, str]]]:
-    """Drop the malformed parts so the well-formed rest can still be checked.
+    """Drop the malformed parts (in place) so the well-formed rest can still be checked.
 
     An unknown key is removed on its own; any other problem inside a named item (a
     provider, route, org or environment) drops that item, and references to it are not
     reported again.
     """
-    pruned = _copy_path_parents(data, shape)
+    pruned = data
     broken: set[tuple[str, str]] = set()
     placeholders: dict[str, Any] = {"version": 1, "project": "invalid-project"}
     for err in shape:
@@ -194,13 +196,6 @@ def _get(data: Any, path: Path) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
-
-
-def _copy_path_parents(data: dict[str, Any], shape: list[ErrorDetails]) -> dict[str, Any]:
-    """Copy the containers along each error path, so pruning never mutates the loaded data."""
-    import copy
-
-    return copy.deepcopy(data) if shape else data
 
 
 # ---------------------------------------------------------------------------------------
