@@ -1,0 +1,167 @@
+"""The HTTP boundary shared by the network adapters: aiohttp in, `UpstreamError` out.
+
+Every aiohttp/asyncio exception is mapped here, so adapters (and the gateway) only ever see
+classified errors. A failure before response headers is `connect_error` (or `timeout`); once a
+stream is flowing, a broken connection is `server_error` with code `stream_broken`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from runtime.errors import UpstreamError
+from runtime.sse import SSEParser
+
+ErrorMapper = Callable[[int, Any, "aiohttp.typedefs.LooseHeaders"], UpstreamError]
+
+
+def timeout_for(total_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    timeout: aiohttp.ClientTimeout,
+    map_error: Callable[[int, Any, Any], UpstreamError],
+) -> aiohttp.ClientResponse:
+    """POST and return the response once a 2xx status arrived; raise UpstreamError otherwise.
+
+    On an error status the body is read and decoded (JSON if it is JSON, else text) and handed
+    to `map_error(status, decoded_body, headers)`, the adapter's classifier.
+    """
+    try:
+        resp = await session.post(url, data=body, headers=headers, timeout=timeout)
+    except TimeoutError:
+        raise UpstreamError("timeout", "no response before the timeout") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError("connect_error", f"cannot connect: {exc.os_error or exc}") from None
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamError("connect_error", f"connection lost before a response: {_text(exc)}") from None
+    except aiohttp.ClientResponseError as exc:
+        raise UpstreamError("server_error", f"invalid HTTP response: {exc.message}", code="upstream_malformed") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("connect_error", f"request failed: {_text(exc)}") from None
+    if resp.status < 300:
+        return resp
+    try:
+        raw = await resp.read()
+    except TimeoutError:
+        raise UpstreamError("timeout", f"HTTP {resp.status} body did not arrive in time", status=resp.status) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("server_error", f"HTTP {resp.status}, body lost: {_text(exc)}", status=resp.status) from None
+    finally:
+        resp.release()
+    decoded: Any
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        decoded = raw.decode("utf-8", "replace")[:2000]
+    return_err = map_error(resp.status, decoded, resp.headers)
+    if return_err.retry_after is None:
+        return_err.retry_after = retry_after(resp.headers)
+    raise return_err
+
+
+async def read_json(resp: aiohttp.ClientResponse) -> Any:
+    """The full body of a success response, decoded; malformed or lost bodies are classified."""
+    try:
+        raw = await resp.read()
+    except TimeoutError:
+        raise UpstreamError("timeout", "response body did not arrive in time") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("server_error", f"response body lost: {_text(exc)}", code="stream_broken") from None
+    finally:
+        resp.release()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(
+            "server_error", f"malformed JSON in a {resp.status} response", code="upstream_malformed"
+        ) from None
+
+
+async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs of an SSE response; a broken connection raises `stream_broken`.
+
+    Ends normally at EOF; the adapter decides whether its terminator had been seen.
+    """
+    parser = SSEParser()
+    try:
+        async for piece in resp.content.iter_any():
+            for ev in parser.feed(piece):
+                yield ev
+    except TimeoutError:
+        raise UpstreamError("timeout", "stream stalled past the timeout", code="stream_broken") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError("server_error", f"stream broken: {_text(exc)}", code="stream_broken") from None
+    finally:
+        resp.release()
+
+
+def loads(data: str | bytes) -> Any:
+    """Decode one JSON payload of a stream; malformed payloads are classified."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("server_error", "malformed JSON in the stream", code="upstream_malformed") from None
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta seconds or an HTTP date), if present."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_message(body: Any, default: str) -> str:
+    """The message inside a provider error body ({"error": {"message": ...}} and variants)."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])[:1000]
+        if isinstance(err, str):
+            return err[:1000]
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return error_message(body[0], default)
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return default
+
+
+def status_class(status: int) -> str:
+    """The error class a bare HTTP status means when the body says nothing more specific."""
+    if status == 429:
+        return "rate_limited"
+    if status == 529:
+        return "overloaded"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status >= 500:
+        return "server_error"
+    return "bad_request"
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,137 @@
+"""OpenAI chat completions, and every `openai-compatible` API (Groq, vLLM, Together, ...).
+
+The gateway's own format is OpenAI's, so the request passes through with the upstream model
+id swapped in; streaming always asks for usage (`stream_options.include_usage`) so every
+record has real token counts — the gateway forwards the usage chunk only if the client asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from runtime.adapters import http
+from runtime.adapters.base import Call, Chunk, Completion, Usage
+from runtime.config import ProviderConfig
+from runtime.errors import UpstreamError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
+
+
+class OpenAIAdapter:
+    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession | None) -> None:
+        assert session is not None
+        self.provider = provider
+        self.session = session
+        self.url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        self.timeout = http.timeout_for(provider.timeout_s, provider.connect_timeout_s)
+
+    async def send(self, call: Call) -> Completion | OpenAIStream:
+        body = dict(call.request)
+        body["model"] = call.model.upstream
+        if call.stream:
+            body["stream"] = True
+            opts = dict(body.get("stream_options") or {})
+            opts["include_usage"] = True
+            body["stream_options"] = opts
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        headers = {"content-type": "application/json", "authorization": "Bearer " + call.credentials.get("api_key", "")}
+        if "organization" in call.credentials:
+            headers["openai-organization"] = call.credentials["organization"]
+        resp = await http.post(self.session, self.url, headers, orjson.dumps(body), self.timeout, map_error)
+        if call.stream:
+            return OpenAIStream(resp)
+        return parse_completion(await http.read_json(resp))
+
+
+def parse_completion(doc: Any) -> Completion:
+    try:
+        choice = doc["choices"][0]
+        message = choice["message"]
+        if not isinstance(message, dict):
+            raise TypeError
+    except (KeyError, IndexError, TypeError):
+        raise UpstreamError("server_error", "response has no choices[0].message", code="upstream_malformed") from None
+    extra = {k: doc[k] for k in ("system_fingerprint", "service_tier") if doc.get(k) is not None}
+    if len(doc["choices"]) > 1:
+        extra["choices"] = doc["choices"]
+    return Completion(
+        message=message,
+        finish_reason=choice.get("finish_reason"),
+        usage=_usage(doc.get("usage")),
+        model=doc.get("model"),
+        extra=extra,
+    )
+
+
+class OpenAIStream:
+    """OpenAI SSE chunks; the stream is complete only after `data: [DONE]`."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.usage: Usage | None = None
+        self.model: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        done = False
+        async for _event, data in http.iter_sse(self.resp):
+            if data == "[DONE]":
+                done = True
+                break
+            doc = http.loads(data)
+            if not isinstance(doc, dict):
+                raise UpstreamError("server_error", "stream payload is not an object", code="upstream_malformed")
+            if "error" in doc:
+                err = map_error(500, doc, None)
+                err.code = "stream_error_event"
+                raise err
+            if self.model is None:
+                self.model = doc.get("model")
+            usage = _usage(doc.get("usage"))
+            if usage is not None:
+                self.usage = usage
+            choices = doc.get("choices") or []
+            yield Chunk(choices=choices, content=_has_content(choices), usage=usage)
+        if not done:
+            raise UpstreamError("server_error", "stream ended without data: [DONE]", code="stream_truncated")
+
+    async def aclose(self) -> None:
+        self.resp.release()
+
+
+def _has_content(choices: list[dict[str, Any]]) -> bool:
+    for c in choices:
+        d = c.get("delta") or {}
+        if d.get("content") or d.get("tool_calls") or d.get("refusal") or d.get("function_call"):
+            return True
+    return False
+
+
+def _usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict) or "prompt_tokens" not in u:
+        return None
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+
+
+def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
+    """OpenAI's error body {"error": {"message", "type", "code"}} -> an error class."""
+    err = body.get("error") if isinstance(body, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    etype = err.get("type") if isinstance(err, dict) else None
+    message = http.error_message(body, f"HTTP {status}")
+    if code in _CONTEXT_CODES or "maximum context length" in message:
+        cls = "context_length"
+    elif status == 529:
+        cls = "overloaded"
+    elif etype == "server_error" or status >= 500:
+        cls = "overloaded" if status == 503 and "overload" in message.lower() else "server_error"
+    else:
+        cls = http.status_class(status)
+    return UpstreamError(cls, message, status=status, code=str(code or etype or cls))  # type: ignore[arg-type]

@@ -1,0 +1,225 @@
+"""The gateway's ASGI application: `create_app(config)`.
+
+`POST /v1/chat/completions` is the hot path and is served by a lean ASGI handler
+(runtime/chat.py); everything else — models, health, readiness, metrics, and OpenAI-shaped
+errors for unknown paths — is a FastAPI app behind it. All state (HTTP sessions, adapters,
+key cache, record writer) is built in the lifespan, never at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from runtime import paths
+from runtime.adapters import ADAPTERS, Adapter
+from runtime.config import RuntimeConfig
+from runtime.errors import GatewayError
+from runtime.keys import Authenticator, AuthError, token_from_headers
+from runtime.limits import LimitState, SpendTotals, period_starts
+from runtime.metrics import Metrics
+from runtime.records import RecordWriter, read_spend
+from runtime.router import Router
+
+log = logging.getLogger("switchyard")
+
+SPEND_REFRESH_S = 5.0
+
+
+class Gateway:
+    """Everything one worker process needs to serve requests, built at start."""
+
+    def __init__(self, config: RuntimeConfig, data_dir: Path, environ: Mapping[str, str]) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.metrics = Metrics()
+        self.limits = LimitState(config.limits, config.workers)
+        self.credentials, self.not_ready = _credentials(config, environ)
+        self.session: aiohttp.ClientSession | None = None
+        self.router: Router | None = None
+        self.auth: Authenticator | None = None
+        self.writer: RecordWriter | None = None
+        self.started = time.time()
+        self._stop = threading.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=True)
+        adapters: dict[str, Adapter] = {pid: ADAPTERS[p.adapter](p, self.session) for pid, p in cfg.providers.items()}
+        self.router = Router(cfg, adapters, self.credentials)
+        self.auth = Authenticator(self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix)
+        self.auth.start_background_refresh(1.0)
+        self.writer = RecordWriter(self.data_dir / paths.REQUESTS_DB, cfg.logging.batch_size, cfg.logging.flush_interval_ms, cfg.logging.retention_days)
+        self.writer.start()
+        lim = cfg.limits
+        budgets = [lim.key_budget, lim.org_budget, *lim.org_budgets.values()]
+        if any(b.usd_per_day is not None or b.usd_per_month is not None for b in budgets):
+            self._refresh_spend()
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=self._spend_loop, args=(loop,), name="spend-refresh", daemon=True).start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.auth is not None:
+            self.auth.stop()
+        if self.session is not None:
+            await self.session.close()
+        if self.writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+
+    def _read_spend(self) -> SpendTotals:
+        day, month = period_starts(time.time())
+        spend = read_spend(self.data_dir / paths.REQUESTS_DB, day, month)
+        return SpendTotals(day, month, dict(spend.key_day), dict(spend.key_month), dict(spend.org_day), dict(spend.org_month))
+
+    def _refresh_spend(self) -> None:
+        with contextlib.suppress(Exception):
+            self.limits.refresh(self._read_spend())
+
+    def _spend_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stop.wait(SPEND_REFRESH_S):
+            try:
+                totals = self._read_spend()
+            except Exception as exc:  # the log may be briefly locked; keep the last totals
+                log.warning("could not read spend for budgets: %s", exc)
+                continue
+            loop.call_soon_threadsafe(self.limits.refresh, totals)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        problems = list(self.not_ready)
+        if self.writer is None or self.auth is None:
+            problems.append("starting")
+        usable = sum(1 for r in (self.router.routes.values() if self.router else ()) if any(c.credentials is not None for c in r.candidates))
+        if self.config.routes and usable == 0:
+            problems.append("no route has a provider with credentials")
+        return not problems, {"ready": not problems, "problems": problems, "environment": self.config.environment, "config_hash": self.config.config_hash, "routes_usable": usable}
+
+    def authenticate(self, headers: Mapping[str, str]) -> Any:
+        """The key of a request, or a 401 GatewayError."""
+        assert self.auth is not None
+        token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
+        try:
+            return self.auth.verify(token or "")
+        except AuthError as exc:
+            raise GatewayError(401, exc.code, exc.message) from None
+
+
+def _credentials(config: RuntimeConfig, environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str] | None], list[str]]:
+    """Provider credential values from the environment (read once), and readiness problems."""
+    creds: dict[str, dict[str, str] | None] = {}
+    for pid, p in config.providers.items():
+        values = {field: environ.get(name, "") for field, name in p.credentials.items()}
+        creds[pid] = values if all(values.values()) else None
+    problems = [
+        f"required secret {name} is not set (needed by {spec.needed_by})"
+        for name, spec in sorted(config.secrets.items())
+        if not spec.optional and not environ.get(name)
+    ]
+    return creds, problems
+
+
+def create_app(config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Any:
+    """The gateway as an ASGI app. `data_dir` defaults per runtime.paths.data_dir."""
+    from runtime.chat import ChatHandler
+
+    gw = Gateway(config, data_dir or paths.data_dir(config.environment, configured=config.data_dir), environ if environ is not None else os.environ)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    api = FastAPI(title="Switchyard gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    api.state.gateway = gw
+
+    @api.get("/healthz")
+    async def healthz() -> Response:
+        return _json(200, {"status": "ok", "environment": config.environment, "config_hash": config.config_hash})
+
+    @api.get("/readyz")
+    async def readyz() -> Response:
+        ok, detail = gw.readiness()
+        return _json(200 if ok else 503, detail)
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        text = gw.metrics.render()
+        if gw.writer is not None:
+            text += _writer_metrics(gw.writer)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @api.get("/v1/models")
+    async def models(request: Request) -> Response:
+        try:
+            key = gw.authenticate(request.headers)
+        except GatewayError as exc:
+            return _error(exc)
+        assert gw.router is not None
+        org = config.orgs.get(key.org)
+        created = int(gw.started)
+        data = [{"id": mid, "object": "model", "created": created, "owned_by": "switchyard"} for mid in gw.router.model_ids(org)]
+        return _json(200, {"object": "list", "data": data})
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return _error(GatewayError(exc.status_code, code, str(exc.detail)))
+
+    chat = ChatHandler(gw)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
+            await chat(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    app.gateway = gw  # type: ignore[attr-defined]
+    return app
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(exc: GatewayError) -> Response:
+    return Response(orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+def _writer_metrics(writer: RecordWriter) -> str:
+    failures = getattr(writer, "failures", 0)
+    dropped = getattr(writer, "dropped", 0)
+    return (
+        "# HELP switchyard_record_write_failures_total Failed batch writes of the request log (retried).\n"
+        "# TYPE switchyard_record_write_failures_total counter\n"
+        f"switchyard_record_write_failures_total {failures}\n"
+        "# HELP switchyard_records_dropped_total Request records given up on after repeated write failures.\n"
+        "# TYPE switchyard_records_dropped_total counter\n"
+        f"switchyard_records_dropped_total {dropped}\n"
+    )
+
+
+def app_from_env() -> Any:
+    """uvicorn factory for `--workers N`: the config path and data dir come from the environment."""
+    from runtime.config import load_config
+
+    config = load_config(os.environ["SWITCHYARD_CONFIG"])
+    data_dir = os.environ.get("SWITCHYARD_DATA_DIR")
+    return create_app(config, Path(data_dir) if data_dir else None)

@@ -1,0 +1,319 @@
+"""`POST /v1/chat/completions`, as a lean ASGI handler (the hot path).
+
+Order of work per request: authenticate (in memory), read and decode the body, plan the
+candidates, check limits, then either the non-streamed call or the streamed one with the
+commit rule (runtime/dispatch.py). Exactly one record per request is handed to the writer,
+whatever happens — including auth failures and clients that go away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from runtime import tokens
+from runtime.adapters import Completion, Usage
+from runtime.dispatch import AllFailed, Attempt, complete, open_stream
+from runtime.errors import GatewayError, UpstreamError, from_upstream
+from runtime.records import Record
+from runtime.router import Candidate, Plan
+
+if TYPE_CHECKING:
+    from runtime.app import Gateway
+
+MAX_BODY = 32 * 1024 * 1024
+_JSON = (b"content-type", b"application/json")
+_SSE = (b"content-type", b"text/event-stream")
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class ChatHandler:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        cfg = gw.config
+        self.env = cfg.environment
+        self.price_hash = cfg.price_table_hash
+        self.config_hash = cfg.config_hash
+        self.request_timeout = cfg.request_timeout_s
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        rid = "req_" + secrets.token_hex(12)
+        rec = Record(
+            request_id=rid, ts=time.time(), environment=self.env, key_id=None, org=None, requested_model=None,
+            route=None, provider=None, upstream_model=None, status=0, error_code=None, latency_ms=0.0, ttfb_ms=None,
+            input_tokens=None, output_tokens=None, usage_estimated=False, cost_usd=None, stream=False, attempts=[],
+            fell_back=False, broke_after_commit=False, skipped=[], price_table_hash=self.price_hash, config_hash=self.config_hash,
+        )
+        attempts: list[Attempt] = []
+        state = _Sent()
+        try:
+            await self._handle(scope, receive, send, rec, attempts, start, state)
+        except GatewayError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            if not state.started:
+                await _send_error(send, exc, rid, attempts)
+                state.first_byte = time.perf_counter()
+        except _ClientGone:
+            rec.status, rec.error_code = 499, "client_closed_request"
+        except Exception as exc:  # a bug: answer 500 in OpenAI's shape, keep serving
+            import logging
+
+            logging.getLogger("switchyard").exception("internal error in %s", rid)
+            rec.status, rec.error_code = 500, "internal_error"
+            if not state.started:
+                await _send_error(send, GatewayError(500, "internal_error", f"internal gateway error ({type(exc).__name__}); request id {rid}"), rid, attempts)
+        finally:
+            end = time.perf_counter()
+            rec.latency_ms = (end - start) * 1000
+            if state.first_byte is not None:
+                rec.ttfb_ms = (state.first_byte - start) * 1000
+            rec.attempts = [a.as_dict() for a in attempts]
+            rec.fell_back = len(attempts) > 1
+            self._observe(rec, attempts)
+            writer = self.gw.writer
+            if writer is not None:
+                writer.submit(rec)
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, rec: Record, attempts: list[Attempt], start: float, state: _Sent) -> None:
+        gw = self.gw
+        if scope["method"] != "POST":
+            raise GatewayError(405, "method_not_allowed", "use POST for /v1/chat/completions")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")}
+        key = gw.authenticate(headers)
+        rec.key_id, rec.org = key.id, key.org
+        org = gw.config.orgs.get(key.org)
+        if org is None:
+            raise GatewayError(403, "org_not_configured", f"this key's org '{key.org}' is not configured in environment '{self.env}'")
+        body = await _read_body(receive)
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(request, dict):
+            raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
+        model = request.get("model")
+        rec.requested_model = model if isinstance(model, str) else None
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise GatewayError(400, "invalid_request", "`messages` must be a non-empty list", param="messages")
+        stream = bool(request.get("stream"))
+        rec.stream = stream
+        assert gw.router is not None
+        plan = gw.router.plan(request, org)
+        rec.route = plan.route
+        rec.skipped = plan.skipped
+        gw.limits.check(key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic())
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                if stream:
+                    await self._stream(request, plan, rec, attempts, receive, send, state)
+                else:
+                    await self._complete(request, plan, rec, attempts, send, state)
+        except TimeoutError:
+            if state.started:
+                rec.broke_after_commit = True
+                rec.error_code = "request_timeout"
+                await _end_stream_with_error(send, "request_timeout", f"the request took longer than {self.request_timeout:g} s")
+            else:
+                raise GatewayError(504, "request_timeout", f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s") from None
+        gw.limits.add_tokens(key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic())
+        gw.limits.charge(key.id, key.org, rec.cost_usd)
+
+    async def _complete(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], send: Any, state: _Sent) -> None:
+        try:
+            cand, result = await complete(plan, request, rec.request_id, attempts)
+        except AllFailed as failed:
+            rec.provider = failed.candidate.provider.id
+            rec.upstream_model = failed.candidate.model.upstream
+            raise from_upstream(failed.error, failed.candidate.provider.id) from None
+        rec.provider, rec.upstream_model = cand.provider.id, result.model or cand.model.upstream
+        _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
+        body = _completion_body(rec, result)
+        headers = _headers(rec, cand, attempts, _JSON)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        state.started = True
+        state.first_byte = time.perf_counter()
+        await send({"type": "http.response.body", "body": body})
+        rec.status = 200
+
+    async def _stream(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
+        try:
+            opened = await open_stream(plan, request, rec.request_id, attempts)
+        except AllFailed as failed:
+            rec.provider = failed.candidate.provider.id
+            rec.upstream_model = failed.candidate.model.upstream
+            raise from_upstream(failed.error, failed.candidate.provider.id) from None
+        cand = opened.candidate
+        stream = opened.stream
+        rec.provider = cand.provider.id
+        rec.upstream_model = stream.model or cand.model.upstream
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        prefix = b'data: {"id":"chatcmpl-' + rec.request_id[4:].encode() + b'","object":"chat.completion.chunk","created":' + str(int(rec.ts)).encode() + b',"model":' + orjson.dumps(rec.upstream_model) + b',"choices":'
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        chars = 0
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _headers(rec, cand, attempts, _SSE, stream=True)})
+            state.started = True
+            for chunk in opened.held:
+                chars += tokens.delta_chars(chunk.choices)
+                await send({"type": "http.response.body", "body": prefix + orjson.dumps(chunk.choices) + b"}\n\n", "more_body": True})
+                if state.first_byte is None:
+                    state.first_byte = time.perf_counter()
+            rec.status = 200
+            try:
+                async for chunk in opened.iterator:
+                    if gone.done():
+                        raise _ClientGone
+                    if chunk.choices:
+                        chars += tokens.delta_chars(chunk.choices)
+                        await send({"type": "http.response.body", "body": prefix + orjson.dumps(chunk.choices) + b"}\n\n", "more_body": True})
+            except UpstreamError as err:
+                rec.broke_after_commit = True
+                rec.error_code = "stream_broken_after_commit"
+                attempts[-1].outcome = "broken_after_commit"
+                attempts[-1].code = err.code
+                _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
+                await _end_stream_with_error(send, "upstream_stream_broken", f"{cand.provider.id}: {err.message} (after the response had started; not retried)")
+                self.gw.metrics.broken.inc((rec.route or "-", cand.provider.id))
+                return
+            _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
+            tail = b""
+            if include_usage:
+                usage = {"prompt_tokens": rec.input_tokens or 0, "completion_tokens": rec.output_tokens or 0, "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0)}
+                tail = prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
+            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
+        finally:
+            gone.cancel()
+            if not rec.broke_after_commit and rec.output_tokens is None:
+                _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
+            await stream.aclose()
+
+    def _observe(self, rec: Record, attempts: list[Attempt]) -> None:
+        m = self.gw.metrics
+        route = rec.route or rec.requested_model or "-"
+        provider = rec.provider or "-"
+        m.requests.inc((route, provider, str(rec.status)))
+        m.latency.observe((route, provider), rec.latency_ms / 1000)
+        if rec.ttfb_ms is not None:
+            m.ttfb.observe((route, provider), rec.ttfb_ms / 1000)
+        if rec.input_tokens:
+            m.tokens.inc((route, provider, "input"), rec.input_tokens)
+        if rec.output_tokens:
+            m.tokens.inc((route, provider, "output"), rec.output_tokens)
+        if rec.cost_usd:
+            m.cost.inc((route, provider), rec.cost_usd)
+        for i, a in enumerate(attempts):
+            m.attempts.inc((a.provider, a.outcome))
+            if a.outcome != "ok" and i + 1 < len(attempts):
+                m.fallbacks.inc((route, a.provider, a.outcome))
+
+
+class _Sent:
+    __slots__ = ("first_byte", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.first_byte: float | None = None
+
+
+def _account(rec: Record, cand: Candidate, plan: Plan, usage: Usage | None, est_output: int, force_estimate: bool = False) -> None:
+    """Tokens and cost of the answer: the provider's usage, else estimates (flagged)."""
+    if usage is not None and not force_estimate:
+        rec.input_tokens, rec.output_tokens, rec.usage_estimated = usage.input_tokens, usage.output_tokens, False
+    elif usage is not None and usage.output_tokens:
+        rec.input_tokens, rec.output_tokens, rec.usage_estimated = usage.input_tokens, max(usage.output_tokens, est_output), True
+    else:
+        rec.input_tokens = usage.input_tokens if usage is not None else plan.prompt_tokens
+        rec.output_tokens, rec.usage_estimated = est_output, True
+    price = cand.model.price
+    rec.cost_usd = None if price is None else price.cost(rec.input_tokens, rec.output_tokens)
+
+
+def _completion_body(rec: Record, result: Completion) -> bytes:
+    choices = result.extra.get("choices") or [{"index": 0, "message": result.message, "logprobs": None, "finish_reason": result.finish_reason}]
+    body: dict[str, Any] = {
+        "id": "chatcmpl-" + rec.request_id[4:],
+        "object": "chat.completion",
+        "created": int(rec.ts),
+        "model": rec.upstream_model,
+        "choices": choices,
+        "usage": {"prompt_tokens": rec.input_tokens or 0, "completion_tokens": rec.output_tokens or 0, "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0)},
+    }
+    fp = result.extra.get("system_fingerprint")
+    if fp is not None:
+        body["system_fingerprint"] = fp
+    return orjson.dumps(body)
+
+
+def _trail(attempts: list[Attempt]) -> bytes:
+    return ", ".join(f"{a.provider}/{a.model}={a.outcome}:{a.latency_ms:.0f}ms" for a in attempts).encode()
+
+
+def _headers(rec: Record, cand: Candidate | None, attempts: list[Attempt], ctype: tuple[bytes, bytes], stream: bool = False) -> list[tuple[bytes, bytes]]:
+    h = [ctype, (b"x-request-id", rec.request_id.encode()), (b"x-switchyard-attempts", str(len(attempts)).encode())]
+    if rec.route:
+        h.append((b"x-switchyard-route", rec.route.encode()))
+    if cand is not None:
+        h.append((b"x-switchyard-provider", cand.provider.id.encode()))
+        h.append((b"x-switchyard-model", (rec.upstream_model or cand.model.upstream).encode()))
+    if attempts:
+        h.append((b"x-switchyard-attempt-trail", _trail(attempts)))
+    if stream:
+        h.append((b"cache-control", b"no-cache"))
+        h.append((b"x-accel-buffering", b"no"))
+    return h
+
+
+async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
+    body = orjson.dumps(exc.body())
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", rid.encode()), (b"x-switchyard-attempts", str(len(attempts)).encode())]
+    if attempts:
+        headers.append((b"x-switchyard-attempt-trail", _trail(attempts)))
+    for k, v in exc.headers.items():
+        headers.append((k.encode(), v.encode()))
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="switchyard"'))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _end_stream_with_error(send: Any, code: str, message: str) -> None:
+    """End a committed stream with an error event (the OpenAI SDK raises on it); no [DONE]."""
+    err = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(err) + b"\n\n", "more_body": False})
+
+
+async def _read_body(receive: Any) -> bytes:
+    msg = await receive()
+    body: bytes = msg.get("body", b"")
+    if not msg.get("more_body"):
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise GatewayError(413, "request_too_large", f"the request body is over {MAX_BODY // (1024 * 1024)} MiB")
+        parts.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(parts)
+
+
+async def _wait_disconnect(receive: Any) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return

@@ -1,0 +1,395 @@
+"""Request records: one per request, written off the request path in batches.
+
+`RecordWriter.submit` only appends to a deque (thread-safe, no formatting); one daemon thread
+turns records into rows and writes them in transactions of up to `batch_size`. Several
+processes (uvicorn workers, replicas on a shared volume) may write the same SQLite file: WAL,
+busy_timeout and retrying a failed batch make that work. Nothing is dropped silently: a batch
+that cannot be written is retried with backoff (`failures` counts the failed attempts) and
+records given up on are counted in `dropped`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("switchyard.records")
+
+RETENTION_EVERY_S = 3600.0
+MAX_PENDING = 200_000  # beyond this (the database unwritable for long) the oldest are dropped
+_BACKOFF_MAX_S = 2.0
+
+
+@dataclass(slots=True)
+class Record:
+    """What the gateway remembers about one request (never the key, never the content)."""
+
+    request_id: str
+    ts: float
+    environment: str
+    key_id: str | None
+    org: str | None
+    requested_model: str | None
+    route: str | None
+    provider: str | None
+    upstream_model: str | None
+    status: int
+    error_code: str | None
+    latency_ms: float
+    ttfb_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    usage_estimated: bool
+    cost_usd: float | None
+    stream: bool
+    attempts: list[dict[str, Any]]
+    fell_back: bool
+    broke_after_commit: bool
+    skipped: list[dict[str, Any]]
+    price_table_hash: str
+    config_hash: str
+
+
+FIELDS = tuple(f.name for f in fields(Record))
+_JSON_FIELDS = frozenset({"attempts", "skipped"})
+_BOOL_FIELDS = frozenset({"usage_estimated", "stream", "fell_back", "broke_after_commit"})
+_SQL_TYPES = {
+    "ts": "REAL NOT NULL",
+    "status": "INTEGER NOT NULL",
+    "latency_ms": "REAL NOT NULL",
+    "ttfb_ms": "REAL",
+    "input_tokens": "INTEGER",
+    "output_tokens": "INTEGER",
+    "cost_usd": "REAL",
+    "request_id": "TEXT NOT NULL",
+}
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS requests (\n    "
+    + ",\n    ".join(
+        f"{name} {_SQL_TYPES.get(name, 'INTEGER NOT NULL' if name in _BOOL_FIELDS else 'TEXT')}"
+        for name in FIELDS
+    )
+    + "\n);\n"
+    "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);\n"
+    "CREATE INDEX IF NOT EXISTS requests_key_id ON requests (key_id, ts);\n"
+    "CREATE INDEX IF NOT EXISTS requests_org ON requests (org, ts);\n"
+)
+_INSERT = f"INSERT INTO requests ({', '.join(FIELDS)}) VALUES ({', '.join('?' for _ in FIELDS)})"
+
+
+def to_row(record: Record) -> tuple[Any, ...]:
+    """The record as the values of one `requests` row."""
+    row: list[Any] = []
+    for name in FIELDS:
+        value = getattr(record, name)
+        if name in _JSON_FIELDS:
+            value = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        elif name in _BOOL_FIELDS:
+            value = int(value)
+        row.append(value)
+    return tuple(row)
+
+
+def from_row(row: sqlite3.Row | tuple[Any, ...]) -> Record:
+    """The record stored in a `requests` row (selected as `SELECT <FIELDS>`)."""
+    values: dict[str, Any] = {}
+    for name, value in zip(FIELDS, row, strict=True):
+        if name in _JSON_FIELDS:
+            value = json.loads(value) if value else []
+        elif name in _BOOL_FIELDS:
+            value = bool(value)
+        values[name] = value
+    return Record(**values)
+
+
+def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A connection to the request log (WAL, synchronous=NORMAL, busy timeout)."""
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+class _Barrier:
+    """Queued by `flush`: set once every record queued before it is written."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class RecordWriter:
+    """Batches records into the SQLite request log from one daemon thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        batch_size: int,
+        flush_interval_ms: int,
+        retention_days: int,
+        *,
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        self.path = path
+        self.batch_size = max(1, batch_size)
+        self.flush_interval_ms = flush_interval_ms
+        self.retention_days = retention_days
+        self.busy_timeout_ms = busy_timeout_ms
+        self.failures = 0  # failed write attempts (each retried)
+        self.dropped = 0  # records given up on, never silently
+        self.written = 0
+        self._pending: deque[Record | _Barrier] = deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._close_deadline = 0.0
+        self._last_retention = 0.0
+
+    def start(self) -> None:
+        """Create the database and schema, apply retention, start the writer thread."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._retry_until(lambda c: c.executescript(_SCHEMA), deadline=time.time() + 30)
+        try:
+            self._apply_retention(conn)
+        finally:
+            conn.close()
+        self._thread = threading.Thread(target=self._run, name="switchyard-records", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: Record) -> None:
+        """Queue a record; never blocks, safe from any thread and from the event loop."""
+        if self._closing:
+            self.dropped += 1
+            return
+        self._pending.append(record)
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record submitted so far is written; False on timeout."""
+        barrier = _Barrier()
+        self._pending.append(barrier)
+        self._wake.set()
+        return barrier.done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything pending, then stop the thread (graceful shutdown loses nothing)."""
+        if self._thread is None:
+            return
+        self._close_deadline = time.time() + timeout
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout + 1.0)
+        self._thread = None
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written (approximate: a pending `flush` counts as one)."""
+        return len(self._pending)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        interval = self.flush_interval_ms / 1000
+        try:
+            while True:
+                self._wake.wait(interval)
+                self._wake.clear()
+                closing = self._closing  # read before draining: a late submit is counted dropped
+                if conn is None:
+                    conn = self._connect_with_retry()
+                    if conn is None:
+                        break
+                if not self._drain(conn):
+                    break
+                if closing:
+                    break
+                if time.time() - self._last_retention >= RETENTION_EVERY_S:
+                    self._retention_safely(conn)
+        finally:
+            self._give_up_pending()
+            if conn is not None:
+                conn.close()
+
+    def _drain(self, conn: sqlite3.Connection) -> bool:
+        """Write every pending record in batches; False when closing and out of time."""
+        while self._pending:
+            self._trim()
+            batch: list[Record] = []
+            barriers: list[_Barrier] = []
+            while self._pending and len(batch) < self.batch_size:
+                item = self._pending.popleft()
+                if isinstance(item, _Barrier):
+                    barriers.append(item)
+                    break  # records queued after the barrier are not its business
+                batch.append(item)
+            if batch and not self._write(conn, batch):
+                self.dropped += len(batch)
+                log.error("gave up writing %d request records to %s", len(batch), self.path)
+                for barrier in barriers:
+                    barrier.done.set()
+                return False
+            for barrier in barriers:
+                barrier.done.set()
+        return True
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Record]) -> bool:
+        """Write one batch in one transaction, retrying with backoff; False only when closing
+        and the close deadline passed."""
+        rows = [to_row(record) for record in batch]
+        delay = 0.05
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                self.written += len(batch)
+                return True
+            except sqlite3.Error as exc:
+                self.failures += 1
+                log.warning("writing %d request records failed (%s); retrying", len(batch), exc)
+            if self._closing and time.time() + delay > self._close_deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+            self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._pending) - MAX_PENDING
+        for _ in range(max(0, excess)):
+            item = self._pending.popleft()
+            if isinstance(item, _Barrier):
+                item.done.set()
+            else:
+                self.dropped += 1
+        if excess > 0:
+            log.error("request log backlog over %d records: dropped the oldest", MAX_PENDING)
+
+    def _give_up_pending(self) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            if isinstance(item, _Barrier):
+                item.done.set()
+            else:
+                self.dropped += 1
+
+    def _connect_with_retry(self) -> sqlite3.Connection | None:
+        delay = 0.05
+        while True:
+            try:
+                return connect(self.path, self.busy_timeout_ms)
+            except sqlite3.Error as exc:
+                self.failures += 1
+                log.warning("opening the request log failed (%s); retrying", exc)
+            if self._closing and time.time() + delay > self._close_deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _retry_until(
+        self, action: Callable[[sqlite3.Connection], object], deadline: float
+    ) -> sqlite3.Connection:
+        delay = 0.05
+        while True:
+            try:
+                conn = connect(self.path, self.busy_timeout_ms)
+                try:
+                    action(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                return conn
+            except sqlite3.OperationalError:
+                if time.time() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    def _apply_retention(self, conn: sqlite3.Connection) -> None:
+        self._last_retention = time.time()
+        cutoff = self._last_retention - self.retention_days * 86400
+        conn.execute("DELETE FROM requests WHERE ts < ?", (cutoff,))
+
+    def _retention_safely(self, conn: sqlite3.Connection) -> None:
+        try:
+            self._apply_retention(conn)
+        except sqlite3.Error as exc:  # another round in an hour; records matter more
+            log.warning("request log retention failed: %s", exc)
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Known cost (USD) since the start of the day and of the month, per key id and per org."""
+
+    key_day: dict[str, float]
+    key_month: dict[str, float]
+    org_day: dict[str, float]
+    org_month: dict[str, float]
+
+
+def read_spend(path: Path, day_start: float, month_start: float) -> Spend:
+    """Sum cost_usd per key and per org since `day_start` and `month_start` (for budgets).
+
+    A missing database is no spend yet.
+    """
+    spend = Spend({}, {}, {}, {})
+    if not path.exists():
+        return spend
+    since = min(day_start, month_start)
+    conn = connect(path)
+    try:
+        for column, day, month in (
+            ("key_id", spend.key_day, spend.key_month),
+            ("org", spend.org_day, spend.org_month),
+        ):
+            cur = conn.execute(
+                f"SELECT {column},"
+                " SUM(CASE WHEN ts >= ? THEN cost_usd END),"
+                " SUM(CASE WHEN ts >= ? THEN cost_usd END)"
+                f" FROM requests WHERE ts >= ? AND {column} IS NOT NULL"
+                f" AND cost_usd IS NOT NULL GROUP BY {column}",
+                (day_start, month_start, since),
+            )
+            for name, day_sum, month_sum in cur:
+                if day_sum is not None:
+                    day[name] = day_sum
+                if month_sum is not None:
+                    month[name] = month_sum
+    finally:
+        conn.close()
+    return spend
+
+
+def read_records(path: Path, since: float | None = None, last: int | None = None) -> list[Record]:
+    """Records from `since` (unix seconds), the `last` N of them, oldest first."""
+    query = f"SELECT {', '.join(FIELDS)} FROM requests"
+    params: list[Any] = []
+    if since is not None:
+        query += " WHERE ts >= ?"
+        params.append(since)
+    query += " ORDER BY ts DESC, rowid DESC"
+    if last is not None:
+        query += " LIMIT ?"
+        params.append(last)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        rows = conn.execute(query, params).fetchall()
+    finally:
+        conn.close()
+    return [from_row(row) for row in reversed(rows)]

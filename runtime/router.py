@@ -1,0 +1,196 @@
+"""Which candidates may serve a request, in which order, and why the others were skipped.
+
+candidates = route candidates (environment policy already applied by the compiler)
+           ∩ org policy ∩ providers whose credentials are present
+           ∩ what THIS request needs (tools, vision, json mode/schema, streaming, reasoning,
+             context window, output limit, cost cap), ordered by the route's strategy.
+Everything here is computed from objects built once at start; nothing parses config per request.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.adapters import Adapter
+from runtime.config import (
+    FallbackPolicy,
+    ModelConfig,
+    OrgConfig,
+    ProviderConfig,
+    RouteConfig,
+    RuntimeConfig,
+)
+from runtime.errors import GatewayError
+from runtime.tokens import prompt_tokens
+
+DEFAULT_OUTPUT_ESTIMATE = 1000  # output tokens assumed for the cost cap when max_tokens is unset
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    provider: ProviderConfig
+    model: ModelConfig
+    weight: float | None
+    adapter: Adapter
+    credentials: dict[str, str] | None  # None: a credential is not set, the provider is skipped
+
+    @property
+    def ref(self) -> str:
+        return f"{self.provider.id}/{self.model.name}"
+
+
+@dataclass(slots=True)
+class Plan:
+    route: str | None  # None for an explicit provider/model
+    policy: FallbackPolicy
+    candidates: list[Candidate]
+    skipped: list[dict[str, str]]
+    prompt_tokens: int
+    max_tokens: int | None
+    max_cost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    config: RouteConfig
+    candidates: tuple[Candidate, ...]
+
+
+def needs_of(request: dict[str, Any]) -> frozenset[str]:
+    """Capabilities a request needs, from its shape."""
+    needs = set()
+    if request.get("stream"):
+        needs.add("streaming")
+    if request.get("tools") or request.get("functions"):
+        needs.add("tools")
+    fmt = request.get("response_format")
+    if isinstance(fmt, dict):
+        if fmt.get("type") == "json_object":
+            needs.add("json_mode")
+        elif fmt.get("type") == "json_schema":
+            needs.add("json_schema")
+    if request.get("reasoning_effort") is not None:
+        needs.add("reasoning")
+    for msg in request.get("messages") or ():
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    needs.add("vision")
+                    break
+    return frozenset(needs)
+
+
+class Router:
+    def __init__(self, config: RuntimeConfig, adapters: dict[str, Adapter], credentials: dict[str, dict[str, str] | None]) -> None:
+        self.config = config
+        self._candidates: dict[tuple[str, str], Candidate] = {}
+        for pid, provider in config.providers.items():
+            for name, model in provider.models.items():
+                self._candidates[(pid, name)] = Candidate(provider, model, None, adapters[pid], credentials.get(pid))
+        self.routes: dict[str, _Route] = {}
+        for name, route in config.routes.items():
+            chain = []
+            for ref in route.candidates:
+                base = self._candidates[(ref.provider, ref.model)]
+                chain.append(Candidate(base.provider, base.model, ref.weight, base.adapter, base.credentials))
+            self.routes[name] = _Route(route, tuple(chain))
+        self._rng = random.Random()
+
+    def model_ids(self, org: OrgConfig | None) -> list[str]:
+        """What a key of this org may put in `model`: routes, then explicit provider/model ids."""
+        allowed = None if org is None else org.routes
+        ids = [r for r in self.config.routes if allowed is None or r in allowed]
+        if self.config.explicit_models_allowed(org.id if org else ""):
+            ids.extend(f"{p}/{m}" for (p, m) in self._candidates)
+        return ids
+
+    def plan(self, request: dict[str, Any], org: OrgConfig) -> Plan:
+        """Choose the candidates for one request; raise GatewayError when none may serve it."""
+        model = request.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "invalid_request", "`model` is required: a route name such as " + _some_routes(self.config), param="model")
+        route = self.routes.get(model)
+        if route is not None:
+            if org.routes is not None and model not in org.routes:
+                raise GatewayError(403, "route_not_allowed", f"org '{org.id}' may not use route '{model}' (it may use: {', '.join(sorted(org.routes)) or 'none'})", param="model")
+            chain = route.candidates
+            policy = route.config.fallback
+            cap = route.config.max_cost_per_request_usd
+            strategy = route.config.strategy
+            route_name: str | None = model
+        else:
+            provider, _, name = model.partition("/")
+            explicit = self._candidates.get((provider, name))
+            if explicit is None:
+                raise GatewayError(404, "model_not_found", f"'{model}' is not a route of this gateway; routes: {_some_routes(self.config)}", param="model")
+            if not self.config.explicit_models_allowed(org.id):
+                raise GatewayError(403, "explicit_model_not_allowed", f"naming a provider model ('{model}') is not allowed here; use a route: {_some_routes(self.config)}", param="model")
+            chain = (explicit,)
+            policy = FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s)
+            cap, strategy, route_name = None, "priority", None
+
+        needs = needs_of(request)
+        est_prompt = prompt_tokens(request)
+        max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
+            max_tokens = None
+        out_est = max_tokens if max_tokens is not None else DEFAULT_OUTPUT_ESTIMATE
+        eligible: list[tuple[Candidate, float | None]] = []
+        skipped: list[dict[str, str]] = []
+        for c in chain:
+            reason = _skip_reason(c, needs, est_prompt, max_tokens)
+            cost = c.model.price.cost(est_prompt, out_est) if c.model.price is not None else None
+            if reason is None and cap is not None:
+                if cost is None:
+                    reason = "unpriced model under a per-request cost cap"
+                elif cost > cap:
+                    reason = f"estimated cost ${cost:.4f} is over the route's cap of ${cap:g}"
+            if reason is not None:
+                skipped.append({"provider": c.provider.id, "model": c.model.name, "reason": reason})
+            else:
+                eligible.append((c, cost))
+        if not eligible:
+            detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
+            raise GatewayError(400 if _request_caused(skipped) else 503, "no_candidate", f"no candidate of '{model}' can serve this request ({detail})", param="model")
+        ordered = _order(strategy, eligible, self._rng)
+        return Plan(route_name, policy, ordered, skipped, est_prompt, max_tokens, cap)
+
+
+def _skip_reason(c: Candidate, needs: frozenset[str], est_prompt: int, max_tokens: int | None) -> str | None:
+    if c.credentials is None:
+        names = ", ".join(sorted(c.provider.credentials.values()))
+        return f"credentials not set ({names})"
+    missing = needs - c.model.capabilities
+    if missing:
+        return "lacks " + ", ".join(sorted(missing)) + " (needed by this request)"
+    if max_tokens is not None and c.model.max_output_tokens is not None and max_tokens > c.model.max_output_tokens:
+        return f"max_tokens {max_tokens} is over the model's output limit of {c.model.max_output_tokens}"
+    if est_prompt + (max_tokens or 0) > c.model.context_window:
+        return f"estimated {est_prompt} prompt tokens + {max_tokens or 0} output exceed its context window of {c.model.context_window}"
+    return None
+
+
+def _request_caused(skipped: list[dict[str, str]]) -> bool:
+    """True when every skip is due to the request (so 400), not the gateway's state (503)."""
+    return all(not s["reason"].startswith("credentials not set") for s in skipped)
+
+
+def _order(strategy: str, eligible: list[tuple[Candidate, float | None]], rng: random.Random) -> list[Candidate]:
+    if strategy == "cheapest":
+        inf = float("inf")
+        return [c for c, _ in sorted(eligible, key=lambda e: inf if e[1] is None else e[1])]
+    if strategy == "weighted" and len(eligible) > 1:
+        weights = [c.weight or 0.0 for c, _ in eligible]
+        if sum(weights) > 0:
+            first = rng.choices(range(len(eligible)), weights=weights)[0]
+            rest = [c for i, (c, _) in enumerate(eligible) if i != first]
+            return [eligible[first][0], *rest]
+    return [c for c, _ in eligible]
+
+
+def _some_routes(config: RuntimeConfig) -> str:
+    names = sorted(config.routes)
+    return ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") if names else "(none)"
