@@ -9,6 +9,7 @@ import argparse
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if config.logging.sink != "sqlite":
+        print(f"error: {args.config}: logging.sink {config.logging.sink!r} is not supported by this gateway yet; use the embedded 'sqlite' sink", file=sys.stderr)
+        return 1
     data_dir = paths.data_dir(config.environment, args.data_dir, config.data_dir).resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -80,6 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "server_header": False,
     }
+    # uvicorn re-raises the signal that stopped it after its graceful shutdown; SIGTERM's
+    # default action would then end a clean stop with status -15 instead of 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     if workers == 1:
         from runtime.app import create_app
 
@@ -89,6 +96,10 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["SWITCHYARD_DATA_DIR"] = str(data_dir)
         uvicorn.run("runtime.app:app_from_env", factory=True, workers=workers, **options)
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _banner(config: object, host: str, port: int, workers: int, data_dir: Path) -> None:

@@ -22,7 +22,13 @@ ErrorMapper = Callable[[int, Any, "aiohttp.typedefs.LooseHeaders"], UpstreamErro
 
 
 def timeout_for(total_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+    """A non-streamed call: the whole exchange within `timeout_s`."""
     return aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
+
+
+def stream_timeout_for(gap_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+    """A stream may run long; what must not exceed `timeout_s` is the silence between reads."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=gap_s)
 
 
 async def post(

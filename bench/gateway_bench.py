@@ -1,0 +1,601 @@
+"""Gateway benchmark: the gateway (one worker) against the same mock upstream called directly.
+
+    python bench/gateway_bench.py                 # 10 s per wrk run, about 4 minutes
+    python bench/gateway_bench.py --quick         # 2 s runs, fewer TTFB samples
+    python bench/gateway_bench.py --json out.json
+
+For each upstream delay (0 and 20 ms) it starts `bench/mock_upstream.py` and
+`python -m runtime serve --workers 1` (temporary data dir, the real SQLite request log on),
+creates a key, warms up, and runs `wrk` for {non-stream, stream} × {1, 16 connections} ×
+{direct to the mock, through the gateway}. Time to first byte of streams is measured apart
+by a small asyncio client: sequential streamed requests over one keep-alive connection,
+timed from sending the request to the first `data:` line with content.
+
+It is a report, not a test: it prints a table and a PASS/FAIL verdict per target, and exits 0
+either way (1 only if something could not be run). All traffic is on 127.0.0.1. Every process
+it starts is stopped by pid, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+ENVIRONMENT = "bench"
+ROUTE = "bench"
+UPSTREAM_MODEL = "mock-model"
+UPSTREAM_SECRET = "BENCH_UPSTREAM_KEY"
+MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello in one short sentence."}]
+
+# The issue's targets.
+MIN_GATEWAY_RPS = 1000.0  # through the gateway, 16 connections, 0 ms delay
+MIN_RATIO_20MS = 0.90  # gateway / direct throughput with 20 ms upstream delay
+MAX_ADDED_P50_MS = 1.5  # added median latency at one connection
+MAX_ADDED_TTFB_MS = 1.0  # added time to first byte of a stream
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx responses plus socket errors
+
+
+@dataclass
+class Run:
+    delay_ms: int
+    stream: bool
+    connections: int
+    target: str  # "direct" or "gateway"
+    wrk: WrkResult
+    gateway_cpu: float | None  # gateway CPU use during the run, in cores (1.0 = one core busy)
+    mock_cpu: float
+
+
+@dataclass
+class Ttfb:
+    delay_ms: int
+    target: str
+    samples: int
+    median_ms: float
+    p90_ms: float
+
+
+@dataclass
+class Verdict:
+    target: str
+    detail: str
+    ok: bool
+
+
+@dataclass
+class Report:
+    started: str
+    machine: dict[str, Any]
+    duration_s: float
+    runs: list[Run] = field(default_factory=list)
+    ttfb: list[Ttfb] = field(default_factory=list)
+    gateway_rss_mb: dict[str, float] = field(default_factory=dict)
+    records_written: dict[str, int] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Every child process the benchmark starts; `stop_all` ends them by pid."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[IO[bytes]] = []
+
+    def start(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out = log.open("wb")
+        self.logs.append(out)
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs[:]):
+            self.stop(proc)
+        for out in self.logs:
+            out.close()
+        self.logs.clear()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0, headers: dict[str, str] | None = None) -> None:
+    """Until GET `url` answers 200; fail early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, MiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def runtime_json(upstream_port: int) -> dict[str, Any]:
+    """A minimal runtime.json: one openai-compatible provider (the mock), one route, one org."""
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "project": "switchyard-bench",
+        "environment": ENVIRONMENT,
+        "compose_project": f"switchyard-bench-{ENVIRONMENT}",
+        "server": {"port": 8000, "workers": 1, "request_timeout_s": 30.0, "data_dir": "/nonexistent"},
+        "allow_explicit_models": False,
+        "keys": {"prefix": f"sy_{ENVIRONMENT}_", "environment": ENVIRONMENT},
+        "providers": {
+            "upstream": {
+                "adapter": "openai-compatible",
+                "base_url": f"http://{HOST}:{upstream_port}/v1",
+                "credentials": {"api_key": UPSTREAM_SECRET},
+                "credentials_optional": False,
+                "timeout_s": 30.0,
+                "connect_timeout_s": 2.0,
+                "models": {
+                    "model": {
+                        "upstream": UPSTREAM_MODEL,
+                        "context_window": 128000,
+                        "max_output_tokens": 16384,
+                        "capabilities": ["json_mode", "streaming", "tools"],
+                        "price": {"input": 1.0, "output": 2.0},
+                    },
+                },
+            },
+        },
+        "routes": {
+            ROUTE: {
+                "strategy": "priority",
+                "requires": [],
+                "min_context_window": None,
+                "max_cost_per_request_usd": None,
+                "fallback": {"on": ["connect_error", "overloaded", "rate_limited", "server_error", "timeout"], "max_attempts": 2, "first_byte_timeout_s": 10.0},
+                "candidates": [{"provider": "upstream", "model": "model", "weight": None}],
+                "dropped": [],
+            },
+        },
+        "orgs": {"bench": {"routes": None, "allow_explicit_models": None, "byok": None}},
+        "limits": {
+            "per_key": {"requests_per_minute": None, "tokens_per_minute": None, "usd_per_day": None, "usd_per_month": None},
+            "per_org": {"usd_per_day": None, "usd_per_month": None},
+            "orgs": {},
+        },
+        "logging": {"sink": "sqlite", "url_secret": None, "retention_days": 30, "batch_size": 64, "flush_interval_ms": 20},
+        "cost_reference_request": {"input_tokens": 1000, "output_tokens": 1000},
+        "price_table_hash": "sha256:" + "0" * 64,
+        "secrets": {UPSTREAM_SECRET: {"needed_by": "providers.upstream.credentials.api_key", "optional": False}},
+    }
+    # config_hash as the compiler computes it (docs/runtime-config.md).
+    import hashlib
+
+    text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    doc["config_hash"] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return doc
+
+
+@dataclass
+class Phase:
+    """One upstream delay: the mock and the gateway in front of it."""
+
+    delay_ms: int
+    mock: subprocess.Popen[bytes]
+    mock_port: int
+    gateway: subprocess.Popen[bytes]
+    gateway_port: int
+    key: str
+    data_dir: Path
+
+    def url(self, target: str) -> str:
+        port = self.mock_port if target == "direct" else self.gateway_port
+        return f"http://{HOST}:{port}/v1/chat/completions"
+
+
+@contextlib.contextmanager
+def phase(procs: Processes, work: Path, delay_ms: int) -> Iterator[Phase]:
+    """Start the mock and the gateway for one delay; stop both afterwards."""
+    mock_port, gw_port = free_port(), free_port()
+    mock_log = work / f"mock-{delay_ms}ms.log"
+    mock = procs.start([sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(mock_port), "--delay-ms", str(delay_ms)], mock_log)
+    gateway: subprocess.Popen[bytes] | None = None
+    try:
+        wait_http(f"http://{HOST}:{mock_port}/health", mock, mock_log)
+        config = work / f"runtime-{delay_ms}ms.json"
+        config.write_text(json.dumps(runtime_json(mock_port), indent=2, sort_keys=True) + "\n")
+        data_dir = work / f"data-{delay_ms}ms"
+        env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key"}
+        env.pop("SWITCHYARD_DATA_DIR", None)
+        gw_log = work / f"gateway-{delay_ms}ms.log"
+        gateway = procs.start(
+            [sys.executable, "-m", "runtime", "serve", "--config", str(config), "--port", str(gw_port), "--data-dir", str(data_dir), "--workers", "1", "--log-level", "warning"],
+            gw_log, env,
+        )
+        wait_http(f"http://{HOST}:{gw_port}/readyz", gateway, gw_log)
+        created = subprocess.run(
+            [sys.executable, "-m", "runtime", "keys", "create", "--env", ENVIRONMENT, "--org", "bench", "--name", "bench", "--data-dir", str(data_dir)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+        )
+        key = created.stdout.strip().splitlines()[-1].strip()
+        # The gateway reloads its key cache about once a second.
+        wait_http(f"http://{HOST}:{gw_port}/v1/models", gateway, gw_log, timeout=10, headers={"authorization": f"Bearer {key}"})
+        yield Phase(delay_ms, mock, mock_port, gateway, gw_port, key, data_dir)
+    finally:
+        if gateway is not None:
+            procs.stop(gateway)
+        procs.stop(mock)
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+def request_body(stream: bool) -> bytes:
+    return json.dumps({"model": ROUTE, "messages": MESSAGES, "stream": stream}, separators=(",", ":")).encode()
+
+
+def wrk_script(path: Path, stream: bool, key: str) -> Path:
+    body = request_body(stream).decode()
+    path.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    )
+    return path
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """Requests/s, latency percentiles and errors from `wrk --latency` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rps is None or total is None:
+        raise RuntimeError(f"cannot parse wrk output:\n{out}")
+    pct = {p: _ms(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)}
+    errors = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        errors += int(non2xx.group(1))
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return WrkResult(float(rps.group(1)), pct.get("50", 0.0), pct.get("90", 0.0), pct.get("99", 0.0), int(total.group(1)), errors)
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: float) -> WrkResult:
+    threads = 1  # one wrk thread keeps up easily and leaves the second core to the servers
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s", "-s", str(script), url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
+    return parse_wrk(proc.stdout)
+
+
+# --------------------------------------------------------------------------- time to first byte
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes]]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower()] = v.strip()
+    return status, headers
+
+
+async def _body_pieces(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> Any:
+    """The body as it arrives (chunked or content-length)."""
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                return
+            data = await reader.readexactly(size + 2)
+            yield data[:-2]
+    else:
+        yield await reader.readexactly(int(headers.get(b"content-length", b"0")))
+
+
+def _has_content(line: bytes) -> bool:
+    if not line.startswith(b"data:") or line.strip() == b"data: [DONE]":
+        return False
+    doc = json.loads(line[5:])
+    return any((c.get("delta") or {}).get("content") for c in doc.get("choices") or [])
+
+
+async def _ttfb_series(port: int, key: str, n: int) -> list[float]:
+    """ms from sending each streamed request to its first content line, over one connection."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    body = request_body(True)
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {HOST}:{port}\r\ncontent-type: application/json\r\n"
+        f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    times: list[float] = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            writer.write(request)
+            status, headers = await _read_head(reader)
+            if status != 200:
+                raise RuntimeError(f"streamed request answered {status}")
+            first: float | None = None
+            buf = b""
+            async for piece in _body_pieces(reader, headers):
+                if first is None:
+                    buf += piece
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        if _has_content(line):
+                            first = time.perf_counter()
+                            break
+            if first is None:
+                raise RuntimeError("a stream had no content line")
+            times.append((first - start) * 1000)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return times
+
+
+def measure_ttfb(ph: Phase, samples: int) -> list[Ttfb]:
+    """Direct and gateway TTFB, alternating in blocks so that drift hits both alike."""
+    results: dict[str, list[float]] = {"direct": [], "gateway": []}
+    ports = {"direct": ph.mock_port, "gateway": ph.gateway_port}
+    for target in results:
+        asyncio.run(_ttfb_series(ports[target], ph.key, 10))  # warm up
+    blocks = 4
+    for _ in range(blocks):
+        for target in results:
+            results[target] += asyncio.run(_ttfb_series(ports[target], ph.key, max(1, samples // blocks)))
+    out = []
+    for target, times in results.items():
+        times.sort()
+        out.append(Ttfb(ph.delay_ms, target, len(times), statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.9))]))
+    return out
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def record_count(data_dir: Path) -> int:
+    db = data_dir / "requests.db"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db, timeout=5)
+    try:
+        return int(conn.execute("SELECT count(*) FROM requests").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform(), "wrk": wrk}
+
+
+def run_phase(ph: Phase, work: Path, report: Report, duration: float, warmup: float, ttfb_samples: int, log: Any) -> None:
+    scripts = {(stream, target): wrk_script(work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key) for stream in (False, True) for target in ("direct", "gateway")}
+    for stream in (False, True):
+        for target in ("direct", "gateway"):
+            run_wrk(ph.url(target), scripts[(stream, target)], 16, warmup)
+    for stream in (False, True):
+        for conns in (1, 16):
+            for target in ("direct", "gateway"):
+                gw0, mock0, t0 = cpu_seconds(ph.gateway.pid), cpu_seconds(ph.mock.pid), time.monotonic()
+                result = run_wrk(ph.url(target), scripts[(stream, target)], conns, duration)
+                wall = time.monotonic() - t0
+                gw_cpu = (cpu_seconds(ph.gateway.pid) - gw0) / wall if target == "gateway" else None
+                run = Run(ph.delay_ms, stream, conns, target, result, gw_cpu, (cpu_seconds(ph.mock.pid) - mock0) / wall)
+                report.runs.append(run)
+                log(f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}")
+    report.ttfb += measure_ttfb(ph, ttfb_samples)
+    report.gateway_rss_mb[f"{ph.delay_ms}ms"] = round(rss_mb(ph.gateway.pid), 1)
+    time.sleep(0.3)  # let the writer thread flush its last batch
+    report.records_written[f"{ph.delay_ms}ms"] = record_count(ph.data_dir)
+
+
+def _find(report: Report, delay: int, stream: bool, conns: int, target: str) -> WrkResult | None:
+    for r in report.runs:
+        if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, target):
+            return r.wrk
+    return None
+
+
+def verdicts(report: Report) -> list[Verdict]:
+    out: list[Verdict] = []
+    for stream in (False, True):
+        kind = "stream" if stream else "non-stream"
+        gw = _find(report, 0, stream, 16, "gateway")
+        if gw is not None:
+            out.append(Verdict(f"≥ {MIN_GATEWAY_RPS:,.0f} req/s via gateway, 16 conn, 0 ms, {kind}", f"{gw.rps:,.0f} req/s", gw.rps >= MIN_GATEWAY_RPS and gw.errors == 0))
+    for stream in (False, True):
+        for conns in (1, 16):
+            kind = "stream" if stream else "non-stream"
+            d, g = _find(report, 20, stream, conns, "direct"), _find(report, 20, stream, conns, "gateway")
+            if d is not None and g is not None and d.rps > 0:
+                ratio = g.rps / d.rps
+                out.append(Verdict(f"≥ {MIN_RATIO_20MS:.0%} of direct, 20 ms, {conns} conn, {kind}", f"{ratio:.1%} ({g.rps:,.0f} / {d.rps:,.0f})", ratio >= MIN_RATIO_20MS and g.errors == 0))
+    for delay in (0, 20):
+        for stream in (False, True):
+            kind = "stream" if stream else "non-stream"
+            d, g = _find(report, delay, stream, 1, "direct"), _find(report, delay, stream, 1, "gateway")
+            if d is not None and g is not None:
+                added = g.p50_ms - d.p50_ms
+                out.append(Verdict(f"added p50 ≤ {MAX_ADDED_P50_MS} ms, 1 conn, {delay} ms, {kind}", f"+{added:.2f} ms ({g.p50_ms:.2f} vs {d.p50_ms:.2f})", added <= MAX_ADDED_P50_MS))
+    for delay in (0, 20):
+        by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
+        if "direct" in by and "gateway" in by:
+            added = by["gateway"].median_ms - by["direct"].median_ms
+            out.append(Verdict(f"added TTFB ≤ {MAX_ADDED_TTFB_MS} ms (median), stream, {delay} ms", f"+{added:.2f} ms ({by['gateway'].median_ms:.2f} vs {by['direct'].median_ms:.2f})", added <= MAX_ADDED_TTFB_MS))
+    return out
+
+
+def render(report: Report) -> str:
+    lines = [
+        f"Gateway benchmark, {report.started}; {report.machine['cpus']} CPUs ({report.machine['cpu']}), Python {report.machine['python']}, {report.machine['wrk']}",
+        f"wrk -t1, {report.duration_s:g} s per run; the gateway: 1 worker, SQLite request log on. CPU = cores busy during the run.",
+        "",
+        "| delay | mode | conn | direct req/s | gateway req/s | ratio | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU | mock CPU (gw run) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for delay in sorted({r.delay_ms for r in report.runs}):
+        for stream in (False, True):
+            for conns in (1, 16):
+                d = next((r for r in report.runs if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, "direct")), None)
+                g = next((r for r in report.runs if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, "gateway")), None)
+                if d is None or g is None:
+                    continue
+                ratio = g.wrk.rps / d.wrk.rps if d.wrk.rps else 0.0
+                lines.append(
+                    f"| {delay} ms | {'stream' if stream else 'non-stream'} | {conns} | {d.wrk.rps:,.0f} | {g.wrk.rps:,.0f} | {ratio:.1%} | "
+                    f"{d.wrk.p50_ms:.2f} / {d.wrk.p99_ms:.2f} | {g.wrk.p50_ms:.2f} / {g.wrk.p99_ms:.2f} | {g.wrk.p50_ms - d.wrk.p50_ms:+.2f} | "
+                    f"{g.gateway_cpu or 0:.2f} | {g.mock_cpu:.2f} |"
+                )
+    lines += ["", "Time to first content byte of a stream (sequential requests, one keep-alive connection):", "",
+              "| delay | direct median / p90 ms | gateway median / p90 ms | added median ms | samples |", "| ---: | ---: | ---: | ---: | ---: |"]
+    for delay in sorted({t.delay_ms for t in report.ttfb}):
+        by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
+        td, tg = by["direct"], by["gateway"]
+        lines.append(f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} | {tg.samples} |")
+    errors = sum(r.wrk.errors for r in report.runs)
+    lines += ["", f"Gateway RSS after each phase: {', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
+              f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}", "", "Targets:"]
+    lines += [f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.verdicts]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the gateway against the mock upstream called directly (a report, not a test).")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 s warm-up, 80 TTFB samples")
+    parser.add_argument("--delays", default="0,20", help="upstream delays in ms, comma-separated (default 0,20)")
+    parser.add_argument("--ttfb-samples", type=int, default=400, help="streamed requests per target for TTFB (default 400)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, runtime.json, request log)")
+    args = parser.parse_args(argv)
+    duration = 2.0 if args.quick else args.duration
+    warmup = 1.0 if args.quick else 3.0
+    samples = 80 if args.quick else args.ttfb_samples
+    delays = [int(d) for d in args.delays.split(",") if d.strip()]
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    report = Report(time.strftime("%Y-%m-%d %H:%M"), machine(), duration)
+    procs = Processes()
+    work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    try:
+        for delay in delays:
+            log(f"upstream delay {delay} ms: starting the mock and the gateway")
+            with phase(procs, work, delay) as ph:
+                log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}")
+                run_phase(ph, work, report, duration, warmup, samples, log)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        log(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        procs.stop_all()
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    report.verdicts = verdicts(report)
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""A fast OpenAI chat-completions mock for the gateway benchmark, run as its own process.
+
+    python bench/mock_upstream.py --port 9100 --delay-ms 20
+
+`POST .../chat/completions` answers like OpenAI: a JSON completion with `usage`, or, when the
+body has `"stream": true`, an SSE stream (role chunk, content chunks, finish chunk, usage
+chunk, `data: [DONE]`) sent with chunked transfer encoding. `--delay-ms` is waited before the
+answer (before the first chunk of a stream). `GET /health` answers 200. Connections are
+kept alive and pipelined requests are answered in order.
+
+It is a bare asyncio protocol on uvloop with httptools parsing, so that the mock costs as
+little CPU as possible: on the 2-core benchmark machine it shares the cores with the gateway
+and the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import signal
+import time
+from typing import Any, cast
+
+import httptools
+import orjson
+
+CONTENT = ("Hello", " from", " the", " mock", " upstream", ".")
+PROMPT_TOKENS = 12
+
+
+def completion_body(model: str) -> bytes:
+    """A non-streamed chat completion."""
+    return orjson.dumps({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(CONTENT), "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(CONTENT), "total_tokens": PROMPT_TOKENS + len(CONTENT)},
+    })
+
+
+def stream_events(model: str) -> list[bytes]:
+    """The SSE events of a streamed chat completion, each one HTTP chunk (chunked encoding)."""
+    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
+
+    def chunk(choices: list[Any], usage: Any = None) -> bytes:
+        return b"data: " + orjson.dumps({**base, "choices": choices, "usage": usage}) + b"\n\n"
+
+    events = [chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])]
+    events += [chunk([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]) for piece in CONTENT]
+    events.append(chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
+    events.append(chunk([], {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(CONTENT), "total_tokens": PROMPT_TOKENS + len(CONTENT)}))
+    events.append(b"data: [DONE]\n\n")
+    return [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
+
+
+class Responses:
+    """Response bytes per (model, stream), built once: the mock does no per-request encoding."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[bytes, bool], list[bytes]] = {}
+
+    def get(self, model: bytes, stream: bool) -> list[bytes]:
+        parts = self._cache.get((model, stream))
+        if parts is None:
+            name = model.decode("utf-8", "replace")
+            if stream:
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+                events = stream_events(name)
+                parts = [head + events[0], *events[1:]]
+            else:
+                body = completion_body(name)
+                parts = [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)]
+            if len(self._cache) < 64:
+                self._cache[(model, stream)] = parts
+        return parts
+
+
+def _plain(status: bytes, ctype: bytes, body: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (status, ctype, len(body), body)
+
+
+NOT_FOUND = _plain(b"404 Not Found", b"application/json", b'{"error":{"message":"not found","type":"invalid_request_error"}}')
+HEALTH = _plain(b"200 OK", b"text/plain", b"ok")
+
+
+class MockProtocol(asyncio.Protocol):
+    """One keep-alive connection; answers are written in request order, `delay` after arrival."""
+
+    def __init__(self, responses: Responses, delay: float) -> None:
+        self.responses = responses
+        self.delay = delay
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+        self.queue: collections.deque[tuple[float, list[bytes]]] = collections.deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        parts = self._answer(self.parser.get_method(), self.url, b"".join(self.body))
+        if self.delay <= 0 and not self.queue:
+            self._write(parts)
+            return
+        self.queue.append((self.loop.time() + self.delay, parts))
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.queue[0][0], self._flush)
+
+    def _answer(self, method: bytes, url: bytes, body: bytes) -> list[bytes]:
+        path = url.split(b"?", 1)[0]
+        if method == b"GET" and path == b"/health":
+            return [HEALTH]
+        if method != b"POST" or not path.endswith(b"/chat/completions"):
+            return [NOT_FOUND]
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = {}
+        model = doc.get("model") if isinstance(doc, dict) else None
+        stream = bool(doc.get("stream")) if isinstance(doc, dict) else False
+        return self.responses.get(model.encode() if isinstance(model, str) else b"mock", stream)
+
+    def _flush(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        while self.queue and self.queue[0][0] <= now:
+            self._write(self.queue.popleft()[1])
+        if self.queue:
+            self.timer = self.loop.call_at(self.queue[0][0], self._flush)
+
+    def _write(self, parts: list[bytes]) -> None:
+        if self.transport is None:
+            return
+        # One write per SSE event, like a real upstream emitting chunk after chunk.
+        for part in parts:
+            self.transport.write(part)
+
+
+async def serve(host: str, port: int, delay_ms: float) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    responses = Responses()
+    server = await loop.create_server(lambda: MockProtocol(responses, delay_ms / 1000), host, port, backlog=2048, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"mock upstream on http://{host}:{port} (delay {delay_ms:g} ms)", flush=True)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="OpenAI chat-completions mock for the gateway benchmark.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait before each answer (before the first stream chunk)")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # plain asyncio still works, just slower
+        runner: Any = asyncio.run
+    else:
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(serve(args.host, args.port, args.delay_ms))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
