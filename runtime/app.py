@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import paths
 from runtime.adapters import ADAPTERS, Adapter
+from runtime.byok import BYOK_DB, ByokCache
 from runtime.config import RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator, AuthError, token_from_headers
@@ -52,6 +53,8 @@ class Gateway:
         self.router: Router | None = None
         self.auth: Authenticator | None = None
         self.writer: RecordWriter | None = None
+        self.byok: ByokCache | None = None
+        self.environ = environ
         self.started = time.time()
         self._stop = threading.Event()
 
@@ -61,7 +64,10 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=True)
         adapters: dict[str, Adapter] = {pid: ADAPTERS[p.adapter](p, self.session) for pid, p in cfg.providers.items()}
-        self.router = Router(cfg, adapters, self.credentials)
+        if any(o.byok_providers for o in cfg.orgs.values()):
+            self.byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)
+            self.byok.start_background_refresh(2.0)
+        self.router = Router(cfg, adapters, self.credentials, self.byok)
         self.auth = Authenticator(self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix)
         self.auth.start_background_refresh(1.0)
         self.writer = RecordWriter(self.data_dir / paths.REQUESTS_DB, cfg.logging.batch_size, cfg.logging.flush_interval_ms, cfg.logging.retention_days)
@@ -77,6 +83,8 @@ class Gateway:
         self._stop.set()
         if self.auth is not None:
             self.auth.stop()
+        if self.byok is not None:
+            self.byok.stop()
         if self.session is not None:
             await self.session.close()
         if self.writer is not None:
@@ -107,7 +115,8 @@ class Gateway:
         usable = sum(1 for r in (self.router.routes.values() if self.router else ()) if any(c.credentials is not None for c in r.candidates))
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
-        return not problems, {"ready": not problems, "problems": problems, "environment": self.config.environment, "config_hash": self.config.config_hash, "routes_usable": usable}
+        warnings = self.byok.problems() if self.byok is not None else []
+        return not problems, {"ready": not problems, "problems": problems, "warnings": warnings, "environment": self.config.environment, "config_hash": self.config.config_hash, "routes_usable": usable}
 
     def authenticate(self, headers: Mapping[str, str]) -> Any:
         """The key of a request, or a 401 GatewayError."""

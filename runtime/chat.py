@@ -9,9 +9,11 @@ whatever happens — including auth failures and clients that go away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 MAX_BODY = 32 * 1024 * 1024
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
+T = TypeVar("T")
 
 
 class _ClientGone(Exception):
@@ -116,7 +119,7 @@ class ChatHandler:
                 if stream:
                     await self._stream(request, plan, rec, attempts, receive, send, state)
                 else:
-                    await self._complete(request, plan, rec, attempts, send, state)
+                    await self._complete(request, plan, rec, attempts, receive, send, state)
         except TimeoutError:
             if state.started:
                 rec.broke_after_commit = True
@@ -127,9 +130,9 @@ class ChatHandler:
         gw.limits.add_tokens(key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic())
         gw.limits.charge(key.id, key.org, rec.cost_usd)
 
-    async def _complete(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], send: Any, state: _Sent) -> None:
+    async def _complete(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
         try:
-            cand, result = await complete(plan, request, rec.request_id, attempts)
+            cand, result = await _unless_gone(complete(plan, request, rec.request_id, attempts), receive)
         except AllFailed as failed:
             rec.provider = failed.candidate.provider.id
             rec.upstream_model = failed.candidate.model.upstream
@@ -147,7 +150,7 @@ class ChatHandler:
 
     async def _stream(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
         try:
-            opened = await open_stream(plan, request, rec.request_id, attempts)
+            opened = await _unless_gone(open_stream(plan, request, rec.request_id, attempts), receive)
         except AllFailed as failed:
             rec.provider = failed.candidate.provider.id
             rec.upstream_model = failed.candidate.model.upstream
@@ -310,6 +313,26 @@ async def _read_body(receive: Any) -> bytes:
         parts.append(chunk)
         if not msg.get("more_body"):
             return b"".join(parts)
+
+
+async def _unless_gone(work: Awaitable[T], receive: Any) -> T:
+    """`work`'s result, or _ClientGone (with `work` cancelled) if the client disconnects first:
+    nobody waits for the answer, so the upstream call stops and the record says 499."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the request timeout (or shutdown) cancelled us
+        task.cancel()
+        gone.cancel()
+        raise
+    gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise _ClientGone
 
 
 async def _wait_disconnect(receive: Any) -> None:

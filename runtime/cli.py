@@ -31,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=_serve)
 
-    from runtime import admin, edge
+    from runtime import admin, byok, edge
 
     admin.add_commands(sub)
+    byok.add_commands(sub)
     edge.add_command(sub)
 
     args = parser.parse_args(argv)

@@ -94,7 +94,7 @@ async def open_stream(plan: Plan, request: dict[str, Any], request_id: str, atte
             if stream is not None:
                 await stream.aclose()
             raise UpstreamError("timeout", f"no content within the route's first_byte_timeout_s of {timeout:g} s", code="first_byte_timeout") from None
-        except UpstreamError:
+        except (UpstreamError, asyncio.CancelledError):  # cancelled: the client went away
             if stream is not None:
                 await stream.aclose()
             raise

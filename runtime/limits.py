@@ -56,7 +56,11 @@ class LimitState:
         self.spend = SpendTotals()
 
     def check(self, key_id: str, org: str, est_tokens: int, now: float) -> None:
-        """Admit one request or raise a 429 GatewayError with Retry-After."""
+        """Admit one request or raise a 429 GatewayError with Retry-After.
+
+        `now` is a monotonic clock for the rate buckets; budget periods are UTC days and months,
+        so they are checked against the wall clock.
+        """
         if self.rpm is not None:
             wait = _take(self.req_buckets, key_id, self.rpm, 1.0, now)
             if wait:
@@ -65,7 +69,7 @@ class LimitState:
             wait = _take(self.tok_buckets, key_id, self.tpm, float(min(est_tokens, self.tpm)), now)
             if wait:
                 raise _limited("token_rate_limit_exceeded", f"this key is over its limit of {self.limits.tokens_per_minute} tokens per minute", wait)
-        self._check_budgets(key_id, org, now)
+        self._check_budgets(key_id, org, time.time())
 
     def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
         """Charge tokens the estimate did not cover (the real output) to the key's bucket."""

@@ -9,11 +9,13 @@ Everything here is computed from objects built once at start; nothing parses con
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
 
 from runtime.adapters import Adapter
+from runtime.byok import ByokCache
 from runtime.config import (
     FallbackPolicy,
     ModelConfig,
@@ -84,8 +86,9 @@ def needs_of(request: dict[str, Any]) -> frozenset[str]:
 
 
 class Router:
-    def __init__(self, config: RuntimeConfig, adapters: dict[str, Adapter], credentials: dict[str, dict[str, str] | None]) -> None:
+    def __init__(self, config: RuntimeConfig, adapters: dict[str, Adapter], credentials: dict[str, dict[str, str] | None], byok: ByokCache | None = None) -> None:
         self.config = config
+        self.byok = byok
         self._candidates: dict[tuple[str, str], Candidate] = {}
         for pid, provider in config.providers.items():
             for name, model in provider.models.items():
@@ -132,6 +135,8 @@ class Router:
             policy = FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s)
             cap, strategy, route_name = None, "priority", None
 
+        if org.byok_providers and self.byok is not None:
+            chain = tuple(self._own_credentials(c, org) for c in chain)
         needs = needs_of(request)
         est_prompt = prompt_tokens(request)
         max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
@@ -157,6 +162,17 @@ class Router:
             raise GatewayError(400 if _request_caused(skipped) else 503, "no_candidate", f"no candidate of '{model}' can serve this request ({detail})", param="model")
         ordered = _order(strategy, eligible, self._rng)
         return Plan(route_name, policy, ordered, skipped, est_prompt, max_tokens, cap)
+
+
+    def _own_credentials(self, c: Candidate, org: OrgConfig) -> Candidate:
+        """BYOK: the org's own stored credentials for this provider replace the environment's."""
+        if c.provider.id not in org.byok_providers:
+            return c
+        assert self.byok is not None
+        own = self.byok.credentials(org.id, c.provider.id)
+        if own is None:
+            return c
+        return dataclasses.replace(c, credentials=own)
 
 
 def _skip_reason(c: Candidate, needs: frozenset[str], est_prompt: int, max_tokens: int | None) -> str | None:

@@ -107,7 +107,7 @@ class FakeGateway:
         self.server.daemon_threads = True
         self.port: int = self.server.server_address[1]
         self.address = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def kill(self) -> None:
         """Stop listening: connects to its port are refused from now on."""
