@@ -456,7 +456,8 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform(), "wrk": wrk}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform(), "wrk": wrk, "loadavg_1m_at_start": round(load, 2)}
 
 
 def run_phase(ph: Phase, work: Path, report: Report, duration: float, warmup: float, ttfb_samples: int, log: Any) -> None:
@@ -518,7 +519,7 @@ def verdicts(report: Report) -> list[Verdict]:
 
 def render(report: Report) -> str:
     lines = [
-        f"Gateway benchmark, {report.started}; {report.machine['cpus']} CPUs ({report.machine['cpu']}), Python {report.machine['python']}, {report.machine['wrk']}",
+        f"Gateway benchmark, {report.started}; {report.machine['cpus']} CPUs ({report.machine['cpu']}), Python {report.machine['python']}, {report.machine['wrk'].split(' Copyright')[0]}, load average {report.machine['loadavg_1m_at_start']} at start",
         f"wrk -t1, {report.duration_s:g} s per run; the gateway: 1 worker, SQLite request log on. CPU = cores busy during the run.",
         "",
         "| delay | mode | conn | direct req/s | gateway req/s | ratio | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU | mock CPU (gw run) |",

@@ -134,7 +134,7 @@ class MockProtocol(asyncio.Protocol):
         if self.delay <= 0 and not self.queue:
             self._write(parts)
             return
-        import random; self.queue.append((self.loop.time() + self.delay * random.uniform(0.8, 1.2), parts))
+        self.queue.append((self.loop.time() + self.delay, parts))
         if self.timer is None:
             self.timer = self.loop.call_at(self.queue[0][0], self._flush)
 

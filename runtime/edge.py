@@ -41,6 +41,7 @@ _HEALTH_PREFIXES = (b"GET /healthz ", b"GET /healthz?", b"HEAD /healthz ", b"HEA
 _HEALTH_HEAD_MAX = max(len(p) for p in _HEALTH_PREFIXES)
 _HEALTH_BODY = b'{"status":"ok"}'
 _HEALTH_LINGER_S = 2.0  # how long a health client may take to read the answer and hang up
+_FIN_TIMEOUT_S = 5.0  # once a backend has finished sending, how long the client may stay open
 
 
 def format_address(host: str, port: int) -> str:
@@ -121,7 +122,7 @@ class Pool:
             host, port = target
             try:
                 ips = await self._resolver(host, port)
-            except OSError as exc:
+            except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA rejects
                 if target not in self._failing:
                     self._failing.add(target)
                     log.warning("cannot resolve %s (%s); keeping its last known backends",
@@ -187,7 +188,11 @@ class _Side(asyncio.Protocol):
     Backpressure: when this side's write buffer fills, the peer stops reading until it drains.
     Half-close: an EOF received is passed on as an EOF written; the pair closes once both
     directions have ended, or as soon as either connection is lost (aborted on an error).
+    This class is the backend's side; once a backend has ended its direction, the client
+    gets `_FIN_TIMEOUT_S` to end its own, so a client that never hangs up leaks nothing.
     """
+
+    fin_timeout: float | None = _FIN_TIMEOUT_S
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -255,8 +260,15 @@ class _Side(asyncio.Protocol):
             peer._close(abort=False)
         elif peer.transport.can_write_eof() and not peer.transport.is_closing():
             peer.transport.write_eof()
+            if self.fin_timeout is not None:
+                asyncio.get_running_loop().call_later(self.fin_timeout, self._close_pair)
         else:
             peer._close(abort=False)
+
+    def _close_pair(self) -> None:
+        self._close()
+        if self.peer is not None:
+            self.peer._close()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -281,6 +293,8 @@ class _Side(asyncio.Protocol):
 class _ClientSide(_Side):
     """The accepted connection: answers a health check itself, or connects a backend."""
 
+    fin_timeout = None  # a client may half-close and still wait long for its response
+
     def __init__(self, edge: Edge) -> None:
         super().__init__()
         self._edge = edge
@@ -289,7 +303,7 @@ class _ClientSide(_Side):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._edge.connections.add(self)
+        self._edge.connection_started(self)
 
     def data_received(self, data: bytes) -> None:
         if self._mode == "proxy":
@@ -376,8 +390,11 @@ class Edge:
 
     def protocol(self) -> _ClientSide:
         """The protocol factory for `loop.create_server`."""
-        self._idle.clear()
         return _ClientSide(self)
+
+    def connection_started(self, side: _ClientSide) -> None:
+        self.connections.add(side)
+        self._idle.clear()
 
     def connection_done(self, side: _ClientSide) -> None:
         self.connections.discard(side)

@@ -28,11 +28,16 @@ from pathlib import Path
 
 import pytest
 
-from runtime.edge import Pool, parse_address, parse_upstreams
+from runtime.edge import Pool, parse_address, parse_upstreams, run
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG = hashlib.sha256(b"switchyard").digest() * (8 * 1024 * 1024 // 32)  # 8 MiB
 HUGE_PIECES = 8
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128
+    daemon_threads = True
 
 
 class FakeGateway:
@@ -44,7 +49,7 @@ class FakeGateway:
     POST /echo -> length and sha256 of the body.
     """
 
-    def __init__(self, name: str, port: int = 0) -> None:
+    def __init__(self, name: str, port: int = 0, host: str = "127.0.0.1") -> None:
         self.name = name
         self.stream_gate = threading.Event()
         self.slow_started = threading.Event()
@@ -103,10 +108,9 @@ class FakeGateway:
                     self.wfile.flush()
                 self.wfile.write(b"0\r\n\r\n")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), Handler)
         self.port: int = self.server.server_address[1]
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"{host}:{self.port}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def kill(self) -> None:
@@ -339,8 +343,15 @@ def test_a_half_closed_client_still_receives_the_response(gateways: list[FakeGat
 
 def test_sigterm_stops_accepting_and_exits_0_after_in_flight_requests(gateways: list[FakeGateway], start_edge: type[EdgeProcess]) -> None:
     edge = start_edge(gateways[0].address)
-    result: list[tuple[int, bytes]] = []
-    client = threading.Thread(target=lambda: result.append(edge.get("/slow")))
+    result: list[object] = []
+
+    def in_flight() -> None:
+        try:
+            result.append(edge.get("/slow"))
+        except OSError as exc:
+            result.append(exc)
+
+    client = threading.Thread(target=in_flight)
     client.start()
     assert gateways[0].slow_started.wait(5)
     edge.proc.send_signal(signal.SIGTERM)
@@ -350,7 +361,7 @@ def test_sigterm_stops_accepting_and_exits_0_after_in_flight_requests(gateways: 
     while True:  # the listening socket goes away at once
         try:
             socket.create_connection(("127.0.0.1", edge.port), timeout=1).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):  # reset: caught in the closing backlog
             break
         assert time.monotonic() < deadline, "still accepting after SIGTERM"
         time.sleep(0.05)
@@ -447,6 +458,38 @@ def test_a_backend_marked_down_is_skipped_until_its_time_is_up_then_tried_again(
     assert b2.down  # until a connect succeeds
     pool.mark_up(b2)
     assert not b2.down
+
+
+def test_in_process_run_spreads_over_every_address_a_name_resolves_to() -> None:
+    first = FakeGateway("on-127.0.0.1")
+    second = FakeGateway("on-127.0.0.2", port=first.port, host="127.0.0.2")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dns = FakeDNS({"gateway": ["127.0.0.1", "127.0.0.2"]})
+
+    async def scenario() -> list[bytes]:
+        stop = asyncio.Event()
+        edge = asyncio.create_task(run(f"127.0.0.1:{port}", f"gateway:{first.port}", stop=stop, resolver=dns))
+        bodies: list[bytes] = []
+        while len(bodies) < 4:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except ConnectionRefusedError:  # not listening yet
+                await asyncio.sleep(0.02)
+                continue
+            writer.write(b"GET /whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            bodies.append((await reader.read()).rpartition(b"\r\n\r\n")[2])
+            writer.close()
+        stop.set()
+        await asyncio.wait_for(edge, 5)
+        return bodies
+
+    try:
+        assert asyncio.run(scenario()) == [b"on-127.0.0.1", b"on-127.0.0.2"] * 2
+    finally:
+        first.kill()
+        second.kill()
 
 
 def test_addresses_are_parsed_strictly() -> None:
