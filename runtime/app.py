@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from runtime import paths
 from runtime.adapters import ADAPTERS, Adapter
+from runtime.adapters.transport import Transport
 from runtime.byok import BYOK_DB, ByokCache
 from runtime.config import RuntimeConfig
 from runtime.errors import GatewayError
@@ -49,7 +49,7 @@ class Gateway:
         self.metrics = Metrics()
         self.limits = LimitState(config.limits, config.workers)
         self.credentials, self.not_ready = _credentials(config, environ)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: Transport | None = None
         self.router: Router | None = None
         self.auth: Authenticator | None = None
         self.writer: RecordWriter | None = None
@@ -61,8 +61,7 @@ class Gateway:
     async def start(self) -> None:
         cfg = self.config
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=True)
+        self.session = Transport()
         adapters: dict[str, Adapter] = {pid: ADAPTERS[p.adapter](p, self.session) for pid, p in cfg.providers.items()}
         if any(o.byok_providers for o in cfg.orgs.values()):
             self.byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)

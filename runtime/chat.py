@@ -9,10 +9,9 @@ whatever happens — including auth failures and clients that go away.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import secrets
 import time
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -33,6 +32,16 @@ _SSE = (b"content-type", b"text/event-stream")
 T = TypeVar("T")
 
 
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
+
+
+def _next_id() -> str:
+    """A request id unique across processes and restarts: a random per-process prefix and a
+    counter (it only has to be unique, not unguessable: it grants nothing)."""
+    return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
 class _ClientGone(Exception):
     pass
 
@@ -48,7 +57,7 @@ class ChatHandler:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
-        rid = "req_" + secrets.token_hex(12)
+        rid = _next_id()
         rec = Record(
             request_id=rid, ts=time.time(), environment=self.env, key_id=None, org=None, requested_model=None,
             route=None, provider=None, upstream_model=None, status=0, error_code=None, latency_ms=0.0, ttfb_ms=None,
@@ -114,12 +123,19 @@ class ChatHandler:
         rec.route = plan.route
         rec.skipped = plan.skipped
         gw.limits.check(key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic())
+        watch = _DisconnectWatch(receive)
         try:
             async with asyncio.timeout(self.request_timeout):
                 if stream:
                     await self._stream(request, plan, rec, attempts, receive, send, state)
                 else:
                     await self._complete(request, plan, rec, attempts, receive, send, state)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not watch.gone or task is None:
+                raise
+            task.uncancel()  # our own cancellation (the client left), not a shutdown
+            raise _ClientGone from None
         except TimeoutError:
             if state.started:
                 rec.broke_after_commit = True
@@ -127,12 +143,14 @@ class ChatHandler:
                 await _end_stream_with_error(send, "request_timeout", f"the request took longer than {self.request_timeout:g} s")
             else:
                 raise GatewayError(504, "request_timeout", f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s") from None
+        finally:
+            watch.stop()
         gw.limits.add_tokens(key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic())
         gw.limits.charge(key.id, key.org, rec.cost_usd)
 
     async def _complete(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
         try:
-            cand, result = await _unless_gone(complete(plan, request, rec.request_id, attempts), receive)
+            cand, result = await complete(plan, request, rec.request_id, attempts)
         except AllFailed as failed:
             rec.provider = failed.candidate.provider.id
             rec.upstream_model = failed.candidate.model.upstream
@@ -150,7 +168,7 @@ class ChatHandler:
 
     async def _stream(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
         try:
-            opened = await _unless_gone(open_stream(plan, request, rec.request_id, attempts), receive)
+            opened = await open_stream(plan, request, rec.request_id, attempts)
         except AllFailed as failed:
             rec.provider = failed.candidate.provider.id
             rec.upstream_model = failed.candidate.model.upstream
@@ -161,7 +179,6 @@ class ChatHandler:
         rec.upstream_model = stream.model or cand.model.upstream
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         prefix = b'data: {"id":"chatcmpl-' + rec.request_id[4:].encode() + b'","object":"chat.completion.chunk","created":' + str(int(rec.ts)).encode() + b',"model":' + orjson.dumps(rec.upstream_model) + b',"choices":'
-        gone = asyncio.ensure_future(_wait_disconnect(receive))
         chars = 0
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _headers(rec, cand, attempts, _SSE, stream=True)})
@@ -174,8 +191,6 @@ class ChatHandler:
             rec.status = 200
             try:
                 async for chunk in opened.iterator:
-                    if gone.done():
-                        raise _ClientGone
                     if chunk.choices:
                         chars += tokens.delta_chars(chunk.choices)
                         await send({"type": "http.response.body", "body": prefix + orjson.dumps(chunk.choices) + b"}\n\n", "more_body": True})
@@ -195,7 +210,6 @@ class ChatHandler:
                 tail = prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
             await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
         finally:
-            gone.cancel()
             if not rec.broke_after_commit and rec.output_tokens is None:
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
             await stream.aclose()
@@ -315,28 +329,25 @@ async def _read_body(receive: Any) -> bytes:
             return b"".join(parts)
 
 
-async def _unless_gone(work: Awaitable[T], receive: Any) -> T:
-    """`work`'s result, or _ClientGone (with `work` cancelled) if the client disconnects first:
-    nobody waits for the answer, so the upstream call stops and the record says 499."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_wait_disconnect(receive))
-    try:
-        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # the request timeout (or shutdown) cancelled us
-        task.cancel()
-        gone.cancel()
-        raise
-    gone.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
-    raise _ClientGone
+class _DisconnectWatch:
+    """Watches for the client going away while the request is in flight and then cancels the
+    request's task: nobody waits for the answer, so the upstream call stops at once and the
+    record says 499. One small task per request; `stop()` when done."""
 
+    __slots__ = ("_task", "gone")
 
-async def _wait_disconnect(receive: Any) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            return
+    def __init__(self, receive: Any) -> None:
+        self.gone = False
+        self._task = asyncio.ensure_future(self._watch(receive, asyncio.current_task()))
+
+    async def _watch(self, receive: Any, owner: asyncio.Task[Any] | None) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                self.gone = True
+                if owner is not None:
+                    owner.cancel()
+                return
+
+    def stop(self) -> None:
+        self._task.cancel()

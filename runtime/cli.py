@@ -84,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         "server_header": False,
+        "proxy_headers": False,  # the gateway never uses forwarded client addresses
     }
     # uvicorn re-raises the signal that stopped it after its graceful shutdown; SIGTERM's
     # default action would then end a clean stop with status -15 instead of 0.

@@ -35,8 +35,21 @@ class SpendTotals:
     org_month: dict[str, float] = field(default_factory=dict)
 
 
+_PERIODS: tuple[float, float, float] = (0.0, 0.0, -1.0)  # day start, month start, valid until
+
+
 def period_starts(now: float) -> tuple[float, float]:
-    """Unix times of the start of the current UTC day and calendar month."""
+    """Unix times of the start of the current UTC day and calendar month (cached per day)."""
+    global _PERIODS
+    day, month, until = _PERIODS
+    if day <= now < until:
+        return day, month
+    day, month = _period_starts(now)
+    _PERIODS = (day, month, day + 86400.0)
+    return day, month
+
+
+def _period_starts(now: float) -> tuple[float, float]:
     t = time.gmtime(now)
     day = calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0))
     month = calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0))

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import pytest
 
 from runtime.adapters.anthropic import (
@@ -18,6 +17,7 @@ from runtime.adapters.anthropic import (
     stream_error,
 )
 from runtime.adapters.base import Call, Chunk, Completion, Usage
+from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
 from tests.fakes.anthropic_fake import (
@@ -108,7 +108,7 @@ async def _run(
     cfg: ModelConfig,
 ) -> Outcome:
     out = Outcome()
-    async with aiohttp.ClientSession() as session:
+    async with Transport() as session:
         adapter = AnthropicAdapter(provider(fake.url, timeout_s), session)
         call = Call(
             request=request,

@@ -7,7 +7,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from runtime.adapters.base import Call, Chunk, Completion
@@ -19,6 +18,7 @@ from runtime.adapters.gemini import (
     map_error,
     parse_response,
 )
+from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
 from tests.fakes.base import FakeProvider, Fault
@@ -81,7 +81,7 @@ def provider(fake: FakeProvider, timeout_s: float = 2.0) -> ProviderConfig:
 
 def complete(fake: FakeProvider, request: dict[str, Any], key: str = DEFAULT_API_KEY, timeout_s: float = 2.0) -> Completion:
     async def go() -> Completion:
-        async with aiohttp.ClientSession() as session:
+        async with Transport() as session:
             result = await GeminiAdapter(provider(fake, timeout_s), session).send(_call(request, False, key))
             assert isinstance(result, Completion)
             return result
@@ -91,7 +91,7 @@ def complete(fake: FakeProvider, request: dict[str, Any], key: str = DEFAULT_API
 
 def stream(fake: FakeProvider, request: dict[str, Any]) -> tuple[list[Chunk], GeminiStream]:
     async def go() -> tuple[list[Chunk], GeminiStream]:
-        async with aiohttp.ClientSession() as session:
+        async with Transport() as session:
             result = await GeminiAdapter(provider(fake), session).send(_call(request, True, DEFAULT_API_KEY))
             assert isinstance(result, GeminiStream)
             chunks = [chunk async for chunk in result]
@@ -106,7 +106,7 @@ def failure(fake: FakeProvider, request: dict[str, Any], *, streamed: bool = Fal
     chunks: list[Chunk] = []
 
     async def go() -> None:
-        async with aiohttp.ClientSession() as session:
+        async with Transport() as session:
             result = await GeminiAdapter(provider(fake, timeout_s), session).send(_call(request, streamed, key))
             if isinstance(result, GeminiStream):
                 async for chunk in result:

@@ -8,11 +8,11 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-import aiohttp
 import pytest
 
 from runtime.adapters.base import Call, Chunk, Completion
 from runtime.adapters.openai import OpenAIAdapter, OpenAIStream
+from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
 from tests.fakes.base import FakeProvider, Fault
@@ -78,7 +78,7 @@ def run(prov: ProviderConfig, fn: Callable[[OpenAIAdapter], Awaitable[T]]) -> T:
     """Run fn with an adapter on a real aiohttp session, in a fresh event loop."""
 
     async def main() -> T:
-        async with aiohttp.ClientSession() as session:
+        async with Transport() as session:
             return await fn(OpenAIAdapter(prov, session))
 
     return asyncio.run(main())

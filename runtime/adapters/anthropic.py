@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import aiohttp
 import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, Usage
+from runtime.adapters.transport import Response, Transport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -58,7 +58,7 @@ _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "exceeds the c
 
 
 class AnthropicAdapter:
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession | None) -> None:
+    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
         assert session is not None
         self.provider = provider
         self.session = session
@@ -336,7 +336,7 @@ def _usage(u: Any) -> Usage | None:
 class AnthropicStream:
     """Anthropic's SSE events as OpenAI chunks; complete only after `message_stop`."""
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None

@@ -27,8 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
-
+from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 
 
@@ -77,6 +76,6 @@ class UpstreamStream(Protocol):
 class Adapter(Protocol):
     """One provider's wire format. Constructed once per provider at start."""
 
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession | None) -> None: ...
+    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None: ...
 
     async def send(self, call: Call) -> Completion | UpstreamStream: ...

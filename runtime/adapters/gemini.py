@@ -30,11 +30,11 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-import aiohttp
 import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, Usage
+from runtime.adapters.transport import Response, Transport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -63,7 +63,7 @@ _DATA_URL = re.compile(r"data:([^;,]+)?(?:;[^,]*)?;base64,(.*)", re.DOTALL)
 
 
 class GeminiAdapter:
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession | None) -> None:
+    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
         assert session is not None
         self.provider = provider
         self.session = session
@@ -382,7 +382,7 @@ def _raise_blocked(doc: dict[str, Any]) -> None:
 class GeminiStream:
     """Gemini SSE responses as OpenAI chunks; complete once a candidate has a finishReason."""
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None

@@ -1,6 +1,6 @@
-"""The HTTP boundary shared by the network adapters: aiohttp in, `UpstreamError` out.
+"""The HTTP boundary shared by the network adapters: the transport in, `UpstreamError` out.
 
-Every aiohttp/asyncio exception is mapped here, so adapters (and the gateway) only ever see
+Every transport/asyncio exception is mapped here, so adapters (and the gateway) only ever see
 classified errors. A failure before response headers is `connect_error` (or `timeout`); once a
 stream is flowing, a broken connection is `server_error` with code `stream_broken`.
 """
@@ -12,58 +12,65 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
+from runtime.adapters.transport import (
+    ConnectError,
+    ConnectionLost,
+    ProtocolError,
+    Response,
+    Timeout,
+    Transport,
+)
 from runtime.errors import UpstreamError
 from runtime.sse import SSEParser
 
-ErrorMapper = Callable[[int, Any, "aiohttp.typedefs.LooseHeaders"], UpstreamError]
+ErrorMapper = Callable[[int, Any, Any], UpstreamError]
 
 
-def timeout_for(total_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+def timeout_for(total_s: float, connect_s: float) -> Timeout:
     """A non-streamed call: the whole exchange within `timeout_s`."""
-    return aiohttp.ClientTimeout(total=total_s, sock_connect=connect_s)
+    return Timeout(total=total_s, connect=connect_s, read=None)
 
 
-def stream_timeout_for(gap_s: float, connect_s: float) -> aiohttp.ClientTimeout:
+def stream_timeout_for(gap_s: float, connect_s: float) -> Timeout:
     """A stream may run long; what must not exceed `timeout_s` is the silence between reads."""
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=gap_s)
+    return Timeout(total=None, connect=connect_s, read=gap_s)
 
 
 async def post(
-    session: aiohttp.ClientSession,
+    session: Transport,
     url: str,
     headers: dict[str, str],
     body: bytes,
-    timeout: aiohttp.ClientTimeout,
-    map_error: Callable[[int, Any, Any], UpstreamError],
-) -> aiohttp.ClientResponse:
+    timeout: Timeout,
+    map_error: ErrorMapper,
+) -> Response:
     """POST and return the response once a 2xx status arrived; raise UpstreamError otherwise.
 
     On an error status the body is read and decoded (JSON if it is JSON, else text) and handed
     to `map_error(status, decoded_body, headers)`, the adapter's classifier.
     """
     try:
-        resp = await session.post(url, data=body, headers=headers, timeout=timeout)
+        resp = await session.post(url, headers, body, timeout)
     except TimeoutError:
         raise UpstreamError("timeout", "no response before the timeout") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamError("connect_error", f"cannot connect: {exc.os_error or exc}") from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-        raise UpstreamError("connect_error", f"connection lost before a response: {_text(exc)}") from None
-    except aiohttp.ClientResponseError as exc:
-        raise UpstreamError("server_error", f"invalid HTTP response: {exc.message}", code="upstream_malformed") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError("connect_error", f"request failed: {_text(exc)}") from None
+    except ConnectError as exc:
+        raise UpstreamError("connect_error", str(exc)) from None
+    except ConnectionLost as exc:
+        raise UpstreamError("connect_error", str(exc)) from None
+    except ProtocolError as exc:
+        raise UpstreamError("server_error", str(exc), code="upstream_malformed") from None
+    except OSError as exc:
+        raise UpstreamError("connect_error", f"request failed: {exc.strerror or exc}") from None
     if resp.status < 300:
         return resp
     try:
         raw = await resp.read()
     except TimeoutError:
         raise UpstreamError("timeout", f"HTTP {resp.status} body did not arrive in time", status=resp.status) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError("server_error", f"HTTP {resp.status}, body lost: {_text(exc)}", status=resp.status) from None
+    except (ConnectionLost, ProtocolError) as exc:
+        raise UpstreamError("server_error", f"HTTP {resp.status}, body lost: {exc}", status=resp.status) from None
     finally:
         resp.release()
     decoded: Any
@@ -71,20 +78,20 @@ async def post(
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError:
         decoded = raw.decode("utf-8", "replace")[:2000]
-    return_err = map_error(resp.status, decoded, resp.headers)
-    if return_err.retry_after is None:
-        return_err.retry_after = retry_after(resp.headers)
-    raise return_err
+    err = map_error(resp.status, decoded, resp.headers)
+    if err.retry_after is None:
+        err.retry_after = retry_after(resp.headers)
+    raise err
 
 
-async def read_json(resp: aiohttp.ClientResponse) -> Any:
+async def read_json(resp: Response) -> Any:
     """The full body of a success response, decoded; malformed or lost bodies are classified."""
     try:
         raw = await resp.read()
     except TimeoutError:
         raise UpstreamError("timeout", "response body did not arrive in time") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError("server_error", f"response body lost: {_text(exc)}", code="stream_broken") from None
+    except (ConnectionLost, ProtocolError) as exc:
+        raise UpstreamError("server_error", f"response body lost: {exc}", code="stream_broken") from None
     finally:
         resp.release()
     try:
@@ -95,20 +102,20 @@ async def read_json(resp: aiohttp.ClientResponse) -> Any:
         ) from None
 
 
-async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
+async def iter_sse(resp: Response) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of an SSE response; a broken connection raises `stream_broken`.
 
-    Ends normally at EOF; the adapter decides whether its terminator had been seen.
+    Ends normally at the end of the body; the adapter decides whether its terminator came.
     """
     parser = SSEParser()
     try:
-        async for piece in resp.content.iter_any():
+        async for piece in resp.iter_any():
             for ev in parser.feed(piece):
                 yield ev
     except TimeoutError:
         raise UpstreamError("timeout", "stream stalled past the timeout", code="stream_broken") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamError("server_error", f"stream broken: {_text(exc)}", code="stream_broken") from None
+    except (ConnectionLost, ProtocolError) as exc:
+        raise UpstreamError("server_error", f"stream broken: {exc}", code="stream_broken") from None
     finally:
         resp.release()
 
@@ -167,7 +174,3 @@ def status_class(status: int) -> str:
     if status >= 500:
         return "server_error"
     return "bad_request"
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

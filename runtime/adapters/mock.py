@@ -39,11 +39,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import aiohttp
 import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, Usage
+from runtime.adapters.transport import Transport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -67,7 +67,7 @@ class _Answer:
 
 
 class MockAdapter:
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession | None) -> None:
+    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
         self.provider = provider
         self.latency_s = _latency_from_env()
 

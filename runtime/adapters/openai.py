@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, Usage
+from runtime.adapters.transport import Response, Transport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 
@@ -24,7 +24,7 @@ _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
 
 
 class OpenAIAdapter:
-    def __init__(self, provider: ProviderConfig, session: aiohttp.ClientSession | None) -> None:
+    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
         assert session is not None
         self.provider = provider
         self.session = session
@@ -75,7 +75,7 @@ def parse_completion(doc: Any) -> Completion:
 class OpenAIStream:
     """OpenAI SSE chunks; the stream is complete only after `data: [DONE]`."""
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None
