@@ -18,6 +18,7 @@ import orjson
 
 from runtime import tokens
 from runtime.adapters import Completion, Usage
+from runtime.adapters.transport import Response
 from runtime.dispatch import AllFailed, Attempt, complete, open_stream
 from runtime.errors import GatewayError, UpstreamError, from_upstream
 from runtime.records import Record
@@ -140,7 +141,7 @@ class ChatHandler:
             if state.started:
                 rec.broke_after_commit = True
                 rec.error_code = "request_timeout"
-                await _end_stream_with_error(send, "request_timeout", f"the request took longer than {self.request_timeout:g} s")
+                await _end_stream_with_error(send, "request_timeout", f"the request took longer than {self.request_timeout:g} s", state.pending)
             else:
                 raise GatewayError(504, "request_timeout", f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s") from None
         finally:
@@ -180,35 +181,53 @@ class ChatHandler:
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         prefix = b'data: {"id":"chatcmpl-' + rec.request_id[4:].encode() + b'","object":"chat.completion.chunk","created":' + str(int(rec.ts)).encode() + b',"model":' + orjson.dumps(rec.upstream_model) + b',"choices":'
         chars = 0
+        # Chunks are buffered and written when the upstream has nothing more ready (the
+        # transport calls `flush` right before it would wait for the network): chunks that
+        # arrived together leave together, in one write, and nothing waits on the network.
+        pending = state.pending
+
+        async def flush() -> None:
+            if pending:
+                body = b"".join(pending)
+                pending.clear()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        resp = getattr(stream, "resp", None)
+        if isinstance(resp, Response):
+            resp.before_wait = flush
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _headers(rec, cand, attempts, _SSE, stream=True)})
             state.started = True
             for chunk in opened.held:
                 chars += tokens.delta_chars(chunk.choices)
-                await send({"type": "http.response.body", "body": prefix + orjson.dumps(chunk.choices) + b"}\n\n", "more_body": True})
-                if state.first_byte is None:
-                    state.first_byte = time.perf_counter()
+                pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
+            await flush()
+            state.first_byte = time.perf_counter()
             rec.status = 200
             try:
                 async for chunk in opened.iterator:
                     if chunk.choices:
                         chars += tokens.delta_chars(chunk.choices)
-                        await send({"type": "http.response.body", "body": prefix + orjson.dumps(chunk.choices) + b"}\n\n", "more_body": True})
+                        pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
+                        if resp is None:
+                            await flush()
             except UpstreamError as err:
                 rec.broke_after_commit = True
                 rec.error_code = "stream_broken_after_commit"
                 attempts[-1].outcome = "broken_after_commit"
                 attempts[-1].code = err.code
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
-                await _end_stream_with_error(send, "upstream_stream_broken", f"{cand.provider.id}: {err.message} (after the response had started; not retried)")
+                await _end_stream_with_error(send, "upstream_stream_broken", f"{cand.provider.id}: {err.message} (after the response had started; not retried)", pending)
                 self.gw.metrics.broken.inc((rec.route or "-", cand.provider.id))
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
-            tail = b""
             if include_usage:
                 usage = {"prompt_tokens": rec.input_tokens or 0, "completion_tokens": rec.output_tokens or 0, "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0)}
-                tail = prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
-            await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
+                pending.append(prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
+            pending.append(b"data: [DONE]\n\n")
+            body = b"".join(pending)
+            pending.clear()
+            await send({"type": "http.response.body", "body": body, "more_body": False})
         finally:
             if not rec.broke_after_commit and rec.output_tokens is None:
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
@@ -235,11 +254,12 @@ class ChatHandler:
 
 
 class _Sent:
-    __slots__ = ("first_byte", "started")
+    __slots__ = ("first_byte", "pending", "started")
 
     def __init__(self) -> None:
         self.started = False
         self.first_byte: float | None = None
+        self.pending: list[bytes] = []  # stream chunks not written yet
 
 
 def _account(rec: Record, cand: Candidate, plan: Plan, usage: Usage | None, est_output: int, force_estimate: bool = False) -> None:
@@ -282,7 +302,7 @@ def _headers(rec: Record, cand: Candidate | None, attempts: list[Attempt], ctype
     if cand is not None:
         h.append((b"x-switchyard-provider", cand.provider.id.encode()))
         h.append((b"x-switchyard-model", (rec.upstream_model or cand.model.upstream).encode()))
-    if attempts:
+    if len(attempts) > 1:
         h.append((b"x-switchyard-attempt-trail", _trail(attempts)))
     if stream:
         h.append((b"cache-control", b"no-cache"))
@@ -303,10 +323,13 @@ async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Att
     await send({"type": "http.response.body", "body": body})
 
 
-async def _end_stream_with_error(send: Any, code: str, message: str) -> None:
-    """End a committed stream with an error event (the OpenAI SDK raises on it); no [DONE]."""
+async def _end_stream_with_error(send: Any, code: str, message: str, pending: list[bytes]) -> None:
+    """End a committed stream with an error event (the OpenAI SDK raises on it); no [DONE].
+    Chunks still buffered go out first, in the same write."""
     err = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
-    await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(err) + b"\n\n", "more_body": False})
+    body = b"".join(pending) + b"data: " + orjson.dumps(err) + b"\n\n"
+    pending.clear()
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -332,22 +355,37 @@ async def _read_body(receive: Any) -> bytes:
 class _DisconnectWatch:
     """Watches for the client going away while the request is in flight and then cancels the
     request's task: nobody waits for the answer, so the upstream call stops at once and the
-    record says 499. One small task per request; `stop()` when done."""
+    record says 499.
 
-    __slots__ = ("_task", "gone")
+    The watching task starts only once the request has been in flight for WATCH_AFTER_S:
+    most requests finish sooner, and for them a timer is all it costs. `stop()` when done."""
+
+    __slots__ = ("_owner", "_receive", "_task", "_timer", "gone")
+
+    WATCH_AFTER_S = 0.05
 
     def __init__(self, receive: Any) -> None:
         self.gone = False
-        self._task = asyncio.ensure_future(self._watch(receive, asyncio.current_task()))
+        self._receive = receive
+        self._owner = asyncio.current_task()
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(self.WATCH_AFTER_S, self._start)
 
-    async def _watch(self, receive: Any, owner: asyncio.Task[Any] | None) -> None:
+    def _start(self) -> None:
+        self._timer = None
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
         while True:
-            msg = await receive()
+            msg = await self._receive()
             if msg["type"] == "http.disconnect":
                 self.gone = True
-                if owner is not None:
-                    owner.cancel()
+                if self._owner is not None:
+                    self._owner.cancel()
                 return
 
     def stop(self) -> None:
-        self._task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()

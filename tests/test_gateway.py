@@ -3,6 +3,7 @@ in front of fake OpenAI, Anthropic and Gemini servers on loopback."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import urllib.error
 import urllib.request
@@ -320,3 +321,22 @@ def test_unknown_path_is_openai_shaped_404(gateway: Gateway) -> None:
     except urllib.error.HTTPError as exc:
         assert exc.code == 404
         assert json.loads(exc.read())["error"]["code"] == "not_found"
+
+
+def test_stream_chunks_are_passed_on_as_they_arrive(client: openai.OpenAI, clean_fakes: Fakes) -> None:
+    """Chunks that arrive together are written together, but nothing waits for later ones."""
+    import time
+
+    from tests.fakes.base import Fault
+
+    clean_fakes.openai.push(Fault("slow_stream", delay=0.25))
+    arrivals: list[float] = []
+    start = time.monotonic()
+    for chunk in client.chat.completions.create(model="solo", messages=_user("slowly"), stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic() - start)
+    assert len(arrivals) >= 3
+    # Each content chunk reached the client about 0.25 s after the previous one, not in a batch.
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(g > 0.15 for g in gaps), gaps
+    assert arrivals[0] < 0.2, arrivals

@@ -585,7 +585,7 @@ def test_success_headers_name_request_provider_model_and_attempts(stream: bool, 
     assert re.fullmatch(r"req_[0-9a-f]{24}", h["x-request-id"])
     assert (h["x-switchyard-provider"], h["x-switchyard-model"], h["x-switchyard-route"]) == ("openai", "gpt-4o-2024-08-06", "chat")
     assert h["x-switchyard-attempts"] == "1"
-    assert _trail(h["x-switchyard-attempt-trail"]) == [("openai/gpt", "ok")]
+    assert "x-switchyard-attempt-trail" not in h  # one clean attempt: nothing to trail
     assert gateway.record(h["x-request-id"])["provider"] == "openai"
 
     clean_fakes.openai.push(Fault("status", status=503, message="The engine is currently overloaded, please try again later."))

@@ -18,7 +18,7 @@ import os
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httptools
@@ -154,7 +154,7 @@ class Transport:
 class Response:
     """One response. Read it with `read()` or `iter_any()`; `release()` when done."""
 
-    __slots__ = ("_chunks", "_conn", "_deadline", "_done", "_error", "_gap", "_on_release", "_released", "_size", "_waiter", "headers", "status")
+    __slots__ = ("_chunks", "_conn", "_deadline", "_done", "_error", "_gap", "_on_release", "_released", "_size", "_waiter", "before_wait", "headers", "status")
 
     def __init__(self, conn: _Conn, gap: float | None, deadline: float | None, on_release: Callable[[_Conn], None]) -> None:
         self._conn = conn
@@ -169,6 +169,10 @@ class Response:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._released = False
+        # Awaited right before the reader would wait for the network: the gateway flushes
+        # what it buffered for the client there, so chunks that arrived together are written
+        # together and nothing is held back while the provider is silent.
+        self.before_wait: Callable[[], Awaitable[None]] | None = None
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -189,6 +193,10 @@ class Response:
                 continue
             if self._done:
                 return
+            if self.before_wait is not None:
+                await self.before_wait()
+                if self._chunks or self._done or self._error is not None:
+                    continue
             await self._wait()
 
     def release(self) -> None:

@@ -19,6 +19,7 @@ error bodies. The fault kinds are shared, so one matrix covers every provider:
                      non-streamed: headers and half the body, then abort
   error_event        stream: after the first content event send the provider's error event
   no_terminator      stream: every event except the terminator, then a clean end of body
+  slow_stream        stream: sleep `delay` seconds before every event after the first content
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ class FakeProvider:
         events = plan.events
         for i, ev in enumerate(events):
             if kind == "delay_first_chunk" and i == plan.first_content:
+                await asyncio.sleep(fault.delay)
+            if kind == "slow_stream" and i > plan.first_content:
                 await asyncio.sleep(fault.delay)
             if kind == "malformed" and i == plan.first_content:
                 await resp.write(b"data: {not json\n\n")
