@@ -191,6 +191,8 @@ class ChatHandler:
                 body = b"".join(pending)
                 pending.clear()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+                if state.first_byte is None:
+                    state.first_byte = time.perf_counter()
 
         resp = getattr(stream, "resp", None)
         if isinstance(resp, Response):
@@ -201,8 +203,10 @@ class ChatHandler:
             for chunk in opened.held:
                 chars += tokens.delta_chars(chunk.choices)
                 pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
-            await flush()
-            state.first_byte = time.perf_counter()
+            if resp is None:
+                await flush()
+            # Otherwise the held chunks leave with whatever else this read brought, at the
+            # first flush — microseconds later, one write instead of several.
             rec.status = 200
             try:
                 async for chunk in opened.iterator:
@@ -218,6 +222,8 @@ class ChatHandler:
                 attempts[-1].code = err.code
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
                 await _end_stream_with_error(send, "upstream_stream_broken", f"{cand.provider.id}: {err.message} (after the response had started; not retried)", pending)
+                if state.first_byte is None:
+                    state.first_byte = time.perf_counter()
                 self.gw.metrics.broken.inc((rec.route or "-", cand.provider.id))
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
@@ -228,6 +234,8 @@ class ChatHandler:
             body = b"".join(pending)
             pending.clear()
             await send({"type": "http.response.body", "body": body, "more_body": False})
+            if state.first_byte is None:
+                state.first_byte = time.perf_counter()
         finally:
             if not rec.broke_after_commit and rec.output_tokens is None:
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
