@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from runtime import tokens
-from runtime.adapters import Completion, Usage
+from runtime.adapters import Chunk, Completion, Usage
 from runtime.adapters.transport import Response
 from runtime.dispatch import AllFailed, Attempt, complete, open_stream
 from runtime.errors import GatewayError, UpstreamError, from_upstream
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from runtime.app import Gateway
 
 MAX_BODY = 32 * 1024 * 1024
+RELAY_OVERHEAD = 160  # bytes of a relayed chunk that are not output (ids, keys), for estimates
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 T = TypeVar("T")
@@ -194,6 +195,24 @@ class ChatHandler:
                 if state.first_byte is None:
                     state.first_byte = time.perf_counter()
 
+        usage_relayed = False
+
+        def emit(chunk: Chunk) -> int:
+            """Buffer one chunk for the client; returns its output characters (estimates)."""
+            nonlocal usage_relayed
+            if chunk.raw is not None:  # an OpenAI-format provider: relay its chunk as sent
+                if chunk.choices:
+                    pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
+                    return tokens.delta_chars(chunk.choices) if chunk.choices[0] else max(0, len(chunk.raw) - RELAY_OVERHEAD)
+                if chunk.usage is not None and include_usage:
+                    pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
+                    usage_relayed = True
+                return 0
+            if not chunk.choices:
+                return 0
+            pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
+            return tokens.delta_chars(chunk.choices)
+
         resp = getattr(stream, "resp", None)
         if isinstance(resp, Response):
             resp.before_wait = flush
@@ -201,8 +220,7 @@ class ChatHandler:
             await send({"type": "http.response.start", "status": 200, "headers": _headers(rec, cand, attempts, _SSE, stream=True)})
             state.started = True
             for chunk in opened.held:
-                chars += tokens.delta_chars(chunk.choices)
-                pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
+                chars += emit(chunk)
             if resp is None:
                 await flush()
             # Otherwise the held chunks leave with whatever else this read brought, at the
@@ -210,11 +228,9 @@ class ChatHandler:
             rec.status = 200
             try:
                 async for chunk in opened.iterator:
-                    if chunk.choices:
-                        chars += tokens.delta_chars(chunk.choices)
-                        pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
-                        if resp is None:
-                            await flush()
+                    chars += emit(chunk)
+                    if resp is None:
+                        await flush()
             except UpstreamError as err:
                 rec.broke_after_commit = True
                 rec.error_code = "stream_broken_after_commit"
@@ -227,7 +243,7 @@ class ChatHandler:
                 self.gw.metrics.broken.inc((rec.route or "-", cand.provider.id))
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
-            if include_usage:
+            if include_usage and not usage_relayed:
                 usage = {"prompt_tokens": rec.input_tokens or 0, "completion_tokens": rec.output_tokens or 0, "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0)}
                 pending.append(prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
             pending.append(b"data: [DONE]\n\n")

@@ -202,18 +202,24 @@ def test_completion_with_a_tool_call(fake: FakeProvider) -> None:
     assert json.loads(tc["function"]["arguments"]) == {"q": "Paris"}
 
 
+def _choices(c: Any) -> Any:
+    """A chunk's choices: relayed chunks are not decoded, their JSON is in `raw`."""
+    return json.loads(c.raw)["choices"] if c.raw is not None else c.choices
+
+
 def test_stream_role_chunk_is_not_content_then_content_then_usage(fake: FakeProvider) -> None:
     stream, chunks = stream_all(fake, call("stream me", stream=True))
     assert chunks[0].content is False
     assert chunks[0].choices[0]["delta"]["role"] == "assistant"
+    assert all(c.raw is not None for c in chunks)  # relayed as the provider sent them
     content = [c for c in chunks if c.content]
     assert len(content) >= 3
     assert (
-        "".join(c.choices[0]["delta"]["content"] for c in content)
+        "".join(_choices(c)[0]["delta"].get("content") or "" for c in content)
         == "Hello from fake-openai: stream me"
     )
     assert [
-        c.choices[0]["finish_reason"] for c in chunks if c.choices and c.choices[0]["finish_reason"]
+        _choices(c)[0]["finish_reason"] for c in chunks if _choices(c) and _choices(c)[0]["finish_reason"]
     ] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].content is False
     assert stream.usage is not None and stream.usage.output_tokens > 0
@@ -227,7 +233,7 @@ def test_streamed_tool_call_chunks_are_content(fake: FakeProvider) -> None:
     args = "".join(
         tc["function"].get("arguments", "")
         for c in chunks
-        for ch in c.choices
+        for ch in _choices(c)
         for tc in ch["delta"].get("tool_calls") or []
     )
     assert json.loads(args) == {"q": "Paris"}

@@ -16,7 +16,9 @@ Contract of `Adapter.send(call)`:
   proper terminator (OpenAI `data: [DONE]`, Anthropic `message_stop`, Gemini a final candidate
   with `finishReason`); it ends normally only after the terminator;
 - `Chunk.content` is true when the chunk carries something the client must see as output
-  (text, a tool call, a refusal); a role-only or empty chunk is not content;
+  (text, a tool call, a refusal); a role-only or empty chunk is not content. It decides the
+  commit point, so it must be exact until the first content chunk; after that an adapter may
+  mark every chunk as content (the OpenAI adapter does, for chunks it relays undecoded);
 - usage: `Completion.usage`, and `UpstreamStream.usage` once the provider reported it (may be
   None: the gateway then estimates and flags the record).
 """
@@ -62,6 +64,10 @@ class Chunk:
     choices: list[dict[str, Any]]  # OpenAI chunk choices: [{index, delta, finish_reason}]
     content: bool
     usage: Usage | None = None  # set on the chunk that reported usage
+    # The provider's own OpenAI-format chunk JSON, when it speaks OpenAI's format: the gateway
+    # relays it byte for byte instead of re-encoding `choices` (then `choices` may be a
+    # placeholder: only `raw` is authoritative).
+    raw: str | None = None
 
 
 class UpstreamStream(Protocol):

@@ -3,6 +3,8 @@
 The gateway's own format is OpenAI's, so the request passes through with the upstream model
 id swapped in; streaming always asks for usage (`stream_options.include_usage`) so every
 record has real token counts — the gateway forwards the usage chunk only if the client asked.
+Streamed chunks carry their JSON as received (`Chunk.raw`) and are relayed as the provider sent
+them; once the first content chunk has passed, plain chunks are not even decoded.
 """
 
 from __future__ import annotations
@@ -82,10 +84,14 @@ class OpenAIStream:
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         done = False
+        relay = False  # after the first content chunk: relay plain chunks without decoding
         async for _event, data in http.iter_sse(self.resp):
             if data == "[DONE]":
                 done = True
                 break
+            if relay and _plain(data):
+                yield Chunk(choices=_RELAYED, content=True, raw=data)
+                continue
             doc = http.loads(data)
             if not isinstance(doc, dict):
                 raise UpstreamError("server_error", "stream payload is not an object", code="upstream_malformed")
@@ -99,12 +105,29 @@ class OpenAIStream:
             if usage is not None:
                 self.usage = usage
             choices = doc.get("choices") or []
-            yield Chunk(choices=choices, content=_has_content(choices), usage=usage)
+            content = _has_content(choices)
+            relay = relay or content
+            yield Chunk(choices=choices, content=content, usage=usage, raw=data)
         if not done:
             raise UpstreamError("server_error", "stream ended without data: [DONE]", code="stream_truncated")
 
     async def aclose(self) -> None:
         self.resp.release()
+
+
+# Stands in for the choices of a relayed chunk (not decoded): non-empty, so it counts as output.
+_RELAYED: list[dict[str, Any]] = [{}]
+
+
+def _plain(data: str) -> bool:
+    """True for a chunk that can be relayed without decoding: a JSON object carrying neither an
+    error nor usage. `"usage"`/`"error"` can only appear unescaped as keys (or as a whole
+    string value, which merely takes the slow path)."""
+    if data[:1] != "{" or data[-1:] != "}":
+        return False
+    if '"error"' in data:
+        return False
+    return '"usage"' not in data or '"usage":null' in data or '"usage": null' in data
 
 
 def _has_content(choices: list[dict[str, Any]]) -> bool:
