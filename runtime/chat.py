@@ -125,19 +125,23 @@ class ChatHandler:
         rec.route = plan.route
         rec.skipped = plan.skipped
         gw.limits.check(key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic())
-        watch = _DisconnectWatch(receive)
+        guard = _Guard(receive, self.request_timeout)
         try:
-            async with asyncio.timeout(self.request_timeout):
+            try:
                 if stream:
                     await self._stream(request, plan, rec, attempts, receive, send, state)
                 else:
                     await self._complete(request, plan, rec, attempts, receive, send, state)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not watch.gone or task is None:
-                raise
-            task.uncancel()  # our own cancellation (the client left), not a shutdown
-            raise _ClientGone from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or not (guard.gone or guard.timed_out):
+                    raise  # a shutdown, not us
+                task.uncancel()
+                if guard.gone:
+                    raise _ClientGone from None
+                raise TimeoutError from None
+            finally:
+                guard.stop()
         except TimeoutError:
             if state.started:
                 rec.broke_after_commit = True
@@ -145,8 +149,6 @@ class ChatHandler:
                 await _end_stream_with_error(send, "request_timeout", f"the request took longer than {self.request_timeout:g} s", state.pending)
             else:
                 raise GatewayError(504, "request_timeout", f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s") from None
-        finally:
-            watch.stop()
         gw.limits.add_tokens(key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic())
         gw.limits.charge(key.id, key.org, rec.cost_usd)
 
@@ -376,40 +378,55 @@ async def _read_body(receive: Any) -> bytes:
             return b"".join(parts)
 
 
-class _DisconnectWatch:
-    """Watches for the client going away while the request is in flight and then cancels the
-    request's task: nobody waits for the answer, so the upstream call stops at once and the
-    record says 499.
+class _Guard:
+    """While a request is in flight: cancel its task when the client goes away (nobody waits
+    for the answer, so the upstream call stops and the record says 499) or when
+    `request_timeout_s` passes.
 
-    The watching task starts only once the request has been in flight for WATCH_AFTER_S:
-    most requests finish sooner, and for them a timer is all it costs. `stop()` when done."""
+    Both start only once the request has been in flight for WATCH_AFTER_S: most requests
+    finish sooner, and for them one timer handle is all this costs. `stop()` when done."""
 
-    __slots__ = ("_owner", "_receive", "_task", "_timer", "gone")
+    __slots__ = ("_deadline", "_owner", "_receive", "_task", "_timeout", "_timer", "gone", "timed_out")
 
     WATCH_AFTER_S = 0.05
 
-    def __init__(self, receive: Any) -> None:
+    def __init__(self, receive: Any, timeout: float) -> None:
         self.gone = False
+        self.timed_out = False
         self._receive = receive
+        self._timeout = timeout
         self._owner = asyncio.current_task()
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(self.WATCH_AFTER_S, self._start)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(min(self.WATCH_AFTER_S, timeout), self._start)
 
     def _start(self) -> None:
         self._timer = None
         self._task = asyncio.ensure_future(self._watch())
+        left = self._timeout - self.WATCH_AFTER_S
+        if left <= 0:
+            self._expire()
+        else:
+            self._deadline = asyncio.get_running_loop().call_later(left, self._expire)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.gone and self._owner is not None:
+            self.timed_out = True
+            self._owner.cancel()
 
     async def _watch(self) -> None:
         while True:
             msg = await self._receive()
             if msg["type"] == "http.disconnect":
-                self.gone = True
-                if self._owner is not None:
+                if not self.timed_out and self._owner is not None:
+                    self.gone = True
                     self._owner.cancel()
                 return
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for handle in (self._timer, self._deadline):
+            if handle is not None:
+                handle.cancel()
         if self._task is not None:
             self._task.cancel()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from runtime.adapters import Call, Chunk, Completion, UpstreamStream
+from runtime.deadline import Deadline
 from runtime.errors import UpstreamError
 from runtime.router import Candidate, Plan
 
@@ -74,30 +75,35 @@ async def open_stream(plan: Plan, request: dict[str, Any], request_id: str, atte
 
     async def attempt(c: Candidate) -> Opened:
         stream: UpstreamStream | None = None
+        deadline = Deadline(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                result = await c.adapter.send(Call(request, True, c.model, c.credentials or {}, request_id))
-                assert not isinstance(result, Completion)
-                stream = result
-                it = aiter(stream)
-                held: list[Chunk] = []
-                while True:
-                    try:
-                        chunk = await anext(it)
-                    except StopAsyncIteration:
-                        # Ended properly before any content (an empty answer): commit as is.
-                        return Opened(c, stream, held, _empty())
-                    held.append(chunk)
-                    if chunk.content:
-                        return Opened(c, stream, held, it)
-        except TimeoutError:
+            result = await c.adapter.send(Call(request, True, c.model, c.credentials or {}, request_id))
+            assert not isinstance(result, Completion)
+            stream = result
+            it = aiter(stream)
+            held: list[Chunk] = []
+            while True:
+                try:
+                    chunk = await anext(it)
+                except StopAsyncIteration:
+                    # Ended properly before any content (an empty answer): commit as is.
+                    return Opened(c, stream, held, _empty())
+                held.append(chunk)
+                if chunk.content:
+                    return Opened(c, stream, held, it)
+        except asyncio.CancelledError:
             if stream is not None:
                 await stream.aclose()
+            if not deadline.expired:
+                raise  # the client went away, or shutdown
+            deadline.absorb()
             raise UpstreamError("timeout", f"no content within the route's first_byte_timeout_s of {timeout:g} s", code="first_byte_timeout") from None
-        except (UpstreamError, asyncio.CancelledError):  # cancelled: the client went away
+        except UpstreamError:
             if stream is not None:
                 await stream.aclose()
             raise
+        finally:
+            deadline.cancel()
 
     return await _loop(plan, attempts, attempt)
 

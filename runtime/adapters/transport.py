@@ -69,6 +69,7 @@ class Transport:
 
     def __init__(self, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
         self._pools: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._targets: dict[str, tuple[tuple[str, str, int], str]] = {}  # url -> (pool key, request head start)
         self._ssl = ssl_context
         self._proxies = _proxies() if trust_env else {}
         self._closed = False
@@ -92,19 +93,14 @@ class Transport:
             raise ConnectError("transport is closed")
         loop = asyncio.get_running_loop()
         deadline = None if timeout.total is None else loop.time() + timeout.total
-        parts = urllib.parse.urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise ConnectError(f"unsupported URL {url!r}")
-        host = parts.hostname
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        key = (scheme, host, port)
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = _target(url)
+        key, start = target
         conn = self._idle(key, loop.time())
         if conn is None:
             conn = await self._open(key, timeout.connect, deadline)
-        authority = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
-        head = [f"POST {target} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: switchyard\r\ncontent-length: {len(body)}\r\n"]
+        head = [start, str(len(body)), "\r\n"]
         for name, value in headers.items():
             if "\n" in value or "\r" in value:
                 raise ConnectError(f"header {name!r} contains a line break")
@@ -149,6 +145,21 @@ class Transport:
         except OSError as exc:
             raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         return conn
+
+
+def _target(url: str) -> tuple[tuple[str, str, int], str]:
+    """(pool key, the request head up to the content-length value) for a URL."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ConnectError(f"unsupported URL {url!r}")
+    host = parts.hostname
+    port = parts.port or (443 if scheme == "https" else 80)
+    path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    authority = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
+    if any(c in path for c in " \r\n"):
+        raise ConnectError(f"URL path of {url!r} contains whitespace")
+    return (scheme, host, port), f"POST {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: switchyard\r\ncontent-length: "
 
 
 class Response:
