@@ -3,6 +3,7 @@
     python bench/gateway_bench.py                 # 10 s per wrk run, about 4 minutes
     python bench/gateway_bench.py --quick         # 2 s runs, fewer TTFB samples
     python bench/gateway_bench.py --json out.json
+    python bench/gateway_bench.py --floor         # also the floor proxy as a third target
 
 For each upstream delay (0 and 20 ms) it starts `bench/mock_upstream.py` and
 `python -m runtime serve --workers 1` (temporary data dir, the real SQLite request log on),
@@ -10,6 +11,12 @@ creates a key, warms up, and runs `wrk` for {non-stream, stream} × {1, 16 conne
 {direct to the mock, through the gateway}. Time to first byte of streams is measured apart
 by a small asyncio client: sequential streamed requests over one keep-alive connection,
 timed from sending the request to the first `data:` line with content.
+
+With `--floor`, each phase also starts `bench/floor_proxy.py` in front of the mock (uvicorn
+relaying bytes through the gateway's transport, nothing else) and measures it as a third
+target, "floor": the same wrk cases and TTFB series. Verdicts stay gateway vs direct; a
+context block after them shows how the gateway compares with the floor. If the floor fails,
+its phase goes on without it, the failure is printed with the report, and the exit code is 1.
 
 It is a report, not a test: it prints a table and a PASS/FAIL verdict per target, and exits 0
 either way (1 only if something could not be run). All traffic is on 127.0.0.1. Every process
@@ -34,7 +41,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +52,7 @@ ENVIRONMENT = "bench"
 ROUTE = "bench"
 UPSTREAM_MODEL = "mock-model"
 UPSTREAM_SECRET = "BENCH_UPSTREAM_KEY"
+FLOOR_SCRIPT = ROOT / "bench" / "floor_proxy.py"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello in one short sentence."}]
 
 # The issue's targets.
@@ -72,10 +80,11 @@ class Run:
     delay_ms: int
     stream: bool
     connections: int
-    target: str  # "direct" or "gateway"
+    target: str  # "direct", "gateway" or "floor"
     wrk: WrkResult
     gateway_cpu: float | None  # gateway CPU use during the run, in cores (1.0 = one core busy)
     mock_cpu: float
+    floor_cpu: float | None = None  # the floor proxy's CPU use during a floor run
 
 
 @dataclass
@@ -95,6 +104,22 @@ class Verdict:
 
 
 @dataclass
+class FloorRow:
+    """One wrk case with the floor beside direct and the gateway."""
+
+    delay_ms: int
+    stream: bool
+    connections: int
+    direct_rps: float
+    gateway_rps: float
+    floor_rps: float
+    floor_ratio: float  # floor / direct
+    gateway_over_floor: float  # gateway / floor
+    floor_p50_ms: float
+    floor_added_p50_ms: float  # floor p50 - direct p50
+
+
+@dataclass
 class Report:
     started: str
     machine: dict[str, Any]
@@ -104,6 +129,11 @@ class Report:
     gateway_rss_mb: dict[str, float] = field(default_factory=dict)
     records_written: dict[str, int] = field(default_factory=dict)
     verdicts: list[Verdict] = field(default_factory=list)
+    floor: bool = False  # --floor was given
+    floor_rows: list[FloorRow] = field(default_factory=list)
+    floor_ttfb_added_ms: dict[str, float] = field(default_factory=dict)  # floor median - direct median
+    floor_errors: dict[str, str] = field(default_factory=dict)  # per phase, why the floor is missing
+    context: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- processes
@@ -242,7 +272,7 @@ def runtime_json(upstream_port: int) -> dict[str, Any]:
 
 @dataclass
 class Phase:
-    """One upstream delay: the mock and the gateway in front of it."""
+    """One upstream delay: the mock, the gateway in front of it and, with --floor, the floor."""
 
     delay_ms: int
     mock: subprocess.Popen[bytes]
@@ -251,21 +281,73 @@ class Phase:
     gateway_port: int
     key: str
     data_dir: Path
+    floor: subprocess.Popen[bytes] | None = None  # None when not asked for or after it failed
+    floor_port: int = 0
+    floor_log: Path | None = None
+    floor_error: str | None = None
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return ("direct", "gateway", "floor") if self.floor is not None else ("direct", "gateway")
+
+    def port(self, target: str) -> int:
+        return {"direct": self.mock_port, "gateway": self.gateway_port, "floor": self.floor_port}[target]
 
     def url(self, target: str) -> str:
-        port = self.mock_port if target == "direct" else self.gateway_port
-        return f"http://{HOST}:{port}/v1/chat/completions"
+        return f"http://{HOST}:{self.port(target)}/v1/chat/completions"
+
+
+def start_floor(procs: Processes, work: Path, delay_ms: int, mock_port: int) -> tuple[subprocess.Popen[bytes] | None, int, Path, str | None]:
+    """Start the floor proxy in front of the mock: (process or None, port, log, error or None)."""
+    port = free_port()
+    log = work / f"floor-{delay_ms}ms.log"
+    upstream = f"http://{HOST}:{mock_port}/v1/chat/completions"
+    try:
+        proc = procs.start([sys.executable, str(FLOOR_SCRIPT), "--port", str(port), "--upstream", upstream], log)
+    except OSError as exc:
+        return None, port, log, f"the floor proxy could not be started: {exc}"
+    try:
+        # GET /health is relayed to the mock as an empty POST, so a 200 proves the whole path.
+        wait_http(f"http://{HOST}:{port}/health", proc, log)
+    except RuntimeError:
+        exited = proc.poll()
+        procs.stop(proc)
+        tail = log.read_text(errors="replace").strip() if log.exists() else ""
+        last = tail.splitlines()[-1] if tail else "no output"
+        how = f"exited with code {exited}" if exited is not None else "did not answer GET /health within 30 s"
+        return None, port, log, f"the floor proxy {how} at start: {last}" + (f"\nfloor proxy log (end):\n{tail[-2000:]}" if tail else "")
+    return proc, port, log, None
+
+
+def drop_floor(ph: Phase, procs: Processes, reason: str, log: Callable[[str], None]) -> None:
+    """Give up on the floor for the rest of the phase: stop it by pid, keep the reason."""
+    if ph.floor is not None:
+        procs.stop(ph.floor)
+        ph.floor = None
+    if ph.floor_log is not None and ph.floor_log.exists():
+        tail = ph.floor_log.read_text(errors="replace")[-2000:].strip()
+        if tail:
+            reason += f"\nfloor proxy log (end):\n{tail}"
+    ph.floor_error = reason
+    log(f"  floor FAILED at {ph.delay_ms} ms, going on without it: {reason}")
 
 
 @contextlib.contextmanager
-def phase(procs: Processes, work: Path, delay_ms: int) -> Iterator[Phase]:
-    """Start the mock and the gateway for one delay; stop both afterwards."""
+def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False) -> Iterator[Phase]:
+    """Start the mock, the gateway and (if asked) the floor for one delay; stop them afterwards.
+
+    A floor that does not start is no error here: the Phase says why in `floor_error`.
+    """
     mock_port, gw_port = free_port(), free_port()
     mock_log = work / f"mock-{delay_ms}ms.log"
     mock = procs.start([sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(mock_port), "--delay-ms", str(delay_ms)], mock_log)
     gateway: subprocess.Popen[bytes] | None = None
+    floor_proc: subprocess.Popen[bytes] | None = None
+    floor_port, floor_log, floor_error = 0, None, None
     try:
         wait_http(f"http://{HOST}:{mock_port}/health", mock, mock_log)
+        if floor:
+            floor_proc, floor_port, floor_log, floor_error = start_floor(procs, work, delay_ms, mock_port)
         config = work / f"runtime-{delay_ms}ms.json"
         config.write_text(json.dumps(runtime_json(mock_port), indent=2, sort_keys=True) + "\n")
         data_dir = work / f"data-{delay_ms}ms"
@@ -284,10 +366,12 @@ def phase(procs: Processes, work: Path, delay_ms: int) -> Iterator[Phase]:
         key = created.stdout.strip().splitlines()[-1].strip()
         # The gateway reloads its key cache about once a second.
         wait_http(f"http://{HOST}:{gw_port}/v1/models", gateway, gw_log, timeout=10, headers={"authorization": f"Bearer {key}"})
-        yield Phase(delay_ms, mock, mock_port, gateway, gw_port, key, data_dir)
+        yield Phase(delay_ms, mock, mock_port, gateway, gw_port, key, data_dir, floor_proc, floor_port, floor_log, floor_error)
     finally:
         if gateway is not None:
             procs.stop(gateway)
+        if floor_proc is not None:
+            procs.stop(floor_proc)
         procs.stop(mock)
 
 
@@ -417,16 +501,35 @@ async def _ttfb_series(port: int, key: str, n: int) -> list[float]:
     return times
 
 
-def measure_ttfb(ph: Phase, samples: int) -> list[Ttfb]:
-    """Direct and gateway TTFB, alternating in blocks so that drift hits both alike."""
-    results: dict[str, list[float]] = {"direct": [], "gateway": []}
-    ports = {"direct": ph.mock_port, "gateway": ph.gateway_port}
-    for target in results:
-        asyncio.run(_ttfb_series(ports[target], ph.key, 10))  # warm up
+# What a TTFB series raises when its target misbehaves (asyncio.IncompleteReadError is an EOFError).
+_TTFB_ERRORS = (OSError, EOFError, RuntimeError, ValueError, asyncio.LimitOverrunError)
+
+
+def measure_ttfb(ph: Phase, procs: Processes, samples: int, log: Callable[[str], None]) -> list[Ttfb]:
+    """TTFB of every target, alternating in blocks so that drift hits all alike.
+
+    A failing floor is dropped (with its samples) and the others go on; any other failure raises.
+    """
+    results: dict[str, list[float]] = {target: [] for target in ph.targets}
+
+    def series(target: str, n: int) -> list[float]:
+        if target != "floor":
+            return asyncio.run(_ttfb_series(ph.port(target), ph.key, n))
+        try:
+            return asyncio.run(_ttfb_series(ph.port(target), ph.key, n))
+        except _TTFB_ERRORS as exc:
+            drop_floor(ph, procs, f"TTFB against the floor failed: {type(exc).__name__}: {exc}", log)
+            del results["floor"]
+            return []
+
+    for target in list(results):
+        series(target, 10)  # warm up
     blocks = 4
     for _ in range(blocks):
-        for target in results:
-            results[target] += asyncio.run(_ttfb_series(ports[target], ph.key, max(1, samples // blocks)))
+        for target in list(results):
+            times = series(target, max(1, samples // blocks))
+            if target in results:
+                results[target] += times
     out = []
     for target, times in results.items():
         times.sort()
@@ -460,25 +563,52 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform(), "wrk": wrk, "loadavg_1m_at_start": round(load, 2)}
 
 
-def run_phase(ph: Phase, work: Path, report: Report, duration: float, warmup: float, ttfb_samples: int, log: Any) -> None:
-    scripts = {(stream, target): wrk_script(work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key) for stream in (False, True) for target in ("direct", "gateway")}
+def _wrk(ph: Phase, procs: Processes, target: str, script: Path, conns: int, duration: float, log: Callable[[str], None]) -> WrkResult | None:
+    """`run_wrk` against a target. For the floor, a failure drops the floor (None) instead of the phase."""
+    if target != "floor":
+        return run_wrk(ph.url(target), script, conns, duration)
+    try:
+        result = run_wrk(ph.url(target), script, conns, duration)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        exited = ph.floor.poll() if ph.floor is not None else None
+        how = f"the floor proxy exited with code {exited}; " if exited is not None else ""
+        drop_floor(ph, procs, f"{how}wrk against the floor failed: {exc}", log)
+        return None
+    if ph.floor is not None and ph.floor.poll() is not None:
+        drop_floor(ph, procs, f"the floor proxy exited with code {ph.floor.returncode} during a wrk run", log)
+        return None
+    return result
+
+
+def run_phase(ph: Phase, procs: Processes, work: Path, report: Report, duration: float, warmup: float, ttfb_samples: int, log: Callable[[str], None]) -> None:
+    """Every wrk case and the TTFB series against every target of one phase, into `report`."""
+    if ph.floor_error is not None:
+        log(f"  floor FAILED at {ph.delay_ms} ms, going on without it: {ph.floor_error}")
+    scripts = {(stream, target): wrk_script(work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key) for stream in (False, True) for target in ph.targets}
     for stream in (False, True):
-        for target in ("direct", "gateway"):
-            run_wrk(ph.url(target), scripts[(stream, target)], 16, warmup)
+        for target in ph.targets:
+            _wrk(ph, procs, target, scripts[(stream, target)], 16, warmup, log)
     for stream in (False, True):
         for conns in (1, 16):
-            for target in ("direct", "gateway"):
+            for target in ph.targets:
+                floor_pid = ph.floor.pid if target == "floor" and ph.floor is not None else None
                 gw0, mock0, t0 = cpu_seconds(ph.gateway.pid), cpu_seconds(ph.mock.pid), time.monotonic()
-                result = run_wrk(ph.url(target), scripts[(stream, target)], conns, duration)
+                fl0 = cpu_seconds(floor_pid) if floor_pid is not None else 0.0
+                result = _wrk(ph, procs, target, scripts[(stream, target)], conns, duration, log)
+                if result is None:
+                    continue
                 wall = time.monotonic() - t0
                 gw_cpu = (cpu_seconds(ph.gateway.pid) - gw0) / wall if target == "gateway" else None
-                run = Run(ph.delay_ms, stream, conns, target, result, gw_cpu, (cpu_seconds(ph.mock.pid) - mock0) / wall)
+                fl_cpu = (cpu_seconds(floor_pid) - fl0) / wall if floor_pid is not None else None
+                run = Run(ph.delay_ms, stream, conns, target, result, gw_cpu, (cpu_seconds(ph.mock.pid) - mock0) / wall, fl_cpu)
                 report.runs.append(run)
                 log(f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}")
-    report.ttfb += measure_ttfb(ph, ttfb_samples)
+    report.ttfb += measure_ttfb(ph, procs, ttfb_samples, log)
     report.gateway_rss_mb[f"{ph.delay_ms}ms"] = round(rss_mb(ph.gateway.pid), 1)
     time.sleep(0.3)  # let the writer thread flush its last batch
     report.records_written[f"{ph.delay_ms}ms"] = record_count(ph.data_dir)
+    if ph.floor_error is not None:
+        report.floor_errors[f"{ph.delay_ms}ms"] = ph.floor_error
 
 
 def _find(report: Report, delay: int, stream: bool, conns: int, target: str) -> WrkResult | None:
@@ -517,37 +647,122 @@ def verdicts(report: Report) -> list[Verdict]:
     return out
 
 
+def _run(report: Report, delay: int, stream: bool, conns: int, target: str) -> Run | None:
+    return next((r for r in report.runs if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, target)), None)
+
+
+def floor_rows(report: Report) -> list[FloorRow]:
+    """The floor beside direct and the gateway, for every wrk case that has all three."""
+    rows = []
+    for delay in sorted({r.delay_ms for r in report.runs}):
+        for stream in (False, True):
+            for conns in (1, 16):
+                d, g, f = (_find(report, delay, stream, conns, t) for t in ("direct", "gateway", "floor"))
+                if d is None or g is None or f is None:
+                    continue
+                rows.append(FloorRow(
+                    delay, stream, conns, d.rps, g.rps, f.rps,
+                    round(f.rps / d.rps, 4) if d.rps else 0.0, round(g.rps / f.rps, 4) if f.rps else 0.0,
+                    f.p50_ms, round(f.p50_ms - d.p50_ms, 3),
+                ))
+    return rows
+
+
+def floor_ttfb_added(report: Report) -> dict[str, float]:
+    """Per delay, the floor's TTFB median minus direct's."""
+    out = {}
+    for delay in sorted({t.delay_ms for t in report.ttfb}):
+        by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
+        if "direct" in by and "floor" in by:
+            out[f"{delay}ms"] = round(by["floor"].median_ms - by["direct"].median_ms, 3)
+    return out
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "?"
+
+
+def floor_context(report: Report) -> list[str]:
+    """How the gateway compares with the floor at 20 ms: throughput per case, and added TTFB."""
+    delay = 20
+    if not any(r.delay_ms == delay for r in report.runs):
+        return [f"  (no {delay} ms phase in this run)"]
+    if f"{delay}ms" in report.floor_errors and not any(r.delay_ms == delay and r.target == "floor" for r in report.runs):
+        return [f"  the floor was not measured at {delay} ms: {_first_line(report.floor_errors[f'{delay}ms'])}"]
+    out = []
+    for row in report.floor_rows:
+        if row.delay_ms == delay:
+            kind = "stream" if row.stream else "non-stream"
+            out.append(f"  {delay} ms, {kind}, {row.connections} conn: gateway / floor {row.gateway_over_floor:.1%} "
+                       f"({row.gateway_rps:,.0f} / {row.floor_rps:,.0f} req/s); floor / direct {row.floor_ratio:.1%}")
+    by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
+    if "direct" in by and "gateway" in by and "floor" in by:
+        fl = by["floor"].median_ms - by["direct"].median_ms
+        gw = by["gateway"].median_ms - by["direct"].median_ms
+        out.append(f"  TTFB, {delay} ms: the floor adds {fl:+.2f} ms (median) over direct, the gateway {gw:+.2f} ms, so {gw - fl:+.2f} ms is the gateway's own")
+    elif f"{delay}ms" in report.floor_errors:
+        out.append(f"  TTFB, {delay} ms: no floor figure: {_first_line(report.floor_errors[f'{delay}ms'])}")
+    return out
+
+
+def _na(value: str | None) -> str:
+    return "–" if value is None else value
+
+
 def render(report: Report) -> str:
+    """The report as text: the wrk table, the TTFB table, the verdicts and (with --floor) context."""
+    fl = report.floor
     lines = [
         f"Gateway benchmark, {report.started}; {report.machine['cpus']} CPUs ({report.machine['cpu']}), Python {report.machine['python']}, {report.machine['wrk'].split(' Copyright')[0]}, load average {report.machine['loadavg_1m_at_start']} at start",
         f"wrk -t1, {report.duration_s:g} s per run; the gateway: 1 worker, SQLite request log on. CPU = cores busy during the run.",
+    ]
+    if fl:
+        lines.append("floor = bench/floor_proxy.py (uvicorn relaying bytes through the gateway's transport; no gateway work); floor ratio = floor / direct.")
+    lines += [
         "",
-        "| delay | mode | conn | direct req/s | gateway req/s | ratio | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU | mock CPU (gw run) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| delay | mode | conn | direct req/s | gateway req/s | ratio |" + (" floor req/s | floor ratio |" if fl else "")
+        + " direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU | mock CPU (gw run) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if fl else "") + " ---: | ---: | ---: | ---: | ---: |",
     ]
     for delay in sorted({r.delay_ms for r in report.runs}):
         for stream in (False, True):
             for conns in (1, 16):
-                d = next((r for r in report.runs if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, "direct")), None)
-                g = next((r for r in report.runs if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, "gateway")), None)
+                d, g, f = (_run(report, delay, stream, conns, t) for t in ("direct", "gateway", "floor"))
                 if d is None or g is None:
                     continue
                 ratio = g.wrk.rps / d.wrk.rps if d.wrk.rps else 0.0
+                floor_cells = ""
+                if fl:
+                    f_rps = None if f is None else f"{f.wrk.rps:,.0f}"
+                    f_ratio = None if f is None else f"{f.wrk.rps / d.wrk.rps if d.wrk.rps else 0.0:.1%}"
+                    floor_cells = f" {_na(f_rps)} | {_na(f_ratio)} |"
                 lines.append(
-                    f"| {delay} ms | {'stream' if stream else 'non-stream'} | {conns} | {d.wrk.rps:,.0f} | {g.wrk.rps:,.0f} | {ratio:.1%} | "
+                    f"| {delay} ms | {'stream' if stream else 'non-stream'} | {conns} | {d.wrk.rps:,.0f} | {g.wrk.rps:,.0f} | {ratio:.1%} |{floor_cells} "
                     f"{d.wrk.p50_ms:.2f} / {d.wrk.p99_ms:.2f} | {g.wrk.p50_ms:.2f} / {g.wrk.p99_ms:.2f} | {g.wrk.p50_ms - d.wrk.p50_ms:+.2f} | "
                     f"{g.gateway_cpu or 0:.2f} | {g.mock_cpu:.2f} |"
                 )
     lines += ["", "Time to first content byte of a stream (sequential requests, one keep-alive connection):", "",
-              "| delay | direct median / p90 ms | gateway median / p90 ms | added median ms | samples |", "| ---: | ---: | ---: | ---: | ---: |"]
+              "| delay | direct median / p90 ms | gateway median / p90 ms | added median ms |" + (" floor median / p90 ms | floor added ms |" if fl else "") + " samples |",
+              "| ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if fl else "") + " ---: |"]
     for delay in sorted({t.delay_ms for t in report.ttfb}):
         by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
-        td, tg = by["direct"], by["gateway"]
-        lines.append(f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} | {tg.samples} |")
-    errors = sum(r.wrk.errors for r in report.runs)
+        td, tg, tf = by["direct"], by["gateway"], by.get("floor")
+        floor_cells = ""
+        if fl:
+            floor_cells = (f" {tf.median_ms:.2f} / {tf.p90_ms:.2f} | {tf.median_ms - td.median_ms:+.2f} |" if tf is not None else " – | – |")
+        lines.append(f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} |{floor_cells} {tg.samples} |")
+    errors = sum(r.wrk.errors for r in report.runs if r.target != "floor")
     lines += ["", f"Gateway RSS after each phase: {', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
-              f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}", "", "Targets:"]
+              f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}"]
+    if fl:
+        floor_errors = sum(r.wrk.errors for r in report.runs if r.target == "floor")
+        lines.append(f"Floor wrk errors (non-2xx + socket): {floor_errors}")
+        lines += [f"FLOOR FAILED at {k}, that phase has no (or partial) floor figures: {_first_line(v)}" for k, v in report.floor_errors.items()]
+    lines += ["", "Targets:"]
     lines += [f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.verdicts]
+    if fl:
+        lines += ["", "Context (not targets): gateway / floor is what the gateway's own work costs; floor / direct is what uvicorn and one more hop cost."]
+        lines += report.context
     return "\n".join(lines)
 
 
@@ -559,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttfb-samples", type=int, default=400, help="streamed requests per target for TTFB (default 400)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, runtime.json, request log)")
+    parser.add_argument("--floor", action="store_true", help="also measure bench/floor_proxy.py (uvicorn relaying bytes) as a third target")
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     warmup = 1.0 if args.quick else 3.0
@@ -568,16 +784,17 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    report = Report(time.strftime("%Y-%m-%d %H:%M"), machine(), duration)
+    report = Report(time.strftime("%Y-%m-%d %H:%M"), machine(), duration, floor=args.floor)
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     try:
         for delay in delays:
-            log(f"upstream delay {delay} ms: starting the mock and the gateway")
-            with phase(procs, work, delay) as ph:
-                log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}")
-                run_phase(ph, work, report, duration, warmup, samples, log)
-    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            log(f"upstream delay {delay} ms: starting the mock, the gateway{' and the floor' if args.floor else ''}")
+            with phase(procs, work, delay, args.floor) as ph:
+                floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""
+                log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}{floor_pid}")
+                run_phase(ph, procs, work, report, duration, warmup, samples, log)
+    except (RuntimeError, subprocess.SubprocessError, OSError, EOFError) as exc:
         log(f"error: {exc}")
         return 1
     except KeyboardInterrupt:
@@ -592,10 +809,15 @@ def main(argv: list[str] | None = None) -> int:
 
             shutil.rmtree(work, ignore_errors=True)
     report.verdicts = verdicts(report)
+    if report.floor:
+        report.floor_rows = floor_rows(report)
+        report.floor_ttfb_added_ms = floor_ttfb_added(report)
+        report.context = floor_context(report)
     print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n")
-    return 0
+    # The gateway's figures above stand; exit 1 says the floor asked for was not (fully) measured.
+    return 1 if report.floor_errors else 0
 
 
 if __name__ == "__main__":

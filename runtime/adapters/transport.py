@@ -97,15 +97,15 @@ class Transport:
         if target is None:
             target = self._targets[url] = _target(url)
         key, start = target
-        conn = self._idle(key, loop.time())
-        if conn is None:
-            conn = await self._open(key, timeout.connect, deadline)
         head = [start, str(len(body)), "\r\n"]
         for name, value in headers.items():
             if "\n" in value or "\r" in value:
                 raise ConnectError(f"header {name!r} contains a line break")
             head.append(f"{name}: {value}\r\n")
         head.append("\r\n")
+        conn = self._idle(key, loop.time())
+        if conn is None:
+            conn = await self._open(key, timeout.connect, deadline)
         return await conn.exchange("".join(head).encode("latin-1") + body, timeout.read, deadline, self._release)
 
     def _idle(self, key: tuple[str, str, int], now: float) -> _Conn | None:
@@ -287,6 +287,7 @@ class _Conn(asyncio.Protocol):
         self._started = False
         self._paused = False
         self._framed = False  # content-length or chunked: the body has a defined end
+        self.tunnel: asyncio.StreamWriter | None = None  # the proxy stream this connection took over
 
     # -- exchange ------------------------------------------------------------------------
     async def exchange(self, request: bytes, gap: float | None, deadline: float | None, on_release: Callable[[_Conn], None]) -> Response:
@@ -429,25 +430,34 @@ async def _tunnel(loop: asyncio.AbstractEventLoop, proxy_url: str, key: tuple[st
     """Open a CONNECT tunnel through an HTTP proxy, then TLS to the target when https."""
     _, host, port = key
     p = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
-    reader, writer = await asyncio.open_connection(p.hostname, p.port or 8080)
-    auth = ""
-    if p.username:
-        import base64
+    proxy = f"{p.hostname}:{p.port or 80}"
+    reader, writer = await asyncio.open_connection(p.hostname, p.port or 80)
+    try:
+        auth = ""
+        if p.username:
+            import base64
 
-        token = base64.b64encode(f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}".encode()).decode()
-        auth = f"proxy-authorization: Basic {token}\r\n"
-    writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nhost: {host}:{port}\r\n{auth}\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
-    if status != b"200":
+            token = base64.b64encode(f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}".encode()).decode()
+            auth = f"proxy-authorization: Basic {token}\r\n"
+        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nhost: {host}:{port}\r\n{auth}\r\n".encode())
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            raise ConnectError(f"proxy {proxy} did not answer the tunnel request to {host}:{port}") from None
+        status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
+        if status != b"200":
+            raise ConnectError(f"proxy {proxy} refused the tunnel to {host}:{port}: {head.splitlines()[0].decode('latin-1', 'replace')}")
+        transport = writer.transport
+        conn = _Conn(key)
+        if ctx is not None:
+            tls = await loop.start_tls(transport, transport.get_protocol(), ctx, server_hostname=host)
+            assert tls is not None
+            transport = tls
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+    except BaseException:
         writer.close()
-        raise ConnectError(f"proxy {p.hostname}:{p.port} refused the tunnel to {host}:{port}: {head.splitlines()[0].decode('latin-1', 'replace')}")
-    transport = writer.transport
-    conn = _Conn(key)
-    if ctx is not None:
-        tls = await loop.start_tls(transport, transport.get_protocol(), ctx, server_hostname=host)
-        assert tls is not None
-        transport = tls
-    transport.set_protocol(conn)
-    conn.connection_made(transport)
+        raise
+    # A collected StreamWriter closes its transport (Python >= 3.11.5): the connection keeps it.
+    conn.tunnel = writer
     return conn
