@@ -1,6 +1,6 @@
 """Gateway benchmark: the gateway (one worker) against the same mock upstream called directly.
 
-    python bench/gateway_bench.py                 # 10 s per wrk run, about 4 minutes
+    python bench/gateway_bench.py                 # 10 s per wrk run, about 4 minutes (6 with --floor)
     python bench/gateway_bench.py --quick         # 2 s runs, fewer TTFB samples
     python bench/gateway_bench.py --json out.json
     python bench/gateway_bench.py --floor         # also the floor proxy as a third target
