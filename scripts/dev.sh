@@ -7,6 +7,8 @@
 #   bash scripts/dev.sh                 # foreground; Ctrl-C stops the gateway
 #   bash scripts/dev.sh --background    # start it in the background (log: .switchyard/dev/gateway.log)
 #   bash scripts/dev.sh --stop          # stop a background gateway
+# SWITCHYARD_DEV_PORT and SWITCHYARD_DEV_DATA override the port (environments.dev.port) and
+# the data directory (.switchyard/dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +20,7 @@ case "${1:-}" in
   *) echo "usage: bash scripts/dev.sh [--background | --stop]" >&2; exit 2 ;;
 esac
 
-DATA=.switchyard/dev
+DATA="${SWITCHYARD_DEV_DATA:-.switchyard/dev}"   # overridable for tests
 PIDFILE="$DATA/gateway.pid"
 
 if [ "$MODE" = stop ]; then
@@ -37,7 +39,7 @@ PY=.venv/bin/python
 
 $PY -m compiler check gateway.yaml
 $PY -m compiler build dev --out build >/dev/null
-PORT="$($PY -c 'import json; print(json.load(open("build/dev/manifest.json"))["port"])')"
+PORT="${SWITCHYARD_DEV_PORT:-$($PY -c 'import json; print(json.load(open("build/dev/manifest.json"))["port"])')}"
 URL="http://127.0.0.1:$PORT"
 
 if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
