@@ -47,7 +47,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Issue a key for an org; the key is printed once on stdout. For rotation, "
         "create a second key with the same org and name, then revoke the old one.",
     )
-    _common(create)
+    add_env_args(create)
     create.add_argument("--org", required=True, type=_org, help="the org the key belongs to")
     create.add_argument("--name", required=True, type=_name, help="what the key is for (e.g. ci)")
     create.add_argument(
@@ -56,14 +56,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     create.set_defaults(func=cmd_keys_create)
 
     listing = actions.add_parser("list", help="list keys and their status")
-    _common(listing)
+    add_env_args(listing)
     listing.add_argument("--json", action="store_true", help="JSON for machines")
     listing.set_defaults(func=cmd_keys_list)
 
     revoke = actions.add_parser(
         "revoke", help="revoke a key by its key id (takes effect within about a second)"
     )
-    _common(revoke)
+    add_env_args(revoke)
     revoke.add_argument("key_id", metavar="KEYID", help="the key id shown by `keys list`")
     revoke.set_defaults(func=cmd_keys_revoke)
 
@@ -73,7 +73,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         description="The last request records, or (--by) records grouped with error rate, "
         "latency and time-to-first-byte percentiles, tokens and cost.",
     )
-    _common(requests)
+    add_env_args(requests)
     requests.add_argument(
         "--last", type=_positive, metavar="N", help="the last N records (default 20)"
     )
@@ -85,7 +85,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     requests.set_defaults(func=cmd_requests)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_env_args(parser: argparse.ArgumentParser) -> None:
+    """`--env` and `--data-dir`, as every state-reading subcommand takes them."""
     parser.add_argument("--env", required=True, type=_env, help="the environment")
     parser.add_argument(
         "--data-dir",
@@ -149,7 +150,7 @@ def _dir(args: argparse.Namespace) -> Path:
     return data_dir(args.env, explicit=args.data_dir)
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 1
 
@@ -166,7 +167,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         with _store(args) as store:
             info, plaintext = store.create(args.org, args.name, expires)
     except (ValueError, KeyStoreError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(plaintext, flush=True)
     print(
         f"created key {info.id} for org {info.org!r} (name {info.name!r}) in environment "
@@ -199,7 +200,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
             with KeyStore(keys_db, args.env) as store:
                 infos = store.list()
         except KeyStoreError as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
     now = time.time()
     if args.json:
         print(json.dumps([_key_json(info, now) for info in infos], indent=2))
@@ -226,16 +227,16 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     """`keys revoke KEYID`; revoking a revoked key says so and succeeds."""
     key_id: str = args.key_id
     if key_id.startswith("sy_"):  # never echo what may be a full key
-        return _fail("pass the key id (see `keys list`), not the key itself")
+        return fail("pass the key id (see `keys list`), not the key itself")
     keys_db = _dir(args) / KEYS_DB
     if not keys_db.exists():
-        return _fail(f"no key store in {keys_db.parent}; is --data-dir right?")
+        return fail(f"no key store in {keys_db.parent}; is --data-dir right?")
     try:
         with KeyStore(keys_db, args.env) as store:
             before = store.get(key_id)
             info = store.revoke(key_id)
     except KeyStoreError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if before is not None and before.revoked_at is not None:
         print(f"key {key_id} was already revoked at {report.format_time(info.revoked_at)}")
     else:
@@ -248,13 +249,13 @@ def cmd_requests(args: argparse.Namespace) -> int:
     directory = _dir(args)
     db = directory / REQUESTS_DB
     if not db.exists():
-        return _fail(f"no requests recorded yet in {directory}; is --data-dir right?")
+        return fail(f"no requests recorded yet in {directory}; is --data-dir right?")
     since = time.time() - args.since if args.since else None
     last = args.last if args.last or args.by else 20
     try:
         records = read_records(db, since=since, last=last)
     except sqlite3.Error as exc:
-        return _fail(f"cannot read the request log {db}: {exc}")
+        return fail(f"cannot read the request log {db}: {exc}")
     if args.by:
         groups = report.summarize(records, args.by)
         if args.json:

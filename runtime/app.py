@@ -131,7 +131,7 @@ class Gateway:
         try:
             return self.auth.verify(token or "")
         except AuthError as exc:
-            raise GatewayError(401, exc.code, exc.message) from None
+            raise exc.gateway_error() from None
 
 
 def _credentials(config: RuntimeConfig, environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str] | None], list[str]]:
@@ -219,8 +219,7 @@ def _error(exc: GatewayError) -> Response:
 
 
 def _writer_metrics(writer: RecordWriter) -> str:
-    failures = getattr(writer, "failures", 0)
-    dropped = getattr(writer, "dropped", 0)
+    failures, dropped = writer.failures, writer.dropped
     return (
         "# HELP switchyard_record_write_failures_total Failed batch writes of the request log (retried).\n"
         "# TYPE switchyard_record_write_failures_total counter\n"

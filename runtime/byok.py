@@ -38,7 +38,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from runtime import report
+from runtime import report, sqlite
+from runtime.admin import add_env_args, fail
 from runtime.config import ConfigError, OrgConfig, RuntimeConfig, load_config
 from runtime.keys import ENV_RE
 from runtime.paths import data_dir
@@ -123,16 +124,6 @@ def _check_names(org: str, provider: str, field_name: str) -> None:
         raise ByokError(f"{field_name!r} is not a credential field name (e.g. api_key)")
 
 
-def _private_file(path: Path) -> None:
-    """Create `path` 0600 in a 0700 directory before SQLite opens it (its -wal/-shm inherit)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
-
 class ByokStore:
     """An environment's BYOK credentials in SQLite (`<data_dir>/byok.db`), sealed per org."""
 
@@ -141,13 +132,11 @@ class ByokStore:
             raise ByokError(f"invalid environment name {environment!r}")
         self.path = path
         self.environment = environment
-        _private_file(path)
-        self._conn = sqlite3.connect(
-            path, timeout=5.0, isolation_level=None, check_same_thread=False
-        )
         try:
-            self._conn.execute("PRAGMA busy_timeout = 5000")
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn = sqlite.connect(path, private=True)
+        except sqlite3.Error as exc:
+            raise ByokError(f"cannot open the BYOK store {path}: {exc}") from None
+        try:
             self._conn.executescript(_SCHEMA)
             self._conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('environment', ?)", (environment,)
@@ -516,12 +505,7 @@ def add_actions(parser: argparse.ArgumentParser) -> None:
 
 
 def _common(parser: argparse.ArgumentParser, *, config: bool) -> None:
-    parser.add_argument("--env", required=True, type=_env, help="the environment")
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="the environment's data directory (default: $SWITCHYARD_DATA_DIR or ./.switchyard/ENV)",
-    )
+    add_env_args(parser)
     if config:
         parser.add_argument(
             "--config",
@@ -529,17 +513,6 @@ def _common(parser: argparse.ArgumentParser, *, config: bool) -> None:
             metavar="PATH",
             help="the compiled runtime.json (which orgs may BYOK which providers)",
         )
-
-
-def _env(text: str) -> str:
-    if not ENV_RE.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an environment name ([a-z][a-z0-9-]*)")
-    return text
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
 
 
 def _db(args: argparse.Namespace) -> Path:
@@ -577,7 +550,7 @@ def _byok_org(args: argparse.Namespace) -> tuple[RuntimeConfig, OrgConfig, str]:
 def cmd_set(args: argparse.Namespace) -> int:
     """`byok set`: checks the config and the secret, then reads the value from stdin."""
     if args.stray:
-        return _fail(
+        return fail(
             "unexpected argument(s), not shown: the credential is read from stdin, never from "
             "the command line (it may now be in your shell history: consider replacing it)"
         )
@@ -600,7 +573,7 @@ def cmd_set(args: argparse.Namespace) -> int:
         with ByokStore(_db(args), args.env) as store:
             key = store.set(org.id, provider, args.field, value, secret)
     except ByokError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(f"stored {args.field} for {org.id}/{provider} (sealed with key {key.fingerprint})")
     return 0
 
@@ -626,7 +599,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             with ByokStore(db, args.env) as store:
                 rows = store.list()
         except ByokError as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
     if args.json:
         print(json.dumps([_row_json(r) for r in rows], indent=2))
         return 0
@@ -655,14 +628,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     """`byok delete`: every field of the org's credentials for the provider."""
     db = _db(args)
     if not db.exists():
-        return _fail(f"no BYOK store in {db.parent}; is --data-dir right?")
+        return fail(f"no BYOK store in {db.parent}; is --data-dir right?")
     try:
         with ByokStore(db, args.env) as store:
             count = store.delete(args.org, args.provider)
     except ByokError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if count == 0:
-        return _fail(
+        return fail(
             f"nothing stored for {args.org}/{args.provider} in environment {args.env!r} "
             "(see `byok list`)"
         )
@@ -685,7 +658,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             count = store.rotate(org.id, old, secret)
             fingerprint = store.key(secret).fingerprint
     except ByokError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(f"re-encrypted {count} credential field(s) of org {org.id} with key {fingerprint}")
     return 0
 

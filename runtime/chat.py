@@ -18,7 +18,6 @@ import orjson
 
 from runtime import tokens
 from runtime.adapters import Chunk, Completion, Usage
-from runtime.adapters.transport import Response
 from runtime.dispatch import AllFailed, Attempt, complete, open_stream
 from runtime.errors import GatewayError, UpstreamError, from_upstream
 from runtime.records import Record
@@ -215,8 +214,8 @@ class ChatHandler:
             pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
             return tokens.delta_chars(chunk.choices)
 
-        resp = getattr(stream, "resp", None)
-        if isinstance(resp, Response):
+        resp = stream.resp
+        if resp is not None:
             resp.before_wait = flush
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _headers(rec, cand, attempts, _SSE, stream=True)})

@@ -7,7 +7,6 @@ with a message naming the field, so a bad file fails at start, never on a reques
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,13 +208,6 @@ def parse_config(doc: Any, source: str = "runtime.json") -> RuntimeConfig:
             for name, spec in r.obj(doc, "secrets").items()
         },
     )
-
-
-def content_hash(doc: dict[str, Any]) -> str:
-    """`sha256:<hex>` of the canonical JSON of doc without `config_hash` (the compiler's rule)."""
-    body = {k: v for k, v in doc.items() if k != "config_hash"}
-    text = json.dumps(body, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Reader:

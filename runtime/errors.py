@@ -22,12 +22,6 @@ ErrorClass = Literal[
     "not_found",  # unknown model upstream (404)
 ]
 
-# Classes a route may fall back on (fallback.on); the others are never retried.
-FALLBACK_CLASSES = frozenset(
-    {"rate_limited", "overloaded", "server_error", "timeout", "connect_error", "context_length"}
-)
-
-
 class UpstreamError(Exception):
     """One failed upstream attempt, already classified.
 

@@ -17,7 +17,6 @@ import builtins
 import contextlib
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sqlite3
@@ -27,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import sqlite
 from runtime.errors import GatewayError
 
 ENV_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -124,28 +124,6 @@ def token_from_headers(authorization: str | None, x_api_key: str | None) -> str 
     return None
 
 
-def _private_file(path: Path) -> None:
-    """Create `path` as an empty 0600 file (in a 0700 directory) unless it exists.
-
-    Done before SQLite opens it so the database is never readable by others, not even for a
-    moment, and without touching the process-wide umask. SQLite gives its -wal/-shm files the
-    database file's mode.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA journal_mode = WAL")
-    return conn
-
-
 def _info(row: tuple[str, str, str, str, float, float | None, float | None, str]) -> KeyInfo:
     return KeyInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
@@ -158,8 +136,7 @@ class KeyStore:
             raise KeyStoreError(f"invalid environment name {environment!r}")
         self.path = path
         self.environment = environment
-        _private_file(path)
-        self._conn = _connect(path)
+        self._conn = sqlite.connect(path, private=True)
         self._conn.executescript(_SCHEMA)
         self._conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('environment', ?)", (environment,)

@@ -67,7 +67,6 @@ class Metrics:
         self.fallbacks = Counter("switchyard_fallbacks_total", "Attempts that failed and moved on to the next candidate.", ("route", "provider", "error_class"))
         self.attempts = Counter("switchyard_upstream_attempts_total", "Upstream attempts by provider and outcome.", ("provider", "outcome"))
         self.broken = Counter("switchyard_streams_broken_total", "Streams that broke after the response was committed.", ("route", "provider"))
-        self.dropped_records = 0
 
     def render(self) -> str:
         out: list[str] = []

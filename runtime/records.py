@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from runtime import sqlite
+
 log = logging.getLogger("switchyard.records")
 
 RETENTION_EVERY_S = 3600.0
@@ -118,11 +120,7 @@ def from_row(row: sqlite3.Row | tuple[Any, ...]) -> Record:
 
 def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     """A connection to the request log (WAL, synchronous=NORMAL, busy timeout)."""
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-    )
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    conn = sqlite.connect(path, busy_timeout_ms)
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 

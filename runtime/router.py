@@ -51,7 +51,6 @@ class Plan:
     skipped: list[dict[str, str]]
     prompt_tokens: int
     max_tokens: int | None
-    max_cost: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +160,7 @@ class Router:
             detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
             raise GatewayError(400 if _request_caused(skipped) else 503, "no_candidate", f"no candidate of '{model}' can serve this request ({detail})", param="model")
         ordered = _order(strategy, eligible, self._rng)
-        return Plan(route_name, policy, ordered, skipped, est_prompt, max_tokens, cap)
+        return Plan(route_name, policy, ordered, skipped, est_prompt, max_tokens)
 
 
     def _own_credentials(self, c: Candidate, org: OrgConfig) -> Candidate:

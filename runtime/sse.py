@@ -92,10 +92,3 @@ def _fast(chunk: bytes) -> tuple[list[tuple[str, str]], bytes] | None:
         else:
             return None
     return out, rest
-
-
-def encode(data: bytes, event: str | None = None) -> bytes:
-    """One SSE event with a single-line data payload."""
-    if event:
-        return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
-    return b"data: " + data + b"\n\n"

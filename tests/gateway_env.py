@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -255,7 +254,3 @@ class Gateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    yield from path.read_text().splitlines()

@@ -63,8 +63,7 @@ class AnthropicAdapter:
         self.provider = provider
         self.session = session
         self.url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
-        self.timeout = http.timeout_for(provider.timeout_s, provider.connect_timeout_s)
-        self.stream_timeout = http.stream_timeout_for(provider.timeout_s, provider.connect_timeout_s)
+        self.timeouts = http.Timeouts.of(provider)
 
     async def send(self, call: Call) -> Completion | AnthropicStream:
         try:
@@ -77,7 +76,7 @@ class AnthropicAdapter:
             "anthropic-version": API_VERSION,
         }
         resp = await http.post(
-            self.session, self.url, headers, orjson.dumps(body), self.stream_timeout if call.stream else self.timeout, map_error
+            self.session, self.url, headers, orjson.dumps(body), self.timeouts.pick(call.stream), map_error
         )
         if call.stream:
             return AnthropicStream(resp)

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runtime.adapters.transport import Transport
+from runtime.adapters.transport import Response, Transport
 from runtime.config import ModelConfig, ProviderConfig
 
 
@@ -73,6 +73,10 @@ class Chunk:
 class UpstreamStream(Protocol):
     usage: Usage | None
     model: str | None
+    @property
+    def resp(self) -> Response | None:
+        """The transport response a network stream reads from (None for `mock`): the gateway
+        hooks its `before_wait` to write what it buffered right before the stream waits."""
 
     def __aiter__(self) -> AsyncIterator[Chunk]: ...
 

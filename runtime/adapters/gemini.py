@@ -68,8 +68,7 @@ class GeminiAdapter:
         self.provider = provider
         self.session = session
         self.base_url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.timeout = http.timeout_for(provider.timeout_s, provider.connect_timeout_s)
-        self.stream_timeout = http.stream_timeout_for(provider.timeout_s, provider.connect_timeout_s)
+        self.timeouts = http.Timeouts.of(provider)
 
     async def send(self, call: Call) -> Completion | GeminiStream:
         upstream = call.model.upstream
@@ -81,7 +80,7 @@ class GeminiAdapter:
         except (AttributeError, TypeError, ValueError) as exc:  # a request of the wrong shape
             raise _bad(f"malformed request ({type(exc).__name__}: {exc})") from None
         body = orjson.dumps(payload)
-        resp = await http.post(self.session, f"{self.base_url}/{resource}{method}", headers, body, self.stream_timeout if call.stream else self.timeout, map_error)
+        resp = await http.post(self.session, f"{self.base_url}/{resource}{method}", headers, body, self.timeouts.pick(call.stream), map_error)
         if call.stream:
             return GeminiStream(resp)
         return parse_response(await http.read_json(resp))

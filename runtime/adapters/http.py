@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,20 +23,30 @@ from runtime.adapters.transport import (
     Timeout,
     Transport,
 )
+from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 from runtime.sse import SSEParser
 
 ErrorMapper = Callable[[int, Any, Any], UpstreamError]
 
 
-def timeout_for(total_s: float, connect_s: float) -> Timeout:
-    """A non-streamed call: the whole exchange within `timeout_s`."""
-    return Timeout(total=total_s, connect=connect_s, read=None)
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """A provider's timeouts: a non-streamed call must finish within `timeout_s`; a stream
+    may run long, and what must not exceed `timeout_s` is the silence between reads."""
 
+    plain: Timeout
+    stream: Timeout
 
-def stream_timeout_for(gap_s: float, connect_s: float) -> Timeout:
-    """A stream may run long; what must not exceed `timeout_s` is the silence between reads."""
-    return Timeout(total=None, connect=connect_s, read=gap_s)
+    @classmethod
+    def of(cls, provider: ProviderConfig) -> Timeouts:
+        return cls(
+            Timeout(total=provider.timeout_s, connect=provider.connect_timeout_s, read=None),
+            Timeout(total=None, connect=provider.connect_timeout_s, read=provider.timeout_s),
+        )
+
+    def pick(self, stream: bool) -> Timeout:
+        return self.stream if stream else self.plain
 
 
 async def post(

@@ -43,7 +43,7 @@ import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, Usage
-from runtime.adapters.transport import Transport
+from runtime.adapters.transport import Response, Transport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -102,6 +102,7 @@ class MockStream:
         self._drop = drop
         self.usage: Usage | None = None
         self.model: str | None = model
+        self.resp: Response | None = None  # offline: nothing to wait for
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         await _sleep(self._delay_s)

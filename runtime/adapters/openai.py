@@ -31,8 +31,7 @@ class OpenAIAdapter:
         self.provider = provider
         self.session = session
         self.url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
-        self.timeout = http.timeout_for(provider.timeout_s, provider.connect_timeout_s)
-        self.stream_timeout = http.stream_timeout_for(provider.timeout_s, provider.connect_timeout_s)
+        self.timeouts = http.Timeouts.of(provider)
 
     async def send(self, call: Call) -> Completion | OpenAIStream:
         body = dict(call.request)
@@ -48,7 +47,7 @@ class OpenAIAdapter:
         headers = {"content-type": "application/json", "authorization": "Bearer " + call.credentials.get("api_key", "")}
         if "organization" in call.credentials:
             headers["openai-organization"] = call.credentials["organization"]
-        resp = await http.post(self.session, self.url, headers, orjson.dumps(body), self.stream_timeout if call.stream else self.timeout, map_error)
+        resp = await http.post(self.session, self.url, headers, orjson.dumps(body), self.timeouts.pick(call.stream), map_error)
         if call.stream:
             return OpenAIStream(resp)
         return parse_completion(await http.read_json(resp))
