@@ -460,6 +460,15 @@ class Environment(_Section):
         examples=[60],
     )
     keep_releases: int = Field(default=5, ge=2, le=100, description="Releases kept on the host for rollback.", examples=[5])
+    deploy_dir: str = Field(
+        default="/srv/switchyard", pattern=r"^(/|~/)[A-Za-z0-9._/-]*$",
+        description=(
+            "Directory on the host for releases, the secrets file, locks and history "
+            "(`~/` = the SSH user's home). Environments sharing a host should share it, "
+            "so that their port and project claims are checked against each other."
+        ),
+        examples=["/srv/switchyard"],
+    )
     description: str | None = Field(default=None, description="Free text for people.", examples=["Shared staging"])
 
 

@@ -285,6 +285,7 @@ def render_environment(
         "replicas": env.replicas,
         "health_timeout_s": env.health_timeout_s,
         "keep_releases": env.keep_releases,
+        "deploy_dir": env.deploy_dir,
         "image": image,
         "config_hash": config_hash,
         "source": {"name": source_name, "sha256": source_sha256},
