@@ -287,6 +287,12 @@ def render_environment(
         "keep_releases": env.keep_releases,
         "deploy_dir": env.deploy_dir,
         "image": image,
+        # What the image hash is made of, so deploy can say which one changed.
+        "image_inputs": {
+            "dockerfile": "sha256:" + sha256(dockerfile),
+            "runtime": "sha256:" + image_inputs.runtime_digest,
+            "requirements": "sha256:" + sha256(image_inputs.requirements),
+        },
         "config_hash": config_hash,
         "source": {"name": source_name, "sha256": source_sha256},
         "secrets": sorted(runtime["secrets"]),

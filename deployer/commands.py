@@ -1,0 +1,156 @@
+"""The commands a deploy runs on a host, as argument lists. Built here, run elsewhere.
+
+Every compose command names its project with `-p` and its file with `-f`, and runs with the
+compose variables that could widen its reach scrubbed from the environment
+(`COMPOSE_REMOVE_ORPHANS` would silently remove whatever shares the project label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SCRUBBED = ("COMPOSE_REMOVE_ORPHANS", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "COMPOSE_PATH_SEPARATOR", "COMPOSE_ENV_FILES")
+OWNER_LABEL = "dev.switchyard.managed-by"
+OWNER = "switchyard"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
+
+
+def _env() -> list[str]:
+    argv = ["env"]
+    for name in SCRUBBED:
+        argv += ["-u", name]
+    return argv
+
+
+def compose(project: str, compose_file: str, *args: str) -> list[str]:
+    """`docker compose -p <project> -f <file> ...`, with the dangerous variables unset."""
+    return [*_env(), "docker", "compose", "-p", project, "-f", compose_file, *args]
+
+
+def compose_config_check(project: str, compose_file: str) -> list[str]:
+    return compose(project, compose_file, "config", "--quiet")
+
+
+def compose_up(project: str, compose_file: str, services: Sequence[str], *, build: bool) -> list[str]:
+    """Create or recreate exactly `services`; never their dependencies, never orphans."""
+    return compose(project, compose_file, "up", "--detach", "--no-deps", *(["--build"] if build else []), *services)
+
+
+def compose_build(project: str, compose_file: str, services: Sequence[str]) -> list[str]:
+    return compose(project, compose_file, "build", *services)
+
+
+def compose_exec(project: str, compose_file: str, service: str, *argv: str) -> list[str]:
+    return compose(project, compose_file, "exec", "-T", service, *argv)
+
+
+def project_containers(project: str) -> list[str]:
+    """Ids of every container (running or not) in the compose project, whoever made it."""
+    return ["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={project}"]
+
+
+def published_containers() -> list[str]:
+    """Every running container with the ports it publishes, for the host-wide port check."""
+    return ["docker", "ps", "--format", "{{.ID}}\t{{.Label \"" + PROJECT_LABEL + "\"}}\t{{.Ports}}"]
+
+
+def inspect(ids: Sequence[str]) -> list[str]:
+    return ["docker", "inspect", "--type", "container", *ids]
+
+
+def image_ids(refs: Sequence[str]) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", *refs]
+
+
+def remove_image(ref: str) -> list[str]:
+    """Untag one image of ours by its exact name (no --force: an image in use stays)."""
+    return ["docker", "image", "rm", ref]
+
+
+def stop_and_remove(ids: Sequence[str]) -> list[str]:
+    """Remove exactly these containers (ours: checked by the caller against the labels)."""
+    return ["docker", "rm", "--force", "--volumes=false", *ids]
+
+
+def logs(container: str, tail: int = 20) -> list[str]:
+    return ["docker", "logs", "--tail", str(tail), container]
+
+
+def docker_version() -> list[str]:
+    return ["docker", "compose", "version", "--short"]
+
+
+# -- files and directories on the host ---------------------------------------------------
+# Fixed scripts with the variable parts as positional parameters ("$1"), never spliced in.
+
+
+def make_env_dir(env_dir: str) -> list[str]:
+    """The environment's directory (0700: it holds the secrets file) and its releases/."""
+    return ["sh", "-c", 'mkdir -p -- "$1/releases" && chmod 700 -- "$1"', "sh", env_dir]
+
+
+def unpack_release(tarball: str, final_dir: str) -> list[str]:
+    """Unpack into a hidden directory, then rename: a release appears whole or not at all."""
+    script = 'set -e; tmp="$2.tmp"; rm -rf -- "$tmp"; mkdir -p -- "$tmp"; tar -xzf "$1" -C "$tmp"; rm -f -- "$1"; rm -rf -- "$2"; mv -- "$tmp" "$2"'
+    return ["sh", "-c", script, "sh", tarball, final_dir]
+
+
+def point_current(env_dir: str, release_id: str) -> list[str]:
+    """Atomically point `current` at a release (ln -s to a temporary name, then mv -T)."""
+    script = 'set -e; cd -- "$1"; ln -sfn -- "releases/$2" .current.tmp; mv -T -- .current.tmp current'
+    return ["sh", "-c", script, "sh", env_dir, release_id]
+
+
+def read_current(env_dir: str) -> list[str]:
+    return ["sh", "-c", 'readlink -- "$1/current" || true', "sh", env_dir]
+
+
+def list_releases(env_dir: str) -> list[str]:
+    return ["sh", "-c", 'ls -1 -- "$1/releases" 2>/dev/null || true', "sh", env_dir]
+
+
+def remove_release(env_dir: str, release_id: str) -> list[str]:
+    return ["sh", "-c", 'rm -rf -- "$1/releases/$2"', "sh", env_dir, release_id]
+
+
+def replace_if_changed(new: str, target: str) -> list[str]:
+    """mv new over target unless equal; prints `changed` or `same` (never the content)."""
+    script = 'if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else mv -f -- "$1" "$2"; echo changed; fi'
+    return ["sh", "-c", script, "sh", new, target]
+
+
+def same_content(a: str, b: str) -> list[str]:
+    return ["sh", "-c", 'if cmp -s -- "$1" "$2"; then echo same; else echo changed; fi', "sh", a, b]
+
+
+def append_line(path: str) -> list[str]:
+    """Append stdin to `path` (one history line)."""
+    return ["sh", "-c", 'cat >> "$1"', "sh", path]
+
+
+def resolve_root(root: str, create: bool) -> list[str]:
+    """The absolute deploy directory (`~/x` is relative to the login directory over SSH)."""
+    path = root[2:] if root.startswith("~/") else root
+    make = 'mkdir -p -- "$1" && ' if create else '[ -d "$1" ] || { echo absent; exit 0; }; '
+    return ["sh", "-c", make + 'cd -- "$1" && pwd -P', "sh", path or "."]
+
+
+def lock(lock_file: str, wait_s: float | None) -> list[str]:
+    """Hold `flock` on `lock_file` while our stdin stays open.
+
+    The kernel drops the lock when the holder is gone (deploy finished, Ctrl-C, SSH
+    connection dropped), so a lock never outlives its deploy. Exit 75 means "held by another".
+    """
+    wait = ["--nonblock"] if not wait_s else ["--timeout", str(max(1, int(wait_s)))]
+    return ["flock", *wait, "--conflict-exit-code", "75", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]
+
+
+def serialised(lock_file: str, argv: Sequence[str]) -> list[str]:
+    """Run `argv` under the environment's operation lock.
+
+    A compose command left running by a deploy whose SSH connection dropped still holds it,
+    so the next deploy's compose commands wait for it instead of racing it.
+    """
+    return ["flock", "--timeout", "900", lock_file, *argv]

@@ -1,0 +1,331 @@
+"""One interface for the machine a deploy acts on: a host over SSH (Fabric) or this machine.
+
+Commands are argument lists; over SSH they are joined with `shlex.join`, never formatted
+into shell strings. Secret values never travel on a command line: they are written as files
+(`write`, mode 0600) or passed on stdin.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class HostError(Exception):
+    """The host could not be reached or a command on it could not be run (not retried)."""
+
+
+class ConnectionLost(HostError):
+    """The SSH connection broke while a step was running."""
+
+
+class CommandFailed(HostError):
+    """A command exited non-zero."""
+
+    def __init__(self, argv: Sequence[str], result: Result) -> None:
+        self.argv = list(argv)
+        self.result = result
+        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-8:]
+        super().__init__(f"`{shlex.join(argv)}` exited {result.rc}" + (": " + "\n  ".join(detail) if detail else ""))
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class Held(Protocol):
+    """A long-running command whose stdin we hold open (a lock holder). `release()` ends it."""
+
+    def release(self) -> None: ...
+
+
+class Host(Protocol):
+    """What a deploy needs from a machine."""
+
+    name: str
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
+        """Run `argv`; raise CommandFailed when `check` and it exits non-zero."""
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write atomically (temporary file with `mode` from the start, then rename)."""
+
+    def hold(self, argv: Sequence[str], ready: str, timeout: float) -> tuple[Held | None, str]:
+        """Start `argv`; wait for a stdout line equal to `ready`. (holder, "") or (None, output) if it exited."""
+
+    def http_get(self, port: int, path: str, timeout: float = 3.0) -> int | None:
+        """Status of GET http://127.0.0.1:<port><path> as seen ON the host; None if nothing answers."""
+
+    def close(self) -> None: ...
+
+
+def _status_line(data: bytes) -> int | None:
+    first = data.split(b"\r\n", 1)[0].split()
+    if len(first) >= 2 and first[0].startswith(b"HTTP/") and first[1].isdigit():
+        return int(first[1])
+    return None
+
+
+def _request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: switchyard-deploy\r\n\r\n".encode()
+
+
+# ---------------------------------------------------------------------------------------
+# this machine
+
+
+class _LocalHeld:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def release(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class LocalHost:
+    """`target: local`: the same steps, run here with subprocess and plain file I/O."""
+
+    name = "localhost"
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
+        try:
+            proc = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True, timeout=timeout)
+        except FileNotFoundError as exc:
+            raise HostError(f"{argv[0]}: not installed on this machine") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise HostError(f"`{shlex.join(argv)}` took longer than {timeout:.0f} s") from exc
+        result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        if check and not result.ok:
+            raise CommandFailed(argv, result)
+        return result
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        target = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def hold(self, argv: Sequence[str], ready: str, timeout: float) -> tuple[Held | None, str]:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line == ready:
+                return _LocalHeld(proc), ""
+            lines.append(line)
+        proc.wait()
+        return None, "\n".join(lines)
+
+    def http_get(self, port: int, path: str, timeout: float = 3.0) -> int | None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+                sock.sendall(_request(path))
+                return _status_line(_recv_all(sock.recv))
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        pass
+
+
+def _recv_all(recv: Any, limit: int = 65536) -> bytes:
+    buf = b""
+    while len(buf) < limit:
+        chunk = recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+        if b"\r\n" in buf:
+            break
+    return buf
+
+
+# ---------------------------------------------------------------------------------------
+# a host over SSH
+
+
+class _SSHHeld:
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    def release(self) -> None:
+        try:
+            self.channel.shutdown_write()
+            deadline = time.monotonic() + 5
+            while not self.channel.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except Exception:  # noqa: BLE001 - the connection is gone: so is the holder
+            pass
+        finally:
+            self.channel.close()
+
+
+class SSHHost:
+    """`target: ssh`: a Fabric connection; SFTP for files, exec channels for commands."""
+
+    def __init__(self, host: str, *, user: str | None, port: int, identity: str | None, connect_timeout: float = 10.0) -> None:
+        from fabric import Connection
+
+        connect_kwargs: dict[str, Any] = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
+        if identity:
+            connect_kwargs["key_filename"] = [os.path.expanduser(identity)]
+        self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout, connect_kwargs=connect_kwargs)
+        self.name = f"{self.conn.user}@{host}:{port}"
+        self._sftp: Any = None
+        try:
+            self.conn.open()
+        except Exception as exc:  # noqa: BLE001 - paramiko/socket errors: translated here, once
+            raise HostError(f"cannot connect to {self.name}: {_reason(exc)}") from exc
+
+    def _transport(self) -> Any:
+        transport = self.conn.client.get_transport() if self.conn.client else None
+        if transport is None or not transport.is_active():
+            raise ConnectionLost(f"the SSH connection to {self.name} was lost")
+        return transport
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
+        command = shlex.join(argv)
+        try:
+            self._transport()
+            res = self.conn.run(
+                command, hide=True, warn=True, pty=False, timeout=timeout,
+                in_stream=io.BytesIO(stdin) if stdin is not None else False,
+            )
+        except ConnectionLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - invoke/paramiko errors mapped at the boundary
+            if type(exc).__name__ == "CommandTimedOut":
+                raise HostError(f"`{command}` took longer than {timeout:.0f} s on {self.name}") from exc
+            raise ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`: {_reason(exc)}") from exc
+        if res.exited is None or res.exited < 0:
+            raise ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`")
+        result = Result(res.exited, res.stdout, res.stderr)
+        if check and not result.ok:
+            raise CommandFailed(argv, result)
+        return result
+
+    def sftp(self) -> Any:
+        self._transport()
+        if self._sftp is None:
+            self._sftp = self.conn.sftp()
+        return self._sftp
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            with self.sftp().open(path, "rb") as fh:
+                data: bytes = fh.read()
+                return data
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if getattr(exc, "errno", None) == 2:
+                return None
+            raise HostError(f"cannot read {path} on {self.name}: {_reason(exc)}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectionLost(f"the SSH connection to {self.name} was lost reading {path}: {_reason(exc)}") from exc
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        directory, base = os.path.split(path)
+        tmp = os.path.join(directory, f".{base}.{os.getpid()}.tmp")
+        try:
+            sftp = self.sftp()
+            # Mode first, bytes second. The environment's directory is 0700, so nobody else
+            # can open the file in the moment between its creation and the chmod.
+            with sftp.open(tmp, "wb") as fh:
+                sftp.chmod(tmp, mode)
+                fh.write(data)
+            sftp.posix_rename(tmp, path)
+        except OSError as exc:
+            raise HostError(f"cannot write {path} on {self.name}: {_reason(exc)}") from exc
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectionLost(f"the SSH connection to {self.name} was lost writing {path}: {_reason(exc)}") from exc
+
+    def hold(self, argv: Sequence[str], ready: str, timeout: float) -> tuple[Held | None, str]:
+        try:
+            channel = self._transport().open_session()
+            channel.exec_command(shlex.join(argv))
+            f = channel.makefile("rb")
+            lines: list[str] = []
+            for raw in f:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if line == ready:
+                    return _SSHHeld(channel), ""
+                lines.append(line)
+            lines += channel.makefile_stderr("rb").read().decode(errors="replace").splitlines()
+            channel.close()
+            return None, "\n".join(lines)
+        except HostError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectionLost(f"the SSH connection to {self.name} was lost: {_reason(exc)}") from exc
+
+    def http_get(self, port: int, path: str, timeout: float = 3.0) -> int | None:
+        try:
+            channel = self._transport().open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
+        except HostError:
+            raise
+        except Exception:  # noqa: BLE001 - connection refused on the host, or forwarding disabled
+            return None
+        try:
+            channel.settimeout(timeout)
+            channel.sendall(_request(path))
+            return _status_line(_recv_all(channel.recv))
+        except Exception:  # noqa: BLE001
+            return None
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
