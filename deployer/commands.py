@@ -108,7 +108,13 @@ def read_current(env_dir: str) -> list[str]:
 
 
 def list_releases(env_dir: str) -> list[str]:
-    return ["sh", "-c", 'ls -1 -- "$1/releases" 2>/dev/null || true', "sh", env_dir]
+    """One line per release directory: `<id> ok` or `<id> failed` (a FAILED marker in it)."""
+    script = 'cd -- "$1/releases" 2>/dev/null || exit 0; for d in *; do [ -d "$d" ] || continue; if [ -e "$d/FAILED" ]; then echo "$d failed"; else echo "$d ok"; fi; done'
+    return ["sh", "-c", script, "sh", env_dir]
+
+
+def mark_failed(release_dir: str) -> list[str]:
+    return ["sh", "-c", 'echo "$2" > "$1/FAILED"', "sh", release_dir, "health check failed; see history"]
 
 
 def remove_release(env_dir: str, release_id: str) -> list[str]:

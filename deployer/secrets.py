@@ -25,6 +25,14 @@ class SecretsFile:
     def __repr__(self) -> str:  # never show the content
         return f"SecretsFile(names={self.names!r}, missing_optional={self.missing_optional!r})"
 
+    def values(self) -> tuple[str, ...]:
+        """The values themselves, only so that output can redact them."""
+        out = []
+        for line in self.content.decode().splitlines():
+            if "='" in line and not line.startswith("#"):
+                out.append(line.split("='", 1)[1][:-1])
+        return tuple(out)
+
 
 def where(source: SecretSource) -> str:
     return f"${source.env}" if source.env else f"file {source.file}"
