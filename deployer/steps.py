@@ -170,10 +170,10 @@ class WaitHealthy:
             time.sleep(0.3)
 
     def _why(self, ctx: Context, c: Container) -> str:
-        if c.health == "unhealthy":
-            what = f"{c.name} is unhealthy" + (f": {first_line(c.health_log)}" if c.health_log else "")
-        else:
+        if c.state != "running":
             what = f"{c.name} is {c.state}" + (f" (exit code {c.exit_code})" if c.exit_code else "")
+        else:
+            what = f"{c.name} is unhealthy" + (f": {first_line(c.health_log)}" if c.health_log else "")
         tail = ctx.host.run(cmd.logs(c.id, 8), check=False)
         lines = [ln for ln in (tail.stdout + tail.stderr).strip().splitlines() if ln.strip()][-4:]
         return ctx.out.clean(what + ("; its last log lines:\n    " + "\n    ".join(lines) if lines else ""))
