@@ -137,10 +137,10 @@ def append_line(path: str) -> list[str]:
 
 
 def resolve_root(root: str, create: bool) -> list[str]:
-    """The absolute deploy directory (`~/x` is relative to the login directory over SSH)."""
-    path = root[2:] if root.startswith("~/") else root
+    """The absolute deploy directory; `~/x` is under the (SSH) user's $HOME on the host."""
+    home = 'case "$1" in "~/"*) set -- "$HOME/${1#"~/"}";; esac; '
     make = 'mkdir -p -- "$1" && ' if create else '[ -d "$1" ] || { echo absent; exit 0; }; '
-    return ["sh", "-c", make + 'cd -- "$1" && pwd -P', "sh", path or "."]
+    return ["sh", "-c", home + make + 'cd -- "$1" && pwd -P', "sh", root]
 
 
 def lock(lock_file: str, wait_s: float | None) -> list[str]:
