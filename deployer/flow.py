@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,72 +243,102 @@ def _record(ctx: Context, entry: dict[str, Any]) -> None:
         Record(entry).run(ctx)
 
 
-def deploy(opts: Options) -> int:
-    out = Progress(opts.env, json_mode=opts.json)
-    doc: dict[str, Any] = {"ok": False, "environment": opts.env, "action": "plan" if opts.plan else "deploy",
-                           "release": None, "previous": None, "url": None, "health": "unknown", "services": {}, "error": None}
+@dataclass
+class Session:
+    """One run of deploy.py: its output, its result document, and what to close at the end."""
+
+    opts: Options
+    action: str
+    out: Progress
+    doc: dict[str, Any]
     host: Host | None = None
     held: Held | None = None
+
+    def open(self, bundle: Bundle) -> tuple[Host, str | None]:
+        """Connect to the environment's host; the deploy directory (None if absent, read-only runs)."""
+        self.doc["url"] = bundle.url
+        self.host = connect(bundle, self.opts.identity)
+        create = self.action == "deploy"
+        return self.host, resolve_root(self.host, str(bundle.manifest["deploy_dir"]), create=create)
+
+    def lock(self, paths: Paths) -> None:
+        assert self.host is not None
+        with self.out.step(f"take the deploy lock of {paths.compose_project}"):
+            self.held = take_lock(self.host, paths, self.out, self.action, self.opts.lock_wait_s)
+
+
+def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
+    """Run `body`; turn our errors into the final line / JSON and exit 1; always unlock and disconnect."""
+    out = Progress(opts.env, json_mode=opts.json)
+    doc: dict[str, Any] = {"ok": False, "environment": opts.env, "action": action, "release": None, "previous": None,
+                           "url": None, "health": "unknown", "services": {}, "error": None}
+    session = Session(opts, action, out, doc)
     try:
-        with out.step(f"validate and compile {opts.config} for {opts.env}"):
-            bundle = load_bundle(opts.config, opts.env)
-            secrets = secrets_file(bundle)
-        out.secrets = secrets.values()
-        doc["url"] = bundle.url
-        with out.step(f"connect to {bundle.manifest['target']} host {bundle.manifest.get('host') or 'localhost'}"):
-            host = connect(bundle, opts.identity)
-            root = resolve_root(host, str(bundle.manifest["deploy_dir"]), create=not opts.plan)
-        paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
-        if not opts.plan:
-            with out.step(f"take the deploy lock of {bundle.compose_project}"):
-                held = take_lock(host, paths, out, "deploy", opts.lock_wait_s)
-        with out.step("read what runs on the host and plan"):
-            state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
-            check_ownership(state)
-            changed_secrets = _secrets_changed(host, paths, secrets) if root else True
-            image = str(bundle.manifest["image"])
-            present = image_present(host, [image])[image]
-            inputs = _inputs(host, state, bundle.manifest, json.loads(bundle.files["runtime.json"]), parse_compose(bundle.files["compose.yaml"]))
-            plan = make_plan(inputs, state, image_present=present, secrets_changed=changed_secrets)
-        doc["services"] = {s.service: s.as_json() for s in plan.services}
-        doc["previous"] = plan.deployed_release
-        with out.step("check the host's port and project claims"):
-            if opts.plan:
-                problems = claims.check(host, paths, bundle) if root else []
-                if problems:
-                    raise DeployError("this deploy would be refused: " + "; ".join(problems))
-            else:
-                claims.claim(host, paths, bundle, operator(), _now())
-        ctx = Context(host, bundle, paths, out, secrets)
-        if plan.noop:
-            return _unchanged(ctx, state, plan, opts, doc)
-        release_id = bundle.release_id(utcnow())
-        ctx.tarball = bundle.tarball()
-        steps = plan_steps(bundle, paths, release_id, plan, secrets_names=secrets.names,
-                           secrets_changed=changed_secrets, tar_size=len(ctx.tarball))
-        doc["release"] = release_id
-        doc["plan"] = [s.describe() for s in steps]
-        _print_plan(out, bundle, host, plan, steps, to_stdout=opts.plan and not opts.json)
-        if opts.plan:
-            doc["ok"] = True
-            out.finish(doc, f"{bundle.env}: plan only, nothing was changed ({len(plan.changed)} service(s) would change)")
-            return 0
-        _confirm(opts, out)
-        return _execute(ctx, steps, state, plan, release_id, "deploy", doc, bundle.manifest)
+        return body(session)
     except ConnectionLost as exc:
         doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: deploy INTERRUPTED: {exc}. The lock went with the connection; "
-                        "run the deploy again: it plans from what actually runs and converges.")
+        out.finish(doc, f"{opts.env}: {action} INTERRUPTED: {exc}. The lock went with the connection; "
+                        f"run the {action} again: it plans from what actually runs and converges.")
         return 1
     except (DeployError, HostError) as exc:
         doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: {doc['action']} refused: {exc}")
+        out.finish(doc, f"{opts.env}: {action} refused: {exc}")
         return 1
     finally:
-        if held is not None:
-            held.release()
-        if host is not None:
-            host.close()
+        if session.held is not None:
+            session.held.release()
+        if session.host is not None:
+            session.host.close()
+
+
+def deploy(opts: Options) -> int:
+    return _guarded(opts, "plan" if opts.plan else "deploy", _deploy)
+
+
+def _deploy(session: Session) -> int:
+    opts, out, doc = session.opts, session.out, session.doc
+    with out.step(f"validate and compile {opts.config} for {opts.env}"):
+        bundle = load_bundle(opts.config, opts.env)
+        secrets = secrets_file(bundle)
+    out.secrets = secrets.values()
+    with out.step(f"connect to {bundle.manifest['target']} host {bundle.manifest.get('host') or 'localhost'}"):
+        host, root = session.open(bundle)
+    paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
+    if not opts.plan:
+        session.lock(paths)
+    with out.step("read what runs on the host and plan"):
+        state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
+        check_ownership(state)
+        changed_secrets = _secrets_changed(host, paths, secrets) if root else True
+        image = str(bundle.manifest["image"])
+        present = image_present(host, [image])[image]
+        inputs = _inputs(host, state, bundle.manifest, json.loads(bundle.files["runtime.json"]), parse_compose(bundle.files["compose.yaml"]))
+        plan = make_plan(inputs, state, image_present=present, secrets_changed=changed_secrets)
+    doc["services"] = {s.service: s.as_json() for s in plan.services}
+    doc["previous"] = plan.deployed_release
+    with out.step("check the host's port and project claims"):
+        if opts.plan:
+            problems = claims.check(host, paths, bundle) if root else []
+            if problems:
+                raise DeployError("this deploy would be refused: " + "; ".join(problems))
+        else:
+            claims.claim(host, paths, bundle, operator(), _now())
+    ctx = Context(host, bundle, paths, out, secrets)
+    if plan.noop:
+        return _unchanged(ctx, state, plan, opts, doc)
+    release_id = bundle.release_id(utcnow())
+    ctx.tarball = bundle.tarball()
+    steps = plan_steps(bundle, paths, release_id, plan, secrets_names=secrets.names,
+                       secrets_changed=changed_secrets, tar_size=len(ctx.tarball))
+    doc["release"] = release_id
+    doc["plan"] = [s.describe() for s in steps]
+    _print_plan(out, bundle, host, plan, steps, to_stdout=opts.plan and not opts.json)
+    if opts.plan:
+        doc["ok"] = True
+        out.finish(doc, f"{bundle.env}: plan only, nothing was changed ({len(plan.changed)} service(s) would change)")
+        return 0
+    _confirm(opts, out)
+    return _execute(ctx, steps, state, plan, release_id, "deploy", doc, bundle.manifest)
 
 
 def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: dict[str, Any]) -> int:
@@ -335,62 +366,46 @@ def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: d
 
 
 def rollback(opts: Options) -> int:
-    out = Progress(opts.env, json_mode=opts.json)
-    doc: dict[str, Any] = {"ok": False, "environment": opts.env, "action": "rollback", "release": None,
-                           "previous": None, "url": None, "health": "unknown", "services": {}, "error": None}
-    host: Host | None = None
-    held: Held | None = None
-    try:
-        bundle = load_bundle(opts.config, opts.env)
-        host = connect(bundle, opts.identity)
-        root = resolve_root(host, str(bundle.manifest["deploy_dir"]), create=False)
-        if root is None:
-            raise DeployError(f"{bundle.env} was never deployed to {host.name}")
-        paths = Paths(root, bundle.compose_project)
-        with out.step(f"take the deploy lock of {bundle.compose_project}"):
-            held = take_lock(host, paths, out, "rollback", opts.lock_wait_s)
-        with out.step("read what runs on the host and plan"):
-            state = read_state(host, root, paths.compose_project, bundle.config.project, bundle.env)
-            check_ownership(state)
-            target = state.previous()
-            if target is None:
-                raise DeployError(f"no earlier release of {bundle.env} is on the host to roll back to (current: {state.current or 'none'})")
-            manifest = read_manifest(host, paths, target)
-            if manifest is None:
-                raise DeployError(f"release {target} has no manifest on the host; cannot roll back to it")
-            image = str(manifest["image"])
-            present = image_present(host, [image])[image]
-            inputs = _inputs(host, state, manifest, _read_json(host, f"{paths.release(target)}/runtime.json"),
-                             parse_compose(host.read(paths.compose_file(target))))
-            plan = make_plan(inputs, state, image_present=present, secrets_changed=False)
-        doc.update(url=f"http://127.0.0.1:{manifest['port']}", release=target, previous=plan.deployed_release,
-                   services={s.service: s.as_json() for s in plan.services})
-        ctx = Context(host, bundle, paths, out)
-        steps: list[Step] = []
-        if plan.removed:
-            steps.append(RemoveServices(tuple(s.service for s in plan.removed), tuple(c.id for s in plan.removed for c in s.running)))
-        changed = tuple(s.service for s in plan.changed)
-        if changed:
-            replicas = tuple((s, int(manifest["replicas"]) if s == "gateway" else 1) for s in changed)
-            steps += [ComposeUp(paths.compose_project, paths.compose_file(target), changed, plan.build),
-                      WaitHealthy(target, changed, replicas, int(manifest["port"]), float(manifest["health_timeout_s"]))]
-        steps.append(MakeCurrent(target))
-        _print_plan(out, bundle, host, plan, steps, to_stdout=False)
-        _confirm(opts, out)
-        return _execute(ctx, steps, state, plan, target, "rollback", doc, manifest)
-    except ConnectionLost as exc:
-        doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: rollback INTERRUPTED: {exc}. Run it again.")
-        return 1
-    except (DeployError, HostError) as exc:
-        doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: rollback refused: {exc}")
-        return 1
-    finally:
-        if held is not None:
-            held.release()
-        if host is not None:
-            host.close()
+    return _guarded(opts, "rollback", _rollback)
+
+
+def _rollback(session: Session) -> int:
+    opts, out, doc = session.opts, session.out, session.doc
+    bundle = load_bundle(opts.config, opts.env)
+    host, root = session.open(bundle)
+    if root is None:
+        raise DeployError(f"{bundle.env} was never deployed to {host.name}")
+    paths = Paths(root, bundle.compose_project)
+    session.lock(paths)
+    with out.step("read what runs on the host and plan"):
+        state = read_state(host, root, paths.compose_project, bundle.config.project, bundle.env)
+        check_ownership(state)
+        target = state.previous()
+        if target is None:
+            raise DeployError(f"no earlier release of {bundle.env} is on the host to roll back to (current: {state.current or 'none'})")
+        manifest = read_manifest(host, paths, target)
+        if manifest is None:
+            raise DeployError(f"release {target} has no manifest on the host; cannot roll back to it")
+        image = str(manifest["image"])
+        present = image_present(host, [image])[image]
+        inputs = _inputs(host, state, manifest, _read_json(host, f"{paths.release(target)}/runtime.json"),
+                         parse_compose(host.read(paths.compose_file(target))))
+        plan = make_plan(inputs, state, image_present=present, secrets_changed=False)
+    doc.update(url=f"http://127.0.0.1:{manifest['port']}", release=target, previous=plan.deployed_release,
+               services={s.service: s.as_json() for s in plan.services})
+    ctx = Context(host, bundle, paths, out)
+    steps: list[Step] = []
+    if plan.removed:
+        steps.append(RemoveServices(tuple(s.service for s in plan.removed), tuple(c.id for s in plan.removed for c in s.running)))
+    changed = tuple(s.service for s in plan.changed)
+    if changed:
+        replicas = tuple((s, int(manifest["replicas"]) if s == "gateway" else 1) for s in changed)
+        steps += [ComposeUp(paths.compose_project, paths.compose_file(target), changed, plan.build),
+                  WaitHealthy(target, changed, replicas, int(manifest["port"]), float(manifest["health_timeout_s"]))]
+    steps.append(MakeCurrent(target))
+    _print_plan(out, bundle, host, plan, steps, to_stdout=False)
+    _confirm(opts, out)
+    return _execute(ctx, steps, state, plan, target, "rollback", doc, manifest)
 
 
 def _read_history(host: Host, paths: Paths) -> list[dict[str, Any]]:
@@ -404,66 +419,56 @@ def _read_history(host: Host, paths: Paths) -> list[dict[str, Any]]:
 
 
 def status(opts: Options) -> int:
-    out = Progress(opts.env, json_mode=opts.json)
-    doc: dict[str, Any] = {"ok": False, "environment": opts.env, "action": "status", "release": None, "url": None,
-                           "health": "unknown", "containers": {}, "error": None}
-    host: Host | None = None
-    try:
-        bundle = load_bundle(opts.config, opts.env)
-        doc["url"] = bundle.url
-        host = connect(bundle, opts.identity)
-        root = resolve_root(host, str(bundle.manifest["deploy_dir"]), create=False)
-        paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
-        state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
-        history = _read_history(host, paths) if root else []
-        health = _health(host, bundle.port) if state.containers else "not deployed"
-        doc.update(ok=True, release=state.current, health=health, last=history[-1] if history else None)
-        for c in state.containers:
-            doc["containers"].setdefault(c.service, []).append(
-                {"id": c.short_id, "name": c.name, "state": c.state, "health": c.health, "started_at": c.started_at,
-                 "release": c.release, "owned": c.owned})
-        if not opts.json:
-            rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "STARTED", "RELEASE")] + [
-                (c.service, c.short_id, c.state, c.health, c.started_at[:19], c.release or "?") for c in state.containers]
-            print(f"{bundle.env} on {host.name}, compose project {bundle.compose_project}")
-            print(table(rows) if state.containers else "  no containers")
-            if history:
-                last = history[-1]
-                print(f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}")
-        out.finish(doc, f"{bundle.env}: release {state.current or 'none'} at {bundle.url} ({health})")
-        return 0
-    except (DeployError, HostError) as exc:
-        doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: status failed: {exc}")
-        return 1
-    finally:
-        if host is not None:
-            host.close()
+    return _guarded(opts, "status", _status)
+
+
+def _status(session: Session) -> int:
+    opts, out, doc = session.opts, session.out, session.doc
+    bundle = load_bundle(opts.config, opts.env)
+    host, root = session.open(bundle)
+    paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
+    state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
+    history = _read_history(host, paths) if root else []
+    health = _health(host, bundle.port) if state.containers else "not deployed"
+    doc.pop("services")
+    doc.update(ok=True, release=state.current, health=health, last=history[-1] if history else None, containers={})
+    for c in state.containers:
+        doc["containers"].setdefault(c.service, []).append(
+            {"id": c.short_id, "name": c.name, "state": c.state, "health": c.health, "started_at": c.started_at,
+             "release": c.release, "owned": c.owned})
+    if not opts.json:
+        rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "STARTED", "RELEASE")] + [
+            (c.service, c.short_id, c.state, c.health, c.started_at[:19], c.release or "?") for c in state.containers]
+        print(f"{bundle.env} on {host.name}, compose project {bundle.compose_project}")
+        print(table(rows) if state.containers else "  no containers")
+        if history:
+            last = history[-1]
+            print(f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}")
+    out.finish(doc, f"{bundle.env}: release {state.current or 'none'} at {bundle.url} ({health})")
+    return 0
+
+
+def _short_commit(commit: Any) -> str:
+    text = str(commit or "-")
+    return text[:12] + ("+dirty" if text.endswith("+dirty") else "")
 
 
 def history(opts: Options) -> int:
-    out = Progress(opts.env, json_mode=opts.json)
-    doc: dict[str, Any] = {"ok": False, "environment": opts.env, "action": "history", "entries": [], "error": None}
-    host: Host | None = None
-    try:
-        bundle = load_bundle(opts.config, opts.env)
-        host = connect(bundle, opts.identity)
-        root = resolve_root(host, str(bundle.manifest["deploy_dir"]), create=False)
-        entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last:] if root else []
-        doc.update(ok=True, entries=entries)
-        if not opts.json:
-            rows = [("WHEN", "ACTION", "RESULT", "RELEASE", "WHO", "COMMIT", "CHANGED")] + [
-                (str(e.get("when")), str(e.get("action")), str(e.get("result")), str(e.get("release")), str(e.get("who")),
-                 str(e.get("git_commit") or "-")[:12], ", ".join(f"{k}:{v}" for k, v in (e.get("services") or {}).items() if v != "unchanged") or "-")
-                for e in entries]
-            print(table(rows) if entries else f"{bundle.env}: no deploys recorded yet")
-        out.finish(doc, f"{bundle.env}: {len(entries)} entries")
-        return 0
-    except (DeployError, HostError) as exc:
-        doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: history failed: {exc}")
-        return 1
-    finally:
-        if host is not None:
-            host.close()
+    return _guarded(opts, "history", _history)
 
+
+def _history(session: Session) -> int:
+    opts, out, doc = session.opts, session.out, session.doc
+    bundle = load_bundle(opts.config, opts.env)
+    host, root = session.open(bundle)
+    entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last:] if root else []
+    doc.pop("services")
+    doc.update(ok=True, entries=entries)
+    if not opts.json:
+        rows = [("WHEN", "ACTION", "RESULT", "RELEASE", "WHO", "COMMIT", "CHANGED")] + [
+            (str(e.get("when")), str(e.get("action")), str(e.get("result")), str(e.get("release")), str(e.get("who")),
+             _short_commit(e.get("git_commit")), ", ".join(f"{k}:{v}" for k, v in (e.get("services") or {}).items() if v != "unchanged") or "-")
+            for e in entries]
+        print(table(rows) if entries else f"{bundle.env}: no deploys recorded yet")
+    out.finish(doc, f"{bundle.env}: {len(entries)} entries")
+    return 0
