@@ -91,6 +91,8 @@ def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> Any:
             if not f.is_file() or "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
                 continue
             rel = f.relative_to(runtime_dir).as_posix()
+            if rel == "requirements.txt":  # hashed on its own, so a plan can tell code from dependencies
+                continue
             h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     req = runtime_dir / "requirements.txt"
     return ImageInputs(runtime_digest=h.hexdigest(), requirements=req.read_text() if req.is_file() else "")

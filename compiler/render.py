@@ -221,7 +221,7 @@ def render_environment(
     command = [*image_command, "--workers", str(config.runtime.workers)]
     dockerfile = templates.get_template("Dockerfile.j2").render(
         base_image=config.runtime.base_image, compose_project=resolved.compose_project,
-        container_port=CONTAINER_PORT, command=image_command, source_name=source_name,
+        container_port=CONTAINER_PORT, command=image_command,
     )
     image_hash = sha256("\n".join([sha256(dockerfile), image_inputs.runtime_digest, sha256(image_inputs.requirements)]))
     image = f"{resolved.compose_project}/gateway:{image_hash[:12]}"

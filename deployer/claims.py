@@ -17,7 +17,7 @@ from deployer.bundle import Bundle, DeployError
 from deployer.hosts import Host
 from deployer.state import Paths
 
-_PUBLISHED = re.compile(r"(?:^|[\s,])(?:[\d.]+|\[?[0-9a-f:]*\]?):(\d+)->")
+_PUBLISHED = re.compile(r"(?:^|[\s,])(?:[\d.]+|\[?[0-9a-f:]*\]?):(\d+)(?:-(\d+))?->")
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,14 @@ class Claim:
     port: int
 
 
-def parse(data: bytes | None) -> dict[str, Claim]:
+def parse(data: bytes | None, where: str = "claims.json") -> dict[str, Claim]:
     if not data:
         return {}
     try:
         doc = json.loads(data)
         return {name: Claim(c["project"], c["environment"], int(c["port"])) for name, c in doc.get("projects", {}).items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DeployError(f"the claims file on the host is not valid JSON ({exc}); fix or remove it by hand") from exc
+        raise DeployError(f"{where} on the host is not a valid claims file ({exc}); fix it by hand, or remove it and deploy every environment on this host again") from exc
 
 
 def render(claims: dict[str, Claim], by: str, when: str) -> bytes:
@@ -54,7 +54,10 @@ def published_ports(host: Host) -> dict[int, str]:
     for line in out.splitlines():
         cid, project, published = ([*line.split("\t"), "", ""])[:3]
         for m in _PUBLISHED.finditer(published):
-            ports[int(m.group(1))] = project or f"container {cid}"
+            first = int(m.group(1))
+            last = int(m.group(2) or first)
+            for port in range(first, min(last, first + 65535) + 1):  # `a-b->` is a published range
+                ports[port] = project or f"container {cid}"
     return ports
 
 
@@ -84,7 +87,7 @@ def conflicts(bundle: Bundle, claims: dict[str, Claim], published: dict[int, str
 
 def check(host: Host, paths: Paths, bundle: Bundle) -> list[str]:
     """Read-only check (for --plan)."""
-    return conflicts(bundle, parse(host.read(paths.claims)), published_ports(host))
+    return conflicts(bundle, parse(host.read(paths.claims), paths.claims), published_ports(host))
 
 
 def claim(host: Host, paths: Paths, bundle: Bundle, who: str, when: str) -> None:
@@ -93,7 +96,7 @@ def claim(host: Host, paths: Paths, bundle: Bundle, who: str, when: str) -> None
     if held is None:
         raise DeployError(f"could not take the host's claims lock ({paths.claims_lock}): {output.strip() or 'timed out'}")
     try:
-        claims = parse(host.read(paths.claims))
+        claims = parse(host.read(paths.claims), paths.claims)
         problems = conflicts(bundle, claims, published_ports(host))
         if problems:
             raise DeployError("refusing to deploy: " + "; ".join(problems))

@@ -188,6 +188,11 @@ def _recover(ctx: Context, state: HostState, plan: Plan, release_id: str, reason
     prev_manifest = state.manifests.get(prev) if prev else None
     if prev and prev_manifest:
         services = tuple(s for s in touched if s in prev_manifest["services"])
+        # Services the failed release brought that the previous one did not have (replicas
+        # 1 -> 2 adds `edge`, on the same port): remove them first, or the old one cannot start.
+        extra = tuple(c.id for c in _containers_of(ctx, release_id) if c.service not in prev_manifest["services"])
+        if extra:
+            RemoveServices(tuple(sorted({s for s in touched if s not in prev_manifest["services"]})), extra).run(ctx)
         image = str(prev_manifest["image"])
         build = not image_present(host, [image])[image]
         replicas = tuple((s, int(prev_manifest["replicas"]) if s == "gateway" else 1) for s in services)
@@ -348,7 +353,8 @@ def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: d
     health = _health(ctx.host, bundle.port)
     doc["health"] = health
     if opts.plan:
-        print(out.clean(f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; release {live} is up to date.\n{plan.table()}"), flush=True)
+        if not opts.json:
+            print(out.clean(f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; release {live} is up to date.\n{plan.table()}"), flush=True)
         doc["ok"] = True
         out.finish(doc, f"{bundle.env}: plan only, nothing would change")
         return 0

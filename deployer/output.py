@@ -30,6 +30,15 @@ class Progress:
                 text = text.replace(value, "<redacted>")
         return redact(text)
 
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.clean(value)
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(v) for v in value]
+        return value
+
     def say(self, text: str) -> None:
         print(self.clean(text), file=self.stream, flush=True)
 
@@ -60,7 +69,9 @@ class Progress:
         doc.setdefault("steps", self.steps)
         doc.setdefault("seconds", round(self.elapsed(), 3))
         if self.json_mode:
-            sys.stdout.write(self.clean(json.dumps(doc, indent=2, sort_keys=True)) + "\n")
+            # Redact the strings before serialising: JSON escaping would hide a value's
+            # characters (quotes, backslashes, non-ASCII) from a search in the output text.
+            sys.stdout.write(json.dumps(self._scrub(doc), indent=2, sort_keys=True) + "\n")
         else:
             sys.stdout.write(self.clean(line) + "\n")
         sys.stdout.flush()
