@@ -436,8 +436,13 @@ def _status(session: Session) -> int:
     state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
     history = _read_history(host, paths) if root else []
     health = _health(host, bundle.port) if state.containers else "not deployed"
-    doc.pop("services")
-    doc.update(ok=True, release=state.current, health=health, last=history[-1] if history else None, containers={})
+    services: dict[str, dict[str, Any]] = {}
+    for c in state.containers:
+        entry = services.setdefault(c.service, {"running": 0, "releases": []})
+        entry["running"] += c.state == "running"
+        if c.release and c.release not in entry["releases"]:
+            entry["releases"].append(c.release)
+    doc.update(ok=True, release=state.current, health=health, last=history[-1] if history else None, containers={}, services=services)
     for c in state.containers:
         doc["containers"].setdefault(c.service, []).append(
             {"id": c.short_id, "name": c.name, "state": c.state, "health": c.health, "started_at": c.started_at,
@@ -468,7 +473,6 @@ def _history(session: Session) -> int:
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
     entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last:] if root else []
-    doc.pop("services")
     doc.update(ok=True, entries=entries)
     if not opts.json:
         rows = [("WHEN", "ACTION", "RESULT", "RELEASE", "WHO", "COMMIT", "CHANGED")] + [

@@ -159,12 +159,15 @@ class WaitHealthy:
             pending = [c for c in starting if not (port_ok and c.service == front and want.get(c.service, 1) == 1)]
             if not short and not pending and port_ok:
                 return
+            parts = []
             if short:
-                status = ", ".join(f"{s}: {counts[s]}/{want.get(s, 1)} running" for s in short)
-            elif pending:
-                status = ", ".join(f"{c.name} {c.health}" for c in pending)
-            else:
-                status = f"/readyz answered {probe[0]}: {first_line(probe[1].decode(errors='replace'))}" if probe else f"nothing answers on 127.0.0.1:{self.port}"
+                parts.append(", ".join(f"{s}: {counts[s]}/{want.get(s, 1)} running" for s in short))
+            if pending:
+                parts.append(", ".join(f"{c.name} {c.health}" for c in pending))
+            # What the gateway itself says (a 503 names what it misses) is the useful part.
+            parts.append(f"/readyz answered {probe[0]}: {first_line(probe[1].decode(errors='replace'))[:300]}" if probe
+                         else f"nothing answers on 127.0.0.1:{self.port}")
+            status = "; ".join(parts)
             if time.monotonic() > deadline:
                 raise DeployError(f"not healthy within {self.timeout_s:.0f} s ({status})")
             time.sleep(0.3)

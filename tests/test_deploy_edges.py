@@ -1,0 +1,145 @@
+"""deploy.py end to end, the cases beside the main story (tests/test_deploy_e2e.py):
+
+- a compose project name already used on the host by containers we do not own is refused,
+  and those containers are left alone;
+- replicas 1 -> 2 adds an `edge` on the environment's port; when that release fails its health
+  check, the rollback removes the new edge so the previous gateway gets its port back;
+- `target: local` runs the same steps on this machine.
+
+Real Docker engine, Compose v2 and sshd on 127.0.0.1; skipped locally without them, failed in CI.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.deploy_env import (
+    BASE_IMAGE,
+    DeployProject,
+    Sshd,
+    chat,
+    containers,
+    free_port,
+    make_key,
+    remove_project_resources,
+    require_docker,
+    run,
+    snapshot,
+    tmpdir,
+)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[Sshd]:
+    require_docker()
+    root = tmpdir("sytest-edges-")
+    server = Sshd(root / "sshd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def project(sshd: Sshd, tmp_path: Path) -> Iterator[DeployProject]:
+    p = DeployProject(tmp_path / "project", sshd).create()
+    try:
+        yield p
+    finally:
+        p.cleanup()
+
+
+def running(project: DeployProject, env: str) -> dict[str, list[str]]:
+    """{service: [container names]} of the running containers of `env`."""
+    out: dict[str, list[str]] = {}
+    for c in containers(project.compose_project(env)):
+        if c["State"]["Status"] == "running":
+            out.setdefault(c["Config"]["Labels"]["com.docker.compose.service"], []).append(c["Name"].lstrip("/"))
+    return out
+
+
+def test_a_compose_project_used_by_containers_we_do_not_own_is_refused(project: DeployProject) -> None:
+    cp = project.compose_project("staging")
+    intruder = f"{cp}-intruder"
+    run(["docker", "run", "-d", "--name", intruder, "--label", f"com.docker.compose.project={cp}",
+         "--label", "com.docker.compose.service=gateway", BASE_IMAGE, "sleep", "600"])
+    try:
+        before = snapshot(cp)
+        result = project.deploy("staging", "--yes")
+        assert result.returncode == 1, result
+        last = result.stdout.strip().splitlines()[-1]
+        assert "Switchyard does not own" in last and intruder in last and f"'{cp}'" in last, last
+        assert snapshot(cp) == before, "the intruder was touched"
+        assert project.releases("staging") == [], "a release was uploaded although the deploy was refused"
+        assert not (project.env_dir("staging") / "secrets.env").exists(), "secrets were written although the deploy was refused"
+    finally:
+        run(["docker", "rm", "-f", intruder], check=False)
+
+
+def test_a_failed_release_that_added_an_edge_rolls_back_to_the_single_gateway(project: DeployProject) -> None:
+    env = "production"
+    single = copy.deepcopy(project.config)
+    single["environments"][env]["replicas"] = 1
+    project.config = single
+    project.write_config()
+    project.commit("production with one replica")
+    first = project.deploy(env, "--yes")
+    assert first.returncode == 0, first
+    assert running(project, env).keys() == {"gateway"}
+    old_release = project.current(env)
+    key = make_key(project, env)
+    assert chat(project.ports[env], key) == "echo: Hello!"
+
+    # Two replicas (so an edge on the port) and an edge that cannot start.
+    project.config["environments"][env]["replicas"] = 2
+    project.write_config()
+    with open(project.repo / "runtime" / "edge.py", "a") as fh:
+        fh.write("\n\ndef _command(args):  # broken on purpose by the test\n    raise SystemExit('edge broken on purpose')\n")
+    project.commit("two replicas, broken edge")
+    result = project.deploy(env, "--yes", "--json")
+    assert result.returncode == 1, result
+    doc = result.json()
+    assert doc["result"] == "rolled-back", doc
+    assert doc["services"]["edge"]["action"] == "create" and doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
+    assert "edge" in doc["error"] and f"rolled back to release {old_release}" in doc["error"], doc["error"]
+    # Back to exactly what ran before: one gateway on the port, no edge left behind.
+    assert running(project, env) == {"gateway": [f"{project.compose_project(env)}-gateway-1"]}
+    assert all(c["State"]["Status"] != "running" for c in containers(project.compose_project(env), "edge"))
+    assert project.current(env) == old_release
+    assert chat(project.ports[env], key) == "echo: Hello!"
+    history = project.history_lines(env)
+    assert [h["result"] for h in history] == ["ok", "rolled-back"], history
+
+
+def test_a_local_target_runs_the_same_steps_on_this_machine(project: DeployProject) -> None:
+    env = "local"
+    local = {k: v for k, v in project.config["environments"]["staging"].items()
+             if k not in ("host", "ssh_port", "ssh_user")}
+    local.update(target="local", port=free_port(),
+                 secrets={"VENDOR_API_KEY": {"env": "SYTEST_LOCAL_VENDOR_KEY", "optional": True}})
+    project.config["environments"][env] = local
+    project.ports[env] = local["port"]
+    project.write_config()
+    project.commit("a local environment")
+    cp = project.compose_project(env)
+    try:
+        first = project.deploy(env, "--yes")
+        assert first.returncode == 0, first
+        assert first.stdout.strip().splitlines()[-1].startswith(f"{env}: release "), first
+        before = snapshot(cp)
+        assert list(running(project, env)) == ["gateway"]
+        key = make_key(project, env)
+        assert chat(project.ports[env], key) == "echo: Hello!"
+        again = project.deploy(env, "--yes")
+        assert again.returncode == 0 and "nothing changed" in again.stdout, again
+        assert snapshot(cp) == before
+        assert project.current(env) is not None and len(project.releases(env)) == 1
+    finally:
+        remove_project_resources(cp, [f"{cp}/*"])
