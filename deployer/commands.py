@@ -103,14 +103,34 @@ def point_current(env_dir: str, release_id: str) -> list[str]:
     return ["sh", "-c", script, "sh", env_dir, release_id]
 
 
-def read_current(env_dir: str) -> list[str]:
-    return ["sh", "-c", 'readlink -- "$1/current" || true', "sh", env_dir]
+_PROBE = r"""
+d="$1"; p="$2"; img="$3"; compare="$4"
+echo "@@sy current"; readlink -- "$d/current" 2>/dev/null || true
+echo "@@sy releases"
+(cd -- "$d/releases" 2>/dev/null || exit 0
+ for r in *; do [ -d "$r" ] || continue; if [ -e "$r/FAILED" ]; then echo "$r failed"; else echo "$r ok"; fi; done)
+echo "@@sy image"
+if [ -n "$img" ]; then docker image inspect --format '{{.Id}}' "$img" >/dev/null 2>&1 && echo present || echo absent; fi
+echo "@@sy secrets"
+if [ "$compare" = 1 ]; then if cmp -s - "$d/secrets.env" 2>/dev/null; then echo same; else echo changed; fi; fi
+echo "@@sy containers"
+ids=$(docker ps --all --quiet --no-trunc --filter "label=com.docker.compose.project=$p") || exit 1
+if [ -n "$ids" ]; then docker inspect --type container $ids || true; else echo "[]"; fi
+"""
 
 
-def list_releases(env_dir: str) -> list[str]:
-    """One line per release directory: `<id> ok` or `<id> failed` (a FAILED marker in it)."""
-    script = 'cd -- "$1/releases" 2>/dev/null || exit 0; for d in *; do [ -d "$d" ] || continue; if [ -e "$d/FAILED" ]; then echo "$d failed"; else echo "$d ok"; fi; done'
-    return ["sh", "-c", script, "sh", env_dir]
+def probe(env_dir: str, project: str, image: str = "", compare_secrets: bool = False) -> list[str]:
+    """Everything a plan reads, in one round trip: `current`, the releases (and which failed),
+    whether `image` exists, whether stdin equals the secrets file (`cmp`: the content never
+    leaves stdin), and `docker inspect` of every container of the compose project.
+    Output: sections headed `@@sy <name>`."""
+    return ["sh", "-c", _PROBE, "sh", env_dir, project, image, "1" if compare_secrets else "0"]
+
+
+def cat_files(paths: Sequence[str]) -> list[str]:
+    """Several files in one round trip: `\n@@sy-file <path>\n<content>` each (`@@sy-absent` if missing)."""
+    script = 'for f in "$@"; do printf \'\n@@sy-file %s\n\' "$f"; if [ -f "$f" ]; then cat -- "$f"; else echo @@sy-absent; fi; done'
+    return ["sh", "-c", script, "sh", *paths]
 
 
 def mark_failed(release_dir: str) -> list[str]:
@@ -125,10 +145,6 @@ def replace_if_changed(new: str, target: str) -> list[str]:
     """mv new over target unless equal; prints `changed` or `same` (never the content)."""
     script = 'if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else mv -f -- "$1" "$2"; echo changed; fi'
     return ["sh", "-c", script, "sh", new, target]
-
-
-def same_content(a: str, b: str) -> list[str]:
-    return ["sh", "-c", 'if cmp -s -- "$1" "$2"; then echo same; else echo changed; fi', "sh", a, b]
 
 
 def append_line(path: str) -> list[str]:

@@ -20,7 +20,7 @@ from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
 from deployer.plan import Inputs, Plan, make_plan, parse_compose
-from deployer.secrets import SecretsFile, secrets_file
+from deployer.secrets import secrets_file
 from deployer.state import (
     Container,
     HostState,
@@ -28,7 +28,7 @@ from deployer.state import (
     check_ownership,
     containers,
     image_present,
-    read_manifest,
+    read_files,
     read_state,
     resolve_root,
 )
@@ -119,19 +119,21 @@ def _read_json(host: Host, path: str) -> dict[str, Any]:
 
 
 def _inputs(host: Host, state: HostState, manifest: dict[str, Any], runtime: dict[str, Any], compose: dict[str, Any]) -> Inputs:
-    old_runtime: dict[str, dict[str, Any]] = {}
-    old_compose: dict[str, dict[str, Any]] = {}
-    for rid in {c.release for c in state.owned() if c.release}:
-        rid = str(rid)
-        old_runtime[rid] = _read_json(host, f"{state.paths.release(rid)}/runtime.json")
-        old_compose[rid] = parse_compose(host.read(state.paths.compose_file(rid)))
+    """The plan's inputs: the wanted files, and the runtime.json / compose.yaml of the releases that run."""
+    rids = sorted({str(c.release) for c in state.owned() if c.release})
+    wanted = [f"{state.paths.release(r)}/{name}" for r in rids for name in ("runtime.json", "compose.yaml")]
+    files = read_files(host, wanted)
+    old_runtime = {r: _parse_json(files.get(f"{state.paths.release(r)}/runtime.json")) for r in rids}
+    old_compose = {r: parse_compose(files.get(state.paths.compose_file(r))) for r in rids}
     return Inputs(manifest, runtime, compose, old_runtime, old_compose)
 
 
-def _secrets_changed(host: Host, paths: Paths, secrets: SecretsFile) -> bool:
-    # The new content goes over stdin to `cmp`: no file written, nothing on a command line.
-    res = host.run(["sh", "-c", 'if cmp -s - "$1" 2>/dev/null; then echo same; else echo changed; fi', "sh", paths.secrets], stdin=secrets.content)
-    return res.stdout.strip() != "same"
+def _parse_json(text: str | None) -> dict[str, Any]:
+    try:
+        doc = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _print_plan(out: Progress, bundle: Bundle, host: Host, plan: Plan, steps: list[Step], *, to_stdout: bool) -> None:
@@ -312,11 +314,15 @@ def _deploy(session: Session) -> int:
     if not opts.plan:
         session.lock(paths)
     with out.step("read what runs on the host and plan"):
-        state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
-        check_ownership(state)
-        changed_secrets = _secrets_changed(host, paths, secrets) if root else True
         image = str(bundle.manifest["image"])
-        present = image_present(host, [image])[image]
+        if root:
+            state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env,
+                               image=image, secrets=secrets.content)
+        else:
+            state = HostState(paths, False, image_present=image_present(host, [image])[image], secrets_same=False)
+        check_ownership(state)
+        changed_secrets = not state.secrets_same
+        present = bool(state.image_present)
         inputs = _inputs(host, state, bundle.manifest, json.loads(bundle.files["runtime.json"]), parse_compose(bundle.files["compose.yaml"]))
         plan = make_plan(inputs, state, image_present=present, secrets_changed=changed_secrets)
     doc["services"] = {s.service: s.as_json() for s in plan.services}
@@ -389,13 +395,14 @@ def _rollback(session: Session) -> int:
         target = state.previous()
         if target is None:
             raise DeployError(f"no earlier release of {bundle.env} is on the host to roll back to (current: {state.current or 'none'})")
-        manifest = read_manifest(host, paths, target)
+        files = read_files(host, [f"{paths.release(target)}/{n}" for n in ("manifest.json", "runtime.json", "compose.yaml")])
+        manifest = _parse_json(files[f"{paths.release(target)}/manifest.json"]) or None
         if manifest is None:
             raise DeployError(f"release {target} has no manifest on the host; cannot roll back to it")
         image = str(manifest["image"])
         present = image_present(host, [image])[image]
-        inputs = _inputs(host, state, manifest, _read_json(host, f"{paths.release(target)}/runtime.json"),
-                         parse_compose(host.read(paths.compose_file(target))))
+        inputs = _inputs(host, state, manifest, _parse_json(files[f"{paths.release(target)}/runtime.json"]),
+                         parse_compose(files[paths.compose_file(target)]))
         plan = make_plan(inputs, state, image_present=present, secrets_changed=False)
     doc.update(url=f"http://127.0.0.1:{manifest['port']}", release=target, previous=plan.deployed_release,
                services={s.service: s.as_json() for s in plan.services})

@@ -104,6 +104,8 @@ class HostState:
     failed: set[str] = field(default_factory=set)
     containers: list[Container] = field(default_factory=list)
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    image_present: bool | None = None      # of the image asked about (None: not asked)
+    secrets_same: bool | None = None       # the secrets given equal the host's file (None: not asked)
 
     def owned(self, service: str | None = None) -> list[Container]:
         return [c for c in self.containers if c.owned and (service is None or c.service == service)]
@@ -153,23 +155,56 @@ def containers(host: Host, paths: Paths, project: str, env: str) -> list[Contain
     return sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
 
 
-def read_manifest(host: Host, paths: Paths, release_id: str) -> dict[str, Any] | None:
-    data = host.read(posixpath.join(paths.release(release_id), "manifest.json"))
-    if data is None:
-        return None
+def read_files(host: Host, paths: list[str]) -> dict[str, str | None]:
+    """The text of several files on the host in one round trip (None: absent)."""
+    if not paths:
+        return {}
+    out = host.run(cmd.cat_files(paths)).stdout
+    files: dict[str, str | None] = dict.fromkeys(paths)
+    for chunk in out.split("\n@@sy-file ")[1:]:
+        path, _, content = chunk.partition("\n")
+        files[path] = None if content == "@@sy-absent\n" else content
+    return files
+
+
+def _json(text: str | None) -> dict[str, Any] | None:
     try:
-        doc: dict[str, Any] = json.loads(data)
-        return doc
+        doc = json.loads(text) if text else None
     except ValueError:
         return None
+    return doc if isinstance(doc, dict) else None
 
 
-def read_state(host: Host, root: str, compose_project: str, project: str, env: str) -> HostState:
-    """Everything the plan needs, without changing anything on the host."""
+def read_manifest(host: Host, paths: Paths, release_id: str) -> dict[str, Any] | None:
+    path = posixpath.join(paths.release(release_id), "manifest.json")
+    return _json(read_files(host, [path])[path])
+
+
+def _sections(out: str) -> dict[str, str]:
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in out.splitlines():
+        if line.startswith("@@sy "):
+            current = sections.setdefault(line[5:].strip(), [])
+        else:
+            current.append(line)
+    return {k: "\n".join(v) for k, v in sections.items()}
+
+
+def read_state(host: Host, root: str, compose_project: str, project: str, env: str, *,
+               image: str = "", secrets: bytes | None = None) -> HostState:
+    """Everything the plan needs, in two round trips, without changing anything on the host.
+
+    With `image`, also whether that image exists; with `secrets`, whether the host's secrets
+    file holds exactly those bytes (compared on the host; the bytes travel on stdin).
+    """
     paths = Paths(root, compose_project)
     state = HostState(paths=paths, exists=False)
-    state.containers = containers(host, paths, project, env)
-    for line in host.run(cmd.list_releases(paths.env_dir)).stdout.splitlines():
+    out = host.run(cmd.probe(paths.env_dir, compose_project, image, secrets is not None), stdin=secrets).stdout
+    parts = _sections(out)
+    raw = json.loads(parts.get("containers") or "[]")
+    state.containers = sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
+    for line in parts.get("releases", "").splitlines():
         rid, _, status = line.partition(" ")
         if rid and not rid.startswith(".") and not rid.endswith(".tmp"):
             state.releases.append(rid)
@@ -177,12 +212,17 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
                 state.failed.add(rid)
     state.releases.sort()
     state.exists = bool(state.releases)
-    current = host.run(cmd.read_current(paths.env_dir)).stdout.strip()
+    current = parts.get("current", "").strip()
     state.current = current.rsplit("/", 1)[-1] if current else None
-    wanted = {c.release for c in state.containers if c.release} | ({state.current} if state.current else set())
-    for rid in sorted(r for r in wanted if r):
-        manifest = read_manifest(host, paths, rid)
-        if manifest is not None:
+    if image:
+        state.image_present = parts.get("image", "").strip() == "present"
+    if secrets is not None:
+        state.secrets_same = parts.get("secrets", "").strip() == "same"
+    wanted = sorted({c.release for c in state.containers if c.release} | ({state.current} if state.current else set()))
+    files = read_files(host, [posixpath.join(paths.release(r), "manifest.json") for r in wanted if r])
+    for rid in wanted:
+        manifest = _json(files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None)
+        if rid and manifest is not None:
             state.manifests[rid] = manifest
     return state
 

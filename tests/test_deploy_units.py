@@ -61,6 +61,8 @@ from deployer.state import (
     Paths,
     check_ownership,
     parse_container,
+    read_files,
+    read_state,
     resolve_root,
 )
 from deployer.steps import (
@@ -231,8 +233,9 @@ def every_command() -> list[list[str]]:
         cmd.project_containers("p"), cmd.published_containers(), cmd.inspect(["abc"]), cmd.image_ids(["p/gateway:1"]),
         cmd.remove_image("p/gateway:1"), cmd.stop_and_remove(["abc"]), cmd.logs("abc"), cmd.docker_version(),
         cmd.make_env_dir("/d"), cmd.unpack_release("/t.tgz", "/d/r"), cmd.point_current("/d", "R"),
-        cmd.read_current("/d"), cmd.list_releases("/d"), cmd.mark_failed("/d/r"), cmd.remove_release("/d", "R"),
-        cmd.replace_if_changed("/a", "/b"), cmd.same_content("/a", "/b"), cmd.append_line("/h"),
+        cmd.probe("/d", "p", "p/gateway:1", True), cmd.cat_files(["/a", "/b"]),
+        cmd.mark_failed("/d/r"), cmd.remove_release("/d", "R"),
+        cmd.replace_if_changed("/a", "/b"), cmd.append_line("/h"),
         cmd.resolve_root("/d", True), cmd.resolve_root("/d", False), cmd.lock("/l", None), cmd.lock("/l", 5),
         cmd.serialised("/l", ["true"]),
     ]
@@ -349,27 +352,33 @@ def test_point_current_switches_the_symlink_atomically(weird: Path) -> None:
     sh(cmd.make_env_dir(str(weird)))
     for rid in (OLD, NEW):
         (weird / "releases" / rid).mkdir()
-    assert sh(cmd.read_current(str(weird))).stdout == ""
+    assert not (weird / "current").exists()
 
     sh(cmd.point_current(str(weird), OLD))
     assert os.readlink(weird / "current") == f"releases/{OLD}"
     sh(cmd.point_current(str(weird), NEW))
     assert os.readlink(weird / "current") == f"releases/{NEW}"
     assert (weird / "current").resolve() == (weird / "releases" / NEW).resolve()
-    assert sh(cmd.read_current(str(weird))).stdout == f"releases/{NEW}\n"
     assert sorted(p.name for p in weird.iterdir()) == ["current", "releases"]  # no .current.tmp
 
 
-def test_list_releases_reports_failed_ones(weird: Path) -> None:
-    assert sh(cmd.list_releases(str(weird))).stdout == ""  # never deployed: nothing, and no error
+def test_mark_failed_leaves_a_marker_that_says_why(weird: Path) -> None:
     sh(cmd.make_env_dir(str(weird)))
-    for rid in (OLD, NEW):
-        (weird / "releases" / rid).mkdir()
-    (weird / "releases" / "not-a-release.txt").write_text("x")
+    (weird / "releases" / NEW).mkdir()
     sh(cmd.mark_failed(str(weird / "releases" / NEW)))
-
-    assert sh(cmd.list_releases(str(weird))).stdout == f"{OLD} ok\n{NEW} failed\n"
     assert (weird / "releases" / NEW / "FAILED").read_text() == "health check failed; see history\n"
+
+
+def test_cat_files_reads_several_files_in_one_command(weird: Path) -> None:
+    weird.mkdir()
+    (weird / "a.json").write_text('{"a": 1}\n')
+    (weird / "b.yaml").write_text("no newline at the end")
+    (weird / "empty").write_text("")
+    paths = [str(weird / "a.json"), str(weird / "missing"), str(weird / "b.yaml"), str(weird / "empty")]
+    assert read_files(LocalHost(), paths) == {
+        paths[0]: '{"a": 1}\n', paths[1]: None, paths[2]: "no newline at the end", paths[3]: "",
+    }
+    assert read_files(LocalHost(), []) == {}
 
 
 def test_remove_release_removes_exactly_that_release(weird: Path) -> None:
@@ -397,15 +406,8 @@ def test_replace_if_changed_says_same_or_changed(weird: Path) -> None:
     assert target.read_text() == "A='2'\n" and not new.exists()
 
 
-def test_same_content_and_append_line(weird: Path) -> None:
+def test_append_line(weird: Path) -> None:
     weird.mkdir()
-    a, b = weird / "a", weird / "b"
-    a.write_text("x")
-    b.write_text("x")
-    assert sh(cmd.same_content(str(a), str(b))).stdout == "same\n"
-    b.write_text("y")
-    assert sh(cmd.same_content(str(a), str(b))).stdout == "changed\n"
-
     history = weird / "history.jsonl"
     sh(cmd.append_line(str(history)), stdin=b'{"n": 1}\n')
     sh(cmd.append_line(str(history)), stdin=b'{"n": "$(touch pwned)"}\n')
@@ -1571,3 +1573,34 @@ def test_history_lists_the_recorded_deploys(local: LocalHostSetup) -> None:
     assert proc.returncode == 0, proc
     doc = json.loads(proc.stdout)
     assert (doc["ok"], doc["action"], [e["release"] for e in doc["entries"]]) == (True, "history", [OLD])
+
+
+def test_one_probe_reads_releases_current_image_secrets_and_containers(local: LocalHostSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = local.deployed(OLD)
+    env_dir = local.env_dir(bundle)
+    (env_dir / "releases" / NEW).mkdir()
+    (env_dir / "releases" / NEW / "FAILED").write_text("x\n")
+    (env_dir / "releases" / "stray-file").write_text("not a release")
+    monkeypatch.setenv("PATH", f"{local.bin}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SY_FAKE_DOCKER_STATE", str(local.state_file))
+    monkeypatch.setenv("SY_FAKE_DOCKER_LOG", str(local.log))
+    root = str(env_dir.parent)
+    content = secrets_file(bundle).content
+    image = str(bundle.manifest["image"])
+
+    state = read_state(LocalHost(), root, bundle.compose_project, bundle.config.project, "dev", image=image, secrets=content)
+    assert (state.releases, state.failed, state.current) == ([OLD, NEW], {NEW}, OLD)
+    assert state.image_present is True and state.secrets_same is True
+    assert [(c.service, c.release, c.owned) for c in state.containers] == [("gateway", OLD, True)]
+    assert state.manifests == {OLD: bundle.manifest}
+
+    other = read_state(LocalHost(), root, bundle.compose_project, bundle.config.project, "dev",
+                       image="nope/gateway:0", secrets=content + b"B='2'\n")
+    assert other.image_present is False and other.secrets_same is False
+    plain = read_state(LocalHost(), root, bundle.compose_project, bundle.config.project, "dev")
+    assert plain.image_present is None and plain.secrets_same is None
+    # Only read-only docker commands ran, one probe per read_state.
+    assert read_only(local.docker_calls())
+
+    never = read_state(LocalHost(), root, "never-deployed", bundle.config.project, "dev")
+    assert (never.releases, never.current, never.containers, never.exists) == ([], None, [], False)
