@@ -27,7 +27,7 @@ class Claim:
     port: int
 
 
-def parse(data: bytes | None, where: str = "claims.json") -> dict[str, Claim]:
+def parse(data: str | bytes | None, where: str = "claims.json") -> dict[str, Claim]:
     if not data:
         return {}
     try:
@@ -49,7 +49,11 @@ def render(claims: dict[str, Claim], by: str, when: str) -> bytes:
 
 def published_ports(host: Host) -> dict[int, str]:
     """Host ports published by running containers -> their compose project (or container id)."""
-    out = host.run(cmd.published_containers()).stdout
+    return parse_published(host.run(cmd.published_containers()).stdout)
+
+
+def parse_published(out: str) -> dict[int, str]:
+    """`docker ps --format '{{.ID}}<TAB>{{project label}}<TAB>{{.Ports}}'` -> {host port: project}."""
     ports: dict[int, str] = {}
     for line in out.splitlines():
         cid, project, published = ([*line.split("\t"), "", ""])[:3]
@@ -88,6 +92,15 @@ def conflicts(bundle: Bundle, claims: dict[str, Claim], published: dict[int, str
 def check(host: Host, paths: Paths, bundle: Bundle) -> list[str]:
     """Read-only check (for --plan)."""
     return conflicts(bundle, parse(host.read(paths.claims), paths.claims), published_ports(host))
+
+
+def settled(bundle: Bundle, claims: dict[str, Claim], published: dict[int, str]) -> bool:
+    """Our claim is on record exactly and nothing conflicts: nothing to write, no lock needed.
+
+    (Anyone else who wants our port or name checks under the lock and sees our claim.)"""
+    if conflicts(bundle, claims, published):
+        raise DeployError("refusing to deploy: " + "; ".join(conflicts(bundle, claims, published)))
+    return claims.get(bundle.compose_project) == Claim(bundle.config.project, bundle.env, bundle.port)
 
 
 def claim(host: Host, paths: Paths, bundle: Bundle, who: str, when: str) -> None:

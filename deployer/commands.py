@@ -104,7 +104,7 @@ def point_current(env_dir: str, release_id: str) -> list[str]:
 
 
 _PROBE = r"""
-d="$1"; p="$2"; img="$3"; compare="$4"
+d="$1"; p="$2"; img="$3"; compare="$4"; claims="$5"
 echo "@@sy current"; readlink -- "$d/current" 2>/dev/null || true
 echo "@@sy releases"
 (cd -- "$d/releases" 2>/dev/null || exit 0
@@ -113,18 +113,24 @@ echo "@@sy image"
 if [ -n "$img" ]; then docker image inspect --format '{{.Id}}' "$img" >/dev/null 2>&1 && echo present || echo absent; fi
 echo "@@sy secrets"
 if [ "$compare" = 1 ]; then if cmp -s - "$d/secrets.env" 2>/dev/null; then echo same; else echo changed; fi; fi
+echo "@@sy claims"
+if [ -n "$claims" ]; then cat -- "$claims" 2>/dev/null || true; fi
+echo "@@sy published"
+docker ps --format "$6" || exit 1
 echo "@@sy containers"
 ids=$(docker ps --all --quiet --no-trunc --filter "label=com.docker.compose.project=$p") || exit 1
 if [ -n "$ids" ]; then docker inspect --type container $ids || true; else echo "[]"; fi
 """
 
 
-def probe(env_dir: str, project: str, image: str = "", compare_secrets: bool = False) -> list[str]:
+def probe(env_dir: str, project: str, image: str = "", compare_secrets: bool = False, claims: str = "") -> list[str]:
     """Everything a plan reads, in one round trip: `current`, the releases (and which failed),
     whether `image` exists, whether stdin equals the secrets file (`cmp`: the content never
-    leaves stdin), and `docker inspect` of every container of the compose project.
+    leaves stdin), the host's claims file, the ports running containers publish, and
+    `docker inspect` of every container of the compose project.
     Output: sections headed `@@sy <name>`."""
-    return ["sh", "-c", _PROBE, "sh", env_dir, project, image, "1" if compare_secrets else "0"]
+    fmt = published_containers()[-1]
+    return ["sh", "-c", _PROBE, "sh", env_dir, project, image, "1" if compare_secrets else "0", claims, fmt]
 
 
 def cat_files(paths: Sequence[str]) -> list[str]:
@@ -167,6 +173,15 @@ def lock(lock_file: str, wait_s: float | None) -> list[str]:
     """
     wait = ["--nonblock"] if not wait_s else ["--timeout", str(max(1, int(wait_s)))]
     return ["flock", *wait, "--conflict-exit-code", "75", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]
+
+
+def deploy_lock(env_dir: str, lock_file: str, wait_s: float | None, holder_file: str, holder: str) -> list[str]:
+    """`lock` on the environment's deploy lock, in one round trip: make the environment's
+    directory (0700) first, and once the lock is ours write who holds it to `holder_file`."""
+    flock = lock(lock_file, wait_s)
+    inner = 'printf "%s\\n" "$2" > "$1"; echo locked; exec cat >/dev/null'
+    prepare = 'mkdir -p -- "$1/releases" && chmod 700 -- "$1" || exit 1; shift; exec "$@"'
+    return ["sh", "-c", prepare, "sh", env_dir, *flock[:flock.index("sh")], "sh", "-c", inner, "sh", holder_file, holder]
 
 
 def serialised(lock_file: str, argv: Sequence[str]) -> list[str]:

@@ -88,8 +88,8 @@ def _holder(host: Host, paths: Paths) -> str:
 
 def take_lock(host: Host, paths: Paths, out: Progress, action: str, wait_s: float) -> Held:
     """The environment's deploy lock; a second deploy waits for it or fails naming the holder."""
-    host.run(cmd.make_env_dir(paths.env_dir))
-    held, output = host.hold(cmd.lock(paths.lock, None), "locked", timeout=30)
+    info = json.dumps({"who": operator(), "action": action, "since": _now(), "pid": os.getpid()})
+    held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, None, paths.holder, info), "locked", timeout=30)
     if held is None and output.strip():
         raise DeployError(f"could not take the deploy lock {paths.lock}: {first_line(output)}")
     if held is None:
@@ -97,11 +97,9 @@ def take_lock(host: Host, paths: Paths, out: Progress, action: str, wait_s: floa
         if wait_s <= 0:
             raise DeployError(f"{paths.compose_project} is locked by {holder}; try again when it has finished (or leave out --no-wait to wait for it)")
         out.say(f"   waiting up to {wait_s:.0f} s for the lock held by {holder}")
-        held, output = host.hold(cmd.lock(paths.lock, wait_s), "locked", timeout=wait_s + 30)
+        held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, wait_s, paths.holder, info), "locked", timeout=wait_s + 30)
         if held is None:
             raise DeployError(f"gave up after {wait_s:.0f} s waiting for the lock held by {holder}")
-    info = {"who": operator(), "action": action, "since": _now(), "pid": os.getpid()}
-    host.write(paths.holder, (json.dumps(info) + "\n").encode(), 0o644)
     return held
 
 
@@ -317,7 +315,7 @@ def _deploy(session: Session) -> int:
         image = str(bundle.manifest["image"])
         if root:
             state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env,
-                               image=image, secrets=secrets.content)
+                               image=image, secrets=secrets.content, claims=True)
         else:
             state = HostState(paths, False, image_present=image_present(host, [image])[image], secrets_same=False)
         check_ownership(state)
@@ -329,10 +327,11 @@ def _deploy(session: Session) -> int:
     doc["previous"] = plan.deployed_release
     with out.step("check the host's port and project claims"):
         if opts.plan:
-            problems = claims.check(host, paths, bundle) if root else []
+            problems = claims.check(host, paths, bundle) if not root else claims.conflicts(
+                bundle, claims.parse(state.claims, paths.claims), claims.parse_published(state.published))
             if problems:
                 raise DeployError("this deploy would be refused: " + "; ".join(problems))
-        else:
+        elif not claims.settled(bundle, claims.parse(state.claims, paths.claims), claims.parse_published(state.published)):
             claims.claim(host, paths, bundle, operator(), _now())
     ctx = Context(host, bundle, paths, out, secrets)
     if plan.noop:

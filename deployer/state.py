@@ -105,6 +105,8 @@ class HostState:
     containers: list[Container] = field(default_factory=list)
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     image_present: bool | None = None      # of the image asked about (None: not asked)
+    claims: str | None = None              # the host's claims file as read (with `claims_file`)
+    published: str = ""                    # `docker ps` ports of every running container
     secrets_same: bool | None = None       # the secrets given equal the host's file (None: not asked)
 
     def owned(self, service: str | None = None) -> list[Container]:
@@ -192,16 +194,20 @@ def _sections(out: str) -> dict[str, str]:
 
 
 def read_state(host: Host, root: str, compose_project: str, project: str, env: str, *,
-               image: str = "", secrets: bytes | None = None) -> HostState:
+               image: str = "", secrets: bytes | None = None, claims: bool = False) -> HostState:
     """Everything the plan needs, in two round trips, without changing anything on the host.
 
     With `image`, also whether that image exists; with `secrets`, whether the host's secrets
-    file holds exactly those bytes (compared on the host; the bytes travel on stdin).
+    file holds exactly those bytes (compared on the host; the bytes travel on stdin); with
+    `claims`, the host's claims file.
     """
     paths = Paths(root, compose_project)
     state = HostState(paths=paths, exists=False)
-    out = host.run(cmd.probe(paths.env_dir, compose_project, image, secrets is not None), stdin=secrets).stdout
-    parts = _sections(out)
+    probe = cmd.probe(paths.env_dir, compose_project, image, secrets is not None, paths.claims if claims else "")
+    parts = _sections(host.run(probe, stdin=secrets).stdout)
+    state.published = parts.get("published", "")
+    if claims:
+        state.claims = parts.get("claims") or None
     raw = json.loads(parts.get("containers") or "[]")
     state.containers = sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
     for line in parts.get("releases", "").splitlines():

@@ -234,7 +234,6 @@ class Record:
 
     def run(self, ctx: Context) -> None:
         line = json.dumps(self.entry, sort_keys=True) + "\n"
-        ctx.host.run(cmd.make_env_dir(ctx.paths.env_dir))
         ctx.host.run(cmd.append_line(ctx.paths.history), stdin=line.encode())
 
 
