@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.cli import RUNTIME_DIR, image_inputs
+from compiler.diagnostics import did_you_mean
 from compiler.models import Environment, GatewayConfig
 from compiler.render import render_all
 from compiler.report import text as diagnostics_text
@@ -104,7 +105,8 @@ def load_bundle(config_path: str, env: str) -> Bundle:
     config = result.config
     if env not in config.environments:
         known = ", ".join(config.environments)
-        raise UsageError(f"unknown environment '{env}' in {config_path} (environments: {known})")
+        hint = did_you_mean(env, list(config.environments))
+        raise UsageError(f"unknown environment '{env}' in {config_path}" + (f"; {hint}" if hint else "") + f" (environments: {known})")
     files = render_all(
         config, [env], image_inputs(RUNTIME_DIR), resolved=result.resolved,
         source_name=path.name, source_sha256=hashlib.sha256(raw).hexdigest(),

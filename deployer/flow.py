@@ -20,7 +20,7 @@ from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
 from deployer.plan import Inputs, Plan, make_plan, parse_compose
-from deployer.secrets import secrets_file
+from deployer.secrets import SecretsFile, secrets_file
 from deployer.state import (
     Container,
     HostState,
@@ -304,8 +304,16 @@ def _deploy(session: Session) -> int:
     opts, out, doc = session.opts, session.out, session.doc
     with out.step(f"validate and compile {opts.config} for {opts.env}"):
         bundle = load_bundle(opts.config, opts.env)
-        secrets = secrets_file(bundle)
-    out.secrets = secrets.values()
+        try:
+            secrets: SecretsFile | None = secrets_file(bundle)
+        except DeployError as exc:
+            if not opts.plan:
+                raise
+            # A plan (say, in CI without the keys) still shows what would change; only the
+            # secrets cannot be compared. The deploy itself would stop here.
+            out.say(f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy would refuse")
+            secrets = None
+    out.secrets = secrets.values() if secrets else ()
     with out.step(f"connect to {bundle.manifest['target']} host {bundle.manifest.get('host') or 'localhost'}"):
         host, root = session.open(bundle)
     paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
@@ -315,11 +323,11 @@ def _deploy(session: Session) -> int:
         image = str(bundle.manifest["image"])
         if root:
             state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env,
-                               image=image, secrets=secrets.content, claims=True)
+                               image=image, secrets=secrets.content if secrets else None, claims=True)
         else:
             state = HostState(paths, False, image_present=image_present(host, [image])[image], secrets_same=False)
         check_ownership(state)
-        changed_secrets = not state.secrets_same
+        changed_secrets = secrets is not None and not state.secrets_same
         present = bool(state.image_present)
         inputs = _inputs(host, state, bundle.manifest, json.loads(bundle.files["runtime.json"]), parse_compose(bundle.files["compose.yaml"]))
         plan = make_plan(inputs, state, image_present=present, secrets_changed=changed_secrets)
@@ -338,7 +346,7 @@ def _deploy(session: Session) -> int:
         return _unchanged(ctx, state, plan, opts, doc)
     release_id = bundle.release_id(utcnow())
     ctx.tarball = bundle.tarball()
-    steps = plan_steps(bundle, paths, release_id, plan, secrets_names=secrets.names,
+    steps = plan_steps(bundle, paths, release_id, plan, secrets_names=secrets.names if secrets else (),
                        secrets_changed=changed_secrets, tar_size=len(ctx.tarball))
     doc["release"] = release_id
     doc["plan"] = [s.describe() for s in steps]

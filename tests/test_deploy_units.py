@@ -1604,3 +1604,25 @@ def test_one_probe_reads_releases_current_image_secrets_and_containers(local: Lo
 
     never = read_state(LocalHost(), root, "never-deployed", bundle.config.project, "dev")
     assert (never.releases, never.current, never.containers, never.exists) == ([], None, [], False)
+
+
+def test_a_plan_without_the_secrets_still_plans_and_says_a_deploy_would_refuse(local: LocalHostSetup) -> None:
+    local.config["providers"]["vendor"] = {
+        "adapter": "openai-compatible", "base_url": "http://127.0.0.1:9/v1",
+        "credentials": {"api_key": "VENDOR_API_KEY"}, "models": {"small": {"context_window": 8192}},
+    }
+    local.config["routes"]["chat"]["candidates"] = ["mock/echo", "vendor/small"]
+    local.config["environments"]["dev"]["secrets"] = {"VENDOR_API_KEY": {"env": "SYTEST_UNSET_SECRET_VAR"}}
+    write_config(local.repo, local.config)
+    before = local.snapshot()
+    plan = local.deploy("dev", "--plan")
+    assert plan.returncode == 0, plan
+    assert "gateway  create  not running yet" in plan.stdout
+    assert ("note: environments.dev.secrets.VENDOR_API_KEY: the environment variable SYTEST_UNSET_SECRET_VAR is not set"
+            in plan.stderr), plan.stderr
+    assert "a deploy would refuse" in plan.stderr
+    assert "write " not in plan.stdout  # no secrets step planned without the values
+    assert local.snapshot() == before and read_only(local.docker_calls())
+    real = local.deploy("dev", "--yes")
+    assert real.returncode == 1 and "SYTEST_UNSET_SECRET_VAR is not set" in real.stdout, real
+    assert "-> connect" not in real.stderr
