@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation on a terminal")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout (progress stays on stderr)")
     p.add_argument("--identity", "-i", metavar="FILE", help="SSH private key (default: $SWITCHYARD_SSH_IDENTITY, ~/.ssh/config, the agent)")
+    p.add_argument("--known-hosts", metavar="FILE",
+                   help="SSH known hosts file (default: $SWITCHYARD_SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts)")
+    p.add_argument("--strict-host-keys", action="store_true",
+                   help="refuse a host whose key is not in the known hosts file yet (default: trust it on first use "
+                        "and remember it; a CHANGED key is always refused); also $SWITCHYARD_SSH_STRICT_HOST_KEYS=1")
     lock = p.add_mutually_exclusive_group()
     lock.add_argument("--no-wait", action="store_true", help="fail at once when another deploy of this environment holds the lock")
     lock.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_WAIT_S, metavar="SECONDS",
@@ -48,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = Options(
         env=args.env, config=args.config, plan=args.plan, yes=args.yes, json=args.json, identity=args.identity,
+        known_hosts=args.known_hosts, strict_host_keys=args.strict_host_keys,
         lock_wait_s=0.0 if args.no_wait else max(0.0, args.lock_timeout), last=max(1, args.last),
     )
     action = status if args.status else rollback if args.rollback else history if args.history else deploy

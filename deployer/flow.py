@@ -55,17 +55,22 @@ class Options:
     yes: bool = False
     json: bool = False
     identity: str | None = None
+    known_hosts: str | None = None
+    strict_host_keys: bool = False
     lock_wait_s: float = DEFAULT_LOCK_WAIT_S   # 0: fail at once when another deploy holds the lock
     last: int = 20
 
 
-def connect(bundle: Bundle, identity: str | None) -> Host:
+def connect(bundle: Bundle, opts: Options, out: Progress) -> Host:
     m = bundle.manifest
     if m["target"] == "local":
         return LocalHost()
+    strict = opts.strict_host_keys or os.environ.get("SWITCHYARD_SSH_STRICT_HOST_KEYS", "") not in ("", "0", "false", "no")
     return SSHHost(
         str(m["host"]), user=m.get("ssh_user"), port=int(m.get("ssh_port") or 22),
-        identity=identity or os.environ.get("SWITCHYARD_SSH_IDENTITY"),
+        identity=opts.identity or os.environ.get("SWITCHYARD_SSH_IDENTITY"),
+        known_hosts=opts.known_hosts or os.environ.get("SWITCHYARD_SSH_KNOWN_HOSTS"),
+        strict_host_keys=strict, say=out.say,
     )
 
 
@@ -262,7 +267,7 @@ class Session:
     def open(self, bundle: Bundle) -> tuple[Host, str | None]:
         """Connect to the environment's host; the deploy directory (None if absent, read-only runs)."""
         self.doc["url"] = bundle.url
-        self.host = connect(bundle, self.opts.identity)
+        self.host = connect(bundle, self.opts, self.out)
         create = self.action == "deploy"
         return self.host, resolve_root(self.host, str(bundle.manifest["deploy_dir"]), create=create)
 

@@ -201,10 +201,39 @@ class _SSHHeld:
             self.channel.close()
 
 
-class SSHHost:
-    """`target: ssh`: a Fabric connection; SFTP for files, exec channels for commands."""
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
-    def __init__(self, host: str, *, user: str | None, port: int, identity: str | None, connect_timeout: float = 10.0) -> None:
+
+class _AcceptNew:
+    """OpenSSH's `StrictHostKeyChecking accept-new`: trust a host seen for the first time and
+    remember its key in the known_hosts file; a host whose key CHANGED is refused by paramiko
+    before this is asked."""
+
+    def __init__(self, path: Path, say: Any) -> None:
+        self.path = path
+        self.say = say
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        self.say(f"   first connection to {hostname}: trusted its {key.get_name()} key "
+                 f"{key.fingerprint} and added it to {self.path}")
+
+
+class SSHHost:
+    """`target: ssh`: a Fabric connection; exec channels for commands and files.
+
+    Host keys are checked against `known_hosts` (default ~/.ssh/known_hosts): a changed key is
+    always refused; an unknown host is trusted and remembered (accept-new), or refused when
+    `strict_host_keys`.
+    """
+
+    def __init__(self, host: str, *, user: str | None, port: int, identity: str | None, connect_timeout: float = 10.0,
+                 known_hosts: str | None = None, strict_host_keys: bool = False, say: Any = None) -> None:
+        import paramiko
         from fabric import Connection
 
         connect_kwargs: dict[str, Any] = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
@@ -212,13 +241,33 @@ class SSHHost:
             connect_kwargs["key_filename"] = [os.path.expanduser(identity)]
         self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout, connect_kwargs=connect_kwargs)
         self.name = f"{self.conn.user}@{host}:{port}"
+        path = Path(os.path.expanduser(known_hosts or DEFAULT_KNOWN_HOSTS))
+        client = self.conn.client
+        try:
+            if path.is_file():
+                client.load_host_keys(str(path))
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostError(f"cannot read the known hosts file {path}: {_reason(exc)}") from exc
+        # Fabric's default (AutoAddPolicy over an empty key list) would trust any key, even a changed one.
+        client.set_missing_host_key_policy(
+            paramiko.RejectPolicy() if strict_host_keys else _AcceptNew(path, say or (lambda _text: None)))
         try:
             self.conn.open()
             # Many small request/response exchanges: without this, Nagle + delayed ACKs add
             # ~40 ms to opening every channel.
             self.conn.client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except paramiko.BadHostKeyException as exc:
+            raise HostError(
+                f"cannot connect to {self.name}: its host key CHANGED (now {exc.key.get_name()} {exc.key.fingerprint}, "
+                f"{path} has {exc.expected_key.fingerprint}). Refusing: this is what a man-in-the-middle looks like. "
+                f"If the host was really re-installed, check the new key and remove the old line from {path}"
+            ) from exc
         except Exception as exc:
-            raise HostError(f"cannot connect to {self.name}: {_reason(exc)}") from exc
+            text = _reason(exc)
+            if "not found in known_hosts" in text:
+                text += (f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
+                         f"`ssh-keyscan -p {port} {host} >> {path}`)")
+            raise HostError(f"cannot connect to {self.name}: {text}") from exc
 
     def _transport(self) -> Any:
         transport = self.conn.client.get_transport() if self.conn.client else None

@@ -440,6 +440,10 @@ class DeployProject:
         return self.dir / "host" / "srv"
 
     @property
+    def known_hosts(self) -> Path:
+        return self.dir / "operator" / "known_hosts"
+
+    @property
     def secret_file(self) -> Path:
         return self.dir / "operator" / "production-vendor.key"
 
@@ -539,6 +543,8 @@ class DeployProject:
     def deploy_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = compose_env()
         env["SWITCHYARD_SSH_IDENTITY"] = str(self.sshd.identity)
+        # The test sshd's host key is remembered here, not in the operator's ~/.ssh/known_hosts.
+        env["SWITCHYARD_SSH_KNOWN_HOSTS"] = str(self.known_hosts)
         env["SYTEST_STAGING_VENDOR_KEY"] = self.secret_values["staging"]
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the copy's runtime/
         env.pop("PYTHONPATH", None)

@@ -4,7 +4,9 @@
   and those containers are left alone;
 - replicas 1 -> 2 adds an `edge` on the environment's port; when that release fails its health
   check, the rollback removes the new edge so the previous gateway gets its port back;
-- `target: local` runs the same steps on this machine.
+- `target: local` runs the same steps on this machine;
+- SSH host keys: an unknown host is trusted once and remembered (or refused with
+  --strict-host-keys); a changed host key is always refused.
 
 Real Docker engine, Compose v2 and sshd on 127.0.0.1; skipped locally without them, failed in CI.
 """
@@ -143,3 +145,38 @@ def test_a_local_target_runs_the_same_steps_on_this_machine(project: DeployProje
         assert project.current(env) is not None and len(project.releases(env)) == 1
     finally:
         remove_project_resources(cp, [f"{cp}/*"])
+
+
+def host_key_line(sshd: Sshd, pub: Path) -> str:
+    kind, b64 = pub.read_text().split()[:2]
+    return f"[127.0.0.1]:{sshd.port} {kind} {b64}"
+
+
+def test_an_unknown_host_key_is_remembered_on_first_use_and_then_checked_strictly(project: DeployProject, sshd: Sshd) -> None:
+    assert not project.known_hosts.exists()
+    strict = project.deploy("staging", "--plan", "--strict-host-keys")
+    assert strict.returncode == 1, strict
+    assert "not found in known_hosts" in strict.stdout and "ssh-keyscan -p" in strict.stdout, strict
+    assert not project.deploy_dir.exists() or not any(project.deploy_dir.iterdir())
+
+    first = project.deploy("staging", "--plan")
+    assert first.returncode == 0, first
+    assert f"first connection to [127.0.0.1]:{sshd.port}: trusted its ssh-ed25519 key" in first.stderr, first
+    assert project.known_hosts.read_text().splitlines() == [host_key_line(sshd, sshd.dir / "host_ed25519.pub")]
+    assert oct(project.known_hosts.stat().st_mode & 0o777) == "0o600"
+
+    again = project.deploy("staging", "--plan", "--strict-host-keys")
+    assert again.returncode == 0 and "first connection" not in again.stderr, again
+    assert len(project.known_hosts.read_text().splitlines()) == 1
+
+
+def test_a_changed_host_key_is_refused(project: DeployProject, sshd: Sshd, tmp_path: Path) -> None:
+    other = tmp_path / "impostor"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)])
+    project.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    project.known_hosts.write_text(host_key_line(sshd, other.with_suffix(".pub")) + "\n")
+    result = project.deploy("staging", "--yes")
+    assert result.returncode == 1, result
+    assert "its host key CHANGED" in result.stdout and "man-in-the-middle" in result.stdout, result
+    assert project.known_hosts.read_text() == host_key_line(sshd, other.with_suffix(".pub")) + "\n"
+    assert project.releases("staging") == []
