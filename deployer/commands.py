@@ -38,14 +38,6 @@ def compose_up(project: str, compose_file: str, services: Sequence[str], *, buil
     return compose(project, compose_file, "up", "--detach", "--no-deps", *(["--build"] if build else []), *services)
 
 
-def compose_build(project: str, compose_file: str, services: Sequence[str]) -> list[str]:
-    return compose(project, compose_file, "build", *services)
-
-
-def compose_exec(project: str, compose_file: str, service: str, *argv: str) -> list[str]:
-    return compose(project, compose_file, "exec", "-T", service, *argv)
-
-
 def project_containers(project: str) -> list[str]:
     """Ids of every container (running or not) in the compose project, whoever made it."""
     return ["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={project}"]
@@ -78,18 +70,11 @@ def logs(container: str, tail: int = 20) -> list[str]:
     return ["docker", "logs", "--tail", str(tail), container]
 
 
-def docker_version() -> list[str]:
-    return ["docker", "compose", "version", "--short"]
-
-
-# -- files and directories on the host ---------------------------------------------------
-# Fixed scripts with the variable parts as positional parameters ("$1"), never spliced in.
-
-
-def make_env_dir(env_dir: str) -> list[str]:
-    """The environment's directory (0700: it holds the secrets file) and its releases/."""
-    return ["sh", "-c", 'mkdir -p -- "$1/releases" && chmod 700 -- "$1"', "sh", env_dir]
-
+def make_env_dir(env_dir: str, then: Sequence[str] = ()) -> list[str]:
+    """The environment's directory (0700: it holds the secrets file) and its releases/;
+    then, if given, exec `then` (so the lock can make the directory in the same round trip)."""
+    script = 'mkdir -p -- "$1/releases" && chmod 700 -- "$1" || exit 1; shift; [ "$#" -eq 0 ] || exec "$@"'
+    return ["sh", "-c", script, "sh", env_dir, *then]
 
 def unpack_release(tarball: str, final_dir: str) -> list[str]:
     """Unpack into a hidden directory, then rename: a release appears whole or not at all."""
@@ -180,8 +165,7 @@ def deploy_lock(env_dir: str, lock_file: str, wait_s: float | None, holder_file:
     directory (0700) first, and once the lock is ours write who holds it to `holder_file`."""
     flock = lock(lock_file, wait_s)
     inner = 'printf "%s\\n" "$2" > "$1"; echo locked; exec cat >/dev/null'
-    prepare = 'mkdir -p -- "$1/releases" && chmod 700 -- "$1" || exit 1; shift; exec "$@"'
-    return ["sh", "-c", prepare, "sh", env_dir, *flock[:flock.index("sh")], "sh", "-c", inner, "sh", holder_file, holder]
+    return make_env_dir(env_dir, [*flock[:flock.index("sh")], "sh", "-c", inner, "sh", holder_file, holder])
 
 
 def serialised(lock_file: str, argv: Sequence[str]) -> list[str]:

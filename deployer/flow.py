@@ -28,6 +28,7 @@ from deployer.state import (
     check_ownership,
     containers,
     image_present,
+    parse_json,
     read_files,
     read_state,
     resolve_root,
@@ -126,17 +127,9 @@ def _inputs(host: Host, state: HostState, manifest: dict[str, Any], runtime: dic
     rids = sorted({str(c.release) for c in state.owned() if c.release})
     wanted = [f"{state.paths.release(r)}/{name}" for r in rids for name in ("runtime.json", "compose.yaml")]
     files = read_files(host, wanted)
-    old_runtime = {r: _parse_json(files.get(f"{state.paths.release(r)}/runtime.json")) for r in rids}
+    old_runtime = {r: parse_json(files.get(f"{state.paths.release(r)}/runtime.json")) or {} for r in rids}
     old_compose = {r: parse_compose(files.get(state.paths.compose_file(r))) for r in rids}
     return Inputs(manifest, runtime, compose, old_runtime, old_compose)
-
-
-def _parse_json(text: str | None) -> dict[str, Any]:
-    try:
-        doc = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def _print_plan(out: Progress, bundle: Bundle, host: Host, plan: Plan, steps: list[Step], *, to_stdout: bool) -> None:
@@ -238,7 +231,6 @@ def _execute(ctx: Context, steps: list[Step], state: HostState, plan: Plan, rele
         return 1
     _record(ctx, _history_entry(bundle, action, release_id, plan.deployed_release, plan, "ok", None, out.elapsed(), manifest))
     try:
-        ctx.notes["state_after"] = read_state(ctx.host, ctx.paths.root, ctx.paths.compose_project, bundle.config.project, bundle.env)
         _run_steps(ctx, [Prune(int(manifest["keep_releases"]))])
     except (DeployError, HostError) as exc:  # the release is live; a failed cleanup is only reported
         out.say(f"   (pruning old releases failed: {exc})")
@@ -408,12 +400,12 @@ def _rollback(session: Session) -> int:
         if target is None:
             raise DeployError(f"no earlier release of {bundle.env} is on the host to roll back to (current: {state.current or 'none'})")
         files = read_files(host, [f"{paths.release(target)}/{n}" for n in ("manifest.json", "runtime.json", "compose.yaml")])
-        manifest = _parse_json(files[f"{paths.release(target)}/manifest.json"]) or None
+        manifest = parse_json(files[f"{paths.release(target)}/manifest.json"])
         if manifest is None:
             raise DeployError(f"release {target} has no manifest on the host; cannot roll back to it")
         image = str(manifest["image"])
         present = image_present(host, [image])[image]
-        inputs = _inputs(host, state, manifest, _parse_json(files[f"{paths.release(target)}/runtime.json"]),
+        inputs = _inputs(host, state, manifest, parse_json(files[f"{paths.release(target)}/runtime.json"]) or {},
                          parse_compose(files[paths.compose_file(target)]))
         plan = make_plan(inputs, state, image_present=present, secrets_changed=False)
     doc.update(url=f"http://127.0.0.1:{manifest['port']}", release=target, previous=plan.deployed_release,

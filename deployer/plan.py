@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
+from deployer.output import table
 from deployer.state import Container, HostState
 
 UNCHANGED, CREATE, RESTART, REBUILD, REMOVE = "unchanged", "create", "restart", "rebuild", "remove"
-_ORDER = {UNCHANGED: 0, RESTART: 1, CREATE: 2, REBUILD: 3, REMOVE: 1}
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,6 @@ class ServicePlan:
     @property
     def changes(self) -> bool:
         return self.action != UNCHANGED
-
-    @property
-    def build(self) -> bool:
-        return self.action == REBUILD
 
     def as_json(self) -> dict[str, Any]:
         return {"action": self.action, "reasons": list(self.reasons)}
@@ -56,9 +52,7 @@ class Plan:
         return not any(s.changes for s in self.services)
 
     def table(self) -> str:
-        rows = [("SERVICE", "ACTION", "WHY")] + [(s.service, s.action, "; ".join(s.reasons) or "-") for s in self.services]
-        w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
-        return "\n".join(f"  {a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows)
+        return table([("SERVICE", "ACTION", "WHY")] + [(s.service, s.action, "; ".join(s.reasons) or "-") for s in self.services])
 
 
 def _short(h: Any) -> str:

@@ -7,7 +7,7 @@ on a command line or stored in a release. Only names and "where from" are ever s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from compiler.models import SecretSource
@@ -21,17 +21,14 @@ class SecretsFile:
     content: bytes
     names: tuple[str, ...]
     missing_optional: tuple[str, ...]
+    _values: tuple[str, ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:  # never show the content
         return f"SecretsFile(names={self.names!r}, missing_optional={self.missing_optional!r})"
 
     def values(self) -> tuple[str, ...]:
         """The values themselves, only so that output can redact them."""
-        out = []
-        for line in self.content.decode().splitlines():
-            if "='" in line and not line.startswith("#"):
-                out.append(line.split("='", 1)[1][:-1])
-        return tuple(out)
+        return self._values
 
 
 def where(source: SecretSource) -> str:
@@ -70,6 +67,7 @@ def secrets_file(bundle: Bundle) -> SecretsFile:
     """Read every secret the environment names; raise DeployError naming the first one missing."""
     lines = ["# Written by Switchyard deploy from the operator's sources; mode 0600. Do not edit."]
     names: list[str] = []
+    values: list[str] = []
     skipped: list[str] = []
     sources = bundle.environment.secrets
     for name in sorted(sources):
@@ -80,4 +78,5 @@ def secrets_file(bundle: Bundle) -> SecretsFile:
         # Single quotes: compose takes the value literally (no `$` interpolation, no escapes).
         lines.append(f"{name}='{value}'")
         names.append(name)
-    return SecretsFile(("\n".join(lines) + "\n").encode(), tuple(names), tuple(skipped))
+        values.append(value)
+    return SecretsFile(("\n".join(lines) + "\n").encode(), tuple(names), tuple(skipped), tuple(values))

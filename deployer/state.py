@@ -169,17 +169,13 @@ def read_files(host: Host, paths: list[str]) -> dict[str, str | None]:
     return files
 
 
-def _json(text: str | None) -> dict[str, Any] | None:
+def parse_json(text: str | None) -> dict[str, Any] | None:
+    """A JSON object read from the host, or None (absent or not an object)."""
     try:
         doc = json.loads(text) if text else None
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def read_manifest(host: Host, paths: Paths, release_id: str) -> dict[str, Any] | None:
-    path = posixpath.join(paths.release(release_id), "manifest.json")
-    return _json(read_files(host, [path])[path])
 
 
 def _sections(out: str) -> dict[str, str]:
@@ -227,7 +223,7 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
     wanted = sorted({c.release for c in state.containers if c.release} | ({state.current} if state.current else set()))
     files = read_files(host, [posixpath.join(paths.release(r), "manifest.json") for r in wanted if r])
     for rid in wanted:
-        manifest = _json(files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None)
+        manifest = parse_json(files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None)
         if rid and manifest is not None:
             state.manifests[rid] = manifest
     return state

@@ -16,7 +16,7 @@ from deployer.hosts import CommandFailed, Host
 from deployer.output import Progress, first_line
 from deployer.plan import Plan
 from deployer.secrets import SecretsFile
-from deployer.state import Container, HostState, Paths, containers
+from deployer.state import Container, Paths, containers, read_state
 
 
 @dataclass
@@ -29,7 +29,6 @@ class Context:
     out: Progress
     secrets: SecretsFile | None = None
     tarball: bytes = b""
-    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class Step(Protocol):
@@ -48,8 +47,7 @@ class UploadRelease:
         return f"upload release {self.release_id} ({self.size / 1024:.0f} KiB) to {self.release_dir}"
 
     def run(self, ctx: Context) -> None:
-        tmp = f"{ctx.paths.releases}/.{self.release_id}.tar.gz"
-        ctx.host.run(cmd.make_env_dir(ctx.paths.env_dir))
+        tmp = f"{ctx.paths.releases}/.{self.release_id}.tar.gz"  # releases/ exists: the lock made it
         ctx.host.write(tmp, ctx.tarball, 0o600)
         ctx.host.run(cmd.unpack_release(tmp, self.release_dir))
 
@@ -65,7 +63,6 @@ class WriteSecrets:
 
     def run(self, ctx: Context) -> None:
         assert ctx.secrets is not None
-        ctx.host.run(cmd.make_env_dir(ctx.paths.env_dir))
         ctx.host.write(self.path + ".new", ctx.secrets.content, 0o600)
         ctx.host.run(cmd.replace_if_changed(self.path + ".new", self.path))
 
@@ -203,7 +200,7 @@ class Prune:
         return f"keep the last {self.keep} releases and their images; remove older ones of this environment only"
 
     def run(self, ctx: Context) -> None:
-        state: HostState = ctx.notes["state_after"]
+        state = read_state(ctx.host, ctx.paths.root, ctx.paths.compose_project, ctx.bundle.config.project, ctx.bundle.env)
         in_use = {c.release for c in state.containers if c.owned and c.release}
         good = [r for r in state.releases if r not in state.failed]
         keep = set(good[-self.keep:]) | in_use | ({state.current} if state.current else set())
@@ -220,7 +217,6 @@ class Prune:
         for image in sorted(dropped_images - kept_images):
             if image.startswith(ctx.bundle.compose_project + "/"):
                 ctx.host.run(cmd.remove_image(image), check=False)  # in use elsewhere: stays
-        ctx.notes["pruned"] = drop
 
 
 @dataclass(frozen=True)

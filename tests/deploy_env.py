@@ -37,6 +37,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.gateway_env import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "switchyard-test/base:bookworm"
 SSHD = "/usr/sbin/sshd"
@@ -64,12 +66,6 @@ def run(args: Sequence[str], *, timeout: float = 120, check: bool = True, **kw: 
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
     return proc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
