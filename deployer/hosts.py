@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -277,7 +277,10 @@ class SSHHost:
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
         # An exec channel on Fabric's connection: binary stdin with a real EOF, and stdout and
-        # stderr drained together so a chatty build cannot stall the channel's window.
+        # stderr drained together so a chatty build cannot stall the channel's window. The
+        # exit status can arrive while output is still in flight (sshd sends it when the
+        # process exits, not when its output has been delivered), so reading ends at the
+        # channel's EOF, never at the exit status.
         command = shlex.join(argv)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -287,23 +290,7 @@ class SSHHost:
                 if stdin:
                     channel.sendall(stdin)
                 channel.shutdown_write()
-                out, err = bytearray(), bytearray()
-                while True:
-                    busy = False
-                    if channel.recv_ready():
-                        out += channel.recv(65536)
-                        busy = True
-                    if channel.recv_stderr_ready():
-                        err += channel.recv_stderr(65536)
-                        busy = True
-                    if not busy:
-                        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                            break
-                        if channel.closed and not channel.exit_status_ready():
-                            raise ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`")
-                        if deadline is not None and time.monotonic() > deadline:
-                            raise HostError(f"`{command}` took longer than {timeout:.0f} s on {self.name}")
-                        select.select([channel], [], [], 0.02)
+                out, err = _drain(channel, deadline, lambda: self._lost(command), lambda: self._slow(command, timeout))
                 rc = channel.recv_exit_status()
             finally:
                 channel.close()
@@ -317,6 +304,12 @@ class SSHHost:
         if check and not result.ok:
             raise CommandFailed(argv, result)
         return result
+
+    def _lost(self, command: str) -> HostError:
+        return ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`")
+
+    def _slow(self, command: str, timeout: float | None) -> HostError:
+        return HostError(f"`{command}` took longer than {timeout or 0:.0f} s on {self.name}")
 
     def read(self, path: str) -> bytes | None:
         res = self.run(["sh", "-c", 'if [ -f "$1" ]; then cat -- "$1"; else echo absent >&2; exit 3; fi', "sh", path], check=False)
@@ -370,6 +363,31 @@ class SSHHost:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
+
+
+def _drain(channel: Any, deadline: float | None, lost: Callable[[], HostError], slow: Callable[[], HostError]) -> tuple[bytes, bytes]:
+    """Everything an exec channel sends on stdout and stderr, up to its EOF and exit status."""
+    out, err = bytearray(), bytearray()
+    while True:
+        busy = False
+        if channel.recv_ready():
+            out += channel.recv(1 << 20)
+            busy = True
+        if channel.recv_stderr_ready():
+            err += channel.recv_stderr(1 << 20)
+            busy = True
+        if busy:
+            continue
+        # paramiko's transport thread buffers messages in the order they arrive, so once EOF
+        # (or the close) has been seen, every byte sent before it is in the buffers above.
+        if (channel.eof_received or channel.closed) and not channel.recv_ready() and not channel.recv_stderr_ready():
+            if channel.exit_status_ready():
+                return bytes(out), bytes(err)
+            if channel.closed:
+                raise lost()
+        if deadline is not None and time.monotonic() > deadline:
+            raise slow()
+        select.select([channel], [], [], 0.05)
 
 
 def _reason(exc: BaseException) -> str:

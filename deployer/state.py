@@ -153,8 +153,20 @@ def containers(host: Host, paths: Paths, project: str, env: str) -> list[Contain
     if not ids:
         return []
     res = host.run(cmd.inspect(ids), check=False)  # a container removed meanwhile: inspect the rest
-    raw = json.loads(res.stdout or "[]")
+    raw = inspect_output(res.stdout, host)
     return sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
+
+
+def inspect_output(text: str, host: Host) -> list[dict[str, Any]]:
+    """The documents of `docker inspect` as the host printed them; DeployError if they are not."""
+    try:
+        docs = json.loads(text or "[]")
+    except ValueError as exc:
+        raise DeployError(f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} bytes, {exc}); "
+                          f"its start: {text[:200]!r}") from None
+    if not isinstance(docs, list) or not all(isinstance(d, dict) and isinstance(d.get("Id"), str) for d in docs):
+        raise DeployError(f"`docker inspect` on {host.name} printed JSON that is not a list of containers: {text[:200]!r}")
+    return docs
 
 
 def read_files(host: Host, paths: list[str]) -> dict[str, str | None]:
@@ -204,7 +216,7 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
     state.published = parts.get("published", "")
     if claims:
         state.claims = parts.get("claims") or None
-    raw = json.loads(parts.get("containers") or "[]")
+    raw = inspect_output(parts.get("containers", ""), host)
     state.containers = sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
     for line in parts.get("releases", "").splitlines():
         rid, _, status = line.partition(" ")
