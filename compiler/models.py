@@ -347,6 +347,60 @@ class Logging(_Section):
     flush_interval_ms: int = Field(default=200, ge=1, le=60_000, description="Longest a record waits before it is written.", examples=[200])
 
 
+class Proxy(_Section):
+    """The reverse proxy (HAProxy) in front of every deployed environment: it alone publishes
+    the environment's port, health-checks the gateways, switches between releases without
+    dropping a connection, and holds the edge against slow and oversized requests."""
+
+    base_image: str = Field(
+        default="haproxy:2.8", min_length=1, pattern=r"^[^\s]+$",
+        description=(
+            "Base image of the proxy image: an image with HAProxy 2.6 or newer (the official `haproxy` "
+            "images), or a Debian/Ubuntu image, into which HAProxy is installed from its packages."
+        ),
+        examples=["haproxy:2.8"],
+    )
+    request_head_timeout_s: float = Field(
+        default=10.0, gt=0, le=300,
+        description=(
+            "Longest a client may take to send a request's head (request line and headers). A slower "
+            "one (a slowloris, a byte-by-byte header) gets 408 and is closed."
+        ),
+        examples=[10],
+    )
+    request_head_max_bytes: int = Field(
+        default=16384, ge=4096, le=1048576,
+        description="Largest request head (request line plus headers) in bytes; a larger one is refused with 400.",
+        examples=[16384],
+    )
+    request_body_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description=(
+            "Longest a client may take to send a request's body (the whole of it, or the first "
+            "request_head_max_bytes of a larger one); a slower one gets 408."
+        ),
+        examples=[60],
+    )
+    client_idle_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description=(
+            "Longest a client may stay silent while it is expected to send (the rest of a large body) "
+            "or to read (a response it does not take)."
+        ),
+        examples=[60],
+    )
+    keep_alive_timeout_s: float = Field(
+        default=10.0, gt=0, le=600,
+        description="Longest an idle keep-alive connection is kept open for the client's next request.",
+        examples=[10],
+    )
+    max_connections: int = Field(
+        default=4096, ge=16, le=1000000,
+        description="Client connections served at once; more wait in the kernel's queue until one closes.",
+        examples=[4096],
+    )
+
+
 class Runtime(_Section):
     """How the gateway service is built and run."""
 
@@ -363,6 +417,10 @@ class Runtime(_Section):
     request_timeout_s: float = Field(
         default=300.0, gt=0, le=3600, description="Longest a client request may take, in seconds.",
         examples=[300],
+    )
+    proxy: Proxy = Field(
+        default_factory=Proxy, description="The reverse proxy in front of the gateways (HAProxy).",
+        examples=[{"request_head_timeout_s": 10}],
     )
 
 
@@ -430,7 +488,7 @@ class Environment(_Section):
     )
     replicas: int = Field(
         default=1, ge=1, le=32,
-        description="Gateway containers. With more than one, an edge service balances them on `port`.",
+        description="Gateway containers; the environment's proxy balances requests across them.",
         examples=[2],
     )
     compose_project: str | None = Field(
@@ -458,6 +516,14 @@ class Environment(_Section):
     health_timeout_s: float = Field(
         default=60.0, gt=0, le=1800, description="How long deploy waits for the new release to be healthy.",
         examples=[60],
+    )
+    drain_timeout_s: float | None = Field(
+        default=None, gt=0, le=3600,
+        description=(
+            "How long a deploy lets the old release's gateways finish the requests and streams they "
+            "are serving before it stops them. Default: runtime.request_timeout_s (no request is cut)."
+        ),
+        examples=[300],
     )
     keep_releases: int = Field(default=5, ge=2, le=100, description="Releases kept on the host for rollback.", examples=[5])
     deploy_dir: str = Field(

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from compiler import proxy
 from compiler.canonical import _with_hash_and_text, canonical_json, sha256
 from compiler.models import GatewayConfig
 from compiler.resolve import (
@@ -29,7 +30,7 @@ from compiler.resolve import (
 )
 
 RUNTIME_SCHEMA_VERSION = 1
-MANIFEST_SCHEMA_VERSION = 1
+MANIFEST_SCHEMA_VERSION = 2
 CONTAINER_PORT = 8000
 CONFIG_PATH = "/etc/switchyard/runtime.json"
 DATA_DIR = "/var/lib/switchyard"
@@ -40,6 +41,11 @@ LABEL_PREFIX = "dev.switchyard"
 MANAGED_BY = "switchyard"
 CONFIG_HASH_LABEL = f"{LABEL_PREFIX}.config-hash"
 IMAGE_INPUTS_LABEL = f"{LABEL_PREFIX}.image-inputs"
+SLOT_LABEL = f"{LABEL_PREFIX}.slot"
+REPLICA_LABEL = f"{LABEL_PREFIX}.replica"
+# How long `docker stop` gives a gateway (SIGTERM, then SIGKILL). A deploy stops an old
+# gateway only after its requests have drained, so this is the bound for the ones that did not.
+GATEWAY_STOP_GRACE_S = 30
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # yaml.safe_load, with libyaml's parser when PyYAML has it (a tenth of the time).
@@ -179,15 +185,21 @@ def _labels(config: GatewayConfig, resolved: ResolvedEnvironment, service: str, 
     return sorted(labels.items())
 
 
+# Labels that differ between the gateway services of one release (slot, replica) or that the
+# manifest tracks on its own (config, image): left out of the definition hash.
+_UNHASHED_LABELS = (CONFIG_HASH_LABEL, IMAGE_INPUTS_LABEL, SLOT_LABEL, REPLICA_LABEL)
+
+
 def service_definition_hash(block: dict[str, Any]) -> str:
     """Hash of a service's block in compose.yaml, minus what the manifest tracks separately.
 
-    Taken from the rendered file, so a change anywhere in the service's definition (the
-    template's healthcheck, restart policy or logging included) changes it. The image name
-    and the config-hash / image-inputs labels are left out: the manifest's `image` and
-    `config` inputs already cover them.
+    Taken from the rendered (and parsed) file, so a change anywhere in the service's
+    definition (the template's healthcheck, restart policy or logging included) changes it.
+    The image name, the config-hash / image-inputs labels and a gateway's slot and replica
+    are left out: the manifest's `image`, `config` and `replicas` cover them, and every
+    gateway of a release has the same definition.
     """
-    labels = {k: v for k, v in block.get("labels", {}).items() if k not in (CONFIG_HASH_LABEL, IMAGE_INPUTS_LABEL)}
+    labels = {k: v for k, v in block.get("labels", {}).items() if k not in _UNHASHED_LABELS}
     rest = {k: v for k, v in block.items() if k not in ("image", "labels")}
     return "sha256:" + sha256(canonical_json({**rest, "labels": labels}))
 
@@ -195,6 +207,10 @@ def service_definition_hash(block: dict[str, Any]) -> str:
 def _healthcheck(path: str) -> list[str]:
     code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
     return ["CMD", "python", "-c", code]
+
+
+def _inputs(**inputs: Any) -> dict[str, Any]:
+    return {**inputs, "inputs_hash": "sha256:" + sha256(canonical_json(inputs))}
 
 
 def render_environment(
@@ -211,72 +227,78 @@ def render_environment(
     if templates is None:
         templates = _env()
     env = resolved.env
+    cp = resolved.compose_project
     runtime, runtime_text = _with_hash_and_text(runtime_config(config, resolved))
     config_hash = runtime["config_hash"]
+    drain_s = proxy.drain_timeout_s(config, env.drain_timeout_s)
 
     # The image's default command leaves out settings of the environment (workers), so that
     # changing them restarts the gateway without rebuilding its image.
     image_command = ["python", "-m", "runtime", "serve", "--config", CONFIG_PATH, "--host", "0.0.0.0",
                      "--port", str(CONTAINER_PORT)]
-    command = [*image_command, "--workers", str(config.runtime.workers)]
     dockerfile = templates.get_template("Dockerfile.j2").render(
-        base_image=config.runtime.base_image, compose_project=resolved.compose_project,
+        base_image=config.runtime.base_image, compose_project=cp,
         container_port=CONTAINER_PORT, command=image_command,
     )
     image_hash = sha256("\n".join([sha256(dockerfile), image_inputs.runtime_digest, sha256(image_inputs.requirements)]))
-    image = f"{resolved.compose_project}/gateway:{image_hash[:12]}"
+    image = f"{cp}/gateway:{image_hash[:12]}"
+    proxy_dockerfile = proxy.render_dockerfile(templates, config, cp)
+    proxy_hash = sha256(proxy_dockerfile)
+    proxy_image = f"{cp}/proxy:{proxy_hash[:12]}"
 
-    published = f"127.0.0.1:{env.port}:{CONTAINER_PORT}"
+    slots = {slot: proxy.gateway_services(env.replicas, slot) for slot in proxy.SLOTS}
     gateway_labels = {CONFIG_HASH_LABEL: config_hash, IMAGE_INPUTS_LABEL: "sha256:" + image_hash}
-    services: list[dict[str, Any]] = [{
-        "name": "gateway",
-        "build": True,
-        "command": command,
-        "env_file": True,
-        "environment": sorted({"SWITCHYARD_ENVIRONMENT": env_name, "SWITCHYARD_DATA_DIR": DATA_DIR}.items()),
-        "volumes": [f"./runtime.json:{CONFIG_PATH}:ro", f"data:{DATA_DIR}"],
-        "ports": [published] if env.replicas == 1 else [],
-        "replicas": env.replicas,
-        "depends_on": [],
-        "healthcheck": _healthcheck("/readyz"),
-        "labels": _labels(config, resolved, "gateway", gateway_labels),
-    }]
-    if env.replicas > 1:
-        services.append({
-            "name": "edge",
-            "build": False,
-            "command": ["python", "-m", "runtime", "edge", "--listen", f"0.0.0.0:{CONTAINER_PORT}",
-                        "--upstream", f"gateway:{CONTAINER_PORT}"],
-            "env_file": False,
-            "environment": sorted({"SWITCHYARD_ENVIRONMENT": env_name}.items()),
-            "volumes": [],
-            "ports": [published],
-            "replicas": 1,
-            "depends_on": ["gateway"],
-            "healthcheck": _healthcheck("/healthz"),
-            "labels": _labels(config, resolved, "edge", {IMAGE_INPUTS_LABEL: "sha256:" + image_hash}),
-        })
+    gateways = [
+        {"name": name, "labels": _labels(config, resolved, "gateway", {**gateway_labels, SLOT_LABEL: slot, REPLICA_LABEL: str(i)})}
+        for slot, names in slots.items() for i, name in enumerate(names, 1)
+    ]
     compose = templates.get_template("compose.yaml.j2").render(
-        source_name=source_name, environment=env_name, compose_project=resolved.compose_project,
-        services=services, image=image, secrets_file=SECRETS_FILE, container_port=CONTAINER_PORT,
+        source_name=source_name, environment=env_name, compose_project=cp, port=env.port, replicas=env.replicas,
+        image=image, secrets_file=SECRETS_FILE, gateway_port=CONTAINER_PORT,
+        gateway={
+            "command": [*image_command, "--workers", str(config.runtime.workers)],
+            "environment": sorted({"SWITCHYARD_ENVIRONMENT": env_name, "SWITCHYARD_DATA_DIR": DATA_DIR}.items()),
+            "volumes": [f"./runtime.json:{CONFIG_PATH}:ro", f"data:{DATA_DIR}"],
+            "healthcheck": _healthcheck("/readyz"),
+            "stop_grace_s": GATEWAY_STOP_GRACE_S,
+        },
+        proxy={
+            "image": proxy_image,
+            "config_mount": f"{proxy.HOST_CONFIG_DIR}:{proxy.CONFIG_DIR}:ro",
+            "published": f"127.0.0.1:{env.port}:{proxy.LISTEN_PORT}",
+            "stop_grace_s": proxy.STOP_GRACE_S,
+            "labels": _labels(config, resolved, "proxy", {IMAGE_INPUTS_LABEL: "sha256:" + proxy_hash}),
+        },
+        gateways=gateways,
         volume_labels=_labels(config, resolved, "data", {}),
     )
     compose_services = yaml.load(compose, Loader=_YAML_LOADER)["services"]
-    service_inputs = {}
-    for svc in services:
-        inputs = {
-            "image": "sha256:" + image_hash,
-            "config": config_hash if svc["name"] == "gateway" else None,
-            "definition": service_definition_hash(compose_services[svc["name"]]),
-        }
-        service_inputs[svc["name"]] = {**inputs, "inputs_hash": "sha256:" + sha256(canonical_json(inputs))}
-    files = {"compose.yaml": compose, "Dockerfile": dockerfile, "runtime.json": runtime_text}
+    proxy_configs = {
+        f"proxy/haproxy-{slot}.cfg": proxy.render_config(
+            templates, config, environment=env_name, compose_project=cp, source_name=source_name,
+            slot=slot, servers=names, gateway_port=CONTAINER_PORT, drain_s=drain_s,
+        )
+        for slot, names in slots.items()
+    }
+    services = {
+        "gateway": _inputs(
+            image="sha256:" + image_hash, config=config_hash, replicas=env.replicas,
+            definition=service_definition_hash(compose_services[slots["a"][0]]),
+        ) | {"slots": slots},
+        "proxy": _inputs(
+            image="sha256:" + proxy_hash,
+            config={slot: "sha256:" + sha256(proxy_configs[f"proxy/haproxy-{slot}.cfg"]) for slot in proxy.SLOTS},
+            definition=service_definition_hash(compose_services["proxy"]),
+        ),
+    }
+    files = {"compose.yaml": compose, "Dockerfile": dockerfile, "runtime.json": runtime_text,
+             "proxy/Dockerfile": proxy_dockerfile, **proxy_configs}
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "generator": "switchyard",
         "project": config.project,
         "environment": env_name,
-        "compose_project": resolved.compose_project,
+        "compose_project": cp,
         "target": env.target,
         "host": env.host,
         "ssh_user": env.ssh_user,
@@ -284,9 +306,11 @@ def render_environment(
         "port": env.port,
         "replicas": env.replicas,
         "health_timeout_s": env.health_timeout_s,
+        "drain_timeout_s": drain_s,
         "keep_releases": env.keep_releases,
         "deploy_dir": env.deploy_dir,
         "image": image,
+        "proxy_image": proxy_image,
         # What the image hash is made of, so deploy can say which one changed.
         "image_inputs": {
             "dockerfile": "sha256:" + sha256(dockerfile),
@@ -297,7 +321,7 @@ def render_environment(
         "source": {"name": source_name, "sha256": source_sha256},
         "secrets": sorted(runtime["secrets"]),
         "files": {name: "sha256:" + sha256(text) for name, text in sorted(files.items())},
-        "services": service_inputs,
+        "services": services,
     }
     files["manifest.json"] = canonical_json(manifest)
     return files

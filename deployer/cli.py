@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 the deploy failed or was refused (the message says why), 2 u
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = Options(
@@ -57,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock_wait_s=0.0 if args.no_wait else max(0.0, args.lock_timeout), last=max(1, args.last),
     )
     action = status if args.status else rollback if args.rollback else history if args.history else deploy
+    # SIGTERM (a CI job cancelled, a terminal closed) is handled like Ctrl-C: the deploy puts
+    # the host back in order and records itself as interrupted.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return action(opts)
     except UsageError as exc:

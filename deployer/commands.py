@@ -15,13 +15,17 @@ OWNER = "switchyard"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
+ROLE_LABEL = "dev.switchyard.service"     # gateway, proxy (what a container is, whatever its compose name)
+SLOT_LABEL = "dev.switchyard.slot"
+PROXY_CONFIG_DIR = "/etc/switchyard/proxy"   # where the proxy container sees <env dir>/proxy
 
 
 def _env() -> list[str]:
     argv = ["env"]
     for name in SCRUBBED:
         argv += ["-u", name]
-    return argv
+    # The gateways of the slot not named in a command are orphans to compose: fine, say nothing.
+    return [*argv, "COMPOSE_IGNORE_ORPHANS=1"]
 
 
 def compose(project: str, compose_file: str, *args: str) -> list[str]:
@@ -33,9 +37,15 @@ def compose_config_check(project: str, compose_file: str) -> list[str]:
     return compose(project, compose_file, "config", "--quiet")
 
 
-def compose_up(project: str, compose_file: str, services: Sequence[str], *, build: bool) -> list[str]:
-    """Create or recreate exactly `services`; never their dependencies, never orphans."""
-    return compose(project, compose_file, "up", "--detach", "--no-deps", *(["--build"] if build else []), *services)
+def compose_build(project: str, compose_file: str, services: Sequence[str]) -> list[str]:
+    """Build the images of `services` (one service per image is enough)."""
+    return compose(project, compose_file, "build", *services)
+
+
+def compose_up(project: str, compose_file: str, services: Sequence[str]) -> list[str]:
+    """Create or recreate exactly `services` from images already built; never their
+    dependencies, never orphans (the other slot's gateways are, to compose, orphans)."""
+    return compose(project, compose_file, "up", "--detach", "--no-deps", "--no-build", *services)
 
 
 def project_containers(project: str) -> list[str]:
@@ -62,8 +72,10 @@ def remove_image(ref: str) -> list[str]:
 
 
 def stop_and_remove(ids: Sequence[str]) -> list[str]:
-    """Remove exactly these containers (ours: checked by the caller against the labels)."""
-    return ["docker", "rm", "--force", "--volumes=false", *ids]
+    """Stop (SIGTERM, then SIGKILL after the container's own grace) and remove exactly these
+    containers (ours: checked by the caller against the labels), with their anonymous volumes
+    (`--volumes` never touches a named volume such as `data`)."""
+    return ["sh", "-c", 'docker stop -- "$@" >/dev/null 2>&1; docker rm --force --volumes -- "$@"', "sh", *ids]
 
 
 def logs(container: str, tail: int = 20) -> list[str]:
@@ -77,9 +89,85 @@ def make_env_dir(env_dir: str, then: Sequence[str] = ()) -> list[str]:
     return ["sh", "-c", script, "sh", env_dir, *then]
 
 def unpack_release(tarball: str, final_dir: str) -> list[str]:
-    """Unpack into a hidden directory, then rename: a release appears whole or not at all."""
-    script = 'set -e; tmp="$2.tmp"; rm -rf -- "$tmp"; mkdir -p -- "$tmp"; tar -xzf "$1" -C "$tmp"; rm -f -- "$1"; rm -rf -- "$2"; mv -- "$tmp" "$2"'
+    """Unpack into a hidden directory beside it, then rename: a release appears whole or not
+    at all, and nothing half-written ever carries a release's name."""
+    script = ('set -e; tmp="$(dirname -- "$2")/.$(basename -- "$2").unpack"; rm -rf -- "$tmp"; mkdir -p -- "$tmp"; '
+              'tar -xzf "$1" -C "$tmp"; rm -f -- "$1"; rm -rf -- "$2"; mv -- "$tmp" "$2"')
     return ["sh", "-c", script, "sh", tarball, final_dir]
+
+
+def remove_leftovers(releases_dir: str, names: Sequence[str]) -> list[str]:
+    """Remove half-written uploads (hidden entries of releases/) by name."""
+    return ["sh", "-c", 'cd -- "$1" || exit 0; shift; for n in "$@"; do case "$n" in .?*) rm -rf -- "$n";; esac; done', "sh",
+            releases_dir, *names]
+
+
+# ---------------------------------------------------------------------------------------
+# the proxy
+
+# HAProxy's worker processes in its container: haproxy processes whose parent is haproxy
+# (the master). After a reload the old workers stay until their connections have closed.
+_WORKERS = r"""
+all=""
+for d in /proc/[0-9]*; do
+  read -r pid comm rest < "$d/stat" 2>/dev/null || continue
+  [ "$comm" = "(haproxy)" ] && all="$all $pid"
+done
+for pid in $all; do
+  read -r _ _ _ ppid rest < "/proc/$pid/stat" 2>/dev/null || continue
+  case " $all " in *" $ppid "*) echo "$pid";; esac
+done
+"""
+
+
+def proxy_workers(container: str) -> list[str]:
+    """The pids of the proxy's HAProxy workers, one per line."""
+    return ["docker", "exec", container, "sh", "-c", _WORKERS]
+
+
+def stage_proxy_config(source: str, proxy_dir: str, header: str) -> list[str]:
+    """Copy a release's haproxy-<slot>.cfg to <proxy dir>/haproxy.cfg.next, headed by `header`.
+
+    The directory is mounted into the proxy container (0755, files 0644: HAProxy runs as an
+    unprivileged user there)."""
+    script = ('set -e; umask 022; mkdir -p -- "$2"; chmod 755 -- "$2"; '
+              '{ printf "%s\n" "$3"; cat -- "$1"; } > "$2/haproxy.cfg.next.tmp"; mv -f -- "$2/haproxy.cfg.next.tmp" "$2/haproxy.cfg.next"')
+    return ["sh", "-c", script, "sh", source, proxy_dir, header]
+
+
+def check_proxy_config(proxy_dir: str, image: str, container: str | None) -> list[str]:
+    """HAProxy's own check (`haproxy -c`) of the staged config: in the running proxy when it
+    has the same image, else in a throwaway container of the image (no network, removed)."""
+    check = ["haproxy", "-c", "-f", f"{PROXY_CONFIG_DIR}/haproxy.cfg.next"]
+    if container:
+        return ["docker", "exec", container, *check]
+    return ["docker", "run", "--rm", "--network", "none", "--label", f"{OWNER_LABEL}={OWNER}",
+            "--volume", f"{proxy_dir}:{PROXY_CONFIG_DIR}:ro", image, *check]
+
+
+def reload_proxy(proxy_dir: str, container: str) -> list[str]:
+    """Make the staged config live and reload HAProxy (SIGUSR2 to its master: a new worker
+    takes the listening sockets, the old ones finish their connections).
+
+    Prints `workers <pids>` (the workers before the reload: the ones to wait for). One remote
+    script: once started it runs to the end even if the deploy's connection goes."""
+    script = ('d="$1"; c="$2"; set -e; w=$(docker exec "$c" sh -c "$3" | tr "\n" " "); '
+              '[ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" "$d/haproxy.cfg.prev"; '
+              'mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"; docker kill --signal USR2 "$c" >/dev/null; echo "workers $w"')
+    return ["sh", "-c", script, "sh", proxy_dir, container, _WORKERS]
+
+
+def restore_proxy_config(proxy_dir: str, container: str | None) -> list[str]:
+    """Put the config that was live before back, and reload (after a cut-over that failed)."""
+    script = ('d="$1"; c="$2"; [ -f "$d/haproxy.cfg.prev" ] || exit 0; mv -f -- "$d/haproxy.cfg.prev" "$d/haproxy.cfg"; '
+              '[ -z "$c" ] || docker kill --signal USR2 "$c" >/dev/null')
+    return ["sh", "-c", script, "sh", proxy_dir, container or ""]
+
+
+def promote_proxy_config(proxy_dir: str) -> list[str]:
+    """Make the staged config the live one (before the proxy container is (re)created)."""
+    script = 'd="$1"; [ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" "$d/haproxy.cfg.prev"; mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"'
+    return ["sh", "-c", script, "sh", proxy_dir]
 
 
 def point_current(env_dir: str, release_id: str) -> list[str]:
@@ -94,12 +182,20 @@ echo "@@sy current"; readlink -- "$d/current" 2>/dev/null || true
 echo "@@sy releases"
 (cd -- "$d/releases" 2>/dev/null || exit 0
  for r in *; do [ -d "$r" ] || continue; if [ -e "$r/FAILED" ]; then echo "$r failed"; else echo "$r ok"; fi; done)
+echo "@@sy leftovers"
+(cd -- "$d/releases" 2>/dev/null || exit 0; for r in .[!.]*; do [ -e "$r" ] && echo "$r"; done; true)
 echo "@@sy image"
-if [ -n "$img" ]; then docker image inspect --format '{{.Id}}' "$img" >/dev/null 2>&1 && echo present || echo absent; fi
+for i in $img; do docker image inspect --format '{{.Id}}' "$i" >/dev/null 2>&1 && echo "$i present" || echo "$i absent"; done
 echo "@@sy secrets"
 if [ "$compare" = 1 ]; then if cmp -s - "$d/secrets.env" 2>/dev/null; then echo same; else echo changed; fi; fi
 echo "@@sy claims"
 if [ -n "$claims" ]; then cat -- "$claims" 2>/dev/null || true; fi
+echo "@@sy proxy"
+head -n 1 -- "$d/proxy/haproxy.cfg" 2>/dev/null || true
+echo "@@sy lock"
+if [ -s "$d/lock.json" ]; then cat -- "$d/lock.json"; echo; if flock --nonblock "$d/deploy.lock" true 2>/dev/null; then echo free; else echo held; fi; fi
+echo "@@sy compose"
+docker compose version --short 2>/dev/null || true
 echo "@@sy published"
 docker ps --format "$6" || exit 1
 echo "@@sy containers"
@@ -108,14 +204,15 @@ if [ -n "$ids" ]; then docker inspect --type container $ids || true; else echo "
 """
 
 
-def probe(env_dir: str, project: str, image: str = "", compare_secrets: bool = False, claims: str = "") -> list[str]:
+def probe(env_dir: str, project: str, images: Sequence[str] = (), compare_secrets: bool = False, claims: str = "") -> list[str]:
     """Everything a plan reads, in one round trip: `current`, the releases (and which failed),
-    whether `image` exists, whether stdin equals the secrets file (`cmp`: the content never
-    leaves stdin), the host's claims file, the ports running containers publish, and
-    `docker inspect` of every container of the compose project.
+    half-written uploads, which of `images` exist, whether stdin equals the secrets file
+    (`cmp`: the content never leaves stdin), the host's claims file, what the proxy's live
+    config says it serves, the lock's holder, Compose v2's version, the ports running
+    containers publish, and `docker inspect` of every container of the compose project.
     Output: sections headed `@@sy <name>`."""
     fmt = published_containers()[-1]
-    return ["sh", "-c", _PROBE, "sh", env_dir, project, image, "1" if compare_secrets else "0", claims, fmt]
+    return ["sh", "-c", _PROBE, "sh", env_dir, project, " ".join(images), "1" if compare_secrets else "0", claims, fmt]
 
 
 def cat_files(paths: Sequence[str]) -> list[str]:
@@ -138,16 +235,25 @@ def replace_if_changed(new: str, target: str) -> list[str]:
     return ["sh", "-c", script, "sh", new, target]
 
 
-def append_line(path: str) -> list[str]:
-    """Append stdin to `path` (one history line)."""
-    return ["sh", "-c", 'cat >> "$1"', "sh", path]
+def append_line(path: str, then_remove: str = "") -> list[str]:
+    """Append stdin to `path` (one history line); then remove `then_remove` (the lock's
+    holder file: this deploy has finished)."""
+    return ["sh", "-c", 'cat >> "$1" && { [ -z "$2" ] || rm -f -- "$2"; }', "sh", path, then_remove]
 
 
 def resolve_root(root: str, create: bool) -> list[str]:
-    """The absolute deploy directory; `~/x` is under the (SSH) user's $HOME on the host."""
+    """The absolute deploy directory; `~/x` is under the (SSH) user's $HOME on the host.
+
+    Prints the path, or one word: `absent` (not created), `notdir` (a file is in the way),
+    `cannotcreate`, `notwritable`."""
     home = 'case "$1" in "~/"*) set -- "$HOME/${1#"~/"}";; esac; '
-    make = 'mkdir -p -- "$1" && ' if create else '[ -d "$1" ] || { echo absent; exit 0; }; '
-    return ["sh", "-c", home + make + 'cd -- "$1" && pwd -P', "sh", root]
+    notdir = '[ ! -e "$1" ] || [ -d "$1" ] || { echo notdir; exit 0; }; '
+    if create:
+        make = ('mkdir -p -- "$1" 2>/dev/null || { echo cannotcreate; exit 0; }; '
+                't="$1/.switchyard-write-test.$$"; { : > "$t"; } 2>/dev/null && rm -f -- "$t" || { echo notwritable; exit 0; }; ')
+    else:
+        make = '[ -d "$1" ] || { echo absent; exit 0; }; '
+    return ["sh", "-c", home + notdir + make + 'cd -- "$1" && pwd -P', "sh", root]
 
 
 def lock(lock_file: str, wait_s: float | None) -> list[str]:
@@ -164,7 +270,10 @@ def deploy_lock(env_dir: str, lock_file: str, wait_s: float | None, holder_file:
     """`lock` on the environment's deploy lock, in one round trip: make the environment's
     directory (0700) first, and once the lock is ours write who holds it to `holder_file`."""
     flock = lock(lock_file, wait_s)
-    inner = 'printf "%s\\n" "$2" > "$1"; echo locked; exec cat >/dev/null'
+    # A holder file left behind is a deploy that never finished (its connection was lost):
+    # print it before taking over, so this deploy can record it.
+    inner = ('[ ! -s "$1" ] || printf "previous %s\\n" "$(cat -- "$1")"; printf "%s\\n" "$2" > "$1"; '
+             'echo locked; exec cat >/dev/null')
     return make_env_dir(env_dir, [*flock[:flock.index("sh")], "sh", "-c", inner, "sh", holder_file, holder])
 
 

@@ -1,12 +1,14 @@
 """The deploy, rollback, status and history of one environment, end to end.
 
 deploy: validate -> compile -> connect -> lock -> read what runs -> plan -> claims -> upload ->
-secrets -> compose up (changed services only) -> health -> current -> history -> prune -> unlock.
-A failed health check brings the previous release back and exits 1.
+secrets -> build -> stage and check the proxy config -> start the new gateways beside the live
+ones -> ready -> cut over -> current -> drain the old ones -> history -> prune -> unlock.
+A release that never becomes ready never takes traffic; the live one keeps serving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,36 +18,36 @@ from typing import Any
 
 from deployer import claims
 from deployer import commands as cmd
+from deployer.activate import Outcome, Target, activate, steps_for
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
-from deployer.plan import Inputs, Plan, make_plan, parse_compose
+from deployer.plan import Inputs, Plan, live_slot, make_plan, parse_compose
+from deployer.rollback import rollback_target
 from deployer.secrets import SecretsFile, secrets_file
 from deployer.state import (
-    Container,
     HostState,
     Paths,
     check_ownership,
-    containers,
-    image_present,
     parse_json,
     read_files,
     read_state,
     resolve_root,
+    serving_gateway,
 )
 from deployer.steps import (
-    ComposeUp,
+    CheckCompose,
     Context,
     MakeCurrent,
     Prune,
     Record,
-    RemoveServices,
     Step,
-    WaitHealthy,
-    plan_steps,
+    UploadRelease,
+    WriteSecrets,
 )
 
 DEFAULT_LOCK_WAIT_S = 600.0
+EXIT = {"ok": 0, "unchanged": 0, "failed": 1, "interrupted": 130}
 
 
 @dataclass(frozen=True)
@@ -83,43 +85,54 @@ def _now() -> str:
 # the lock
 
 
-def _holder(host: Host, paths: Paths) -> str:
-    data = host.read(paths.holder)
+def _holder_text(raw: str | bytes | None) -> str:
     try:
-        h = json.loads(data or b"{}")
+        h = json.loads(raw or b"{}")
         return f"{h['who']} ({h['action']} since {h['since']}, pid {h['pid']})"
     except (ValueError, KeyError, TypeError):
         return "another deploy"
 
 
-def take_lock(host: Host, paths: Paths, out: Progress, action: str, wait_s: float) -> Held:
-    """The environment's deploy lock; a second deploy waits for it or fails naming the holder."""
-    info = json.dumps({"who": operator(), "action": action, "since": _now(), "pid": os.getpid()})
-    held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, None, paths.holder, info), "locked", timeout=30)
+def take_lock(host: Host, paths: Paths, out: Progress, info: dict[str, Any], wait_s: float) -> tuple[Held, dict[str, Any] | None]:
+    """The environment's deploy lock; a second deploy waits for it or fails naming the holder.
+    Returns the lock and the holder file of a deploy that never finished (None if none)."""
+    text = json.dumps(info)
+    held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, None, paths.holder, text), "locked", timeout=30)
     if held is None and output.strip():
         raise DeployError(f"could not take the deploy lock {paths.lock}: {first_line(output)}")
     if held is None:
-        holder = _holder(host, paths)
+        holder = _holder_text(host.read(paths.holder))
         if wait_s <= 0:
             raise DeployError(f"{paths.compose_project} is locked by {holder}; try again when it has finished (or leave out --no-wait to wait for it)")
         out.say(f"   waiting up to {wait_s:.0f} s for the lock held by {holder}")
-        held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, wait_s, paths.holder, info), "locked", timeout=wait_s + 30)
+        held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, wait_s, paths.holder, text), "locked", timeout=wait_s + 30)
         if held is None:
             raise DeployError(f"gave up after {wait_s:.0f} s waiting for the lock held by {holder}")
-    return held
+    previous = None
+    for line in output.splitlines():
+        if line.startswith("previous "):
+            try:
+                doc = json.loads(line[len("previous "):])
+                previous = doc if isinstance(doc, dict) else None
+            except ValueError:
+                previous = {"who": "unknown", "action": "deploy", "since": "?"}
+    return held, previous
+
+
+def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: Progress) -> None:
+    """History for a deploy that never finished (its connection went, or it was killed)."""
+    entry = {
+        "action": previous.get("action", "deploy"), "release": previous.get("release"), "previous": None,
+        "who": previous.get("who"), "when": previous.get("since"), "result": "interrupted",
+        "reason": "it did not finish (its connection to the host was lost, or it was killed); recorded by the next deploy",
+        "services": {}, "seconds": None, "git_commit": previous.get("git_commit"), "config_hash": None,
+    }
+    out.say(f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; recorded it as interrupted")
+    host.run(cmd.append_line(paths.history), stdin=(json.dumps(entry, sort_keys=True) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------
-# deploy
-
-
-def _read_json(host: Host, path: str) -> dict[str, Any]:
-    data = host.read(path)
-    try:
-        doc = json.loads(data) if data else {}
-        return doc if isinstance(doc, dict) else {}
-    except ValueError:
-        return {}
+# shared pieces
 
 
 def _inputs(host: Host, state: HostState, manifest: dict[str, Any], runtime: dict[str, Any], compose: dict[str, Any]) -> Inputs:
@@ -132,10 +145,29 @@ def _inputs(host: Host, state: HostState, manifest: dict[str, Any], runtime: dic
     return Inputs(manifest, runtime, compose, old_runtime, old_compose)
 
 
-def _print_plan(out: Progress, bundle: Bundle, host: Host, plan: Plan, steps: list[Step], *, to_stdout: bool) -> None:
+def _plan_for(host: Host, state: HostState, manifest: dict[str, Any], runtime: dict[str, Any], compose_text: str | None,
+              secrets_changed: bool) -> Plan:
+    serving = None
+    proxy = state.proxy()
+    if proxy is not None and proxy.running:
+        serving, _ = serving_gateway(host, int(manifest["port"]), state.gateways())
+    inputs = _inputs(host, state, manifest, runtime, parse_compose(compose_text))
+    return make_plan(inputs, state, images=state.images, secrets_changed=secrets_changed, serving=serving)
+
+
+def _require_compose(state: HostState, host: Host) -> None:
+    if not state.compose.lstrip("v").startswith("2."):
+        found = f"`docker compose version` printed {state.compose!r}" if state.compose else "`docker compose` is not available"
+        raise DeployError(
+            f"Docker Compose v2 is not installed on {host.name} ({found}); install the Compose plugin there "
+            "(Debian/Ubuntu: the docker-compose-plugin package, or the `docker compose` CLI plugin); nothing was changed"
+        )
+
+
+def _print_plan(out: Progress, env: str, host: Host, paths: Paths, plan: Plan, steps: list[Step], *, to_stdout: bool) -> None:
+    serving = (f"release {plan.live_release} (gateways in slot {plan.live_slot})" if plan.live_release else "nothing")
     lines = [
-        f"Plan for {bundle.env} on {host.name} (compose project {bundle.compose_project}), "
-        f"running now: {plan.deployed_release or 'nothing'}",
+        f"Plan for {env} on {host.name} (compose project {paths.compose_project}), serving now: {serving}",
         plan.table(), "Steps:",
     ] + [f"  {i}. {s.describe()}" for i, s in enumerate(steps, 1)]
     text = "\n".join(lines)
@@ -145,12 +177,14 @@ def _print_plan(out: Progress, bundle: Bundle, host: Host, plan: Plan, steps: li
         out.say(text)
 
 
-def _history_entry(bundle: Bundle, action: str, release: str | None, previous: str | None, plan: Plan, result: str, reason: str | None, seconds: float, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    m = manifest or bundle.manifest
+def _history_entry(bundle: Bundle, action: str, release: str | None, previous: str | None, plan: Plan, result: str,
+                   reason: str | None, seconds: float, manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "action": action, "release": release, "previous": previous, "who": operator(), "when": _now(),
-        "git_commit": bundle.git_commit, "config_hash": m.get("config_hash"), "source_sha256": (m.get("source") or {}).get("sha256"),
-        "image": m.get("image"), "services": {s.service: s.action for s in plan.services},
+        "git_commit": bundle.git_commit, "config_hash": manifest.get("config_hash"),
+        "source_sha256": (manifest.get("source") or {}).get("sha256"), "image": manifest.get("image"),
+        "proxy_image": manifest.get("proxy_image"), "slot": plan.target_slot,
+        "services": {s.service: s.action for s in plan.services},
         "result": result, "reason": reason, "seconds": round(seconds, 2),
     }
 
@@ -171,78 +205,32 @@ def _confirm(opts: Options, out: Progress) -> None:
         raise DeployError("not confirmed; nothing was changed")
 
 
-def _run_steps(ctx: Context, steps: list[Step]) -> None:
-    for step in steps:
-        with ctx.out.step(step.describe()):
-            step.run(ctx)
-
-
-def _recover(ctx: Context, state: HostState, plan: Plan, release_id: str, reason: str) -> tuple[str, str]:
-    """After a failed release: bring back what ran before. Returns (result, message)."""
-    host, paths = ctx.host, ctx.paths
-    host.run(cmd.mark_failed(paths.release(release_id)), check=False)
-    prev = plan.deployed_release
-    touched = tuple(s.service for s in plan.services if s.changes)
-    prev_manifest = state.manifests.get(prev) if prev else None
-    if prev and prev_manifest:
-        services = tuple(s for s in touched if s in prev_manifest["services"])
-        # Services the failed release brought that the previous one did not have (replicas
-        # 1 -> 2 adds `edge`, on the same port): remove them first, or the old one cannot start.
-        extra = tuple(c.id for c in _containers_of(ctx, release_id) if c.service not in prev_manifest["services"])
-        if extra:
-            RemoveServices(tuple(sorted({s for s in touched if s not in prev_manifest["services"]})), extra).run(ctx)
-        image = str(prev_manifest["image"])
-        build = not image_present(host, [image])[image]
-        replicas = tuple((s, int(prev_manifest["replicas"]) if s == "gateway" else 1) for s in services)
-        steps: list[Step] = [
-            ComposeUp(paths.compose_project, paths.compose_file(prev), services, build),
-            WaitHealthy(prev, services, replicas, int(prev_manifest["port"]), float(prev_manifest["health_timeout_s"])),
-            MakeCurrent(prev),
-        ]
-        ctx.out.say(f"!! {reason}\n!! rolling back to release {prev}")
-        try:
-            _run_steps(ctx, steps)
-        except (DeployError, HostError) as exc:
-            return "failed", f"{reason}\nthe rollback to release {prev} failed too: {exc}"
-        return "rolled-back", f"{reason}\nrolled back to release {prev}, which is healthy again"
-    ctx.out.say(f"!! {reason}\n!! nothing ran before this release: removing its containers")
-    ids = tuple(c.id for c in _containers_of(ctx, release_id))
-    if ids:
-        RemoveServices(touched, ids).run(ctx)
-    return "failed", f"{reason}\nnothing ran here before, so the new containers were removed"
-
-
-def _containers_of(ctx: Context, release_id: str) -> list[Container]:
-    return [c for c in containers(ctx.host, ctx.paths, ctx.bundle.config.project, ctx.bundle.env) if c.owned and c.release == release_id]
-
-
-def _execute(ctx: Context, steps: list[Step], state: HostState, plan: Plan, release_id: str, action: str, doc: dict[str, Any], manifest: dict[str, Any]) -> int:
-    """Run the steps; on failure recover; record history; prune. Returns the exit code."""
+def _finish(ctx: Context, outcome: Outcome, action: str, target: Target, plan: Plan, doc: dict[str, Any]) -> int:
+    """Record the outcome, prune after a success, print the last line. Returns the exit code."""
     bundle, out = ctx.bundle, ctx.out
-    try:
-        _run_steps(ctx, steps)
-    except ConnectionLost:
-        raise
-    except (DeployError, HostError) as exc:
-        result, message = _recover(ctx, state, plan, release_id, f"release {release_id} failed: {exc}")
-        _record(ctx, _history_entry(bundle, action, release_id, plan.deployed_release, plan, result, message, out.elapsed(), manifest))
-        doc.update(error=message, result=result, health=_health(ctx.host, int(manifest["port"])))
-        out.finish(doc, f"{bundle.env}: {action} FAILED ({result}). {message}")
-        return 1
-    _record(ctx, _history_entry(bundle, action, release_id, plan.deployed_release, plan, "ok", None, out.elapsed(), manifest))
-    try:
-        _run_steps(ctx, [Prune(int(manifest["keep_releases"]))])
-    except (DeployError, HostError) as exc:  # the release is live; a failed cleanup is only reported
-        out.say(f"   (pruning old releases failed: {exc})")
-    health = _health(ctx.host, int(manifest["port"]))
-    doc.update(ok=True, result="ok", health=health)
-    out.finish(doc, f"{bundle.env}: release {release_id} is live at http://127.0.0.1:{manifest['port']} ({health}); {out.elapsed():.1f} s")
-    return 0
-
-
-def _record(ctx: Context, entry: dict[str, Any]) -> None:
-    with ctx.out.step(Record(entry).describe()):
+    entry = _history_entry(bundle, action, target.release_id, plan.live_release, plan, outcome.result, outcome.message,
+                           out.elapsed(), target.manifest)
+    with out.step(Record(entry).describe()):
         Record(entry).run(ctx)
+    port = target.port
+    if outcome.result == "ok":
+        try:
+            with out.step(Prune(int(target.manifest["keep_releases"])).describe()):
+                Prune(int(target.manifest["keep_releases"])).run(ctx)
+        except (DeployError, HostError) as exc:  # the release is live; a failed cleanup is only reported
+            out.say(f"   (pruning old releases failed: {exc})")
+    health = _health(ctx.host, port)
+    doc.update(ok=outcome.result == "ok", result=outcome.result, health=health, error=None if outcome.result == "ok" else outcome.message)
+    if outcome.result == "ok":
+        note = f" (note: {outcome.message})" if outcome.message else ""
+        out.finish(doc, f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} ({health}); {out.elapsed():.1f} s{note}")
+    else:
+        out.finish(doc, f"{bundle.env}: {action} {outcome.result.upper()}. {outcome.message}")
+    return EXIT[outcome.result]
+
+
+# ---------------------------------------------------------------------------------------
+# one run of deploy.py
 
 
 @dataclass
@@ -255,18 +243,24 @@ class Session:
     doc: dict[str, Any]
     host: Host | None = None
     held: Held | None = None
+    paths: Paths | None = None
 
     def open(self, bundle: Bundle) -> tuple[Host, str | None]:
         """Connect to the environment's host; the deploy directory (None if absent, read-only runs)."""
         self.doc["url"] = bundle.url
         self.host = connect(bundle, self.opts, self.out)
         create = self.action == "deploy"
-        return self.host, resolve_root(self.host, str(bundle.manifest["deploy_dir"]), create=create)
+        return self.host, resolve_root(self.host, str(bundle.manifest["deploy_dir"]), create=create, env=bundle.env)
 
-    def lock(self, paths: Paths) -> None:
+    def lock(self, paths: Paths, bundle: Bundle, release: str | None = None) -> None:
         assert self.host is not None
+        info = {"who": operator(), "action": self.action, "since": _now(), "pid": os.getpid(),
+                "release": release, "git_commit": bundle.git_commit}
         with self.out.step(f"take the deploy lock of {paths.compose_project}"):
-            self.held = take_lock(self.host, paths, self.out, self.action, self.opts.lock_wait_s)
+            self.held, previous = take_lock(self.host, paths, self.out, info, self.opts.lock_wait_s)
+            self.paths = paths
+            if previous is not None:
+                _record_unfinished(self.host, paths, previous, self.out)
 
 
 def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
@@ -278,19 +272,41 @@ def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
     try:
         return body(session)
     except ConnectionLost as exc:
-        doc["error"] = str(exc)
-        out.finish(doc, f"{opts.env}: {action} INTERRUPTED: {exc}. The lock went with the connection; "
-                        f"run the {action} again: it plans from what actually runs and converges.")
+        doc.update(error=str(exc), result="interrupted")
+        out.finish(doc, f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live release "
+                        f"keeps serving; the lock went with the connection. Run the {action} again: it plans from what "
+                        f"actually runs, records this one as interrupted, and converges (`--status` shows what runs).")
         return 1
     except (DeployError, HostError) as exc:
         doc["error"] = str(exc)
         out.finish(doc, f"{opts.env}: {action} refused: {exc}")
         return 1
+    except KeyboardInterrupt:
+        # Before anything changed (activate() handles an interrupt once it has begun).
+        message = f"{action} interrupted before it changed anything"
+        if session.held is not None and session.host is not None and session.paths is not None:
+            entry: dict[str, Any] = {"action": action, "release": doc.get("release"), "previous": doc.get("previous"), "who": operator(),
+                     "when": _now(), "result": "interrupted", "reason": message, "services": {}, "seconds": round(out.elapsed(), 2)}
+            with contextlib.suppress(HostError):
+                session.host.run(cmd.append_line(session.paths.history, session.paths.holder),
+                                 stdin=(json.dumps(entry, sort_keys=True) + "\n").encode(), timeout=30)
+        doc.update(error=message, result="interrupted")
+        out.finish(doc, f"{opts.env}: {message}; the live release (if any) keeps serving")
+        return 130
     finally:
         if session.held is not None:
+            if "result" not in doc and session.host is not None and session.paths is not None:
+                # Refused before it changed anything: no history entry, and no holder file
+                # left for the next deploy to take for one that never finished.
+                with contextlib.suppress(HostError):
+                    session.host.run(["rm", "-f", "--", session.paths.holder], timeout=30)
             session.held.release()
         if session.host is not None:
             session.host.close()
+
+
+# ---------------------------------------------------------------------------------------
+# deploy
 
 
 def deploy(opts: Options) -> int:
@@ -311,25 +327,25 @@ def _deploy(session: Session) -> int:
             out.say(f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy would refuse")
             secrets = None
     out.secrets = secrets.values() if secrets else ()
-    with out.step(f"connect to {bundle.manifest['target']} host {bundle.manifest.get('host') or 'localhost'}"):
+    manifest = bundle.manifest
+    with out.step(f"connect to {manifest['target']} host {manifest.get('host') or 'localhost'}"):
         host, root = session.open(bundle)
-    paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
+    paths = Paths(root or str(manifest["deploy_dir"]), bundle.compose_project)
+    release_id = bundle.release_id(utcnow())
     if not opts.plan:
-        session.lock(paths)
+        session.lock(paths, bundle, release_id)
     with out.step("read what runs on the host and plan"):
-        image = str(bundle.manifest["image"])
-        if root:
-            state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env,
-                               image=image, secrets=secrets.content if secrets else None, claims=True)
-        else:
-            state = HostState(paths, False, image_present=image_present(host, [image])[image], secrets_same=False)
+        images = (str(manifest["image"]), str(manifest["proxy_image"]))
+        state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env,
+                           images=images, secrets=secrets.content if secrets else None, claims=True)
+        if not root:
+            state.images = {ref: state.images.get(ref, False) for ref in images}
+        _require_compose(state, host)
         check_ownership(state)
         changed_secrets = secrets is not None and not state.secrets_same
-        present = bool(state.image_present)
-        inputs = _inputs(host, state, bundle.manifest, json.loads(bundle.files["runtime.json"]), parse_compose(bundle.files["compose.yaml"]))
-        plan = make_plan(inputs, state, image_present=present, secrets_changed=changed_secrets)
+        plan = _plan_for(host, state, manifest, json.loads(bundle.files["runtime.json"]), bundle.files["compose.yaml"], changed_secrets)
     doc["services"] = {s.service: s.as_json() for s in plan.services}
-    doc["previous"] = plan.deployed_release
+    doc["previous"] = plan.live_release
     with out.step("check the host's port and project claims"):
         if opts.plan:
             problems = claims.check(host, paths, bundle) if not root else claims.conflicts(
@@ -341,24 +357,28 @@ def _deploy(session: Session) -> int:
     ctx = Context(host, bundle, paths, out, secrets)
     if plan.noop:
         return _unchanged(ctx, state, plan, opts, doc)
-    release_id = bundle.release_id(utcnow())
     ctx.tarball = bundle.tarball()
-    steps = plan_steps(bundle, paths, release_id, plan, secrets_names=secrets.names if secrets else (),
-                       secrets_changed=changed_secrets, tar_size=len(ctx.tarball))
+    target = Target(release_id, manifest)
+    steps: list[Step] = [UploadRelease(release_id, paths.release(release_id), len(ctx.tarball))]
+    if changed_secrets:
+        steps.append(WriteSecrets(paths.secrets, secrets.names if secrets else ()))
+    steps.append(CheckCompose(bundle.compose_project, paths.compose_file(release_id)))
+    steps += steps_for(paths, target, plan, state)
     doc["release"] = release_id
     doc["plan"] = [s.describe() for s in steps]
-    _print_plan(out, bundle, host, plan, steps, to_stdout=opts.plan and not opts.json)
+    _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=opts.plan and not opts.json)
     if opts.plan:
         doc["ok"] = True
-        out.finish(doc, f"{bundle.env}: plan only, nothing was changed ({len(plan.changed)} service(s) would change)")
+        out.finish(doc, f"{bundle.env}: plan only, nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) would change)")
         return 0
     _confirm(opts, out)
-    return _execute(ctx, steps, state, plan, release_id, "deploy", doc, bundle.manifest)
+    outcome = activate(ctx, steps, target, plan, state, mark_failed=True)
+    return _finish(ctx, outcome, "deploy", target, plan, doc)
 
 
 def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: dict[str, Any]) -> int:
     bundle, out = ctx.bundle, ctx.out
-    live = plan.deployed_release
+    live = plan.live_release
     doc.update(release=live, previous=live)
     health = _health(ctx.host, bundle.port)
     doc["health"] = health
@@ -369,9 +389,12 @@ def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: d
         out.finish(doc, f"{bundle.env}: plan only, nothing would change")
         return 0
     if live and state.current != live and health == "healthy":
-        # A deploy that lost its connection after the restart: what runs is healthy, say so.
-        _run_steps(ctx, [MakeCurrent(live)])
-    _record(ctx, _history_entry(bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed()))
+        # A deploy that lost its connection after the cut-over: what serves is healthy, say so.
+        with out.step(MakeCurrent(live).describe()):
+            MakeCurrent(live).run(ctx)
+    entry = _history_entry(bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed(), bundle.manifest)
+    with out.step(Record(entry).describe()):
+        Record(entry).run(ctx)
     doc.update(ok=True, result="unchanged")
     out.finish(doc, f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); {out.elapsed():.1f} s")
     return 0
@@ -392,51 +415,71 @@ def _rollback(session: Session) -> int:
     if root is None:
         raise DeployError(f"{bundle.env} was never deployed to {host.name}")
     paths = Paths(root, bundle.compose_project)
-    session.lock(paths)
+    session.lock(paths, bundle)
     with out.step("read what runs on the host and plan"):
         state = read_state(host, root, paths.compose_project, bundle.config.project, bundle.env)
+        _require_compose(state, host)
         check_ownership(state)
-        target = state.previous()
-        if target is None:
-            raise DeployError(f"no earlier release of {bundle.env} is on the host to roll back to (current: {state.current or 'none'})")
-        files = read_files(host, [f"{paths.release(target)}/{n}" for n in ("manifest.json", "runtime.json", "compose.yaml")])
-        manifest = parse_json(files[f"{paths.release(target)}/manifest.json"])
-        if manifest is None:
-            raise DeployError(f"release {target} has no manifest on the host; cannot roll back to it")
-        image = str(manifest["image"])
-        present = image_present(host, [image])[image]
-        inputs = _inputs(host, state, manifest, parse_json(files[f"{paths.release(target)}/runtime.json"]) or {},
-                         parse_compose(files[paths.compose_file(target)]))
-        plan = make_plan(inputs, state, image_present=present, secrets_changed=False)
-    doc.update(url=f"http://127.0.0.1:{manifest['port']}", release=target, previous=plan.deployed_release,
+        serving, _ = serving_gateway(host, bundle.port, state.gateways())
+        slot = live_slot(state, serving)
+        live_now = max((c.release for c in state.gateways(slot) if c.release), default=None) if slot else None
+        target_id = rollback_target(_read_history(host, paths), state, live_now)
+        files = read_files(host, [f"{paths.release(target_id)}/{n}" for n in ("manifest.json", "runtime.json", "compose.yaml")])
+        manifest = parse_json(files[f"{paths.release(target_id)}/manifest.json"])
+        if manifest is None or "proxy_image" not in manifest:
+            raise DeployError(f"release {target_id} has no manifest of this Switchyard on the host; cannot roll back to it "
+                              f"(deploy the config you want instead)")
+        images = (str(manifest["image"]), str(manifest["proxy_image"]))
+        state = read_state(host, root, paths.compose_project, bundle.config.project, bundle.env, images=images)
+        plan = _plan_for(host, state, manifest, parse_json(files[f"{paths.release(target_id)}/runtime.json"]) or {},
+                         files[paths.compose_file(target_id)], False)
+    target = Target(target_id, manifest)
+    doc.update(url=f"http://127.0.0.1:{target.port}", release=target_id, previous=plan.live_release,
                services={s.service: s.as_json() for s in plan.services})
     ctx = Context(host, bundle, paths, out)
-    steps: list[Step] = []
-    if plan.removed:
-        steps.append(RemoveServices(tuple(s.service for s in plan.removed), tuple(c.id for s in plan.removed for c in s.running)))
-    changed = tuple(s.service for s in plan.changed)
-    if changed:
-        replicas = tuple((s, int(manifest["replicas"]) if s == "gateway" else 1) for s in changed)
-        steps += [ComposeUp(paths.compose_project, paths.compose_file(target), changed, plan.build),
-                  WaitHealthy(target, changed, replicas, int(manifest["port"]), float(manifest["health_timeout_s"]))]
-    steps.append(MakeCurrent(target))
-    _print_plan(out, bundle, host, plan, steps, to_stdout=False)
+    steps: list[Step] = [CheckCompose(paths.compose_project, paths.compose_file(target_id)), *steps_for(paths, target, plan, state)]
+    _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=False)
     _confirm(opts, out)
-    return _execute(ctx, steps, state, plan, target, "rollback", doc, manifest)
+    outcome = activate(ctx, steps, target, plan, state, mark_failed=False)
+    return _finish(ctx, outcome, "rollback", target, plan, doc)
 
 
 def _read_history(host: Host, paths: Paths) -> list[dict[str, Any]]:
     entries = []
     for line in (host.read(paths.history) or b"").decode(errors="replace").splitlines():
         try:
-            entries.append(json.loads(line))
+            entry = json.loads(line)
         except ValueError:
             continue
+        if isinstance(entry, dict):
+            entries.append(entry)
     return entries
 
 
 def status(opts: Options) -> int:
     return _guarded(opts, "status", _status)
+
+
+def unfinished(state: HostState, history: list[dict[str, Any]], serving_release: str | None, serving_slot: str | None) -> list[str]:
+    """What an interrupted deploy left, in words (empty: nothing)."""
+    notes = []
+    if state.lock_holder and state.lock_free is False:
+        notes.append(f"a deploy is running now: {_holder_text(state.lock_holder)}")
+    elif state.lock_holder:
+        notes.append(f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and converges")
+    stale = [c.name for c in state.gateways() if c.slot != serving_slot] if serving_slot else []
+    if stale:
+        notes.append(f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next deploy removes them")
+    if serving_release and state.current and serving_release != state.current:
+        notes.append(f"`current` names {state.current}, but release {serving_release} serves; the next deploy sets current")
+    if state.proxy_live and serving_slot and state.proxy_live.slot != serving_slot:
+        notes.append(f"the proxy's config names slot {state.proxy_live.slot}, but slot {serving_slot} serves")
+    if state.leftovers:
+        notes.append(f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy removes them")
+    if history and history[-1].get("result") == "interrupted":
+        last = history[-1]
+        notes.append(f"the last {last.get('action')} ({last.get('release') or '?'}, by {last.get('who')} at {last.get('when')}) was interrupted")
+    return notes
 
 
 def _status(session: Session) -> int:
@@ -446,27 +489,39 @@ def _status(session: Session) -> int:
     paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
     state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
     history = _read_history(host, paths) if root else []
+    who, code = serving_gateway(host, bundle.port, state.gateways()) if state.containers else (None, None)
     health = _health(host, bundle.port) if state.containers else "not deployed"
+    serving = {"release": who.release, "slot": who.slot, "container": who.name, "status": code} if who else None
+    notes = unfinished(state, history, who.release if who else None, who.slot if who else None)
     services: dict[str, dict[str, Any]] = {}
     for c in state.containers:
         entry = services.setdefault(c.service, {"running": 0, "releases": []})
-        entry["running"] += c.state == "running"
+        entry["running"] += c.running
         if c.release and c.release not in entry["releases"]:
             entry["releases"].append(c.release)
-    doc.update(ok=True, release=state.current, health=health, last=history[-1] if history else None, containers={}, services=services)
+    doc.update(ok=True, release=(who.release if who else None) or state.current, current=state.current, serving=serving,
+               unfinished=notes, health=health, last=history[-1] if history else None, containers={}, services=services)
     for c in state.containers:
         doc["containers"].setdefault(c.service, []).append(
-            {"id": c.short_id, "name": c.name, "state": c.state, "health": c.health, "started_at": c.started_at,
-             "release": c.release, "owned": c.owned})
+            {"id": c.short_id, "name": c.name, "service": c.compose_service, "slot": c.slot, "state": c.state,
+             "health": c.health, "started_at": c.started_at, "release": c.release, "owned": c.owned,
+             "serving": bool(who and c.slot == who.slot and c.service == "gateway")})
     if not opts.json:
-        rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "STARTED", "RELEASE")] + [
-            (c.service, c.short_id, c.state, c.health, c.started_at[:19], c.release or "?") for c in state.containers]
+        rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "STARTED", "RELEASE", "")] + [
+            (c.compose_service, c.short_id, c.state, c.health, c.started_at[:19], c.release or "?",
+             "serving" if who and c.service == "gateway" and c.slot == who.slot else "")
+            for c in state.containers]
         print(f"{bundle.env} on {host.name}, compose project {bundle.compose_project}")
         print(table(rows) if state.containers else "  no containers")
+        print(f"serving: release {who.release} (slot {who.slot})" if who else "serving: nothing answers through the proxy")
+        print(f"current: {state.current or 'none'}")
+        for note in notes:
+            print(f"unfinished: {note}")
         if history:
             last = history[-1]
             print(f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}")
-    out.finish(doc, f"{bundle.env}: release {state.current or 'none'} at {bundle.url} ({health})")
+    shown = (who.release if who else None) or state.current or "none"
+    out.finish(doc, f"{bundle.env}: release {shown} at {bundle.url} ({health})" + ("; something was left unfinished" if notes else ""))
     return 0
 
 

@@ -8,6 +8,7 @@ into shell strings. Secret values never travel on a command line: they are writt
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shlex
@@ -71,10 +72,12 @@ class Host(Protocol):
         """Write atomically (temporary file with `mode` from the start, then rename)."""
 
     def hold(self, argv: Sequence[str], ready: str, timeout: float) -> tuple[Held | None, str]:
-        """Start `argv`; wait for a stdout line equal to `ready`. (holder, "") or (None, output) if it exited."""
+        """Start `argv`; wait for a stdout line equal to `ready`. (holder, what it printed before
+        `ready`), or (None, its output) if it exited first."""
 
-    def http_get(self, port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes] | None:
-        """(status, body) of GET http://127.0.0.1:<port><path> as seen ON the host; None if nothing answers."""
+    def http_get(self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1") -> tuple[int, bytes] | None:
+        """(status, body) of GET http://<addr>:<port><path> as seen ON the host (a loopback port,
+        or a container's address on its network); None if nothing answers."""
 
     def close(self) -> None: ...
 
@@ -131,9 +134,18 @@ class LocalHost:
             return Path(path).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise HostError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
         target = Path(path)
+        try:
+            self._write(target, data, mode)
+        except OSError as exc:
+            raise HostError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _write(target: Path, data: bytes, mode: int) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
             os.fchmod(fd, mode)
@@ -153,14 +165,14 @@ class LocalHost:
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             if line == ready:
-                return _LocalHeld(proc), ""
+                return _LocalHeld(proc), "\n".join(lines)
             lines.append(line)
         proc.wait()
         return None, "\n".join(lines)
 
-    def http_get(self, port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes] | None:
+    def http_get(self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1") -> tuple[int, bytes] | None:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            with socket.create_connection((addr, port), timeout=timeout) as sock:
                 sock.sendall(_request(path))
                 return _response(_recv_all(sock.recv))
         except OSError:
@@ -236,6 +248,10 @@ class SSHHost:
         import paramiko
         from fabric import Connection
 
+        # paramiko logs a failed handshake with a traceback (to stderr, through logging's
+        # last-resort handler); the deploy reports it in one line instead.
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
         connect_kwargs: dict[str, Any] = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
         if identity:
             connect_kwargs["key_filename"] = [os.path.expanduser(identity)]
@@ -262,11 +278,21 @@ class SSHHost:
                 f"{path} has {exc.expected_key.fingerprint}). Refusing: this is what a man-in-the-middle looks like. "
                 f"If the host was really re-installed, check the new key and remove the old line from {path}"
             ) from exc
+        except paramiko.AuthenticationException as exc:
+            raise HostError(
+                f"cannot connect to {self.name}: the host refused our SSH key ({_reason(exc)}); pass the key this user may "
+                f"log in with: --identity FILE or $SWITCHYARD_SSH_IDENTITY (or load it into ssh-agent)"
+            ) from exc
         except Exception as exc:
             text = _reason(exc)
             if "not found in known_hosts" in text:
                 text += (f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
                          f"`ssh-keyscan -p {port} {host} >> {path}`)")
+            elif "protocol banner" in text or "Incompatible version" in text:
+                text = f"port {port} does not speak SSH ({text}); check the environment's ssh_port"
+            elif "No authentication methods available" in text:
+                text = ("no SSH key to offer; pass one with --identity FILE or $SWITCHYARD_SSH_IDENTITY "
+                        "(or load it into ssh-agent)")
             raise HostError(f"cannot connect to {self.name}: {text}") from exc
 
     def _transport(self) -> Any:
@@ -334,7 +360,7 @@ class SSHHost:
             for raw in f:
                 line = raw.decode(errors="replace").rstrip("\n")
                 if line == ready:
-                    return _SSHHeld(channel), ""
+                    return _SSHHeld(channel), "\n".join(lines)
                 lines.append(line)
             lines += channel.makefile_stderr("rb").read().decode(errors="replace").splitlines()
             channel.close()
@@ -344,9 +370,9 @@ class SSHHost:
         except Exception as exc:
             raise ConnectionLost(f"the SSH connection to {self.name} was lost: {_reason(exc)}") from exc
 
-    def http_get(self, port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes] | None:
+    def http_get(self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1") -> tuple[int, bytes] | None:
         try:
-            channel = self._transport().open_channel("direct-tcpip", ("127.0.0.1", port), ("127.0.0.1", 0), timeout=timeout)
+            channel = self._transport().open_channel("direct-tcpip", (addr, port), ("127.0.0.1", 0), timeout=timeout)
         except HostError:
             raise
         except Exception:

@@ -1,8 +1,12 @@
-"""Per service: unchanged, create, restart, rebuild or remove — and why.
+"""What a deploy (or rollback) changes, service by service, and why.
 
-Decided from the manifest of the release each running container was created from, compared
-with the manifest being deployed (docs/artifacts.md, "Per-service input hashes"), plus what
-the host shows: a missing image, a stopped or unhealthy container, changed secrets.
+Decided from what actually runs — the gateways the proxy serves, the release each container
+was created from and that release's manifest — compared with the manifest being deployed
+(docs/artifacts.md, "Per-service input hashes"), plus what the host shows: a missing image, a
+stopped or unhealthy container, changed secrets, containers an interrupted deploy left.
+
+The gateways never restart in place: a change starts the new release's gateways in the slot
+that is not live, and the proxy is pointed at them once they are ready (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ import yaml
 from deployer.output import table
 from deployer.state import Container, HostState
 
-UNCHANGED, CREATE, RESTART, REBUILD, REMOVE = "unchanged", "create", "restart", "rebuild", "remove"
+UNCHANGED, CREATE, REPLACE, REBUILD, RELOAD, RECREATE, REMOVE = (
+    "unchanged", "create", "replace", "rebuild", "reload", "recreate", "remove")
+SLOTS = ("a", "b")
+
+
+def other_slot(slot: str | None) -> str:
+    return "b" if slot == "a" else "a"
 
 
 @dataclass(frozen=True)
@@ -36,8 +46,23 @@ class ServicePlan:
 @dataclass(frozen=True)
 class Plan:
     services: tuple[ServicePlan, ...]
-    deployed_release: str | None   # the release the running containers came from (newest)
-    build: bool = False            # the image has to be built (changed inputs, or not on the host)
+    live_release: str | None        # the release whose gateways serve now
+    live_slot: str | None           # and their slot
+    target_slot: str                # where this release's gateways run (new ones, if they change)
+    build: tuple[str, ...] = ()     # compose services whose image must be built (one per image)
+    stale: tuple[Container, ...] = field(default=(), repr=False)    # our gateways that do not serve
+    legacy: tuple[Container, ...] = field(default=(), repr=False)   # ours, of services this release lacks
+
+    def service(self, name: str) -> ServicePlan:
+        return next(s for s in self.services if s.service == name)
+
+    @property
+    def gateways_change(self) -> bool:
+        return self.service("gateway").action in (CREATE, REPLACE, REBUILD)
+
+    @property
+    def proxy_action(self) -> str:
+        return self.service("proxy").action
 
     @property
     def changed(self) -> list[ServicePlan]:
@@ -51,8 +76,13 @@ class Plan:
     def noop(self) -> bool:
         return not any(s.changes for s in self.services)
 
+    @property
+    def deployed_release(self) -> str | None:
+        return self.live_release
+
     def table(self) -> str:
-        return table([("SERVICE", "ACTION", "WHY")] + [(s.service, s.action, "; ".join(s.reasons) or "-") for s in self.services])
+        rows = [("SERVICE", "ACTION", "WHY")] + [(s.service, s.action, "; ".join(s.reasons) or "-") for s in self.services]
+        return table(rows)
 
 
 def _short(h: Any) -> str:
@@ -86,7 +116,7 @@ def _listed(keys: list[str], limit: int = 4) -> str:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the plan compares: the new release's files and the deployed releases' files."""
+    """What the plan compares: the wanted release's files and the running releases' files."""
 
     manifest: dict[str, Any]
     runtime: dict[str, Any]
@@ -98,58 +128,137 @@ class Inputs:
 def parse_compose(text: str | bytes | None) -> dict[str, Any]:
     if not text:
         return {}
-    doc = yaml.safe_load(text)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
     return doc if isinstance(doc, dict) else {}
 
 
-def make_plan(inputs: Inputs, state: HostState, *, image_present: bool, secrets_changed: bool) -> Plan:
-    """Compare what is wanted with what runs, service by service."""
+def _newest(releases: set[str | None]) -> str | None:
+    known = sorted(r for r in releases if r)
+    return known[-1] if known else None
+
+
+def live_slot(state: HostState, serving: Container | None) -> str | None:
+    """The slot whose gateways serve: the one that answered through the proxy, else the one
+    the proxy's live config names (if its gateways run), else the only one that runs."""
+    if serving is not None and serving.slot in SLOTS:
+        return serving.slot
+    header = state.proxy_live
+    if header is not None and any(c.running for c in state.gateways(header.slot)):
+        return header.slot
+    running = {c.slot for c in state.gateways() if c.running}
+    return running.pop() if len(running) == 1 else None
+
+
+def _gateway(inputs: Inputs, state: HostState, live: list[Container], secrets_changed: bool) -> tuple[str, list[str]]:
     new = inputs.manifest
-    services: list[ServicePlan] = []
-    releases = sorted({c.release for c in state.owned() if c.release})
-    for name, want in new["services"].items():
-        running = tuple(state.owned(name))
-        reasons: list[str] = []
-        action = UNCHANGED
-        if not running:
-            action, reasons = CREATE, ["not running yet"]
-        else:
-            rels = {c.release for c in running}
-            rel = sorted(r for r in rels if r)[-1] if any(rels) else None
-            old = state.manifests.get(rel) if rel else None
-            if len(rels) > 1:
-                action, reasons = RESTART, ["its containers run different releases"]
-            elif old is None or name not in old.get("services", {}):
-                action, reasons = RESTART, [f"running release {rel or '(unknown)'} has no manifest on the host"]
-            else:
-                have = old["services"][name]
-                if have.get("image") != want.get("image"):
-                    action, reasons = REBUILD, _image_reasons(old, new)
-                else:
-                    if have.get("config") != want.get("config"):
-                        keys = _diff_keys(inputs.old_runtime.get(rel or "", {}), inputs.runtime) if rel in inputs.old_runtime else []
-                        reasons.append(f"runtime.json changed ({_listed(keys)})" if keys else f"runtime.json changed (config {_short(have.get('config'))} -> {_short(want.get('config'))})")
-                    if have.get("definition") != want.get("definition"):
-                        old_block = inputs.old_compose.get(rel or "", {}).get("services", {}).get(name)
-                        new_block = inputs.compose.get("services", {}).get(name)
-                        keys = _diff_keys(old_block, new_block, depth=1) if old_block is not None else []
-                        keys = [k for k in keys if k not in ("labels", "image")] or keys
-                        reasons.append(f"compose definition changed ({_listed(keys)})" if keys else "compose definition changed")
-                    if reasons:
-                        action = RESTART
-            bad = [c for c in running if c.state != "running" or c.health == "unhealthy"]
-            if bad and action == UNCHANGED:
-                action = RESTART
-                reasons.append(", ".join(f"{c.name} is {c.health if c.state == 'running' else c.state}" for c in bad))
-        if action in (RESTART, CREATE) and not image_present:
-            action = REBUILD if action == RESTART else CREATE
-            reasons.append(f"image {new['image']} is not on the host")
-        if secrets_changed and want.get("config") is not None and action == UNCHANGED:
-            action, reasons = RESTART, ["secrets changed"]
-        elif secrets_changed and want.get("config") is not None and action != CREATE:
-            reasons.append("secrets changed")
-        services.append(ServicePlan(name, action, tuple(reasons), running))
-    for name in sorted({c.service for c in state.owned()} - set(new["services"])):
-        services.append(ServicePlan(name, REMOVE, ("no longer in the config",), tuple(state.owned(name))))
-    build = any(s.action == REBUILD for s in services) or (not image_present and any(s.changes for s in services))
-    return Plan(tuple(services), releases[-1] if releases else None, build)
+    want = new["services"]["gateway"]
+    if not live:
+        legacy = [c for c in state.owned("gateway") if c.slot is None]
+        return CREATE, ["replaces the gateway of an earlier Switchyard (one short interruption: the proxy takes over its port)"
+                        if legacy else "not running yet"]
+    rels = {c.release for c in live}
+    rel = _newest(rels)
+    old = state.manifests.get(rel) if rel else None
+    have = ((old or {}).get("services") or {}).get("gateway")
+    if len(rels) > 1:
+        return REPLACE, ["its containers run different releases"]
+    if not isinstance(have, dict) or "slots" not in have:
+        return REPLACE, [f"running release {rel or '(unknown)'} has no manifest on the host"]
+    reasons: list[str] = []
+    action = REPLACE
+    if have.get("image") != want.get("image"):
+        action, reasons = REBUILD, _image_reasons(old or {}, new)
+    if have.get("config") != want.get("config"):
+        keys = _diff_keys(inputs.old_runtime.get(rel or "", {}), inputs.runtime) if rel in inputs.old_runtime else []
+        reasons.append(f"runtime.json changed ({_listed(keys)})" if keys
+                       else f"runtime.json changed (config {_short(have.get('config'))} -> {_short(want.get('config'))})")
+    if have.get("definition") != want.get("definition"):
+        old_services = inputs.old_compose.get(rel or "", {}).get("services", {})
+        old_block = old_services.get(have["slots"]["a"][0]) if have.get("slots") else None
+        new_block = inputs.compose.get("services", {}).get(want["slots"]["a"][0])
+        keys = [k for k in _diff_keys(old_block, new_block, depth=1) if k not in ("labels", "image")] if old_block is not None else []
+        reasons.append(f"compose definition changed ({_listed(keys)})" if keys else "compose definition changed")
+    if have.get("replicas") != want.get("replicas"):
+        reasons.append(f"replicas {have.get('replicas')} -> {want.get('replicas')}")
+    if secrets_changed:
+        reasons.append("secrets changed")
+    bad = [c for c in live if not c.running or c.health == "unhealthy"]
+    if bad:
+        reasons.append(", ".join(f"{c.name} is {c.health if c.running else c.state}" for c in bad))
+    elif len(live) < int(have.get("replicas") or 1):
+        reasons.append(f"{len(live)} of {have.get('replicas')} gateways run")
+    return (action, reasons) if reasons else (UNCHANGED, [])
+
+
+def _proxy(inputs: Inputs, state: HostState, proxy: Container | None, gateways_change: bool, target: str) -> tuple[str, list[str]]:
+    new = inputs.manifest
+    want = new["services"]["proxy"]
+    if proxy is None:
+        return CREATE, ["not running yet"]
+    old = state.manifests.get(proxy.release or "")
+    have = ((old or {}).get("services") or {}).get("proxy")
+    if not proxy.running:
+        return RECREATE, [f"{proxy.name} is {proxy.state} (a short interruption)"]
+    if not isinstance(have, dict):
+        return RECREATE, [f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short interruption)"]
+    reasons = []
+    if have.get("image") != want.get("image"):
+        reasons.append("its image changed (runtime.proxy.base_image or Switchyard's proxy Dockerfile)")
+    if have.get("definition") != want.get("definition"):
+        old_block = inputs.old_compose.get(proxy.release or "", {}).get("services", {}).get("proxy")
+        keys = [k for k in _diff_keys(old_block, inputs.compose.get("services", {}).get("proxy"), depth=1)
+                if k not in ("labels", "image")] if old_block is not None else []
+        reasons.append(f"compose definition changed ({_listed(keys)})" if keys else "compose definition changed")
+    if reasons:
+        return RECREATE, [*reasons, "a short interruption: the port is closed while it restarts"]
+    if gateways_change:
+        return RELOAD, [f"the gateways move to slot {target}"]
+    header = state.proxy_live
+    if header is None or header.config != want["config"][target]:
+        return RELOAD, ["haproxy.cfg changed (runtime.proxy)" if header else "its live config is not Switchyard's"]
+    return UNCHANGED, []
+
+
+def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secrets_changed: bool,
+              serving: Container | None = None) -> Plan:
+    """Compare what is wanted with what runs. `images`: which image references exist on the
+    host; `serving`: the gateway that answered through the proxy (None: none did)."""
+    new = inputs.manifest
+    slot = live_slot(state, serving)
+    live = state.gateways(slot) if slot else []
+    live_release = _newest({c.release for c in live})
+    g_action, g_reasons = _gateway(inputs, state, live, secrets_changed)
+    gateways_change = g_action != UNCHANGED
+    target = other_slot(slot) if gateways_change else (slot or "a")
+    proxy = state.proxy()
+    p_action, p_reasons = _proxy(inputs, state, proxy, gateways_change, target)
+
+    build: list[str] = []
+    image, proxy_image = str(new["image"]), str(new["proxy_image"])
+    if gateways_change and not images.get(image, False):
+        if g_action == REPLACE:
+            g_action = REBUILD
+        g_reasons.append(f"image {image} is not on the host")
+        build.append(new["services"]["gateway"]["slots"][target][0])
+    elif g_action == REBUILD:
+        build.append(new["services"]["gateway"]["slots"][target][0])
+    if not images.get(proxy_image, False):
+        build.append("proxy")   # (re)created from it, or at least it checks the new config
+        if p_action in (CREATE, RECREATE):
+            p_reasons.append(f"image {proxy_image} is not on the host")
+
+    services = [ServicePlan("gateway", g_action, tuple(g_reasons), tuple(live)),
+                ServicePlan("proxy", p_action, tuple(p_reasons), (proxy,) if proxy else ())]
+    stale = tuple(c for c in state.gateways() if c.slot != slot)
+    if stale:
+        services.append(ServicePlan(f"gateway (slot {other_slot(slot)})", REMOVE,
+                                    ("not served by the proxy (left by an interrupted deploy)",), stale))
+    known = {"gateway", "proxy"}
+    legacy = tuple(c for c in state.owned() if c.service not in known or (c.service == "gateway" and c.slot is None))
+    for name in sorted({c.compose_service for c in legacy}):
+        services.append(ServicePlan(name, REMOVE, ("not part of this release (an earlier Switchyard's layout)",),
+                                    tuple(c for c in legacy if c.compose_service == name)))
+    return Plan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)

@@ -54,6 +54,9 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
             raise DeployError(f"{place}: {source.file} does not exist; create it (mode 0600) holding the value, or mark the secret `optional: true`") from None
         except OSError as exc:
             raise DeployError(f"{place}: cannot read {source.file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise DeployError(f"{place}: {source.file} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                              f"write the value as plain UTF-8 text, without a byte-order mark or a binary key") from None
         if value == "" and not source.optional:
             raise DeployError(f"{place}: {source.file} is empty")
         if value == "":

@@ -59,6 +59,19 @@ class Paths:
         return posixpath.join(self.env_dir, "lock.json")
 
     @property
+    def proxy_dir(self) -> str:
+        """Mounted into the proxy container: the live haproxy.cfg (and the staged one)."""
+        return posixpath.join(self.env_dir, "proxy")
+
+    @property
+    def proxy_cfg(self) -> str:
+        return posixpath.join(self.proxy_dir, "haproxy.cfg")
+
+    @property
+    def proxy_next(self) -> str:
+        return posixpath.join(self.proxy_dir, "haproxy.cfg.next")
+
+    @property
     def claims(self) -> str:
         return posixpath.join(self.root, "claims.json")
 
@@ -79,7 +92,7 @@ class Paths:
 class Container:
     id: str
     name: str
-    service: str
+    service: str          # what it is: gateway, proxy (our label), else its compose service
     state: str            # running, exited, restarting, created, ...
     health: str           # healthy, unhealthy, starting, none
     started_at: str
@@ -89,10 +102,40 @@ class Container:
     exit_code: int = 0
     labels: dict[str, str] = field(default_factory=dict, repr=False)
     health_log: str = field(default="", repr=False)
+    compose_service: str = ""   # gateway-a1, proxy, ...
+    slot: str | None = None     # a gateway's slot (a or b)
+    ip: str = ""                # its address on the project's network
 
     @property
     def short_id(self) -> str:
         return self.id[:12]
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class ProxyHeader:
+    """What deploy last made the proxy's live configuration (the first line of haproxy.cfg)."""
+
+    release: str
+    slot: str
+    config: str
+
+    PREFIX = "# switchyard-live:"
+
+    def line(self) -> str:
+        return f"{self.PREFIX} release={self.release} slot={self.slot} config={self.config}"
+
+    @classmethod
+    def parse(cls, line: str) -> ProxyHeader | None:
+        if not line.startswith(cls.PREFIX):
+            return None
+        fields = dict(part.partition("=")[::2] for part in line[len(cls.PREFIX):].split())
+        if not all(fields.get(k) for k in ("release", "slot", "config")):
+            return None
+        return cls(fields["release"], fields["slot"], fields["config"])
 
 
 @dataclass
@@ -104,13 +147,26 @@ class HostState:
     failed: set[str] = field(default_factory=set)
     containers: list[Container] = field(default_factory=list)
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    image_present: bool | None = None      # of the image asked about (None: not asked)
+    images: dict[str, bool] = field(default_factory=dict)   # of the images asked about: present?
     claims: str | None = None              # the host's claims file as read (with `claims_file`)
     published: str = ""                    # `docker ps` ports of every running container
     secrets_same: bool | None = None       # the secrets given equal the host's file (None: not asked)
+    proxy_live: ProxyHeader | None = None  # what haproxy.cfg says the proxy serves
+    compose: str = ""                      # `docker compose version --short` on the host ("" if missing)
+    lock_holder: str = ""                  # lock.json as found (a deploy in progress, or one that never finished)
+    lock_free: bool | None = None          # nobody holds the deploy lock (None: not asked)
+    leftovers: list[str] = field(default_factory=list)  # half-written uploads (hidden, never a release)
 
     def owned(self, service: str | None = None) -> list[Container]:
         return [c for c in self.containers if c.owned and (service is None or c.service == service)]
+
+    def gateways(self, slot: str | None = None) -> list[Container]:
+        """Our gateways of the two-slot layout (of one slot)."""
+        return [c for c in self.owned("gateway") if c.slot is not None and (slot is None or c.slot == slot)]
+
+    def proxy(self) -> Container | None:
+        found = self.owned("proxy")
+        return max(found, key=lambda c: (c.running, c.started_at)) if found else None
 
     def foreign(self) -> list[Container]:
         return [c for c in self.containers if not c.owned]
@@ -123,9 +179,18 @@ class HostState:
         return older[-1] if older else None
 
 
-def resolve_root(host: Host, root: str, *, create: bool) -> str | None:
-    """The deploy directory as an absolute path on the host (None when absent and not created)."""
+def resolve_root(host: Host, root: str, *, create: bool, env: str) -> str | None:
+    """The deploy directory as an absolute path on the host (None when absent and not created);
+    DeployError naming `environments.<env>.deploy_dir` when it cannot be used."""
     out = host.run(cmd.resolve_root(root, create)).stdout.strip()
+    place = f"environments.{env}.deploy_dir: {root} on {host.name}"
+    problems = {
+        "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file away",
+        "cannotcreate": f"{place} cannot be created by the SSH user; create it and give that user write access, or pick another deploy_dir",
+        "notwritable": f"{place} is not writable by the SSH user; give that user write access, or pick another deploy_dir",
+    }
+    if out in problems:
+        raise DeployError(problems[out])
     return None if out in ("", "absent") else out
 
 
@@ -139,8 +204,12 @@ def parse_container(raw: dict[str, Any], paths: Paths, project: str, env: str) -
         and labels.get("dev.switchyard.project") == project
         and labels.get("dev.switchyard.environment") == env
     )
+    networks = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+    ip = next((str(n.get("IPAddress")) for _, n in sorted(networks.items()) if isinstance(n, dict) and n.get("IPAddress")), "")
+    compose_service = labels.get(cmd.SERVICE_LABEL, "?")
     return Container(
-        id=raw["Id"], name=raw.get("Name", "").lstrip("/"), service=labels.get(cmd.SERVICE_LABEL, "?"),
+        id=raw["Id"], name=raw.get("Name", "").lstrip("/"), service=labels.get(cmd.ROLE_LABEL) or compose_service,
+        compose_service=compose_service, slot=labels.get(cmd.SLOT_LABEL) or None, ip=ip,
         state=state.get("Status", "unknown"), health=health.get("Status", "none"),
         started_at=state.get("StartedAt", ""), release=paths.release_of(labels.get(cmd.CONFIG_FILES_LABEL, "")),
         image_id=raw.get("Image", ""), owned=owned, labels=labels, exit_code=int(state.get("ExitCode") or 0),
@@ -202,17 +271,24 @@ def _sections(out: str) -> dict[str, str]:
 
 
 def read_state(host: Host, root: str, compose_project: str, project: str, env: str, *,
-               image: str = "", secrets: bytes | None = None, claims: bool = False) -> HostState:
+               images: tuple[str, ...] = (), secrets: bytes | None = None, claims: bool = False) -> HostState:
     """Everything the plan needs, in two round trips, without changing anything on the host.
 
-    With `image`, also whether that image exists; with `secrets`, whether the host's secrets
+    With `images`, also which of them exist; with `secrets`, whether the host's secrets
     file holds exactly those bytes (compared on the host; the bytes travel on stdin); with
     `claims`, the host's claims file.
     """
     paths = Paths(root, compose_project)
     state = HostState(paths=paths, exists=False)
-    probe = cmd.probe(paths.env_dir, compose_project, image, secrets is not None, paths.claims if claims else "")
+    probe = cmd.probe(paths.env_dir, compose_project, images, secrets is not None, paths.claims if claims else "")
     parts = _sections(host.run(probe, stdin=secrets).stdout)
+    state.proxy_live = ProxyHeader.parse(parts.get("proxy", "").strip())
+    state.compose = parts.get("compose", "").strip()
+    lock_lines = parts.get("lock", "").strip().splitlines()
+    if lock_lines:
+        state.lock_holder = lock_lines[0]
+        state.lock_free = lock_lines[-1] == "free"
+    state.leftovers = [n for n in parts.get("leftovers", "").split() if n]
     state.published = parts.get("published", "")
     if claims:
         state.claims = parts.get("claims") or None
@@ -228,8 +304,8 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
     state.exists = bool(state.releases)
     current = parts.get("current", "").strip()
     state.current = current.rsplit("/", 1)[-1] if current else None
-    if image:
-        state.image_present = parts.get("image", "").strip() == "present"
+    state.images = {ref: status == "present" for ref, _, status in
+                    (line.rpartition(" ") for line in parts.get("image", "").splitlines()) if ref}
     if secrets is not None:
         state.secrets_same = parts.get("secrets", "").strip() == "same"
     wanted = sorted({c.release for c in state.containers if c.release} | ({state.current} if state.current else set()))
@@ -239,6 +315,26 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
         if rid and manifest is not None:
             state.manifests[rid] = manifest
     return state
+
+
+def readyz_instance(host: Host, port: int, addr: str = "127.0.0.1", timeout: float = 3.0) -> tuple[str | None, int | None]:
+    """(instance, status) of `/readyz` on `addr:port` as seen on the host: the answering
+    gateway's hostname (its container's short id) and the HTTP status; (None, None) when
+    nothing answers, (None, status) when the answer names no instance."""
+    probe = host.http_get(port, "/readyz", timeout=timeout, addr=addr)
+    if probe is None:
+        return None, None
+    try:
+        instance = json.loads(probe[1].decode(errors="replace")).get("instance")
+    except (ValueError, AttributeError):
+        instance = None
+    return (instance if isinstance(instance, str) and len(instance) >= 12 else None), probe[0]
+
+
+def serving_gateway(host: Host, port: int, found: list[Container]) -> tuple[Container | None, int | None]:
+    """Which of `found` answers on the environment's port (through the proxy), and its status."""
+    instance, status = readyz_instance(host, port)
+    return (next((c for c in found if instance and c.id.startswith(instance)), None), status)
 
 
 def image_present(host: Host, refs: list[str]) -> dict[str, bool]:

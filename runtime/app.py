@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -122,7 +123,8 @@ class Gateway:
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
         warnings = self.byok.problems() if self.byok is not None else []
-        return not problems, {"ready": not problems, "problems": problems, "warnings": warnings, "environment": self.config.environment, "config_hash": self.config.config_hash, "routes_usable": usable}
+        return not problems, {"ready": not problems, "problems": problems, "warnings": warnings, "environment": self.config.environment,
+                              "config_hash": self.config.config_hash, "routes_usable": usable, "instance": _INSTANCE}
 
     def authenticate(self, headers: Mapping[str, str]) -> Any:
         """The key of a request, or a 401 GatewayError."""
@@ -146,6 +148,11 @@ def _credentials(config: RuntimeConfig, environ: Mapping[str, str]) -> tuple[dic
         if not spec.optional and not environ.get(name)
     ]
     return creds, problems
+
+
+# Which process answered: the container's hostname (its short id) in a deployed gateway. Deploy
+# reads it from /readyz through the proxy to see which release serves.
+_INSTANCE = socket.gethostname()
 
 
 def create_app(config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""`python -m runtime`: serve the gateway, manage keys, read the request log, run the edge.
+"""`python -m runtime`: serve the gateway, manage keys, read the request log.
 
 Exit codes: 0 ok, 1 refused (bad config, invalid input), 2 usage error.
 """
@@ -31,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(func=_serve)
 
-    from runtime import admin, byok, edge
+    from runtime import admin, byok
 
     admin.add_commands(sub)
     byok.add_commands(sub)
-    edge.add_command(sub)
 
     args = parser.parse_args(argv)
     try:

@@ -4,7 +4,8 @@
 #
 #   bash scripts/test-base-image.sh [TAG]      (default: switchyard-test/base:bookworm)
 #
-# A minimal Debian bookworm (debootstrap) with python3 and venv, plus a wheelhouse of
+# A minimal Debian bookworm (debootstrap) with python3 and venv and HAProxy (the same image is
+# the base of the gateway image and of the proxy image in the tests), plus a wheelhouse of
 # runtime/requirements.txt and a few spare wheels, so that `pip install` inside an image build
 # needs no network (PIP_NO_INDEX + PIP_FIND_LINKS=/wheels are baked into the image).
 # Idempotent: the image carries a stamp of its inputs and is rebuilt only when they change.
@@ -27,12 +28,12 @@ if [ "$have" = "$stamp" ]; then
 fi
 
 mkdir -p "$CACHE"
-if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
+if [ ! -x "$ROOTFS/usr/bin/python3" ] || [ ! -x "$ROOTFS/usr/sbin/haproxy" ]; then
   command -v debootstrap >/dev/null || { echo "error: debootstrap is not installed (apt-get install -y debootstrap)" >&2; exit 1; }
   echo "debootstrap bookworm into $ROOTFS (about a minute)"
   tmp="$ROOTFS.tmp.$$"
   rm -rf "$tmp"
-  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates,haproxy \
     bookworm "$tmp" http://deb.debian.org/debian > "$CACHE/debootstrap.log" 2>&1 \
     || { echo "error: debootstrap failed; see $CACHE/debootstrap.log" >&2; rm -rf "$tmp"; exit 1; }
   rm -rf "$tmp/var/cache/apt/archives"/*.deb "$tmp/var/lib/apt/lists"/*

@@ -506,19 +506,19 @@ class DeployProject:
             "project": self.name,
             "description": "Switchyard deploy end-to-end test",
             "providers": {
-                "mock": {"adapter": "mock", "models": {"echo": {"context_window": 8192}}},
+                "mock": {"adapter": "mock", "models": {"echo": {"context_window": 8192, "capabilities": ["streaming"]}}},
                 # Never reached (mock answers first); it makes VENDOR_API_KEY a REQUIRED secret,
                 # so the gateway becomes ready only if deploy wrote the secrets file.
                 "vendor": {
                     "adapter": "openai-compatible",
                     "base_url": "http://127.0.0.1:9/v1",
                     "credentials": {"api_key": "VENDOR_API_KEY"},
-                    "models": {"small": {"context_window": 8192}},
+                    "models": {"small": {"context_window": 8192, "capabilities": ["streaming"]}},
                 },
             },
             "routes": {ROUTE: {"candidates": ["mock/echo", "vendor/small"]}},
             "orgs": {ORG: {"description": "the tests' org"}},
-            "runtime": {"base_image": BASE_IMAGE},
+            "runtime": {"base_image": BASE_IMAGE, "proxy": {"base_image": BASE_IMAGE}},
             "environments": {
                 "staging": env("staging", 1, {"env": "SYTEST_STAGING_VENDOR_KEY"}),
                 "production": env("production", 2, {"file": str(self.secret_file)}),
@@ -573,9 +573,12 @@ class DeployProject:
         self.outputs.append(result)
         return result
 
-    def compose_exec(self, env: str, *command: str, index: int = 1, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return run(["docker", "compose", "-p", self.compose_project(env), "exec", "-T", "--index", str(index),
-                    "gateway", *command], timeout=timeout, env=compose_env())
+    def gateway_exec(self, env: str, *command: str, index: int = 0, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `command` in the `index`-th running gateway container of `env` (by name)."""
+        running = [c for c in containers(self.compose_project(env)) if c["State"]["Status"] == "running"
+                   and c["Config"]["Labels"].get("dev.switchyard.service") == "gateway"]
+        assert len(running) > index, f"{env}: no running gateway #{index}: {[c['Name'] for c in running]}"
+        return run(["docker", "exec", running[index]["Id"], *command], timeout=timeout)
 
     def cleanup(self) -> None:
         for env in ("staging", "production"):
@@ -587,9 +590,9 @@ class DeployProject:
 # Talking to a deployed gateway
 
 
-def make_key(project: DeployProject, env: str, *, index: int = 1) -> str:
+def make_key(project: DeployProject, env: str, *, index: int = 0) -> str:
     """A new gateway key of `env` (org acme), made inside a gateway container of `env`."""
-    proc = project.compose_exec(env, "python", "-m", "runtime", "keys", "create", "--env", env,
+    proc = project.gateway_exec(env, "python", "-m", "runtime", "keys", "create", "--env", env,
                                 "--org", ORG, "--name", f"t{secrets.token_hex(2)}", index=index)
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     assert lines, f"keys create printed nothing: {proc.stderr}"

@@ -315,3 +315,25 @@ def test_bad_latency_env_fails_at_construction(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(LATENCY_ENV, "fast")
     with pytest.raises(ValueError, match=LATENCY_ENV):
         MockAdapter(PROVIDER, None)
+
+
+def test_pace_directive_spreads_a_stream_over_time() -> None:
+    async def go() -> list[tuple[float, Chunk]]:
+        stream = await MockAdapter(PROVIDER, None).send(call("mock:pace 60 one two three four", stream=True))
+        assert isinstance(stream, MockStream)
+        t0 = time.monotonic()
+        return [(time.monotonic() - t0, c) async for c in stream]
+
+    timed = asyncio.run(go())
+    content = [(t, c) for t, c in timed if c.content]
+    text = "".join(c.choices[0]["delta"]["content"] for _, c in content)
+    assert text == "echo: mock:pace 60 one two three four"
+    # 7 words, one every 60 ms after the first: the stream lasts about 6 x 60 ms
+    assert content[0][0] < 0.05 and 0.33 <= content[-1][0] < 2
+
+
+def test_pace_directive_delays_a_completion_as_long_as_the_stream_would_last() -> None:
+    start = time.monotonic()
+    result = complete(call("mock:pace 30 a b c"))
+    assert time.monotonic() - start >= 0.15
+    assert result.message["content"] == "echo: mock:pace 30 a b c"

@@ -25,6 +25,9 @@ gateway's fallback and timeouts without a real provider:
   mock:error context_length                     fail as a context-length 400
   mock:timeout                                  never answer (the gateway's timeout cuts it)
   mock:slow <ms>                                wait <ms> more, then answer normally
+  mock:pace <ms> <words...>                     answer normally, but a stream sends one word
+                                                every <ms> (a long stream: 20 words at 400 ms
+                                                last 8 s); not streamed, it waits as long
   mock:drop                                     break mid-answer (a stream: after its first
                                                 content chunk) with code stream_broken
 """
@@ -56,6 +59,7 @@ class _Directive:
     error: UpstreamError | None = None
     delay_s: float = 0.0
     drop: bool = False
+    pace_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +85,8 @@ class MockAdapter:
         model = call.model.upstream
         delay = self.latency_s + directive.delay_s
         if call.stream:
-            return MockStream(answer, model, delay, directive.drop)
-        await _sleep(delay)
+            return MockStream(answer, model, delay, directive.drop, directive.pace_s)
+        await _sleep(delay + directive.pace_s * len(answer.pieces))
         if directive.drop:
             raise UpstreamError("server_error", "mock: connection dropped", code="stream_broken")
         return Completion(
@@ -96,10 +100,11 @@ class MockAdapter:
 class MockStream:
     """OpenAI-shaped chunks of a precomputed answer."""
 
-    def __init__(self, answer: _Answer, model: str, delay_s: float, drop: bool) -> None:
+    def __init__(self, answer: _Answer, model: str, delay_s: float, drop: bool, pace_s: float = 0.0) -> None:
         self._answer = answer
         self._delay_s = delay_s
         self._drop = drop
+        self._pace_s = pace_s
         self.usage: Usage | None = None
         self.model: str | None = model
         self.resp: Response | None = None  # offline: nothing to wait for
@@ -107,7 +112,9 @@ class MockStream:
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         await _sleep(self._delay_s)
         yield Chunk(choices=[_choice({"role": "assistant", "content": ""})], content=False)
-        for delta in self._answer.pieces:
+        for i, delta in enumerate(self._answer.pieces):
+            if i and self._pace_s:
+                await asyncio.sleep(self._pace_s)
             yield Chunk(choices=[_choice(delta)], content=True)
             if self._drop:
                 raise UpstreamError("server_error", "mock: stream dropped", code="stream_broken")
@@ -155,6 +162,9 @@ def _directive(request: dict[str, Any]) -> _Directive:
         return _Directive(drop=True)
     if verb == "slow" and _is_number(arg):
         return _Directive(delay_s=max(0.0, float(arg)) / 1000)
+    pace = arg.split(" ", 1)[0]
+    if verb == "pace" and _is_number(pace):
+        return _Directive(pace_s=min(max(0.0, float(pace)), 60_000.0) / 1000)
     if verb == "error" and arg == "context_length":
         return _Directive(
             error=UpstreamError(
