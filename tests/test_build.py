@@ -8,7 +8,8 @@ them and review the diff by eye — they are the product's output:
     SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py
 
 The tests marked `docker` run the real Docker Compose v2 binary (`docker compose config`).
-Without it they are skipped locally and fail in CI (when the CI variable is set).
+Without it they are skipped locally and fail in CI (when the CI variable is set). The same
+holds for the HAProxy binary, which checks every compiled proxy config (`haproxy -c`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ import pytest
 import yaml
 
 from compiler import cli
+from compiler.canonical import canonical_json, sha256
 from compiler.models import GatewayConfig
+from compiler.proxy import CONFIG_DIR, HOST_CONFIG_DIR, LISTEN_PORT, SLOTS, gateway_services
 from compiler.render import (
     CONFIG_HASH_LABEL,
+    CONTAINER_PORT,
+    REPLICA_LABEL,
+    SLOT_LABEL,
     ImageInputs,
-    canonical_json,
     render_environment,
-    sha256,
 )
 from compiler.validate import check_bytes
 
@@ -41,7 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ROOT / "gateway.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 VALID_EXAMPLES = sorted((ROOT / "schema" / "examples" / "valid").glob("*.yaml"))
-ARTIFACTS = ("runtime.json", "compose.yaml", "Dockerfile", "manifest.json")
+ARTIFACTS = ("runtime.json", "compose.yaml", "Dockerfile", "manifest.json",
+             "proxy/Dockerfile", "proxy/haproxy-a.cfg", "proxy/haproxy-b.cfg")
+PROXY_CONFIGS = ("proxy/haproxy-a.cfg", "proxy/haproxy-b.cfg")
 FIXED_INPUTS = ImageInputs(runtime_digest="0" * 64, requirements="fastapi==0\n")
 MANAGED_BY = "dev.switchyard.managed-by"
 
@@ -108,8 +114,9 @@ def test_golden_files(env: str) -> None:
     files = render(GATEWAY_TEXT, env)
     assert sorted(files) == sorted(ARTIFACTS)
     if os.environ.get("SWITCHYARD_UPDATE_GOLDEN") == "1":
-        (GOLDEN / env).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(GOLDEN / env, ignore_errors=True)
         for name, text in files.items():
+            (GOLDEN / env / name).parent.mkdir(parents=True, exist_ok=True)
             (GOLDEN / env / name).write_text(text, encoding="utf-8", newline="\n")
     for name, text in files.items():
         golden = GOLDEN / env / name
@@ -118,6 +125,7 @@ def test_golden_files(env: str) -> None:
             f"{name} for {env} differs from {golden.relative_to(ROOT)}; if the change is intended, "
             "run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py and review the diff"
         )
+    assert sorted(tree(GOLDEN / env)) == sorted(ARTIFACTS), f"tests/golden/{env} holds a file the compiler no longer writes"
 
 
 def test_no_stale_golden_environments() -> None:
@@ -363,38 +371,65 @@ def test_compose_is_safe_on_a_shared_host(env: str) -> None:
             assert "name" not in (spec or {}), f"{section}.{name} must not be named host-globally"
             assert "external" not in (spec or {})
     assert "data" in compose["volumes"], "a named volume for the embedded request log"
+    gateways = {slot: gateway_services(env_cfg.replicas, slot) for slot in SLOTS}
+    assert sorted(compose["services"]) == sorted(["proxy", *gateways["a"], *gateways["b"]])
     published = []
     for name, svc in compose["services"].items():
         assert svc["labels"][MANAGED_BY] == "switchyard", name
         assert svc["labels"]["dev.switchyard.environment"] == env
-        assert svc["healthcheck"]["test"], name
         assert svc["restart"] == "unless-stopped", name
         assert svc["pull_policy"] == "never", f"{name}: the image is built locally, never pulled"
+        assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"], name
         assert "network_mode" not in svc and "privileged" not in svc
         for port in svc.get("ports", []):
             host_ip, host_port, _ = _published(port)
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published.append((name, int(host_port)))
-    gateway = compose["services"]["gateway"]
-    assert gateway["env_file"] == [{"path": "../../secrets.env", "required": False}]
-    assert gateway["labels"][CONFIG_HASH_LABEL] == json.loads(render(GATEWAY_TEXT, env)["runtime.json"])["config_hash"]
-    if env_cfg.replicas > 1:
-        assert sorted(compose["services"]) == ["edge", "gateway"]
-        assert "ports" not in gateway, "with replicas the gateway publishes nothing directly"
-        assert gateway["deploy"]["replicas"] == env_cfg.replicas
-        assert published == [("edge", env_cfg.port)]
-        edge = compose["services"]["edge"]
-        assert "env_file" not in edge, "the edge needs no secrets"
-        assert edge["depends_on"] == {"gateway": {"condition": "service_healthy"}}
-    else:
-        assert sorted(compose["services"]) == ["gateway"]
-        assert published == [("gateway", env_cfg.port)]
+    assert published == [("proxy", env_cfg.port)], "the proxy alone publishes the environment's port"
+
+    config_hash = json.loads(render(GATEWAY_TEXT, env)["runtime.json"])["config_hash"]
+    for slot, names in gateways.items():
+        for replica, name in enumerate(names, 1):
+            gateway = compose["services"][name]
+            labels = gateway["labels"]
+            assert labels["dev.switchyard.service"] == "gateway"
+            assert (labels[SLOT_LABEL], labels[REPLICA_LABEL]) == (slot, str(replica))
+            assert labels[CONFIG_HASH_LABEL] == config_hash
+            # Docker health-checks each gateway; deploy waits for it before the proxy sends it traffic.
+            assert gateway["healthcheck"]["test"], name
+            assert gateway["env_file"] == [{"path": "../../secrets.env", "required": False}]
+            assert "ports" not in gateway and gateway["expose"] == [str(CONTAINER_PORT)], f"{name} publishes nothing"
+            assert gateway["volumes"] == compose["services"]["gateway-a1"]["volumes"], "every gateway shares the request log"
+
+    proxy = compose["services"]["proxy"]
+    assert proxy["labels"]["dev.switchyard.service"] == "proxy"
+    assert "env_file" not in proxy and "environment" not in proxy, "the proxy needs no secrets"
+    assert CONFIG_HASH_LABEL not in proxy["labels"], "the proxy does not read runtime.json"
+    assert "depends_on" not in proxy, "the proxy starts without gateways (it answers 503 until one is ready)"
+    # No healthcheck: the proxy image has nothing to run one with (no curl, no python), and
+    # deploy checks the proxy itself, with /readyz through the published port.
+    assert proxy["volumes"] == [f"{HOST_CONFIG_DIR}:{CONFIG_DIR}:ro"]
+    assert proxy["build"] == {"context": "./proxy", "dockerfile": "Dockerfile"}
 
 
-def test_production_has_replicas_and_an_edge() -> None:
+def test_production_has_two_replicas_per_slot_behind_the_proxy() -> None:
     assert CONFIG.environments["production"].replicas == 2
     compose = yaml.safe_load(render(GATEWAY_TEXT, "production")["compose.yaml"])
-    assert compose["services"]["edge"]["ports"] == ["127.0.0.1:8300:8000"]
+    assert sorted(compose["services"]) == ["gateway-a1", "gateway-a2", "gateway-b1", "gateway-b2", "proxy"]
+    assert compose["services"]["proxy"]["ports"] == [f"127.0.0.1:8300:{LISTEN_PORT}"]
+    assert all("ports" not in svc for name, svc in compose["services"].items() if name != "proxy")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_each_slot_config_balances_exactly_its_gateways(env: str) -> None:
+    files = render(GATEWAY_TEXT, env)
+    replicas = CONFIG.environments[env].replicas
+    for slot in SLOTS:
+        servers = [line.split()[1:] for line in files[f"proxy/haproxy-{slot}.cfg"].splitlines()
+                   if line.strip().startswith("server ")]
+        assert servers == [[name, f"{name}:{CONTAINER_PORT}"] for name in gateway_services(replicas, slot)], slot
+    a, b = (files[name] for name in PROXY_CONFIGS)
+    assert a.replace("gateway-a", "gateway-b").replace("slot a", "slot b") == b, "the slots differ only in their servers"
 
 
 # ---------------------------------------------------------------------------------------
@@ -436,8 +471,8 @@ def _compose(cmd: list[str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _write(out: Path, files: dict[str, str]) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text)
     return out / "compose.yaml"
 
@@ -467,12 +502,19 @@ def test_compose_config_accepts_the_valid_examples(compose_cmd: list[str], tmp_p
         assert proc.returncode == 0, f"{example} ({env}): {proc.stderr}"
 
 
-def _config_hash(compose_cmd: list[str], out: Path, env: str) -> str:
-    proc = _compose(compose_cmd, "-f", str(out / env / "compose.yaml"), "config", "--hash", "gateway")
+def _services(env: str) -> list[str]:
+    replicas = CONFIG.environments[env].replicas
+    return ["proxy", *(name for slot in SLOTS for name in gateway_services(replicas, slot))]
+
+
+def _config_hashes(compose_cmd: list[str], out: Path, env: str) -> dict[str, str]:
+    """`docker compose config --hash` of every service: what compose compares to recreate one."""
+    proc = _compose(compose_cmd, "-f", str(out / env / "compose.yaml"), "config", "--hash", ",".join(_services(env)))
     assert proc.returncode == 0, proc.stderr
-    service, _, digest = proc.stdout.strip().partition(" ")
-    assert service == "gateway" and len(digest) == 64
-    return digest
+    hashes = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert sorted(hashes) == sorted(_services(env))
+    assert all(len(digest) == 64 for digest in hashes.values())
+    return hashes
 
 
 @pytest.mark.docker
@@ -480,12 +522,68 @@ def test_compose_config_hash_tracks_the_runtime_config(compose_cmd: list[str], t
     out = tmp_path / "build"
     build = ["build", "--all", "--out", str(out), "-q", "--config"]
     assert cli.main([*build, str(GATEWAY)]) == 0
-    first = {env: _config_hash(compose_cmd, out, env) for env in ENVS}
+    first = {env: _config_hashes(compose_cmd, out, env) for env in ENVS}
     assert cli.main([*build, str(GATEWAY)]) == 0
-    assert {env: _config_hash(compose_cmd, out, env) for env in ENVS} == first
+    assert {env: _config_hashes(compose_cmd, out, env) for env in ENVS} == first
     assert cli.main([*build, str(_changed_config(tmp_path))]) == 0
-    changed = {env: _config_hash(compose_cmd, out, env) for env in ENVS}
-    assert all(changed[env] != first[env] for env in ENVS), "a routing change must recreate the gateway"
+    changed = {env: _config_hashes(compose_cmd, out, env) for env in ENVS}
+    for env in ENVS:
+        for service, digest in first[env].items():
+            if service == "proxy":
+                assert changed[env][service] == digest, "a routing change must not recreate the proxy"
+            else:
+                assert changed[env][service] != digest, f"a routing change must recreate {service}"
+
+
+# ---------------------------------------------------------------------------------------
+# haproxy.cfg with the real HAProxy binary (`haproxy -c`)
+
+
+@pytest.fixture(scope="module")
+def haproxy_cmd() -> str:
+    found = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
+    if found is None:
+        message = "HAProxy not found (apt-get install haproxy)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+# Settings far from the defaults: fractional timeouts (rendered in ms), the largest head.
+PROXY_EXTREMES = ("  workers: 1\n", "  workers: 1\n  proxy:\n    request_head_timeout_s: 0.25\n"
+                  "    request_head_max_bytes: 1048576\n    request_body_timeout_s: 3600\n"
+                  "    client_idle_timeout_s: 1.5\n    keep_alive_timeout_s: 600\n    max_connections: 16\n")
+
+
+def _haproxy_configs() -> Iterator[tuple[str, GatewayConfig, str]]:
+    yield from _all_configs()
+    extremes = load_config(replace_once(GATEWAY_TEXT, *PROXY_EXTREMES))
+    for env in ENVS:
+        yield "proxy-extremes", extremes, env
+
+
+def _haproxy_check(haproxy: str, path: Path) -> list[str]:
+    """Run `haproxy -c -f path`; its warnings other than unresolved gateway names.
+
+    The gateways' names resolve only on the environment's Docker network (`init-addr
+    libc,none` starts such a server disabled), so outside it each server earns one warning.
+    """
+    proc = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Configuration file is valid" in output, output
+    return [line for line in output.splitlines()
+            if ("[WARNING]" in line or "[ALERT]" in line) and "could not resolve address 'gateway-" not in line]
+
+
+@pytest.mark.parametrize(("source", "config", "env"), list(_haproxy_configs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_haproxy_accepts_every_proxy_config(haproxy_cmd: str, tmp_path: Path, source: str, config: GatewayConfig, env: str) -> None:
+    files = render_environment(config, env, FIXED_INPUTS, source_name=source)
+    for name in PROXY_CONFIGS:
+        path = tmp_path / name.replace("/", "-")
+        path.write_text(files[name])
+        assert _haproxy_check(haproxy_cmd, path) == [], f"{source} ({env}) {name}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -513,16 +611,39 @@ def test_routing_change_changes_only_the_gateway_config(env: str) -> None:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_image_inputs_change_changes_every_image(env: str) -> None:
+def test_image_inputs_change_changes_the_gateway_image_only(env: str) -> None:
     before = _manifest(GATEWAY_TEXT, env)
     for other in (ImageInputs(runtime_digest="1" * 64, requirements=FIXED_INPUTS.requirements),
                   ImageInputs(runtime_digest=FIXED_INPUTS.runtime_digest, requirements="fastapi==1\n")):
         after = _manifest(GATEWAY_TEXT, env, other)
         assert after["image"] != before["image"]
         assert after["config_hash"] == before["config_hash"]
-        for service, inputs in before["services"].items():
-            assert after["services"][service]["image"] != inputs["image"], service
-            assert after["services"][service]["config"] == inputs["config"], service
+        gw_before, gw_after = before["services"]["gateway"], after["services"]["gateway"]
+        assert gw_after["image"] != gw_before["image"]
+        assert gw_after["config"] == gw_before["config"] and gw_after["definition"] == gw_before["definition"]
+        # The proxy image is HAProxy and its Dockerfile: the runtime's code is not in it.
+        assert after["proxy_image"] == before["proxy_image"]
+        assert after["services"]["proxy"] == before["services"]["proxy"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_proxy_settings_change_only_the_proxy_config(env: str) -> None:
+    changed_text = replace_once(GATEWAY_TEXT, "  workers: 1\n", "  workers: 1\n  proxy:\n    request_head_timeout_s: 7.5\n")
+    before, after = render(GATEWAY_TEXT, env), render(changed_text, env)
+    for name in PROXY_CONFIGS:
+        assert "timeout http-request 10s\n" in before[name]
+        assert after[name] == before[name].replace("timeout http-request 10s\n", "timeout http-request 7500ms\n")
+    unchanged = ("Dockerfile", "compose.yaml", "runtime.json", "proxy/Dockerfile")
+    assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
+
+    m_before, m_after = (json.loads(files["manifest.json"]) for files in (before, after))
+    proxy_before, proxy_after = m_before["services"]["proxy"], m_after["services"]["proxy"]
+    assert proxy_after["config"] == {slot: "sha256:" + sha256(after[f"proxy/haproxy-{slot}.cfg"]) for slot in SLOTS}
+    assert all(proxy_after["config"][slot] != proxy_before["config"][slot] for slot in SLOTS)
+    assert proxy_after["inputs_hash"] != proxy_before["inputs_hash"]
+    assert (proxy_after["image"], proxy_after["definition"]) == (proxy_before["image"], proxy_before["definition"])
+    assert m_after["services"]["gateway"] == m_before["services"]["gateway"], "the gateways do not read the proxy's settings"
+    assert m_after["config_hash"] == m_before["config_hash"] and m_after["image"] == m_before["image"]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -550,9 +671,18 @@ def test_workers_change_restarts_without_rebuilding() -> None:
 def test_manifest_lists_every_file_hash() -> None:
     files = render(GATEWAY_TEXT, "production")
     manifest = json.loads(files["manifest.json"])
-    assert manifest["files"] == {name: "sha256:" + sha256(files[name]) for name in ("Dockerfile", "compose.yaml", "runtime.json")}
+    assert manifest["schema_version"] == 2
+    assert manifest["files"] == {name: "sha256:" + sha256(files[name]) for name in ARTIFACTS if name != "manifest.json"}
     assert manifest["compose_project"] == "acme-assistant-production"
     assert manifest["image"].startswith("acme-assistant-production/gateway:")
-    for inputs in manifest["services"].values():
-        body = {k: v for k, v in inputs.items() if k != "inputs_hash"}
-        assert inputs["inputs_hash"] == "sha256:" + sha256(canonical_json(body))
+    assert manifest["proxy_image"] == "acme-assistant-production/proxy:" + sha256(files["proxy/Dockerfile"])[:12]
+    assert sorted(manifest["services"]) == ["gateway", "proxy"]
+    gateway = manifest["services"]["gateway"]
+    assert gateway["slots"] == {slot: gateway_services(2, slot) for slot in SLOTS}
+    assert manifest["services"]["proxy"]["config"] == {
+        slot: manifest["files"][f"proxy/haproxy-{slot}.cfg"] for slot in SLOTS
+    }
+    for service, inputs in manifest["services"].items():
+        # A gateway's slots follow from its replicas, so they are not hashed again.
+        body = {k: v for k, v in inputs.items() if k not in ("inputs_hash", "slots")}
+        assert inputs["inputs_hash"] == "sha256:" + sha256(canonical_json(body)), service
