@@ -140,8 +140,10 @@ def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, 
                 f"to finish their requests, and the next deploy removes them") if left else f"release {target.release_id} is live"
         return Outcome(result if result == "interrupted" else "ok", f"{reason}\n{note}")
     undone = []
-    if ctx.phase == CUTOVER and ctx.promoted:
-        _quietly(ctx, None, cmd.restore_proxy_config(ctx.paths.proxy_dir, ctx.proxy_id))
+    if ctx.phase == CUTOVER and ctx.staged:
+        # The promote may have happened although its command did not return (an interrupt).
+        proxy = ctx.proxy_id or next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
+        _quietly(ctx, None, cmd.restore_proxy_config(ctx.paths.proxy_dir, proxy, ctx.staged))
         undone.append("the proxy's config was put back")
     if ctx.phase != PREPARE:
         new = [c for c in ctx.owned() if c.release == target.release_id and c.service == "gateway"

@@ -157,11 +157,17 @@ def reload_proxy(proxy_dir: str, container: str) -> list[str]:
     return ["sh", "-c", script, "sh", proxy_dir, container, _WORKERS]
 
 
-def restore_proxy_config(proxy_dir: str, container: str | None) -> list[str]:
-    """Put the config that was live before back, and reload (after a cut-over that failed)."""
-    script = ('d="$1"; c="$2"; [ -f "$d/haproxy.cfg.prev" ] || exit 0; mv -f -- "$d/haproxy.cfg.prev" "$d/haproxy.cfg"; '
+def restore_proxy_config(proxy_dir: str, container: str | None, if_header: str = "") -> list[str]:
+    """Put the config that was live before back, and reload (after a cut-over that failed).
+
+    With `if_header`, only when the live config is the one this deploy made live (its first
+    line is that header): a cut-over interrupted before its promote must not bring back an
+    older deploy's haproxy.cfg.prev."""
+    script = ('d="$1"; c="$2"; [ -f "$d/haproxy.cfg.prev" ] || exit 0; '
+              'if [ -n "$3" ]; then IFS= read -r first < "$d/haproxy.cfg" || exit 0; [ "$first" = "$3" ] || exit 0; fi; '
+              'mv -f -- "$d/haproxy.cfg.prev" "$d/haproxy.cfg"; '
               '[ -z "$c" ] || docker kill --signal USR2 "$c" >/dev/null')
-    return ["sh", "-c", script, "sh", proxy_dir, container or ""]
+    return ["sh", "-c", script, "sh", proxy_dir, container or "", if_header]
 
 
 def promote_proxy_config(proxy_dir: str) -> list[str]:
@@ -189,7 +195,7 @@ for i in $img; do docker image inspect --format '{{.Id}}' "$i" >/dev/null 2>&1 &
 echo "@@sy secrets"
 if [ "$compare" = 1 ]; then if cmp -s - "$d/secrets.env" 2>/dev/null; then echo same; else echo changed; fi; fi
 echo "@@sy claims"
-if [ -n "$claims" ]; then cat -- "$claims" 2>/dev/null || true; fi
+if [ -n "$claims" ]; then cat -- "$claims" 2>/dev/null; echo; fi
 echo "@@sy proxy"
 head -n 1 -- "$d/proxy/haproxy.cfg" 2>/dev/null || true
 echo "@@sy lock"
@@ -222,7 +228,8 @@ def cat_files(paths: Sequence[str]) -> list[str]:
 
 
 def mark_failed(release_dir: str) -> list[str]:
-    return ["sh", "-c", 'echo "$2" > "$1/FAILED"', "sh", release_dir, "health check failed; see history"]
+    """Mark a release that never went live (a rollback never picks it); nothing if it was never uploaded."""
+    return ["sh", "-c", '[ ! -d "$1" ] || echo "$2" > "$1/FAILED"', "sh", release_dir, "never went live; see history.jsonl"]
 
 
 def remove_release(env_dir: str, release_id: str) -> list[str]:

@@ -22,7 +22,7 @@ from deployer.activate import Outcome, Target, activate, steps_for
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
-from deployer.plan import Inputs, Plan, live_slot, make_plan, parse_compose
+from deployer.plan import Inputs, Plan, live_release_of, live_slot, make_plan, parse_compose
 from deployer.rollback import rollback_target
 from deployer.secrets import SecretsFile, secrets_file
 from deployer.state import (
@@ -422,7 +422,7 @@ def _rollback(session: Session) -> int:
         check_ownership(state)
         serving, _ = serving_gateway(host, bundle.port, state.gateways())
         slot = live_slot(state, serving)
-        live_now = max((c.release for c in state.gateways(slot) if c.release), default=None) if slot else None
+        live_now = live_release_of(state, slot)
         target_id = rollback_target(_read_history(host, paths), state, live_now)
         files = read_files(host, [f"{paths.release(target_id)}/{n}" for n in ("manifest.json", "runtime.json", "compose.yaml")])
         manifest = parse_json(files[f"{paths.release(target_id)}/manifest.json"])

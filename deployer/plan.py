@@ -152,6 +152,19 @@ def live_slot(state: HostState, serving: Container | None) -> str | None:
     return running.pop() if len(running) == 1 else None
 
 
+def live_release_of(state: HostState, slot: str | None) -> str | None:
+    """The release that serves: the newest of the live slot's gateways' releases and of the
+    release that made the proxy's live config for that slot (a deploy that changed only the
+    proxy leaves the gateways of the release before it)."""
+    if slot is None:
+        return None
+    releases: set[str | None] = {c.release for c in state.gateways(slot)}
+    header = state.proxy_live
+    if header is not None and header.slot == slot:
+        releases.add(header.release)
+    return _newest(releases)
+
+
 def _gateway(inputs: Inputs, state: HostState, live: list[Container], secrets_changed: bool) -> tuple[str, list[str]]:
     new = inputs.manifest
     want = new["services"]["gateway"]
@@ -229,7 +242,7 @@ def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secr
     new = inputs.manifest
     slot = live_slot(state, serving)
     live = state.gateways(slot) if slot else []
-    live_release = _newest({c.release for c in live})
+    live_release = live_release_of(state, slot)
     g_action, g_reasons = _gateway(inputs, state, live, secrets_changed)
     gateways_change = g_action != UNCHANGED
     target = other_slot(slot) if gateways_change else (slot or "a")
@@ -238,13 +251,15 @@ def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secr
 
     build: list[str] = []
     image, proxy_image = str(new["image"]), str(new["proxy_image"])
+    # An image is named by the hash of its inputs: one already on the host (an earlier
+    # release's, say the one a rollback brings back) is that image, and is not built again.
     if gateways_change and not images.get(image, False):
         if g_action == REPLACE:
             g_action = REBUILD
         g_reasons.append(f"image {image} is not on the host")
         build.append(new["services"]["gateway"]["slots"][target][0])
     elif g_action == REBUILD:
-        build.append(new["services"]["gateway"]["slots"][target][0])
+        g_reasons.append(f"image {image} is already on the host (not built again)")
     if not images.get(proxy_image, False):
         build.append("proxy")   # (re)created from it, or at least it checks the new config
         if p_action in (CREATE, RECREATE):
@@ -254,11 +269,13 @@ def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secr
                 ServicePlan("proxy", p_action, tuple(p_reasons), (proxy,) if proxy else ())]
     stale = tuple(c for c in state.gateways() if c.slot != slot)
     if stale:
-        services.append(ServicePlan(f"gateway (slot {other_slot(slot)})", REMOVE,
+        services.append(ServicePlan(f"gateway (slot {'/'.join(sorted({str(c.slot) for c in stale}))})", REMOVE,
                                     ("not served by the proxy (left by an interrupted deploy)",), stale))
     known = {"gateway", "proxy"}
     legacy = tuple(c for c in state.owned() if c.service not in known or (c.service == "gateway" and c.slot is None))
     for name in sorted({c.compose_service for c in legacy}):
-        services.append(ServicePlan(name, REMOVE, ("not part of this release (an earlier Switchyard's layout)",),
+        # Named apart from this release's services: the JSON output and history key them by name.
+        services.append(ServicePlan(f"{name} (earlier layout)" if name in known else name, REMOVE,
+                                    ("not part of this release (an earlier Switchyard's layout)",),
                                     tuple(c for c in legacy if c.compose_service == name)))
     return Plan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)

@@ -50,7 +50,7 @@ class Context:
     secrets: SecretsFile | None = None
     tarball: bytes = b""
     phase: str = PREPARE
-    staged: bool = False               # haproxy.cfg.next was written
+    staged: str = ""                   # haproxy.cfg.next was written, with this header line
     promoted: bool = False             # ... and became haproxy.cfg (the one before is haproxy.cfg.prev)
     proxy_id: str | None = None        # the proxy container that was reloaded or created
     workers_before: tuple[str, ...] = ()   # HAProxy workers before the reload (they drain)
@@ -160,7 +160,7 @@ class StageProxyConfig:
         source = f"{ctx.paths.release(self.release_id)}/proxy/haproxy-{self.slot}.cfg"
         header = ProxyHeader(self.release_id, self.slot, self.config).line()
         ctx.host.run(cmd.stage_proxy_config(source, ctx.paths.proxy_dir, header))
-        ctx.staged = True
+        ctx.staged = header
         res = ctx.host.run(cmd.check_proxy_config(ctx.paths.proxy_dir, self.image, self.check_in), check=False)
         if not res.ok:
             lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "ALERT" in ln or "error" in ln.lower()][-5:]

@@ -15,6 +15,8 @@ latency percentiles. Nothing here retries: a failure is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import statistics
 import threading
@@ -60,7 +62,7 @@ class LoadReport:
         hi = self.stopped if end is None else end
         times = sorted(o.end for o in self.outcomes if o.ok and o.kind != "stream" and lo <= o.end <= hi)
         times = [lo, *times, hi]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=hi - lo)
+        return max((b - a for a, b in itertools.pairwise(times)), default=hi - lo)
 
     def latencies(self, start: float | None = None, end: float | None = None) -> list[float]:
         lo = self.started if start is None else start
@@ -153,10 +155,8 @@ class Load:
                 task.add_done_callback(tasks.discard)
                 n += 1
                 next_at = self._started + n * interval / 2
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), max(0.0, next_at - time.monotonic()))
-                except TimeoutError:
-                    pass
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             for c in (pooled, fresh, streamer):
