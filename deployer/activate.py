@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer import commands as cmd
+from deployer import interrupts
 from deployer.bundle import DeployError
 from deployer.hosts import ConnectionLost, HostError
 from deployer.plan import CREATE, RECREATE, UNCHANGED, Plan
@@ -111,9 +112,11 @@ def activate(ctx: Context, steps: list[Step], target: Target, plan: Plan, state:
     if not plan.gateways_change:
         ctx.new_ids = tuple(c.id for c in state.gateways(plan.live_slot)) if plan.live_slot else ()
     try:
-        for step in steps:
-            with ctx.out.step(step.describe()):
-                step.run(ctx)
+        with interrupts.deferred():
+            for step in steps:
+                interrupts.check()
+                with ctx.out.step(step.describe()):
+                    step.run(ctx)
     except ConnectionLost:
         raise
     except (DeployError, HostError) as exc:
@@ -125,6 +128,9 @@ def activate(ctx: Context, steps: list[Step], target: Target, plan: Plan, state:
         with _shielded():
             return _after_failure(ctx, steps, target, plan, f"the {'rollback' if not mark_failed else 'deploy'} was interrupted",
                                   "interrupted", mark_failed)
+    if ctx.secrets_replaced:
+        # Live with the new secrets: the old values are not kept on the host.
+        _quietly(ctx, None, ["rm", "-f", "--", ctx.paths.secrets + ".prev"])
     return Outcome("ok", None)
 
 
@@ -135,6 +141,8 @@ def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, 
         # The new release serves: it stays. What is unfinished (the old gateways) the next
         # deploy finishes; `current` must name what serves.
         _quietly(ctx, MakeCurrent(target.release_id))
+        if ctx.secrets_replaced:
+            _quietly(ctx, None, ["rm", "-f", "--", ctx.paths.secrets + ".prev"])
         left = next((s for s in steps if isinstance(s, Drain)), None)
         note = (f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) were left running "
                 f"to finish their requests, and the next deploy removes them") if left else f"release {target.release_id} is live"
@@ -150,7 +158,12 @@ def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, 
                and c.compose_service in target.manifest["services"]["gateway"]["slots"][plan.target_slot]]
         if new:
             _quietly(ctx, None, cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove([c.id for c in new])))
-            undone.append(f"its gateways ({', '.join(c.name for c in new)}) were removed before taking any traffic")
+            when = "" if ctx.phase == CUTOVER else " before taking any traffic"
+            undone.append(f"its gateways ({', '.join(c.name for c in new)}) were removed{when}")
+    if ctx.secrets_replaced:
+        # The live gateways read secrets.env when they (re)start: give them back their own.
+        _quietly(ctx, None, cmd.restore_previous(ctx.paths.secrets))
+        undone.append("the secrets file was put back")
     if mark_failed:
         _quietly(ctx, None, cmd.mark_failed(ctx.paths.release(target.release_id)))
     live = plan.live_release

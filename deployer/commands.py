@@ -237,9 +237,17 @@ def remove_release(env_dir: str, release_id: str) -> list[str]:
 
 
 def replace_if_changed(new: str, target: str) -> list[str]:
-    """mv new over target unless equal; prints `changed` or `same` (never the content)."""
-    script = 'if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else mv -f -- "$1" "$2"; echo changed; fi'
+    """mv new over target unless equal, keeping the one it replaces as `<target>.prev` (put back
+    when the release that brought the new one never goes live); prints `changed` or `same`
+    (never the content)."""
+    script = ('if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else '
+              'rm -f -- "$2.prev"; [ ! -f "$2" ] || cp -p -- "$2" "$2.prev"; mv -f -- "$1" "$2"; echo changed; fi')
     return ["sh", "-c", script, "sh", new, target]
+
+
+def restore_previous(target: str) -> list[str]:
+    """Put `<target>.prev` back as `target` (nothing if there is none)."""
+    return ["sh", "-c", '[ ! -f "$1.prev" ] || mv -f -- "$1.prev" "$1"', "sh", target]
 
 
 def append_line(path: str, then_remove: str = "") -> list[str]:

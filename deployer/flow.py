@@ -22,7 +22,7 @@ from deployer.activate import Outcome, Target, activate, steps_for
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
-from deployer.plan import Inputs, Plan, live_release_of, live_slot, make_plan, parse_compose
+from deployer.plan import UNCHANGED, Inputs, Plan, live_release_of, live_slot, make_plan, parse_compose
 from deployer.rollback import rollback_target
 from deployer.secrets import SecretsFile, secrets_file
 from deployer.state import (
@@ -357,12 +357,20 @@ def _deploy(session: Session) -> int:
     ctx = Context(host, bundle, paths, out, secrets)
     if plan.noop:
         return _unchanged(ctx, state, plan, opts, doc)
-    ctx.tarball = bundle.tarball()
-    target = Target(release_id, manifest)
-    steps: list[Step] = [UploadRelease(release_id, paths.release(release_id), len(ctx.tarball))]
-    if changed_secrets:
-        steps.append(WriteSecrets(paths.secrets, secrets.names if secrets else ()))
-    steps.append(CheckCompose(bundle.compose_project, paths.compose_file(release_id)))
+    steps: list[Step] = []
+    if plan.live_release and not plan.gateways_change and plan.proxy_action == UNCHANGED:
+        # What serves is this config already; only what an interrupted deploy left behind goes
+        # (gateways the proxy no longer serves, an earlier layout's services). No new release:
+        # the live one stays the release that serves, and `current` names it.
+        release_id = plan.live_release
+        target = Target(release_id, manifest)
+    else:
+        ctx.tarball = bundle.tarball()
+        target = Target(release_id, manifest)
+        steps.append(UploadRelease(release_id, paths.release(release_id), len(ctx.tarball)))
+        if changed_secrets:
+            steps.append(WriteSecrets(paths.secrets, secrets.names if secrets else ()))
+        steps.append(CheckCompose(bundle.compose_project, paths.compose_file(release_id)))
     steps += steps_for(paths, target, plan, state)
     doc["release"] = release_id
     doc["plan"] = [s.describe() for s in steps]
@@ -372,7 +380,7 @@ def _deploy(session: Session) -> int:
         out.finish(doc, f"{bundle.env}: plan only, nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) would change)")
         return 0
     _confirm(opts, out)
-    outcome = activate(ctx, steps, target, plan, state, mark_failed=True)
+    outcome = activate(ctx, steps, target, plan, state, mark_failed=target.release_id != plan.live_release)
     return _finish(ctx, outcome, "deploy", target, plan, doc)
 
 
@@ -491,15 +499,17 @@ def _status(session: Session) -> int:
     history = _read_history(host, paths) if root else []
     who, code = serving_gateway(host, bundle.port, state.gateways()) if state.containers else (None, None)
     health = _health(host, bundle.port) if state.containers else "not deployed"
-    serving = {"release": who.release, "slot": who.slot, "container": who.name, "status": code} if who else None
-    notes = unfinished(state, history, who.release if who else None, who.slot if who else None)
+    # The release that serves: the answering gateway's, or a later one that changed only the proxy.
+    live = (live_release_of(state, who.slot) or who.release) if who else None
+    serving = {"release": live, "slot": who.slot, "container": who.name, "status": code} if who else None
+    notes = unfinished(state, history, live, who.slot if who else None)
     services: dict[str, dict[str, Any]] = {}
     for c in state.containers:
         entry = services.setdefault(c.service, {"running": 0, "releases": []})
         entry["running"] += c.running
         if c.release and c.release not in entry["releases"]:
             entry["releases"].append(c.release)
-    doc.update(ok=True, release=(who.release if who else None) or state.current, current=state.current, serving=serving,
+    doc.update(ok=True, release=live or state.current, current=state.current, serving=serving,
                unfinished=notes, health=health, last=history[-1] if history else None, containers={}, services=services)
     for c in state.containers:
         doc["containers"].setdefault(c.service, []).append(
@@ -513,14 +523,14 @@ def _status(session: Session) -> int:
             for c in state.containers]
         print(f"{bundle.env} on {host.name}, compose project {bundle.compose_project}")
         print(table(rows) if state.containers else "  no containers")
-        print(f"serving: release {who.release} (slot {who.slot})" if who else "serving: nothing answers through the proxy")
+        print(f"serving: release {live} (slot {who.slot})" if who else "serving: nothing answers through the proxy")
         print(f"current: {state.current or 'none'}")
         for note in notes:
             print(f"unfinished: {note}")
         if history:
             last = history[-1]
             print(f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}")
-    shown = (who.release if who else None) or state.current or "none"
+    shown = live or state.current or "none"
     out.finish(doc, f"{bundle.env}: release {shown} at {bundle.url} ({health})" + ("; something was left unfinished" if notes else ""))
     return 0
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from deployer import interrupts
+
 
 class HostError(Exception):
     """The host could not be reached or a command on it could not be run (not retried)."""
@@ -413,6 +415,7 @@ def _drain(channel: Any, deadline: float | None, lost: Callable[[], HostError], 
                 raise lost()
         if deadline is not None and time.monotonic() > deadline:
             raise slow()
+        interrupts.check()   # a Ctrl-C lands here, between SSH messages (deployer/interrupts.py)
         select.select([channel], [], [], 0.05)
 
 

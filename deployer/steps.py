@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from deployer import commands as cmd
+from deployer import interrupts
 from deployer.bundle import Bundle, DeployError
 from deployer.hosts import CommandFailed, Host
 from deployer.output import Progress, first_line
@@ -51,6 +52,7 @@ class Context:
     tarball: bytes = b""
     phase: str = PREPARE
     staged: str = ""                   # haproxy.cfg.next was written, with this header line
+    secrets_replaced: bool = False     # secrets.env was replaced (the one before is secrets.env.prev)
     promoted: bool = False             # ... and became haproxy.cfg (the one before is haproxy.cfg.prev)
     proxy_id: str | None = None        # the proxy container that was reloaded or created
     workers_before: tuple[str, ...] = ()   # HAProxy workers before the reload (they drain)
@@ -100,7 +102,8 @@ class WriteSecrets:
     def run(self, ctx: Context) -> None:
         assert ctx.secrets is not None
         ctx.host.write(self.path + ".new", ctx.secrets.content, 0o600)
-        ctx.host.run(cmd.replace_if_changed(self.path + ".new", self.path))
+        res = ctx.host.run(cmd.replace_if_changed(self.path + ".new", self.path))
+        ctx.secrets_replaced = res.stdout.strip() == "changed"
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ def _wait_drained(ctx: Context, proxy: str | None, before: tuple[str, ...], time
     t0 = time.monotonic()
     left: list[str] = []
     while time.monotonic() - t0 < timeout_s:
+        interrupts.check()
         left = _old_workers_left(ctx, proxy, before)
         if not left:
             return f"their connections finished in {time.monotonic() - t0:.1f} s"
@@ -264,6 +268,7 @@ class WaitReady:
     def run(self, ctx: Context) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
+            interrupts.check()
             found = [c for c in ctx.owned() if c.compose_service in self.services and c.release == self.release_id]
             ctx.new_ids = tuple(c.id for c in found)
             broken = [c for c in found if c.state in ("exited", "dead", "restarting") or c.health == "unhealthy"]
@@ -302,6 +307,7 @@ def confirm_serving(ctx: Context, port: int, new_ids: tuple[str, ...], timeout_s
     deadline = time.monotonic() + timeout_s
     streak, last = 0, "nothing answered"
     while streak < CUTOVER_CONFIRMATIONS:
+        interrupts.check()
         instance, status = readyz_instance(ctx.host, port, timeout=2.0)
         if instance and status == 200 and any(i.startswith(instance) for i in new_ids):
             streak += 1

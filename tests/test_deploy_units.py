@@ -473,6 +473,13 @@ def test_replace_if_changed_says_same_or_changed(weird: Path) -> None:
     new.write_text("A='2'\n")
     assert sh(cmd.replace_if_changed(str(new), str(target))).stdout == "changed\n"
     assert target.read_text() == "A='2'\n" and not new.exists()
+    # The one it replaced is kept, with its mode, and put back by restore_previous.
+    prev = weird / "secrets.env.prev"
+    assert prev.read_text() == "A='1'\n"
+    sh(cmd.restore_previous(str(target)))
+    assert target.read_text() == "A='1'\n" and not prev.exists()
+    sh(cmd.restore_previous(str(target)))   # nothing to put back: a no-op
+    assert target.read_text() == "A='1'\n"
 
 
 def test_append_line(weird: Path) -> None:
