@@ -79,6 +79,7 @@ class Story:
         self.neighbour = neighbour
         self.project = project
         self.neighbour_start = snapshot(neighbour.project)
+        self.volumes_start = set(run(["docker", "volume", "ls", "-q"]).stdout.split())
         self.keys: dict[str, str] = {}
         self.live: dict[str, bool] = dict.fromkeys(ENVS, False)
         self.marks: dict[str, Any] = {}   # facts one case leaves for a later one
@@ -97,7 +98,14 @@ class Story:
                 pytest.fail(f"needs a live {env} (an earlier case of this story failed)", pytrace=False)
 
     def gateways(self, env: str) -> list[dict[str, Any]]:
-        return [c for c in containers(self.cp(env), "gateway") if c["State"]["Status"] == "running"]
+        """The running gateway containers of `env` (compose services gateway-a1, gateway-b2, ...)."""
+        return [c for c in containers(self.cp(env)) if c["State"]["Status"] == "running"
+                and c["Config"]["Labels"].get("dev.switchyard.service") == "gateway"]
+
+    def proxy(self, env: str) -> dict[str, Any]:
+        found = [c for c in containers(self.cp(env), "proxy") if c["State"]["Status"] == "running"]
+        assert len(found) == 1, f"{env}: expected one running proxy container, found {[c['Name'] for c in found]}"
+        return found[0]
 
     def gateway(self, env: str) -> dict[str, Any]:
         found = self.gateways(env)
@@ -105,11 +113,12 @@ class Story:
         return found[0]
 
     def docker_healthy(self, env: str, timeout: float = 30) -> None:
-        """Docker's own health checks of every container of `env` pass (deploy may finish before
-        the first one has run: it accepts /readyz answering on the published port)."""
+        """Docker's own health checks of every container of `env` that has one pass (deploy may
+        finish before the first one has run: it asks each new gateway's /readyz directly)."""
         deadline = time.monotonic() + timeout
         while True:
-            states = {c["Name"]: (c["State"]["Status"], (c["State"].get("Health") or {}).get("Status")) for c in containers(self.cp(env))}
+            states = {c["Name"]: (c["State"]["Status"], (c["State"].get("Health") or {}).get("Status", "healthy"))
+                      for c in containers(self.cp(env))}
             assert states and not [n for n, (_, h) in states.items() if h == "unhealthy"], states
             if all(st == "running" and h == "healthy" for st, h in states.values()):
                 return
@@ -178,7 +187,9 @@ class Story:
             env = labels.get("dev.switchyard.environment")
             assert project == self.cp(env), f"{doc['Name']}: environment label {env!r} in compose project {project!r}"
             assert labels.get("dev.switchyard.managed-by") == "switchyard", doc["Name"]
-            assert labels.get("dev.switchyard.service") == labels.get("com.docker.compose.service"), doc["Name"]
+            # gateway-a1, gateway-b2, ... are all the service `gateway`; the proxy is `proxy`.
+            service = re.sub(r"^gateway-[ab]\d+$", "gateway", labels.get("com.docker.compose.service", ""))
+            assert labels.get("dev.switchyard.service") == service, doc["Name"]
 
     def check_secrets(self, outputs: list[DeployResult]) -> None:
         """secrets.env is 0600 and holds the value; no value anywhere else we can see."""
@@ -259,16 +270,22 @@ def test_01_first_deploy_of_staging(story: Story) -> None:
         # The claims file records the project and its port.
         claims = json.loads((p.deploy_dir / "claims.json").read_text())
         assert claims["projects"][story.cp("staging")]["port"] == p.ports["staging"]
-        # One gateway container, ours, healthy, publishing on 127.0.0.1 only.
+        # One gateway container, ours, healthy, publishing nothing: the proxy alone publishes
+        # the environment's port, on 127.0.0.1 only.
         gw = story.gateway("staging")
         labels = gw["Config"]["Labels"]
         assert labels["dev.switchyard.managed-by"] == "switchyard"
         assert labels["dev.switchyard.project"] == p.name and labels["dev.switchyard.environment"] == "staging"
         assert labels["com.docker.compose.project"] == story.cp("staging")
         story.docker_healthy("staging")
-        bindings = gw["NetworkSettings"]["Ports"]["8000/tcp"]
+        assert not any(v for v in gw["NetworkSettings"]["Ports"].values())
+        proxy = story.proxy("staging")
+        bindings = proxy["NetworkSettings"]["Ports"]["8080/tcp"]
         assert [(b["HostIp"], int(b["HostPort"])) for b in bindings] == [("127.0.0.1", p.ports["staging"])]
-        assert gw["Config"]["Image"] == manifest["image"]
+        assert gw["Config"]["Image"] == manifest["image"] and proxy["Config"]["Image"] == manifest["proxy_image"]
+        # The proxy's live config is the release's, for the slot that serves.
+        live_cfg = (p.env_dir("staging") / "proxy" / "haproxy.cfg").read_text()
+        assert live_cfg.endswith((rel / "proxy" / f"haproxy-{labels['dev.switchyard.slot']}.cfg").read_text())
         status, ready = story.readyz("staging")
         assert status == 200 and ready["ready"] is True, ready
         # The history: one entry, ours.
@@ -291,21 +308,20 @@ def test_02_production_on_the_same_host(story: Story) -> None:
         assert doc["ok"] is True and doc["action"] == "deploy" and doc["environment"] == "production"
         assert doc["release"] == p.current("production") and doc["previous"] is None
         assert doc["url"] == f"http://127.0.0.1:{p.ports['production']}" and doc["health"] == "healthy"
-        assert {s: v["action"] for s, v in doc["services"].items()} == {"gateway": "create", "edge": "create"}
+        assert {s: v["action"] for s, v in doc["services"].items()} == {"gateway": "create", "proxy": "create"}
         assert doc["error"] is None and all(s["status"] in ("ok", "skipped") for s in doc["steps"]), doc["steps"]
         gateways = story.gateways("production")
-        edges = containers(story.cp("production"), "edge")
-        assert len(gateways) == 2 and len(edges) == 1
+        assert len(gateways) == 2
         story.docker_healthy("production")
-        for gw in gateways:  # N replicas cannot share a host port: only the edge publishes
-            assert not any(gw["NetworkSettings"]["Ports"].get("8000/tcp") or [])
-        bindings = edges[0]["NetworkSettings"]["Ports"]["8000/tcp"]
+        for gw in gateways:  # N replicas cannot share a host port: only the proxy publishes
+            assert not any(v for v in gw["NetworkSettings"]["Ports"].values())
+        bindings = story.proxy("production")["NetworkSettings"]["Ports"]["8080/tcp"]
         assert [(b["HostIp"], int(b["HostPort"])) for b in bindings] == [("127.0.0.1", p.ports["production"])]
         secrets_env = p.env_dir("production") / "secrets.env"
         assert p.secret_values["production"] in secrets_env.read_text()
         claims = json.loads((p.deploy_dir / "claims.json").read_text())["projects"]
         assert {claims[story.cp(e)]["port"] for e in ENVS} == set(p.ports.values())
-        # Keys are per environment: made in replica 1, good through the edge; staging's is refused.
+        # Keys are per environment: made in replica 2, good through the proxy; staging's is refused.
         story.keys["production"] = make_key(p, "production", index=1)
         with pytest.raises(openai.AuthenticationError):
             chat(p.ports["production"], story.keys["staging"], retry_s=0)
@@ -352,12 +368,13 @@ def test_04_plan_changes_nothing(story: Story) -> None:
         r = story.deploy("staging", "--plan")
         assert r.returncode == 0, str(r)
         assert re.search(r"SERVICE\s+ACTION", r.output), f"no plan table\n{r}"
-        assert re.search(r"^\s*gateway\s+restart\b", r.output, re.M), f"the plan does not restart the gateway\n{r}"
+        assert re.search(r"^\s*gateway\s+replace\b", r.output, re.M), f"the plan does not replace the gateway\n{r}"
         assert "rebuild" not in r.output.split("SERVICE", 1)[1], f"a routing change must not rebuild\n{r}"
         r = story.deploy("staging", "--plan", "--json")
         doc = story.json(r)
         assert r.returncode == 0 and doc["action"] == "plan" and doc["ok"] is True, str(r)
-        assert doc["services"]["gateway"]["action"] == "restart" and doc["services"]["gateway"]["reasons"], doc
+        assert doc["services"]["gateway"]["action"] == "replace" and doc["services"]["gateway"]["reasons"], doc
+        assert doc["services"]["proxy"]["action"] == "reload", doc
         # Nothing changed on the host.
         assert {e: snapshot(story.cp(e)) for e in ENVS} == before
         assert p.releases("staging") == releases and p.current("staging") == current
@@ -366,7 +383,7 @@ def test_04_plan_changes_nothing(story: Story) -> None:
         assert not [f.name for f in (env_dir / "releases").iterdir() if f.name not in releases], "a plan left files"
 
 
-def test_05_a_routing_change_restarts_only_the_gateway_without_a_rebuild(story: Story) -> None:
+def test_05_a_routing_change_replaces_only_the_gateway_without_a_rebuild(story: Story) -> None:
     story.needs("staging", "production")
     p = story.project
     with story.case("staging"):
@@ -374,8 +391,10 @@ def test_05_a_routing_change_restarts_only_the_gateway_without_a_rebuild(story: 
         r = story.deploy("staging", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert doc["ok"] is True and doc["services"]["gateway"]["action"] == "restart", doc["services"]
+        assert doc["ok"] is True and doc["services"]["gateway"]["action"] == "replace", doc["services"]
+        assert doc["services"]["proxy"]["action"] == "reload", doc["services"]
         new = story.gateway("staging")
+        assert new["Config"]["Labels"]["dev.switchyard.slot"] != old["Config"]["Labels"]["dev.switchyard.slot"]
         assert new["Id"] != old["Id"], "the gateway was not recreated"
         assert new["Image"] == old["Image"] and new["Config"]["Image"] == old["Config"]["Image"], "the image was rebuilt"
         assert new["Config"]["Labels"]["dev.switchyard.config-hash"] != old["Config"]["Labels"]["dev.switchyard.config-hash"]
@@ -418,6 +437,7 @@ def test_07_rollback_to_the_previous_release_and_forward_again(story: Story) -> 
         assert doc["release"] == routing["release"] == p.current("staging") and doc["previous"] == code["release"]
         gw = story.gateway("staging")
         assert gw["Image"] == routing["image"] and gw["Config"]["Image"] == routing["ref"]
+        assert not [s for s in doc["steps"] if s["step"].startswith("build")], "a rollback rebuilt an image it has"
         last = p.history_lines("staging")[-1]
         assert last["action"] == "rollback" and last["release"] == routing["release"]
     with story.case("staging"):
@@ -445,7 +465,7 @@ def test_08_a_dependency_change_rebuilds(story: Story) -> None:
         assert any("requirements" in reason for reason in doc["services"]["gateway"]["reasons"]), doc["services"]
         new = story.gateway("staging")
         assert new["Id"] != old["Id"] and new["Image"] != old["Image"]
-        six = p.compose_exec("staging", "python", "-c", "import six; print(six.__version__)")
+        six = p.gateway_exec("staging", "python", "-c", "import six; print(six.__version__)")
         assert six.stdout.strip() == "1.16.0"
 
 
@@ -460,7 +480,7 @@ def test_08b_production_takes_the_changes_and_keeps_its_previous_release(story: 
         r = story.deploy("production", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert {s: v["action"] for s, v in doc["services"].items()} == {"gateway": "rebuild", "edge": "rebuild"}, doc["services"]
+        assert {s: v["action"] for s, v in doc["services"].items()} == {"gateway": "rebuild", "proxy": "reload"}, doc["services"]
         story.docker_healthy("production")
         new = story.gateways("production")
         assert len(new) == 2 and not {c["Id"] for c in new} & {c["Id"] for c in old}
@@ -473,7 +493,7 @@ BROKEN = '        problems = list(self.not_ready)\n'
 BREAK = '        problems = [*self.not_ready, "broken on purpose by the deploy e2e test"]\n'
 
 
-def test_09_a_release_that_fails_health_rolls_back(story: Story) -> None:
+def test_09_a_release_that_never_becomes_ready_never_takes_traffic(story: Story) -> None:
     story.needs("staging", "production")
     p = story.project
     app = p.repo / "runtime" / "app.py"
@@ -481,27 +501,28 @@ def test_09_a_release_that_fails_health_rolls_back(story: Story) -> None:
     assert good.count(BROKEN) == 1, "runtime/app.py changed: update how this test breaks readiness"
     try:
         with story.case("staging"):
-            before = story.gateway("staging")
+            before = snapshot(story.cp("staging"))
             live = p.current("staging")
             history = len(p.history_lines("staging"))
             app.write_text(good.replace(BROKEN, BREAK))
             p.commit("e2e: a release that never becomes ready")
             r = story.deploy("staging", "--yes")
             assert r.returncode == 1, str(r)
-            assert re.search(r"roll(ed)?[ -]?back", r.output, re.I), str(r)
-            # The previous release serves again, the same way.
+            assert "Traceback" not in r.output, str(r)
+            assert re.search(rf"release {live} keeps serving, untouched", r.output), str(r)
+            # The live release was never touched: the same containers, started at the same time,
+            # and the new release's gateways are gone.
             assert p.current("staging") == live
-            after = story.gateway("staging")
-            assert after["Image"] == before["Image"] and after["Config"]["Image"] == before["Config"]["Image"]
-            assert after["Config"]["Labels"]["dev.switchyard.config-hash"] == before["Config"]["Labels"]["dev.switchyard.config-hash"]
-            story.docker_healthy("staging")
+            assert snapshot(story.cp("staging")) == before, "the live release's containers were touched"
             status, ready = story.readyz("staging")
             assert status == 200 and ready["ready"] is True, ready
             entries = p.history_lines("staging")
-            assert len(entries) == history + 1 and entries[-1]["result"] == "rolled-back", entries[-1]
+            assert len(entries) == history + 1 and entries[-1]["result"] == "failed", entries[-1]
             assert entries[-1]["previous"] == live and entries[-1]["reason"]
+            failed_release = entries[-1]["release"]
+            assert (p.env_dir("staging") / "releases" / failed_release / "FAILED").exists()
             doc = story.json(story.deploy("staging", "--history", "--json"))
-            assert doc["entries"][-1]["result"] == "rolled-back"
+            assert doc["entries"][-1]["result"] == "failed"
             failed = r
     finally:
         app.write_text(good)
@@ -681,7 +702,11 @@ def test_12b_production_rolls_back_after_all_of_staging_s_deploys(story: Story) 
     p = story.project
     prev = story.marks["production_previous"]
     staging_releases = p.releases("staging")
-    assert len(staging_releases) <= 5 and p.current("staging") in staging_releases, staging_releases
+    # keep_releases (5), plus the one the proxy container was created from (its manifest tells
+    # the next deploy that the proxy needs no restart).
+    proxy_release = story.proxy("staging")["Config"]["Labels"]["com.docker.compose.project.config_files"].split("/releases/")[1].split("/")[0]
+    kept = [r for r in staging_releases if r != proxy_release]
+    assert len(kept) <= 5 and p.current("staging") in staging_releases, staging_releases
     assert len(p.history_lines("staging")) > 5, "staging should have made more releases than it keeps"
     assert run(["docker", "image", "inspect", prev["ref"]], check=False).returncode == 0, f"production's previous image {prev['ref']} is gone"
     with story.case("production"):
@@ -706,7 +731,11 @@ def test_13_status_and_history(story: Story) -> None:
             listed = {c["id"]: c for cs in doc["containers"].values() for c in cs}
             assert {i[:12] for i in listed} == {i[:12] for i in running}, (listed, list(running))
             for c in listed.values():
-                assert c["release"] == p.current(env) and c["state"] == "running", c
+                assert c["state"] == "running", c
+                # The gateways are the current release's; the proxy is recreated only when its own
+                # image or definition changes, so it may be an older release's.
+                assert c["service"] == "proxy" or c["release"] == p.current(env), c
+            assert doc["serving"]["release"] == p.current(env) and doc["unfinished"] == [], doc
             text = story.deploy(env, "--status")
             assert text.returncode == 0 and p.current(env) in text.output and "healthy" in text.output, str(text)
             h = story.deploy(env, "--history", "--json")
@@ -723,7 +752,7 @@ def test_13_status_and_history(story: Story) -> None:
             doc = story.json(story.deploy(env, action, "--json"))
             assert set(doc) >= CONTRACT_FIELDS, f"{env} {action} --json lacks {sorted(CONTRACT_FIELDS - set(doc))}"
     staging = story.json(story.deploy("staging", "--history", "--json"))["entries"]
-    assert {"rolled-back"} <= {e["result"] for e in staging}
+    assert {"failed", "interrupted"} <= {e["result"] for e in staging}
     assert {"deploy", "rollback"} <= {e["action"] for e in staging}
 
 
@@ -731,3 +760,10 @@ def test_14_no_secret_value_anywhere(story: Story) -> None:
     """Over the whole story: every output, every release, the history."""
     story.check_secrets(story.project.outputs)
     assert len(story.project.outputs) > 20
+
+
+def test_15_no_anonymous_volume_left_behind(story: Story) -> None:
+    """Every container deploy removed (old slots, failed releases, throwaway `haproxy -c` runs)
+    went with its anonymous volumes: the only new volumes are the environments' named `data`."""
+    new = set(run(["docker", "volume", "ls", "-q"]).stdout.split()) - story.volumes_start
+    assert new <= {f"{story.cp(e)}_data" for e in ENVS}, sorted(new)

@@ -2,8 +2,8 @@
 
 - a compose project name already used on the host by containers we do not own is refused,
   and those containers are left alone;
-- replicas 1 -> 2 adds an `edge` on the environment's port; when that release fails its health
-  check, the rollback removes the new edge so the previous gateway gets its port back;
+- replicas 1 -> 2 in a release that never becomes ready: the single live gateway and the proxy
+  are not touched, and the new release's gateways are removed;
 - `target: local` runs the same steps on this machine;
 - SSH host keys: an unknown host is trusted once and remembered (or refused with
   --strict-host-keys); a changed host key is always refused.
@@ -85,7 +85,11 @@ def test_a_compose_project_used_by_containers_we_do_not_own_is_refused(project: 
         run(["docker", "rm", "-f", intruder], check=False)
 
 
-def test_a_failed_release_that_added_an_edge_rolls_back_to_the_single_gateway(project: DeployProject) -> None:
+BROKEN = '        problems = list(self.not_ready)\n'
+BREAK = '        problems = [*self.not_ready, "broken on purpose by the edge test"]\n'
+
+
+def test_a_failed_release_with_more_replicas_leaves_the_single_gateway_untouched(project: DeployProject) -> None:
     env = "production"
     single = copy.deepcopy(project.config)
     single["environments"][env]["replicas"] = 1
@@ -94,30 +98,32 @@ def test_a_failed_release_that_added_an_edge_rolls_back_to_the_single_gateway(pr
     project.commit("production with one replica")
     first = project.deploy(env, "--yes")
     assert first.returncode == 0, first
-    assert running(project, env).keys() == {"gateway"}
+    before = running(project, env)
+    assert before.keys() == {"gateway-a1", "proxy"}, before
+    snap = snapshot(project.compose_project(env))
     old_release = project.current(env)
     key = make_key(project, env)
     assert chat(project.ports[env], key) == "echo: Hello!"
 
-    # Two replicas (so an edge on the port) and an edge that cannot start.
+    # Two replicas, and a release whose gateways never become ready.
     project.config["environments"][env]["replicas"] = 2
     project.write_config()
-    with open(project.repo / "runtime" / "edge.py", "a") as fh:
-        fh.write("\n\ndef _command(args):  # broken on purpose by the test\n    raise SystemExit('edge broken on purpose')\n")
-    project.commit("two replicas, broken edge")
+    app = project.repo / "runtime" / "app.py"
+    assert app.read_text().count(BROKEN) == 1, "runtime/app.py changed: update how this test breaks readiness"
+    app.write_text(app.read_text().replace(BROKEN, BREAK))
+    project.commit("two replicas, never ready")
     result = project.deploy(env, "--yes", "--json")
     assert result.returncode == 1, result
     doc = result.json()
-    assert doc["result"] == "rolled-back", doc
-    assert doc["services"]["edge"]["action"] == "create" and doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
-    assert "edge" in doc["error"] and f"rolled back to release {old_release}" in doc["error"], doc["error"]
-    # Back to exactly what ran before: one gateway on the port, no edge left behind.
-    assert running(project, env) == {"gateway": [f"{project.compose_project(env)}-gateway-1"]}
-    assert all(c["State"]["Status"] != "running" for c in containers(project.compose_project(env), "edge"))
+    assert doc["result"] == "failed", doc
+    assert doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
+    assert "broken on purpose" in doc["error"] and f"release {old_release} keeps serving, untouched" in doc["error"], doc["error"]
+    # Exactly what ran before: the same containers, started at the same time; the new ones are gone.
+    assert snapshot(project.compose_project(env)) == snap
     assert project.current(env) == old_release
     assert chat(project.ports[env], key) == "echo: Hello!"
     history = project.history_lines(env)
-    assert [h["result"] for h in history] == ["ok", "rolled-back"], history
+    assert [h["result"] for h in history] == ["ok", "failed"], history
 
 
 def test_a_local_target_runs_the_same_steps_on_this_machine(project: DeployProject) -> None:
@@ -136,7 +142,7 @@ def test_a_local_target_runs_the_same_steps_on_this_machine(project: DeployProje
         assert first.returncode == 0, first
         assert first.stdout.strip().splitlines()[-1].startswith(f"{env}: release "), first
         before = snapshot(cp)
-        assert list(running(project, env)) == ["gateway"]
+        assert sorted(running(project, env)) == ["gateway-a1", "proxy"]
         key = make_key(project, env)
         assert chat(project.ports[env], key) == "echo: Hello!"
         again = project.deploy(env, "--yes")
