@@ -22,7 +22,15 @@ from deployer.activate import Outcome, Target, activate, steps_for
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
-from deployer.plan import UNCHANGED, Inputs, Plan, live_release_of, live_slot, make_plan, parse_compose
+from deployer.plan import (
+    UNCHANGED,
+    Inputs,
+    Plan,
+    live_release_of,
+    live_slot,
+    make_plan,
+    parse_compose,
+)
 from deployer.rollback import rollback_target
 from deployer.secrets import SecretsFile, secrets_file
 from deployer.state import (
