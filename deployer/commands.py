@@ -260,12 +260,13 @@ def resolve_root(root: str, create: bool) -> list[str]:
     """The absolute deploy directory; `~/x` is under the (SSH) user's $HOME on the host.
 
     Prints the path, or one word: `absent` (not created), `notdir` (a file is in the way),
-    `cannotcreate`, `notwritable`."""
+    `cannotcreate <mkdir's reason>`, `notwritable`."""
     home = 'case "$1" in "~/"*) set -- "$HOME/${1#"~/"}";; esac; '
     notdir = '[ ! -e "$1" ] || [ -d "$1" ] || { echo notdir; exit 0; }; '
     if create:
-        make = ('mkdir -p -- "$1" 2>/dev/null || { echo cannotcreate; exit 0; }; '
-                't="$1/.switchyard-write-test.$$"; { : > "$t"; } 2>/dev/null && rm -f -- "$t" || { echo notwritable; exit 0; }; ')
+        make = ('e=$(mkdir -p -- "$1" 2>&1) || { echo "cannotcreate ${e##*: }"; exit 0; }; '
+                # `true`, not `:`: a failed redirection on a special built-in exits a POSIX sh (dash).
+                't="$1/.switchyard-write-test.$$"; { true > "$t"; } 2>/dev/null && rm -f -- "$t" || { echo notwritable; exit 0; }; ')
     else:
         make = '[ -d "$1" ] || { echo absent; exit 0; }; '
     return ["sh", "-c", home + notdir + make + 'cd -- "$1" && pwd -P', "sh", root]

@@ -133,7 +133,8 @@ def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: 
         "action": previous.get("action", "deploy"), "release": previous.get("release"), "previous": None,
         "who": previous.get("who"), "when": previous.get("since"), "result": "interrupted",
         "reason": "it did not finish (its connection to the host was lost, or it was killed); recorded by the next deploy",
-        "services": {}, "seconds": None, "git_commit": previous.get("git_commit"), "config_hash": None,
+        "services": {}, "seconds": None, "git_commit": previous.get("git_commit"),
+        "config_hash": previous.get("config_hash"),
     }
     out.say(f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; recorded it as interrupted")
     host.run(cmd.append_line(paths.history), stdin=(json.dumps(entry, sort_keys=True) + "\n").encode())
@@ -263,7 +264,7 @@ class Session:
     def lock(self, paths: Paths, bundle: Bundle, release: str | None = None) -> None:
         assert self.host is not None
         info = {"who": operator(), "action": self.action, "since": _now(), "pid": os.getpid(),
-                "release": release, "git_commit": bundle.git_commit}
+                "release": release, "git_commit": bundle.git_commit, "config_hash": bundle.manifest.get("config_hash")}
         with self.out.step(f"take the deploy lock of {paths.compose_project}"):
             self.held, previous = take_lock(self.host, paths, self.out, info, self.opts.lock_wait_s)
             self.paths = paths

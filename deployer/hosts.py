@@ -281,13 +281,18 @@ class SSHHost:
                 f"If the host was really re-installed, check the new key and remove the old line from {path}"
             ) from exc
         except paramiko.AuthenticationException as exc:
-            raise HostError(
-                f"cannot connect to {self.name}: the host refused our SSH key ({_reason(exc)}); pass the key this user may "
-                f"log in with: --identity FILE or $SWITCHYARD_SSH_IDENTITY (or load it into ssh-agent)"
-            ) from exc
+            raise HostError(f"cannot connect to {self.name}: {_login_refused(identity, exc)}") from exc
         except Exception as exc:
             text = _reason(exc)
-            if "not found in known_hosts" in text:
+            transport = client.get_transport()
+            if identity and isinstance(exc, FileNotFoundError) and exc.filename == os.path.expanduser(identity):
+                text = f"the SSH key {identity} does not exist; pass an existing one with {_KEY_HINT}"
+            elif (identity and isinstance(exc, paramiko.SSHException) and transport is not None and transport.is_active()
+                  and not transport.is_authenticated() and "No authentication methods available" not in text):
+                # paramiko tries the key file as every key type in turn and re-raises the last
+                # failure: a refused RSA key ends as "Invalid key", a .pub file as "not a valid … file".
+                text = _login_refused(identity, exc)
+            elif "not found in known_hosts" in text:
                 text += (f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
                          f"`ssh-keyscan -p {port} {host} >> {path}`)")
             elif "protocol banner" in text or "Incompatible version" in text:
@@ -422,3 +427,29 @@ def _drain(channel: Any, deadline: float | None, lost: Callable[[], HostError], 
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+_KEY_HINT = "--identity FILE or $SWITCHYARD_SSH_IDENTITY (or load it into ssh-agent)"
+
+
+def _login_refused(identity: str | None, exc: BaseException) -> str:
+    """Why the SSH login failed, in words: a key file paramiko cannot use, or a key the host refused."""
+    import paramiko
+
+    if identity:
+        path = os.path.expanduser(identity)
+        usable = False
+        for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+            try:
+                kind.from_private_key_file(path)
+                usable = True
+                break
+            except paramiko.PasswordRequiredException:
+                return (f"the SSH key {identity} is protected by a passphrase; load it into ssh-agent (`ssh-add {identity}`) "
+                        f"and leave out --identity / $SWITCHYARD_SSH_IDENTITY, or pass a key without one")
+            except (paramiko.SSHException, OSError, ValueError):
+                continue
+        if not usable:
+            return f"{identity} is not an SSH private key (is it the .pub file?); pass the private key with {_KEY_HINT}"
+    reason = f" ({_reason(exc)})" if isinstance(exc, paramiko.AuthenticationException) else ""
+    return f"the host refused our SSH key{reason}; pass the key this user may log in with: {_KEY_HINT}"

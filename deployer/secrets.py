@@ -55,8 +55,13 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
         except OSError as exc:
             raise DeployError(f"{place}: cannot read {source.file}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
-            raise DeployError(f"{place}: {source.file} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+            # The position only: the byte itself is part of the secret.
+            raise DeployError(f"{place}: {source.file} is not UTF-8 text (at byte {exc.start}); "
                               f"write the value as plain UTF-8 text, without a byte-order mark or a binary key") from None
+        if value.startswith("\ufeff"):
+            # Notepad's "UTF-8 with BOM": the key would start with an invisible character.
+            raise DeployError(f"{place}: {source.file} starts with a UTF-8 byte-order mark; write the value as plain UTF-8 "
+                              f"text, without a byte-order mark")
         if value == "" and not source.optional:
             raise DeployError(f"{place}: {source.file} is empty")
         if value == "":

@@ -184,13 +184,16 @@ def resolve_root(host: Host, root: str, *, create: bool, env: str) -> str | None
     DeployError naming `environments.<env>.deploy_dir` when it cannot be used."""
     out = host.run(cmd.resolve_root(root, create)).stdout.strip()
     place = f"environments.{env}.deploy_dir: {root} on {host.name}"
+    user = "the user running deploy.py" if host.name == "localhost" else "the SSH user"
+    word, _, why = out.partition(" ") if out.startswith("cannotcreate") else (out, "", "")
     problems = {
         "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file away",
-        "cannotcreate": f"{place} cannot be created by the SSH user; create it and give that user write access, or pick another deploy_dir",
-        "notwritable": f"{place} is not writable by the SSH user; give that user write access, or pick another deploy_dir",
+        "cannotcreate": f"{place} cannot be created by {user} ({why or 'mkdir failed'}); create it and give that user "
+                        f"write access, or pick another deploy_dir",
+        "notwritable": f"{place} is not writable by {user}; give that user write access, or pick another deploy_dir",
     }
-    if out in problems:
-        raise DeployError(problems[out])
+    if word in problems:
+        raise DeployError(problems[word])
     return None if out in ("", "absent") else out
 
 
