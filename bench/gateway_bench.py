@@ -4,6 +4,7 @@
     python bench/gateway_bench.py --quick         # 2 s runs, fewer TTFB samples
     python bench/gateway_bench.py --json out.json
     python bench/gateway_bench.py --floor         # also the floor proxy as a third target
+    python bench/gateway_bench.py --proxy         # also the gateway through HAProxy, as deployed
 
 For each upstream delay (0 and 20 ms) it starts `bench/mock_upstream.py` and
 `python -m runtime serve --workers 1` (temporary data dir, the real SQLite request log on),
@@ -17,6 +18,13 @@ relaying bytes through the gateway's transport, nothing else) and measures it as
 target, "floor": the same wrk cases and TTFB series. Verdicts stay gateway vs direct; a
 context block after them shows how the gateway compares with the floor. If the floor fails,
 its phase goes on without it, the failure is printed with the report, and the exit code is 1.
+
+With `--proxy`, each phase also starts HAProxy (`haproxy`, as deploy runs it) with the
+configuration the compiler renders (bench/local_haproxy.py) in front of the gateway, and
+measures "proxy" (client -> HAProxy -> gateway -> mock) beside "gateway" (client -> gateway ->
+mock) in the same run: the same wrk cases and TTFB series. A table and verdicts give what the
+proxy adds: median latency at 1 connection (target +0.3 ms at most) and throughput at 16
+connections (target at most 10 % less). A proxy that cannot start stops the run (exit 1).
 
 It is a report, not a test: it prints a table and a PASS/FAIL verdict per target, and exits 0
 either way (1 only if something could not be run). All traffic is on 127.0.0.1. Every process
@@ -46,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import local_haproxy
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 ENVIRONMENT = "bench"
@@ -53,6 +63,7 @@ ROUTE = "bench"
 UPSTREAM_MODEL = "mock-model"
 UPSTREAM_SECRET = "BENCH_UPSTREAM_KEY"
 FLOOR_SCRIPT = ROOT / "bench" / "floor_proxy.py"
+REQUEST_TIMEOUT_S = 30.0
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello in one short sentence."}]
 
 # The issue's targets.
@@ -60,6 +71,9 @@ MIN_GATEWAY_RPS = 1000.0  # through the gateway, 16 connections, 0 ms delay
 MIN_RATIO_20MS = 0.90  # gateway / direct throughput with 20 ms upstream delay
 MAX_ADDED_P50_MS = 1.5  # added median latency at one connection
 MAX_ADDED_TTFB_MS = 1.0  # added time to first byte of a stream
+# What HAProxy in front of the gateway may cost (--proxy): proxy vs gateway called directly.
+MAX_PROXY_ADDED_P50_MS = 0.3  # added median latency at one connection
+MIN_PROXY_RATIO = 0.90  # throughput at 16 connections
 
 
 # --------------------------------------------------------------------------- results
@@ -80,11 +94,12 @@ class Run:
     delay_ms: int
     stream: bool
     connections: int
-    target: str  # "direct", "gateway" or "floor"
+    target: str  # "direct", "gateway", "proxy" (HAProxy in front of the gateway) or "floor"
     wrk: WrkResult
-    gateway_cpu: float | None  # gateway CPU use during the run, in cores (1.0 = one core busy)
+    gateway_cpu: float | None  # gateway CPU use during a gateway or proxy run, in cores (1.0 = one core busy)
     mock_cpu: float
     floor_cpu: float | None = None  # the floor proxy's CPU use during a floor run
+    proxy_cpu: float | None = None  # HAProxy's (master + worker) CPU use during a proxy run
 
 
 @dataclass
@@ -120,6 +135,26 @@ class FloorRow:
 
 
 @dataclass
+class ProxyRow:
+    """One wrk case through HAProxy beside the same case against the gateway directly."""
+
+    delay_ms: int
+    stream: bool
+    connections: int
+    gateway_rps: float
+    proxy_rps: float
+    ratio: float  # proxy / gateway
+    gateway_p50_ms: float
+    gateway_p99_ms: float
+    proxy_p50_ms: float
+    proxy_p99_ms: float
+    added_p50_ms: float  # proxy p50 - gateway p50
+    proxy_cpu: float
+    gateway_cpu: float  # the gateway's CPU during the proxy run
+    errors: int  # wrk errors through the proxy
+
+
+@dataclass
 class Report:
     started: str
     machine: dict[str, Any]
@@ -134,6 +169,10 @@ class Report:
     floor_ttfb_added_ms: dict[str, float] = field(default_factory=dict)  # floor median - direct median
     floor_errors: dict[str, str] = field(default_factory=dict)  # per phase, why the floor is missing
     context: list[str] = field(default_factory=list)
+    proxy: bool = False  # --proxy was given
+    proxy_rows: list[ProxyRow] = field(default_factory=list)
+    proxy_ttfb_added_ms: dict[str, float] = field(default_factory=dict)  # proxy median - gateway median
+    proxy_verdicts: list[Verdict] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- processes
@@ -218,7 +257,7 @@ def runtime_json(upstream_port: int) -> dict[str, Any]:
         "project": "switchyard-bench",
         "environment": ENVIRONMENT,
         "compose_project": f"switchyard-bench-{ENVIRONMENT}",
-        "server": {"port": 8000, "workers": 1, "request_timeout_s": 30.0, "data_dir": "/nonexistent"},
+        "server": {"port": 8000, "workers": 1, "request_timeout_s": REQUEST_TIMEOUT_S, "data_dir": "/nonexistent"},
         "allow_explicit_models": False,
         "keys": {"prefix": f"sy_{ENVIRONMENT}_", "environment": ENVIRONMENT},
         "providers": {
@@ -285,13 +324,16 @@ class Phase:
     floor_port: int = 0
     floor_log: Path | None = None
     floor_error: str | None = None
+    proxy: subprocess.Popen[bytes] | None = None  # HAProxy in front of the gateway (--proxy)
+    proxy_port: int = 0
 
     @property
     def targets(self) -> tuple[str, ...]:
-        return ("direct", "gateway", "floor") if self.floor is not None else ("direct", "gateway")
+        # The proxy right after the gateway, so that the two runs compared are back to back.
+        return ("direct", "gateway", *(("proxy",) if self.proxy is not None else ()), *(("floor",) if self.floor is not None else ()))
 
     def port(self, target: str) -> int:
-        return {"direct": self.mock_port, "gateway": self.gateway_port, "floor": self.floor_port}[target]
+        return {"direct": self.mock_port, "gateway": self.gateway_port, "proxy": self.proxy_port, "floor": self.floor_port}[target]
 
     def url(self, target: str) -> str:
         return f"http://{HOST}:{self.port(target)}/v1/chat/completions"
@@ -332,11 +374,28 @@ def drop_floor(ph: Phase, procs: Processes, reason: str, log: Callable[[str], No
     log(f"  floor FAILED at {ph.delay_ms} ms, going on without it: {reason}")
 
 
+def start_proxy(procs: Processes, work: Path, delay_ms: int, gateway_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    """HAProxy with the compiler's configuration in front of the gateway: (process, port).
+
+    Raises RuntimeError (with HAProxy's words) if the configuration is refused or the proxy
+    does not pass a request through to the gateway's /readyz.
+    """
+    port = free_port()
+    cfg = work / f"haproxy-{delay_ms}ms.cfg"
+    cfg.write_text(local_haproxy.render(gateway_port, port, REQUEST_TIMEOUT_S))
+    local_haproxy.check(cfg)
+    log = work / f"haproxy-{delay_ms}ms.log"
+    proc = procs.start(local_haproxy.command(cfg), log)
+    wait_http(f"http://{HOST}:{port}/readyz", proc, log)
+    return proc, port
+
+
 @contextlib.contextmanager
-def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False) -> Iterator[Phase]:
-    """Start the mock, the gateway and (if asked) the floor for one delay; stop them afterwards.
+def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False, with_proxy: bool = False) -> Iterator[Phase]:
+    """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them afterwards.
 
     A floor that does not start is no error here: the Phase says why in `floor_error`.
+    A proxy that does not start is (RuntimeError).
     """
     mock_port, gw_port = free_port(), free_port()
     mock_log = work / f"mock-{delay_ms}ms.log"
@@ -344,6 +403,8 @@ def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False) -> I
     gateway: subprocess.Popen[bytes] | None = None
     floor_proc: subprocess.Popen[bytes] | None = None
     floor_port, floor_log, floor_error = 0, None, None
+    haproxy: subprocess.Popen[bytes] | None = None
+    proxy_port = 0
     try:
         wait_http(f"http://{HOST}:{mock_port}/health", mock, mock_log)
         if floor:
@@ -366,8 +427,12 @@ def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False) -> I
         key = created.stdout.strip().splitlines()[-1].strip()
         # The gateway reloads its key cache about once a second.
         wait_http(f"http://{HOST}:{gw_port}/v1/models", gateway, gw_log, timeout=10, headers={"authorization": f"Bearer {key}"})
-        yield Phase(delay_ms, mock, mock_port, gateway, gw_port, key, data_dir, floor_proc, floor_port, floor_log, floor_error)
+        if with_proxy:
+            haproxy, proxy_port = start_proxy(procs, work, delay_ms, gw_port)
+        yield Phase(delay_ms, mock, mock_port, gateway, gw_port, key, data_dir, floor_proc, floor_port, floor_log, floor_error, haproxy, proxy_port)
     finally:
+        if haproxy is not None:
+            procs.stop(haproxy)
         if gateway is not None:
             procs.stop(gateway)
         if floor_proc is not None:
@@ -566,7 +631,10 @@ def machine() -> dict[str, Any]:
 def _wrk(ph: Phase, procs: Processes, target: str, script: Path, conns: int, duration: float, log: Callable[[str], None]) -> WrkResult | None:
     """`run_wrk` against a target. For the floor, a failure drops the floor (None) instead of the phase."""
     if target != "floor":
-        return run_wrk(ph.url(target), script, conns, duration)
+        result = run_wrk(ph.url(target), script, conns, duration)
+        if target == "proxy" and ph.proxy is not None and ph.proxy.poll() is not None:
+            raise RuntimeError(f"HAProxy exited with code {ph.proxy.returncode} during a wrk run")
+        return result
     try:
         result = run_wrk(ph.url(target), script, conns, duration)
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
@@ -592,15 +660,18 @@ def run_phase(ph: Phase, procs: Processes, work: Path, report: Report, duration:
         for conns in (1, 16):
             for target in ph.targets:
                 floor_pid = ph.floor.pid if target == "floor" and ph.floor is not None else None
+                proxy_pids = local_haproxy.process_tree(ph.proxy.pid) if target == "proxy" and ph.proxy is not None else []
                 gw0, mock0, t0 = cpu_seconds(ph.gateway.pid), cpu_seconds(ph.mock.pid), time.monotonic()
                 fl0 = cpu_seconds(floor_pid) if floor_pid is not None else 0.0
+                px0 = sum(cpu_seconds(pid) for pid in proxy_pids)
                 result = _wrk(ph, procs, target, scripts[(stream, target)], conns, duration, log)
                 if result is None:
                     continue
                 wall = time.monotonic() - t0
-                gw_cpu = (cpu_seconds(ph.gateway.pid) - gw0) / wall if target == "gateway" else None
+                gw_cpu = (cpu_seconds(ph.gateway.pid) - gw0) / wall if target in ("gateway", "proxy") else None
                 fl_cpu = (cpu_seconds(floor_pid) - fl0) / wall if floor_pid is not None else None
-                run = Run(ph.delay_ms, stream, conns, target, result, gw_cpu, (cpu_seconds(ph.mock.pid) - mock0) / wall, fl_cpu)
+                px_cpu = (sum(cpu_seconds(pid) for pid in proxy_pids) - px0) / wall if proxy_pids else None
+                run = Run(ph.delay_ms, stream, conns, target, result, gw_cpu, (cpu_seconds(ph.mock.pid) - mock0) / wall, fl_cpu, px_cpu)
                 report.runs.append(run)
                 log(f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}")
     report.ttfb += measure_ttfb(ph, procs, ttfb_samples, log)
@@ -678,6 +749,77 @@ def floor_ttfb_added(report: Report) -> dict[str, float]:
     return out
 
 
+def proxy_rows(report: Report) -> list[ProxyRow]:
+    """Every wrk case through HAProxy beside the same case against the gateway."""
+    rows = []
+    for delay in sorted({r.delay_ms for r in report.runs}):
+        for stream in (False, True):
+            for conns in (1, 16):
+                g, p = _run(report, delay, stream, conns, "gateway"), _run(report, delay, stream, conns, "proxy")
+                if g is None or p is None:
+                    continue
+                rows.append(ProxyRow(
+                    delay, stream, conns, g.wrk.rps, p.wrk.rps, round(p.wrk.rps / g.wrk.rps, 4) if g.wrk.rps else 0.0,
+                    g.wrk.p50_ms, g.wrk.p99_ms, p.wrk.p50_ms, p.wrk.p99_ms, round(p.wrk.p50_ms - g.wrk.p50_ms, 3),
+                    round(p.proxy_cpu or 0.0, 3), round(p.gateway_cpu or 0.0, 3), p.wrk.errors,
+                ))
+    return rows
+
+
+def proxy_ttfb_added(report: Report) -> dict[str, float]:
+    """Per delay, the TTFB median through HAProxy minus the gateway's own."""
+    out = {}
+    for delay in sorted({t.delay_ms for t in report.ttfb}):
+        by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
+        if "gateway" in by and "proxy" in by:
+            out[f"{delay}ms"] = round(by["proxy"].median_ms - by["gateway"].median_ms, 3)
+    return out
+
+
+def proxy_verdicts(report: Report) -> list[Verdict]:
+    """What HAProxy adds to the gateway: median latency at 1 connection, throughput at 16."""
+    out = []
+    for row in report.proxy_rows:
+        kind = "stream" if row.stream else "non-stream"
+        if row.connections == 1:
+            out.append(Verdict(f"proxy adds ≤ {MAX_PROXY_ADDED_P50_MS} ms p50, 1 conn, {row.delay_ms} ms, {kind}",
+                               f"{row.added_p50_ms:+.2f} ms ({row.proxy_p50_ms:.2f} vs {row.gateway_p50_ms:.2f})",
+                               row.added_p50_ms <= MAX_PROXY_ADDED_P50_MS and row.errors == 0))
+        else:
+            out.append(Verdict(f"proxy keeps ≥ {MIN_PROXY_RATIO:.0%} of throughput, 16 conn, {row.delay_ms} ms, {kind}",
+                               f"{row.ratio:.1%} ({row.proxy_rps:,.0f} / {row.gateway_rps:,.0f} req/s)",
+                               row.ratio >= MIN_PROXY_RATIO and row.errors == 0))
+    return out
+
+
+def render_proxy(report: Report) -> list[str]:
+    """The through-HAProxy table, its TTFB line and its verdicts."""
+    lines = [
+        "", f"Through HAProxy ({report.machine.get('haproxy', 'haproxy')}; the compiler's haproxy.cfg, bench/local_haproxy.py): "
+        "client -> HAProxy -> gateway -> mock, against client -> gateway -> mock. ratio = proxy / gateway.", "",
+        "| delay | mode | conn | gateway req/s | via proxy req/s | ratio | gateway p50 / p99 ms | via proxy p50 / p99 ms | added p50 ms | HAProxy CPU | gateway CPU (proxy run) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report.proxy_rows:
+        lines.append(
+            f"| {row.delay_ms} ms | {'stream' if row.stream else 'non-stream'} | {row.connections} | {row.gateway_rps:,.0f} | {row.proxy_rps:,.0f} | "
+            f"{row.ratio:.1%} | {row.gateway_p50_ms:.2f} / {row.gateway_p99_ms:.2f} | {row.proxy_p50_ms:.2f} / {row.proxy_p99_ms:.2f} | "
+            f"{row.added_p50_ms:+.2f} | {row.proxy_cpu:.2f} | {row.gateway_cpu:.2f} |"
+        )
+    if report.proxy_ttfb_added_ms:
+        by = {(t.delay_ms, t.target): t for t in report.ttfb}
+        parts = []
+        for key, added in report.proxy_ttfb_added_ms.items():
+            delay = int(key.removesuffix("ms"))
+            p = by[(delay, "proxy")]
+            parts.append(f"{delay} ms: {p.median_ms:.2f} / {p.p90_ms:.2f} ms median / p90, {added:+.2f} ms over the gateway")
+        lines += ["", "TTFB through HAProxy: " + "; ".join(parts)]
+    errors = sum(r.wrk.errors for r in report.runs if r.target == "proxy")
+    lines += [f"wrk errors through the proxy (non-2xx + socket): {errors}", "", "Proxy targets (HAProxy vs the gateway called directly):"]
+    lines += [f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.proxy_verdicts]
+    return lines
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "?"
 
@@ -751,7 +893,7 @@ def render(report: Report) -> str:
         if fl:
             floor_cells = (f" {tf.median_ms:.2f} / {tf.p90_ms:.2f} | {tf.median_ms - td.median_ms:+.2f} |" if tf is not None else " – | – |")
         lines.append(f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} |{floor_cells} {tg.samples} |")
-    errors = sum(r.wrk.errors for r in report.runs if r.target != "floor")
+    errors = sum(r.wrk.errors for r in report.runs if r.target in ("direct", "gateway"))
     lines += ["", f"Gateway RSS after each phase: {', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
               f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}"]
     if fl:
@@ -763,6 +905,8 @@ def render(report: Report) -> str:
     if fl:
         lines += ["", "Context (not targets): gateway / floor is what the gateway's own work costs; floor / direct is what uvicorn and one more hop cost."]
         lines += report.context
+    if report.proxy:
+        lines += render_proxy(report)
     return "\n".join(lines)
 
 
@@ -775,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, runtime.json, request log)")
     parser.add_argument("--floor", action="store_true", help="also measure bench/floor_proxy.py (uvicorn relaying bytes) as a third target")
+    parser.add_argument("--proxy", action="store_true", help="also measure the gateway through HAProxy with the compiler's haproxy.cfg")
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     warmup = 1.0 if args.quick else 3.0
@@ -784,15 +929,19 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    report = Report(time.strftime("%Y-%m-%d %H:%M"), machine(), duration, floor=args.floor)
+    report = Report(time.strftime("%Y-%m-%d %H:%M"), machine(), duration, floor=args.floor, proxy=args.proxy)
+    if args.proxy:
+        report.machine["haproxy"] = local_haproxy.version()
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     try:
         for delay in delays:
-            log(f"upstream delay {delay} ms: starting the mock, the gateway{' and the floor' if args.floor else ''}")
-            with phase(procs, work, delay, args.floor) as ph:
+            extras = [name for name, on in (("the floor", args.floor), ("HAProxy", args.proxy)) if on]
+            log(f"upstream delay {delay} ms: starting the mock, the gateway{''.join(f', {e}' for e in extras)}")
+            with phase(procs, work, delay, args.floor, args.proxy) as ph:
                 floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""
-                log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}{floor_pid}")
+                proxy_pid = f", HAProxy pid {ph.proxy.pid} (master), port {ph.proxy_port}" if ph.proxy is not None else ""
+                log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}{floor_pid}{proxy_pid}")
                 run_phase(ph, procs, work, report, duration, warmup, samples, log)
     except (RuntimeError, subprocess.SubprocessError, OSError, EOFError) as exc:
         log(f"error: {exc}")
@@ -813,6 +962,10 @@ def main(argv: list[str] | None = None) -> int:
         report.floor_rows = floor_rows(report)
         report.floor_ttfb_added_ms = floor_ttfb_added(report)
         report.context = floor_context(report)
+    if report.proxy:
+        report.proxy_rows = proxy_rows(report)
+        report.proxy_ttfb_added_ms = proxy_ttfb_added(report)
+        report.proxy_verdicts = proxy_verdicts(report)
     print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n")
