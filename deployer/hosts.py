@@ -285,16 +285,16 @@ class SSHHost:
         except Exception as exc:
             text = _reason(exc)
             transport = client.get_transport()
-            if identity and isinstance(exc, FileNotFoundError) and exc.filename == os.path.expanduser(identity):
+            if "not found in known_hosts" in text:   # (before the key's turn: the host was refused, not us)
+                text += (f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
+                         f"`ssh-keyscan -p {port} {host} >> {path}`)")
+            elif identity and isinstance(exc, FileNotFoundError) and exc.filename == os.path.expanduser(identity):
                 text = f"the SSH key {identity} does not exist; pass an existing one with {_KEY_HINT}"
             elif (identity and isinstance(exc, paramiko.SSHException) and transport is not None and transport.is_active()
                   and not transport.is_authenticated() and "No authentication methods available" not in text):
                 # paramiko tries the key file as every key type in turn and re-raises the last
                 # failure: a refused RSA key ends as "Invalid key", a .pub file as "not a valid … file".
                 text = _login_refused(identity, exc)
-            elif "not found in known_hosts" in text:
-                text += (f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
-                         f"`ssh-keyscan -p {port} {host} >> {path}`)")
             elif "protocol banner" in text or "Incompatible version" in text:
                 text = f"port {port} does not speak SSH ({text}); check the environment's ssh_port"
             elif "No authentication methods available" in text:

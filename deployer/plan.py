@@ -259,6 +259,8 @@ def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secr
         g_reasons.append(f"image {image} is not on the host")
         build.append(new["services"]["gateway"]["slots"][target][0])
     elif g_action == REBUILD:
+        # New image inputs, but that image is here: the gateways are replaced, nothing is built.
+        g_action = REPLACE
         g_reasons.append(f"image {image} is already on the host (not built again)")
     if not images.get(proxy_image, False):
         build.append("proxy")   # (re)created from it, or at least it checks the new config

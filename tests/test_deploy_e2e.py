@@ -444,7 +444,10 @@ def test_07_rollback_to_the_previous_release_and_forward_again(story: Story) -> 
         r = story.deploy("staging", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
+        # The code change's image is still on the host: replaced with it, nothing built.
+        assert doc["services"]["gateway"]["action"] == "replace", doc["services"]
+        assert any("runtime/ code changed" in why for why in doc["services"]["gateway"]["reasons"]), doc["services"]
+        assert not [s for s in doc["steps"] if s["step"].startswith("build")], "an image on the host was built again"
         gw = story.gateway("staging")
         assert gw["Config"]["Image"] == code["ref"], "forward again did not bring back the code change's image"
         assert p.current("staging") == doc["release"] not in (routing["release"], code["release"])
@@ -709,6 +712,13 @@ def test_12b_production_rolls_back_after_all_of_staging_s_deploys(story: Story) 
     assert len(kept) <= 5 and p.current("staging") in staging_releases, staging_releases
     assert len(p.history_lines("staging")) > 5, "staging should have made more releases than it keeps"
     assert run(["docker", "image", "inspect", prev["ref"]], check=False).returncode == 0, f"production's previous image {prev['ref']} is gone"
+    # Pruned releases took their images with them (those no kept release uses).
+    kept_images = {json.loads((p.env_dir("staging") / "releases" / r / "manifest.json").read_text())[k]
+                   for r in staging_releases for k in ("image", "proxy_image")}
+    pruned = {e["image"] for e in p.history_lines("staging") if e.get("image") and e["release"] not in staging_releases}
+    assert pruned - kept_images, "the story should have pruned a release with an image of its own"
+    for image in pruned - kept_images:
+        assert run(["docker", "image", "inspect", image], check=False).returncode != 0, f"pruned release's image {image} is still there"
     with story.case("production"):
         r = story.deploy("production", "--rollback", "--yes", "--json")
         assert r.returncode == 0, str(r)

@@ -192,6 +192,27 @@ def test_a_cut_over_under_load_loses_nothing(stage: Stage, env: str, index: int)
     assert chat(p.ports[env], stage.keys[env]) == "echo: Hello!"
 
 
+@pytest.mark.parametrize("env", ENVS)
+def test_a_proxy_config_change_reloads_the_proxy_under_load_and_touches_no_gateway(stage: Stage, env: str) -> None:
+    p = stage.project
+    # The other environment's cases changed the shared routes and code: catch up first, so
+    # that the deploy under load changes the proxy's settings only.
+    catch_up = p.deploy(env, "--yes")
+    assert catch_up.returncode == 0, str(catch_up)
+    proxy_settings = p.config["runtime"]["proxy"]
+    _set(p, f"{env}: keep-alive timeout", lambda _: proxy_settings.__setitem__(
+        "keep_alive_timeout_s", 9 if proxy_settings.get("keep_alive_timeout_s") != 9 else 8))
+    # Only this environment deploys here: the other one's snapshot must not move either.
+    others = {e: snapshot(p.compose_project(e)) for e in ENVS}
+    result, report, t0, t1 = under_load(stage, env, lambda: p.deploy(env, "--yes", "--json"))
+    assert result.returncode == 0, str(result)
+    doc = result.json()
+    assert doc["services"]["gateway"]["action"] == "unchanged" and doc["services"]["proxy"]["action"] == "reload", doc["services"]
+    assert_nothing_lost(report, t0, t1, f"{env} proxy reload")
+    assert snapshot(p.compose_project(env)) == others[env], "a proxy reload restarted or replaced containers"
+    stage.check_neighbour()
+
+
 def _running(project: DeployProject, env: str) -> list[str]:
     from tests.deploy_env import containers
 

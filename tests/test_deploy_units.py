@@ -983,7 +983,7 @@ def test_a_rebuild_whose_image_is_already_on_the_host_is_not_built_again(compile
     old = compile_env(base_config(), "production")
     new = compile_env(changed(lambda c: c.setdefault("runtime", {}).update(base_image="python:3.12-slim")), "production")
     plan = plan_of(new, host_with(old), old, image=True)
-    assert actions(plan)["gateway"] == (REBUILD, (
+    assert actions(plan)["gateway"] == (REPLACE, (
         "Dockerfile (base image) changed", f"image {new.manifest['image']} is already on the host (not built again)"))
     assert plan.build == ()
 
