@@ -19,6 +19,7 @@ Real deploys are slow, so the cases share one project and run in order.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import socket
 import subprocess
@@ -233,8 +234,10 @@ class Interrupted:
     signalled: bool
 
 
-def deploy_interrupted_at(stage: Stage, env: str, step_prefix: str, delay_s: float) -> Interrupted:
-    """Run a deploy under load and send it SIGINT `delay_s` after it prints `-> {step_prefix}`."""
+def deploy_interrupted_at(stage: Stage, env: str, step_prefix: str, delay_s: float,
+                          interrupt: Callable[[subprocess.Popen[str]], object] | None = None) -> Interrupted:
+    """Run a deploy under load and interrupt it `delay_s` after it prints `-> {step_prefix}`:
+    SIGINT, or `interrupt(proc)` (say, the SSH connection dropped)."""
     p = stage.project
     args = (env, "--yes", "--json")
     signalled = threading.Event()
@@ -252,7 +255,10 @@ def deploy_interrupted_at(stage: Stage, env: str, step_prefix: str, delay_s: flo
                 if line.startswith(f"-> {step_prefix}") and not signalled.is_set():
                     time.sleep(delay_s)
                     if proc.poll() is None:
-                        proc.send_signal(signal.SIGINT)
+                        if interrupt is None:
+                            proc.send_signal(signal.SIGINT)
+                        else:
+                            interrupt(proc)
                         signalled.set()
 
         def read_out() -> None:
@@ -330,6 +336,39 @@ def test_sigint_at_each_step_under_load_leaves_a_release_serving_and_the_next_de
     assert_nothing_lost(report, t0, t1, f"the deploy after SIGINT at {step}")
     status = p.deploy(env, "--status", "--json").json()
     assert status["unfinished"] == [] or all("was interrupted" in n for n in status["unfinished"]), status["unfinished"]
+    noop = p.deploy(env, "--yes", "--json")
+    assert noop.returncode == 0 and {v["action"] for v in noop.json()["services"].values()} == {"unchanged"}, str(noop)
+    gateways = [c for c in _running(p, env) if c.startswith("gateway-")]
+    assert len(gateways) == _replicas(stage, env), gateways
+
+
+DROPS = [("wait up to", 0.2), ("cut over", 0.0), ("drain the old gateways", 1.0)]
+
+
+@pytest.mark.parametrize(("step", "delay"), DROPS, ids=[s[0].split()[0] for s in DROPS])
+def test_the_ssh_connection_dropped_under_load_leaves_a_release_serving_and_the_next_deploy_converges(
+    stage: Stage, step: str, delay: float,
+) -> None:
+    env = "staging"
+    p = stage.project
+    routes = p.config["routes"]
+    _set(p, f"connection dropped at {step}", lambda _: routes.__setitem__(f"d{len(routes)}", {"candidates": ["mock/echo"]}))
+    it = deploy_interrupted_at(stage, env, step, delay, interrupt=lambda _proc: stage.sshd.drop_sessions())
+    r = it.result
+    assert it.signalled, f"the deploy never reached `{step}`\n{r}"
+    assert r.returncode == 1 and "Traceback" not in r.output, str(r)
+    doc = r.json()
+    assert doc["result"] == "interrupted" and re.search(r"ssh|connection", doc["error"] or "", re.I), doc
+    assert_nothing_lost(it.report, it.t0, it.t1, f"SSH dropped at {step}")
+    stage.check_neighbour()
+    assert chat(p.ports[env], stage.keys[env]) == "echo: Hello!"
+    status = p.deploy(env, "--status", "--json")
+    assert status.returncode == 0 and status.json()["unfinished"], str(status)
+    # The next deploy records the lost one as interrupted and converges, under load too.
+    again, report, t0, t1 = under_load(stage, env, lambda: p.deploy(env, "--yes", "--json", "--lock-timeout", "300"))
+    assert again.returncode == 0, str(again)
+    assert_nothing_lost(report, t0, t1, f"the deploy after the connection dropped at {step}")
+    assert "interrupted" in [e["result"] for e in p.history_lines(env)[-3:]], p.history_lines(env)[-3:]
     noop = p.deploy(env, "--yes", "--json")
     assert noop.returncode == 0 and {v["action"] for v in noop.json()["services"].values()} == {"unchanged"}, str(noop)
     gateways = [c for c in _running(p, env) if c.startswith("gateway-")]
