@@ -33,10 +33,8 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -140,34 +138,14 @@ class Deploy:
 def run_deploy(project: DeployProject, *args: str, timeout: float = 600) -> Deploy:
     """`deploy.py ARGS` in the project's copy; its output and when each step started and ended."""
     steps: list[tuple[float, str]] = []
-    out: list[str] = []
-    err: list[str] = []
+
+    def on_line(line: str, _proc: object) -> None:
+        if line.startswith(("-> ", "   ok", "   failed")):
+            steps.append((time.monotonic(), line.rstrip("\n")))
+
     started = time.monotonic()
-    proc = project.popen(*args)
-
-    def read_err() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            err.append(line)
-            if line.startswith(("-> ", "   ok", "   failed")):
-                steps.append((time.monotonic(), line.rstrip("\n")))
-
-    def read_out() -> None:
-        assert proc.stdout is not None
-        out.extend(proc.stdout)
-
-    readers = [threading.Thread(target=read_err, daemon=True), threading.Thread(target=read_out, daemon=True)]
-    for t in readers:
-        t.start()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    ended = time.monotonic()
-    for t in readers:
-        t.join(timeout=10)
-    result = project.record(args, proc, "".join(out), "".join(err), ended - started)
+    result = project.deploy_watching(*args, on_line=on_line, timeout=timeout)
+    ended = started + result.seconds
     if result.returncode != 0:
         raise SystemExit(f"deploy.py {' '.join(args)} failed:\n{result}")
     return Deploy(result, started, ended, steps)

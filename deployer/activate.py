@@ -129,8 +129,7 @@ def activate(ctx: Context, steps: list[Step], target: Target, plan: Plan, state:
             return _after_failure(ctx, steps, target, plan, f"the {'rollback' if not mark_failed else 'deploy'} was interrupted",
                                   "interrupted", mark_failed)
     if ctx.secrets_replaced:
-        # Live with the new secrets: the old values are not kept on the host.
-        _quietly(ctx, None, ["rm", "-f", "--", ctx.paths.secrets + ".prev"])
+        _quietly(ctx, None, cmd.drop_previous(ctx.paths.secrets))
     return Outcome("ok", None)
 
 
@@ -142,7 +141,7 @@ def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, 
         # deploy finishes; `current` must name what serves.
         _quietly(ctx, MakeCurrent(target.release_id))
         if ctx.secrets_replaced:
-            _quietly(ctx, None, ["rm", "-f", "--", ctx.paths.secrets + ".prev"])
+            _quietly(ctx, None, cmd.drop_previous(ctx.paths.secrets))
         left = next((s for s in steps if isinstance(s, Drain)), None)
         note = (f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) were left running "
                 f"to finish their requests, and the next deploy removes them") if left else f"release {target.release_id} is live"

@@ -250,6 +250,11 @@ def restore_previous(target: str) -> list[str]:
     return ["sh", "-c", '[ ! -f "$1.prev" ] || mv -f -- "$1.prev" "$1"', "sh", target]
 
 
+def drop_previous(target: str) -> list[str]:
+    """Remove `<target>.prev`: the new one went live, the old values are not kept."""
+    return ["rm", "-f", "--", target + ".prev"]
+
+
 def append_line(path: str, then_remove: str = "") -> list[str]:
     """Append stdin to `path` (one history line); then remove `then_remove` (the lock's
     holder file: this deploy has finished)."""

@@ -22,7 +22,6 @@ from types import FrameType
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _pending: list[int] = []
-_depth = 0
 
 
 def _note(signum: int, frame: FrameType | None) -> None:
@@ -32,18 +31,15 @@ def _note(signum: int, frame: FrameType | None) -> None:
 @contextmanager
 def deferred() -> Iterator[None]:
     """Within this block, SIGINT and SIGTERM raise KeyboardInterrupt only at `check()`."""
-    global _depth
     old = {sig: signal.signal(sig, _note) for sig in _SIGNALS}
-    _depth += 1
     try:
         yield
     finally:
-        _depth -= 1
         for sig, handler in old.items():
             signal.signal(sig, handler)
         pending = bool(_pending)
         _pending.clear()
-        if pending and _depth == 0:
+        if pending:   # arrived after the last check: not lost
             raise KeyboardInterrupt
 
 

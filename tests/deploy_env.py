@@ -28,8 +28,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -563,6 +564,41 @@ class DeployProject:
             self.outputs.append(hung)
             raise AssertionError(f"deploy.py did not finish within {timeout:.0f} s; killed\n{hung}") from None
         return self.record(args, proc, out, err, time.monotonic() - start)
+
+    def deploy_watching(self, *args: str, on_line: Callable[[str, subprocess.Popen[str]], object], timeout: float = 600,
+                        env: dict[str, str] | None = None) -> DeployResult:
+        """`deploy.py ARGS`, calling `on_line(line, proc)` for each stderr line as it arrives (to
+        time its steps, or to interrupt it at one); killed after `timeout`. Recorded like `deploy`."""
+        started = time.monotonic()
+        proc = self.popen(*args, env=env)
+        out: list[str] = []
+        err: list[str] = []
+
+        def read_err() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                err.append(line)
+                on_line(line, proc)
+
+        def read_out() -> None:
+            assert proc.stdout is not None
+            out.extend(proc.stdout)
+
+        readers = [threading.Thread(target=read_err, daemon=True), threading.Thread(target=read_out, daemon=True)]
+        for t in readers:
+            t.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        seconds = time.monotonic() - started
+        for t in readers:
+            t.join(timeout=10)
+        return self.record(args, proc, "".join(out), "".join(err), seconds)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command(*args), cwd=self.repo, env=self.deploy_env(env), stdout=subprocess.PIPE,

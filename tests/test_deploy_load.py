@@ -37,6 +37,7 @@ from tests.deploy_env import (
     Neighbour,
     Sshd,
     chat,
+    containers,
     make_key,
     require_docker,
     run,
@@ -215,8 +216,6 @@ def test_a_proxy_config_change_reloads_the_proxy_under_load_and_touches_no_gatew
 
 
 def _running(project: DeployProject, env: str) -> list[str]:
-    from tests.deploy_env import containers
-
     return sorted(c["Config"]["Labels"]["com.docker.compose.service"] for c in containers(project.compose_project(env))
                   if c["State"]["Status"] == "running")
 
@@ -241,42 +240,19 @@ def deploy_interrupted_at(stage: Stage, env: str, step_prefix: str, delay_s: flo
     p = stage.project
     args = (env, "--yes", "--json")
     signalled = threading.Event()
-    err: list[str] = []
-    out: list[str] = []
+
+    def on_line(line: str, proc: subprocess.Popen[str]) -> None:
+        if line.startswith(f"-> {step_prefix}") and not signalled.is_set():
+            time.sleep(delay_s)
+            if proc.poll() is None:
+                if interrupt is None:
+                    proc.send_signal(signal.SIGINT)
+                else:
+                    interrupt(proc)
+                signalled.set()
 
     def action() -> DeployResult:
-        started = time.monotonic()
-        proc = p.popen(*args)
-
-        def read_err() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                err.append(line)
-                if line.startswith(f"-> {step_prefix}") and not signalled.is_set():
-                    time.sleep(delay_s)
-                    if proc.poll() is None:
-                        if interrupt is None:
-                            proc.send_signal(signal.SIGINT)
-                        else:
-                            interrupt(proc)
-                        signalled.set()
-
-        def read_out() -> None:
-            assert proc.stdout is not None
-            out.extend(proc.stdout)
-
-        readers = [threading.Thread(target=read_err, daemon=True), threading.Thread(target=read_out, daemon=True)]
-        for t in readers:
-            t.start()
-        try:
-            proc.wait(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for t in readers:
-            t.join(timeout=10)
-        return p.record(args, proc, "".join(out), "".join(err), time.monotonic() - started)
+        return p.deploy_watching(*args, on_line=on_line, timeout=300)
 
     result, report, t0, t1 = under_load(stage, env, action)
     return Interrupted(result, report, t0, t1, signalled.is_set())
