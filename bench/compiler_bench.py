@@ -66,22 +66,38 @@ class ScaleRow:
 
 def _run(args: list[str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "compiler", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compiler", *args], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"`python -m compiler {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        raise SystemExit(
+            f"`python -m compiler {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+        )
     return elapsed
 
 
 def _instructions(args: list[str]) -> int:
     """Instructions executed by one run, counted by valgrind's callgrind."""
     proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m", "compiler", *args],
-        cwd=REPO_ROOT, capture_output=True, text=True,
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "compiler",
+            *args,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
     )
     found = re.search(r"Collected : (\d+)", proc.stderr)
     if proc.returncode != 0 or found is None:
-        raise SystemExit(f"valgrind on `python -m compiler {' '.join(args)}` failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"valgrind on `python -m compiler {' '.join(args)}` failed:\n{proc.stderr[-2000:]}"
+        )
     return int(found.group(1))
 
 
@@ -97,7 +113,13 @@ def measure_all(commands: dict[str, list[str]], runs: int) -> dict[str, Timing]:
         for name, args in commands.items():
             times[name].append(_run(args))
     return {
-        name: Timing(name, ["python", "-m", "compiler", *args], statistics.median(times[name]), min(times[name]), runs)
+        name: Timing(
+            name,
+            ["python", "-m", "compiler", *args],
+            statistics.median(times[name]),
+            min(times[name]),
+            runs,
+        )
         for name, args in commands.items()
     }
 
@@ -118,18 +140,29 @@ def run(runs: int, sizes: list[int], instructions: bool = False) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix="switchyard-bench-") as tmp:
         d = Path(tmp)
         large, large_rc = write_config(d, **LARGE)
-        headline = measure_all({
-            f"check large ({LARGE['routes']} routes, {large_rc} candidates)": ["check", str(large)],
-            "build --all large (3 environments)": _build_args(large, d / "out-large"),
-            "check gateway.yaml": ["check", "gateway.yaml"],
-        }, runs)
-        configs = {n: write_config(d, n, LARGE["models"], LARGE["providers"]) for n in [TINY_ROUTES, *sizes]}
+        headline = measure_all(
+            {
+                f"check large ({LARGE['routes']} routes, {large_rc} candidates)": [
+                    "check",
+                    str(large),
+                ],
+                "build --all large (3 environments)": _build_args(large, d / "out-large"),
+                "check gateway.yaml": ["check", "gateway.yaml"],
+            },
+            runs,
+        )
+        configs = {
+            n: write_config(d, n, LARGE["models"], LARGE["providers"])
+            for n in [TINY_ROUTES, *sizes]
+        }
         commands: dict[str, list[str]] = {}
         for n, (path, _rc) in configs.items():
             commands[f"check {n}"] = ["check", str(path)]
             commands[f"build {n}"] = _build_args(path, d / f"out-{n}")
         scale = measure_all(commands, runs)
-        counts = {name: _instructions(args) for name, args in commands.items()} if instructions else {}
+        counts = (
+            {name: _instructions(args) for name, args in commands.items()} if instructions else {}
+        )
     tiny_rc = configs[TINY_ROUTES][1]
     tiny_check, tiny_build = scale[f"check {TINY_ROUTES}"], scale[f"build {TINY_ROUTES}"]
     rows: list[ScaleRow] = []
@@ -138,22 +171,35 @@ def run(runs: int, sizes: list[int], instructions: bool = False) -> dict[str, An
         check, build = scale[f"check {n}"], scale[f"build {n}"]
         extra = max(rc - tiny_rc, 1)
         # Per route-candidate from the fastest runs: the least disturbed by other load.
-        rows.append(ScaleRow(
-            n, rc,
-            check.median_s, check.min_s, (check.min_s - tiny_check.min_s) / extra * 1e6,
-            build.median_s, build.min_s, (build.min_s - tiny_build.min_s) / extra * 1e6,
-        ))
-    instruction_rows = [
-        {
-            "routes": n,
-            "route_candidates": configs[n][1],
-            "check_instructions": counts[f"check {n}"],
-            "check_per_rc": (counts[f"check {n}"] - counts[f"check {TINY_ROUTES}"]) / max(configs[n][1] - tiny_rc, 1),
-            "build_instructions": counts[f"build {n}"],
-            "build_per_rc": (counts[f"build {n}"] - counts[f"build {TINY_ROUTES}"]) / max(configs[n][1] - tiny_rc, 1),
-        }
-        for n in sizes
-    ] if counts else []
+        rows.append(
+            ScaleRow(
+                n,
+                rc,
+                check.median_s,
+                check.min_s,
+                (check.min_s - tiny_check.min_s) / extra * 1e6,
+                build.median_s,
+                build.min_s,
+                (build.min_s - tiny_build.min_s) / extra * 1e6,
+            )
+        )
+    instruction_rows = (
+        [
+            {
+                "routes": n,
+                "route_candidates": configs[n][1],
+                "check_instructions": counts[f"check {n}"],
+                "check_per_rc": (counts[f"check {n}"] - counts[f"check {TINY_ROUTES}"])
+                / max(configs[n][1] - tiny_rc, 1),
+                "build_instructions": counts[f"build {n}"],
+                "build_per_rc": (counts[f"build {n}"] - counts[f"build {TINY_ROUTES}"])
+                / max(configs[n][1] - tiny_rc, 1),
+            }
+            for n in sizes
+        ]
+        if counts
+        else []
+    )
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -167,8 +213,10 @@ def run(runs: int, sizes: list[int], instructions: bool = False) -> dict[str, An
             "models": LARGE["models"],
             "providers": LARGE["providers"],
             "baseline": {
-                "routes": TINY_ROUTES, "route_candidates": tiny_rc,
-                "check_min_s": tiny_check.min_s, "build_min_s": tiny_build.min_s,
+                "routes": TINY_ROUTES,
+                "route_candidates": tiny_rc,
+                "check_min_s": tiny_check.min_s,
+                "build_min_s": tiny_build.min_s,
             },
             "rows": [asdict(r) for r in rows],
             "instructions": instruction_rows,
@@ -219,12 +267,21 @@ def text_report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time `python -m compiler` check and build on generated configs.")
+    parser = argparse.ArgumentParser(
+        description="Time `python -m compiler` check and build on generated configs."
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed runs per command (default 5)")
-    parser.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="route counts for the scaling table")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, DEFAULT_SIZES)),
+        help="route counts for the scaling table",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--instructions", action="store_true",
-                        help="also count instructions with valgrind for the scaling table (minutes)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count instructions with valgrind for the scaling table (minutes)",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")

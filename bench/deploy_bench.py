@@ -50,10 +50,12 @@ from tests.deploy_env import DeployProject, DeployResult, Sshd, chat, make_key, 
 from tests.load import Load, LoadReport  # noqa: E402
 
 ENVS = ("staging", "production")
-REQUEST_TIMEOUT_S = 30      # runtime.request_timeout_s, also the drain timeout (as in tests/test_deploy_load.py)
-BASELINE_S = 3.0            # load before the deploy starts; its last 2 s are "before"
-AFTER_S = 1.0               # load after the deploy ends
-CUT_OVER_TAIL_S = 1.0       # the cut-over window ends this long after the `cut over` step
+REQUEST_TIMEOUT_S = (
+    30  # runtime.request_timeout_s, also the drain timeout (as in tests/test_deploy_load.py)
+)
+BASELINE_S = 3.0  # load before the deploy starts; its last 2 s are "before"
+AFTER_S = 1.0  # load after the deploy ends
+CUT_OVER_TAIL_S = 1.0  # the cut-over window ends this long after the `cut over` step
 MAX_GAP_MS = 100.0
 NOOP_TARGET_S = 5.0
 CONFIG_ONLY_TARGET_S = 15.0
@@ -62,14 +64,18 @@ CONFIG_ONLY_TARGET_S = 15.0
 @dataclass
 class Timing:
     env: str
-    kind: str                # first, noop, config-only
+    kind: str  # first, noop, config-only
     seconds: list[float]
     actions: dict[str, str]  # service -> action, of the last run
     steps: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds) of the last run
 
     def summary(self) -> dict[str, float]:
-        return {"runs": len(self.seconds), "median_s": round(statistics.median(self.seconds), 2),
-                "min_s": round(min(self.seconds), 2), "max_s": round(max(self.seconds), 2)}
+        return {
+            "runs": len(self.seconds),
+            "median_s": round(statistics.median(self.seconds), 2),
+            "min_s": round(min(self.seconds), 2),
+            "max_s": round(max(self.seconds), 2),
+        }
 
 
 @dataclass
@@ -78,18 +84,18 @@ class CutOver:
     change: str
     deploy_s: float
     actions: dict[str, str]
-    requests: int            # short requests started during the load
-    streams: int             # streams started during the load
+    requests: int  # short requests started during the load
+    streams: int  # streams started during the load
     failed: int
     streams_cut: int
-    longest_gap_ms: float    # no successful short answer for this long, within the deploy
-    gap_at: str              # when that gap began: seconds into the deploy and the step then running
-    send_gap_ms: float       # the longest time the load sent no short request, within the deploy (the client's own stalls)
+    longest_gap_ms: float  # no successful short answer for this long, within the deploy
+    gap_at: str  # when that gap began: seconds into the deploy and the step then running
+    send_gap_ms: float  # the longest time the load sent no short request, within the deploy (the client's own stalls)
     p99_before_ms: float
     p99_deploy_ms: float
     p99_cut_over_ms: float
     cut_over_window_s: float
-    failures: list[str] = field(default_factory=list)   # the first few, as the load saw them
+    failures: list[str] = field(default_factory=list)  # the first few, as the load saw them
 
 
 @dataclass
@@ -109,7 +115,9 @@ class Deploy:
     result: DeployResult
     started: float
     ended: float
-    steps: list[tuple[float, str]]   # (monotonic time, progress line) of every `-> step` and `   ok` line
+    steps: list[
+        tuple[float, str]
+    ]  # (monotonic time, progress line) of every `-> step` and `   ok` line
 
     def doc(self) -> dict[str, Any]:
         return self.result.json()
@@ -130,7 +138,7 @@ class Deploy:
         """When the step whose line starts with `-> {prefix}` started and ended."""
         for i, (t, line) in enumerate(self.steps):
             if line.startswith(f"-> {prefix}"):
-                end = next((t2 for t2, l2 in self.steps[i + 1:] if not l2.startswith("-> ")), t)
+                end = next((t2 for t2, l2 in self.steps[i + 1 :] if not l2.startswith("-> ")), t)
                 return t, end
         return None
 
@@ -180,16 +188,30 @@ def _set_replicas(project: DeployProject, env: str, n: int) -> None:
     project.commit(f"bench: {env} {n} replicas")
 
 
-def changes(env: str, quick: bool) -> list[tuple[str, Callable[[DeployProject], None], tuple[str, ...]]]:
+def changes(
+    env: str, quick: bool
+) -> list[tuple[str, Callable[[DeployProject], None], tuple[str, ...]]]:
     """(name, the change, deploy.py arguments) of each cut-over measured under load."""
     base = 1 if env == "staging" else 2
     other = 2 if base == 1 else 1
     cases: list[tuple[str, Callable[[DeployProject], None], tuple[str, ...]]] = [
         ("config-only", _add_route, (env, "--yes", "--json")),
-        ("code", lambda p: _touch_runtime(p, f"bench: a code change for {env}"), (env, "--yes", "--json")),
+        (
+            "code",
+            lambda p: _touch_runtime(p, f"bench: a code change for {env}"),
+            (env, "--yes", "--json"),
+        ),
         ("rollback", lambda p: None, (env, "--rollback", "--yes", "--json")),
-        (f"replicas {base}->{other}", lambda p: _set_replicas(p, env, other), (env, "--yes", "--json")),
-        (f"replicas {other}->{base}", lambda p: _set_replicas(p, env, base), (env, "--yes", "--json")),
+        (
+            f"replicas {base}->{other}",
+            lambda p: _set_replicas(p, env, other),
+            (env, "--yes", "--json"),
+        ),
+        (
+            f"replicas {other}->{base}",
+            lambda p: _set_replicas(p, env, base),
+            (env, "--yes", "--json"),
+        ),
     ]
     return cases[:1] if quick and env != "staging" else cases
 
@@ -204,18 +226,30 @@ def _ms(seconds: float) -> float:
 
 def gap_start(report: LoadReport, start: float, end: float) -> float:
     """Where `report.longest_gap(start, end)` begins (the same rule: successful short answers by end time)."""
-    times = [start, *sorted(o.end for o in report.outcomes if o.ok and o.kind != "stream" and start <= o.end <= end), end]
+    times = [
+        start,
+        *sorted(
+            o.end for o in report.outcomes if o.ok and o.kind != "stream" and start <= o.end <= end
+        ),
+        end,
+    ]
     return max(itertools.pairwise(times), key=lambda ab: ab[1] - ab[0])[0]
 
 
 def send_gap(report: LoadReport, start: float, end: float) -> float:
     """The longest time between two short requests' starts within [start, end]: the load is open loop (one every
     25 ms at 40/s), so a long one means the client itself (or the whole machine) stalled, not the server."""
-    times = [start, *sorted(o.start for o in report.outcomes if o.kind != "stream" and start <= o.start <= end), end]
+    times = [
+        start,
+        *sorted(o.start for o in report.outcomes if o.kind != "stream" and start <= o.start <= end),
+        end,
+    ]
     return max(b - a for a, b in itertools.pairwise(times))
 
 
-def cut_over_under_load(project: DeployProject, env: str, key: str, change: str, args: tuple[str, ...]) -> CutOver:
+def cut_over_under_load(
+    project: DeployProject, env: str, key: str, change: str, args: tuple[str, ...]
+) -> CutOver:
     load = Load(project.ports[env], key, rate=40, streams=3, stream_s=8.0).start()
     try:
         time.sleep(BASELINE_S)
@@ -229,15 +263,24 @@ def cut_over_under_load(project: DeployProject, env: str, key: str, change: str,
     failed = report.failed()
     gap = gap_start(report, t0, t1)
     return CutOver(
-        env=env, change=change, deploy_s=round(deploy.result.seconds, 2), actions=deploy.actions(),
-        requests=report.count("keepalive") + report.count("fresh"), streams=report.count("stream"),
-        failed=len(failed), streams_cut=len(report.streams_cut()),
+        env=env,
+        change=change,
+        deploy_s=round(deploy.result.seconds, 2),
+        actions=deploy.actions(),
+        requests=report.count("keepalive") + report.count("fresh"),
+        streams=report.count("stream"),
+        failed=len(failed),
+        streams_cut=len(report.streams_cut()),
         longest_gap_ms=_ms(report.longest_gap(t0, t1)),
-        gap_at=f"+{gap - t0:.2f} s, {deploy.step_at(gap)}", send_gap_ms=_ms(send_gap(report, t0, t1)),
+        gap_at=f"+{gap - t0:.2f} s, {deploy.step_at(gap)}",
+        send_gap_ms=_ms(send_gap(report, t0, t1)),
         p99_before_ms=_ms(report.p(99, max(report.started, t0 - 2.0), t0)),
-        p99_deploy_ms=_ms(report.p(99, t0, t1)), p99_cut_over_ms=_ms(report.p(99, c0, c1)),
+        p99_deploy_ms=_ms(report.p(99, t0, t1)),
+        p99_cut_over_ms=_ms(report.p(99, c0, c1)),
         cut_over_window_s=round(c1 - c0, 2),
-        failures=[f"{o.kind} at +{o.start - t0:.2f} s into the deploy: {o.detail}" for o in failed[:5]],
+        failures=[
+            f"{o.kind} at +{o.start - t0:.2f} s into the deploy: {o.detail}" for o in failed[:5]
+        ],
     )
 
 
@@ -254,7 +297,9 @@ def noop_times(project: DeployProject, env: str, runs: int, log: Callable[[str],
     return Timing(env, "noop", seconds, d.actions(), d.step_seconds())
 
 
-def config_only_times(project: DeployProject, env: str, runs: int, values: Iterator[int], log: Callable[[str], None]) -> Timing:
+def config_only_times(
+    project: DeployProject, env: str, runs: int, values: Iterator[int], log: Callable[[str], None]
+) -> Timing:
     """Deploys that change one limit (a new value each run): runtime.json changes, the image does not."""
     seconds: list[float] = []
     d: Deploy | None = None
@@ -262,7 +307,9 @@ def config_only_times(project: DeployProject, env: str, runs: int, values: Itera
         _set_limit(project, next(values))
         d = run_deploy(project, env, "--yes", "--json")
         if d.actions().get("gateway") != "replace":
-            raise SystemExit(f"{env}: a config-only change should replace the gateways (no rebuild), got {d.actions()}")
+            raise SystemExit(
+                f"{env}: a config-only change should replace the gateways (no rebuild), got {d.actions()}"
+            )
         seconds.append(round(d.result.seconds, 2))
     assert d is not None
     log(f"  {env}: config-only {', '.join(f'{s:.2f}' for s in seconds)} s ({d.actions()})")
@@ -296,17 +343,27 @@ def render(results: Results) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     targets = {"noop": f"< {NOOP_TARGET_S:g} s", "config-only": f"< {CONFIG_ONLY_TARGET_S:g} s"}
-    labels = {"first": "first deploy (images built)", "noop": "no-op", "config-only": "config-only change (cut-over)"}
+    labels = {
+        "first": "first deploy (images built)",
+        "noop": "no-op",
+        "config-only": "config-only change (cut-over)",
+    }
     kinds = list(labels)
     for t in sorted(results.timings, key=lambda t: (ENVS.index(t.env), kinds.index(t.kind))):
         s = t.summary()
         limit = {"noop": NOOP_TARGET_S, "config-only": CONFIG_ONLY_TARGET_S}.get(t.kind)
         verdict = "" if limit is None else (" PASS" if s["median_s"] < limit else " FAIL")
-        lines.append(f"| {t.env} | {labels[t.kind]} | {s['median_s']:.2f} s | {s['min_s']:.2f} s | {s['max_s']:.2f} s | "
-                     f"{s['runs']} | {targets.get(t.kind, '–')}{verdict} |")
+        lines.append(
+            f"| {t.env} | {labels[t.kind]} | {s['median_s']:.2f} s | {s['min_s']:.2f} s | {s['max_s']:.2f} s | "
+            f"{s['runs']} | {targets.get(t.kind, '–')}{verdict} |"
+        )
     for t in results.timings:
         if t.kind == "config-only" and t.steps:
-            lines += ["", f"{t.env}, last config-only deploy, by step: " + "; ".join(f"{_step_name(n)} {s:.2f} s" for n, s in t.steps if s >= 0.05)]
+            lines += [
+                "",
+                f"{t.env}, last config-only deploy, by step: "
+                + "; ".join(f"{_step_name(n)} {s:.2f} s" for n, s in t.steps if s >= 0.05),
+            ]
     lines += [
         "",
         "Cut-overs under load (40 short requests/s, half keep-alive and half on new connections, 3 streams of 8 s "
@@ -320,23 +377,32 @@ def render(results: Results) -> str:
     ]
     for c in results.cut_overs:
         acts = f"{c.actions.get('gateway', '?')} / {c.actions.get('proxy', '?')}"
-        lines.append(f"| {c.env} | {c.change} | {acts} | {c.deploy_s:.1f} s | {c.requests} | {c.streams} | {c.failed} | "
-                     f"{c.streams_cut} | {_f(c.longest_gap_ms)} ms | {_f(c.send_gap_ms)} ms | {_f(c.p99_before_ms)} ms | {_f(c.p99_deploy_ms)} ms | "
-                     f"{_f(c.p99_cut_over_ms)} ms |")
+        lines.append(
+            f"| {c.env} | {c.change} | {acts} | {c.deploy_s:.1f} s | {c.requests} | {c.streams} | {c.failed} | "
+            f"{c.streams_cut} | {_f(c.longest_gap_ms)} ms | {_f(c.send_gap_ms)} ms | {_f(c.p99_before_ms)} ms | {_f(c.p99_deploy_ms)} ms | "
+            f"{_f(c.p99_cut_over_ms)} ms |"
+        )
     lines += ["", "Targets:"]
     for c in results.cut_overs:
         ok = c.failed == 0 and c.streams_cut == 0 and c.longest_gap_ms < MAX_GAP_MS
-        lines.append(f"  {'PASS' if ok else 'FAIL'}  {c.env} {c.change}: {c.failed} failed, {c.streams_cut} streams cut, "
-                     f"longest gap {_f(c.longest_gap_ms)} ms (< {MAX_GAP_MS:.0f} ms) at {c.gap_at}")
+        lines.append(
+            f"  {'PASS' if ok else 'FAIL'}  {c.env} {c.change}: {c.failed} failed, {c.streams_cut} streams cut, "
+            f"longest gap {_f(c.longest_gap_ms)} ms (< {MAX_GAP_MS:.0f} ms) at {c.gap_at}"
+        )
         lines += [f"        {f}" for f in c.failures]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="runs of each timed deploy kind (default 5)")
-    parser.add_argument("--quick", action="store_true",
-                        help="one run of each timed kind; under load, every change for staging, config-only for production")
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs of each timed deploy kind (default 5)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one run of each timed kind; under load, every change for staging, config-only for production",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else max(1, args.runs)
@@ -349,8 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     except pytest.skip.Exception as exc:
         log(f"cannot run: {exc.msg}")
         return 1
-    results = Results(time.strftime("%Y-%m-%d %H:%M"),
-                      {"cpus": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)})
+    results = Results(
+        time.strftime("%Y-%m-%d %H:%M"),
+        {"cpus": os.cpu_count(), "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+    )
     with tempfile.TemporaryDirectory(prefix="sy-deploy-bench-") as tmp:
         try:
             sshd = Sshd(dir=Path(tmp) / "sshd").start()
@@ -386,14 +454,16 @@ def main(argv: list[str] | None = None) -> int:
                     run_deploy(project, env, "--yes", "--json")
                     if not key:
                         key = make_key(project, env)
-                        chat(project.ports[env], key)   # the gateways know the key
+                        chat(project.ports[env], key)  # the gateways know the key
                     log(f"{env}: {name} under load")
                     change(project)
                     c = cut_over_under_load(project, env, key, name, deploy_args)
                     results.cut_overs.append(c)
-                    log(f"  deploy {c.deploy_s:.1f} s, {c.failed} failed, {c.streams_cut} streams cut, longest gap "
+                    log(
+                        f"  deploy {c.deploy_s:.1f} s, {c.failed} failed, {c.streams_cut} streams cut, longest gap "
                         f"{_f(c.longest_gap_ms)} ms at {c.gap_at}, p99 {_f(c.p99_before_ms)} -> {_f(c.p99_deploy_ms)} ms "
-                        f"(cut-over window {_f(c.p99_cut_over_ms)} ms)")
+                        f"(cut-over window {_f(c.p99_cut_over_ms)} ms)"
+                    )
         finally:
             project.cleanup()
             sshd.stop()

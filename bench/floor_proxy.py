@@ -47,9 +47,17 @@ class Floor:
             if not msg.get("more_body"):
                 break
         assert self.transport is not None
-        resp = await self.transport.post(self.upstream, {"content-type": "application/json"}, body, TIMEOUT)
+        resp = await self.transport.post(
+            self.upstream, {"content-type": "application/json"}, body, TIMEOUT
+        )
         ctype = resp.headers.get("content-type") or "application/json"
-        await send({"type": "http.response.start", "status": resp.status, "headers": [(b"content-type", ctype.encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": [(b"content-type", ctype.encode())],
+            }
+        )
         async for piece in resp.iter_any():
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         resp.release()
@@ -61,9 +69,20 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="full URL of the upstream chat-completions endpoint")
+    parser.add_argument(
+        "--upstream", required=True, help="full URL of the upstream chat-completions endpoint"
+    )
     args = parser.parse_args()
-    uvicorn.run(Floor(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning", access_log=False, proxy_headers=False)
+    uvicorn.run(
+        Floor(args.upstream),
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+    )
     return 0
 
 

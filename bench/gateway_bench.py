@@ -64,7 +64,10 @@ UPSTREAM_MODEL = "mock-model"
 UPSTREAM_SECRET = "BENCH_UPSTREAM_KEY"
 FLOOR_SCRIPT = ROOT / "bench" / "floor_proxy.py"
 REQUEST_TIMEOUT_S = 30.0
-MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello in one short sentence."}]
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello in one short sentence."},
+]
 
 # The issue's targets.
 MIN_GATEWAY_RPS = 1000.0  # through the gateway, 16 connections, 0 ms delay
@@ -96,7 +99,9 @@ class Run:
     connections: int
     target: str  # "direct", "gateway", "proxy" (HAProxy in front of the gateway) or "floor"
     wrk: WrkResult
-    gateway_cpu: float | None  # gateway CPU use during a gateway or proxy run, in cores (1.0 = one core busy)
+    gateway_cpu: (
+        float | None
+    )  # gateway CPU use during a gateway or proxy run, in cores (1.0 = one core busy)
     mock_cpu: float
     floor_cpu: float | None = None  # the floor proxy's CPU use during a floor run
     proxy_cpu: float | None = None  # HAProxy's (master + worker) CPU use during a proxy run
@@ -166,12 +171,18 @@ class Report:
     verdicts: list[Verdict] = field(default_factory=list)
     floor: bool = False  # --floor was given
     floor_rows: list[FloorRow] = field(default_factory=list)
-    floor_ttfb_added_ms: dict[str, float] = field(default_factory=dict)  # floor median - direct median
-    floor_errors: dict[str, str] = field(default_factory=dict)  # per phase, why the floor is missing
+    floor_ttfb_added_ms: dict[str, float] = field(
+        default_factory=dict
+    )  # floor median - direct median
+    floor_errors: dict[str, str] = field(
+        default_factory=dict
+    )  # per phase, why the floor is missing
     context: list[str] = field(default_factory=list)
     proxy: bool = False  # --proxy was given
     proxy_rows: list[ProxyRow] = field(default_factory=list)
-    proxy_ttfb_added_ms: dict[str, float] = field(default_factory=dict)  # proxy median - gateway median
+    proxy_ttfb_added_ms: dict[str, float] = field(
+        default_factory=dict
+    )  # proxy median - gateway median
     proxy_verdicts: list[Verdict] = field(default_factory=list)
 
 
@@ -191,7 +202,9 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[IO[bytes]] = []
 
-    def start(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, args: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = log.open("wb")
         self.logs.append(out)
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -217,20 +230,32 @@ class Processes:
         self.logs.clear()
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30.0, headers: dict[str, str] | None = None) -> None:
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Until GET `url` answers 200; fail early if `proc` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1) as resp:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers or {}), timeout=1
+            ) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"{url} did not answer 200 within {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -257,7 +282,12 @@ def runtime_json(upstream_port: int) -> dict[str, Any]:
         "project": "switchyard-bench",
         "environment": ENVIRONMENT,
         "compose_project": f"switchyard-bench-{ENVIRONMENT}",
-        "server": {"port": 8000, "workers": 1, "request_timeout_s": REQUEST_TIMEOUT_S, "data_dir": "/nonexistent"},
+        "server": {
+            "port": 8000,
+            "workers": 1,
+            "request_timeout_s": REQUEST_TIMEOUT_S,
+            "data_dir": "/nonexistent",
+        },
         "allow_explicit_models": False,
         "keys": {"prefix": f"sy_{ENVIRONMENT}_", "environment": ENVIRONMENT},
         "providers": {
@@ -285,21 +315,47 @@ def runtime_json(upstream_port: int) -> dict[str, Any]:
                 "requires": [],
                 "min_context_window": None,
                 "max_cost_per_request_usd": None,
-                "fallback": {"on": ["connect_error", "overloaded", "rate_limited", "server_error", "timeout"], "max_attempts": 2, "first_byte_timeout_s": 10.0},
+                "fallback": {
+                    "on": [
+                        "connect_error",
+                        "overloaded",
+                        "rate_limited",
+                        "server_error",
+                        "timeout",
+                    ],
+                    "max_attempts": 2,
+                    "first_byte_timeout_s": 10.0,
+                },
                 "candidates": [{"provider": "upstream", "model": "model", "weight": None}],
                 "dropped": [],
             },
         },
         "orgs": {"bench": {"routes": None, "allow_explicit_models": None, "byok": None}},
         "limits": {
-            "per_key": {"requests_per_minute": None, "tokens_per_minute": None, "usd_per_day": None, "usd_per_month": None},
+            "per_key": {
+                "requests_per_minute": None,
+                "tokens_per_minute": None,
+                "usd_per_day": None,
+                "usd_per_month": None,
+            },
             "per_org": {"usd_per_day": None, "usd_per_month": None},
             "orgs": {},
         },
-        "logging": {"sink": "sqlite", "url_secret": None, "retention_days": 30, "batch_size": 64, "flush_interval_ms": 20},
+        "logging": {
+            "sink": "sqlite",
+            "url_secret": None,
+            "retention_days": 30,
+            "batch_size": 64,
+            "flush_interval_ms": 20,
+        },
         "cost_reference_request": {"input_tokens": 1000, "output_tokens": 1000},
         "price_table_hash": "sha256:" + "0" * 64,
-        "secrets": {UPSTREAM_SECRET: {"needed_by": "providers.upstream.credentials.api_key", "optional": False}},
+        "secrets": {
+            UPSTREAM_SECRET: {
+                "needed_by": "providers.upstream.credentials.api_key",
+                "optional": False,
+            }
+        },
     }
     # config_hash as the compiler computes it (docs/runtime-config.md).
     import hashlib
@@ -330,22 +386,36 @@ class Phase:
     @property
     def targets(self) -> tuple[str, ...]:
         # The proxy right after the gateway, so that the two runs compared are back to back.
-        return ("direct", "gateway", *(("proxy",) if self.proxy is not None else ()), *(("floor",) if self.floor is not None else ()))
+        return (
+            "direct",
+            "gateway",
+            *(("proxy",) if self.proxy is not None else ()),
+            *(("floor",) if self.floor is not None else ()),
+        )
 
     def port(self, target: str) -> int:
-        return {"direct": self.mock_port, "gateway": self.gateway_port, "proxy": self.proxy_port, "floor": self.floor_port}[target]
+        return {
+            "direct": self.mock_port,
+            "gateway": self.gateway_port,
+            "proxy": self.proxy_port,
+            "floor": self.floor_port,
+        }[target]
 
     def url(self, target: str) -> str:
         return f"http://{HOST}:{self.port(target)}/v1/chat/completions"
 
 
-def start_floor(procs: Processes, work: Path, delay_ms: int, mock_port: int) -> tuple[subprocess.Popen[bytes] | None, int, Path, str | None]:
+def start_floor(
+    procs: Processes, work: Path, delay_ms: int, mock_port: int
+) -> tuple[subprocess.Popen[bytes] | None, int, Path, str | None]:
     """Start the floor proxy in front of the mock: (process or None, port, log, error or None)."""
     port = free_port()
     log = work / f"floor-{delay_ms}ms.log"
     upstream = f"http://{HOST}:{mock_port}/v1/chat/completions"
     try:
-        proc = procs.start([sys.executable, str(FLOOR_SCRIPT), "--port", str(port), "--upstream", upstream], log)
+        proc = procs.start(
+            [sys.executable, str(FLOOR_SCRIPT), "--port", str(port), "--upstream", upstream], log
+        )
     except OSError as exc:
         return None, port, log, f"the floor proxy could not be started: {exc}"
     try:
@@ -356,8 +426,18 @@ def start_floor(procs: Processes, work: Path, delay_ms: int, mock_port: int) -> 
         procs.stop(proc)
         tail = log.read_text(errors="replace").strip() if log.exists() else ""
         last = tail.splitlines()[-1] if tail else "no output"
-        how = f"exited with code {exited}" if exited is not None else "did not answer GET /health within 30 s"
-        return None, port, log, f"the floor proxy {how} at start: {last}" + (f"\nfloor proxy log (end):\n{tail[-2000:]}" if tail else "")
+        how = (
+            f"exited with code {exited}"
+            if exited is not None
+            else "did not answer GET /health within 30 s"
+        )
+        return (
+            None,
+            port,
+            log,
+            f"the floor proxy {how} at start: {last}"
+            + (f"\nfloor proxy log (end):\n{tail[-2000:]}" if tail else ""),
+        )
     return proc, port, log, None
 
 
@@ -374,7 +454,9 @@ def drop_floor(ph: Phase, procs: Processes, reason: str, log: Callable[[str], No
     log(f"  floor FAILED at {ph.delay_ms} ms, going on without it: {reason}")
 
 
-def start_proxy(procs: Processes, work: Path, delay_ms: int, gateway_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_proxy(
+    procs: Processes, work: Path, delay_ms: int, gateway_port: int
+) -> tuple[subprocess.Popen[bytes], int]:
     """HAProxy with the compiler's configuration in front of the gateway: (process, port).
 
     Raises RuntimeError (with HAProxy's words) if the configuration is refused or the proxy
@@ -391,7 +473,9 @@ def start_proxy(procs: Processes, work: Path, delay_ms: int, gateway_port: int) 
 
 
 @contextlib.contextmanager
-def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False, with_proxy: bool = False) -> Iterator[Phase]:
+def phase(
+    procs: Processes, work: Path, delay_ms: int, floor: bool = False, with_proxy: bool = False
+) -> Iterator[Phase]:
     """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them afterwards.
 
     A floor that does not start is no error here: the Phase says why in `floor_error`.
@@ -399,7 +483,17 @@ def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False, with
     """
     mock_port, gw_port = free_port(), free_port()
     mock_log = work / f"mock-{delay_ms}ms.log"
-    mock = procs.start([sys.executable, str(ROOT / "bench" / "mock_upstream.py"), "--port", str(mock_port), "--delay-ms", str(delay_ms)], mock_log)
+    mock = procs.start(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "mock_upstream.py"),
+            "--port",
+            str(mock_port),
+            "--delay-ms",
+            str(delay_ms),
+        ],
+        mock_log,
+    )
     gateway: subprocess.Popen[bytes] | None = None
     floor_proc: subprocess.Popen[bytes] | None = None
     floor_port, floor_log, floor_error = 0, None, None
@@ -408,7 +502,9 @@ def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False, with
     try:
         wait_http(f"http://{HOST}:{mock_port}/health", mock, mock_log)
         if floor:
-            floor_proc, floor_port, floor_log, floor_error = start_floor(procs, work, delay_ms, mock_port)
+            floor_proc, floor_port, floor_log, floor_error = start_floor(
+                procs, work, delay_ms, mock_port
+            )
         config = work / f"runtime-{delay_ms}ms.json"
         config.write_text(json.dumps(runtime_json(mock_port), indent=2, sort_keys=True) + "\n")
         data_dir = work / f"data-{delay_ms}ms"
@@ -416,20 +512,75 @@ def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False, with
         env.pop("SWITCHYARD_DATA_DIR", None)
         gw_log = work / f"gateway-{delay_ms}ms.log"
         gateway = procs.start(
-            [sys.executable, "-m", "runtime", "serve", "--config", str(config), "--port", str(gw_port), "--data-dir", str(data_dir), "--workers", "1", "--log-level", "warning"],
-            gw_log, env,
+            [
+                sys.executable,
+                "-m",
+                "runtime",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(gw_port),
+                "--data-dir",
+                str(data_dir),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            gw_log,
+            env,
         )
         wait_http(f"http://{HOST}:{gw_port}/readyz", gateway, gw_log)
         created = subprocess.run(
-            [sys.executable, "-m", "runtime", "keys", "create", "--env", ENVIRONMENT, "--org", "bench", "--name", "bench", "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+            [
+                sys.executable,
+                "-m",
+                "runtime",
+                "keys",
+                "create",
+                "--env",
+                ENVIRONMENT,
+                "--org",
+                "bench",
+                "--name",
+                "bench",
+                "--data-dir",
+                str(data_dir),
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         key = created.stdout.strip().splitlines()[-1].strip()
         # The gateway reloads its key cache about once a second.
-        wait_http(f"http://{HOST}:{gw_port}/v1/models", gateway, gw_log, timeout=10, headers={"authorization": f"Bearer {key}"})
+        wait_http(
+            f"http://{HOST}:{gw_port}/v1/models",
+            gateway,
+            gw_log,
+            timeout=10,
+            headers={"authorization": f"Bearer {key}"},
+        )
         if with_proxy:
             haproxy, proxy_port = start_proxy(procs, work, delay_ms, gw_port)
-        yield Phase(delay_ms, mock, mock_port, gateway, gw_port, key, data_dir, floor_proc, floor_port, floor_log, floor_error, haproxy, proxy_port)
+        yield Phase(
+            delay_ms,
+            mock,
+            mock_port,
+            gateway,
+            gw_port,
+            key,
+            data_dir,
+            floor_proc,
+            floor_port,
+            floor_log,
+            floor_error,
+            haproxy,
+            proxy_port,
+        )
     finally:
         if haproxy is not None:
             procs.stop(haproxy)
@@ -444,7 +595,9 @@ def phase(procs: Processes, work: Path, delay_ms: int, floor: bool = False, with
 
 
 def request_body(stream: bool) -> bytes:
-    return json.dumps({"model": ROUTE, "messages": MESSAGES, "stream": stream}, separators=(",", ":")).encode()
+    return json.dumps(
+        {"model": ROUTE, "messages": MESSAGES, "stream": stream}, separators=(",", ":")
+    ).encode()
 
 
 def wrk_script(path: Path, stream: bool, key: str) -> Path:
@@ -482,12 +635,30 @@ def parse_wrk(out: str) -> WrkResult:
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if sock:
         errors += sum(int(g) for g in sock.groups())
-    return WrkResult(float(rps.group(1)), pct.get("50", 0.0), pct.get("90", 0.0), pct.get("99", 0.0), int(total.group(1)), errors)
+    return WrkResult(
+        float(rps.group(1)),
+        pct.get("50", 0.0),
+        pct.get("90", 0.0),
+        pct.get("99", 0.0),
+        int(total.group(1)),
+        errors,
+    )
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: float) -> WrkResult:
     threads = 1  # one wrk thread keeps up easily and leaves the second core to the servers
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s", "-s", str(script), url]
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr or proc.stdout}")
@@ -570,7 +741,9 @@ async def _ttfb_series(port: int, key: str, n: int) -> list[float]:
 _TTFB_ERRORS = (OSError, EOFError, RuntimeError, ValueError, asyncio.LimitOverrunError)
 
 
-def measure_ttfb(ph: Phase, procs: Processes, samples: int, log: Callable[[str], None]) -> list[Ttfb]:
+def measure_ttfb(
+    ph: Phase, procs: Processes, samples: int, log: Callable[[str], None]
+) -> list[Ttfb]:
     """TTFB of every target, alternating in blocks so that drift hits all alike.
 
     A failing floor is dropped (with its samples) and the others go on; any other failure raises.
@@ -583,7 +756,9 @@ def measure_ttfb(ph: Phase, procs: Processes, samples: int, log: Callable[[str],
         try:
             return asyncio.run(_ttfb_series(ph.port(target), ph.key, n))
         except _TTFB_ERRORS as exc:
-            drop_floor(ph, procs, f"TTFB against the floor failed: {type(exc).__name__}: {exc}", log)
+            drop_floor(
+                ph, procs, f"TTFB against the floor failed: {type(exc).__name__}: {exc}", log
+            )
             del results["floor"]
             return []
 
@@ -598,7 +773,15 @@ def measure_ttfb(ph: Phase, procs: Processes, samples: int, log: Callable[[str],
     out = []
     for target, times in results.items():
         times.sort()
-        out.append(Ttfb(ph.delay_ms, target, len(times), statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.9))]))
+        out.append(
+            Ttfb(
+                ph.delay_ms,
+                target,
+                len(times),
+                statistics.median(times),
+                times[min(len(times) - 1, int(len(times) * 0.9))],
+            )
+        )
     return out
 
 
@@ -623,12 +806,31 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    wrk = (
+        subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        .stdout.split("\n")[0]
+        .strip()
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "system": platform.platform(), "wrk": wrk, "loadavg_1m_at_start": round(load, 2)}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "wrk": wrk,
+        "loadavg_1m_at_start": round(load, 2),
+    }
 
 
-def _wrk(ph: Phase, procs: Processes, target: str, script: Path, conns: int, duration: float, log: Callable[[str], None]) -> WrkResult | None:
+def _wrk(
+    ph: Phase,
+    procs: Processes,
+    target: str,
+    script: Path,
+    conns: int,
+    duration: float,
+    log: Callable[[str], None],
+) -> WrkResult | None:
     """`run_wrk` against a target. For the floor, a failure drops the floor (None) instead of the phase."""
     if target != "floor":
         result = run_wrk(ph.url(target), script, conns, duration)
@@ -643,16 +845,36 @@ def _wrk(ph: Phase, procs: Processes, target: str, script: Path, conns: int, dur
         drop_floor(ph, procs, f"{how}wrk against the floor failed: {exc}", log)
         return None
     if ph.floor is not None and ph.floor.poll() is not None:
-        drop_floor(ph, procs, f"the floor proxy exited with code {ph.floor.returncode} during a wrk run", log)
+        drop_floor(
+            ph,
+            procs,
+            f"the floor proxy exited with code {ph.floor.returncode} during a wrk run",
+            log,
+        )
         return None
     return result
 
 
-def run_phase(ph: Phase, procs: Processes, work: Path, report: Report, duration: float, warmup: float, ttfb_samples: int, log: Callable[[str], None]) -> None:
+def run_phase(
+    ph: Phase,
+    procs: Processes,
+    work: Path,
+    report: Report,
+    duration: float,
+    warmup: float,
+    ttfb_samples: int,
+    log: Callable[[str], None],
+) -> None:
     """Every wrk case and the TTFB series against every target of one phase, into `report`."""
     if ph.floor_error is not None:
         log(f"  floor FAILED at {ph.delay_ms} ms, going on without it: {ph.floor_error}")
-    scripts = {(stream, target): wrk_script(work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key) for stream in (False, True) for target in ph.targets}
+    scripts = {
+        (stream, target): wrk_script(
+            work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key
+        )
+        for stream in (False, True)
+        for target in ph.targets
+    }
     for stream in (False, True):
         for target in ph.targets:
             _wrk(ph, procs, target, scripts[(stream, target)], 16, warmup, log)
@@ -660,20 +882,48 @@ def run_phase(ph: Phase, procs: Processes, work: Path, report: Report, duration:
         for conns in (1, 16):
             for target in ph.targets:
                 floor_pid = ph.floor.pid if target == "floor" and ph.floor is not None else None
-                proxy_pids = local_haproxy.process_tree(ph.proxy.pid) if target == "proxy" and ph.proxy is not None else []
-                gw0, mock0, t0 = cpu_seconds(ph.gateway.pid), cpu_seconds(ph.mock.pid), time.monotonic()
+                proxy_pids = (
+                    local_haproxy.process_tree(ph.proxy.pid)
+                    if target == "proxy" and ph.proxy is not None
+                    else []
+                )
+                gw0, mock0, t0 = (
+                    cpu_seconds(ph.gateway.pid),
+                    cpu_seconds(ph.mock.pid),
+                    time.monotonic(),
+                )
                 fl0 = cpu_seconds(floor_pid) if floor_pid is not None else 0.0
                 px0 = sum(cpu_seconds(pid) for pid in proxy_pids)
                 result = _wrk(ph, procs, target, scripts[(stream, target)], conns, duration, log)
                 if result is None:
                     continue
                 wall = time.monotonic() - t0
-                gw_cpu = (cpu_seconds(ph.gateway.pid) - gw0) / wall if target in ("gateway", "proxy") else None
+                gw_cpu = (
+                    (cpu_seconds(ph.gateway.pid) - gw0) / wall
+                    if target in ("gateway", "proxy")
+                    else None
+                )
                 fl_cpu = (cpu_seconds(floor_pid) - fl0) / wall if floor_pid is not None else None
-                px_cpu = (sum(cpu_seconds(pid) for pid in proxy_pids) - px0) / wall if proxy_pids else None
-                run = Run(ph.delay_ms, stream, conns, target, result, gw_cpu, (cpu_seconds(ph.mock.pid) - mock0) / wall, fl_cpu, px_cpu)
+                px_cpu = (
+                    (sum(cpu_seconds(pid) for pid in proxy_pids) - px0) / wall
+                    if proxy_pids
+                    else None
+                )
+                run = Run(
+                    ph.delay_ms,
+                    stream,
+                    conns,
+                    target,
+                    result,
+                    gw_cpu,
+                    (cpu_seconds(ph.mock.pid) - mock0) / wall,
+                    fl_cpu,
+                    px_cpu,
+                )
                 report.runs.append(run)
-                log(f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}")
+                log(
+                    f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                )
     report.ttfb += measure_ttfb(ph, procs, ttfb_samples, log)
     report.gateway_rss_mb[f"{ph.delay_ms}ms"] = round(rss_mb(ph.gateway.pid), 1)
     time.sleep(0.3)  # let the writer thread flush its last batch
@@ -695,31 +945,68 @@ def verdicts(report: Report) -> list[Verdict]:
         kind = "stream" if stream else "non-stream"
         gw = _find(report, 0, stream, 16, "gateway")
         if gw is not None:
-            out.append(Verdict(f"≥ {MIN_GATEWAY_RPS:,.0f} req/s via gateway, 16 conn, 0 ms, {kind}", f"{gw.rps:,.0f} req/s", gw.rps >= MIN_GATEWAY_RPS and gw.errors == 0))
+            out.append(
+                Verdict(
+                    f"≥ {MIN_GATEWAY_RPS:,.0f} req/s via gateway, 16 conn, 0 ms, {kind}",
+                    f"{gw.rps:,.0f} req/s",
+                    gw.rps >= MIN_GATEWAY_RPS and gw.errors == 0,
+                )
+            )
     for stream in (False, True):
         for conns in (1, 16):
             kind = "stream" if stream else "non-stream"
-            d, g = _find(report, 20, stream, conns, "direct"), _find(report, 20, stream, conns, "gateway")
+            d, g = (
+                _find(report, 20, stream, conns, "direct"),
+                _find(report, 20, stream, conns, "gateway"),
+            )
             if d is not None and g is not None and d.rps > 0:
                 ratio = g.rps / d.rps
-                out.append(Verdict(f"≥ {MIN_RATIO_20MS:.0%} of direct, 20 ms, {conns} conn, {kind}", f"{ratio:.1%} ({g.rps:,.0f} / {d.rps:,.0f})", ratio >= MIN_RATIO_20MS and g.errors == 0))
+                out.append(
+                    Verdict(
+                        f"≥ {MIN_RATIO_20MS:.0%} of direct, 20 ms, {conns} conn, {kind}",
+                        f"{ratio:.1%} ({g.rps:,.0f} / {d.rps:,.0f})",
+                        ratio >= MIN_RATIO_20MS and g.errors == 0,
+                    )
+                )
     for delay in (0, 20):
         for stream in (False, True):
             kind = "stream" if stream else "non-stream"
-            d, g = _find(report, delay, stream, 1, "direct"), _find(report, delay, stream, 1, "gateway")
+            d, g = (
+                _find(report, delay, stream, 1, "direct"),
+                _find(report, delay, stream, 1, "gateway"),
+            )
             if d is not None and g is not None:
                 added = g.p50_ms - d.p50_ms
-                out.append(Verdict(f"added p50 ≤ {MAX_ADDED_P50_MS} ms, 1 conn, {delay} ms, {kind}", f"+{added:.2f} ms ({g.p50_ms:.2f} vs {d.p50_ms:.2f})", added <= MAX_ADDED_P50_MS))
+                out.append(
+                    Verdict(
+                        f"added p50 ≤ {MAX_ADDED_P50_MS} ms, 1 conn, {delay} ms, {kind}",
+                        f"+{added:.2f} ms ({g.p50_ms:.2f} vs {d.p50_ms:.2f})",
+                        added <= MAX_ADDED_P50_MS,
+                    )
+                )
     for delay in (0, 20):
         by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
         if "direct" in by and "gateway" in by:
             added = by["gateway"].median_ms - by["direct"].median_ms
-            out.append(Verdict(f"added TTFB ≤ {MAX_ADDED_TTFB_MS} ms (median), stream, {delay} ms", f"+{added:.2f} ms ({by['gateway'].median_ms:.2f} vs {by['direct'].median_ms:.2f})", added <= MAX_ADDED_TTFB_MS))
+            out.append(
+                Verdict(
+                    f"added TTFB ≤ {MAX_ADDED_TTFB_MS} ms (median), stream, {delay} ms",
+                    f"+{added:.2f} ms ({by['gateway'].median_ms:.2f} vs {by['direct'].median_ms:.2f})",
+                    added <= MAX_ADDED_TTFB_MS,
+                )
+            )
     return out
 
 
 def _run(report: Report, delay: int, stream: bool, conns: int, target: str) -> Run | None:
-    return next((r for r in report.runs if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, target)), None)
+    return next(
+        (
+            r
+            for r in report.runs
+            if (r.delay_ms, r.stream, r.connections, r.target) == (delay, stream, conns, target)
+        ),
+        None,
+    )
 
 
 def floor_rows(report: Report) -> list[FloorRow]:
@@ -728,14 +1015,25 @@ def floor_rows(report: Report) -> list[FloorRow]:
     for delay in sorted({r.delay_ms for r in report.runs}):
         for stream in (False, True):
             for conns in (1, 16):
-                d, g, f = (_find(report, delay, stream, conns, t) for t in ("direct", "gateway", "floor"))
+                d, g, f = (
+                    _find(report, delay, stream, conns, t) for t in ("direct", "gateway", "floor")
+                )
                 if d is None or g is None or f is None:
                     continue
-                rows.append(FloorRow(
-                    delay, stream, conns, d.rps, g.rps, f.rps,
-                    round(f.rps / d.rps, 4) if d.rps else 0.0, round(g.rps / f.rps, 4) if f.rps else 0.0,
-                    f.p50_ms, round(f.p50_ms - d.p50_ms, 3),
-                ))
+                rows.append(
+                    FloorRow(
+                        delay,
+                        stream,
+                        conns,
+                        d.rps,
+                        g.rps,
+                        f.rps,
+                        round(f.rps / d.rps, 4) if d.rps else 0.0,
+                        round(g.rps / f.rps, 4) if f.rps else 0.0,
+                        f.p50_ms,
+                        round(f.p50_ms - d.p50_ms, 3),
+                    )
+                )
     return rows
 
 
@@ -755,14 +1053,30 @@ def proxy_rows(report: Report) -> list[ProxyRow]:
     for delay in sorted({r.delay_ms for r in report.runs}):
         for stream in (False, True):
             for conns in (1, 16):
-                g, p = _run(report, delay, stream, conns, "gateway"), _run(report, delay, stream, conns, "proxy")
+                g, p = (
+                    _run(report, delay, stream, conns, "gateway"),
+                    _run(report, delay, stream, conns, "proxy"),
+                )
                 if g is None or p is None:
                     continue
-                rows.append(ProxyRow(
-                    delay, stream, conns, g.wrk.rps, p.wrk.rps, round(p.wrk.rps / g.wrk.rps, 4) if g.wrk.rps else 0.0,
-                    g.wrk.p50_ms, g.wrk.p99_ms, p.wrk.p50_ms, p.wrk.p99_ms, round(p.wrk.p50_ms - g.wrk.p50_ms, 3),
-                    round(p.proxy_cpu or 0.0, 3), round(p.gateway_cpu or 0.0, 3), p.wrk.errors,
-                ))
+                rows.append(
+                    ProxyRow(
+                        delay,
+                        stream,
+                        conns,
+                        g.wrk.rps,
+                        p.wrk.rps,
+                        round(p.wrk.rps / g.wrk.rps, 4) if g.wrk.rps else 0.0,
+                        g.wrk.p50_ms,
+                        g.wrk.p99_ms,
+                        p.wrk.p50_ms,
+                        p.wrk.p99_ms,
+                        round(p.wrk.p50_ms - g.wrk.p50_ms, 3),
+                        round(p.proxy_cpu or 0.0, 3),
+                        round(p.gateway_cpu or 0.0, 3),
+                        p.wrk.errors,
+                    )
+                )
     return rows
 
 
@@ -782,21 +1096,31 @@ def proxy_verdicts(report: Report) -> list[Verdict]:
     for row in report.proxy_rows:
         kind = "stream" if row.stream else "non-stream"
         if row.connections == 1:
-            out.append(Verdict(f"proxy adds ≤ {MAX_PROXY_ADDED_P50_MS} ms p50, 1 conn, {row.delay_ms} ms, {kind}",
-                               f"{row.added_p50_ms:+.2f} ms ({row.proxy_p50_ms:.2f} vs {row.gateway_p50_ms:.2f})",
-                               row.added_p50_ms <= MAX_PROXY_ADDED_P50_MS and row.errors == 0))
+            out.append(
+                Verdict(
+                    f"proxy adds ≤ {MAX_PROXY_ADDED_P50_MS} ms p50, 1 conn, {row.delay_ms} ms, {kind}",
+                    f"{row.added_p50_ms:+.2f} ms ({row.proxy_p50_ms:.2f} vs {row.gateway_p50_ms:.2f})",
+                    row.added_p50_ms <= MAX_PROXY_ADDED_P50_MS and row.errors == 0,
+                )
+            )
         else:
-            out.append(Verdict(f"proxy keeps ≥ {MIN_PROXY_RATIO:.0%} of throughput, 16 conn, {row.delay_ms} ms, {kind}",
-                               f"{row.ratio:.1%} ({row.proxy_rps:,.0f} / {row.gateway_rps:,.0f} req/s)",
-                               row.ratio >= MIN_PROXY_RATIO and row.errors == 0))
+            out.append(
+                Verdict(
+                    f"proxy keeps ≥ {MIN_PROXY_RATIO:.0%} of throughput, 16 conn, {row.delay_ms} ms, {kind}",
+                    f"{row.ratio:.1%} ({row.proxy_rps:,.0f} / {row.gateway_rps:,.0f} req/s)",
+                    row.ratio >= MIN_PROXY_RATIO and row.errors == 0,
+                )
+            )
     return out
 
 
 def render_proxy(report: Report) -> list[str]:
     """The through-HAProxy table, its TTFB line and its verdicts."""
     lines = [
-        "", f"Through HAProxy ({report.machine.get('haproxy', 'haproxy')}; the compiler's haproxy.cfg, bench/local_haproxy.py): "
-        "client -> HAProxy -> gateway -> mock, against client -> gateway -> mock. ratio = proxy / gateway.", "",
+        "",
+        f"Through HAProxy ({report.machine.get('haproxy', 'haproxy')}; the compiler's haproxy.cfg, bench/local_haproxy.py): "
+        "client -> HAProxy -> gateway -> mock, against client -> gateway -> mock. ratio = proxy / gateway.",
+        "",
         "| delay | mode | conn | gateway req/s | via proxy req/s | ratio | gateway p50 / p99 ms | via proxy p50 / p99 ms | added p50 ms | HAProxy CPU | gateway CPU (proxy run) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -812,11 +1136,19 @@ def render_proxy(report: Report) -> list[str]:
         for key, added in report.proxy_ttfb_added_ms.items():
             delay = int(key.removesuffix("ms"))
             p = by[(delay, "proxy")]
-            parts.append(f"{delay} ms: {p.median_ms:.2f} / {p.p90_ms:.2f} ms median / p90, {added:+.2f} ms over the gateway")
+            parts.append(
+                f"{delay} ms: {p.median_ms:.2f} / {p.p90_ms:.2f} ms median / p90, {added:+.2f} ms over the gateway"
+            )
         lines += ["", "TTFB through HAProxy: " + "; ".join(parts)]
     errors = sum(r.wrk.errors for r in report.runs if r.target == "proxy")
-    lines += [f"wrk errors through the proxy (non-2xx + socket): {errors}", "", "Proxy targets (HAProxy vs the gateway called directly):"]
-    lines += [f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.proxy_verdicts]
+    lines += [
+        f"wrk errors through the proxy (non-2xx + socket): {errors}",
+        "",
+        "Proxy targets (HAProxy vs the gateway called directly):",
+    ]
+    lines += [
+        f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.proxy_verdicts
+    ]
     return lines
 
 
@@ -829,21 +1161,31 @@ def floor_context(report: Report) -> list[str]:
     delay = 20
     if not any(r.delay_ms == delay for r in report.runs):
         return [f"  (no {delay} ms phase in this run)"]
-    if f"{delay}ms" in report.floor_errors and not any(r.delay_ms == delay and r.target == "floor" for r in report.runs):
-        return [f"  the floor was not measured at {delay} ms: {_first_line(report.floor_errors[f'{delay}ms'])}"]
+    if f"{delay}ms" in report.floor_errors and not any(
+        r.delay_ms == delay and r.target == "floor" for r in report.runs
+    ):
+        return [
+            f"  the floor was not measured at {delay} ms: {_first_line(report.floor_errors[f'{delay}ms'])}"
+        ]
     out = []
     for row in report.floor_rows:
         if row.delay_ms == delay:
             kind = "stream" if row.stream else "non-stream"
-            out.append(f"  {delay} ms, {kind}, {row.connections} conn: gateway / floor {row.gateway_over_floor:.1%} "
-                       f"({row.gateway_rps:,.0f} / {row.floor_rps:,.0f} req/s); floor / direct {row.floor_ratio:.1%}")
+            out.append(
+                f"  {delay} ms, {kind}, {row.connections} conn: gateway / floor {row.gateway_over_floor:.1%} "
+                f"({row.gateway_rps:,.0f} / {row.floor_rps:,.0f} req/s); floor / direct {row.floor_ratio:.1%}"
+            )
     by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
     if "direct" in by and "gateway" in by and "floor" in by:
         fl = by["floor"].median_ms - by["direct"].median_ms
         gw = by["gateway"].median_ms - by["direct"].median_ms
-        out.append(f"  TTFB, {delay} ms: the floor adds {fl:+.2f} ms (median) over direct, the gateway {gw:+.2f} ms, so {gw - fl:+.2f} ms is the gateway's own")
+        out.append(
+            f"  TTFB, {delay} ms: the floor adds {fl:+.2f} ms (median) over direct, the gateway {gw:+.2f} ms, so {gw - fl:+.2f} ms is the gateway's own"
+        )
     elif f"{delay}ms" in report.floor_errors:
-        out.append(f"  TTFB, {delay} ms: no floor figure: {_first_line(report.floor_errors[f'{delay}ms'])}")
+        out.append(
+            f"  TTFB, {delay} ms: no floor figure: {_first_line(report.floor_errors[f'{delay}ms'])}"
+        )
     return out
 
 
@@ -859,51 +1201,81 @@ def render(report: Report) -> str:
         f"wrk -t1, {report.duration_s:g} s per run; the gateway: 1 worker, SQLite request log on. CPU = cores busy during the run.",
     ]
     if fl:
-        lines.append("floor = bench/floor_proxy.py (uvicorn relaying bytes through the gateway's transport; no gateway work); floor ratio = floor / direct.")
+        lines.append(
+            "floor = bench/floor_proxy.py (uvicorn relaying bytes through the gateway's transport; no gateway work); floor ratio = floor / direct."
+        )
     lines += [
         "",
-        "| delay | mode | conn | direct req/s | gateway req/s | ratio |" + (" floor req/s | floor ratio |" if fl else "")
+        "| delay | mode | conn | direct req/s | gateway req/s | ratio |"
+        + (" floor req/s | floor ratio |" if fl else "")
         + " direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU | mock CPU (gw run) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if fl else "") + " ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |"
+        + (" ---: | ---: |" if fl else "")
+        + " ---: | ---: | ---: | ---: | ---: |",
     ]
     for delay in sorted({r.delay_ms for r in report.runs}):
         for stream in (False, True):
             for conns in (1, 16):
-                d, g, f = (_run(report, delay, stream, conns, t) for t in ("direct", "gateway", "floor"))
+                d, g, f = (
+                    _run(report, delay, stream, conns, t) for t in ("direct", "gateway", "floor")
+                )
                 if d is None or g is None:
                     continue
                 ratio = g.wrk.rps / d.wrk.rps if d.wrk.rps else 0.0
                 floor_cells = ""
                 if fl:
                     f_rps = None if f is None else f"{f.wrk.rps:,.0f}"
-                    f_ratio = None if f is None else f"{f.wrk.rps / d.wrk.rps if d.wrk.rps else 0.0:.1%}"
+                    f_ratio = (
+                        None if f is None else f"{f.wrk.rps / d.wrk.rps if d.wrk.rps else 0.0:.1%}"
+                    )
                     floor_cells = f" {_na(f_rps)} | {_na(f_ratio)} |"
                 lines.append(
                     f"| {delay} ms | {'stream' if stream else 'non-stream'} | {conns} | {d.wrk.rps:,.0f} | {g.wrk.rps:,.0f} | {ratio:.1%} |{floor_cells} "
                     f"{d.wrk.p50_ms:.2f} / {d.wrk.p99_ms:.2f} | {g.wrk.p50_ms:.2f} / {g.wrk.p99_ms:.2f} | {g.wrk.p50_ms - d.wrk.p50_ms:+.2f} | "
                     f"{g.gateway_cpu or 0:.2f} | {g.mock_cpu:.2f} |"
                 )
-    lines += ["", "Time to first content byte of a stream (sequential requests, one keep-alive connection):", "",
-              "| delay | direct median / p90 ms | gateway median / p90 ms | added median ms |" + (" floor median / p90 ms | floor added ms |" if fl else "") + " samples |",
-              "| ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if fl else "") + " ---: |"]
+    lines += [
+        "",
+        "Time to first content byte of a stream (sequential requests, one keep-alive connection):",
+        "",
+        "| delay | direct median / p90 ms | gateway median / p90 ms | added median ms |"
+        + (" floor median / p90 ms | floor added ms |" if fl else "")
+        + " samples |",
+        "| ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if fl else "") + " ---: |",
+    ]
     for delay in sorted({t.delay_ms for t in report.ttfb}):
         by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
         td, tg, tf = by["direct"], by["gateway"], by.get("floor")
         floor_cells = ""
         if fl:
-            floor_cells = (f" {tf.median_ms:.2f} / {tf.p90_ms:.2f} | {tf.median_ms - td.median_ms:+.2f} |" if tf is not None else " – | – |")
-        lines.append(f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} |{floor_cells} {tg.samples} |")
+            floor_cells = (
+                f" {tf.median_ms:.2f} / {tf.p90_ms:.2f} | {tf.median_ms - td.median_ms:+.2f} |"
+                if tf is not None
+                else " – | – |"
+            )
+        lines.append(
+            f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} |{floor_cells} {tg.samples} |"
+        )
     errors = sum(r.wrk.errors for r in report.runs if r.target in ("direct", "gateway"))
-    lines += ["", f"Gateway RSS after each phase: {', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
-              f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}"]
+    lines += [
+        "",
+        f"Gateway RSS after each phase: {', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
+        f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}",
+    ]
     if fl:
         floor_errors = sum(r.wrk.errors for r in report.runs if r.target == "floor")
         lines.append(f"Floor wrk errors (non-2xx + socket): {floor_errors}")
-        lines += [f"FLOOR FAILED at {k}, that phase has no (or partial) floor figures: {_first_line(v)}" for k, v in report.floor_errors.items()]
+        lines += [
+            f"FLOOR FAILED at {k}, that phase has no (or partial) floor figures: {_first_line(v)}"
+            for k, v in report.floor_errors.items()
+        ]
     lines += ["", "Targets:"]
     lines += [f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.verdicts]
     if fl:
-        lines += ["", "Context (not targets): gateway / floor is what the gateway's own work costs; floor / direct is what uvicorn and one more hop cost."]
+        lines += [
+            "",
+            "Context (not targets): gateway / floor is what the gateway's own work costs; floor / direct is what uvicorn and one more hop cost.",
+        ]
         lines += report.context
     if report.proxy:
         lines += render_proxy(report)
@@ -911,15 +1283,40 @@ def render(report: Report) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark the gateway against the mock upstream called directly (a report, not a test).")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
-    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 s warm-up, 80 TTFB samples")
-    parser.add_argument("--delays", default="0,20", help="upstream delays in ms, comma-separated (default 0,20)")
-    parser.add_argument("--ttfb-samples", type=int, default=400, help="streamed requests per target for TTFB (default 400)")
+    parser = argparse.ArgumentParser(
+        description="Benchmark the gateway against the mock upstream called directly (a report, not a test)."
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per wrk run (default 10)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="2 s runs, 1 s warm-up, 80 TTFB samples"
+    )
+    parser.add_argument(
+        "--delays", default="0,20", help="upstream delays in ms, comma-separated (default 0,20)"
+    )
+    parser.add_argument(
+        "--ttfb-samples",
+        type=int,
+        default=400,
+        help="streamed requests per target for TTFB (default 400)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, runtime.json, request log)")
-    parser.add_argument("--floor", action="store_true", help="also measure bench/floor_proxy.py (uvicorn relaying bytes) as a third target")
-    parser.add_argument("--proxy", action="store_true", help="also measure the gateway through HAProxy with the compiler's haproxy.cfg")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (logs, runtime.json, request log)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/floor_proxy.py (uvicorn relaying bytes) as a third target",
+    )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="also measure the gateway through HAProxy with the compiler's haproxy.cfg",
+    )
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     warmup = 1.0 if args.quick else 3.0
@@ -929,18 +1326,28 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    report = Report(time.strftime("%Y-%m-%d %H:%M"), machine(), duration, floor=args.floor, proxy=args.proxy)
+    report = Report(
+        time.strftime("%Y-%m-%d %H:%M"), machine(), duration, floor=args.floor, proxy=args.proxy
+    )
     if args.proxy:
         report.machine["haproxy"] = local_haproxy.version()
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     try:
         for delay in delays:
-            extras = [name for name, on in (("the floor", args.floor), ("HAProxy", args.proxy)) if on]
-            log(f"upstream delay {delay} ms: starting the mock, the gateway{''.join(f', {e}' for e in extras)}")
+            extras = [
+                name for name, on in (("the floor", args.floor), ("HAProxy", args.proxy)) if on
+            ]
+            log(
+                f"upstream delay {delay} ms: starting the mock, the gateway{''.join(f', {e}' for e in extras)}"
+            )
             with phase(procs, work, delay, args.floor, args.proxy) as ph:
                 floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""
-                proxy_pid = f", HAProxy pid {ph.proxy.pid} (master), port {ph.proxy_port}" if ph.proxy is not None else ""
+                proxy_pid = (
+                    f", HAProxy pid {ph.proxy.pid} (master), port {ph.proxy_port}"
+                    if ph.proxy is not None
+                    else ""
+                )
                 log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}{floor_pid}{proxy_pid}")
                 run_phase(ph, procs, work, report, duration, warmup, samples, log)
     except (RuntimeError, subprocess.SubprocessError, OSError, EOFError) as exc:

@@ -31,7 +31,15 @@ TIERS: tuple[tuple[str, ...], ...] = (
     ("streaming", "tools", "json_mode"),
     ("streaming", "tools", "json_mode", "json_schema", "parallel_tool_calls"),
     ("streaming", "tools", "json_mode", "json_schema", "parallel_tool_calls", "vision"),
-    ("streaming", "tools", "json_mode", "json_schema", "parallel_tool_calls", "vision", "reasoning"),
+    (
+        "streaming",
+        "tools",
+        "json_mode",
+        "json_schema",
+        "parallel_tool_calls",
+        "vision",
+        "reasoning",
+    ),
 )
 TIER_WEIGHTS = (1, 1, 2, 3, 3, 2)
 CONTEXT_WINDOWS = (8192, 32768, 65536, 128000, 200000, 1048576)
@@ -41,10 +49,44 @@ FAMILIES = {
     "gemini": ("gemini-flash", "gemini-pro", "gemini-flash-lite"),
     "openai-compatible": ("llama", "qwen", "mistral", "deepseek", "mixtral"),
 }
-HOSTS = ("api.together.xyz/v1", "api.groq.com/openai/v1", "api.fireworks.ai/inference/v1", "vllm.internal.example/v1")
-TEAMS = ("support", "search", "billing", "docs", "sales", "ops", "growth", "legal", "mobile", "risk")
-TASKS = ("chat", "summarize", "extract", "classify", "translate", "rerank", "draft", "qa", "agent", "moderate")
-ERROR_CLASSES = ("rate_limited", "server_error", "timeout", "connect_error", "overloaded", "context_length")
+HOSTS = (
+    "api.together.xyz/v1",
+    "api.groq.com/openai/v1",
+    "api.fireworks.ai/inference/v1",
+    "vllm.internal.example/v1",
+)
+TEAMS = (
+    "support",
+    "search",
+    "billing",
+    "docs",
+    "sales",
+    "ops",
+    "growth",
+    "legal",
+    "mobile",
+    "risk",
+)
+TASKS = (
+    "chat",
+    "summarize",
+    "extract",
+    "classify",
+    "translate",
+    "rerank",
+    "draft",
+    "qa",
+    "agent",
+    "moderate",
+)
+ERROR_CLASSES = (
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connect_error",
+    "overloaded",
+    "context_length",
+)
 ENVIRONMENTS = ("staging", "canary", "production")
 SSH_HOST = "gw1.internal.example.com"
 
@@ -76,7 +118,11 @@ def _providers(rng: random.Random, n: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for i in range(n):
         adapter = ADAPTER_MIX[i % len(ADAPTER_MIX)]
-        pid = f"{adapter.split('-')[0]}-{i:02d}" if adapter != "openai-compatible" else f"compat-{i:02d}"
+        pid = (
+            f"{adapter.split('-')[0]}-{i:02d}"
+            if adapter != "openai-compatible"
+            else f"compat-{i:02d}"
+        )
         spec: dict[str, Any] = {"adapter": adapter}
         if adapter == "openai-compatible":
             spec["base_url"] = f"https://{rng.choice(HOSTS)}"
@@ -115,7 +161,9 @@ def _models(rng: random.Random, providers: dict[str, dict[str, Any]], n: int) ->
     return models
 
 
-def _routes(rng: random.Random, n: int, models: list[_Model], core: set[str]) -> dict[str, dict[str, Any]]:
+def _routes(
+    rng: random.Random, n: int, models: list[_Model], core: set[str]
+) -> dict[str, dict[str, Any]]:
     by_tier = [[m for m in models if m.tier >= t] for t in range(len(TIERS))]
     core_by_tier = [[m for m in ms if m.provider in core] for ms in by_tier]
     routes: dict[str, dict[str, Any]] = {}
@@ -141,7 +189,9 @@ def _routes(rng: random.Random, n: int, models: list[_Model], core: set[str]) ->
         if strategy == "weighted":
             weights = [rng.choice((0, 5, 10, 20, 30, 50, 70)) for _ in picked]
             weights[0] = max(weights[0], 10)
-            body["candidates"] = [{"model": m.ref, "weight": w} for m, w in zip(picked, weights, strict=True)]
+            body["candidates"] = [
+                {"model": m.ref, "weight": w} for m, w in zip(picked, weights, strict=True)
+            ]
         else:
             body["candidates"] = [m.ref for m in picked]
         if declared:
@@ -155,7 +205,9 @@ def _routes(rng: random.Random, n: int, models: list[_Model], core: set[str]) ->
         if rng.random() < 0.5:
             fallback: dict[str, Any] = {"max_attempts": rng.randint(1, max(1, min(count, 5)))}
             if rng.random() < 0.5:
-                fallback["on"] = sorted(rng.sample(ERROR_CLASSES, rng.randint(2, len(ERROR_CLASSES))))
+                fallback["on"] = sorted(
+                    rng.sample(ERROR_CLASSES, rng.randint(2, len(ERROR_CLASSES)))
+                )
             if rng.random() < 0.5:
                 fallback["first_byte_timeout_s"] = rng.choice((5, 10, 20, 30))
             body["fallback"] = fallback
@@ -163,13 +215,17 @@ def _routes(rng: random.Random, n: int, models: list[_Model], core: set[str]) ->
     return routes
 
 
-def _orgs(rng: random.Random, n: int, route_names: list[str], core: list[str]) -> dict[str, dict[str, Any]]:
+def _orgs(
+    rng: random.Random, n: int, route_names: list[str], core: list[str]
+) -> dict[str, dict[str, Any]]:
     orgs: dict[str, dict[str, Any]] = {}
     for i in range(n):
         oid = f"org-{i:03d}"
         body: dict[str, Any] = {"description": f"Tenant {i}"}
         if i % 3 == 1:
-            body["routes"] = sorted(rng.sample(route_names, min(len(route_names), rng.randint(3, 40))))
+            body["routes"] = sorted(
+                rng.sample(route_names, min(len(route_names), rng.randint(3, 40)))
+            )
         if i % 4 == 2:
             body["allow_explicit_models"] = False
         if i % 5 == 3:
@@ -181,7 +237,9 @@ def _orgs(rng: random.Random, n: int, route_names: list[str], core: list[str]) -
     return orgs
 
 
-def generate(routes: int, models: int, providers: int, *, seed: int = 0, orgs: int | None = None) -> dict[str, Any]:
+def generate(
+    routes: int, models: int, providers: int, *, seed: int = 0, orgs: int | None = None
+) -> dict[str, Any]:
     """The config as plain data, ready to dump as YAML."""
     if providers < 1 or models < providers or routes < 1:
         raise ValueError("need at least one provider, one model per provider and one route")
@@ -191,7 +249,7 @@ def generate(routes: int, models: int, providers: int, *, seed: int = 0, orgs: i
     pids = list(provs)
     # Providers every environment allows (and BYOK may use); the rest are subject to policy.
     core = pids[: max(1, len(pids) // 3)]
-    rest = pids[len(core):]
+    rest = pids[len(core) :]
     route_map = _routes(rng, routes, model_list, set(core))
     org_map = _orgs(rng, orgs if orgs is not None else max(3, routes // 50), list(route_map), core)
 
@@ -200,17 +258,26 @@ def generate(routes: int, models: int, providers: int, *, seed: int = 0, orgs: i
         "canary": sorted(rng.sample(rest, len(rest) // 4)) if rest else [],
         "production": [],
     }
-    production_allowed = sorted([*core, *rng.sample(rest, len(rest) // 2)]) if rest else sorted(core)
+    production_allowed = (
+        sorted([*core, *rng.sample(rest, len(rest) // 2)]) if rest else sorted(core)
+    )
     budgeted = [oid for oid in org_map][: max(1, len(org_map) // 4)]
     byok_keys = sorted(b["byok"]["encryption_key"] for b in org_map.values() if "byok" in b)
 
     envs: dict[str, Any] = {}
     for k, env_name in enumerate(ENVIRONMENTS):
-        allowed = production_allowed if env_name == "production" else [p for p in pids if p not in blocked_in[env_name]]
+        allowed = (
+            production_allowed
+            if env_name == "production"
+            else [p for p in pids if p not in blocked_in[env_name]]
+        )
         names: list[str] = []
         for pid in allowed:
             creds = provs[pid]["credentials"]
-            names += [creds["api_key"], *([creds["organization"]] if "organization" in creds else [])]
+            names += [
+                creds["api_key"],
+                *([creds["organization"]] if "organization" in creds else []),
+            ]
         names += byok_keys
         secrets: dict[str, Any] = {}
         for secret in sorted(names):
@@ -250,19 +317,29 @@ def generate(routes: int, models: int, providers: int, *, seed: int = 0, orgs: i
         "routes": route_map,
         "orgs": org_map,
         "limits": {
-            "per_key": {"requests_per_minute": 600, "tokens_per_minute": 400000, "usd_per_day": 100},
+            "per_key": {
+                "requests_per_minute": 600,
+                "tokens_per_minute": 400000,
+                "usd_per_day": 100,
+            },
             "per_org": {"usd_per_day": 500, "usd_per_month": 10000},
             "orgs": {oid: {"usd_per_month": 1000 + 250 * i} for i, oid in enumerate(budgeted)},
         },
         "logging": {"sink": "sqlite", "retention_days": 30, "batch_size": 512},
-        "runtime": {"base_image": "python:3.11-slim-bookworm", "workers": 2, "allow_explicit_models": True},
+        "runtime": {
+            "base_image": "python:3.11-slim-bookworm",
+            "workers": 2,
+            "allow_explicit_models": True,
+        },
         "environments": envs,
     }
 
 
 def render(config: dict[str, Any]) -> str:
     """The config as YAML text: block style, leaf lists and mappings inline, keys in order."""
-    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=10_000, allow_unicode=True)
+    body = yaml.safe_dump(
+        config, sort_keys=False, default_flow_style=None, width=10_000, allow_unicode=True
+    )
     return "# Generated by bench/gen_config.py — do not edit.\n" + body
 
 
@@ -276,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="-", help="output file, or - for stdout")
     args = parser.parse_args(argv)
     try:
-        text = render(generate(args.routes, args.models, args.providers, seed=args.seed, orgs=args.orgs))
+        text = render(
+            generate(args.routes, args.models, args.providers, seed=args.seed, orgs=args.orgs)
+        )
     except ValueError as exc:
         parser.error(str(exc))
     if args.out == "-":

@@ -32,33 +32,51 @@ HOST = "127.0.0.1"
 
 def bench_config(request_timeout_s: float) -> GatewayConfig:
     """The smallest gateway.yaml whose proxy settings are the defaults and whose request timeout is the bench gateway's."""
-    return GatewayConfig.model_validate({
-        "version": 1,
-        "project": "switchyard-bench",
-        "providers": {"upstream": {"adapter": "openai-compatible", "base_url": "http://127.0.0.1:9/v1",
-                                   "models": {"model": {"context_window": 128000}}}},
-        "routes": {"bench": {"candidates": ["upstream/model"]}},
-        "runtime": {"request_timeout_s": request_timeout_s},
-        "environments": {"bench": {"target": "local", "port": 8000}},
-    })
+    return GatewayConfig.model_validate(
+        {
+            "version": 1,
+            "project": "switchyard-bench",
+            "providers": {
+                "upstream": {
+                    "adapter": "openai-compatible",
+                    "base_url": "http://127.0.0.1:9/v1",
+                    "models": {"model": {"context_window": 128000}},
+                }
+            },
+            "routes": {"bench": {"candidates": ["upstream/model"]}},
+            "runtime": {"request_timeout_s": request_timeout_s},
+            "environments": {"bench": {"target": "local", "port": 8000}},
+        }
+    )
 
 
 def render(gateway_port: int, listen_port: int, request_timeout_s: float) -> str:
     """haproxy.cfg for slot a with the gateway at 127.0.0.1:`gateway_port`, listening on 127.0.0.1:`listen_port`."""
     config = bench_config(request_timeout_s)
     text = proxy.render_config(
-        _env(), config, environment="bench", compose_project="switchyard-bench-bench", source_name="bench/local_haproxy.py",
-        slot="a", servers=[HOST], gateway_port=gateway_port, drain_s=proxy.drain_timeout_s(config, None),
+        _env(),
+        config,
+        environment="bench",
+        compose_project="switchyard-bench-bench",
+        source_name="bench/local_haproxy.py",
+        slot="a",
+        servers=[HOST],
+        gateway_port=gateway_port,
+        drain_s=proxy.drain_timeout_s(config, None),
     )
     bind = f"    bind :{proxy.LISTEN_PORT}\n"
     if text.count(bind) != 1:
-        raise RuntimeError(f"templates/haproxy.cfg.j2 no longer has exactly one {bind.strip()!r} line; update bench/local_haproxy.py")
+        raise RuntimeError(
+            f"templates/haproxy.cfg.j2 no longer has exactly one {bind.strip()!r} line; update bench/local_haproxy.py"
+        )
     return text.replace(bind, f"    bind {HOST}:{listen_port}\n")
 
 
 def check(cfg: Path) -> None:
     """`haproxy -c`: raise with HAProxy's own words if it refuses the file."""
-    proc = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"haproxy -c refused {cfg}:\n{(proc.stdout + proc.stderr).strip()}")
 

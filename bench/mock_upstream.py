@@ -32,28 +32,70 @@ PROMPT_TOKENS = 12
 
 def completion_body(model: str) -> bytes:
     """A non-streamed chat completion."""
-    return orjson.dumps({
-        "id": "chatcmpl-mock",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": "fp_mock",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(CONTENT), "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(CONTENT), "total_tokens": PROMPT_TOKENS + len(CONTENT)},
-    })
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_mock",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(CONTENT), "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": PROMPT_TOKENS,
+                "completion_tokens": len(CONTENT),
+                "total_tokens": PROMPT_TOKENS + len(CONTENT),
+            },
+        }
+    )
 
 
 def stream_events(model: str) -> list[bytes]:
     """The SSE events of a streamed chat completion, each one HTTP chunk (chunked encoding)."""
-    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
+    base = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_mock",
+    }
 
     def chunk(choices: list[Any], usage: Any = None) -> bytes:
         return b"data: " + orjson.dumps({**base, "choices": choices, "usage": usage}) + b"\n\n"
 
-    events = [chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])]
-    events += [chunk([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]) for piece in CONTENT]
+    events = [
+        chunk(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
+    ]
+    events += [
+        chunk([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+        for piece in CONTENT
+    ]
     events.append(chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]))
-    events.append(chunk([], {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(CONTENT), "total_tokens": PROMPT_TOKENS + len(CONTENT)}))
+    events.append(
+        chunk(
+            [],
+            {
+                "prompt_tokens": PROMPT_TOKENS,
+                "completion_tokens": len(CONTENT),
+                "total_tokens": PROMPT_TOKENS + len(CONTENT),
+            },
+        )
+    )
     events.append(b"data: [DONE]\n\n")
     return [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
 
@@ -74,17 +116,29 @@ class Responses:
                 parts = [head + events[0], *events[1:]]
             else:
                 body = completion_body(name)
-                parts = [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)]
+                parts = [
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                ]
             if len(self._cache) < 64:
                 self._cache[(model, stream)] = parts
         return parts
 
 
 def _plain(status: bytes, ctype: bytes, body: bytes) -> bytes:
-    return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (status, ctype, len(body), body)
+    return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
+        status,
+        ctype,
+        len(body),
+        body,
+    )
 
 
-NOT_FOUND = _plain(b"404 Not Found", b"application/json", b'{"error":{"message":"not found","type":"invalid_request_error"}}')
+NOT_FOUND = _plain(
+    b"404 Not Found",
+    b"application/json",
+    b'{"error":{"message":"not found","type":"invalid_request_error"}}',
+)
 HEALTH = _plain(b"200 OK", b"text/plain", b"ok")
 
 
@@ -115,7 +169,9 @@ class MockProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError:
             if self.transport is not None:
-                self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.write(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
                 self.transport.close()
 
     # httptools callbacks
@@ -172,7 +228,13 @@ async def serve(host: str, port: int, delay_ms: float) -> None:
     """Serve until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     responses = Responses()
-    server = await loop.create_server(lambda: MockProtocol(responses, delay_ms / 1000), host, port, backlog=2048, reuse_address=True)
+    server = await loop.create_server(
+        lambda: MockProtocol(responses, delay_ms / 1000),
+        host,
+        port,
+        backlog=2048,
+        reuse_address=True,
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -182,10 +244,17 @@ async def serve(host: str, port: int, delay_ms: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="OpenAI chat-completions mock for the gateway benchmark.")
+    parser = argparse.ArgumentParser(
+        description="OpenAI chat-completions mock for the gateway benchmark."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="wait before each answer (before the first stream chunk)")
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=0.0,
+        help="wait before each answer (before the first stream chunk)",
+    )
     args = parser.parse_args(argv)
     try:
         import uvloop

@@ -144,4 +144,6 @@ def _with_hash_and_text(doc: dict[str, Any]) -> tuple[dict[str, Any], str]:
     body_text = "{" + ",".join(members.values()) + "\n}\n" if members else "{}\n"
     config_hash = "sha256:" + sha256(body_text)
     members["config_hash"] = f"\n  {_encode_str('config_hash')}: {_encode_str(config_hash)}"
-    return {**body, "config_hash": config_hash}, "{" + ",".join(members[k] for k in sorted(members)) + "\n}\n"
+    return {**body, "config_hash": config_hash}, "{" + ",".join(
+        members[k] for k in sorted(members)
+    ) + "\n}\n"

@@ -29,21 +29,37 @@ Check = Callable[["Context"], Iterator[Diagnostic]]
 
 
 class Context:
-    def __init__(self, config: GatewayConfig, data: dict[str, Any], broken: set[tuple[str, str]], source_dir: PurePath | None,
-                 resolved: dict[str, ResolvedEnvironment] | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        data: dict[str, Any],
+        broken: set[tuple[str, str]],
+        source_dir: PurePath | None,
+        resolved: dict[str, ResolvedEnvironment] | None = None,
+    ) -> None:
         self.config = config
         self.data = data
         self.broken = broken
         self.source_dir = source_dir
         # Every environment, sorted by name (the checks report in this order).
-        self.resolved = resolved if resolved is not None else resolve_environments(config, sorted(config.environments))
+        self.resolved = (
+            resolved
+            if resolved is not None
+            else resolve_environments(config, sorted(config.environments))
+        )
 
     def is_broken(self, section: str, name: str) -> bool:
         return (section, name) in self.broken or (section, "*") in self.broken
 
 
-def run_all(config: GatewayConfig, data: dict[str, Any], *, broken: set[tuple[str, str]] | None = None, source_dir: PurePath | None = None,
-            resolved: dict[str, ResolvedEnvironment] | None = None) -> list[Diagnostic]:
+def run_all(
+    config: GatewayConfig,
+    data: dict[str, Any],
+    *,
+    broken: set[tuple[str, str]] | None = None,
+    source_dir: PurePath | None = None,
+    resolved: dict[str, ResolvedEnvironment] | None = None,
+) -> list[Diagnostic]:
     """Every semantic check; `resolved` (all environments, sorted by name) is computed when not given."""
     ctx = Context(config, data, broken or set(), source_dir, resolved)
     out: list[Diagnostic] = []
@@ -60,24 +76,47 @@ def check_providers(ctx: Context) -> Iterator[Diagnostic]:
     for pid, p in ctx.config.providers.items():
         path: Path = ("providers", pid)
         if p.adapter != "mock" and p.credentials is None:
-            yield error("E012", (*path, "credentials"), f"provider '{pid}' (adapter {p.adapter}) needs credentials",
-                        "add `credentials: {api_key: " + pid.upper().replace("-", "_") + "_API_KEY}` naming a secret")
+            yield error(
+                "E012",
+                (*path, "credentials"),
+                f"provider '{pid}' (adapter {p.adapter}) needs credentials",
+                "add `credentials: {api_key: "
+                + pid.upper().replace("-", "_")
+                + "_API_KEY}` naming a secret",
+            )
         if p.adapter == "mock" and p.credentials is not None:
-            yield warning("W012", (*path, "credentials"), "the mock adapter uses no credentials", "remove `credentials`")
+            yield warning(
+                "W012",
+                (*path, "credentials"),
+                "the mock adapter uses no credentials",
+                "remove `credentials`",
+            )
         if p.adapter == "openai-compatible" and p.base_url is None:
-            yield error("E012", (*path, "base_url"), f"provider '{pid}' (adapter openai-compatible) needs a base_url",
-                        "e.g. base_url: https://api.together.xyz/v1")
+            yield error(
+                "E012",
+                (*path, "base_url"),
+                f"provider '{pid}' (adapter openai-compatible) needs a base_url",
+                "e.g. base_url: https://api.together.xyz/v1",
+            )
         for name, m in p.models.items():
             if m.max_output_tokens is not None and m.max_output_tokens > m.context_window:
-                yield error("E014", (*path, "models", name, "max_output_tokens"),
-                            f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}",
-                            "the output is part of the context window; check both numbers against the model's documentation")
+                yield error(
+                    "E014",
+                    (*path, "models", name, "max_output_tokens"),
+                    f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}",
+                    "the output is part of the context window; check both numbers against the model's documentation",
+                )
     used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
     used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
     if not ctx.config.runtime.allow_explicit_models:
         for pid in sorted(set(ctx.config.providers) - used):
-            yield warning("W003", ("providers", pid), f"provider '{pid}' is not used by any route or org",
-                          "remove it, or add it to a route's candidates", at_key=True)
+            yield warning(
+                "W003",
+                ("providers", pid),
+                f"provider '{pid}' is not used by any route or org",
+                "remove it, or add it to a route's candidates",
+                at_key=True,
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,36 +134,66 @@ def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
             if provider not in providers:
                 if ctx.is_broken("providers", provider):
                     continue
-                yield error("E020", path, f"unknown provider '{provider}' in '{cand.model}'",
-                            did_you_mean(provider, providers) or f"declared providers: {', '.join(sorted(providers))}")
+                yield error(
+                    "E020",
+                    path,
+                    f"unknown provider '{provider}' in '{cand.model}'",
+                    did_you_mean(provider, providers)
+                    or f"declared providers: {', '.join(sorted(providers))}",
+                )
             elif model not in providers[provider].models:
                 models = providers[provider].models
-                yield error("E021", path, f"provider '{provider}' has no model '{model}'",
-                            did_you_mean(model, models) or f"its models: {', '.join(sorted(models))}")
+                yield error(
+                    "E021",
+                    path,
+                    f"provider '{provider}' has no model '{model}'",
+                    did_you_mean(model, models) or f"its models: {', '.join(sorted(models))}",
+                )
             if cand.model in seen:
-                yield error("E034", path, f"'{cand.model}' is listed twice (first at candidates[{seen[cand.model]}])",
-                            "remove the duplicate: a candidate is tried at most once per request")
+                yield error(
+                    "E034",
+                    path,
+                    f"'{cand.model}' is listed twice (first at candidates[{seen[cand.model]}])",
+                    "remove the duplicate: a candidate is tried at most once per request",
+                )
             else:
                 seen[cand.model] = i
         weights = [c.weight for c in route.candidates]
         if route.strategy == "weighted":
             missing = [i for i, w in enumerate(weights) if w is None]
             for i in missing:
-                yield error("E037", (*base, "candidates", i), "the weighted strategy needs a weight on every candidate",
-                            f"write `- {{model: {route.candidates[i].model}, weight: 50}}`")
+                yield error(
+                    "E037",
+                    (*base, "candidates", i),
+                    "the weighted strategy needs a weight on every candidate",
+                    f"write `- {{model: {route.candidates[i].model}, weight: 50}}`",
+                )
             if not missing and sum(w or 0 for w in weights) == 0:
-                yield error("E037", (*base, "candidates"), "the weights of a weighted route add up to 0", "give at least one candidate a positive weight")
+                yield error(
+                    "E037",
+                    (*base, "candidates"),
+                    "the weights of a weighted route add up to 0",
+                    "give at least one candidate a positive weight",
+                )
         elif any(w is not None for w in weights):
             i = next(i for i, w in enumerate(weights) if w is not None)
-            yield warning("W037", (*base, "candidates", i, "weight"), f"weights are ignored by the '{route.strategy}' strategy",
-                          "set `strategy: weighted` or remove the weights")
+            yield warning(
+                "W037",
+                (*base, "candidates", i, "weight"),
+                f"weights are ignored by the '{route.strategy}' strategy",
+                "set `strategy: weighted` or remove the weights",
+            )
         if route.strategy == "cheapest":
             for i, cand in enumerate(route.candidates):
                 p, _, m = cand.model.partition("/")
                 spec = providers.get(p)
                 if spec is not None and m in spec.models and spec.models[m].price is None:
-                    yield error("E039", (*base, "candidates", i), f"the cheapest strategy cannot rank '{cand.model}': it has no price",
-                                f"add `price: {{input: …, output: …}}` under providers.{p}.models.{m}")
+                    yield error(
+                        "E039",
+                        (*base, "candidates", i),
+                        f"the cheapest strategy cannot rank '{cand.model}': it has no price",
+                        f"add `price: {{input: …, output: …}}` under providers.{p}.models.{m}",
+                    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,11 +219,16 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                 if d.kind == "missing_capability":
                     code = "E030" if rr.requires_declared else "E031"
                     hint: str | None = (
-                        f"remove {d.ref} from this route, or list the capability under its model's "
-                        "`capabilities` if the model really has it"
-                    ) if rr.requires_declared else (
-                        "declare `requires:` on the route with what every candidate must support, "
-                        "or move a compatible model first")
+                        (
+                            f"remove {d.ref} from this route, or list the capability under its model's "
+                            "`capabilities` if the model really has it"
+                        )
+                        if rr.requires_declared
+                        else (
+                            "declare `requires:` on the route with what every candidate must support, "
+                            "or move a compatible model first"
+                        )
+                    )
                     key = (code, path, f"{d.ref} {d.reason}")
                     found[key].append(env_name)
                     details[key] = (f"{d.ref} {d.reason}", hint)
@@ -165,12 +239,24 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                 elif d.kind == "cost_cap":
                     key = ("W035", path, f"{d.ref} is skipped by the cost cap: {d.reason}")
                     found[key].append(env_name)
-                    details[key] = (key[2], "raise max_cost_per_request_usd, or remove the candidate from this route")
+                    details[key] = (
+                        key[2],
+                        "raise max_cost_per_request_usd, or remove the candidate from this route",
+                    )
             no_provider = not resolved.allowed_providers  # reported once, for the environment
-            if not rr.candidates and not no_provider and not any(d.kind == "unknown_model" for d in rr.dropped):
+            if (
+                not rr.candidates
+                and not no_provider
+                and not any(d.kind == "unknown_model" for d in rr.dropped)
+            ):
                 reasons = "; ".join(f"{d.ref}: {d.reason}" for d in rr.dropped) or "no candidates"
-                yield error("E033", ("environments", env_name), f"route '{rname}' has no candidate left in environment '{env_name}' ({reasons})",
-                            "allow one of its providers in this environment, or add a candidate", at_key=True)
+                yield error(
+                    "E033",
+                    ("environments", env_name),
+                    f"route '{rname}' has no candidate left in environment '{env_name}' ({reasons})",
+                    "allow one of its providers in this environment, or add a candidate",
+                    at_key=True,
+                )
     for key, env_list in found.items():
         code, path, _ = key
         message, hint = details[key]
@@ -194,11 +280,20 @@ def _cost_cap_unreachable(ctx: Context, rname: str, rr: ResolvedRoute) -> Diagno
         if cost is not None:
             costs.append((cost, d.ref))
     cheapest = min(costs) if costs else None
-    detail = (f"; the cheapest, {cheapest[1]}, costs ${cheapest[0]:.4f} for a reference request of "
-              f"{REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens") if cheapest else ""
-    return error("E035", ("routes", rname, "max_cost_per_request_usd"),
-                 f"no candidate of route '{rname}' can meet its ${cap:g} cost cap{detail}",
-                 "raise the cap or add a cheaper candidate")
+    detail = (
+        (
+            f"; the cheapest, {cheapest[1]}, costs ${cheapest[0]:.4f} for a reference request of "
+            f"{REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens"
+        )
+        if cheapest
+        else ""
+    )
+    return error(
+        "E035",
+        ("routes", rname, "max_cost_per_request_usd"),
+        f"no candidate of route '{rname}' can meet its ${cap:g} cost cap{detail}",
+        "raise the cap or add a cheaper candidate",
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,7 +301,12 @@ def _cost_cap_unreachable(ctx: Context, rname: str, rr: ResolvedRoute) -> Diagno
 
 
 def _has_usd_limits(limits: Limits) -> bool:
-    groups = [limits.per_key.usd_per_day, limits.per_key.usd_per_month, limits.per_org.usd_per_day, limits.per_org.usd_per_month]
+    groups = [
+        limits.per_key.usd_per_day,
+        limits.per_key.usd_per_month,
+        limits.per_org.usd_per_day,
+        limits.per_org.usd_per_month,
+    ]
     groups += [v for o in limits.orgs.values() for v in (o.usd_per_day, o.usd_per_month)]
     return any(v is not None for v in groups)
 
@@ -219,9 +319,12 @@ def check_prices(ctx: Context) -> Iterator[Diagnostic]:
         for i, cand in enumerate(route.candidates):
             p, _, m = cand.model.partition("/")
             if p in providers and m in providers[p].models and providers[p].models[m].price is None:
-                yield error("E036", ("routes", rname, "candidates", i),
-                            f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost cannot be checked",
-                            f"add `price:` under providers.{p}.models.{m}")
+                yield error(
+                    "E036",
+                    ("routes", rname, "candidates", i),
+                    f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost cannot be checked",
+                    f"add `price:` under providers.{p}.models.{m}",
+                )
     budget_envs = [e for e, r in ctx.resolved.items() if _has_usd_limits(r.limits)]
     if not budget_envs:
         return
@@ -231,9 +334,13 @@ def check_prices(ctx: Context) -> Iterator[Diagnostic]:
             for c in rr.candidates:
                 if c.price is None and c.ref not in reported:
                     reported.add(c.ref)
-                    yield error("E036", ("providers", c.provider, "models", c.model),
-                                f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be counted",
-                                "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free models", at_key=True)
+                    yield error(
+                        "E036",
+                        ("providers", c.provider, "models", c.model),
+                        f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be counted",
+                        "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free models",
+                        at_key=True,
+                    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,9 +348,11 @@ def check_prices(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def _suggest(name: str, known: Iterable[str], what: str) -> str:
-    """"did you mean" when a name is close, else the names that exist."""
+    """ "did you mean" when a name is close, else the names that exist."""
     names = sorted(known)
-    return did_you_mean(name, names) or (f"declared {what}: {', '.join(names)}" if names else f"no {what} are declared")
+    return did_you_mean(name, names) or (
+        f"declared {what}: {', '.join(names)}" if names else f"no {what} are declared"
+    )
 
 
 def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
@@ -251,37 +360,80 @@ def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
     for oid, org in cfg.orgs.items():
         for i, route in enumerate(org.routes or []):
             if route not in cfg.routes and not ctx.is_broken("routes", route):
-                yield error("E022", ("orgs", oid, "routes", i), f"unknown route '{route}'", _suggest(route, cfg.routes, "routes"))
+                yield error(
+                    "E022",
+                    ("orgs", oid, "routes", i),
+                    f"unknown route '{route}'",
+                    _suggest(route, cfg.routes, "routes"),
+                )
         if org.byok is not None:
             for i, pid in enumerate(org.byok.providers):
                 path: Path = ("orgs", oid, "byok", "providers", i)
                 if pid not in cfg.providers:
                     if not ctx.is_broken("providers", pid):
-                        yield error("E021", path, f"unknown provider '{pid}'", _suggest(pid, cfg.providers, "providers"))
+                        yield error(
+                            "E021",
+                            path,
+                            f"unknown provider '{pid}'",
+                            _suggest(pid, cfg.providers, "providers"),
+                        )
                 elif cfg.providers[pid].adapter == "mock":
-                    yield error("E021", path, f"provider '{pid}' uses the mock adapter, which takes no credentials", "remove it from byok.providers")
+                    yield error(
+                        "E021",
+                        path,
+                        f"provider '{pid}' uses the mock adapter, which takes no credentials",
+                        "remove it from byok.providers",
+                    )
     for oid in cfg.limits.orgs:
         if oid not in cfg.orgs and not ctx.is_broken("orgs", oid):
-            yield error("E022", ("limits", "orgs", oid), f"unknown org '{oid}'", _suggest(oid, cfg.orgs, "orgs"), at_key=True)
+            yield error(
+                "E022",
+                ("limits", "orgs", oid),
+                f"unknown org '{oid}'",
+                _suggest(oid, cfg.orgs, "orgs"),
+                at_key=True,
+            )
     for env_name, env in cfg.environments.items():
         base: Path = ("environments", env_name)
         for field in ("allowed_providers", "blocked_providers"):
             for i, pid in enumerate(getattr(env, field) or []):
                 if pid not in cfg.providers and not ctx.is_broken("providers", pid):
-                    yield error("E021", (*base, field, i), f"unknown provider '{pid}'", _suggest(pid, cfg.providers, "providers"))
+                    yield error(
+                        "E021",
+                        (*base, field, i),
+                        f"unknown provider '{pid}'",
+                        _suggest(pid, cfg.providers, "providers"),
+                    )
         both = set(env.allowed_providers or []) & set(env.blocked_providers)
         for pid in sorted(both):
             i = env.blocked_providers.index(pid)
-            yield error("E038", (*base, "blocked_providers", i), f"provider '{pid}' is in both allowed_providers and blocked_providers",
-                        "remove it from one of the two lists (as written, blocked wins)")
+            yield error(
+                "E038",
+                (*base, "blocked_providers", i),
+                f"provider '{pid}' is in both allowed_providers and blocked_providers",
+                "remove it from one of the two lists (as written, blocked wins)",
+            )
         if env.limits is not None:
             for oid in env.limits.orgs:
                 if oid not in cfg.orgs and not ctx.is_broken("orgs", oid):
-                    yield error("E022", (*base, "limits", "orgs", oid), f"unknown org '{oid}'", _suggest(oid, cfg.orgs, "orgs"), at_key=True)
+                    yield error(
+                        "E022",
+                        (*base, "limits", "orgs", oid),
+                        f"unknown org '{oid}'",
+                        _suggest(oid, cfg.orgs, "orgs"),
+                        at_key=True,
+                    )
         if not ctx.resolved[env_name].allowed_providers:
-            where = "allowed_providers" if env.allowed_providers is not None else "blocked_providers"
-            yield error("E033", (*base, where), f"environment '{env_name}' allows no provider at all, so no route can serve a request",
-                        "allow at least one declared provider (check allowed_providers and blocked_providers)", at_key=True)
+            where = (
+                "allowed_providers" if env.allowed_providers is not None else "blocked_providers"
+            )
+            yield error(
+                "E033",
+                (*base, where),
+                f"environment '{env_name}' allows no provider at all, so no route can serve a request",
+                "allow at least one declared provider (check allowed_providers and blocked_providers)",
+                at_key=True,
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -295,7 +447,13 @@ def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
     if isinstance(value, str):
         yield path, value
         return
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
     for k, v in items:
         if isinstance(v, str):  # most leaves: no generator of their own
             yield (*path, k), v
@@ -312,7 +470,8 @@ def literal_secrets(data: Any) -> Iterator[Diagnostic]:
     for path, value in _walk(data, ()):
         last = path[-1] if path else ""
         credential_position = last in _CREDENTIAL_KEYS or (
-            len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and last == "env")
+            len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and last == "env"
+        )
         if has_known_secret(value) or (credential_position and looks_like_secret(value)):
             yield error("E040", path, describe_secret(value), secret_hint(path))
 
@@ -329,21 +488,34 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
         needs = required_secrets(cfg, ctx.resolved[env_name])
         for secret, needed_by in sorted(needs.items()):
             if secret not in env.secrets:
-                yield error("E042", (*base, "secrets") if env.secrets else base,
-                            f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but gives no source for it",
-                            f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under environments.{env_name}.secrets",
-                            at_key=not env.secrets)
+                yield error(
+                    "E042",
+                    (*base, "secrets") if env.secrets else base,
+                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but gives no source for it",
+                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under environments.{env_name}.secrets",
+                    at_key=not env.secrets,
+                )
         for secret, src in sorted(env.secrets.items()):
             spath: Path = (*base, "secrets", secret)
             if secret not in needs:
-                yield warning("W044", spath, f"secret {secret} is not used in environment '{env_name}'", "remove it", at_key=True)
+                yield warning(
+                    "W044",
+                    spath,
+                    f"secret {secret} is not used in environment '{env_name}'",
+                    "remove it",
+                    at_key=True,
+                )
             if src.env is not None and not looks_like_secret(src.env):  # else E040 says it all
                 sources[("env", src.env)].append((env_name, secret))
             if src.file is not None:
                 f = src.file
                 if not (f.startswith("/") or f.startswith("~/")):
-                    yield error("E043", (*spath, "file"), f"secret file '{f}' is a relative path",
-                                "use an absolute or ~/ path outside the repository, so the secret never lands in git")
+                    yield error(
+                        "E043",
+                        (*spath, "file"),
+                        f"secret file '{f}' is a relative path",
+                        "use an absolute or ~/ path outside the repository, so the secret never lands in git",
+                    )
                     continue
                 if ctx.source_dir is not None and f.startswith("/"):
                     try:
@@ -351,8 +523,12 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
                     except ValueError:
                         pass
                     else:
-                        yield error("E043", (*spath, "file"), f"secret file '{f}' is inside the repository",
-                                    "keep secret files outside the repository")
+                        yield error(
+                            "E043",
+                            (*spath, "file"),
+                            f"secret file '{f}' is inside the repository",
+                            "keep secret files outside the repository",
+                        )
                         continue
                 sources[("file", _normalise_file(f))].append((env_name, secret))
     for (kind, where), users in sources.items():
@@ -361,9 +537,12 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
             if env_name == first_env:
                 continue
             what = "environment variable" if kind == "env" else "file"
-            yield error("E041", ("environments", env_name, "secrets", secret, kind),
-                        f"environments '{first_env}' and '{env_name}' both read a secret from the {what} '{where}'",
-                        _own_source_hint(kind, where, secret, (first_env, env_name)))
+            yield error(
+                "E041",
+                ("environments", env_name, "secrets", secret, kind),
+                f"environments '{first_env}' and '{env_name}' both read a secret from the {what} '{where}'",
+                _own_source_hint(kind, where, secret, (first_env, env_name)),
+            )
 
 
 def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) -> str:
@@ -378,8 +557,12 @@ def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) 
 def check_logging(ctx: Context) -> Iterator[Diagnostic]:
     log = ctx.config.logging
     if log.sink == "postgres" and log.url_secret is None:
-        yield error("E012", ("logging", "url_secret"), "the postgres sink needs `url_secret`, the secret holding the database URL",
-                    "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under environments.<env>.secrets")
+        yield error(
+            "E012",
+            ("logging", "url_secret"),
+            "the postgres sink needs `url_secret`, the secret holding the database URL",
+            "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under environments.<env>.secrets",
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,23 +586,42 @@ def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
     for env_name, env in cfg.environments.items():  # document order: the later one is reported
         base: Path = ("environments", env_name)
         if env.target == "ssh" and env.host is None:
-            yield error("E012", (*base, "host"), f"environment '{env_name}' has target ssh but no host", "add `host: gw1.example.com`")
+            yield error(
+                "E012",
+                (*base, "host"),
+                f"environment '{env_name}' has target ssh but no host",
+                "add `host: gw1.example.com`",
+            )
             continue
         if env.target == "local" and env.host is not None:
-            yield error("E054", (*base, "host"), "a local target takes no host", "remove `host`, or set `target: ssh`", at_key=True)
+            yield error(
+                "E054",
+                (*base, "host"),
+                "a local target takes no host",
+                "remove `host`, or set `target: ssh`",
+                at_key=True,
+            )
         host = _host_key(env.target, env.host)
         other = ports.get((host, env.port))
         if other is not None:
-            yield error("E050", (*base, "port"), f"port {env.port} on {host} is already used by environment '{other}'",
-                        "give each environment on a host its own port")
+            yield error(
+                "E050",
+                (*base, "port"),
+                f"port {env.port} on {host} is already used by environment '{other}'",
+                "give each environment on a host its own port",
+            )
         else:
             ports[(host, env.port)] = env_name
         proj = compose_project(cfg, env_name)
         other = projects.get((host, proj))
         if other is not None:
-            yield error("E051", (*base, "compose_project") if env.compose_project else base,
-                        f"compose project '{proj}' on {host} is already used by environment '{other}'",
-                        "each environment needs its own compose project name on a host", at_key=env.compose_project is None)
+            yield error(
+                "E051",
+                (*base, "compose_project") if env.compose_project else base,
+                f"compose project '{proj}' on {host} is already used by environment '{other}'",
+                "each environment needs its own compose project name on a host",
+                at_key=env.compose_project is None,
+            )
         else:
             projects[(host, proj)] = env_name
 
@@ -433,9 +635,12 @@ def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
                 continue
             for i, pid in enumerate(org.byok.providers):
                 if pid in why:
-                    yield warning("W038", ("orgs", oid, "byok", "providers", i),
-                                  f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'",
-                                  f"allow '{pid}' in that environment if the org should use its own keys there")
+                    yield warning(
+                        "W038",
+                        ("orgs", oid, "byok", "providers", i),
+                        f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'",
+                        f"allow '{pid}' in that environment if the org should use its own keys there",
+                    )
 
 
 CHECKS: tuple[Check, ...] = (

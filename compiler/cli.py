@@ -33,7 +33,9 @@ class UsageError(Exception):
 def _read_config(path: str) -> bytes:
     p = Path(path)
     if not p.exists():
-        raise UsageError(f"{path}: no such file (run from your repository root, or pass the config path)")
+        raise UsageError(
+            f"{path}: no such file (run from your repository root, or pass the config path)"
+        )
     if p.is_dir():
         raise UsageError(f"{path}: is a directory, not a config file")
     try:
@@ -71,7 +73,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             worst = max(worst, EXIT_INVALID)
     if args.format == "json" and len(files) > 1:
         # One JSON document for several files: the list of the per-file reports.
-        sys.stdout.write(json.dumps([json.loads(r) for r in reports], indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(
+            json.dumps([json.loads(r) for r in reports], indent=2, ensure_ascii=False) + "\n"
+        )
     else:
         sys.stdout.write("".join(reports))
     return worst
@@ -91,11 +95,15 @@ def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> Any:
             if not f.is_file() or "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
                 continue
             rel = f.relative_to(runtime_dir).as_posix()
-            if rel == "requirements.txt":  # hashed on its own, so a plan can tell code from dependencies
+            if (
+                rel == "requirements.txt"
+            ):  # hashed on its own, so a plan can tell code from dependencies
                 continue
             h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     req = runtime_dir / "requirements.txt"
-    return ImageInputs(runtime_digest=h.hexdigest(), requirements=req.read_text() if req.is_file() else "")
+    return ImageInputs(
+        runtime_digest=h.hexdigest(), requirements=req.read_text() if req.is_file() else ""
+    )
 
 
 def _pick_envs(config: Any, names: Sequence[str], all_envs: bool) -> list[str]:
@@ -105,11 +113,16 @@ def _pick_envs(config: Any, names: Sequence[str], all_envs: bool) -> list[str]:
             raise UsageError("give environment names or --all, not both")
         return known
     if not names:
-        raise UsageError(f"name the environments to build, or pass --all (environments: {', '.join(known)})")
+        raise UsageError(
+            f"name the environments to build, or pass --all (environments: {', '.join(known)})"
+        )
     for n in names:
         if n not in config.environments:
             hint = did_you_mean(n, known)
-            raise UsageError(f"unknown environment '{n}'" + (f"; {hint}" if hint else f" (environments: {', '.join(known)})"))
+            raise UsageError(
+                f"unknown environment '{n}'"
+                + (f"; {hint}" if hint else f" (environments: {', '.join(known)})")
+            )
     return list(dict.fromkeys(names))
 
 
@@ -187,14 +200,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     envs = _pick_envs(result.config, args.envs, args.all)
     rendered = render_all(
-        result.config, envs, image_inputs(), resolved=result.resolved,
-        source_name=Path(args.config).name, source_sha256=hashlib.sha256(raw).hexdigest(),
+        result.config,
+        envs,
+        image_inputs(),
+        resolved=result.resolved,
+        source_name=Path(args.config).name,
+        source_sha256=hashlib.sha256(raw).hexdigest(),
     )
     out = Path(args.out)
     try:
         write_trees_atomically(out, rendered)
     except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror or exc} (the previous output is unchanged)") from exc
+        raise UsageError(
+            f"cannot write {out}: {exc.strerror or exc} (the previous output is unchanged)"
+        ) from exc
     if not args.quiet:
         for env, files in rendered.items():
             print(f"built {env}: {', '.join(sorted(files))} -> {out / env}")
@@ -213,7 +232,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.check:
         current = path.read_text() if path.exists() else ""
         if current != expected:
-            print(f"{path}: out of date with compiler/models.py; run `python -m compiler schema`", file=sys.stderr)
+            print(
+                f"{path}: out of date with compiler/models.py; run `python -m compiler schema`",
+                file=sys.stderr,
+            )
             return EXIT_INVALID
         print(f"{path}: up to date")
         return EXIT_OK
@@ -246,10 +268,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     config = _valid_config(args.config)
     if args.route not in config.routes:
         hint = did_you_mean(args.route, config.routes)
-        raise UsageError(f"unknown route '{args.route}'" + (f"; {hint}" if hint else f" (routes: {', '.join(config.routes)})"))
+        raise UsageError(
+            f"unknown route '{args.route}'"
+            + (f"; {hint}" if hint else f" (routes: {', '.join(config.routes)})")
+        )
     _pick_envs(config, [args.env], False)
     doc = explain_route(config, args.route, args.env)
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.format == "json" else explain_text(doc))
+    sys.stdout.write(
+        json.dumps(doc, indent=2) + "\n" if args.format == "json" else explain_text(doc)
+    )
     return EXIT_OK
 
 
@@ -259,7 +286,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     config = _valid_config(args.config)
     _pick_envs(config, [args.env_a, args.env_b], False)
     changes = diff_environments(config, args.env_a, args.env_b)
-    sys.stdout.write(json.dumps(changes, indent=2) + "\n" if args.format == "json" else diff_text(args.env_a, args.env_b, changes))
+    sys.stdout.write(
+        json.dumps(changes, indent=2) + "\n"
+        if args.format == "json"
+        else diff_text(args.env_a, args.env_b, changes)
+    )
     return EXIT_OK
 
 
@@ -273,13 +304,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m compiler", description="Validate and compile a Switchyard gateway.yaml.")
+    parser = _Parser(
+        prog="python -m compiler", description="Validate and compile a Switchyard gateway.yaml."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("check", help="validate a config; report every problem")
     p.add_argument("files", nargs="*", metavar="FILE", help="config files (default: gateway.yaml)")
-    p.add_argument("--format", choices=sorted(REPORTERS), default="text",
-                   help="json: one report object, or a list of them for several files")
+    p.add_argument(
+        "--format",
+        choices=sorted(REPORTERS),
+        default="text",
+        help="json: one report object, or a list of them for several files",
+    )
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.set_defaults(func=cmd_check)
 
@@ -292,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("schema", help="write (or --check) schema/gateway.schema.json")
-    p.add_argument("--check", action="store_true", help="fail if the checked-in schema is out of date")
+    p.add_argument(
+        "--check", action="store_true", help="fail if the checked-in schema is out of date"
+    )
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_schema)
 
@@ -326,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: never a traceback for users
         if os.environ.get("SWITCHYARD_DEBUG"):
             raise
-        print(f"internal error: {type(exc).__name__}: {exc}\n"
-              "this is a bug in Switchyard; rerun with SWITCHYARD_DEBUG=1 for details", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "this is a bug in Switchyard; rerun with SWITCHYARD_DEBUG=1 for details",
+            file=sys.stderr,
+        )
         return EXIT_USAGE

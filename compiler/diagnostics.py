@@ -59,11 +59,15 @@ def _is_plain(key: str) -> bool:
     return bool(key) and all(c.isalnum() or c in "-_/" for c in key)
 
 
-def error(code: str, path: Path, message: str, hint: str | None = None, *, at_key: bool = False) -> Diagnostic:
+def error(
+    code: str, path: Path, message: str, hint: str | None = None, *, at_key: bool = False
+) -> Diagnostic:
     return Diagnostic(code, Severity.ERROR, path, message, hint, at_key=at_key)
 
 
-def warning(code: str, path: Path, message: str, hint: str | None = None, *, at_key: bool = False) -> Diagnostic:
+def warning(
+    code: str, path: Path, message: str, hint: str | None = None, *, at_key: bool = False
+) -> Diagnostic:
     return Diagnostic(code, Severity.WARNING, path, message, hint, at_key=at_key)
 
 

@@ -1,7 +1,7 @@
 """Generate docs/reference.md (the gateway.yaml reference) from the models.
 
-    python -m compiler.docgen            # write docs/reference.md
-    python -m compiler.docgen --check    # fail if it is out of date
+python -m compiler.docgen            # write docs/reference.md
+python -m compiler.docgen --check    # fail if it is out of date
 """
 
 from __future__ import annotations
@@ -101,7 +101,9 @@ def reference_markdown() -> str:
         for name, info in model.model_fields.items():
             example = json.dumps(info.examples[0]) if info.examples else ""
             desc = (info.description or "").replace("|", "\\|")
-            out.append(f"| `{name}` | {_type_name(info.annotation)} | {_default(info)} | {desc} | `{example}` |")
+            out.append(
+                f"| `{name}` | {_type_name(info.annotation)} | {_default(info)} | {desc} | `{example}` |"
+            )
     return "\n".join(out) + "\n"
 
 
@@ -110,7 +112,10 @@ def main(argv: list[str]) -> int:
     if "--check" in argv:
         current = REFERENCE_PATH.read_text() if REFERENCE_PATH.exists() else ""
         if current != text:
-            print(f"{REFERENCE_PATH.name} is out of date; run `python -m compiler.docgen`", file=sys.stderr)
+            print(
+                f"{REFERENCE_PATH.name} is out of date; run `python -m compiler.docgen`",
+                file=sys.stderr,
+            )
             return 1
         print(f"{REFERENCE_PATH.name}: up to date")
         return 0

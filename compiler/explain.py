@@ -25,7 +25,9 @@ def explain_route(config: GatewayConfig, route: str, env_name: str) -> dict[str,
         "environment": env_name,
         "strategy": r.strategy,
         "requires": list(rr.requires),
-        "requires_source": "declared" if rr.requires_declared else (f"implied by {rr.primary_ref}" if rr.primary_ref else "none"),
+        "requires_source": "declared"
+        if rr.requires_declared
+        else (f"implied by {rr.primary_ref}" if rr.primary_ref else "none"),
         "min_context_window": r.min_context_window,
         "max_cost_per_request_usd": r.max_cost_per_request_usd,
         "fallback": r.fallback.model_dump(),
@@ -67,22 +69,36 @@ def explain_text(doc: dict[str, Any]) -> str:
     if note:
         extra.append(note)
     fb = doc["fallback"]
-    extra.append(f"fallback on {', '.join(fb['on'])}; max {fb['max_attempts']} attempts; first byte within {fb['first_byte_timeout_s']:g}s")
+    extra.append(
+        f"fallback on {', '.join(fb['on'])}; max {fb['max_attempts']} attempts; first byte within {fb['first_byte_timeout_s']:g}s"
+    )
     lines += [f"  {e}" for e in extra]
     lines.append("")
     rows = []
     for i, c in enumerate(doc["candidates"], 1):
-        weight = f" (weight {c['weight']})" if c["weight"] is not None and doc["strategy"] == "weighted" else ""
-        rows.append([
-            str(i),
-            c["ref"] + weight,
-            f"{c['context_window']:,}",
-            f"${c['price']['input']:g} / ${c['price']['output']:g}" if c["price"] else "unpriced",
-            f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-",
-            ", ".join(c["capabilities"]),
-        ])
+        weight = (
+            f" (weight {c['weight']})"
+            if c["weight"] is not None and doc["strategy"] == "weighted"
+            else ""
+        )
+        rows.append(
+            [
+                str(i),
+                c["ref"] + weight,
+                f"{c['context_window']:,}",
+                f"${c['price']['input']:g} / ${c['price']['output']:g}"
+                if c["price"]
+                else "unpriced",
+                f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-",
+                ", ".join(c["capabilities"]),
+            ]
+        )
     if rows:
-        lines += _table(["#", "candidate", "context", "price (in/out per 1M)", "1k+1k cost", "capabilities"], rows, right={2, 4})
+        lines += _table(
+            ["#", "candidate", "context", "price (in/out per 1M)", "1k+1k cost", "capabilities"],
+            rows,
+            right={2, 4},
+        )
     else:
         lines.append("  (none: the route cannot serve requests here)")
     if doc["dropped"]:
@@ -98,7 +114,11 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[st
     """Columns as wide as their widest cell; the columns in `right` are right-aligned."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return [
-        "  " + "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        "  "
+        + "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in [header, *rows]
     ]
 
@@ -123,7 +143,12 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, dict[str, Any
     env = config.environments[env_name]
     routes = {
         name: {
-            "chain": " -> ".join(f"{c['provider']}/{c['model']}" + (f"@{c['weight']}" if c["weight"] is not None else "") for c in r["candidates"]) or "(none)",
+            "chain": " -> ".join(
+                f"{c['provider']}/{c['model']}"
+                + (f"@{c['weight']}" if c["weight"] is not None else "")
+                for c in r["candidates"]
+            )
+            or "(none)",
             "strategy": r["strategy"],
             "requires": ", ".join(r["requires"]),
             "max_cost_per_request_usd": r["max_cost_per_request_usd"],
@@ -133,14 +158,24 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, dict[str, Any
     }
     return {
         "deployment": {
-            "target": env.target, "host": env.host, "port": env.port, "replicas": env.replicas,
-            "compose_project": doc["compose_project"], "health_timeout_s": env.health_timeout_s,
+            "target": env.target,
+            "host": env.host,
+            "port": env.port,
+            "replicas": env.replicas,
+            "compose_project": doc["compose_project"],
+            "health_timeout_s": env.health_timeout_s,
         },
         "policy": {"allowed_providers": ", ".join(resolved.allowed_providers) or "(none)"},
-        "providers": {pid: {"models": ", ".join(sorted(p["models"])), "base_url": p["base_url"]} for pid, p in doc["providers"].items()},
+        "providers": {
+            pid: {"models": ", ".join(sorted(p["models"])), "base_url": p["base_url"]}
+            for pid, p in doc["providers"].items()
+        },
         "routes": routes,
         "limits": doc["limits"],
-        "secrets": {name: ("optional" if s["optional"] else "required") for name, s in doc["secrets"].items()},
+        "secrets": {
+            name: ("optional" if s["optional"] else "required")
+            for name, s in doc["secrets"].items()
+        },
     }
 
 
@@ -159,7 +194,13 @@ def diff_environments(config: GatewayConfig, env_a: str, env_b: str) -> list[dic
         for item in sorted(set(a[section]) | set(b[section])):
             key = f"{section}.{item}"
             if item not in a[section] or item not in b[section]:
-                out.append({"key": key, env_a: _summary(a[section].get(item, ABSENT)), env_b: _summary(b[section].get(item, ABSENT))})
+                out.append(
+                    {
+                        "key": key,
+                        env_a: _summary(a[section].get(item, ABSENT)),
+                        env_b: _summary(b[section].get(item, ABSENT)),
+                    }
+                )
                 continue
             fa, fb = _flatten(a[section][item], key), _flatten(b[section][item], key)
             for k in sorted(set(fa) | set(fb)):
@@ -180,7 +221,9 @@ def diff_text(env_a: str, env_b: str, changes: list[dict[str, Any]]) -> str:
     """The changes of `diff_environments`, grouped by section, `-` for A and `+` for B."""
     if not changes:
         return f"{env_a} and {env_b} resolve to the same routes, providers and limits\n"
-    lines = [f"{len(changes)} difference{'s' if len(changes) != 1 else ''} from {env_a} to {env_b}:"]
+    lines = [
+        f"{len(changes)} difference{'s' if len(changes) != 1 else ''} from {env_a} to {env_b}:"
+    ]
     section = None
     for ch in changes:
         top = ch["key"].split(".", 1)[0]

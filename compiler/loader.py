@@ -116,42 +116,62 @@ class _Builder:
         if isinstance(event, yaml.AliasEvent):
             self.out.opaque.add(path)
             if path and path[-1] == "<<":
-                diags.append(error(
-                    "E003", path, f"YAML merge '<<: *{event.anchor}' is not allowed",
-                    "write the keys out in full; a merge hides from a reviewer what the section holds",
-                ))
+                diags.append(
+                    error(
+                        "E003",
+                        path,
+                        f"YAML merge '<<: *{event.anchor}' is not allowed",
+                        "write the keys out in full; a merge hides from a reviewer what the section holds",
+                    )
+                )
                 return None
-            diags.append(error(
-                "E003", path, f"YAML alias '*{event.anchor}' is not allowed",
-                "write the value out in full; anchors and aliases hide what a reviewer sees "
-                "and can expand without bound",
-            ))
+            diags.append(
+                error(
+                    "E003",
+                    path,
+                    f"YAML alias '*{event.anchor}' is not allowed",
+                    "write the value out in full; anchors and aliases hide what a reviewer sees "
+                    "and can expand without bound",
+                )
+            )
             return None
         anchor = getattr(event, "anchor", None)
         if anchor is not None:
-            diags.append(error(
-                "E003", path, f"YAML anchor '&{anchor}' is not allowed",
-                "remove the anchor and write each value out in full",
-            ))
+            diags.append(
+                error(
+                    "E003",
+                    path,
+                    f"YAML anchor '&{anchor}' is not allowed",
+                    "remove the anchor and write each value out in full",
+                )
+            )
         tag = getattr(event, "tag", None)
         explicit_tag = tag is not None and tag != "!"
         if explicit_tag:
             self.out.opaque.add(path)
         if isinstance(event, yaml.ScalarEvent):
             if explicit_tag:
-                diags.append(error(
-                    "E004", path, f"YAML tag '{_short_tag(tag)}' is not allowed",
-                    "remove the tag; quote the value if it must be a string",
-                ))
+                diags.append(
+                    error(
+                        "E004",
+                        path,
+                        f"YAML tag '{_short_tag(tag)}' is not allowed",
+                        "remove the tag; quote the value if it must be a string",
+                    )
+                )
                 return event.value
             if event.style:  # quoted or block scalar: always a string
                 return event.value
             return resolve_scalar(event.value)
         if explicit_tag:
-            diags.append(error(
-                "E004", path, f"YAML tag '{_short_tag(tag)}' is not allowed",
-                "remove the tag and write a plain value; tags can make YAML loaders build objects or run code",
-            ))
+            diags.append(
+                error(
+                    "E004",
+                    path,
+                    f"YAML tag '{_short_tag(tag)}' is not allowed",
+                    "remove the tag and write a plain value; tags can make YAML loaders build objects or run code",
+                )
+            )
         if isinstance(event, yaml.SequenceStartEvent):
             items: list[Any] = []
             for ev in self.events:
@@ -173,12 +193,17 @@ class _Builder:
                 child = (*path, key)
                 if key in mapping:
                     first_line = self.out.keys[child][0]
-                    diags.append(Diagnostic(
-                        "E002", Severity.ERROR, child,
-                        f"duplicate key '{key}' (first defined on line {first_line})",
-                        "remove or rename one of them; most YAML tools silently keep only the last",
-                        line=key_pos[0], column=key_pos[1],
-                    ))
+                    diags.append(
+                        Diagnostic(
+                            "E002",
+                            Severity.ERROR,
+                            child,
+                            f"duplicate key '{key}' (first defined on line {first_line})",
+                            "remove or rename one of them; most YAML tools silently keep only the last",
+                            line=key_pos[0],
+                            column=key_pos[1],
+                        )
+                    )
                     self.node(value_event, (*path, f"{key} (duplicate)"), depth + 1)
                     continue
                 self.out.keys[child] = key_pos
@@ -190,22 +215,34 @@ class _Builder:
         if isinstance(event, yaml.ScalarEvent):
             pos = self._pos(event)
             if event.anchor is not None:
-                self.out.diagnostics.append(error(
-                    "E003", path, f"YAML anchor '&{event.anchor}' is not allowed on a key",
-                    "remove the anchor",
-                ).located(*pos))
+                self.out.diagnostics.append(
+                    error(
+                        "E003",
+                        path,
+                        f"YAML anchor '&{event.anchor}' is not allowed on a key",
+                        "remove the anchor",
+                    ).located(*pos)
+                )
             if event.tag not in (None, "!"):
-                self.out.diagnostics.append(error(
-                    "E004", path, f"YAML tag '{_short_tag(event.tag)}' is not allowed on a key",
-                    "remove the tag",
-                ).located(*pos))
+                self.out.diagnostics.append(
+                    error(
+                        "E004",
+                        path,
+                        f"YAML tag '{_short_tag(event.tag)}' is not allowed on a key",
+                        "remove the tag",
+                    ).located(*pos)
+                )
             return str(event.value)
         # A mapping or list used as a key, or an alias/anchor on a key.
         self.node(event, (*path, "<invalid key>"), depth + 1)
-        self.out.diagnostics.append(error(
-            "E011", path, "a key must be a plain name, not a list, mapping or alias",
-            "use a plain string as the key",
-        ).located(*self._pos(event)))
+        self.out.diagnostics.append(
+            error(
+                "E011",
+                path,
+                "a key must be a plain name, not a list, mapping or alias",
+                "use a plain string as the key",
+            ).located(*self._pos(event))
+        )
         return None
 
 
@@ -220,39 +257,57 @@ _CORE_TAG_PREFIX = "tag:yaml.org,2002:"
 def _short_tag(tag: str | None) -> str:
     """`tag:yaml.org,2002:python/object/apply:os.system` -> `!!python/object/apply:os.system`."""
     tag = tag or "!"
-    return "!!" + tag[len(_CORE_TAG_PREFIX):] if tag.startswith(_CORE_TAG_PREFIX) else tag
+    return "!!" + tag[len(_CORE_TAG_PREFIX) :] if tag.startswith(_CORE_TAG_PREFIX) else tag
 
 
 def _decode(raw: bytes | str, out: Loaded) -> str | None:
     """The text of the file, or None with a diagnostic when it is too big or not UTF-8 text."""
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", errors="replace"))
     if size > MAX_BYTES:
-        out.diagnostics.append(error(
-            "E005", (), f"the file is {size / 1048576:.1f} MiB; the limit is {MAX_BYTES // 1048576} MiB",
-            "a gateway config this large is almost certainly generated by mistake",
-        ).located(1, 1))
+        out.diagnostics.append(
+            error(
+                "E005",
+                (),
+                f"the file is {size / 1048576:.1f} MiB; the limit is {MAX_BYTES // 1048576} MiB",
+                "a gateway config this large is almost certainly generated by mistake",
+            ).located(1, 1)
+        )
         return None
     if isinstance(raw, str):
         return raw
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        out.diagnostics.append(error(
-            "E007", (), "the file is UTF-16 text, not UTF-8", "save the file as UTF-8",
-        ).located(1, 1))
+        out.diagnostics.append(
+            error(
+                "E007",
+                (),
+                "the file is UTF-16 text, not UTF-8",
+                "save the file as UTF-8",
+            ).located(1, 1)
+        )
         return None
     if b"\x00" in raw[:8192]:
-        out.diagnostics.append(error(
-            "E007", (), "the file is binary, not YAML text", "point the command at gateway.yaml",
-        ).located(1, 1))
+        out.diagnostics.append(
+            error(
+                "E007",
+                (),
+                "the file is binary, not YAML text",
+                "point the command at gateway.yaml",
+            ).located(1, 1)
+        )
         return None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        out.diagnostics.append(error(
-            "E007", (), f"the file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
-            "save the file as UTF-8",
-        ).located(line, col))
+        out.diagnostics.append(
+            error(
+                "E007",
+                (),
+                f"the file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})",
+                "save the file as UTF-8",
+            ).located(line, col)
+        )
         return None
 
 
@@ -265,9 +320,14 @@ def load(raw: bytes | str) -> Loaded:
     if not text.strip() or all(
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
-        out.diagnostics.append(error(
-            "E006", (), "the file is empty", "start from the example gateway.yaml in the Switchyard repository",
-        ).located(1, 1))
+        out.diagnostics.append(
+            error(
+                "E006",
+                (),
+                "the file is empty",
+                "start from the example gateway.yaml in the Switchyard repository",
+            ).located(1, 1)
+        )
         return out
 
     events = iter(yaml.parse(text, Loader=_LOADER))
@@ -278,10 +338,14 @@ def load(raw: bytes | str) -> Loaded:
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
-                    out.diagnostics.append(error(
-                        "E001", (), "the file holds more than one YAML document",
-                        "remove the '---' separator and keep one document",
-                    ).located(_line_of(event), 1))
+                    out.diagnostics.append(
+                        error(
+                            "E001",
+                            (),
+                            "the file holds more than one YAML document",
+                            "remove the '---' separator and keep one document",
+                        ).located(_line_of(event), 1)
+                    )
                     break
                 first = next(events)
                 out.data = builder.node(first, (), 0)
@@ -295,20 +359,30 @@ def load(raw: bytes | str) -> Loaded:
         out.diagnostics.append(error("E001", (), f"YAML error: {exc}").located(1, 1))
         out.data = None
     except _TooBig as exc:
-        out.diagnostics.append(error("E005", (), f"refused: {exc}", "simplify the document").located(1, 1))
+        out.diagnostics.append(
+            error("E005", (), f"refused: {exc}", "simplify the document").located(1, 1)
+        )
         out.data = None
     except RecursionError:
-        out.diagnostics.append(error("E005", (), "refused: the document nests too deeply", "simplify the document").located(1, 1))
+        out.diagnostics.append(
+            error(
+                "E005", (), "refused: the document nests too deeply", "simplify the document"
+            ).located(1, 1)
+        )
         out.data = None
     # Anchor/alias/tag diagnostics found while building are positioned by path.
-    out.diagnostics = [
-        d if d.line else d.located(*out.position(d.path)) for d in out.diagnostics
-    ]
-    if not isinstance(out.data, dict) and not any(d.code in ("E001", "E005") for d in out.diagnostics):
-        out.diagnostics.append(error(
-            "E006", (), f"the top level must be a mapping of sections, not {_kind_of(out.data)}",
-            "start with `version: 1` and `project: <name>`",
-        ).located(*out.values.get((), (1, 1))))
+    out.diagnostics = [d if d.line else d.located(*out.position(d.path)) for d in out.diagnostics]
+    if not isinstance(out.data, dict) and not any(
+        d.code in ("E001", "E005") for d in out.diagnostics
+    ):
+        out.diagnostics.append(
+            error(
+                "E006",
+                (),
+                f"the top level must be a mapping of sections, not {_kind_of(out.data)}",
+                "start with `version: 1` and `project: <name>`",
+            ).located(*out.values.get((), (1, 1)))
+        )
         out.data = None
     return out
 

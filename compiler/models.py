@@ -31,13 +31,25 @@ REF_PATTERN = r"^[a-z][a-z0-9_-]{0,62}/[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 SECRET_PATTERN = r"^[A-Z][A-Z0-9_]{0,127}$"
 
 NAME_RULES: dict[str, tuple[str, str]] = {
-    PROJECT_PATTERN: ("project name", "lowercase letters, digits and '-', starting with a letter, at most 40 characters"),
+    PROJECT_PATTERN: (
+        "project name",
+        "lowercase letters, digits and '-', starting with a letter, at most 40 characters",
+    ),
     ID_PATTERN: ("name", "lowercase letters, digits, '-' and '_', starting with a letter"),
-    ENV_PATTERN: ("environment name", "lowercase letters, digits and '-', starting with a letter, at most 31 characters"),
-    ROUTE_PATTERN: ("route name", "letters, digits, '.', '_', ':' and '-' (no '/': that is how clients name an explicit provider/model)"),
+    ENV_PATTERN: (
+        "environment name",
+        "lowercase letters, digits and '-', starting with a letter, at most 31 characters",
+    ),
+    ROUTE_PATTERN: (
+        "route name",
+        "letters, digits, '.', '_', ':' and '-' (no '/': that is how clients name an explicit provider/model)",
+    ),
     MODEL_PATTERN: ("model name", "letters, digits, '.', '_', ':', '@' and '-' (no '/')"),
     REF_PATTERN: ("model reference", "'<provider>/<model>', e.g. 'openai/gpt-4o'"),
-    SECRET_PATTERN: ("secret name", "UPPER_SNAKE_CASE, e.g. OPENAI_API_KEY — the NAME of a secret, never its value"),
+    SECRET_PATTERN: (
+        "secret name",
+        "UPPER_SNAKE_CASE, e.g. OPENAI_API_KEY — the NAME of a secret, never its value",
+    ),
 }
 
 ProjectName = Annotated[str, StringConstraints(pattern=PROJECT_PATTERN)]
@@ -49,7 +61,13 @@ ModelRef = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 SecretName = Annotated[str, StringConstraints(pattern=SECRET_PATTERN)]
 
 Capability = Literal[
-    "streaming", "tools", "parallel_tool_calls", "vision", "json_mode", "json_schema", "reasoning",
+    "streaming",
+    "tools",
+    "parallel_tool_calls",
+    "vision",
+    "json_mode",
+    "json_schema",
+    "reasoning",
 ]
 CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined]
 
@@ -57,7 +75,12 @@ Adapter = Literal["openai", "openai-compatible", "anthropic", "gemini", "mock"]
 ADAPTERS: tuple[str, ...] = Adapter.__args__  # type: ignore[attr-defined]
 
 ErrorClass = Literal[
-    "rate_limited", "server_error", "timeout", "connect_error", "overloaded", "context_length",
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connect_error",
+    "overloaded",
+    "context_length",
 ]
 ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
 
@@ -88,22 +111,29 @@ class Price(_Section):
     """List price in USD per one million tokens."""
 
     input: float = Field(ge=0, description="USD per 1M input (prompt) tokens.", examples=[2.5])
-    output: float = Field(ge=0, description="USD per 1M output (completion) tokens.", examples=[10.0])
+    output: float = Field(
+        ge=0, description="USD per 1M output (completion) tokens.", examples=[10.0]
+    )
 
 
 class ModelSpec(_Section):
     """One model a provider serves."""
 
     upstream: str | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="The provider's own model id. Defaults to the model's name in this file.",
         examples=["claude-sonnet-4-20250514"],
     )
     context_window: int = Field(
-        ge=1, description="Total tokens (prompt plus output) the model accepts.", examples=[128000],
+        ge=1,
+        description="Total tokens (prompt plus output) the model accepts.",
+        examples=[128000],
     )
     max_output_tokens: int | None = Field(
-        default=None, ge=1, description="Most tokens the model can generate in one response.",
+        default=None,
+        ge=1,
+        description="Most tokens the model can generate in one response.",
         examples=[16384],
     )
     capabilities: list[Capability] = Field(
@@ -117,17 +147,21 @@ class ModelSpec(_Section):
         description="List price; required for cost caps, budgets and the `cheapest` strategy.",
         examples=[{"input": 2.5, "output": 10.0}],
     )
-    description: str | None = Field(default=None, description="Free text for people.", examples=["Fast, cheap"])
+    description: str | None = Field(
+        default=None, description="Free text for people.", examples=["Fast, cheap"]
+    )
 
 
 class Credentials(_Section):
     """Names of the secrets that hold a provider's credentials (never the values)."""
 
     api_key: SecretName = Field(
-        description="Name of the secret holding the API key.", examples=["OPENAI_API_KEY"],
+        description="Name of the secret holding the API key.",
+        examples=["OPENAI_API_KEY"],
     )
     organization: SecretName | None = Field(
-        default=None, description="Name of the secret holding an OpenAI organization id, if used.",
+        default=None,
+        description="Name of the secret holding an OpenAI organization id, if used.",
         examples=["OPENAI_ORG_ID"],
     )
 
@@ -136,11 +170,21 @@ class Provider(_Section):
     """An upstream LLM provider and the models the gateway may call on it."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True,
-        json_schema_extra={"allOf": [
-            {"if": {"properties": {"adapter": {"const": "mock"}}}, "else": {"required": ["credentials"]}},
-            {"if": {"properties": {"adapter": {"const": "openai-compatible"}}}, "then": {"required": ["base_url"]}},
-        ]},
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"adapter": {"const": "mock"}}},
+                    "else": {"required": ["credentials"]},
+                },
+                {
+                    "if": {"properties": {"adapter": {"const": "openai-compatible"}}},
+                    "then": {"required": ["base_url"]},
+                },
+            ]
+        },
     )
 
     adapter: Adapter = Field(
@@ -149,7 +193,8 @@ class Provider(_Section):
         examples=["openai"],
     )
     base_url: str | None = Field(
-        default=None, pattern=r"^https?://[^\s]+$",
+        default=None,
+        pattern=r"^https?://[^\s]+$",
         description="API base URL. Defaults per adapter (OpenAI, Anthropic, Gemini); required "
         "for `openai-compatible`.",
         examples=["https://api.openai.com/v1"],
@@ -161,18 +206,27 @@ class Provider(_Section):
         examples=[{"api_key": "OPENAI_API_KEY"}],
     )
     timeout_s: float = Field(
-        default=60.0, gt=0, le=3600,
-        description="Total timeout for one upstream request, in seconds.", examples=[60],
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Total timeout for one upstream request, in seconds.",
+        examples=[60],
     )
     connect_timeout_s: float = Field(
-        default=5.0, gt=0, le=120, description="Timeout to open a connection, in seconds.",
+        default=5.0,
+        gt=0,
+        le=120,
+        description="Timeout to open a connection, in seconds.",
         examples=[5],
     )
     models: dict[ModelName, ModelSpec] = Field(
-        min_length=1, description="The models this provider serves, by the name routes use.",
+        min_length=1,
+        description="The models this provider serves, by the name routes use.",
         examples=[{"gpt-4o": {"context_window": 128000, "capabilities": ["streaming", "tools"]}}],
     )
-    description: str | None = Field(default=None, description="Free text for people.", examples=["Primary vendor"])
+    description: str | None = Field(
+        default=None, description="Free text for people.", examples=["Primary vendor"]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,14 +237,21 @@ class Candidate(_Section):
     """One `provider/model` a route may send a request to."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
         json_schema_extra=lambda schema: _string_or_object(schema, REF_PATTERN),
     )
 
-    model: ModelRef = Field(description="`<provider>/<model>` as declared under providers.", examples=["openai/gpt-4o"])
+    model: ModelRef = Field(
+        description="`<provider>/<model>` as declared under providers.", examples=["openai/gpt-4o"]
+    )
     weight: int | None = Field(
-        default=None, ge=0, le=1_000_000,
-        description="Relative share of traffic; only for the `weighted` strategy.", examples=[70],
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Relative share of traffic; only for the `weighted` strategy.",
+        examples=[70],
     )
 
     @model_validator(mode="before")
@@ -210,10 +271,16 @@ class Fallback(_Section):
         examples=[["rate_limited", "server_error", "timeout"]],
     )
     max_attempts: int = Field(
-        default=3, ge=1, le=10, description="Most candidates tried for one request.", examples=[3],
+        default=3,
+        ge=1,
+        le=10,
+        description="Most candidates tried for one request.",
+        examples=[3],
     )
     first_byte_timeout_s: float = Field(
-        default=15.0, gt=0, le=600,
+        default=15.0,
+        gt=0,
+        le=600,
         description="How long to wait for the first content chunk (streaming) or the response "
         "(non-streaming) before treating the attempt as timed out.",
         examples=[10],
@@ -241,16 +308,23 @@ class Route(_Section):
         examples=[["tools", "streaming"]],
     )
     min_context_window: int | None = Field(
-        default=None, ge=1, description="Smallest context window a candidate may have.",
+        default=None,
+        ge=1,
+        description="Smallest context window a candidate may have.",
         examples=[128000],
     )
     max_cost_per_request_usd: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Skip candidates whose estimated cost for a request exceeds this (USD).",
         examples=[0.05],
     )
-    fallback: Fallback = Field(default_factory=Fallback, description="Fallback policy.", examples=[{"max_attempts": 3}])
-    description: str | None = Field(default=None, description="Free text for people.", examples=["Main chat"])
+    fallback: Fallback = Field(
+        default_factory=Fallback, description="Fallback policy.", examples=[{"max_attempts": 3}]
+    )
+    description: str | None = Field(
+        default=None, description="Free text for people.", examples=["Main chat"]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -261,7 +335,8 @@ class Byok(_Section):
     """Bring-your-own-key: an org may store its own provider credentials."""
 
     providers: list[Id] = Field(
-        min_length=1, description="Providers the org may bring its own credentials for.",
+        min_length=1,
+        description="Providers the org may bring its own credentials for.",
         examples=[["openai", "anthropic"]],
     )
     encryption_key: SecretName = Field(
@@ -275,7 +350,8 @@ class Org(_Section):
     """A tenant: the boundary for keys, limits and BYOK."""
 
     routes: list[RouteName] | None = Field(
-        default=None, description="Routes the org's keys may call. Absent: all routes.",
+        default=None,
+        description="Routes the org's keys may call. Absent: all routes.",
         examples=[["chat", "summarize"]],
     )
     allow_explicit_models: bool | None = Field(
@@ -284,35 +360,59 @@ class Org(_Section):
         examples=[False],
     )
     byok: Byok | None = Field(
-        default=None, description="Bring-your-own-key settings.",
+        default=None,
+        description="Bring-your-own-key settings.",
         examples=[{"providers": ["openai"], "encryption_key": "GLOBEX_BYOK_ENCRYPTION_KEY"}],
     )
-    description: str | None = Field(default=None, description="Free text for people.", examples=["Acme Corp"])
+    description: str | None = Field(
+        default=None, description="Free text for people.", examples=["Acme Corp"]
+    )
 
 
 class KeyLimits(_Section):
     """Limits applied to each gateway key."""
 
-    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests per minute.", examples=[600])
-    tokens_per_minute: int | None = Field(default=None, ge=1, description="Input plus output tokens per minute.", examples=[200000])
-    usd_per_day: float | None = Field(default=None, gt=0, description="Spend per UTC day, USD.", examples=[50])
-    usd_per_month: float | None = Field(default=None, gt=0, description="Spend per calendar month, USD.", examples=[1000])
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute.", examples=[600]
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Input plus output tokens per minute.", examples=[200000]
+    )
+    usd_per_day: float | None = Field(
+        default=None, gt=0, description="Spend per UTC day, USD.", examples=[50]
+    )
+    usd_per_month: float | None = Field(
+        default=None, gt=0, description="Spend per calendar month, USD.", examples=[1000]
+    )
 
 
 class OrgLimits(_Section):
     """Budgets applied to an org as a whole."""
 
-    usd_per_day: float | None = Field(default=None, gt=0, description="Spend per UTC day, USD.", examples=[200])
-    usd_per_month: float | None = Field(default=None, gt=0, description="Spend per calendar month, USD.", examples=[4000])
+    usd_per_day: float | None = Field(
+        default=None, gt=0, description="Spend per UTC day, USD.", examples=[200]
+    )
+    usd_per_month: float | None = Field(
+        default=None, gt=0, description="Spend per calendar month, USD.", examples=[4000]
+    )
 
 
 class Limits(_Section):
     """Rate limits and budgets."""
 
-    per_key: KeyLimits = Field(default_factory=KeyLimits, description="Defaults for every gateway key.", examples=[{"requests_per_minute": 600}])
-    per_org: OrgLimits = Field(default_factory=OrgLimits, description="Defaults for every org.", examples=[{"usd_per_month": 4000}])
+    per_key: KeyLimits = Field(
+        default_factory=KeyLimits,
+        description="Defaults for every gateway key.",
+        examples=[{"requests_per_minute": 600}],
+    )
+    per_org: OrgLimits = Field(
+        default_factory=OrgLimits,
+        description="Defaults for every org.",
+        examples=[{"usd_per_month": 4000}],
+    )
     orgs: dict[Id, OrgLimits] = Field(
-        default_factory=dict, description="Per-org budgets, merged over `per_org` for that org (set only what differs).",
+        default_factory=dict,
+        description="Per-org budgets, merged over `per_org` for that org (set only what differs).",
         examples=[{"acme": {"usd_per_month": 10000}}],
     )
 
@@ -325,7 +425,9 @@ class Logging(_Section):
     """Where the record of every request goes."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
         json_schema_extra={
             "if": {"properties": {"sink": {"const": "postgres"}}, "required": ["sink"]},
             "then": {"required": ["url_secret"]},
@@ -339,12 +441,23 @@ class Logging(_Section):
         examples=["sqlite"],
     )
     url_secret: SecretName | None = Field(
-        default=None, description="Name of the secret holding the Postgres URL (sink: postgres).",
+        default=None,
+        description="Name of the secret holding the Postgres URL (sink: postgres).",
         examples=["REQUEST_LOG_DATABASE_URL"],
     )
-    retention_days: int = Field(default=30, ge=1, le=3650, description="Days records are kept.", examples=[30])
-    batch_size: int = Field(default=256, ge=1, le=100_000, description="Records written per batch.", examples=[256])
-    flush_interval_ms: int = Field(default=200, ge=1, le=60_000, description="Longest a record waits before it is written.", examples=[200])
+    retention_days: int = Field(
+        default=30, ge=1, le=3650, description="Days records are kept.", examples=[30]
+    )
+    batch_size: int = Field(
+        default=256, ge=1, le=100_000, description="Records written per batch.", examples=[256]
+    )
+    flush_interval_ms: int = Field(
+        default=200,
+        ge=1,
+        le=60_000,
+        description="Longest a record waits before it is written.",
+        examples=[200],
+    )
 
 
 class Proxy(_Section):
@@ -353,7 +466,9 @@ class Proxy(_Section):
     dropping a connection, and holds the edge against slow and oversized requests."""
 
     base_image: str = Field(
-        default="haproxy:2.8", min_length=1, pattern=r"^[^\s]+$",
+        default="haproxy:2.8",
+        min_length=1,
+        pattern=r"^[^\s]+$",
         description=(
             "Base image of the proxy image: an image with HAProxy 2.6 or newer (the official `haproxy` "
             "images), or a Debian/Ubuntu image, into which HAProxy is installed from its packages."
@@ -361,7 +476,9 @@ class Proxy(_Section):
         examples=["haproxy:2.8"],
     )
     request_head_timeout_s: float = Field(
-        default=10.0, gt=0, le=300,
+        default=10.0,
+        gt=0,
+        le=300,
         description=(
             "Longest a client may take to send a request's head (request line and headers). A slower "
             "one (a slowloris, a byte-by-byte header) gets 408 and is closed."
@@ -369,12 +486,16 @@ class Proxy(_Section):
         examples=[10],
     )
     request_head_max_bytes: int = Field(
-        default=16384, ge=4096, le=1048576,
+        default=16384,
+        ge=4096,
+        le=1048576,
         description="Largest request head (request line plus headers) in bytes; a larger one is refused with 400.",
         examples=[16384],
     )
     request_body_timeout_s: float = Field(
-        default=60.0, gt=0, le=3600,
+        default=60.0,
+        gt=0,
+        le=3600,
         description=(
             "Longest a client may take to send a request's body (the whole of it, or the first "
             "request_head_max_bytes of a larger one); a slower one gets 408."
@@ -382,7 +503,9 @@ class Proxy(_Section):
         examples=[60],
     )
     client_idle_timeout_s: float = Field(
-        default=60.0, gt=0, le=3600,
+        default=60.0,
+        gt=0,
+        le=3600,
         description=(
             "Longest a client may stay silent while it is expected to send (the rest of a large body) "
             "or to read (a response it does not take)."
@@ -390,12 +513,16 @@ class Proxy(_Section):
         examples=[60],
     )
     keep_alive_timeout_s: float = Field(
-        default=10.0, gt=0, le=600,
+        default=10.0,
+        gt=0,
+        le=600,
         description="Longest an idle keep-alive connection is kept open for the client's next request.",
         examples=[10],
     )
     max_connections: int = Field(
-        default=4096, ge=16, le=1000000,
+        default=4096,
+        ge=16,
+        le=1000000,
         description="Client connections served at once; more wait in the kernel's queue until one closes.",
         examples=[4096],
     )
@@ -405,21 +532,30 @@ class Runtime(_Section):
     """How the gateway service is built and run."""
 
     base_image: str = Field(
-        default="python:3.11-slim-bookworm", min_length=1, pattern=r"^[^\s]+$",
+        default="python:3.11-slim-bookworm",
+        min_length=1,
+        pattern=r"^[^\s]+$",
         description="Container base image with Python 3.11+ and venv.",
         examples=["python:3.11-slim-bookworm"],
     )
-    workers: int = Field(default=1, ge=1, le=64, description="Gateway worker processes per replica.", examples=[2])
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Gateway worker processes per replica.", examples=[2]
+    )
     allow_explicit_models: bool = Field(
-        default=True, description="May clients name `provider/model` instead of a route?",
+        default=True,
+        description="May clients name `provider/model` instead of a route?",
         examples=[True],
     )
     request_timeout_s: float = Field(
-        default=300.0, gt=0, le=3600, description="Longest a client request may take, in seconds.",
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Longest a client request may take, in seconds.",
         examples=[300],
     )
     proxy: Proxy = Field(
-        default_factory=Proxy, description="The reverse proxy in front of the gateways (HAProxy).",
+        default_factory=Proxy,
+        description="The reverse proxy in front of the gateways (HAProxy).",
         examples=[{"request_head_timeout_s": 10}],
     )
 
@@ -432,16 +568,20 @@ class SecretSource(_Section):
     """Where deploy reads a secret's value: an environment variable or a file outside the repo."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
         json_schema_extra={"oneOf": [{"required": ["env"]}, {"required": ["file"]}]},
     )
 
     env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = Field(
-        default=None, description="The operator's environment variable holding the value.",
+        default=None,
+        description="The operator's environment variable holding the value.",
         examples=["STAGING_OPENAI_API_KEY"],
     )
     file: str | None = Field(
-        default=None, min_length=1,
+        default=None,
+        min_length=1,
         description="Absolute (or `~/`) path of a file holding the value, outside the repository.",
         examples=["~/.config/switchyard/production/openai.key"],
     )
@@ -455,7 +595,8 @@ class SecretSource(_Section):
     def _exactly_one(self) -> SecretSource:
         if (self.env is None) == (self.file is None):
             raise PydanticCustomError(
-                "E013", "a secret source needs exactly one of `env` or `file`",
+                "E013",
+                "a secret source needs exactly one of `env` or `file`",
             )
         return self
 
@@ -464,11 +605,21 @@ class Environment(_Section):
     """One deployment of the gateway: a host, a port, secrets and policy."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True,
-        json_schema_extra={"allOf": [
-            {"if": {"properties": {"target": {"const": "ssh"}}}, "then": {"required": ["host"]}},
-            {"if": {"properties": {"target": {"const": "local"}}}, "then": {"not": {"required": ["host"]}}},
-        ]},
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"target": {"const": "ssh"}}},
+                    "then": {"required": ["host"]},
+                },
+                {
+                    "if": {"properties": {"target": {"const": "local"}}},
+                    "then": {"not": {"required": ["host"]}},
+                },
+            ]
+        },
     )
 
     target: Literal["local", "ssh"] = Field(
@@ -476,23 +627,35 @@ class Environment(_Section):
         examples=["ssh"],
     )
     host: str | None = Field(
-        default=None, min_length=1, pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
-        description="SSH host name or address (target: ssh).", examples=["gw1.internal.example.com"],
+        default=None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
+        description="SSH host name or address (target: ssh).",
+        examples=["gw1.internal.example.com"],
     )
-    ssh_user: str | None = Field(default=None, min_length=1, description="SSH user (default: the operator's).", examples=["deploy"])
+    ssh_user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="SSH user (default: the operator's).",
+        examples=["deploy"],
+    )
     ssh_port: int = Field(default=22, ge=1, le=65535, description="SSH port.", examples=[22])
     port: int = Field(
-        ge=1024, le=65535,
+        ge=1024,
+        le=65535,
         description="Port the gateway publishes on 127.0.0.1 of the host (1024–65535).",
         examples=[8200],
     )
     replicas: int = Field(
-        default=1, ge=1, le=32,
+        default=1,
+        ge=1,
+        le=32,
         description="Gateway containers; the environment's proxy balances requests across them.",
         examples=[2],
     )
     compose_project: str | None = Field(
-        default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
         description="Compose project name on the host. Default: `<project>-<environment>`.",
         examples=["acme-assistant-staging"],
     )
@@ -502,32 +665,43 @@ class Environment(_Section):
         examples=[{"OPENAI_API_KEY": {"env": "STAGING_OPENAI_API_KEY"}}],
     )
     allowed_providers: list[Id] | None = Field(
-        default=None, description="Only these providers may serve requests here. Absent: all.",
+        default=None,
+        description="Only these providers may serve requests here. Absent: all.",
         examples=[["openai", "anthropic"]],
     )
     blocked_providers: list[Id] = Field(
-        default_factory=list, description="These providers never serve requests here.",
+        default_factory=list,
+        description="These providers never serve requests here.",
         examples=[["mock"]],
     )
     limits: Limits | None = Field(
-        default=None, description="Limit overrides for this environment, merged field by field.",
+        default=None,
+        description="Limit overrides for this environment, merged field by field.",
         examples=[{"per_key": {"requests_per_minute": 60}}],
     )
     health_timeout_s: float = Field(
-        default=60.0, gt=0, le=1800, description="How long deploy waits for the new release to be healthy.",
+        default=60.0,
+        gt=0,
+        le=1800,
+        description="How long deploy waits for the new release to be healthy.",
         examples=[60],
     )
     drain_timeout_s: float | None = Field(
-        default=None, gt=0, le=3600,
+        default=None,
+        gt=0,
+        le=3600,
         description=(
             "How long a deploy lets the old release's gateways finish the requests and streams they "
             "are serving before it stops them. Default: runtime.request_timeout_s (no request is cut)."
         ),
         examples=[300],
     )
-    keep_releases: int = Field(default=5, ge=2, le=100, description="Releases kept on the host for rollback.", examples=[5])
+    keep_releases: int = Field(
+        default=5, ge=2, le=100, description="Releases kept on the host for rollback.", examples=[5]
+    )
     deploy_dir: str = Field(
-        default="/srv/switchyard", pattern=r"^(/|~/)[A-Za-z0-9._/-]*$",
+        default="/srv/switchyard",
+        pattern=r"^(/|~/)[A-Za-z0-9._/-]*$",
         description=(
             "Directory on the host for releases, the secrets file, locks and history "
             "(`~/` = the SSH user's home). Environments sharing a host should share it, "
@@ -535,7 +709,9 @@ class Environment(_Section):
         ),
         examples=["/srv/switchyard"],
     )
-    description: str | None = Field(default=None, description="Free text for people.", examples=["Shared staging"])
+    description: str | None = Field(
+        default=None, description="Free text for people.", examples=["Shared staging"]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,7 +721,9 @@ class GatewayConfig(_Section):
     """gateway.yaml, version 1."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, strict=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
         json_schema_extra={"$id": "https://switchyard.dev/schema/gateway.schema.json"},
         title="Switchyard gateway.yaml",
     )
@@ -558,27 +736,57 @@ class GatewayConfig(_Section):
         # Literal[1] compares by equality, so 1.0 and true would pass; the version is an integer.
         if value == 1 and (isinstance(value, bool) or not isinstance(value, int)):
             raise PydanticCustomError(
-                "E016", "the version must be the integer 1 (`version: 1`), not {shown}", {"shown": repr(value)},
+                "E016",
+                "the version must be the integer 1 (`version: 1`), not {shown}",
+                {"shown": repr(value)},
             )
         return value
+
     project: ProjectName = Field(
         description="Project name; each environment deploys as compose project `<project>-<env>`.",
         examples=["acme-assistant"],
     )
-    description: str | None = Field(default=None, description="Free text for people.", examples=["Acme's LLM gateway"])
+    description: str | None = Field(
+        default=None, description="Free text for people.", examples=["Acme's LLM gateway"]
+    )
     providers: dict[Id, Provider] = Field(
-        min_length=1, description="Upstream providers by id.",
-        examples=[{"openai": {"adapter": "openai", "credentials": {"api_key": "OPENAI_API_KEY"}, "models": {"gpt-4o": {"context_window": 128000}}}}],
+        min_length=1,
+        description="Upstream providers by id.",
+        examples=[
+            {
+                "openai": {
+                    "adapter": "openai",
+                    "credentials": {"api_key": "OPENAI_API_KEY"},
+                    "models": {"gpt-4o": {"context_window": 128000}},
+                }
+            }
+        ],
     )
     routes: dict[RouteName, Route] = Field(
-        min_length=1, description="Meta-models clients call by name.",
+        min_length=1,
+        description="Meta-models clients call by name.",
         examples=[{"chat": {"candidates": ["openai/gpt-4o"]}}],
     )
-    orgs: dict[Id, Org] = Field(default_factory=dict, description="Tenants by id.", examples=[{"acme": {}}])
-    limits: Limits = Field(default_factory=Limits, description="Rate limits and budgets.", examples=[{"per_key": {"requests_per_minute": 600}}])
-    logging: Logging = Field(default_factory=Logging, description="The request-record sink.", examples=[{"sink": "sqlite"}])
-    runtime: Runtime = Field(default_factory=Runtime, description="How the gateway is built and run.", examples=[{"workers": 1}])
+    orgs: dict[Id, Org] = Field(
+        default_factory=dict, description="Tenants by id.", examples=[{"acme": {}}]
+    )
+    limits: Limits = Field(
+        default_factory=Limits,
+        description="Rate limits and budgets.",
+        examples=[{"per_key": {"requests_per_minute": 600}}],
+    )
+    logging: Logging = Field(
+        default_factory=Logging,
+        description="The request-record sink.",
+        examples=[{"sink": "sqlite"}],
+    )
+    runtime: Runtime = Field(
+        default_factory=Runtime,
+        description="How the gateway is built and run.",
+        examples=[{"workers": 1}],
+    )
     environments: dict[EnvName, Environment] = Field(
-        min_length=1, description="Where the gateway is deployed, by name.",
+        min_length=1,
+        description="Where the gateway is deployed, by name.",
         examples=[{"dev": {"target": "local", "port": 8080}}],
     )

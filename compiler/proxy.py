@@ -14,7 +14,7 @@ import jinja2
 from compiler.models import GatewayConfig, Proxy
 
 SLOTS = ("a", "b")
-LISTEN_PORT = 8080                 # the proxy's port inside its container
+LISTEN_PORT = 8080  # the proxy's port inside its container
 CONFIG_DIR = "/etc/switchyard/proxy"
 CONFIG_FILE = f"{CONFIG_DIR}/haproxy.cfg"
 # Host side of the mount, relative to a release directory: <env dir>/proxy, which holds the
@@ -39,17 +39,34 @@ class ErrorReply:
 
     def body(self) -> str:
         """OpenAI's error shape, escaped for a double-quoted HAProxy string."""
-        doc = {"error": {"message": self.message, "type": self.type, "param": None, "code": self.code}}
+        doc = {
+            "error": {"message": self.message, "type": self.type, "param": None, "code": self.code}
+        }
         return json.dumps(doc, separators=(",", ":")).replace("\\", "\\\\").replace('"', '\\"')
 
 
 # Answers the proxy gives itself, in the API's error shape (a malformed or oversized request
 # head is refused earlier, by HAProxy's HTTP parser, with its own short 400/408 page).
 ERRORS = (
-    ErrorReply(408, "request_timeout", "invalid_request_error",
-               "the request body did not arrive in time (runtime.proxy.request_body_timeout_s)"),
-    ErrorReply(502, "bad_gateway", "server_error", "the gateway closed the connection without an answer; retry"),
-    ErrorReply(503, "no_gateway_ready", "server_error", "no gateway of this environment is ready to serve; retry shortly", 1),
+    ErrorReply(
+        408,
+        "request_timeout",
+        "invalid_request_error",
+        "the request body did not arrive in time (runtime.proxy.request_body_timeout_s)",
+    ),
+    ErrorReply(
+        502,
+        "bad_gateway",
+        "server_error",
+        "the gateway closed the connection without an answer; retry",
+    ),
+    ErrorReply(
+        503,
+        "no_gateway_ready",
+        "server_error",
+        "no gateway of this environment is ready to serve; retry shortly",
+        1,
+    ),
     ErrorReply(504, "gateway_timeout", "server_error", "the gateway did not answer in time"),
 )
 
@@ -71,26 +88,52 @@ def drain_timeout_s(config: GatewayConfig, env_drain: float | None) -> float:
 
 
 def render_config(
-    templates: jinja2.Environment, config: GatewayConfig, *, environment: str, compose_project: str, source_name: str,
-    slot: str, servers: list[str], gateway_port: int, drain_s: float,
+    templates: jinja2.Environment,
+    config: GatewayConfig,
+    *,
+    environment: str,
+    compose_project: str,
+    source_name: str,
+    slot: str,
+    servers: list[str],
+    gateway_port: int,
+    drain_s: float,
 ) -> str:
     """haproxy.cfg for one slot: the same settings, `servers` as the backend."""
     p: Proxy = config.runtime.proxy
     request_timeout = config.runtime.request_timeout_s
     return templates.get_template("haproxy.cfg.j2").render(
-        source_name=source_name, environment=environment, compose_project=compose_project, slot=slot,
-        max_connections=p.max_connections, hard_stop_after_s=int(drain_s) + HARD_STOP_MARGIN_S,
-        head_max_bytes=p.request_head_max_bytes, bufsize=p.request_head_max_bytes + MAXREWRITE, maxrewrite=MAXREWRITE,
-        head_timeout=_seconds(p.request_head_timeout_s), keep_alive_timeout=_seconds(p.keep_alive_timeout_s),
-        client_timeout=_seconds(p.client_idle_timeout_s), body_timeout=_seconds(p.request_body_timeout_s),
-        request_timeout=_seconds(request_timeout), server_timeout=_seconds(request_timeout + 10),
-        errors=[{"status": e.status, "body": e.body(), "retry_after": e.retry_after} for e in ERRORS],
-        listen_port=LISTEN_PORT, servers=servers, gateway_port=gateway_port,
+        source_name=source_name,
+        environment=environment,
+        compose_project=compose_project,
+        slot=slot,
+        max_connections=p.max_connections,
+        hard_stop_after_s=int(drain_s) + HARD_STOP_MARGIN_S,
+        head_max_bytes=p.request_head_max_bytes,
+        bufsize=p.request_head_max_bytes + MAXREWRITE,
+        maxrewrite=MAXREWRITE,
+        head_timeout=_seconds(p.request_head_timeout_s),
+        keep_alive_timeout=_seconds(p.keep_alive_timeout_s),
+        client_timeout=_seconds(p.client_idle_timeout_s),
+        body_timeout=_seconds(p.request_body_timeout_s),
+        request_timeout=_seconds(request_timeout),
+        server_timeout=_seconds(request_timeout + 10),
+        errors=[
+            {"status": e.status, "body": e.body(), "retry_after": e.retry_after} for e in ERRORS
+        ],
+        listen_port=LISTEN_PORT,
+        servers=servers,
+        gateway_port=gateway_port,
     )
 
 
-def render_dockerfile(templates: jinja2.Environment, config: GatewayConfig, compose_project: str) -> str:
+def render_dockerfile(
+    templates: jinja2.Environment, config: GatewayConfig, compose_project: str
+) -> str:
     return templates.get_template("proxy.Dockerfile.j2").render(
-        base_image=config.runtime.proxy.base_image, compose_project=compose_project,
-        config_dir=CONFIG_DIR, listen_port=LISTEN_PORT, command=COMMAND,
+        base_image=config.runtime.proxy.base_image,
+        compose_project=compose_project,
+        config_dir=CONFIG_DIR,
+        listen_port=LISTEN_PORT,
+        command=COMMAND,
     )

@@ -89,13 +89,16 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
         p = config.providers[pid]
         optional = bool(p.credentials) and all(
             env.secrets.get(name) is not None and env.secrets[name].optional
-            for name in (p.credentials.api_key, p.credentials.organization) if name  # type: ignore[union-attr]
+            for name in (p.credentials.api_key, p.credentials.organization)  # type: ignore[union-attr]
+            if name
         )
         providers[pid] = {
             "adapter": p.adapter,
             "base_url": base_url(p.adapter, p.base_url),
             # The mock adapter ignores credentials (W012), so it names none here either.
-            "credentials": p.credentials.model_dump(exclude_none=True) if p.credentials and p.adapter != "mock" else {},
+            "credentials": p.credentials.model_dump(exclude_none=True)
+            if p.credentials and p.adapter != "mock"
+            else {},
             "credentials_optional": optional,
             "timeout_s": p.timeout_s,
             "connect_timeout_s": p.connect_timeout_s,
@@ -124,7 +127,8 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
                 "first_byte_timeout_s": r.fallback.first_byte_timeout_s,
             },
             "candidates": [
-                {"provider": c.provider, "model": c.model, "weight": c.weight} for c in rr.candidates
+                {"provider": c.provider, "model": c.model, "weight": c.weight}
+                for c in rr.candidates
             ],
             "dropped": [{"ref": d.ref, "kind": d.kind, "reason": d.reason} for d in rr.dropped],
         }
@@ -132,7 +136,9 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
         oid: {
             "routes": sorted(o.routes) if o.routes is not None else None,
             "allow_explicit_models": o.allow_explicit_models,
-            "byok": None if o.byok is None else {
+            "byok": None
+            if o.byok is None
+            else {
                 "providers": sorted(p for p in o.byok.providers if p in resolved.allowed_providers),
                 "encryption_key": o.byok.encryption_key,
             },
@@ -141,7 +147,8 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
     }
     prices = {
         f"{pid}/{name}": spec["price"]
-        for pid, p in providers.items() for name, spec in p["models"].items()
+        for pid, p in providers.items()
+        for name, spec in p["models"].items()
     }
     return {
         "schema_version": RUNTIME_SCHEMA_VERSION,
@@ -161,10 +168,16 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
         "orgs": orgs,
         "limits": resolved.limits.model_dump(),
         "logging": config.logging.model_dump(),
-        "cost_reference_request": {"input_tokens": REFERENCE_INPUT_TOKENS, "output_tokens": REFERENCE_OUTPUT_TOKENS},
+        "cost_reference_request": {
+            "input_tokens": REFERENCE_INPUT_TOKENS,
+            "output_tokens": REFERENCE_OUTPUT_TOKENS,
+        },
         "price_table_hash": "sha256:" + sha256(canonical_json(prices)),
         "secrets": {
-            name: {"needed_by": needed_by, "optional": bool(env.secrets.get(name) and env.secrets[name].optional)}
+            name: {
+                "needed_by": needed_by,
+                "optional": bool(env.secrets.get(name) and env.secrets[name].optional),
+            }
             for name, needed_by in sorted(secrets.items())
         },
     }
@@ -174,7 +187,9 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict
 # compose.yaml, Dockerfile, manifest.json
 
 
-def _labels(config: GatewayConfig, resolved: ResolvedEnvironment, service: str, extra: dict[str, str]) -> list[tuple[str, str]]:
+def _labels(
+    config: GatewayConfig, resolved: ResolvedEnvironment, service: str, extra: dict[str, str]
+) -> list[tuple[str, str]]:
     labels = {
         f"{LABEL_PREFIX}.managed-by": MANAGED_BY,
         f"{LABEL_PREFIX}.project": config.project,
@@ -214,8 +229,14 @@ def _inputs(**inputs: Any) -> dict[str, Any]:
 
 
 def render_environment(
-    config: GatewayConfig, env_name: str, image_inputs: ImageInputs, *, source_name: str = "gateway.yaml", source_sha256: str = "",
-    resolved: ResolvedEnvironment | None = None, templates: jinja2.Environment | None = None,
+    config: GatewayConfig,
+    env_name: str,
+    image_inputs: ImageInputs,
+    *,
+    source_name: str = "gateway.yaml",
+    source_sha256: str = "",
+    resolved: ResolvedEnvironment | None = None,
+    templates: jinja2.Environment | None = None,
 ) -> dict[str, str]:
     """All artifacts of one environment, as `{file name: text}`.
 
@@ -234,13 +255,29 @@ def render_environment(
 
     # The image's default command leaves out settings of the environment (workers), so that
     # changing them restarts the gateway without rebuilding its image.
-    image_command = ["python", "-m", "runtime", "serve", "--config", CONFIG_PATH, "--host", "0.0.0.0",
-                     "--port", str(CONTAINER_PORT)]
+    image_command = [
+        "python",
+        "-m",
+        "runtime",
+        "serve",
+        "--config",
+        CONFIG_PATH,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(CONTAINER_PORT),
+    ]
     dockerfile = templates.get_template("Dockerfile.j2").render(
-        base_image=config.runtime.base_image, compose_project=cp,
-        container_port=CONTAINER_PORT, command=image_command,
+        base_image=config.runtime.base_image,
+        compose_project=cp,
+        container_port=CONTAINER_PORT,
+        command=image_command,
     )
-    image_hash = sha256("\n".join([sha256(dockerfile), image_inputs.runtime_digest, sha256(image_inputs.requirements)]))
+    image_hash = sha256(
+        "\n".join(
+            [sha256(dockerfile), image_inputs.runtime_digest, sha256(image_inputs.requirements)]
+        )
+    )
     image = f"{cp}/gateway:{image_hash[:12]}"
     proxy_dockerfile = proxy.render_dockerfile(templates, config, cp)
     proxy_hash = sha256(proxy_dockerfile)
@@ -249,15 +286,32 @@ def render_environment(
     slots = {slot: proxy.gateway_services(env.replicas, slot) for slot in proxy.SLOTS}
     gateway_labels = {CONFIG_HASH_LABEL: config_hash, IMAGE_INPUTS_LABEL: "sha256:" + image_hash}
     gateways = [
-        {"name": name, "labels": _labels(config, resolved, "gateway", {**gateway_labels, SLOT_LABEL: slot, REPLICA_LABEL: str(i)})}
-        for slot, names in slots.items() for i, name in enumerate(names, 1)
+        {
+            "name": name,
+            "labels": _labels(
+                config,
+                resolved,
+                "gateway",
+                {**gateway_labels, SLOT_LABEL: slot, REPLICA_LABEL: str(i)},
+            ),
+        }
+        for slot, names in slots.items()
+        for i, name in enumerate(names, 1)
     ]
     compose = templates.get_template("compose.yaml.j2").render(
-        source_name=source_name, environment=env_name, compose_project=cp, port=env.port, replicas=env.replicas,
-        image=image, secrets_file=SECRETS_FILE, gateway_port=CONTAINER_PORT,
+        source_name=source_name,
+        environment=env_name,
+        compose_project=cp,
+        port=env.port,
+        replicas=env.replicas,
+        image=image,
+        secrets_file=SECRETS_FILE,
+        gateway_port=CONTAINER_PORT,
         gateway={
             "command": [*image_command, "--workers", str(config.runtime.workers)],
-            "environment": sorted({"SWITCHYARD_ENVIRONMENT": env_name, "SWITCHYARD_DATA_DIR": DATA_DIR}.items()),
+            "environment": sorted(
+                {"SWITCHYARD_ENVIRONMENT": env_name, "SWITCHYARD_DATA_DIR": DATA_DIR}.items()
+            ),
             "volumes": [f"./runtime.json:{CONFIG_PATH}:ro", f"data:{DATA_DIR}"],
             "healthcheck": _healthcheck("/readyz"),
             "stop_grace_s": GATEWAY_STOP_GRACE_S,
@@ -267,7 +321,9 @@ def render_environment(
             "config_mount": f"{proxy.HOST_CONFIG_DIR}:{proxy.CONFIG_DIR}:ro",
             "published": f"127.0.0.1:{env.port}:{proxy.LISTEN_PORT}",
             "stop_grace_s": proxy.STOP_GRACE_S,
-            "labels": _labels(config, resolved, "proxy", {IMAGE_INPUTS_LABEL: "sha256:" + proxy_hash}),
+            "labels": _labels(
+                config, resolved, "proxy", {IMAGE_INPUTS_LABEL: "sha256:" + proxy_hash}
+            ),
         },
         gateways=gateways,
         volume_labels=_labels(config, resolved, "data", {}),
@@ -275,24 +331,42 @@ def render_environment(
     compose_services = yaml.load(compose, Loader=_YAML_LOADER)["services"]
     proxy_configs = {
         f"proxy/haproxy-{slot}.cfg": proxy.render_config(
-            templates, config, environment=env_name, compose_project=cp, source_name=source_name,
-            slot=slot, servers=names, gateway_port=CONTAINER_PORT, drain_s=drain_s,
+            templates,
+            config,
+            environment=env_name,
+            compose_project=cp,
+            source_name=source_name,
+            slot=slot,
+            servers=names,
+            gateway_port=CONTAINER_PORT,
+            drain_s=drain_s,
         )
         for slot, names in slots.items()
     }
     services = {
         "gateway": _inputs(
-            image="sha256:" + image_hash, config=config_hash, replicas=env.replicas,
+            image="sha256:" + image_hash,
+            config=config_hash,
+            replicas=env.replicas,
             definition=service_definition_hash(compose_services[slots["a"][0]]),
-        ) | {"slots": slots},
+        )
+        | {"slots": slots},
         "proxy": _inputs(
             image="sha256:" + proxy_hash,
-            config={slot: "sha256:" + sha256(proxy_configs[f"proxy/haproxy-{slot}.cfg"]) for slot in proxy.SLOTS},
+            config={
+                slot: "sha256:" + sha256(proxy_configs[f"proxy/haproxy-{slot}.cfg"])
+                for slot in proxy.SLOTS
+            },
             definition=service_definition_hash(compose_services["proxy"]),
         ),
     }
-    files = {"compose.yaml": compose, "Dockerfile": dockerfile, "runtime.json": runtime_text,
-             "proxy/Dockerfile": proxy_dockerfile, **proxy_configs}
+    files = {
+        "compose.yaml": compose,
+        "Dockerfile": dockerfile,
+        "runtime.json": runtime_text,
+        "proxy/Dockerfile": proxy_dockerfile,
+        **proxy_configs,
+    }
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "generator": "switchyard",
@@ -328,8 +402,12 @@ def render_environment(
 
 
 def render_all(
-    config: GatewayConfig, envs: list[str], image_inputs: ImageInputs, *,
-    resolved: Mapping[str, ResolvedEnvironment] | None = None, **kwargs: Any,
+    config: GatewayConfig,
+    envs: list[str],
+    image_inputs: ImageInputs,
+    *,
+    resolved: Mapping[str, ResolvedEnvironment] | None = None,
+    **kwargs: Any,
 ) -> dict[str, dict[str, str]]:
     """`render_environment` for each of `envs`: `{env: {file name: text}}`.
 
@@ -339,6 +417,8 @@ def render_all(
         resolved = resolve_environments(config, envs)
     templates = _env()
     return {
-        env: render_environment(config, env, image_inputs, resolved=resolved[env], templates=templates, **kwargs)
+        env: render_environment(
+            config, env, image_inputs, resolved=resolved[env], templates=templates, **kwargs
+        )
         for env in envs
     }

@@ -25,7 +25,9 @@ def text(name: str, diagnostics: Sequence[Diagnostic]) -> str:
     """`gateway.yaml:41:9: error[E030] routes.chat.candidates[2]: message` plus a hint line."""
     lines: list[str] = []
     for d in diagnostics:
-        lines.append(f"{name}:{d.line}:{d.column}: {d.severity.value}[{d.code}] {d.dotted_path}: {d.message}")
+        lines.append(
+            f"{name}:{d.line}:{d.column}: {d.severity.value}[{d.code}] {d.dotted_path}: {d.message}"
+        )
         if d.hint:
             lines.append(f"  hint: {d.hint}")
     lines.append(_summary(name, diagnostics))

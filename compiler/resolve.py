@@ -55,7 +55,9 @@ class ResolvedCandidate:
         """Cost of the reference request (1k input + 1k output tokens), or None if unpriced."""
         if self.price is None:
             return None
-        return (self.price.input * REFERENCE_INPUT_TOKENS + self.price.output * REFERENCE_OUTPUT_TOKENS) / 1_000_000
+        return (
+            self.price.input * REFERENCE_INPUT_TOKENS + self.price.output * REFERENCE_OUTPUT_TOKENS
+        ) / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,9 @@ class ResolvedEnvironment:
     limits: Limits = field(default_factory=Limits)
 
 
-def provider_policy(config: GatewayConfig, env: Environment) -> tuple[tuple[str, ...], dict[str, str]]:
+def provider_policy(
+    config: GatewayConfig, env: Environment
+) -> tuple[tuple[str, ...], dict[str, str]]:
     """Which providers an environment allows, and for the rest, why not."""
     allowed: list[str] = []
     why: dict[str, str] = {}
@@ -96,15 +100,25 @@ def provider_policy(config: GatewayConfig, env: Environment) -> tuple[tuple[str,
     return tuple(allowed), why
 
 
-def lookup(config: GatewayConfig, provider: str, model: str, index: int, ref: str, weight: int | None) -> ResolvedCandidate | None:
+def lookup(
+    config: GatewayConfig, provider: str, model: str, index: int, ref: str, weight: int | None
+) -> ResolvedCandidate | None:
     p = config.providers.get(provider)
     if p is None or model not in p.models:
         return None
     m = p.models[model]
     return ResolvedCandidate(
-        ref=ref, index=index, provider=provider, model=model, upstream=m.upstream or model,
-        adapter=p.adapter, weight=weight, context_window=m.context_window,
-        max_output_tokens=m.max_output_tokens, capabilities=tuple(m.capabilities), price=m.price,
+        ref=ref,
+        index=index,
+        provider=provider,
+        model=model,
+        upstream=m.upstream or model,
+        adapter=p.adapter,
+        weight=weight,
+        context_window=m.context_window,
+        max_output_tokens=m.max_output_tokens,
+        capabilities=tuple(m.capabilities),
+        price=m.price,
     )
 
 
@@ -121,18 +135,24 @@ def _link(config: GatewayConfig, route: Route) -> _Links:
             continue  # reported by the checks; the first occurrence stands
         seen.add(cand.model)
         provider, _, model = cand.model.partition("/")
-        links.append((provider, i, cand.model, lookup(config, provider, model, i, cand.model, cand.weight)))
+        links.append(
+            (provider, i, cand.model, lookup(config, provider, model, i, cand.model, cand.weight))
+        )
     return tuple(links)
 
 
-def _resolve_linked(name: str, route: Route, links: _Links, verdict: dict[str, str | None]) -> ResolvedRoute:
+def _resolve_linked(
+    name: str, route: Route, links: _Links, verdict: dict[str, str | None]
+) -> ResolvedRoute:
     """The candidate chain of one route, from its looked-up candidates and an environment's
     provider policy (`verdict[provider]` is None when allowed, else why not)."""
     linked: list[ResolvedCandidate] = []
     dropped: list[Dropped] = []
     for provider, i, ref, rc in links:
         if rc is None:
-            dropped.append(Dropped(ref, i, "unknown_model", f"'{ref}' is not declared under providers"))
+            dropped.append(
+                Dropped(ref, i, "unknown_model", f"'{ref}' is not declared under providers")
+            )
             continue
         why = verdict[provider]
         if why is not None:
@@ -154,25 +174,51 @@ def _resolve_linked(name: str, route: Route, links: _Links, verdict: dict[str, s
     for rc in linked:
         missing = [c for c in requires if c not in rc.capabilities]
         if missing:
-            source = "this route" if declared else f"the primary candidate {primary.ref if primary else ''}"
-            dropped.append(Dropped(rc.ref, rc.index, "missing_capability", f"lacks {', '.join(repr(c) for c in missing)}, required by {source}"))
+            source = (
+                "this route"
+                if declared
+                else f"the primary candidate {primary.ref if primary else ''}"
+            )
+            dropped.append(
+                Dropped(
+                    rc.ref,
+                    rc.index,
+                    "missing_capability",
+                    f"lacks {', '.join(repr(c) for c in missing)}, required by {source}",
+                )
+            )
             continue
         if route.min_context_window is not None and rc.context_window < route.min_context_window:
-            dropped.append(Dropped(rc.ref, rc.index, "context_window", f"context window {rc.context_window:,} < min_context_window {route.min_context_window:,}"))
+            dropped.append(
+                Dropped(
+                    rc.ref,
+                    rc.index,
+                    "context_window",
+                    f"context window {rc.context_window:,} < min_context_window {route.min_context_window:,}",
+                )
+            )
             continue
         cost = rc.reference_cost_usd
         cap = route.max_cost_per_request_usd
         if cap is not None and cost is not None and cost > cap:
-            dropped.append(Dropped(
-                rc.ref, rc.index, "cost_cap",
-                f"a typical request ({REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens) costs ${cost:.4f}, over the ${cap:g} cap",
-            ))
+            dropped.append(
+                Dropped(
+                    rc.ref,
+                    rc.index,
+                    "cost_cap",
+                    f"a typical request ({REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens) costs ${cost:.4f}, over the ${cap:g} cap",
+                )
+            )
             continue
         kept.append(rc)
     return ResolvedRoute(
-        name=name, route=route, requires=requires, requires_declared=declared,
+        name=name,
+        route=route,
+        requires=requires,
+        requires_declared=declared,
         primary_ref=None if declared or primary is None else primary.ref,
-        candidates=tuple(kept), dropped=tuple(sorted(dropped, key=lambda d: d.index)),
+        candidates=tuple(kept),
+        dropped=tuple(sorted(dropped, key=lambda d: d.index)),
     )
 
 
@@ -181,10 +227,12 @@ def merge_limits(base: Limits, override: Limits | None) -> Limits:
     org's own budgets merged over `per_org` (an org override changes only what it sets)."""
     merged = _merge_env_limits(base, override)
     orgs = {
-        oid: OrgLimits.model_validate({
-            **merged.per_org.model_dump(),
-            **{k: v for k, v in lim.model_dump().items() if v is not None},
-        })
+        oid: OrgLimits.model_validate(
+            {
+                **merged.per_org.model_dump(),
+                **{k: v for k, v in lim.model_dump().items() if v is not None},
+            }
+        )
         for oid, lim in sorted(merged.orgs.items())
     }
     return Limits(per_key=merged.per_key, per_org=merged.per_org, orgs=orgs)
@@ -193,12 +241,18 @@ def merge_limits(base: Limits, override: Limits | None) -> Limits:
 def _merge_env_limits(base: Limits, override: Limits | None) -> Limits:
     if override is None:
         return base
-    per_key = KeyLimits.model_validate({**base.per_key.model_dump(), **override.per_key.model_dump(exclude_unset=True)})
-    per_org = OrgLimits.model_validate({**base.per_org.model_dump(), **override.per_org.model_dump(exclude_unset=True)})
+    per_key = KeyLimits.model_validate(
+        {**base.per_key.model_dump(), **override.per_key.model_dump(exclude_unset=True)}
+    )
+    per_org = OrgLimits.model_validate(
+        {**base.per_org.model_dump(), **override.per_org.model_dump(exclude_unset=True)}
+    )
     orgs = dict(base.orgs)
     for org, lim in override.orgs.items():
         prior = orgs.get(org, OrgLimits())
-        orgs[org] = OrgLimits.model_validate({**prior.model_dump(), **lim.model_dump(exclude_unset=True)})
+        orgs[org] = OrgLimits.model_validate(
+            {**prior.model_dump(), **lim.model_dump(exclude_unset=True)}
+        )
     return Limits(per_key=per_key, per_org=per_org, orgs=orgs)
 
 
@@ -212,7 +266,9 @@ def resolve_environment(config: GatewayConfig, env_name: str) -> ResolvedEnviron
     return resolve_environments(config, [env_name])[env_name]
 
 
-def resolve_environments(config: GatewayConfig, env_names: Iterable[str] | None = None) -> dict[str, ResolvedEnvironment]:
+def resolve_environments(
+    config: GatewayConfig, env_names: Iterable[str] | None = None
+) -> dict[str, ResolvedEnvironment]:
     """`resolve_environment` for each of `env_names` (default: all, in file order), sharing the work.
 
     Candidates are looked up once per route, and a route whose providers two environments
@@ -239,8 +295,12 @@ def resolve_environments(config: GatewayConfig, env_names: Iterable[str] | None 
                 rr = shared[key] = _resolve_linked(name, config.routes[name], route_links, verdict)
             routes[name] = rr
         out[env_name] = ResolvedEnvironment(
-            name=env_name, env=env, compose_project=compose_project(config, env_name),
-            allowed_providers=allowed, policy_drops=why, routes=routes,
+            name=env_name,
+            env=env,
+            compose_project=compose_project(config, env_name),
+            allowed_providers=allowed,
+            policy_drops=why,
+            routes=routes,
             limits=merge_limits(config.limits, env.limits),
         )
     return out
@@ -266,7 +326,9 @@ def required_secrets(config: GatewayConfig, resolved: ResolvedEnvironment) -> di
     needs: dict[str, str] = {}
     for pid in used_providers(resolved, config):
         creds = config.providers[pid].credentials
-        if creds is None or config.providers[pid].adapter == "mock":  # mock ignores credentials (W012)
+        if (
+            creds is None or config.providers[pid].adapter == "mock"
+        ):  # mock ignores credentials (W012)
             continue
         needs.setdefault(creds.api_key, f"providers.{pid}.credentials.api_key")
         if creds.organization:

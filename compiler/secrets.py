@@ -75,9 +75,13 @@ def secret_hint(path: tuple[str | int, ...]) -> str:
     """What to write instead of the secret value at `path`, and the reminder to rotate it."""
     rotate = "then rotate the key: it is in your version history now"
     if len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and path[-1] == "env":
-        return (f"write the name of the environment variable that holds the value, e.g. "
-                f"{str(path[1]).upper().replace('-', '_')}_{path[3]}; {rotate}")
+        return (
+            f"write the name of the environment variable that holds the value, e.g. "
+            f"{str(path[1]).upper().replace('-', '_')}_{path[3]}; {rotate}"
+        )
     if path and path[-1] == "description":
         return f"remove it from the text; {rotate}"
-    return ("write the NAME of a secret (e.g. OPENAI_API_KEY) and give its source under "
-            f"environments.<env>.secrets; {rotate}")
+    return (
+        "write the NAME of a secret (e.g. OPENAI_API_KEY) and give its source under "
+        f"environments.<env>.secrets; {rotate}"
+    )

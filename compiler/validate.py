@@ -72,10 +72,14 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
     config, shape = _validate_shape(data)
     diagnostics += _present_shape([_translate(e, data) for e in shape[:MAX_SHAPE_REPORTED]], loaded)
     if len(shape) > MAX_SHAPE_REPORTED:
-        diagnostics.append(error(
-            "E005", (), f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} shape errors",
-            "fix these and run check again",
-        ).located(1, 1))
+        diagnostics.append(
+            error(
+                "E005",
+                (),
+                f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} shape errors",
+                "fix these and run check again",
+            ).located(1, 1)
+        )
     broken: set[tuple[str, str]] = set()
     # Pruning edits a copy, so the loaded data stays as written.
     pruned, errors = (copy.deepcopy(data) if shape else data), shape
@@ -88,7 +92,9 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
     result = CheckResult(loaded, None, diagnostics, broken)
     if config is not None:
         resolved = resolve_environments(config, sorted(config.environments))
-        diagnostics += checks.run_all(config, data, broken=broken, source_dir=source_dir, resolved=resolved)
+        diagnostics += checks.run_all(
+            config, data, broken=broken, source_dir=source_dir, resolved=resolved
+        )
         if not shape:
             result.config = config
             result.resolved = resolved
@@ -106,7 +112,8 @@ def _present_shape(shape: list[Diagnostic], loaded: Loaded) -> list[Diagnostic]:
     """
     suggested = {
         (*d.path[:-1], m.group(1))
-        for d in shape if d.code == "E010" and d.hint and (m := _SUGGESTION.match(d.hint))
+        for d in shape
+        if d.code == "E010" and d.hint and (m := _SUGGESTION.match(d.hint))
     }
     out: list[Diagnostic] = []
     for d in shape:
@@ -141,7 +148,9 @@ def _finish(result: CheckResult) -> CheckResult:
         seen.add(key)
         d = d if d.line else d.located(*result.loaded.position(d.path, at_key=d.at_key))
         # A message quotes the offending value; it must never quote a secret.
-        located.append(replace(d, message=redact(d.message), hint=redact(d.hint) if d.hint else d.hint))
+        located.append(
+            replace(d, message=redact(d.message), hint=redact(d.hint) if d.hint else d.hint)
+        )
     result.diagnostics = sorted(located, key=sort_key)
     return result
 
@@ -155,7 +164,9 @@ def _validate_shape(data: dict[str, Any]) -> tuple[GatewayConfig | None, list[Er
         return None, exc.errors(include_url=False)
 
 
-def _prune(data: dict[str, Any], shape: list[ErrorDetails]) -> tuple[dict[str, Any], set[tuple[str, str]]]:
+def _prune(
+    data: dict[str, Any], shape: list[ErrorDetails]
+) -> tuple[dict[str, Any], set[tuple[str, str]]]:
     """Drop the malformed parts (in place) so the well-formed rest can still be checked.
 
     An unknown key is removed on its own; any other problem inside a named item (a
@@ -271,7 +282,12 @@ def _translate(err: ErrorDetails, data: dict[str, Any]) -> Diagnostic:
             hint = f"add `{name}:`, e.g. {_yaml_inline(info.examples[0])}"
         return error("E012", loc, f"missing required key '{name}'", hint)
     if kind in _TYPE_WORDS:
-        return error("E011", loc, f"should be {_TYPE_WORDS[kind]}, not {_describe(value)}", _type_hint(kind, value, name))
+        return error(
+            "E011",
+            loc,
+            f"should be {_TYPE_WORDS[kind]}, not {_describe(value)}",
+            _type_hint(kind, value, name),
+        )
     if kind == "literal_error":
         return _literal_error(loc, value, ctx)
     if kind == "string_pattern_mismatch":
@@ -279,7 +295,11 @@ def _translate(err: ErrorDetails, data: dict[str, Any]) -> Diagnostic:
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         return _range_error(loc, kind, value, ctx)
     if kind in ("too_short", "string_too_short"):
-        what = "must not be empty" if ctx.get("min_length", 1) <= 1 else f"needs at least {ctx['min_length']} items"
+        what = (
+            "must not be empty"
+            if ctx.get("min_length", 1) <= 1
+            else f"needs at least {ctx['min_length']} items"
+        )
         return error("E014", loc, f"'{name}' {what}", _example_hint(loc))
     if kind in ("too_long", "string_too_long"):
         return error("E014", loc, f"'{name}' is too long (at most {ctx.get('max_length')})")
@@ -298,7 +318,12 @@ def _is_required_and_absent(loc: Path, data: dict[str, Any]) -> bool:
         return False
     info = _field_info((*loc[:-1], match.group(1)))
     parent = _get(data, loc[:-1])
-    return info is not None and info.is_required() and isinstance(parent, dict) and match.group(1) not in parent
+    return (
+        info is not None
+        and info.is_required()
+        and isinstance(parent, dict)
+        and match.group(1) not in parent
+    )
 
 
 def _yaml_inline(value: Any) -> str:
@@ -355,7 +380,9 @@ def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
     allowed: Iterable[str] = expected
     if loc == ("version",):
         shown = repr(value) if isinstance(value, str) else _describe(value).split(" (")[0]
-        return error("E016", loc, f"unsupported config version {shown}", "this Switchyard reads `version: 1`")
+        return error(
+            "E016", loc, f"unsupported config version {shown}", "this Switchyard reads `version: 1`"
+        )
     words = {
         tuple(sorted(CAPABILITIES)): "capability",
         tuple(sorted(ERROR_CLASSES)): "error class",
@@ -371,25 +398,42 @@ def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
 def _pattern_error(loc: Path, value: Any, pattern: str, *, at_key: bool = False) -> Diagnostic:
     name = _field_name(loc)
     names_a_secret = pattern == SECRET_PATTERN or (name == "env" and "secrets" in loc)
-    if isinstance(value, str) and (has_known_secret(value) or (names_a_secret and looks_like_secret(value))):
+    if isinstance(value, str) and (
+        has_known_secret(value) or (names_a_secret and looks_like_secret(value))
+    ):
         return error("E040", loc, describe_secret(value), secret_hint(loc))
     rule = NAME_RULES.get(pattern)
     shown = value if isinstance(value, str) else _describe(value)
     if rule is not None:
         kind, explanation = rule
-        return error("E013", loc, f"'{shown}' is not a valid {kind}", f"use {explanation}", at_key=at_key)
+        return error(
+            "E013", loc, f"'{shown}' is not a valid {kind}", f"use {explanation}", at_key=at_key
+        )
     if name == "env" and "secrets" in loc:
-        return error("E013", loc, f"'{shown}' is not a valid environment variable name",
-                     "use letters, digits and '_', not starting with a digit, e.g. STAGING_OPENAI_API_KEY")
+        return error(
+            "E013",
+            loc,
+            f"'{shown}' is not a valid environment variable name",
+            "use letters, digits and '_', not starting with a digit, e.g. STAGING_OPENAI_API_KEY",
+        )
     if name == "base_url":
-        return error("E013", loc, f"'{shown}' is not an http(s) URL", "e.g. https://api.openai.com/v1")
-    return error("E013", loc, f"'{shown}' is not a valid {name}", f"it must match {pattern}", at_key=at_key)
+        return error(
+            "E013", loc, f"'{shown}' is not an http(s) URL", "e.g. https://api.openai.com/v1"
+        )
+    return error(
+        "E013", loc, f"'{shown}' is not a valid {name}", f"it must match {pattern}", at_key=at_key
+    )
 
 
 def _range_error(loc: Path, kind: str, value: Any, ctx: dict[str, Any]) -> Diagnostic:
     name = _field_name(loc)
     if name == "port" and len(loc) == 3 and loc[0] == "environments":
-        return error("E052", loc, f"port {value} is outside 1024–65535", "pick an unprivileged port, e.g. 8200")
+        return error(
+            "E052",
+            loc,
+            f"port {value} is outside 1024–65535",
+            "pick an unprivileged port, e.g. 8200",
+        )
     op, bound = {
         "greater_than_equal": ("at least", ctx.get("ge")),
         "greater_than": ("greater than", ctx.get("gt")),

@@ -80,6 +80,8 @@ def reader_error(exc: yaml.reader.ReaderError, text: str) -> Diagnostic:
     column = len(before) - (before.rfind("\n") + 1) + 1
     char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
     return error(
-        "E001", (), f"the file contains a control character (U+{char:04X}), which YAML does not allow",
+        "E001",
+        (),
+        f"the file contains a control character (U+{char:04X}), which YAML does not allow",
         "remove it; if it must be in a value, write it as an escape inside double quotes",
     ).located(line, column)

@@ -61,39 +61,67 @@ def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> lis
     slot = plan.target_slot
     steps: list[Step] = []
     if plan.build:
-        images = tuple(str(m["proxy_image"] if svc == "proxy" else m["image"]) for svc in plan.build)
+        images = tuple(
+            str(m["proxy_image"] if svc == "proxy" else m["image"]) for svc in plan.build
+        )
         steps.append(BuildImages(cp, compose_file, plan.build, images))
     proxy_action = plan.proxy_action
     cut_over = plan.gateways_change or proxy_action != UNCHANGED
     proxy = state.proxy()
     if cut_over:
         same_image = proxy is not None and proxy.running and proxy_action not in (CREATE, RECREATE)
-        steps.append(StageProxyConfig(rid, slot, str(m["services"]["proxy"]["config"][slot]), str(m["proxy_image"]),
-                                      proxy.id if same_image and proxy else None))
+        steps.append(
+            StageProxyConfig(
+                rid,
+                slot,
+                str(m["services"]["proxy"]["config"][slot]),
+                str(m["proxy_image"]),
+                proxy.id if same_image and proxy else None,
+            )
+        )
     drain_s = float(m["drain_timeout_s"])
     if plan.stale:
-        steps.append(RemoveGateways(tuple(c.id for c in plan.stale), tuple(c.name for c in plan.stale), drain_s))
+        steps.append(
+            RemoveGateways(
+                tuple(c.id for c in plan.stale), tuple(c.name for c in plan.stale), drain_s
+            )
+        )
     new_services = tuple(m["services"]["gateway"]["slots"][slot])
     if plan.gateways_change:
-        steps += [StartGateways(cp, compose_file, new_services, slot),
-                  WaitReady(rid, new_services, float(m["health_timeout_s"]))]
+        steps += [
+            StartGateways(cp, compose_file, new_services, slot),
+            WaitReady(rid, new_services, float(m["health_timeout_s"])),
+        ]
     recreate = proxy_action in (CREATE, RECREATE)
     if cut_over:
-        steps.append(CutOver("create" if recreate else "reload", cp, compose_file, slot, target.port,
-                             tuple(c.id for c in plan.legacy) if recreate else ()))
+        steps.append(
+            CutOver(
+                "create" if recreate else "reload",
+                cp,
+                compose_file,
+                slot,
+                target.port,
+                tuple(c.id for c in plan.legacy) if recreate else (),
+            )
+        )
     steps.append(MakeCurrent(rid))
     old = state.gateways(plan.live_slot) if plan.gateways_change and plan.live_slot else []
     if old:
         steps.append(Drain(tuple(c.id for c in old), tuple(c.name for c in old), drain_s))
     if plan.legacy and not recreate:
-        steps.append(RemoveServices(tuple(sorted({c.compose_service for c in plan.legacy})), tuple(c.id for c in plan.legacy)))
+        steps.append(
+            RemoveServices(
+                tuple(sorted({c.compose_service for c in plan.legacy})),
+                tuple(c.id for c in plan.legacy),
+            )
+        )
     return steps
 
 
 @dataclass(frozen=True)
 class Outcome:
-    result: str            # ok, failed, interrupted
-    message: str | None    # why (failed / interrupted), or a note (ok)
+    result: str  # ok, failed, interrupted
+    message: str | None  # why (failed / interrupted), or a note (ok)
 
 
 @contextmanager
@@ -107,7 +135,15 @@ def _shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def activate(ctx: Context, steps: list[Step], target: Target, plan: Plan, state: HostState, *, mark_failed: bool) -> Outcome:
+def activate(
+    ctx: Context,
+    steps: list[Step],
+    target: Target,
+    plan: Plan,
+    state: HostState,
+    *,
+    mark_failed: bool,
+) -> Outcome:
     """Run `steps`; on a failure or an interrupt before the cut-over, undo what they started."""
     if not plan.gateways_change:
         ctx.new_ids = tuple(c.id for c in state.gateways(plan.live_slot)) if plan.live_slot else ()
@@ -120,20 +156,41 @@ def activate(ctx: Context, steps: list[Step], target: Target, plan: Plan, state:
     except ConnectionLost:
         raise
     except (DeployError, HostError) as exc:
-        reason = f"after the cut-over: {exc}" if ctx.phase == LIVE else f"release {target.release_id} failed: {exc}"
+        reason = (
+            f"after the cut-over: {exc}"
+            if ctx.phase == LIVE
+            else f"release {target.release_id} failed: {exc}"
+        )
         with _shielded():
             return _after_failure(ctx, steps, target, plan, reason, "failed", mark_failed)
     except KeyboardInterrupt:
-        ctx.out.say("!! interrupted: putting the host back in order (the live release keeps serving)")
+        ctx.out.say(
+            "!! interrupted: putting the host back in order (the live release keeps serving)"
+        )
         with _shielded():
-            return _after_failure(ctx, steps, target, plan, f"the {'rollback' if not mark_failed else 'deploy'} was interrupted",
-                                  "interrupted", mark_failed)
+            return _after_failure(
+                ctx,
+                steps,
+                target,
+                plan,
+                f"the {'rollback' if not mark_failed else 'deploy'} was interrupted",
+                "interrupted",
+                mark_failed,
+            )
     if ctx.secrets_replaced:
         _quietly(ctx, None, cmd.drop_previous(ctx.paths.secrets))
     return Outcome("ok", None)
 
 
-def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, reason: str, result: str, mark_failed: bool) -> Outcome:
+def _after_failure(
+    ctx: Context,
+    steps: list[Step],
+    target: Target,
+    plan: Plan,
+    reason: str,
+    result: str,
+    mark_failed: bool,
+) -> Outcome:
     if ctx.phase == CUTOVER and _new_release_serves(ctx, target):
         ctx.phase = LIVE
     if ctx.phase == LIVE:
@@ -143,20 +200,38 @@ def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, 
         if ctx.secrets_replaced:
             _quietly(ctx, None, cmd.drop_previous(ctx.paths.secrets))
         left = next((s for s in steps if isinstance(s, Drain)), None)
-        note = (f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) were left running "
-                f"to finish their requests, and the next deploy removes them") if left else f"release {target.release_id} is live"
+        note = (
+            (
+                f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) were left running "
+                f"to finish their requests, and the next deploy removes them"
+            )
+            if left
+            else f"release {target.release_id} is live"
+        )
         return Outcome(result if result == "interrupted" else "ok", f"{reason}\n{note}")
     undone = []
     if ctx.phase == CUTOVER and ctx.staged:
         # The promote may have happened although its command did not return (an interrupt).
-        proxy = ctx.proxy_id or next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
+        proxy = ctx.proxy_id or next(
+            (c.id for c in ctx.owned() if c.service == "proxy" and c.running), None
+        )
         _quietly(ctx, None, cmd.restore_proxy_config(ctx.paths.proxy_dir, proxy, ctx.staged))
         undone.append("the proxy's config was put back")
     if ctx.phase != PREPARE:
-        new = [c for c in ctx.owned() if c.release == target.release_id and c.service == "gateway"
-               and c.compose_service in target.manifest["services"]["gateway"]["slots"][plan.target_slot]]
+        new = [
+            c
+            for c in ctx.owned()
+            if c.release == target.release_id
+            and c.service == "gateway"
+            and c.compose_service
+            in target.manifest["services"]["gateway"]["slots"][plan.target_slot]
+        ]
         if new:
-            _quietly(ctx, None, cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove([c.id for c in new])))
+            _quietly(
+                ctx,
+                None,
+                cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove([c.id for c in new])),
+            )
             when = "" if ctx.phase == CUTOVER else " before taking any traffic"
             undone.append(f"its gateways ({', '.join(c.name for c in new)}) were removed{when}")
     if ctx.secrets_replaced:
@@ -166,7 +241,11 @@ def _after_failure(ctx: Context, steps: list[Step], target: Target, plan: Plan, 
     if mark_failed:
         _quietly(ctx, None, cmd.mark_failed(ctx.paths.release(target.release_id)))
     live = plan.live_release
-    serving = (f"release {live} keeps serving, untouched" if live else "nothing was serving before, and nothing serves now")
+    serving = (
+        f"release {live} keeps serving, untouched"
+        if live
+        else "nothing was serving before, and nothing serves now"
+    )
     return Outcome(result, "\n".join([reason, *undone, serving]))
 
 

@@ -45,7 +45,7 @@ class Bundle:
     config: GatewayConfig
     environment: Environment
     manifest: dict[str, Any]
-    files: dict[str, str]          # compose.yaml, runtime.json, Dockerfile, manifest.json
+    files: dict[str, str]  # compose.yaml, runtime.json, Dockerfile, manifest.json
     runtime_dir: Path
     config_path: Path
     git_commit: str | None
@@ -74,13 +74,23 @@ class Bundle:
 
     def tarball(self) -> bytes:
         """The release directory as a deterministic .tar.gz (Fabric's put takes files, not folders)."""
-        members: list[tuple[str, bytes, int]] = [(name, text.encode(), 0o644) for name, text in sorted(self.files.items())]
+        members: list[tuple[str, bytes, int]] = [
+            (name, text.encode(), 0o644) for name, text in sorted(self.files.items())
+        ]
         requirements = self.runtime_dir / "requirements.txt"
-        members.append(("requirements.txt", requirements.read_bytes() if requirements.is_file() else b"", 0o644))
+        members.append(
+            (
+                "requirements.txt",
+                requirements.read_bytes() if requirements.is_file() else b"",
+                0o644,
+            )
+        )
         for f in sorted(self.runtime_dir.rglob("*")):
             if not f.is_file() or "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
                 continue
-            members.append(("runtime/" + f.relative_to(self.runtime_dir).as_posix(), f.read_bytes(), 0o644))
+            members.append(
+                ("runtime/" + f.relative_to(self.runtime_dir).as_posix(), f.read_bytes(), 0o644)
+            )
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for name, data, mode in members:
@@ -94,7 +104,9 @@ def load_bundle(config_path: str, env: str) -> Bundle:
     """Validate `config_path` and compile `env`; raise DeployError with the diagnostics if invalid."""
     path = Path(config_path)
     if not path.is_file():
-        raise UsageError(f"{config_path}: no such file (run from your repository root, or pass --config)")
+        raise UsageError(
+            f"{config_path}: no such file (run from your repository root, or pass --config)"
+        )
     raw = path.read_bytes()
     result = check_bytes(raw, source_dir=path.resolve().parent)
     if not result.ok or result.config is None:
@@ -106,25 +118,46 @@ def load_bundle(config_path: str, env: str) -> Bundle:
     if env not in config.environments:
         known = ", ".join(config.environments)
         hint = did_you_mean(env, list(config.environments))
-        raise UsageError(f"unknown environment '{env}' in {config_path}" + (f"; {hint}" if hint else "") + f" (environments: {known})")
+        raise UsageError(
+            f"unknown environment '{env}' in {config_path}"
+            + (f"; {hint}" if hint else "")
+            + f" (environments: {known})"
+        )
     files = render_all(
-        config, [env], image_inputs(RUNTIME_DIR), resolved=result.resolved,
-        source_name=path.name, source_sha256=hashlib.sha256(raw).hexdigest(),
+        config,
+        [env],
+        image_inputs(RUNTIME_DIR),
+        resolved=result.resolved,
+        source_name=path.name,
+        source_sha256=hashlib.sha256(raw).hexdigest(),
     )[env]
     return Bundle(
-        env=env, config=config, environment=config.environments[env],
-        manifest=json.loads(files["manifest.json"]), files=files, runtime_dir=RUNTIME_DIR,
-        config_path=path, git_commit=git_commit(path.resolve().parent),
+        env=env,
+        config=config,
+        environment=config.environments[env],
+        manifest=json.loads(files["manifest.json"]),
+        files=files,
+        runtime_dir=RUNTIME_DIR,
+        config_path=path,
+        git_commit=git_commit(path.resolve().parent),
     )
 
 
 def git_commit(directory: Path) -> str | None:
     """HEAD of the repository holding the config, `+dirty` when it has uncommitted changes."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=10
+        )
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -32,17 +32,26 @@ def parse(data: str | bytes | None, where: str = "claims.json") -> dict[str, Cla
         return {}
     try:
         doc = json.loads(data)
-        return {name: Claim(c["project"], c["environment"], int(c["port"])) for name, c in doc.get("projects", {}).items()}
+        return {
+            name: Claim(c["project"], c["environment"], int(c["port"]))
+            for name, c in doc.get("projects", {}).items()
+        }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DeployError(f"{where} on the host is not a valid claims file ({exc}); fix it by hand, or remove it and deploy every environment on this host again") from exc
+        raise DeployError(
+            f"{where} on the host is not a valid claims file ({exc}); fix it by hand, or remove it and deploy every environment on this host again"
+        ) from exc
 
 
 def render(claims: dict[str, Claim], by: str, when: str) -> bytes:
     doc: dict[str, Any] = {
         "version": 1,
         "note": "Switchyard: which compose project and which loopback port belong to whom on this host.",
-        "updated": when, "updated_by": by,
-        "projects": {name: {"project": c.project, "environment": c.environment, "port": c.port} for name, c in sorted(claims.items())},
+        "updated": when,
+        "updated_by": by,
+        "projects": {
+            name: {"project": c.project, "environment": c.environment, "port": c.port}
+            for name, c in sorted(claims.items())
+        },
     }
     return (json.dumps(doc, indent=2) + "\n").encode()
 
@@ -100,14 +109,18 @@ def settled(bundle: Bundle, claims: dict[str, Claim], published: dict[int, str])
     (Anyone else who wants our port or name checks under the lock and sees our claim.)"""
     if conflicts(bundle, claims, published):
         raise DeployError("refusing to deploy: " + "; ".join(conflicts(bundle, claims, published)))
-    return claims.get(bundle.compose_project) == Claim(bundle.config.project, bundle.env, bundle.port)
+    return claims.get(bundle.compose_project) == Claim(
+        bundle.config.project, bundle.env, bundle.port
+    )
 
 
 def claim(host: Host, paths: Paths, bundle: Bundle, who: str, when: str) -> None:
     """Check and record our claim under the host-wide claims lock; raise DeployError on a conflict."""
     held, output = host.hold(cmd.lock(paths.claims_lock, 30), "locked", timeout=40)
     if held is None:
-        raise DeployError(f"could not take the host's claims lock ({paths.claims_lock}): {output.strip() or 'timed out'}")
+        raise DeployError(
+            f"could not take the host's claims lock ({paths.claims_lock}): {output.strip() or 'timed out'}"
+        )
     try:
         claims = parse(host.read(paths.claims), paths.claims)
         problems = conflicts(bundle, claims, published_ports(host))

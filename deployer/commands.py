@@ -9,15 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-SCRUBBED = ("COMPOSE_REMOVE_ORPHANS", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "COMPOSE_PATH_SEPARATOR", "COMPOSE_ENV_FILES")
+SCRUBBED = (
+    "COMPOSE_REMOVE_ORPHANS",
+    "COMPOSE_FILE",
+    "COMPOSE_PROJECT_NAME",
+    "COMPOSE_PROFILES",
+    "COMPOSE_PATH_SEPARATOR",
+    "COMPOSE_ENV_FILES",
+)
 OWNER_LABEL = "dev.switchyard.managed-by"
 OWNER = "switchyard"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
-ROLE_LABEL = "dev.switchyard.service"     # gateway, proxy (what a container is, whatever its compose name)
+ROLE_LABEL = (
+    "dev.switchyard.service"  # gateway, proxy (what a container is, whatever its compose name)
+)
 SLOT_LABEL = "dev.switchyard.slot"
-PROXY_CONFIG_DIR = "/etc/switchyard/proxy"   # where the proxy container sees <env dir>/proxy
+PROXY_CONFIG_DIR = "/etc/switchyard/proxy"  # where the proxy container sees <env dir>/proxy
 
 
 def _env() -> list[str]:
@@ -50,12 +59,20 @@ def compose_up(project: str, compose_file: str, services: Sequence[str]) -> list
 
 def project_containers(project: str) -> list[str]:
     """Ids of every container (running or not) in the compose project, whoever made it."""
-    return ["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={project}"]
+    return [
+        "docker",
+        "ps",
+        "--all",
+        "--quiet",
+        "--no-trunc",
+        "--filter",
+        f"label={PROJECT_LABEL}={project}",
+    ]
 
 
 def published_containers() -> list[str]:
     """Every running container with the ports it publishes, for the host-wide port check."""
-    return ["docker", "ps", "--format", "{{.ID}}\t{{.Label \"" + PROJECT_LABEL + "\"}}\t{{.Ports}}"]
+    return ["docker", "ps", "--format", '{{.ID}}\t{{.Label "' + PROJECT_LABEL + '"}}\t{{.Ports}}']
 
 
 def inspect(ids: Sequence[str]) -> list[str]:
@@ -75,7 +92,13 @@ def stop_and_remove(ids: Sequence[str]) -> list[str]:
     """Stop (SIGTERM, then SIGKILL after the container's own grace) and remove exactly these
     containers (ours: checked by the caller against the labels), with their anonymous volumes
     (`--volumes` never touches a named volume such as `data`)."""
-    return ["sh", "-c", 'docker stop -- "$@" >/dev/null 2>&1; docker rm --force --volumes -- "$@"', "sh", *ids]
+    return [
+        "sh",
+        "-c",
+        'docker stop -- "$@" >/dev/null 2>&1; docker rm --force --volumes -- "$@"',
+        "sh",
+        *ids,
+    ]
 
 
 def logs(container: str, tail: int = 20) -> list[str]:
@@ -88,18 +111,27 @@ def make_env_dir(env_dir: str, then: Sequence[str] = ()) -> list[str]:
     script = 'mkdir -p -- "$1/releases" && chmod 700 -- "$1" || exit 1; shift; [ "$#" -eq 0 ] || exec "$@"'
     return ["sh", "-c", script, "sh", env_dir, *then]
 
+
 def unpack_release(tarball: str, final_dir: str) -> list[str]:
     """Unpack into a hidden directory beside it, then rename: a release appears whole or not
     at all, and nothing half-written ever carries a release's name."""
-    script = ('set -e; tmp="$(dirname -- "$2")/.$(basename -- "$2").unpack"; rm -rf -- "$tmp"; mkdir -p -- "$tmp"; '
-              'tar -xzf "$1" -C "$tmp"; rm -f -- "$1"; rm -rf -- "$2"; mv -- "$tmp" "$2"')
+    script = (
+        'set -e; tmp="$(dirname -- "$2")/.$(basename -- "$2").unpack"; rm -rf -- "$tmp"; mkdir -p -- "$tmp"; '
+        'tar -xzf "$1" -C "$tmp"; rm -f -- "$1"; rm -rf -- "$2"; mv -- "$tmp" "$2"'
+    )
     return ["sh", "-c", script, "sh", tarball, final_dir]
 
 
 def remove_leftovers(releases_dir: str, names: Sequence[str]) -> list[str]:
     """Remove half-written uploads (hidden entries of releases/) by name."""
-    return ["sh", "-c", 'cd -- "$1" || exit 0; shift; for n in "$@"; do case "$n" in .?*) rm -rf -- "$n";; esac; done', "sh",
-            releases_dir, *names]
+    return [
+        "sh",
+        "-c",
+        'cd -- "$1" || exit 0; shift; for n in "$@"; do case "$n" in .?*) rm -rf -- "$n";; esac; done',
+        "sh",
+        releases_dir,
+        *names,
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,8 +162,10 @@ def stage_proxy_config(source: str, proxy_dir: str, header: str) -> list[str]:
 
     The directory is mounted into the proxy container (0755, files 0644: HAProxy runs as an
     unprivileged user there)."""
-    script = ('set -e; umask 022; mkdir -p -- "$2"; chmod 755 -- "$2"; '
-              '{ printf "%s\n" "$3"; cat -- "$1"; } > "$2/haproxy.cfg.next.tmp"; mv -f -- "$2/haproxy.cfg.next.tmp" "$2/haproxy.cfg.next"')
+    script = (
+        'set -e; umask 022; mkdir -p -- "$2"; chmod 755 -- "$2"; '
+        '{ printf "%s\n" "$3"; cat -- "$1"; } > "$2/haproxy.cfg.next.tmp"; mv -f -- "$2/haproxy.cfg.next.tmp" "$2/haproxy.cfg.next"'
+    )
     return ["sh", "-c", script, "sh", source, proxy_dir, header]
 
 
@@ -141,8 +175,19 @@ def check_proxy_config(proxy_dir: str, image: str, container: str | None) -> lis
     check = ["haproxy", "-c", "-f", f"{PROXY_CONFIG_DIR}/haproxy.cfg.next"]
     if container:
         return ["docker", "exec", container, *check]
-    return ["docker", "run", "--rm", "--network", "none", "--label", f"{OWNER_LABEL}={OWNER}",
-            "--volume", f"{proxy_dir}:{PROXY_CONFIG_DIR}:ro", image, *check]
+    return [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--label",
+        f"{OWNER_LABEL}={OWNER}",
+        "--volume",
+        f"{proxy_dir}:{PROXY_CONFIG_DIR}:ro",
+        image,
+        *check,
+    ]
 
 
 def reload_proxy(proxy_dir: str, container: str) -> list[str]:
@@ -151,9 +196,11 @@ def reload_proxy(proxy_dir: str, container: str) -> list[str]:
 
     Prints `workers <pids>` (the workers before the reload: the ones to wait for). One remote
     script: once started it runs to the end even if the deploy's connection goes."""
-    script = ('d="$1"; c="$2"; set -e; w=$(docker exec "$c" sh -c "$3" | tr "\n" " "); '
-              '[ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" "$d/haproxy.cfg.prev"; '
-              'mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"; docker kill --signal USR2 "$c" >/dev/null; echo "workers $w"')
+    script = (
+        'd="$1"; c="$2"; set -e; w=$(docker exec "$c" sh -c "$3" | tr "\n" " "); '
+        '[ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" "$d/haproxy.cfg.prev"; '
+        'mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"; docker kill --signal USR2 "$c" >/dev/null; echo "workers $w"'
+    )
     return ["sh", "-c", script, "sh", proxy_dir, container, _WORKERS]
 
 
@@ -163,10 +210,12 @@ def restore_proxy_config(proxy_dir: str, container: str | None, if_header: str =
     With `if_header`, only when the live config is the one this deploy made live (its first
     line is that header): a cut-over interrupted before its promote must not bring back an
     older deploy's haproxy.cfg.prev."""
-    script = ('d="$1"; c="$2"; [ -f "$d/haproxy.cfg.prev" ] || exit 0; '
-              'if [ -n "$3" ]; then IFS= read -r first < "$d/haproxy.cfg" || exit 0; [ "$first" = "$3" ] || exit 0; fi; '
-              'mv -f -- "$d/haproxy.cfg.prev" "$d/haproxy.cfg"; '
-              '[ -z "$c" ] || docker kill --signal USR2 "$c" >/dev/null')
+    script = (
+        'd="$1"; c="$2"; [ -f "$d/haproxy.cfg.prev" ] || exit 0; '
+        'if [ -n "$3" ]; then IFS= read -r first < "$d/haproxy.cfg" || exit 0; [ "$first" = "$3" ] || exit 0; fi; '
+        'mv -f -- "$d/haproxy.cfg.prev" "$d/haproxy.cfg"; '
+        '[ -z "$c" ] || docker kill --signal USR2 "$c" >/dev/null'
+    )
     return ["sh", "-c", script, "sh", proxy_dir, container or "", if_header]
 
 
@@ -178,7 +227,9 @@ def promote_proxy_config(proxy_dir: str) -> list[str]:
 
 def point_current(env_dir: str, release_id: str) -> list[str]:
     """Atomically point `current` at a release (ln -s to a temporary name, then mv -T)."""
-    script = 'set -e; cd -- "$1"; ln -sfn -- "releases/$2" .current.tmp; mv -T -- .current.tmp current'
+    script = (
+        'set -e; cd -- "$1"; ln -sfn -- "releases/$2" .current.tmp; mv -T -- .current.tmp current'
+    )
     return ["sh", "-c", script, "sh", env_dir, release_id]
 
 
@@ -210,7 +261,13 @@ if [ -n "$ids" ]; then docker inspect --type container $ids || true; else echo "
 """
 
 
-def probe(env_dir: str, project: str, images: Sequence[str] = (), compare_secrets: bool = False, claims: str = "") -> list[str]:
+def probe(
+    env_dir: str,
+    project: str,
+    images: Sequence[str] = (),
+    compare_secrets: bool = False,
+    claims: str = "",
+) -> list[str]:
     """Everything a plan reads, in one round trip: `current`, the releases (and which failed),
     half-written uploads, which of `images` exist, whether stdin equals the secrets file
     (`cmp`: the content never leaves stdin), the host's claims file, what the proxy's live
@@ -218,7 +275,18 @@ def probe(env_dir: str, project: str, images: Sequence[str] = (), compare_secret
     containers publish, and `docker inspect` of every container of the compose project.
     Output: sections headed `@@sy <name>`."""
     fmt = published_containers()[-1]
-    return ["sh", "-c", _PROBE, "sh", env_dir, project, " ".join(images), "1" if compare_secrets else "0", claims, fmt]
+    return [
+        "sh",
+        "-c",
+        _PROBE,
+        "sh",
+        env_dir,
+        project,
+        " ".join(images),
+        "1" if compare_secrets else "0",
+        claims,
+        fmt,
+    ]
 
 
 def cat_files(paths: Sequence[str]) -> list[str]:
@@ -229,7 +297,14 @@ def cat_files(paths: Sequence[str]) -> list[str]:
 
 def mark_failed(release_dir: str) -> list[str]:
     """Mark a release that never went live (a rollback never picks it); nothing if it was never uploaded."""
-    return ["sh", "-c", '[ ! -d "$1" ] || echo "$2" > "$1/FAILED"', "sh", release_dir, "never went live; see history.jsonl"]
+    return [
+        "sh",
+        "-c",
+        '[ ! -d "$1" ] || echo "$2" > "$1/FAILED"',
+        "sh",
+        release_dir,
+        "never went live; see history.jsonl",
+    ]
 
 
 def remove_release(env_dir: str, release_id: str) -> list[str]:
@@ -240,8 +315,10 @@ def replace_if_changed(new: str, target: str) -> list[str]:
     """mv new over target unless equal, keeping the one it replaces as `<target>.prev` (put back
     when the release that brought the new one never goes live); prints `changed` or `same`
     (never the content)."""
-    script = ('if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else '
-              'rm -f -- "$2.prev"; [ ! -f "$2" ] || cp -p -- "$2" "$2.prev"; mv -f -- "$1" "$2"; echo changed; fi')
+    script = (
+        'if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else '
+        'rm -f -- "$2.prev"; [ ! -f "$2" ] || cp -p -- "$2" "$2.prev"; mv -f -- "$1" "$2"; echo changed; fi'
+    )
     return ["sh", "-c", script, "sh", new, target]
 
 
@@ -269,9 +346,11 @@ def resolve_root(root: str, create: bool) -> list[str]:
     home = 'case "$1" in "~/"*) set -- "$HOME/${1#"~/"}";; esac; '
     notdir = '[ ! -e "$1" ] || [ -d "$1" ] || { echo notdir; exit 0; }; '
     if create:
-        make = ('e=$(mkdir -p -- "$1" 2>&1) || { echo "cannotcreate ${e##*: }"; exit 0; }; '
-                # `true`, not `:`: a failed redirection on a special built-in exits a POSIX sh (dash).
-                't="$1/.switchyard-write-test.$$"; { true > "$t"; } 2>/dev/null && rm -f -- "$t" || { echo notwritable; exit 0; }; ')
+        make = (
+            'e=$(mkdir -p -- "$1" 2>&1) || { echo "cannotcreate ${e##*: }"; exit 0; }; '
+            # `true`, not `:`: a failed redirection on a special built-in exits a POSIX sh (dash).
+            't="$1/.switchyard-write-test.$$"; { true > "$t"; } 2>/dev/null && rm -f -- "$t" || { echo notwritable; exit 0; }; '
+        )
     else:
         make = '[ -d "$1" ] || { echo absent; exit 0; }; '
     return ["sh", "-c", home + notdir + make + 'cd -- "$1" && pwd -P', "sh", root]
@@ -284,18 +363,33 @@ def lock(lock_file: str, wait_s: float | None) -> list[str]:
     connection dropped), so a lock never outlives its deploy. Exit 75 means "held by another".
     """
     wait = ["--nonblock"] if not wait_s else ["--timeout", str(max(1, int(wait_s)))]
-    return ["flock", *wait, "--conflict-exit-code", "75", lock_file, "sh", "-c", "echo locked; exec cat >/dev/null"]
+    return [
+        "flock",
+        *wait,
+        "--conflict-exit-code",
+        "75",
+        lock_file,
+        "sh",
+        "-c",
+        "echo locked; exec cat >/dev/null",
+    ]
 
 
-def deploy_lock(env_dir: str, lock_file: str, wait_s: float | None, holder_file: str, holder: str) -> list[str]:
+def deploy_lock(
+    env_dir: str, lock_file: str, wait_s: float | None, holder_file: str, holder: str
+) -> list[str]:
     """`lock` on the environment's deploy lock, in one round trip: make the environment's
     directory (0700) first, and once the lock is ours write who holds it to `holder_file`."""
     flock = lock(lock_file, wait_s)
     # A holder file left behind is a deploy that never finished (its connection was lost):
     # print it before taking over, so this deploy can record it.
-    inner = ('[ ! -s "$1" ] || printf "previous %s\\n" "$(cat -- "$1")"; printf "%s\\n" "$2" > "$1"; '
-             'echo locked; exec cat >/dev/null')
-    return make_env_dir(env_dir, [*flock[:flock.index("sh")], "sh", "-c", inner, "sh", holder_file, holder])
+    inner = (
+        '[ ! -s "$1" ] || printf "previous %s\\n" "$(cat -- "$1")"; printf "%s\\n" "$2" > "$1"; '
+        "echo locked; exec cat >/dev/null"
+    )
+    return make_env_dir(
+        env_dir, [*flock[: flock.index("sh")], "sh", "-c", inner, "sh", holder_file, holder]
+    )
 
 
 def serialised(lock_file: str, argv: Sequence[str]) -> list[str]:

@@ -68,7 +68,7 @@ class Options:
     identity: str | None = None
     known_hosts: str | None = None
     strict_host_keys: bool = False
-    lock_wait_s: float = DEFAULT_LOCK_WAIT_S   # 0: fail at once when another deploy holds the lock
+    lock_wait_s: float = DEFAULT_LOCK_WAIT_S  # 0: fail at once when another deploy holds the lock
     last: int = 20
 
 
@@ -76,12 +76,20 @@ def connect(bundle: Bundle, opts: Options, out: Progress) -> Host:
     m = bundle.manifest
     if m["target"] == "local":
         return LocalHost()
-    strict = opts.strict_host_keys or os.environ.get("SWITCHYARD_SSH_STRICT_HOST_KEYS", "") not in ("", "0", "false", "no")
+    strict = opts.strict_host_keys or os.environ.get("SWITCHYARD_SSH_STRICT_HOST_KEYS", "") not in (
+        "",
+        "0",
+        "false",
+        "no",
+    )
     return SSHHost(
-        str(m["host"]), user=m.get("ssh_user"), port=int(m.get("ssh_port") or 22),
+        str(m["host"]),
+        user=m.get("ssh_user"),
+        port=int(m.get("ssh_port") or 22),
         identity=opts.identity or os.environ.get("SWITCHYARD_SSH_IDENTITY"),
         known_hosts=opts.known_hosts or os.environ.get("SWITCHYARD_SSH_KNOWN_HOSTS"),
-        strict_host_keys=strict, say=out.say,
+        strict_host_keys=strict,
+        say=out.say,
     )
 
 
@@ -101,26 +109,36 @@ def _holder_text(raw: str | bytes | None) -> str:
         return "another deploy"
 
 
-def take_lock(host: Host, paths: Paths, out: Progress, info: dict[str, Any], wait_s: float) -> tuple[Held, dict[str, Any] | None]:
+def take_lock(
+    host: Host, paths: Paths, out: Progress, info: dict[str, Any], wait_s: float
+) -> tuple[Held, dict[str, Any] | None]:
     """The environment's deploy lock; a second deploy waits for it or fails naming the holder.
     Returns the lock and the holder file of a deploy that never finished (None if none)."""
     text = json.dumps(info)
-    held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, None, paths.holder, text), "locked", timeout=30)
+    held, output = host.hold(
+        cmd.deploy_lock(paths.env_dir, paths.lock, None, paths.holder, text), "locked", timeout=30
+    )
     if held is None and output.strip():
         raise DeployError(f"could not take the deploy lock {paths.lock}: {first_line(output)}")
     if held is None:
         holder = _holder_text(host.read(paths.holder))
         if wait_s <= 0:
-            raise DeployError(f"{paths.compose_project} is locked by {holder}; try again when it has finished (or leave out --no-wait to wait for it)")
+            raise DeployError(
+                f"{paths.compose_project} is locked by {holder}; try again when it has finished (or leave out --no-wait to wait for it)"
+            )
         out.say(f"   waiting up to {wait_s:.0f} s for the lock held by {holder}")
-        held, output = host.hold(cmd.deploy_lock(paths.env_dir, paths.lock, wait_s, paths.holder, text), "locked", timeout=wait_s + 30)
+        held, output = host.hold(
+            cmd.deploy_lock(paths.env_dir, paths.lock, wait_s, paths.holder, text),
+            "locked",
+            timeout=wait_s + 30,
+        )
         if held is None:
             raise DeployError(f"gave up after {wait_s:.0f} s waiting for the lock held by {holder}")
     previous = None
     for line in output.splitlines():
         if line.startswith("previous "):
             try:
-                doc = json.loads(line[len("previous "):])
+                doc = json.loads(line[len("previous ") :])
                 previous = doc if isinstance(doc, dict) else None
             except ValueError:
                 previous = {"who": "unknown", "action": "deploy", "since": "?"}
@@ -130,54 +148,102 @@ def take_lock(host: Host, paths: Paths, out: Progress, info: dict[str, Any], wai
 def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: Progress) -> None:
     """History for a deploy that never finished (its connection went, or it was killed)."""
     entry = {
-        "action": previous.get("action", "deploy"), "release": previous.get("release"), "previous": None,
-        "who": previous.get("who"), "when": previous.get("since"), "result": "interrupted",
+        "action": previous.get("action", "deploy"),
+        "release": previous.get("release"),
+        "previous": None,
+        "who": previous.get("who"),
+        "when": previous.get("since"),
+        "result": "interrupted",
         "reason": "it did not finish (its connection to the host was lost, or it was killed); recorded by the next deploy",
-        "services": {}, "seconds": None, "git_commit": previous.get("git_commit"),
+        "services": {},
+        "seconds": None,
+        "git_commit": previous.get("git_commit"),
         "config_hash": previous.get("config_hash"),
     }
-    out.say(f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; recorded it as interrupted")
-    host.run(cmd.append_line(paths.history), stdin=(json.dumps(entry, sort_keys=True) + "\n").encode())
+    out.say(
+        f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; recorded it as interrupted"
+    )
+    host.run(
+        cmd.append_line(paths.history), stdin=(json.dumps(entry, sort_keys=True) + "\n").encode()
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # shared pieces
 
 
-def _inputs(host: Host, state: HostState, manifest: dict[str, Any], runtime: dict[str, Any], compose: dict[str, Any]) -> Inputs:
+def _inputs(
+    host: Host,
+    state: HostState,
+    manifest: dict[str, Any],
+    runtime: dict[str, Any],
+    compose: dict[str, Any],
+) -> Inputs:
     """The plan's inputs: the wanted files, and the runtime.json / compose.yaml of the releases that run."""
     rids = sorted({str(c.release) for c in state.owned() if c.release})
-    wanted = [f"{state.paths.release(r)}/{name}" for r in rids for name in ("runtime.json", "compose.yaml")]
+    wanted = [
+        f"{state.paths.release(r)}/{name}"
+        for r in rids
+        for name in ("runtime.json", "compose.yaml")
+    ]
     files = read_files(host, wanted)
-    old_runtime = {r: parse_json(files.get(f"{state.paths.release(r)}/runtime.json")) or {} for r in rids}
+    old_runtime = {
+        r: parse_json(files.get(f"{state.paths.release(r)}/runtime.json")) or {} for r in rids
+    }
     old_compose = {r: parse_compose(files.get(state.paths.compose_file(r))) for r in rids}
     return Inputs(manifest, runtime, compose, old_runtime, old_compose)
 
 
-def _plan_for(host: Host, state: HostState, manifest: dict[str, Any], runtime: dict[str, Any], compose_text: str | None,
-              secrets_changed: bool) -> Plan:
+def _plan_for(
+    host: Host,
+    state: HostState,
+    manifest: dict[str, Any],
+    runtime: dict[str, Any],
+    compose_text: str | None,
+    secrets_changed: bool,
+) -> Plan:
     serving = None
     proxy = state.proxy()
     if proxy is not None and proxy.running:
         serving, _ = serving_gateway(host, int(manifest["port"]), state.gateways())
     inputs = _inputs(host, state, manifest, runtime, parse_compose(compose_text))
-    return make_plan(inputs, state, images=state.images, secrets_changed=secrets_changed, serving=serving)
+    return make_plan(
+        inputs, state, images=state.images, secrets_changed=secrets_changed, serving=serving
+    )
 
 
 def _require_compose(state: HostState, host: Host) -> None:
     if not state.compose.lstrip("v").startswith("2."):
-        found = f"`docker compose version` printed {state.compose!r}" if state.compose else "`docker compose` is not available"
+        found = (
+            f"`docker compose version` printed {state.compose!r}"
+            if state.compose
+            else "`docker compose` is not available"
+        )
         raise DeployError(
             f"Docker Compose v2 is not installed on {host.name} ({found}); install the Compose plugin there "
             "(Debian/Ubuntu: the docker-compose-plugin package, or the `docker compose` CLI plugin); nothing was changed"
         )
 
 
-def _print_plan(out: Progress, env: str, host: Host, paths: Paths, plan: Plan, steps: list[Step], *, to_stdout: bool) -> None:
-    serving = (f"release {plan.live_release} (gateways in slot {plan.live_slot})" if plan.live_release else "nothing")
+def _print_plan(
+    out: Progress,
+    env: str,
+    host: Host,
+    paths: Paths,
+    plan: Plan,
+    steps: list[Step],
+    *,
+    to_stdout: bool,
+) -> None:
+    serving = (
+        f"release {plan.live_release} (gateways in slot {plan.live_slot})"
+        if plan.live_release
+        else "nothing"
+    )
     lines = [
         f"Plan for {env} on {host.name} (compose project {paths.compose_project}), serving now: {serving}",
-        plan.table(), "Steps:",
+        plan.table(),
+        "Steps:",
     ] + [f"  {i}. {s.describe()}" for i, s in enumerate(steps, 1)]
     text = "\n".join(lines)
     if to_stdout:
@@ -186,15 +252,33 @@ def _print_plan(out: Progress, env: str, host: Host, paths: Paths, plan: Plan, s
         out.say(text)
 
 
-def _history_entry(bundle: Bundle, action: str, release: str | None, previous: str | None, plan: Plan, result: str,
-                   reason: str | None, seconds: float, manifest: dict[str, Any]) -> dict[str, Any]:
+def _history_entry(
+    bundle: Bundle,
+    action: str,
+    release: str | None,
+    previous: str | None,
+    plan: Plan,
+    result: str,
+    reason: str | None,
+    seconds: float,
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
     return {
-        "action": action, "release": release, "previous": previous, "who": operator(), "when": _now(),
-        "git_commit": bundle.git_commit, "config_hash": manifest.get("config_hash"),
-        "source_sha256": (manifest.get("source") or {}).get("sha256"), "image": manifest.get("image"),
-        "proxy_image": manifest.get("proxy_image"), "slot": plan.target_slot,
+        "action": action,
+        "release": release,
+        "previous": previous,
+        "who": operator(),
+        "when": _now(),
+        "git_commit": bundle.git_commit,
+        "config_hash": manifest.get("config_hash"),
+        "source_sha256": (manifest.get("source") or {}).get("sha256"),
+        "image": manifest.get("image"),
+        "proxy_image": manifest.get("proxy_image"),
+        "slot": plan.target_slot,
         "services": {s.service: s.action for s in plan.services},
-        "result": result, "reason": reason, "seconds": round(seconds, 2),
+        "result": result,
+        "reason": reason,
+        "seconds": round(seconds, 2),
     }
 
 
@@ -202,7 +286,11 @@ def _health(host: Host, port: int) -> str:
     probe = host.http_get(port, "/readyz")
     if probe is None:
         return "not answering"
-    return "healthy" if probe[0] == 200 else f"unhealthy ({probe[0]}: {first_line(probe[1].decode(errors='replace'))[:200]})"
+    return (
+        "healthy"
+        if probe[0] == 200
+        else f"unhealthy ({probe[0]}: {first_line(probe[1].decode(errors='replace'))[:200]})"
+    )
 
 
 def _confirm(opts: Options, out: Progress) -> None:
@@ -214,11 +302,22 @@ def _confirm(opts: Options, out: Progress) -> None:
         raise DeployError("not confirmed; nothing was changed")
 
 
-def _finish(ctx: Context, outcome: Outcome, action: str, target: Target, plan: Plan, doc: dict[str, Any]) -> int:
+def _finish(
+    ctx: Context, outcome: Outcome, action: str, target: Target, plan: Plan, doc: dict[str, Any]
+) -> int:
     """Record the outcome, prune after a success, print the last line. Returns the exit code."""
     bundle, out = ctx.bundle, ctx.out
-    entry = _history_entry(bundle, action, target.release_id, plan.live_release, plan, outcome.result, outcome.message,
-                           out.elapsed(), target.manifest)
+    entry = _history_entry(
+        bundle,
+        action,
+        target.release_id,
+        plan.live_release,
+        plan,
+        outcome.result,
+        outcome.message,
+        out.elapsed(),
+        target.manifest,
+    )
     with out.step(Record(entry).describe()):
         Record(entry).run(ctx)
     port = target.port
@@ -226,13 +325,24 @@ def _finish(ctx: Context, outcome: Outcome, action: str, target: Target, plan: P
         try:
             with out.step(Prune(int(target.manifest["keep_releases"])).describe()):
                 Prune(int(target.manifest["keep_releases"])).run(ctx)
-        except (DeployError, HostError) as exc:  # the release is live; a failed cleanup is only reported
+        except (
+            DeployError,
+            HostError,
+        ) as exc:  # the release is live; a failed cleanup is only reported
             out.say(f"   (pruning old releases failed: {exc})")
     health = _health(ctx.host, port)
-    doc.update(ok=outcome.result == "ok", result=outcome.result, health=health, error=None if outcome.result == "ok" else outcome.message)
+    doc.update(
+        ok=outcome.result == "ok",
+        result=outcome.result,
+        health=health,
+        error=None if outcome.result == "ok" else outcome.message,
+    )
     if outcome.result == "ok":
         note = f" (note: {outcome.message})" if outcome.message else ""
-        out.finish(doc, f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} ({health}); {out.elapsed():.1f} s{note}")
+        out.finish(
+            doc,
+            f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} ({health}); {out.elapsed():.1f} s{note}",
+        )
     else:
         out.finish(doc, f"{bundle.env}: {action} {outcome.result.upper()}. {outcome.message}")
     return EXIT[outcome.result]
@@ -259,12 +369,21 @@ class Session:
         self.doc["url"] = bundle.url
         self.host = connect(bundle, self.opts, self.out)
         create = self.action == "deploy"
-        return self.host, resolve_root(self.host, str(bundle.manifest["deploy_dir"]), create=create, env=bundle.env)
+        return self.host, resolve_root(
+            self.host, str(bundle.manifest["deploy_dir"]), create=create, env=bundle.env
+        )
 
     def lock(self, paths: Paths, bundle: Bundle, release: str | None = None) -> None:
         assert self.host is not None
-        info = {"who": operator(), "action": self.action, "since": _now(), "pid": os.getpid(),
-                "release": release, "git_commit": bundle.git_commit, "config_hash": bundle.manifest.get("config_hash")}
+        info = {
+            "who": operator(),
+            "action": self.action,
+            "since": _now(),
+            "pid": os.getpid(),
+            "release": release,
+            "git_commit": bundle.git_commit,
+            "config_hash": bundle.manifest.get("config_hash"),
+        }
         with self.out.step(f"take the deploy lock of {paths.compose_project}"):
             self.held, previous = take_lock(self.host, paths, self.out, info, self.opts.lock_wait_s)
             self.paths = paths
@@ -275,16 +394,28 @@ class Session:
 def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
     """Run `body`; turn our errors into the final line / JSON and exit 1; always unlock and disconnect."""
     out = Progress(opts.env, json_mode=opts.json)
-    doc: dict[str, Any] = {"ok": False, "environment": opts.env, "action": action, "release": None, "previous": None,
-                           "url": None, "health": "unknown", "services": {}, "error": None}
+    doc: dict[str, Any] = {
+        "ok": False,
+        "environment": opts.env,
+        "action": action,
+        "release": None,
+        "previous": None,
+        "url": None,
+        "health": "unknown",
+        "services": {},
+        "error": None,
+    }
     session = Session(opts, action, out, doc)
     try:
         return body(session)
     except ConnectionLost as exc:
         doc.update(error=str(exc), result="interrupted")
-        out.finish(doc, f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live release "
-                        f"keeps serving; the lock went with the connection. Run the {action} again: it plans from what "
-                        f"actually runs, records this one as interrupted, and converges (`--status` shows what runs).")
+        out.finish(
+            doc,
+            f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live release "
+            f"keeps serving; the lock went with the connection. Run the {action} again: it plans from what "
+            f"actually runs, records this one as interrupted, and converges (`--status` shows what runs).",
+        )
         return 1
     except (DeployError, HostError) as exc:
         doc["error"] = str(exc)
@@ -294,11 +425,23 @@ def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
         # Before anything changed (activate() handles an interrupt once it has begun).
         message = f"{action} interrupted before it changed anything"
         if session.held is not None and session.host is not None and session.paths is not None:
-            entry: dict[str, Any] = {"action": action, "release": doc.get("release"), "previous": doc.get("previous"), "who": operator(),
-                     "when": _now(), "result": "interrupted", "reason": message, "services": {}, "seconds": round(out.elapsed(), 2)}
+            entry: dict[str, Any] = {
+                "action": action,
+                "release": doc.get("release"),
+                "previous": doc.get("previous"),
+                "who": operator(),
+                "when": _now(),
+                "result": "interrupted",
+                "reason": message,
+                "services": {},
+                "seconds": round(out.elapsed(), 2),
+            }
             with contextlib.suppress(HostError):
-                session.host.run(cmd.append_line(session.paths.history, session.paths.holder),
-                                 stdin=(json.dumps(entry, sort_keys=True) + "\n").encode(), timeout=30)
+                session.host.run(
+                    cmd.append_line(session.paths.history, session.paths.holder),
+                    stdin=(json.dumps(entry, sort_keys=True) + "\n").encode(),
+                    timeout=30,
+                )
         doc.update(error=message, result="interrupted")
         out.finish(doc, f"{opts.env}: {message}; the live release (if any) keeps serving")
         return 130
@@ -333,7 +476,9 @@ def _deploy(session: Session) -> int:
                 raise
             # A plan (say, in CI without the keys) still shows what would change; only the
             # secrets cannot be compared. The deploy itself would stop here.
-            out.say(f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy would refuse")
+            out.say(
+                f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy would refuse"
+            )
             secrets = None
     out.secrets = secrets.values() if secrets else ()
     manifest = bundle.manifest
@@ -345,23 +490,49 @@ def _deploy(session: Session) -> int:
         session.lock(paths, bundle, release_id)
     with out.step("read what runs on the host and plan"):
         images = (str(manifest["image"]), str(manifest["proxy_image"]))
-        state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env,
-                           images=images, secrets=secrets.content if secrets else None, claims=True)
+        state = read_state(
+            host,
+            paths.root,
+            paths.compose_project,
+            bundle.config.project,
+            bundle.env,
+            images=images,
+            secrets=secrets.content if secrets else None,
+            claims=True,
+        )
         if not root:
             state.images = {ref: state.images.get(ref, False) for ref in images}
         _require_compose(state, host)
         check_ownership(state)
         changed_secrets = secrets is not None and not state.secrets_same
-        plan = _plan_for(host, state, manifest, json.loads(bundle.files["runtime.json"]), bundle.files["compose.yaml"], changed_secrets)
+        plan = _plan_for(
+            host,
+            state,
+            manifest,
+            json.loads(bundle.files["runtime.json"]),
+            bundle.files["compose.yaml"],
+            changed_secrets,
+        )
     doc["services"] = {s.service: s.as_json() for s in plan.services}
     doc["previous"] = plan.live_release
     with out.step("check the host's port and project claims"):
         if opts.plan:
-            problems = claims.check(host, paths, bundle) if not root else claims.conflicts(
-                bundle, claims.parse(state.claims, paths.claims), claims.parse_published(state.published))
+            problems = (
+                claims.check(host, paths, bundle)
+                if not root
+                else claims.conflicts(
+                    bundle,
+                    claims.parse(state.claims, paths.claims),
+                    claims.parse_published(state.published),
+                )
+            )
             if problems:
                 raise DeployError("this deploy would be refused: " + "; ".join(problems))
-        elif not claims.settled(bundle, claims.parse(state.claims, paths.claims), claims.parse_published(state.published)):
+        elif not claims.settled(
+            bundle,
+            claims.parse(state.claims, paths.claims),
+            claims.parse_published(state.published),
+        ):
             claims.claim(host, paths, bundle, operator(), _now())
     ctx = Context(host, bundle, paths, out, secrets)
     if plan.noop:
@@ -386,14 +557,21 @@ def _deploy(session: Session) -> int:
     _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=opts.plan and not opts.json)
     if opts.plan:
         doc["ok"] = True
-        out.finish(doc, f"{bundle.env}: plan only, nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) would change)")
+        out.finish(
+            doc,
+            f"{bundle.env}: plan only, nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) would change)",
+        )
         return 0
     _confirm(opts, out)
-    outcome = activate(ctx, steps, target, plan, state, mark_failed=target.release_id != plan.live_release)
+    outcome = activate(
+        ctx, steps, target, plan, state, mark_failed=target.release_id != plan.live_release
+    )
     return _finish(ctx, outcome, "deploy", target, plan, doc)
 
 
-def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: dict[str, Any]) -> int:
+def _unchanged(
+    ctx: Context, state: HostState, plan: Plan, opts: Options, doc: dict[str, Any]
+) -> int:
     bundle, out = ctx.bundle, ctx.out
     live = plan.live_release
     doc.update(release=live, previous=live)
@@ -401,7 +579,12 @@ def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: d
     doc["health"] = health
     if opts.plan:
         if not opts.json:
-            print(out.clean(f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; release {live} is up to date.\n{plan.table()}"), flush=True)
+            print(
+                out.clean(
+                    f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; release {live} is up to date.\n{plan.table()}"
+                ),
+                flush=True,
+            )
         doc["ok"] = True
         out.finish(doc, f"{bundle.env}: plan only, nothing would change")
         return 0
@@ -409,11 +592,16 @@ def _unchanged(ctx: Context, state: HostState, plan: Plan, opts: Options, doc: d
         # A deploy that lost its connection after the cut-over: what serves is healthy, say so.
         with out.step(MakeCurrent(live).describe()):
             MakeCurrent(live).run(ctx)
-    entry = _history_entry(bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed(), bundle.manifest)
+    entry = _history_entry(
+        bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed(), bundle.manifest
+    )
     with out.step(Record(entry).describe()):
         Record(entry).run(ctx)
     doc.update(ok=True, result="unchanged")
-    out.finish(doc, f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); {out.elapsed():.1f} s")
+    out.finish(
+        doc,
+        f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); {out.elapsed():.1f} s",
+    )
     return 0
 
 
@@ -441,20 +629,43 @@ def _rollback(session: Session) -> int:
         slot = live_slot(state, serving)
         live_now = live_release_of(state, slot)
         target_id = rollback_target(_read_history(host, paths), state, live_now)
-        files = read_files(host, [f"{paths.release(target_id)}/{n}" for n in ("manifest.json", "runtime.json", "compose.yaml")])
+        files = read_files(
+            host,
+            [
+                f"{paths.release(target_id)}/{n}"
+                for n in ("manifest.json", "runtime.json", "compose.yaml")
+            ],
+        )
         manifest = parse_json(files[f"{paths.release(target_id)}/manifest.json"])
         if manifest is None or "proxy_image" not in manifest:
-            raise DeployError(f"release {target_id} has no manifest of this Switchyard on the host; cannot roll back to it "
-                              f"(deploy the config you want instead)")
+            raise DeployError(
+                f"release {target_id} has no manifest of this Switchyard on the host; cannot roll back to it "
+                f"(deploy the config you want instead)"
+            )
         images = (str(manifest["image"]), str(manifest["proxy_image"]))
-        state = read_state(host, root, paths.compose_project, bundle.config.project, bundle.env, images=images)
-        plan = _plan_for(host, state, manifest, parse_json(files[f"{paths.release(target_id)}/runtime.json"]) or {},
-                         files[paths.compose_file(target_id)], False)
+        state = read_state(
+            host, root, paths.compose_project, bundle.config.project, bundle.env, images=images
+        )
+        plan = _plan_for(
+            host,
+            state,
+            manifest,
+            parse_json(files[f"{paths.release(target_id)}/runtime.json"]) or {},
+            files[paths.compose_file(target_id)],
+            False,
+        )
     target = Target(target_id, manifest)
-    doc.update(url=f"http://127.0.0.1:{target.port}", release=target_id, previous=plan.live_release,
-               services={s.service: s.as_json() for s in plan.services})
+    doc.update(
+        url=f"http://127.0.0.1:{target.port}",
+        release=target_id,
+        previous=plan.live_release,
+        services={s.service: s.as_json() for s in plan.services},
+    )
     ctx = Context(host, bundle, paths, out)
-    steps: list[Step] = [CheckCompose(paths.compose_project, paths.compose_file(target_id)), *steps_for(paths, target, plan, state)]
+    steps: list[Step] = [
+        CheckCompose(paths.compose_project, paths.compose_file(target_id)),
+        *steps_for(paths, target, plan, state),
+    ]
     _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=False)
     _confirm(opts, out)
     outcome = activate(ctx, steps, target, plan, state, mark_failed=False)
@@ -477,25 +688,42 @@ def status(opts: Options) -> int:
     return _guarded(opts, "status", _status)
 
 
-def unfinished(state: HostState, history: list[dict[str, Any]], serving_release: str | None, serving_slot: str | None) -> list[str]:
+def unfinished(
+    state: HostState,
+    history: list[dict[str, Any]],
+    serving_release: str | None,
+    serving_slot: str | None,
+) -> list[str]:
     """What an interrupted deploy left, in words (empty: nothing)."""
     notes = []
     if state.lock_holder and state.lock_free is False:
         notes.append(f"a deploy is running now: {_holder_text(state.lock_holder)}")
     elif state.lock_holder:
-        notes.append(f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and converges")
+        notes.append(
+            f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and converges"
+        )
     stale = [c.name for c in state.gateways() if c.slot != serving_slot] if serving_slot else []
     if stale:
-        notes.append(f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next deploy removes them")
+        notes.append(
+            f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next deploy removes them"
+        )
     if serving_release and state.current and serving_release != state.current:
-        notes.append(f"`current` names {state.current}, but release {serving_release} serves; the next deploy sets current")
+        notes.append(
+            f"`current` names {state.current}, but release {serving_release} serves; the next deploy sets current"
+        )
     if state.proxy_live and serving_slot and state.proxy_live.slot != serving_slot:
-        notes.append(f"the proxy's config names slot {state.proxy_live.slot}, but slot {serving_slot} serves")
+        notes.append(
+            f"the proxy's config names slot {state.proxy_live.slot}, but slot {serving_slot} serves"
+        )
     if state.leftovers:
-        notes.append(f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy removes them")
+        notes.append(
+            f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy removes them"
+        )
     if history and history[-1].get("result") == "interrupted":
         last = history[-1]
-        notes.append(f"the last {last.get('action')} ({last.get('release') or '?'}, by {last.get('who')} at {last.get('when')}) was interrupted")
+        notes.append(
+            f"the last {last.get('action')} ({last.get('release') or '?'}, by {last.get('who')} at {last.get('when')}) was interrupted"
+        )
     return notes
 
 
@@ -504,13 +732,21 @@ def _status(session: Session) -> int:
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
     paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
-    state = read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env) if root else HostState(paths, False)
+    state = (
+        read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env)
+        if root
+        else HostState(paths, False)
+    )
     history = _read_history(host, paths) if root else []
-    who, code = serving_gateway(host, bundle.port, state.gateways()) if state.containers else (None, None)
+    who, code = (
+        serving_gateway(host, bundle.port, state.gateways()) if state.containers else (None, None)
+    )
     health = _health(host, bundle.port) if state.containers else "not deployed"
     # The release that serves: the answering gateway's, or a later one that changed only the proxy.
     live = (live_release_of(state, who.slot) or who.release) if who else None
-    serving = {"release": live, "slot": who.slot, "container": who.name, "status": code} if who else None
+    serving = (
+        {"release": live, "slot": who.slot, "container": who.name, "status": code} if who else None
+    )
     notes = unfinished(state, history, live, who.slot if who else None)
     services: dict[str, dict[str, Any]] = {}
     for c in state.containers:
@@ -518,29 +754,66 @@ def _status(session: Session) -> int:
         entry["running"] += c.running
         if c.release and c.release not in entry["releases"]:
             entry["releases"].append(c.release)
-    doc.update(ok=True, release=live or state.current, current=state.current, serving=serving,
-               unfinished=notes, health=health, last=history[-1] if history else None, containers={}, services=services)
+    doc.update(
+        ok=True,
+        release=live or state.current,
+        current=state.current,
+        serving=serving,
+        unfinished=notes,
+        health=health,
+        last=history[-1] if history else None,
+        containers={},
+        services=services,
+    )
     for c in state.containers:
         doc["containers"].setdefault(c.service, []).append(
-            {"id": c.short_id, "name": c.name, "service": c.compose_service, "slot": c.slot, "state": c.state,
-             "health": c.health, "started_at": c.started_at, "release": c.release, "owned": c.owned,
-             "serving": bool(who and c.slot == who.slot and c.service == "gateway")})
+            {
+                "id": c.short_id,
+                "name": c.name,
+                "service": c.compose_service,
+                "slot": c.slot,
+                "state": c.state,
+                "health": c.health,
+                "started_at": c.started_at,
+                "release": c.release,
+                "owned": c.owned,
+                "serving": bool(who and c.slot == who.slot and c.service == "gateway"),
+            }
+        )
     if not opts.json:
         rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "STARTED", "RELEASE", "")] + [
-            (c.compose_service, c.short_id, c.state, c.health, c.started_at[:19], c.release or "?",
-             "serving" if who and c.service == "gateway" and c.slot == who.slot else "")
-            for c in state.containers]
+            (
+                c.compose_service,
+                c.short_id,
+                c.state,
+                c.health,
+                c.started_at[:19],
+                c.release or "?",
+                "serving" if who and c.service == "gateway" and c.slot == who.slot else "",
+            )
+            for c in state.containers
+        ]
         print(f"{bundle.env} on {host.name}, compose project {bundle.compose_project}")
         print(table(rows) if state.containers else "  no containers")
-        print(f"serving: release {live} (slot {who.slot})" if who else "serving: nothing answers through the proxy")
+        print(
+            f"serving: release {live} (slot {who.slot})"
+            if who
+            else "serving: nothing answers through the proxy"
+        )
         print(f"current: {state.current or 'none'}")
         for note in notes:
             print(f"unfinished: {note}")
         if history:
             last = history[-1]
-            print(f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}")
+            print(
+                f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}"
+            )
     shown = live or state.current or "none"
-    out.finish(doc, f"{bundle.env}: release {shown} at {bundle.url} ({health})" + ("; something was left unfinished" if notes else ""))
+    out.finish(
+        doc,
+        f"{bundle.env}: release {shown} at {bundle.url} ({health})"
+        + ("; something was left unfinished" if notes else ""),
+    )
     return 0
 
 
@@ -557,13 +830,24 @@ def _history(session: Session) -> int:
     opts, out, doc = session.opts, session.out, session.doc
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
-    entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last:] if root else []
+    entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last :] if root else []
     doc.update(ok=True, entries=entries)
     if not opts.json:
         rows = [("WHEN", "ACTION", "RESULT", "RELEASE", "WHO", "COMMIT", "CHANGED")] + [
-            (str(e.get("when")), str(e.get("action")), str(e.get("result")), str(e.get("release")), str(e.get("who")),
-             _short_commit(e.get("git_commit")), ", ".join(f"{k}:{v}" for k, v in (e.get("services") or {}).items() if v != "unchanged") or "-")
-            for e in entries]
+            (
+                str(e.get("when")),
+                str(e.get("action")),
+                str(e.get("result")),
+                str(e.get("release")),
+                str(e.get("who")),
+                _short_commit(e.get("git_commit")),
+                ", ".join(
+                    f"{k}:{v}" for k, v in (e.get("services") or {}).items() if v != "unchanged"
+                )
+                or "-",
+            )
+            for e in entries
+        ]
         print(table(rows) if entries else f"{bundle.env}: no deploys recorded yet")
     out.finish(doc, f"{bundle.env}: {len(entries)} entries")
     return 0

@@ -39,7 +39,10 @@ class CommandFailed(HostError):
         self.argv = list(argv)
         self.result = result
         detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-8:]
-        super().__init__(f"`{shlex.join(argv)}` exited {result.rc}" + (": " + "\n  ".join(detail) if detail else ""))
+        super().__init__(
+            f"`{shlex.join(argv)}` exited {result.rc}"
+            + (": " + "\n  ".join(detail) if detail else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,14 @@ class Host(Protocol):
 
     name: str
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         """Run `argv`; raise CommandFailed when `check` and it exits non-zero."""
 
     def read(self, path: str) -> bytes | None:
@@ -77,7 +87,9 @@ class Host(Protocol):
         """Start `argv`; wait for a stdout line equal to `ready`. (holder, what it printed before
         `ready`), or (None, its output) if it exited first."""
 
-    def http_get(self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1") -> tuple[int, bytes] | None:
+    def http_get(
+        self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1"
+    ) -> tuple[int, bytes] | None:
         """(status, body) of GET http://<addr>:<port><path> as seen ON the host (a loopback port,
         or a container's address on its network); None if nothing answers."""
 
@@ -93,7 +105,9 @@ def _response(data: bytes) -> tuple[int, bytes] | None:
 
 
 def _request(path: str) -> bytes:
-    return f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: switchyard-deploy\r\n\r\n".encode()
+    return (
+        f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: switchyard-deploy\r\n\r\n".encode()
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,14 +133,30 @@ class LocalHost:
 
     name = "localhost"
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         try:
-            proc = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True, timeout=timeout)
+            proc = subprocess.run(
+                list(argv),
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+            )
         except FileNotFoundError as exc:
             raise HostError(f"{argv[0]}: not installed on this machine") from exc
         except subprocess.TimeoutExpired as exc:
             raise HostError(f"`{shlex.join(argv)}` took longer than {timeout:.0f} s") from exc
-        result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        result = Result(
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
+        )
         if check and not result.ok:
             raise CommandFailed(argv, result)
         return result
@@ -161,7 +191,9 @@ class LocalHost:
             raise
 
     def hold(self, argv: Sequence[str], ready: str, timeout: float) -> tuple[Held | None, str]:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         assert proc.stdout is not None
         lines: list[str] = []
         for raw in proc.stdout:
@@ -172,7 +204,9 @@ class LocalHost:
         proc.wait()
         return None, "\n".join(lines)
 
-    def http_get(self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1") -> tuple[int, bytes] | None:
+    def http_get(
+        self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1"
+    ) -> tuple[int, bytes] | None:
         try:
             with socket.create_connection((addr, port), timeout=timeout) as sock:
                 sock.sendall(_request(path))
@@ -233,8 +267,10 @@ class _AcceptNew:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a") as fh:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-        self.say(f"   first connection to {hostname}: trusted its {key.get_name()} key "
-                 f"{key.fingerprint} and added it to {self.path}")
+        self.say(
+            f"   first connection to {hostname}: trusted its {key.get_name()} key "
+            f"{key.fingerprint} and added it to {self.path}"
+        )
 
 
 class SSHHost:
@@ -245,8 +281,18 @@ class SSHHost:
     `strict_host_keys`.
     """
 
-    def __init__(self, host: str, *, user: str | None, port: int, identity: str | None, connect_timeout: float = 10.0,
-                 known_hosts: str | None = None, strict_host_keys: bool = False, say: Any = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        user: str | None,
+        port: int,
+        identity: str | None,
+        connect_timeout: float = 10.0,
+        known_hosts: str | None = None,
+        strict_host_keys: bool = False,
+        say: Any = None,
+    ) -> None:
         import paramiko
         from fabric import Connection
 
@@ -254,10 +300,19 @@ class SSHHost:
         # last-resort handler); the deploy reports it in one line instead.
         logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
-        connect_kwargs: dict[str, Any] = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
+        connect_kwargs: dict[str, Any] = {
+            "banner_timeout": connect_timeout,
+            "auth_timeout": connect_timeout,
+        }
         if identity:
             connect_kwargs["key_filename"] = [os.path.expanduser(identity)]
-        self.conn = Connection(host, user=user, port=port, connect_timeout=connect_timeout, connect_kwargs=connect_kwargs)
+        self.conn = Connection(
+            host,
+            user=user,
+            port=port,
+            connect_timeout=connect_timeout,
+            connect_kwargs=connect_kwargs,
+        )
         self.name = f"{self.conn.user}@{host}:{port}"
         path = Path(os.path.expanduser(known_hosts or DEFAULT_KNOWN_HOSTS))
         client = self.conn.client
@@ -268,12 +323,17 @@ class SSHHost:
             raise HostError(f"cannot read the known hosts file {path}: {_reason(exc)}") from exc
         # Fabric's default (AutoAddPolicy over an empty key list) would trust any key, even a changed one.
         client.set_missing_host_key_policy(
-            paramiko.RejectPolicy() if strict_host_keys else _AcceptNew(path, say or (lambda _text: None)))
+            paramiko.RejectPolicy()
+            if strict_host_keys
+            else _AcceptNew(path, say or (lambda _text: None))
+        )
         try:
             self.conn.open()
             # Many small request/response exchanges: without this, Nagle + delayed ACKs add
             # ~40 ms to opening every channel.
-            self.conn.client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conn.client.get_transport().sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
         except paramiko.BadHostKeyException as exc:
             raise HostError(
                 f"cannot connect to {self.name}: its host key CHANGED (now {exc.key.get_name()} {exc.key.fingerprint}, "
@@ -281,25 +341,45 @@ class SSHHost:
                 f"If the host was really re-installed, check the new key and remove the old line from {path}"
             ) from exc
         except paramiko.AuthenticationException as exc:
-            raise HostError(f"cannot connect to {self.name}: {_login_refused(identity, exc)}") from exc
+            raise HostError(
+                f"cannot connect to {self.name}: {_login_refused(identity, exc)}"
+            ) from exc
         except Exception as exc:
             text = _reason(exc)
             transport = client.get_transport()
-            if "not found in known_hosts" in text:   # (before the key's turn: the host was refused, not us)
-                text += (f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
-                         f"`ssh-keyscan -p {port} {host} >> {path}`)")
-            elif identity and isinstance(exc, FileNotFoundError) and exc.filename == os.path.expanduser(identity):
-                text = f"the SSH key {identity} does not exist; pass an existing one with {_KEY_HINT}"
-            elif (identity and isinstance(exc, paramiko.SSHException) and transport is not None and transport.is_active()
-                  and not transport.is_authenticated() and "No authentication methods available" not in text):
+            if (
+                "not found in known_hosts" in text
+            ):  # (before the key's turn: the host was refused, not us)
+                text += (
+                    f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
+                    f"`ssh-keyscan -p {port} {host} >> {path}`)"
+                )
+            elif (
+                identity
+                and isinstance(exc, FileNotFoundError)
+                and exc.filename == os.path.expanduser(identity)
+            ):
+                text = (
+                    f"the SSH key {identity} does not exist; pass an existing one with {_KEY_HINT}"
+                )
+            elif (
+                identity
+                and isinstance(exc, paramiko.SSHException)
+                and transport is not None
+                and transport.is_active()
+                and not transport.is_authenticated()
+                and "No authentication methods available" not in text
+            ):
                 # paramiko tries the key file as every key type in turn and re-raises the last
                 # failure: a refused RSA key ends as "Invalid key", a .pub file as "not a valid … file".
                 text = _login_refused(identity, exc)
             elif "protocol banner" in text or "Incompatible version" in text:
                 text = f"port {port} does not speak SSH ({text}); check the environment's ssh_port"
             elif "No authentication methods available" in text:
-                text = ("no SSH key to offer; pass one with --identity FILE or $SWITCHYARD_SSH_IDENTITY "
-                        "(or load it into ssh-agent)")
+                text = (
+                    "no SSH key to offer; pass one with --identity FILE or $SWITCHYARD_SSH_IDENTITY "
+                    "(or load it into ssh-agent)"
+                )
             raise HostError(f"cannot connect to {self.name}: {text}") from exc
 
     def _transport(self) -> Any:
@@ -308,7 +388,14 @@ class SSHHost:
             raise ConnectionLost(f"the SSH connection to {self.name} was lost")
         return transport
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, check: bool = True, timeout: float | None = None) -> Result:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         # An exec channel on Fabric's connection: binary stdin with a real EOF, and stdout and
         # stderr drained together so a chatty build cannot stall the channel's window. The
         # exit status can arrive while output is still in flight (sshd sends it when the
@@ -323,29 +410,49 @@ class SSHHost:
                 if stdin:
                     channel.sendall(stdin)
                 channel.shutdown_write()
-                out, err = _drain(channel, deadline, lambda: self._lost(command), lambda: self._slow(command, timeout))
+                out, err = _drain(
+                    channel,
+                    deadline,
+                    lambda: self._lost(command),
+                    lambda: self._slow(command, timeout),
+                )
                 rc = channel.recv_exit_status()
             finally:
                 channel.close()
         except HostError:
             raise
         except Exception as exc:
-            raise ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`: {_reason(exc)}") from exc
+            raise ConnectionLost(
+                f"the SSH connection to {self.name} was lost while running `{command}`: {_reason(exc)}"
+            ) from exc
         if rc < 0:
-            raise ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`")
+            raise ConnectionLost(
+                f"the SSH connection to {self.name} was lost while running `{command}`"
+            )
         result = Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
         if check and not result.ok:
             raise CommandFailed(argv, result)
         return result
 
     def _lost(self, command: str) -> HostError:
-        return ConnectionLost(f"the SSH connection to {self.name} was lost while running `{command}`")
+        return ConnectionLost(
+            f"the SSH connection to {self.name} was lost while running `{command}`"
+        )
 
     def _slow(self, command: str, timeout: float | None) -> HostError:
         return HostError(f"`{command}` took longer than {timeout or 0:.0f} s on {self.name}")
 
     def read(self, path: str) -> bytes | None:
-        res = self.run(["sh", "-c", 'if [ -f "$1" ]; then cat -- "$1"; else echo absent >&2; exit 3; fi', "sh", path], check=False)
+        res = self.run(
+            [
+                "sh",
+                "-c",
+                'if [ -f "$1" ]; then cat -- "$1"; else echo absent >&2; exit 3; fi',
+                "sh",
+                path,
+            ],
+            check=False,
+        )
         if res.rc == 3 and res.stderr.strip() == "absent":
             return None
         if not res.ok:
@@ -375,11 +482,17 @@ class SSHHost:
         except HostError:
             raise
         except Exception as exc:
-            raise ConnectionLost(f"the SSH connection to {self.name} was lost: {_reason(exc)}") from exc
+            raise ConnectionLost(
+                f"the SSH connection to {self.name} was lost: {_reason(exc)}"
+            ) from exc
 
-    def http_get(self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1") -> tuple[int, bytes] | None:
+    def http_get(
+        self, port: int, path: str, timeout: float = 3.0, addr: str = "127.0.0.1"
+    ) -> tuple[int, bytes] | None:
         try:
-            channel = self._transport().open_channel("direct-tcpip", (addr, port), ("127.0.0.1", 0), timeout=timeout)
+            channel = self._transport().open_channel(
+                "direct-tcpip", (addr, port), ("127.0.0.1", 0), timeout=timeout
+            )
         except HostError:
             raise
         except Exception:
@@ -398,7 +511,12 @@ class SSHHost:
             self.conn.close()
 
 
-def _drain(channel: Any, deadline: float | None, lost: Callable[[], HostError], slow: Callable[[], HostError]) -> tuple[bytes, bytes]:
+def _drain(
+    channel: Any,
+    deadline: float | None,
+    lost: Callable[[], HostError],
+    slow: Callable[[], HostError],
+) -> tuple[bytes, bytes]:
     """Everything an exec channel sends on stdout and stderr, up to its EOF and exit status."""
     out, err = bytearray(), bytearray()
     while True:
@@ -413,14 +531,18 @@ def _drain(channel: Any, deadline: float | None, lost: Callable[[], HostError], 
             continue
         # paramiko's transport thread buffers messages in the order they arrive, so once EOF
         # (or the close) has been seen, every byte sent before it is in the buffers above.
-        if (channel.eof_received or channel.closed) and not channel.recv_ready() and not channel.recv_stderr_ready():
+        if (
+            (channel.eof_received or channel.closed)
+            and not channel.recv_ready()
+            and not channel.recv_stderr_ready()
+        ):
             if channel.exit_status_ready():
                 return bytes(out), bytes(err)
             if channel.closed:
                 raise lost()
         if deadline is not None and time.monotonic() > deadline:
             raise slow()
-        interrupts.check()   # a Ctrl-C lands here, between SSH messages (deployer/interrupts.py)
+        interrupts.check()  # a Ctrl-C lands here, between SSH messages (deployer/interrupts.py)
         select.select([channel], [], [], 0.05)
 
 
@@ -445,11 +567,15 @@ def _login_refused(identity: str | None, exc: BaseException) -> str:
                 usable = True
                 break
             except paramiko.PasswordRequiredException:
-                return (f"the SSH key {identity} is protected by a passphrase; load it into ssh-agent (`ssh-add {identity}`) "
-                        f"and leave out --identity / $SWITCHYARD_SSH_IDENTITY, or pass a key without one")
+                return (
+                    f"the SSH key {identity} is protected by a passphrase; load it into ssh-agent (`ssh-add {identity}`) "
+                    f"and leave out --identity / $SWITCHYARD_SSH_IDENTITY, or pass a key without one"
+                )
             except (paramiko.SSHException, OSError, ValueError):
                 continue
         if not usable:
             return f"{identity} is not an SSH private key (is it the .pub file?); pass the private key with {_KEY_HINT}"
     reason = f" ({_reason(exc)})" if isinstance(exc, paramiko.AuthenticationException) else ""
-    return f"the host refused our SSH key{reason}; pass the key this user may log in with: {_KEY_HINT}"
+    return (
+        f"the host refused our SSH key{reason}; pass the key this user may log in with: {_KEY_HINT}"
+    )

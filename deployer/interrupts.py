@@ -39,7 +39,7 @@ def deferred() -> Iterator[None]:
             signal.signal(sig, handler)
         pending = bool(_pending)
         _pending.clear()
-        if pending:   # arrived after the last check: not lost
+        if pending:  # arrived after the last check: not lost
             raise KeyboardInterrupt
 
 

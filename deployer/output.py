@@ -22,7 +22,7 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     steps: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    secrets: tuple[str, ...] = ()   # values never to print, whatever a command echoed
+    secrets: tuple[str, ...] = ()  # values never to print, whatever a command echoed
 
     def clean(self, text: str) -> str:
         for value in self.secrets:
@@ -50,8 +50,12 @@ class Progress:
             yield
         except BaseException as exc:
             took = time.monotonic() - t0
-            self.steps.append({"step": self.clean(describe), "seconds": round(took, 3), "status": "failed"})
-            self.say(f"   failed after {took:.2f} s" + (f": {first_line(str(exc))}" if str(exc) else ""))
+            self.steps.append(
+                {"step": self.clean(describe), "seconds": round(took, 3), "status": "failed"}
+            )
+            self.say(
+                f"   failed after {took:.2f} s" + (f": {first_line(str(exc))}" if str(exc) else "")
+            )
             raise
         took = time.monotonic() - t0
         self.steps.append({"step": self.clean(describe), "seconds": round(took, 3), "status": "ok"})
@@ -83,4 +87,7 @@ def first_line(text: str) -> str:
 
 def table(rows: Sequence[tuple[str, ...]], indent: str = "  ") -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    return "\n".join(
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    )

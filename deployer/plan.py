@@ -20,7 +20,14 @@ from deployer.output import table
 from deployer.state import Container, HostState
 
 UNCHANGED, CREATE, REPLACE, REBUILD, RELOAD, RECREATE, REMOVE = (
-    "unchanged", "create", "replace", "rebuild", "reload", "recreate", "remove")
+    "unchanged",
+    "create",
+    "replace",
+    "rebuild",
+    "reload",
+    "recreate",
+    "remove",
+)
 SLOTS = ("a", "b")
 
 
@@ -46,12 +53,14 @@ class ServicePlan:
 @dataclass(frozen=True)
 class Plan:
     services: tuple[ServicePlan, ...]
-    live_release: str | None        # the release whose gateways serve now
-    live_slot: str | None           # and their slot
-    target_slot: str                # where this release's gateways run (new ones, if they change)
-    build: tuple[str, ...] = ()     # compose services whose image must be built (one per image)
-    stale: tuple[Container, ...] = field(default=(), repr=False)    # our gateways that do not serve
-    legacy: tuple[Container, ...] = field(default=(), repr=False)   # ours, of services this release lacks
+    live_release: str | None  # the release whose gateways serve now
+    live_slot: str | None  # and their slot
+    target_slot: str  # where this release's gateways run (new ones, if they change)
+    build: tuple[str, ...] = ()  # compose services whose image must be built (one per image)
+    stale: tuple[Container, ...] = field(default=(), repr=False)  # our gateways that do not serve
+    legacy: tuple[Container, ...] = field(
+        default=(), repr=False
+    )  # ours, of services this release lacks
 
     def service(self, name: str) -> ServicePlan:
         return next(s for s in self.services if s.service == name)
@@ -81,7 +90,9 @@ class Plan:
         return self.live_release
 
     def table(self) -> str:
-        rows = [("SERVICE", "ACTION", "WHY")] + [(s.service, s.action, "; ".join(s.reasons) or "-") for s in self.services]
+        rows = [("SERVICE", "ACTION", "WHY")] + [
+            (s.service, s.action, "; ".join(s.reasons) or "-") for s in self.services
+        ]
         return table(rows)
 
 
@@ -92,7 +103,11 @@ def _short(h: Any) -> str:
 
 def _image_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     a, b = old.get("image_inputs") or {}, new.get("image_inputs") or {}
-    names = {"dockerfile": "Dockerfile (base image) changed", "runtime": "runtime/ code changed", "requirements": "requirements.txt changed"}
+    names = {
+        "dockerfile": "Dockerfile (base image) changed",
+        "runtime": "runtime/ code changed",
+        "requirements": "requirements.txt changed",
+    }
     reasons = [text for key, text in names.items() if a.get(key) != b.get(key)]
     return reasons or ["image inputs changed"]
 
@@ -106,7 +121,9 @@ def _diff_keys(old: Any, new: Any, prefix: str = "", depth: int = 2) -> list[str
     for key in sorted(set(old) | set(new)):
         if key.endswith("_hash"):
             continue
-        out += _diff_keys(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key), depth - 1)
+        out += _diff_keys(
+            old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key), depth - 1
+        )
     return out
 
 
@@ -121,8 +138,8 @@ class Inputs:
     manifest: dict[str, Any]
     runtime: dict[str, Any]
     compose: dict[str, Any]
-    old_runtime: dict[str, dict[str, Any]]   # release id -> runtime.json (when readable)
-    old_compose: dict[str, dict[str, Any]]   # release id -> compose.yaml (parsed)
+    old_runtime: dict[str, dict[str, Any]]  # release id -> runtime.json (when readable)
+    old_compose: dict[str, dict[str, Any]]  # release id -> compose.yaml (parsed)
 
 
 def parse_compose(text: str | bytes | None) -> dict[str, Any]:
@@ -165,13 +182,18 @@ def live_release_of(state: HostState, slot: str | None) -> str | None:
     return _newest(releases)
 
 
-def _gateway(inputs: Inputs, state: HostState, live: list[Container], secrets_changed: bool) -> tuple[str, list[str]]:
+def _gateway(
+    inputs: Inputs, state: HostState, live: list[Container], secrets_changed: bool
+) -> tuple[str, list[str]]:
     new = inputs.manifest
     want = new["services"]["gateway"]
     if not live:
         legacy = [c for c in state.owned("gateway") if c.slot is None]
-        return CREATE, ["replaces the gateway of an earlier Switchyard (one short interruption: the proxy takes over its port)"
-                        if legacy else "not running yet"]
+        return CREATE, [
+            "replaces the gateway of an earlier Switchyard (one short interruption: the proxy takes over its port)"
+            if legacy
+            else "not running yet"
+        ]
     rels = {c.release for c in live}
     rel = _newest(rels)
     old = state.manifests.get(rel) if rel else None
@@ -185,15 +207,30 @@ def _gateway(inputs: Inputs, state: HostState, live: list[Container], secrets_ch
     if have.get("image") != want.get("image"):
         action, reasons = REBUILD, _image_reasons(old or {}, new)
     if have.get("config") != want.get("config"):
-        keys = _diff_keys(inputs.old_runtime.get(rel or "", {}), inputs.runtime) if rel in inputs.old_runtime else []
-        reasons.append(f"runtime.json changed ({_listed(keys)})" if keys
-                       else f"runtime.json changed (config {_short(have.get('config'))} -> {_short(want.get('config'))})")
+        keys = (
+            _diff_keys(inputs.old_runtime.get(rel or "", {}), inputs.runtime)
+            if rel in inputs.old_runtime
+            else []
+        )
+        reasons.append(
+            f"runtime.json changed ({_listed(keys)})"
+            if keys
+            else f"runtime.json changed (config {_short(have.get('config'))} -> {_short(want.get('config'))})"
+        )
     if have.get("definition") != want.get("definition"):
         old_services = inputs.old_compose.get(rel or "", {}).get("services", {})
         old_block = old_services.get(have["slots"]["a"][0]) if have.get("slots") else None
         new_block = inputs.compose.get("services", {}).get(want["slots"]["a"][0])
-        keys = [k for k in _diff_keys(old_block, new_block, depth=1) if k not in ("labels", "image")] if old_block is not None else []
-        reasons.append(f"compose definition changed ({_listed(keys)})" if keys else "compose definition changed")
+        keys = (
+            [k for k in _diff_keys(old_block, new_block, depth=1) if k not in ("labels", "image")]
+            if old_block is not None
+            else []
+        )
+        reasons.append(
+            f"compose definition changed ({_listed(keys)})"
+            if keys
+            else "compose definition changed"
+        )
     if have.get("replicas") != want.get("replicas"):
         reasons.append(f"replicas {have.get('replicas')} -> {want.get('replicas')}")
     if secrets_changed:
@@ -206,7 +243,9 @@ def _gateway(inputs: Inputs, state: HostState, live: list[Container], secrets_ch
     return (action, reasons) if reasons else (UNCHANGED, [])
 
 
-def _proxy(inputs: Inputs, state: HostState, proxy: Container | None, gateways_change: bool, target: str) -> tuple[str, list[str]]:
+def _proxy(
+    inputs: Inputs, state: HostState, proxy: Container | None, gateways_change: bool, target: str
+) -> tuple[str, list[str]]:
     new = inputs.manifest
     want = new["services"]["proxy"]
     if proxy is None:
@@ -216,27 +255,54 @@ def _proxy(inputs: Inputs, state: HostState, proxy: Container | None, gateways_c
     if not proxy.running:
         return RECREATE, [f"{proxy.name} is {proxy.state} (a short interruption)"]
     if not isinstance(have, dict):
-        return RECREATE, [f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short interruption)"]
+        return RECREATE, [
+            f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short interruption)"
+        ]
     reasons = []
     if have.get("image") != want.get("image"):
-        reasons.append("its image changed (runtime.proxy.base_image or Switchyard's proxy Dockerfile)")
+        reasons.append(
+            "its image changed (runtime.proxy.base_image or Switchyard's proxy Dockerfile)"
+        )
     if have.get("definition") != want.get("definition"):
         old_block = inputs.old_compose.get(proxy.release or "", {}).get("services", {}).get("proxy")
-        keys = [k for k in _diff_keys(old_block, inputs.compose.get("services", {}).get("proxy"), depth=1)
-                if k not in ("labels", "image")] if old_block is not None else []
-        reasons.append(f"compose definition changed ({_listed(keys)})" if keys else "compose definition changed")
+        keys = (
+            [
+                k
+                for k in _diff_keys(
+                    old_block, inputs.compose.get("services", {}).get("proxy"), depth=1
+                )
+                if k not in ("labels", "image")
+            ]
+            if old_block is not None
+            else []
+        )
+        reasons.append(
+            f"compose definition changed ({_listed(keys)})"
+            if keys
+            else "compose definition changed"
+        )
     if reasons:
         return RECREATE, [*reasons, "a short interruption: the port is closed while it restarts"]
     if gateways_change:
         return RELOAD, [f"the gateways move to slot {target}"]
     header = state.proxy_live
     if header is None or header.config != want["config"][target]:
-        return RELOAD, ["haproxy.cfg changed (runtime.proxy)" if header else "its live config is not Switchyard's"]
+        return RELOAD, [
+            "haproxy.cfg changed (runtime.proxy)"
+            if header
+            else "its live config is not Switchyard's"
+        ]
     return UNCHANGED, []
 
 
-def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secrets_changed: bool,
-              serving: Container | None = None) -> Plan:
+def make_plan(
+    inputs: Inputs,
+    state: HostState,
+    *,
+    images: dict[str, bool],
+    secrets_changed: bool,
+    serving: Container | None = None,
+) -> Plan:
     """Compare what is wanted with what runs. `images`: which image references exist on the
     host; `serving`: the gateway that answered through the proxy (None: none did)."""
     new = inputs.manifest
@@ -263,21 +329,38 @@ def make_plan(inputs: Inputs, state: HostState, *, images: dict[str, bool], secr
         g_action = REPLACE
         g_reasons.append(f"image {image} is already on the host (not built again)")
     if not images.get(proxy_image, False):
-        build.append("proxy")   # (re)created from it, or at least it checks the new config
+        build.append("proxy")  # (re)created from it, or at least it checks the new config
         if p_action in (CREATE, RECREATE):
             p_reasons.append(f"image {proxy_image} is not on the host")
 
-    services = [ServicePlan("gateway", g_action, tuple(g_reasons), tuple(live)),
-                ServicePlan("proxy", p_action, tuple(p_reasons), (proxy,) if proxy else ())]
+    services = [
+        ServicePlan("gateway", g_action, tuple(g_reasons), tuple(live)),
+        ServicePlan("proxy", p_action, tuple(p_reasons), (proxy,) if proxy else ()),
+    ]
     stale = tuple(c for c in state.gateways() if c.slot != slot)
     if stale:
-        services.append(ServicePlan(f"gateway (slot {'/'.join(sorted({str(c.slot) for c in stale}))})", REMOVE,
-                                    ("not served by the proxy (left by an interrupted deploy)",), stale))
+        services.append(
+            ServicePlan(
+                f"gateway (slot {'/'.join(sorted({str(c.slot) for c in stale}))})",
+                REMOVE,
+                ("not served by the proxy (left by an interrupted deploy)",),
+                stale,
+            )
+        )
     known = {"gateway", "proxy"}
-    legacy = tuple(c for c in state.owned() if c.service not in known or (c.service == "gateway" and c.slot is None))
+    legacy = tuple(
+        c
+        for c in state.owned()
+        if c.service not in known or (c.service == "gateway" and c.slot is None)
+    )
     for name in sorted({c.compose_service for c in legacy}):
         # Named apart from this release's services: the JSON output and history key them by name.
-        services.append(ServicePlan(f"{name} (earlier layout)" if name in known else name, REMOVE,
-                                    ("not part of this release (an earlier Switchyard's layout)",),
-                                    tuple(c for c in legacy if c.compose_service == name)))
+        services.append(
+            ServicePlan(
+                f"{name} (earlier layout)" if name in known else name,
+                REMOVE,
+                ("not part of this release (an earlier Switchyard's layout)",),
+                tuple(c for c in legacy if c.compose_service == name),
+            )
+        )
     return Plan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)

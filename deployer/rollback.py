@@ -33,18 +33,26 @@ def live_sequence(history: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
 def rollback_target(history: list[dict[str, Any]], state: HostState, live: str | None) -> str:
     """The release to roll back to; DeployError saying why there is none."""
     if live is None:
-        raise DeployError("nothing serves here, so there is nothing to roll back from; deploy instead")
+        raise DeployError(
+            "nothing serves here, so there is nothing to roll back from; deploy instead"
+        )
     stack, rolled_back = live_sequence(history)
     if live in stack:
         before = stack[: stack.index(live)]
     else:  # a history from before this Switchyard, or lost: go by the release names
-        before = [r for r in state.releases if r < live and r not in state.failed and r not in rolled_back]
+        before = [
+            r for r in state.releases if r < live and r not in state.failed and r not in rolled_back
+        ]
     if not before:
         raise DeployError(f"no release was live before {live}; there is nothing to roll back to")
     target = before[-1]
     if target not in state.releases:
-        raise DeployError(f"release {target}, live before {live}, is no longer on the host (pruned: keep_releases); "
-                          f"deploy the config you want instead")
+        raise DeployError(
+            f"release {target}, live before {live}, is no longer on the host (pruned: keep_releases); "
+            f"deploy the config you want instead"
+        )
     if target in state.failed:
-        raise DeployError(f"release {target}, live before {live}, is marked FAILED on the host; deploy the config you want instead")
+        raise DeployError(
+            f"release {target}, live before {live}, is marked FAILED on the host; deploy the config you want instead"
+        )
     return target

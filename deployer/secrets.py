@@ -42,7 +42,9 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
         if value is None or value == "":
             if source.optional:
                 return None
-            raise DeployError(f"{place}: the environment variable {source.env} is not set; export it before deploying (or mark the secret `optional: true`)")
+            raise DeployError(
+                f"{place}: the environment variable {source.env} is not set; export it before deploying (or mark the secret `optional: true`)"
+            )
     else:
         assert source.file is not None
         path = Path(os.path.expanduser(source.file))
@@ -51,23 +53,31 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
         except FileNotFoundError:
             if source.optional:
                 return None
-            raise DeployError(f"{place}: {source.file} does not exist; create it (mode 0600) holding the value, or mark the secret `optional: true`") from None
+            raise DeployError(
+                f"{place}: {source.file} does not exist; create it (mode 0600) holding the value, or mark the secret `optional: true`"
+            ) from None
         except OSError as exc:
             raise DeployError(f"{place}: cannot read {source.file}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
             # The position only: the byte itself is part of the secret.
-            raise DeployError(f"{place}: {source.file} is not UTF-8 text (at byte {exc.start}); "
-                              f"write the value as plain UTF-8 text, without a byte-order mark or a binary key") from None
+            raise DeployError(
+                f"{place}: {source.file} is not UTF-8 text (at byte {exc.start}); "
+                f"write the value as plain UTF-8 text, without a byte-order mark or a binary key"
+            ) from None
         if value.startswith("\ufeff"):
             # Notepad's "UTF-8 with BOM": the key would start with an invisible character.
-            raise DeployError(f"{place}: {source.file} starts with a UTF-8 byte-order mark; write the value as plain UTF-8 "
-                              f"text, without a byte-order mark")
+            raise DeployError(
+                f"{place}: {source.file} starts with a UTF-8 byte-order mark; write the value as plain UTF-8 "
+                f"text, without a byte-order mark"
+            )
         if value == "" and not source.optional:
             raise DeployError(f"{place}: {source.file} is empty")
         if value == "":
             return None
     if "\n" in value or "\r" in value or "'" in value or "\0" in value:
-        raise DeployError(f"{place}: the value from {where(source)} has a line break, a quote or a NUL in it, which a compose env file cannot hold")
+        raise DeployError(
+            f"{place}: the value from {where(source)} has a line break, a quote or a NUL in it, which a compose env file cannot hold"
+        )
     return value
 
 
@@ -87,4 +97,6 @@ def secrets_file(bundle: Bundle) -> SecretsFile:
         lines.append(f"{name}='{value}'")
         names.append(name)
         values.append(value)
-    return SecretsFile(("\n".join(lines) + "\n").encode(), tuple(names), tuple(skipped), tuple(values))
+    return SecretsFile(
+        ("\n".join(lines) + "\n").encode(), tuple(names), tuple(skipped), tuple(values)
+    )

@@ -84,7 +84,7 @@ class Paths:
         prefix = self.releases + "/"
         for path in compose_file.split(","):
             if path.startswith(prefix):
-                return path[len(prefix):].split("/", 1)[0]
+                return path[len(prefix) :].split("/", 1)[0]
         return None
 
 
@@ -92,19 +92,19 @@ class Paths:
 class Container:
     id: str
     name: str
-    service: str          # what it is: gateway, proxy (our label), else its compose service
-    state: str            # running, exited, restarting, created, ...
-    health: str           # healthy, unhealthy, starting, none
+    service: str  # what it is: gateway, proxy (our label), else its compose service
+    state: str  # running, exited, restarting, created, ...
+    health: str  # healthy, unhealthy, starting, none
     started_at: str
     release: str | None
     image_id: str
-    owned: bool           # carries our ownership labels for this project and environment
+    owned: bool  # carries our ownership labels for this project and environment
     exit_code: int = 0
     labels: dict[str, str] = field(default_factory=dict, repr=False)
     health_log: str = field(default="", repr=False)
-    compose_service: str = ""   # gateway-a1, proxy, ...
-    slot: str | None = None     # a gateway's slot (a or b)
-    ip: str = ""                # its address on the project's network
+    compose_service: str = ""  # gateway-a1, proxy, ...
+    slot: str | None = None  # a gateway's slot (a or b)
+    ip: str = ""  # its address on the project's network
 
     @property
     def short_id(self) -> str:
@@ -132,7 +132,7 @@ class ProxyHeader:
     def parse(cls, line: str) -> ProxyHeader | None:
         if not line.startswith(cls.PREFIX):
             return None
-        fields = dict(part.partition("=")[::2] for part in line[len(cls.PREFIX):].split())
+        fields = dict(part.partition("=")[::2] for part in line[len(cls.PREFIX) :].split())
         if not all(fields.get(k) for k in ("release", "slot", "config")):
             return None
         return cls(fields["release"], fields["slot"], fields["config"])
@@ -147,22 +147,28 @@ class HostState:
     failed: set[str] = field(default_factory=set)
     containers: list[Container] = field(default_factory=list)
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    images: dict[str, bool] = field(default_factory=dict)   # of the images asked about: present?
-    claims: str | None = None              # the host's claims file as read (with `claims_file`)
-    published: str = ""                    # `docker ps` ports of every running container
-    secrets_same: bool | None = None       # the secrets given equal the host's file (None: not asked)
+    images: dict[str, bool] = field(default_factory=dict)  # of the images asked about: present?
+    claims: str | None = None  # the host's claims file as read (with `claims_file`)
+    published: str = ""  # `docker ps` ports of every running container
+    secrets_same: bool | None = None  # the secrets given equal the host's file (None: not asked)
     proxy_live: ProxyHeader | None = None  # what haproxy.cfg says the proxy serves
-    compose: str = ""                      # `docker compose version --short` on the host ("" if missing)
-    lock_holder: str = ""                  # lock.json as found (a deploy in progress, or one that never finished)
-    lock_free: bool | None = None          # nobody holds the deploy lock (None: not asked)
-    leftovers: list[str] = field(default_factory=list)  # half-written uploads (hidden, never a release)
+    compose: str = ""  # `docker compose version --short` on the host ("" if missing)
+    lock_holder: str = ""  # lock.json as found (a deploy in progress, or one that never finished)
+    lock_free: bool | None = None  # nobody holds the deploy lock (None: not asked)
+    leftovers: list[str] = field(
+        default_factory=list
+    )  # half-written uploads (hidden, never a release)
 
     def owned(self, service: str | None = None) -> list[Container]:
         return [c for c in self.containers if c.owned and (service is None or c.service == service)]
 
     def gateways(self, slot: str | None = None) -> list[Container]:
         """Our gateways of the two-slot layout (of one slot)."""
-        return [c for c in self.owned("gateway") if c.slot is not None and (slot is None or c.slot == slot)]
+        return [
+            c
+            for c in self.owned("gateway")
+            if c.slot is not None and (slot is None or c.slot == slot)
+        ]
 
     def proxy(self) -> Container | None:
         found = self.owned("proxy")
@@ -189,7 +195,7 @@ def resolve_root(host: Host, root: str, *, create: bool, env: str) -> str | None
     problems = {
         "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file away",
         "cannotcreate": f"{place} cannot be created by {user} ({why or 'mkdir failed'}); create it and give that user "
-                        f"write access, or pick another deploy_dir",
+        f"write access, or pick another deploy_dir",
         "notwritable": f"{place} is not writable by {user}; give that user write access, or pick another deploy_dir",
     }
     if word in problems:
@@ -208,14 +214,30 @@ def parse_container(raw: dict[str, Any], paths: Paths, project: str, env: str) -
         and labels.get("dev.switchyard.environment") == env
     )
     networks = (raw.get("NetworkSettings") or {}).get("Networks") or {}
-    ip = next((str(n.get("IPAddress")) for _, n in sorted(networks.items()) if isinstance(n, dict) and n.get("IPAddress")), "")
+    ip = next(
+        (
+            str(n.get("IPAddress"))
+            for _, n in sorted(networks.items())
+            if isinstance(n, dict) and n.get("IPAddress")
+        ),
+        "",
+    )
     compose_service = labels.get(cmd.SERVICE_LABEL, "?")
     return Container(
-        id=raw["Id"], name=raw.get("Name", "").lstrip("/"), service=labels.get(cmd.ROLE_LABEL) or compose_service,
-        compose_service=compose_service, slot=labels.get(cmd.SLOT_LABEL) or None, ip=ip,
-        state=state.get("Status", "unknown"), health=health.get("Status", "none"),
-        started_at=state.get("StartedAt", ""), release=paths.release_of(labels.get(cmd.CONFIG_FILES_LABEL, "")),
-        image_id=raw.get("Image", ""), owned=owned, labels=labels, exit_code=int(state.get("ExitCode") or 0),
+        id=raw["Id"],
+        name=raw.get("Name", "").lstrip("/"),
+        service=labels.get(cmd.ROLE_LABEL) or compose_service,
+        compose_service=compose_service,
+        slot=labels.get(cmd.SLOT_LABEL) or None,
+        ip=ip,
+        state=state.get("Status", "unknown"),
+        health=health.get("Status", "none"),
+        started_at=state.get("StartedAt", ""),
+        release=paths.release_of(labels.get(cmd.CONFIG_FILES_LABEL, "")),
+        image_id=raw.get("Image", ""),
+        owned=owned,
+        labels=labels,
+        exit_code=int(state.get("ExitCode") or 0),
         health_log=(log[-1].get("Output", "") if log else "").strip(),
     )
 
@@ -226,7 +248,9 @@ def containers(host: Host, paths: Paths, project: str, env: str) -> list[Contain
         return []
     res = host.run(cmd.inspect(ids), check=False)  # a container removed meanwhile: inspect the rest
     raw = inspect_output(res.stdout, host)
-    return sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
+    return sorted(
+        (parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name)
+    )
 
 
 def inspect_output(text: str, host: Host) -> list[dict[str, Any]]:
@@ -234,10 +258,16 @@ def inspect_output(text: str, host: Host) -> list[dict[str, Any]]:
     try:
         docs = json.loads(text or "[]")
     except ValueError as exc:
-        raise DeployError(f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} bytes, {exc}); "
-                          f"its start: {text[:200]!r}") from None
-    if not isinstance(docs, list) or not all(isinstance(d, dict) and isinstance(d.get("Id"), str) for d in docs):
-        raise DeployError(f"`docker inspect` on {host.name} printed JSON that is not a list of containers: {text[:200]!r}")
+        raise DeployError(
+            f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} bytes, {exc}); "
+            f"its start: {text[:200]!r}"
+        ) from None
+    if not isinstance(docs, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("Id"), str) for d in docs
+    ):
+        raise DeployError(
+            f"`docker inspect` on {host.name} printed JSON that is not a list of containers: {text[:200]!r}"
+        )
     return docs
 
 
@@ -273,8 +303,17 @@ def _sections(out: str) -> dict[str, str]:
     return {k: "\n".join(v) for k, v in sections.items()}
 
 
-def read_state(host: Host, root: str, compose_project: str, project: str, env: str, *,
-               images: tuple[str, ...] = (), secrets: bytes | None = None, claims: bool = False) -> HostState:
+def read_state(
+    host: Host,
+    root: str,
+    compose_project: str,
+    project: str,
+    env: str,
+    *,
+    images: tuple[str, ...] = (),
+    secrets: bytes | None = None,
+    claims: bool = False,
+) -> HostState:
     """Everything the plan needs, in two round trips, without changing anything on the host.
 
     With `images`, also which of them exist; with `secrets`, whether the host's secrets
@@ -283,7 +322,9 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
     """
     paths = Paths(root, compose_project)
     state = HostState(paths=paths, exists=False)
-    probe = cmd.probe(paths.env_dir, compose_project, images, secrets is not None, paths.claims if claims else "")
+    probe = cmd.probe(
+        paths.env_dir, compose_project, images, secrets is not None, paths.claims if claims else ""
+    )
     parts = _sections(host.run(probe, stdin=secrets).stdout)
     state.proxy_live = ProxyHeader.parse(parts.get("proxy", "").strip())
     state.compose = parts.get("compose", "").strip()
@@ -296,7 +337,9 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
     if claims:
         state.claims = parts.get("claims") or None
     raw = inspect_output(parts.get("containers", ""), host)
-    state.containers = sorted((parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name))
+    state.containers = sorted(
+        (parse_container(r, paths, project, env) for r in raw), key=lambda c: (c.service, c.name)
+    )
     for line in parts.get("releases", "").splitlines():
         rid, _, status = line.partition(" ")
         if rid and not rid.startswith(".") and not rid.endswith(".tmp"):
@@ -307,20 +350,32 @@ def read_state(host: Host, root: str, compose_project: str, project: str, env: s
     state.exists = bool(state.releases)
     current = parts.get("current", "").strip()
     state.current = current.rsplit("/", 1)[-1] if current else None
-    state.images = {ref: status == "present" for ref, _, status in
-                    (line.rpartition(" ") for line in parts.get("image", "").splitlines()) if ref}
+    state.images = {
+        ref: status == "present"
+        for ref, _, status in (line.rpartition(" ") for line in parts.get("image", "").splitlines())
+        if ref
+    }
     if secrets is not None:
         state.secrets_same = parts.get("secrets", "").strip() == "same"
-    wanted = sorted({c.release for c in state.containers if c.release} | ({state.current} if state.current else set()))
-    files = read_files(host, [posixpath.join(paths.release(r), "manifest.json") for r in wanted if r])
+    wanted = sorted(
+        {c.release for c in state.containers if c.release}
+        | ({state.current} if state.current else set())
+    )
+    files = read_files(
+        host, [posixpath.join(paths.release(r), "manifest.json") for r in wanted if r]
+    )
     for rid in wanted:
-        manifest = parse_json(files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None)
+        manifest = parse_json(
+            files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None
+        )
         if rid and manifest is not None:
             state.manifests[rid] = manifest
     return state
 
 
-def readyz_instance(host: Host, port: int, addr: str = "127.0.0.1", timeout: float = 3.0) -> tuple[str | None, int | None]:
+def readyz_instance(
+    host: Host, port: int, addr: str = "127.0.0.1", timeout: float = 3.0
+) -> tuple[str | None, int | None]:
     """(instance, status) of `/readyz` on `addr:port` as seen on the host: the answering
     gateway's hostname (its container's short id) and the HTTP status; (None, None) when
     nothing answers, (None, status) when the answer names no instance."""
@@ -334,7 +389,9 @@ def readyz_instance(host: Host, port: int, addr: str = "127.0.0.1", timeout: flo
     return (instance if isinstance(instance, str) and len(instance) >= 12 else None), probe[0]
 
 
-def serving_gateway(host: Host, port: int, found: list[Container]) -> tuple[Container | None, int | None]:
+def serving_gateway(
+    host: Host, port: int, found: list[Container]
+) -> tuple[Container | None, int | None]:
     """Which of `found` answers on the environment's port (through the proxy), and its status."""
     instance, status = readyz_instance(host, port)
     return (next((c for c in found if instance and c.id.startswith(instance)), None), status)

@@ -51,15 +51,19 @@ class Context:
     secrets: SecretsFile | None = None
     tarball: bytes = b""
     phase: str = PREPARE
-    staged: str = ""                   # haproxy.cfg.next was written, with this header line
-    secrets_replaced: bool = False     # secrets.env was replaced (the one before is secrets.env.prev)
-    promoted: bool = False             # ... and became haproxy.cfg (the one before is haproxy.cfg.prev)
-    proxy_id: str | None = None        # the proxy container that was reloaded or created
-    workers_before: tuple[str, ...] = ()   # HAProxy workers before the reload (they drain)
-    new_ids: tuple[str, ...] = ()      # the new release's gateway containers
+    staged: str = ""  # haproxy.cfg.next was written, with this header line
+    secrets_replaced: bool = False  # secrets.env was replaced (the one before is secrets.env.prev)
+    promoted: bool = False  # ... and became haproxy.cfg (the one before is haproxy.cfg.prev)
+    proxy_id: str | None = None  # the proxy container that was reloaded or created
+    workers_before: tuple[str, ...] = ()  # HAProxy workers before the reload (they drain)
+    new_ids: tuple[str, ...] = ()  # the new release's gateway containers
 
     def owned(self) -> list[Container]:
-        return [c for c in containers(self.host, self.paths, self.bundle.config.project, self.bundle.env) if c.owned]
+        return [
+            c
+            for c in containers(self.host, self.paths, self.bundle.config.project, self.bundle.env)
+            if c.owned
+        ]
 
 
 class Step(Protocol):
@@ -69,7 +73,7 @@ class Step(Protocol):
 
 
 def _docker_part(argv: list[str]) -> str:
-    return shlex.join(argv[argv.index("docker"):])
+    return shlex.join(argv[argv.index("docker") :])
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,9 @@ class UploadRelease:
     size: int
 
     def describe(self) -> str:
-        return f"upload release {self.release_id} ({self.size / 1024:.0f} KiB) to {self.release_dir}"
+        return (
+            f"upload release {self.release_id} ({self.size / 1024:.0f} KiB) to {self.release_dir}"
+        )
 
     def run(self, ctx: Context) -> None:
         tmp = f"{ctx.paths.releases}/.{self.release_id}.tar.gz"  # hidden, never a release's name
@@ -87,7 +93,9 @@ class UploadRelease:
             ctx.host.write(tmp, ctx.tarball, 0o600)
             ctx.host.run(cmd.unpack_release(tmp, self.release_dir))
         except CommandFailed as exc:
-            raise DeployError(f"the upload to {ctx.host.name} failed: {first_line(exc.result.stderr or exc.result.stdout) or exc}") from exc
+            raise DeployError(
+                f"the upload to {ctx.host.name} failed: {first_line(exc.result.stderr or exc.result.stdout) or exc}"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -120,14 +128,16 @@ class CheckCompose:
     def run(self, ctx: Context) -> None:
         res = ctx.host.run(self.argv(), check=False)
         if not res.ok:
-            raise DeployError(f"the compose file of this release is not valid on the host: {first_line(res.stderr or res.stdout)}")
+            raise DeployError(
+                f"the compose file of this release is not valid on the host: {first_line(res.stderr or res.stdout)}"
+            )
 
 
 @dataclass(frozen=True)
 class BuildImages:
     project: str
     compose_file: str
-    services: tuple[str, ...]   # one service per image
+    services: tuple[str, ...]  # one service per image
     images: tuple[str, ...]
     timeout_s: float = 1800.0
 
@@ -142,7 +152,9 @@ class BuildImages:
             ctx.host.run(cmd.serialised(ctx.paths.op_lock, self.argv()), timeout=self.timeout_s)
         except CommandFailed as exc:
             detail = (exc.result.stderr.strip() or exc.result.stdout.strip()).splitlines()[-6:]
-            raise DeployError("docker compose build failed:\n  " + "\n  ".join(ctx.out.clean(d) for d in detail)) from exc
+            raise DeployError(
+                "docker compose build failed:\n  " + "\n  ".join(ctx.out.clean(d) for d in detail)
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -151,12 +163,14 @@ class StageProxyConfig:
 
     release_id: str
     slot: str
-    config: str                 # its sha256, as the manifest has it
+    config: str  # its sha256, as the manifest has it
     image: str
-    check_in: str | None        # the running proxy (same image), else a throwaway container
+    check_in: str | None  # the running proxy (same image), else a throwaway container
 
     def describe(self) -> str:
-        where = "in the running proxy" if self.check_in else f"in a throwaway {self.image} container"
+        where = (
+            "in the running proxy" if self.check_in else f"in a throwaway {self.image} container"
+        )
         return f"stage the proxy config for slot {self.slot} and check it with `haproxy -c` {where}"
 
     def run(self, ctx: Context) -> None:
@@ -164,25 +178,37 @@ class StageProxyConfig:
         header = ProxyHeader(self.release_id, self.slot, self.config).line()
         ctx.host.run(cmd.stage_proxy_config(source, ctx.paths.proxy_dir, header))
         ctx.staged = header
-        res = ctx.host.run(cmd.check_proxy_config(ctx.paths.proxy_dir, self.image, self.check_in), check=False)
+        res = ctx.host.run(
+            cmd.check_proxy_config(ctx.paths.proxy_dir, self.image, self.check_in), check=False
+        )
         if not res.ok:
-            lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "ALERT" in ln or "error" in ln.lower()][-5:]
-            raise DeployError("the proxy's own check (`haproxy -c`) refused this release's config:\n  "
-                              + "\n  ".join(ctx.out.clean(ln) for ln in lines or (res.stdout + res.stderr).splitlines()[-5:]))
+            lines = [
+                ln
+                for ln in (res.stdout + res.stderr).splitlines()
+                if "ALERT" in ln or "error" in ln.lower()
+            ][-5:]
+            raise DeployError(
+                "the proxy's own check (`haproxy -c`) refused this release's config:\n  "
+                + "\n  ".join(
+                    ctx.out.clean(ln) for ln in lines or (res.stdout + res.stderr).splitlines()[-5:]
+                )
+            )
 
 
 def _old_workers_left(ctx: Context, proxy: str, before: tuple[str, ...]) -> list[str]:
     """Workers of `before` still alive (all but the newest when `before` is empty)."""
     res = ctx.host.run(cmd.proxy_workers(proxy), check=False)
     if not res.ok:
-        return []   # no proxy process to ask: nothing can route to the old gateways through it
+        return []  # no proxy process to ask: nothing can route to the old gateways through it
     pids = res.stdout.split()
     if before:
         return [p for p in pids if p in before]
     return sorted(pids, key=int)[:-1]
 
 
-def _wait_drained(ctx: Context, proxy: str | None, before: tuple[str, ...], timeout_s: float) -> str:
+def _wait_drained(
+    ctx: Context, proxy: str | None, before: tuple[str, ...], timeout_s: float
+) -> str:
     """Wait until the proxy's old workers are gone (every connection that could reach the old
     gateways has closed), up to `timeout_s`. Returns what happened, for the output."""
     if proxy is None:
@@ -228,7 +254,10 @@ class RemoveServices:
 
     def run(self, ctx: Context) -> None:
         if self.container_ids:
-            ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.container_ids)), timeout=120)
+            ctx.host.run(
+                cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.container_ids)),
+                timeout=120,
+            )
 
 
 @dataclass(frozen=True)
@@ -250,7 +279,9 @@ class StartGateways:
             ctx.host.run(cmd.serialised(ctx.paths.op_lock, self.argv()), timeout=600)
         except CommandFailed as exc:
             detail = (exc.result.stderr.strip() or exc.result.stdout.strip()).splitlines()[-6:]
-            raise DeployError("docker compose up failed:\n  " + "\n  ".join(ctx.out.clean(d) for d in detail)) from exc
+            raise DeployError(
+                "docker compose up failed:\n  " + "\n  ".join(ctx.out.clean(d) for d in detail)
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -269,9 +300,17 @@ class WaitReady:
         deadline = time.monotonic() + self.timeout_s
         while True:
             interrupts.check()
-            found = [c for c in ctx.owned() if c.compose_service in self.services and c.release == self.release_id]
+            found = [
+                c
+                for c in ctx.owned()
+                if c.compose_service in self.services and c.release == self.release_id
+            ]
             ctx.new_ids = tuple(c.id for c in found)
-            broken = [c for c in found if c.state in ("exited", "dead", "restarting") or c.health == "unhealthy"]
+            broken = [
+                c
+                for c in found
+                if c.state in ("exited", "dead", "restarting") or c.health == "unhealthy"
+            ]
             if broken:
                 raise DeployError(self._why(ctx, broken[0]))
             status: dict[str, str] = {}
@@ -283,22 +322,36 @@ class WaitReady:
                     status[name] = c.state
                 else:
                     probe = ctx.host.http_get(GATEWAY_PORT, "/readyz", timeout=2.0, addr=c.ip)
-                    status[name] = ("ready" if probe[0] == 200 else f"/readyz answered {probe[0]}: "
-                                    f"{first_line(probe[1].decode(errors='replace'))[:300]}") if probe else "not answering yet"
+                    status[name] = (
+                        (
+                            "ready"
+                            if probe[0] == 200
+                            else f"/readyz answered {probe[0]}: "
+                            f"{first_line(probe[1].decode(errors='replace'))[:300]}"
+                        )
+                        if probe
+                        else "not answering yet"
+                    )
             if all(v == "ready" for v in status.values()):
                 return
             if time.monotonic() > deadline:
-                raise DeployError(f"not ready within {self.timeout_s:.0f} s ({'; '.join(f'{k}: {v}' for k, v in status.items())})")
+                raise DeployError(
+                    f"not ready within {self.timeout_s:.0f} s ({'; '.join(f'{k}: {v}' for k, v in status.items())})"
+                )
             time.sleep(POLL_S)
 
     def _why(self, ctx: Context, c: Container) -> str:
         if not c.running:
             what = f"{c.name} is {c.state}" + (f" (exit code {c.exit_code})" if c.exit_code else "")
         else:
-            what = f"{c.name} is unhealthy" + (f": {first_line(c.health_log)}" if c.health_log else "")
+            what = f"{c.name} is unhealthy" + (
+                f": {first_line(c.health_log)}" if c.health_log else ""
+            )
         tail = ctx.host.run(cmd.logs(c.id, 8), check=False)
         lines = [ln for ln in (tail.stdout + tail.stderr).strip().splitlines() if ln.strip()][-4:]
-        return ctx.out.clean(what + ("; its last log lines:\n    " + "\n    ".join(lines) if lines else ""))
+        return ctx.out.clean(
+            what + ("; its last log lines:\n    " + "\n    ".join(lines) if lines else "")
+        )
 
 
 def confirm_serving(ctx: Context, port: int, new_ids: tuple[str, ...], timeout_s: float) -> None:
@@ -313,10 +366,17 @@ def confirm_serving(ctx: Context, port: int, new_ids: tuple[str, ...], timeout_s
             streak += 1
             continue
         streak = 0
-        last = (f"gateway {instance} (not a new one) answered {status}" if instance else
-                f"the port answered {status}" if status else f"nothing answers on 127.0.0.1:{port}")
+        last = (
+            f"gateway {instance} (not a new one) answered {status}"
+            if instance
+            else f"the port answered {status}"
+            if status
+            else f"nothing answers on 127.0.0.1:{port}"
+        )
         if time.monotonic() > deadline:
-            raise DeployError(f"the proxy did not switch to the new gateways within {timeout_s:.0f} s ({last})")
+            raise DeployError(
+                f"the proxy did not switch to the new gateways within {timeout_s:.0f} s ({last})"
+            )
         time.sleep(POLL_S)
 
 
@@ -325,39 +385,64 @@ class CutOver:
     """Point the proxy at the new gateways: reload it (no connection is dropped), or create it
     (first deploy) / recreate it (its image or definition changed: a short interruption)."""
 
-    mode: str                   # "reload" or "create"
+    mode: str  # "reload" or "create"
     project: str
     compose_file: str
     slot: str
     port: int
-    replace_ids: tuple[str, ...] = ()   # containers that hold the port and must go first (an old proxy layout)
+    replace_ids: tuple[
+        str, ...
+    ] = ()  # containers that hold the port and must go first (an old proxy layout)
 
     def describe(self) -> str:
         if self.mode == "reload":
             return f"cut over: make slot {self.slot}'s config live and reload the proxy (in-flight connections keep going)"
-        return (f"cut over: (re)create the proxy on 127.0.0.1:{self.port} with slot {self.slot}'s config: "
-                f"{_docker_part(cmd.compose_up(self.project, self.compose_file, ['proxy']))}")
+        return (
+            f"cut over: (re)create the proxy on 127.0.0.1:{self.port} with slot {self.slot}'s config: "
+            f"{_docker_part(cmd.compose_up(self.project, self.compose_file, ['proxy']))}"
+        )
 
     def run(self, ctx: Context) -> None:
         ctx.phase = CUTOVER
         if self.mode == "reload":
             proxy = next((c for c in ctx.owned() if c.service == "proxy" and c.running), None)
             if proxy is None:
-                raise DeployError("the proxy stopped running during the deploy; deploy again (it will be recreated)")
+                raise DeployError(
+                    "the proxy stopped running during the deploy; deploy again (it will be recreated)"
+                )
             res = ctx.host.run(cmd.reload_proxy(ctx.paths.proxy_dir, proxy.id))
             ctx.promoted, ctx.proxy_id = True, proxy.id
-            ctx.workers_before = tuple(next((ln.split()[1:] for ln in res.stdout.splitlines() if ln.startswith("workers")), []))
+            ctx.workers_before = tuple(
+                next(
+                    (ln.split()[1:] for ln in res.stdout.splitlines() if ln.startswith("workers")),
+                    [],
+                )
+            )
         else:
             ctx.host.run(cmd.promote_proxy_config(ctx.paths.proxy_dir))
             ctx.promoted = True
             if self.replace_ids:
-                ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.replace_ids)), timeout=120)
+                ctx.host.run(
+                    cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.replace_ids)),
+                    timeout=120,
+                )
             try:
-                ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.compose_up(self.project, self.compose_file, ["proxy"])), timeout=300)
+                ctx.host.run(
+                    cmd.serialised(
+                        ctx.paths.op_lock,
+                        cmd.compose_up(self.project, self.compose_file, ["proxy"]),
+                    ),
+                    timeout=300,
+                )
             except CommandFailed as exc:
                 detail = (exc.result.stderr.strip() or exc.result.stdout.strip()).splitlines()[-6:]
-                raise DeployError("docker compose up of the proxy failed:\n  " + "\n  ".join(ctx.out.clean(d) for d in detail)) from exc
-            ctx.proxy_id = next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
+                raise DeployError(
+                    "docker compose up of the proxy failed:\n  "
+                    + "\n  ".join(ctx.out.clean(d) for d in detail)
+                ) from exc
+            ctx.proxy_id = next(
+                (c.id for c in ctx.owned() if c.service == "proxy" and c.running), None
+            )
         confirm_serving(ctx, self.port, ctx.new_ids, CUTOVER_TIMEOUT_S)
         ctx.phase = LIVE
 
@@ -384,8 +469,10 @@ class Drain:
     timeout_s: float
 
     def describe(self) -> str:
-        return (f"drain the old gateways ({', '.join(self.names)}): their requests and streams finish "
-                f"(at most {self.timeout_s:.0f} s), then stop and remove them")
+        return (
+            f"drain the old gateways ({', '.join(self.names)}): their requests and streams finish "
+            f"(at most {self.timeout_s:.0f} s), then stop and remove them"
+        )
 
     def run(self, ctx: Context) -> None:
         # A proxy that was recreated took the old connections with it: nothing to wait for.
@@ -405,12 +492,20 @@ class Prune:
         return f"keep the last {self.keep} releases and their images; remove older ones of this environment only"
 
     def run(self, ctx: Context) -> None:
-        state = read_state(ctx.host, ctx.paths.root, ctx.paths.compose_project, ctx.bundle.config.project, ctx.bundle.env)
+        state = read_state(
+            ctx.host,
+            ctx.paths.root,
+            ctx.paths.compose_project,
+            ctx.bundle.config.project,
+            ctx.bundle.env,
+        )
         in_use = {c.release for c in state.containers if c.owned and c.release}
         good = [r for r in state.releases if r not in state.failed]
-        keep = set(good[-self.keep:]) | in_use | ({state.current} if state.current else set())
+        keep = set(good[-self.keep :]) | in_use | ({state.current} if state.current else set())
         drop = [r for r in state.releases if r not in keep]
-        manifests = read_files(ctx.host, [f"{ctx.paths.release(r)}/manifest.json" for r in state.releases])
+        manifests = read_files(
+            ctx.host, [f"{ctx.paths.release(r)}/manifest.json" for r in state.releases]
+        )
         kept_images: set[str] = set()
         dropped_images: set[str] = set()
         for rid in state.releases:

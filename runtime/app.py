@@ -64,14 +64,21 @@ class Gateway:
         cfg = self.config
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.session = Transport()
-        adapters: dict[str, Adapter] = {pid: ADAPTERS[p.adapter](p, self.session) for pid, p in cfg.providers.items()}
+        adapters: dict[str, Adapter] = {
+            pid: ADAPTERS[p.adapter](p, self.session) for pid, p in cfg.providers.items()
+        }
         if any(o.byok_providers for o in cfg.orgs.values()):
             self.byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)
             self.byok.start_background_refresh(2.0)
         self.router = Router(cfg, adapters, self.credentials, self.byok)
         self.auth = Authenticator(self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix)
         self.auth.start_background_refresh(1.0)
-        self.writer = RecordWriter(self.data_dir / paths.REQUESTS_DB, cfg.logging.batch_size, cfg.logging.flush_interval_ms, cfg.logging.retention_days)
+        self.writer = RecordWriter(
+            self.data_dir / paths.REQUESTS_DB,
+            cfg.logging.batch_size,
+            cfg.logging.flush_interval_ms,
+            cfg.logging.retention_days,
+        )
         self.writer.start()
         # Everything built so far lives as long as the process: move it out of the cyclic
         # collector's sight, and collect young objects less often (each request allocates a
@@ -84,7 +91,9 @@ class Gateway:
         if any(b.usd_per_day is not None or b.usd_per_month is not None for b in budgets):
             self._refresh_spend()
             loop = asyncio.get_running_loop()
-            threading.Thread(target=self._spend_loop, args=(loop,), name="spend-refresh", daemon=True).start()
+            threading.Thread(
+                target=self._spend_loop, args=(loop,), name="spend-refresh", daemon=True
+            ).start()
 
     async def stop(self) -> None:
         self._stop.set()
@@ -100,7 +109,14 @@ class Gateway:
     def _read_spend(self) -> SpendTotals:
         day, month = period_starts(time.time())
         spend = read_spend(self.data_dir / paths.REQUESTS_DB, day, month)
-        return SpendTotals(day, month, dict(spend.key_day), dict(spend.key_month), dict(spend.org_day), dict(spend.org_month))
+        return SpendTotals(
+            day,
+            month,
+            dict(spend.key_day),
+            dict(spend.key_month),
+            dict(spend.org_day),
+            dict(spend.org_month),
+        )
 
     def _refresh_spend(self) -> None:
         with contextlib.suppress(Exception):
@@ -119,12 +135,23 @@ class Gateway:
         problems = list(self.not_ready)
         if self.writer is None or self.auth is None:
             problems.append("starting")
-        usable = sum(1 for r in (self.router.routes.values() if self.router else ()) if any(c.credentials is not None for c in r.candidates))
+        usable = sum(
+            1
+            for r in (self.router.routes.values() if self.router else ())
+            if any(c.credentials is not None for c in r.candidates)
+        )
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
         warnings = self.byok.problems() if self.byok is not None else []
-        return not problems, {"ready": not problems, "problems": problems, "warnings": warnings, "environment": self.config.environment,
-                              "config_hash": self.config.config_hash, "routes_usable": usable, "instance": _INSTANCE}
+        return not problems, {
+            "ready": not problems,
+            "problems": problems,
+            "warnings": warnings,
+            "environment": self.config.environment,
+            "config_hash": self.config.config_hash,
+            "routes_usable": usable,
+            "instance": _INSTANCE,
+        }
 
     def authenticate(self, headers: Mapping[str, str]) -> Any:
         """The key of a request, or a 401 GatewayError."""
@@ -136,7 +163,9 @@ class Gateway:
             raise exc.gateway_error() from None
 
 
-def _credentials(config: RuntimeConfig, environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str] | None], list[str]]:
+def _credentials(
+    config: RuntimeConfig, environ: Mapping[str, str]
+) -> tuple[dict[str, dict[str, str] | None], list[str]]:
     """Provider credential values from the environment (read once), and readiness problems."""
     creds: dict[str, dict[str, str] | None] = {}
     for pid, p in config.providers.items():
@@ -155,11 +184,17 @@ def _credentials(config: RuntimeConfig, environ: Mapping[str, str]) -> tuple[dic
 _INSTANCE = socket.gethostname()
 
 
-def create_app(config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None) -> Any:
+def create_app(
+    config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Any:
     """The gateway as an ASGI app. `data_dir` defaults per runtime.paths.data_dir."""
     from runtime.chat import ChatHandler
 
-    gw = Gateway(config, data_dir or paths.data_dir(config.environment, configured=config.data_dir), environ if environ is not None else os.environ)
+    gw = Gateway(
+        config,
+        data_dir or paths.data_dir(config.environment, configured=config.data_dir),
+        environ if environ is not None else os.environ,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -169,12 +204,21 @@ def create_app(config: RuntimeConfig, data_dir: Path | None = None, environ: Map
         finally:
             await gw.stop()
 
-    api = FastAPI(title="Switchyard gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    api = FastAPI(
+        title="Switchyard gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     api.state.gateway = gw
 
     @api.get("/healthz")
     async def healthz() -> Response:
-        return _json(200, {"status": "ok", "environment": config.environment, "config_hash": config.config_hash})
+        return _json(
+            200,
+            {"status": "ok", "environment": config.environment, "config_hash": config.config_hash},
+        )
 
     @api.get("/readyz")
     async def readyz() -> Response:
@@ -197,7 +241,10 @@ def create_app(config: RuntimeConfig, data_dir: Path | None = None, environ: Map
         assert gw.router is not None
         org = config.orgs.get(key.org)
         created = int(gw.started)
-        data = [{"id": mid, "object": "model", "created": created, "owned_by": "switchyard"} for mid in gw.router.model_ids(org)]
+        data = [
+            {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
+            for mid in gw.router.model_ids(org)
+        ]
         return _json(200, {"object": "list", "data": data})
 
     @api.exception_handler(StarletteHTTPException)
@@ -222,7 +269,12 @@ def _json(status: int, body: Any) -> Response:
 
 
 def _error(exc: GatewayError) -> Response:
-    return Response(orjson.dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=exc.headers)
+    return Response(
+        orjson.dumps(exc.body()),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=exc.headers,
+    )
 
 
 def _writer_metrics(writer: RecordWriter) -> str:

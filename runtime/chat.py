@@ -60,10 +60,30 @@ class ChatHandler:
         start = time.perf_counter()
         rid = _next_id()
         rec = Record(
-            request_id=rid, ts=time.time(), environment=self.env, key_id=None, org=None, requested_model=None,
-            route=None, provider=None, upstream_model=None, status=0, error_code=None, latency_ms=0.0, ttfb_ms=None,
-            input_tokens=None, output_tokens=None, usage_estimated=False, cost_usd=None, stream=False, attempts=[],
-            fell_back=False, broke_after_commit=False, skipped=[], price_table_hash=self.price_hash, config_hash=self.config_hash,
+            request_id=rid,
+            ts=time.time(),
+            environment=self.env,
+            key_id=None,
+            org=None,
+            requested_model=None,
+            route=None,
+            provider=None,
+            upstream_model=None,
+            status=0,
+            error_code=None,
+            latency_ms=0.0,
+            ttfb_ms=None,
+            input_tokens=None,
+            output_tokens=None,
+            usage_estimated=False,
+            cost_usd=None,
+            stream=False,
+            attempts=[],
+            fell_back=False,
+            broke_after_commit=False,
+            skipped=[],
+            price_table_hash=self.price_hash,
+            config_hash=self.config_hash,
         )
         attempts: list[Attempt] = []
         state = _Sent()
@@ -82,7 +102,16 @@ class ChatHandler:
             logging.getLogger("switchyard").exception("internal error in %s", rid)
             rec.status, rec.error_code = 500, "internal_error"
             if not state.started:
-                await _send_error(send, GatewayError(500, "internal_error", f"internal gateway error ({type(exc).__name__}); request id {rid}"), rid, attempts)
+                await _send_error(
+                    send,
+                    GatewayError(
+                        500,
+                        "internal_error",
+                        f"internal gateway error ({type(exc).__name__}); request id {rid}",
+                    ),
+                    rid,
+                    attempts,
+                )
         finally:
             end = time.perf_counter()
             rec.latency_ms = (end - start) * 1000
@@ -95,35 +124,58 @@ class ChatHandler:
             if writer is not None:
                 writer.submit(rec)
 
-    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, rec: Record, attempts: list[Attempt], start: float, state: _Sent) -> None:
+    async def _handle(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        rec: Record,
+        attempts: list[Attempt],
+        start: float,
+        state: _Sent,
+    ) -> None:
         gw = self.gw
         if scope["method"] != "POST":
             raise GatewayError(405, "method_not_allowed", "use POST for /v1/chat/completions")
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in (b"authorization", b"x-api-key")}
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k in (b"authorization", b"x-api-key")
+        }
         key = gw.authenticate(headers)
         rec.key_id, rec.org = key.id, key.org
         org = gw.config.orgs.get(key.org)
         if org is None:
-            raise GatewayError(403, "org_not_configured", f"this key's org '{key.org}' is not configured in environment '{self.env}'")
+            raise GatewayError(
+                403,
+                "org_not_configured",
+                f"this key's org '{key.org}' is not configured in environment '{self.env}'",
+            )
         body = await _read_body(receive)
         try:
             request = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise GatewayError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+            raise GatewayError(
+                400, "invalid_json", f"the request body is not valid JSON: {exc}"
+            ) from None
         if not isinstance(request, dict):
             raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
         model = request.get("model")
         rec.requested_model = model if isinstance(model, str) else None
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise GatewayError(400, "invalid_request", "`messages` must be a non-empty list", param="messages")
+            raise GatewayError(
+                400, "invalid_request", "`messages` must be a non-empty list", param="messages"
+            )
         stream = bool(request.get("stream"))
         rec.stream = stream
         assert gw.router is not None
         plan = gw.router.plan(request, org)
         rec.route = plan.route
         rec.skipped = plan.skipped
-        gw.limits.check(key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic())
+        gw.limits.check(
+            key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic()
+        )
         guard = _Guard(receive, self.request_timeout)
         try:
             try:
@@ -145,13 +197,33 @@ class ChatHandler:
             if state.started:
                 rec.broke_after_commit = True
                 rec.error_code = "request_timeout"
-                await _end_stream_with_error(send, "request_timeout", f"the request took longer than {self.request_timeout:g} s", state.pending)
+                await _end_stream_with_error(
+                    send,
+                    "request_timeout",
+                    f"the request took longer than {self.request_timeout:g} s",
+                    state.pending,
+                )
             else:
-                raise GatewayError(504, "request_timeout", f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s") from None
-        gw.limits.add_tokens(key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic())
+                raise GatewayError(
+                    504,
+                    "request_timeout",
+                    f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s",
+                ) from None
+        gw.limits.add_tokens(
+            key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic()
+        )
         gw.limits.charge(key.id, key.org, rec.cost_usd)
 
-    async def _complete(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
+    async def _complete(
+        self,
+        request: dict[str, Any],
+        plan: Plan,
+        rec: Record,
+        attempts: list[Attempt],
+        receive: Any,
+        send: Any,
+        state: _Sent,
+    ) -> None:
         try:
             cand, result = await complete(plan, request, rec.request_id, attempts)
         except AllFailed as failed:
@@ -169,7 +241,16 @@ class ChatHandler:
         await send({"type": "http.response.body", "body": body})
         rec.status = 200
 
-    async def _stream(self, request: dict[str, Any], plan: Plan, rec: Record, attempts: list[Attempt], receive: Any, send: Any, state: _Sent) -> None:
+    async def _stream(
+        self,
+        request: dict[str, Any],
+        plan: Plan,
+        rec: Record,
+        attempts: list[Attempt],
+        receive: Any,
+        send: Any,
+        state: _Sent,
+    ) -> None:
         try:
             opened = await open_stream(plan, request, rec.request_id, attempts)
         except AllFailed as failed:
@@ -181,7 +262,15 @@ class ChatHandler:
         rec.provider = cand.provider.id
         rec.upstream_model = stream.model or cand.model.upstream
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        prefix = b'data: {"id":"chatcmpl-' + rec.request_id[4:].encode() + b'","object":"chat.completion.chunk","created":' + str(int(rec.ts)).encode() + b',"model":' + orjson.dumps(rec.upstream_model) + b',"choices":'
+        prefix = (
+            b'data: {"id":"chatcmpl-'
+            + rec.request_id[4:].encode()
+            + b'","object":"chat.completion.chunk","created":'
+            + str(int(rec.ts)).encode()
+            + b',"model":'
+            + orjson.dumps(rec.upstream_model)
+            + b',"choices":'
+        )
         chars = 0
         # Chunks are buffered and written when the upstream has nothing more ready (the
         # transport calls `flush` right before it would wait for the network): chunks that
@@ -204,7 +293,11 @@ class ChatHandler:
             if chunk.raw is not None:  # an OpenAI-format provider: relay its chunk as sent
                 if chunk.choices:
                     pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
-                    return tokens.delta_chars(chunk.choices) if chunk.choices[0] else max(0, len(chunk.raw) - RELAY_OVERHEAD)
+                    return (
+                        tokens.delta_chars(chunk.choices)
+                        if chunk.choices[0]
+                        else max(0, len(chunk.raw) - RELAY_OVERHEAD)
+                    )
                 if chunk.usage is not None and include_usage:
                     pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
                     usage_relayed = True
@@ -218,7 +311,13 @@ class ChatHandler:
         if resp is not None:
             resp.before_wait = flush
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": _headers(rec, cand, attempts, _SSE, stream=True)})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": _headers(rec, cand, attempts, _SSE, stream=True),
+                }
+            )
             state.started = True
             for chunk in opened.held:
                 chars += emit(chunk)
@@ -238,14 +337,23 @@ class ChatHandler:
                 attempts[-1].outcome = "broken_after_commit"
                 attempts[-1].code = err.code
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
-                await _end_stream_with_error(send, "upstream_stream_broken", f"{cand.provider.id}: {err.message} (after the response had started; not retried)", pending)
+                await _end_stream_with_error(
+                    send,
+                    "upstream_stream_broken",
+                    f"{cand.provider.id}: {err.message} (after the response had started; not retried)",
+                    pending,
+                )
                 if state.first_byte is None:
                     state.first_byte = time.perf_counter()
                 self.gw.metrics.broken.inc((rec.route or "-", cand.provider.id))
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
             if include_usage and not usage_relayed:
-                usage = {"prompt_tokens": rec.input_tokens or 0, "completion_tokens": rec.output_tokens or 0, "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0)}
+                usage = {
+                    "prompt_tokens": rec.input_tokens or 0,
+                    "completion_tokens": rec.output_tokens or 0,
+                    "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0),
+                }
                 pending.append(prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
             pending.append(b"data: [DONE]\n\n")
             body = b"".join(pending)
@@ -287,12 +395,27 @@ class _Sent:
         self.pending: list[bytes] = []  # stream chunks not written yet
 
 
-def _account(rec: Record, cand: Candidate, plan: Plan, usage: Usage | None, est_output: int, force_estimate: bool = False) -> None:
+def _account(
+    rec: Record,
+    cand: Candidate,
+    plan: Plan,
+    usage: Usage | None,
+    est_output: int,
+    force_estimate: bool = False,
+) -> None:
     """Tokens and cost of the answer: the provider's usage, else estimates (flagged)."""
     if usage is not None and not force_estimate:
-        rec.input_tokens, rec.output_tokens, rec.usage_estimated = usage.input_tokens, usage.output_tokens, False
+        rec.input_tokens, rec.output_tokens, rec.usage_estimated = (
+            usage.input_tokens,
+            usage.output_tokens,
+            False,
+        )
     elif usage is not None and usage.output_tokens:
-        rec.input_tokens, rec.output_tokens, rec.usage_estimated = usage.input_tokens, max(usage.output_tokens, est_output), True
+        rec.input_tokens, rec.output_tokens, rec.usage_estimated = (
+            usage.input_tokens,
+            max(usage.output_tokens, est_output),
+            True,
+        )
     else:
         rec.input_tokens = usage.input_tokens if usage is not None else plan.prompt_tokens
         rec.output_tokens, rec.usage_estimated = est_output, True
@@ -301,14 +424,25 @@ def _account(rec: Record, cand: Candidate, plan: Plan, usage: Usage | None, est_
 
 
 def _completion_body(rec: Record, result: Completion) -> bytes:
-    choices = result.extra.get("choices") or [{"index": 0, "message": result.message, "logprobs": None, "finish_reason": result.finish_reason}]
+    choices = result.extra.get("choices") or [
+        {
+            "index": 0,
+            "message": result.message,
+            "logprobs": None,
+            "finish_reason": result.finish_reason,
+        }
+    ]
     body: dict[str, Any] = {
         "id": "chatcmpl-" + rec.request_id[4:],
         "object": "chat.completion",
         "created": int(rec.ts),
         "model": rec.upstream_model,
         "choices": choices,
-        "usage": {"prompt_tokens": rec.input_tokens or 0, "completion_tokens": rec.output_tokens or 0, "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0)},
+        "usage": {
+            "prompt_tokens": rec.input_tokens or 0,
+            "completion_tokens": rec.output_tokens or 0,
+            "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0),
+        },
     }
     fp = result.extra.get("system_fingerprint")
     if fp is not None:
@@ -317,11 +451,23 @@ def _completion_body(rec: Record, result: Completion) -> bytes:
 
 
 def _trail(attempts: list[Attempt]) -> bytes:
-    return ", ".join(f"{a.provider}/{a.model}={a.outcome}:{a.latency_ms:.0f}ms" for a in attempts).encode()
+    return ", ".join(
+        f"{a.provider}/{a.model}={a.outcome}:{a.latency_ms:.0f}ms" for a in attempts
+    ).encode()
 
 
-def _headers(rec: Record, cand: Candidate | None, attempts: list[Attempt], ctype: tuple[bytes, bytes], stream: bool = False) -> list[tuple[bytes, bytes]]:
-    h = [ctype, (b"x-request-id", rec.request_id.encode()), (b"x-switchyard-attempts", str(len(attempts)).encode())]
+def _headers(
+    rec: Record,
+    cand: Candidate | None,
+    attempts: list[Attempt],
+    ctype: tuple[bytes, bytes],
+    stream: bool = False,
+) -> list[tuple[bytes, bytes]]:
+    h = [
+        ctype,
+        (b"x-request-id", rec.request_id.encode()),
+        (b"x-switchyard-attempts", str(len(attempts)).encode()),
+    ]
     if rec.route:
         h.append((b"x-switchyard-route", rec.route.encode()))
     if cand is not None:
@@ -337,7 +483,12 @@ def _headers(rec: Record, cand: Candidate | None, attempts: list[Attempt], ctype
 
 async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
     body = orjson.dumps(exc.body())
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", rid.encode()), (b"x-switchyard-attempts", str(len(attempts)).encode())]
+    headers = [
+        _JSON,
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode()),
+        (b"x-switchyard-attempts", str(len(attempts)).encode()),
+    ]
     if attempts:
         headers.append((b"x-switchyard-attempt-trail", _trail(attempts)))
     for k, v in exc.headers.items():
@@ -371,7 +522,11 @@ async def _read_body(receive: Any) -> bytes:
         chunk = msg.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            raise GatewayError(413, "request_too_large", f"the request body is over {MAX_BODY // (1024 * 1024)} MiB")
+            raise GatewayError(
+                413,
+                "request_too_large",
+                f"the request body is over {MAX_BODY // (1024 * 1024)} MiB",
+            )
         parts.append(chunk)
         if not msg.get("more_body"):
             return b"".join(parts)
@@ -385,7 +540,16 @@ class _Guard:
     Both start only once the request has been in flight for WATCH_AFTER_S: most requests
     finish sooner, and for them one timer handle is all this costs. `stop()` when done."""
 
-    __slots__ = ("_deadline", "_owner", "_receive", "_task", "_timeout", "_timer", "gone", "timed_out")
+    __slots__ = (
+        "_deadline",
+        "_owner",
+        "_receive",
+        "_task",
+        "_timeout",
+        "_timer",
+        "gone",
+        "timed_out",
+    )
 
     WATCH_AFTER_S = 0.05
 
@@ -397,7 +561,9 @@ class _Guard:
         self._owner = asyncio.current_task()
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
-        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(min(self.WATCH_AFTER_S, timeout), self._start)
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            min(self.WATCH_AFTER_S, timeout), self._start
+        )
 
     def _start(self) -> None:
         self._timer = None

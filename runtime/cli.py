@@ -18,17 +18,40 @@ from runtime.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description="Switchyard gateway runtime.")
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime", description="Switchyard gateway runtime."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    serve = sub.add_parser("serve", help="serve the OpenAI-compatible gateway from a compiled runtime.json")
-    serve.add_argument("--config", required=True, help="compiled runtime config, e.g. build/dev/runtime.json")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; the container uses 0.0.0.0)")
-    serve.add_argument("--port", type=int, default=None, help="port (default: server.port of the config)")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: server.workers of the config)")
-    serve.add_argument("--data-dir", default=None, help="key store and request log directory (default: $SWITCHYARD_DATA_DIR, else server.data_dir)")
-    serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    serve = sub.add_parser(
+        "serve", help="serve the OpenAI-compatible gateway from a compiled runtime.json"
+    )
+    serve.add_argument(
+        "--config", required=True, help="compiled runtime config, e.g. build/dev/runtime.json"
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; the container uses 0.0.0.0)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default: server.port of the config)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: server.workers of the config)",
+    )
+    serve.add_argument(
+        "--data-dir",
+        default=None,
+        help="key store and request log directory (default: $SWITCHYARD_DATA_DIR, else server.data_dir)",
+    )
+    serve.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
     serve.set_defaults(func=_serve)
 
     from runtime import admin, byok
@@ -50,7 +73,10 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if config.logging.sink != "sqlite":
-        print(f"error: {args.config}: logging.sink {config.logging.sink!r} is not supported by this gateway yet; use the embedded 'sqlite' sink", file=sys.stderr)
+        print(
+            f"error: {args.config}: logging.sink {config.logging.sink!r} is not supported by this gateway yet; use the embedded 'sqlite' sink",
+            file=sys.stderr,
+        )
         return 1
     data_dir = paths.data_dir(config.environment, args.data_dir, config.data_dir).resolve()
     try:
@@ -59,14 +85,20 @@ def _serve(args: argparse.Namespace) -> int:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        print(f"error: data directory {data_dir} is not writable ({exc.strerror}); pass --data-dir or set SWITCHYARD_DATA_DIR", file=sys.stderr)
+        print(
+            f"error: data directory {data_dir} is not writable ({exc.strerror}); pass --data-dir or set SWITCHYARD_DATA_DIR",
+            file=sys.stderr,
+        )
         return 1
     port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     _banner(config, args.host, port, workers, data_dir)
 
     import uvicorn
@@ -109,9 +141,18 @@ def _banner(config: object, host: str, port: int, workers: int, data_dir: Path) 
 
     assert isinstance(config, RuntimeConfig)
     creds, problems = _credentials(config, os.environ)
-    shown = ", ".join(f"{pid}" + ("" if creds[pid] is not None else " (no credentials: skipped)") for pid in config.providers)
-    print(f"switchyard gateway: environment {config.environment}, config {config.config_hash[:19]}", file=sys.stderr)
-    print(f"  listening on http://{host}:{port} with {workers} worker(s); data in {data_dir}", file=sys.stderr)
+    shown = ", ".join(
+        f"{pid}" + ("" if creds[pid] is not None else " (no credentials: skipped)")
+        for pid in config.providers
+    )
+    print(
+        f"switchyard gateway: environment {config.environment}, config {config.config_hash[:19]}",
+        file=sys.stderr,
+    )
+    print(
+        f"  listening on http://{host}:{port} with {workers} worker(s); data in {data_dir}",
+        file=sys.stderr,
+    )
     print(f"  providers: {shown or '(none)'}", file=sys.stderr)
     for p in problems:
         print(f"  not ready: {p}", file=sys.stderr)

@@ -157,7 +157,9 @@ def load_config(path: str | Path) -> RuntimeConfig:
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid JSON ({exc}); rebuild it with `python -m compiler build`") from None
+        raise ConfigError(
+            f"{p}: not valid JSON ({exc}); rebuild it with `python -m compiler build`"
+        ) from None
     return parse_config(doc, source=str(p))
 
 
@@ -204,7 +206,9 @@ def parse_config(doc: Any, source: str = "runtime.json") -> RuntimeConfig:
         ),
         price_table_hash=r.text(doc, "price_table_hash"),
         secrets={
-            name: SecretSpec(name, str(spec.get("needed_by", "")), bool(spec.get("optional", False)))
+            name: SecretSpec(
+                name, str(spec.get("needed_by", "")), bool(spec.get("optional", False))
+            )
             for name, spec in r.obj(doc, "secrets").items()
         },
     )
@@ -215,7 +219,9 @@ class _Reader:
         self.source = source
 
     def fail(self, path: str, what: str) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: {what}; rebuild it with `python -m compiler build`")
+        return ConfigError(
+            f"{self.source}: {path}: {what}; rebuild it with `python -m compiler build`"
+        )
 
     def obj(self, d: dict[str, Any], key: str, path: str | None = None) -> dict[str, Any]:
         v = d.get(key)

@@ -32,7 +32,12 @@ class Attempt:
     code: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"provider": self.provider, "model": self.model, "outcome": self.outcome, "latency_ms": round(self.latency_ms, 2)}
+        d: dict[str, Any] = {
+            "provider": self.provider,
+            "model": self.model,
+            "outcome": self.outcome,
+            "latency_ms": round(self.latency_ms, 2),
+        }
         if self.status is not None:
             d["status"] = self.status
         if self.code is not None and self.code != self.outcome:
@@ -59,17 +64,24 @@ class Opened:
     iterator: Any  # the stream's async iterator, positioned after `held`
 
 
-async def complete(plan: Plan, request: dict[str, Any], request_id: str, attempts: list[Attempt]) -> tuple[Candidate, Completion]:
+async def complete(
+    plan: Plan, request: dict[str, Any], request_id: str, attempts: list[Attempt]
+) -> tuple[Candidate, Completion]:
     """Non-streamed: the first candidate's Completion that succeeds."""
+
     async def attempt(c: Candidate) -> tuple[Candidate, Completion]:
-        result = await c.adapter.send(Call(request, False, c.model, c.credentials or {}, request_id))
+        result = await c.adapter.send(
+            Call(request, False, c.model, c.credentials or {}, request_id)
+        )
         assert isinstance(result, Completion)
         return c, result
 
     return await _loop(plan, attempts, attempt)
 
 
-async def open_stream(plan: Plan, request: dict[str, Any], request_id: str, attempts: list[Attempt]) -> Opened:
+async def open_stream(
+    plan: Plan, request: dict[str, Any], request_id: str, attempts: list[Attempt]
+) -> Opened:
     """Streamed: the first candidate that delivers a content chunk within the timeout."""
     timeout = plan.policy.first_byte_timeout_s
 
@@ -77,7 +89,9 @@ async def open_stream(plan: Plan, request: dict[str, Any], request_id: str, atte
         stream: UpstreamStream | None = None
         deadline = Deadline(timeout)
         try:
-            result = await c.adapter.send(Call(request, True, c.model, c.credentials or {}, request_id))
+            result = await c.adapter.send(
+                Call(request, True, c.model, c.credentials or {}, request_id)
+            )
             assert not isinstance(result, Completion)
             stream = result
             it = aiter(stream)
@@ -97,7 +111,11 @@ async def open_stream(plan: Plan, request: dict[str, Any], request_id: str, atte
             if not deadline.expired:
                 raise  # the client went away, or shutdown
             deadline.absorb()
-            raise UpstreamError("timeout", f"no content within the route's first_byte_timeout_s of {timeout:g} s", code="first_byte_timeout") from None
+            raise UpstreamError(
+                "timeout",
+                f"no content within the route's first_byte_timeout_s of {timeout:g} s",
+                code="first_byte_timeout",
+            ) from None
         except UpstreamError:
             if stream is not None:
                 await stream.aclose()
@@ -113,7 +131,9 @@ async def _empty() -> Any:
     yield  # pragma: no cover
 
 
-async def _loop(plan: Plan, attempts: list[Attempt], attempt: Callable[[Candidate], Awaitable[T]]) -> T:
+async def _loop(
+    plan: Plan, attempts: list[Attempt], attempt: Callable[[Candidate], Awaitable[T]]
+) -> T:
     policy = plan.policy
     floor: int | None = None  # after a context-length error: only larger windows
     last: tuple[UpstreamError, Candidate] | None = None
@@ -121,23 +141,42 @@ async def _loop(plan: Plan, attempts: list[Attempt], attempt: Callable[[Candidat
         if len(attempts) >= policy.max_attempts:
             break
         if floor is not None and c.model.context_window <= floor:
-            plan.skipped.append({"provider": c.provider.id, "model": c.model.name, "reason": f"context window {c.model.context_window} is not larger than the one that overflowed ({floor})"})
+            plan.skipped.append(
+                {
+                    "provider": c.provider.id,
+                    "model": c.model.name,
+                    "reason": f"context window {c.model.context_window} is not larger than the one that overflowed ({floor})",
+                }
+            )
             continue
         start = time.perf_counter()
         try:
             result = await attempt(c)
         except UpstreamError as err:
-            attempts.append(Attempt(c.provider.id, c.model.name, err.error_class, (time.perf_counter() - start) * 1000, err.status, err.code))
+            attempts.append(
+                Attempt(
+                    c.provider.id,
+                    c.model.name,
+                    err.error_class,
+                    (time.perf_counter() - start) * 1000,
+                    err.status,
+                    err.code,
+                )
+            )
             last = (err, c)
             if err.error_class not in policy.on:
                 break
             if err.error_class == "context_length":
                 floor = max(floor or 0, c.model.context_window)
             continue
-        attempts.append(Attempt(c.provider.id, c.model.name, "ok", (time.perf_counter() - start) * 1000))
+        attempts.append(
+            Attempt(c.provider.id, c.model.name, "ok", (time.perf_counter() - start) * 1000)
+        )
         return result
     if last is None:
         # Every candidate was skipped by the context-length floor.
         c = plan.candidates[0]
-        raise AllFailed(UpstreamError("context_length", "no candidate with a larger context window is left"), c)
+        raise AllFailed(
+            UpstreamError("context_length", "no candidate with a larger context window is left"), c
+        )
     raise AllFailed(*last)

@@ -22,6 +22,7 @@ ErrorClass = Literal[
     "not_found",  # unknown model upstream (404)
 ]
 
+
 class UpstreamError(Exception):
     """One failed upstream attempt, already classified.
 
@@ -72,7 +73,14 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 _TYPE_BY_STATUS = {

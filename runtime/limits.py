@@ -62,8 +62,14 @@ class LimitState:
     def __init__(self, limits: Limits, workers: int = 1) -> None:
         self.limits = limits
         share = max(1, workers)
-        self.rpm = None if limits.requests_per_minute is None else max(1.0, limits.requests_per_minute / share)
-        self.tpm = None if limits.tokens_per_minute is None else max(1.0, limits.tokens_per_minute / share)
+        self.rpm = (
+            None
+            if limits.requests_per_minute is None
+            else max(1.0, limits.requests_per_minute / share)
+        )
+        self.tpm = (
+            None if limits.tokens_per_minute is None else max(1.0, limits.tokens_per_minute / share)
+        )
         self.req_buckets: dict[str, _Bucket] = {}
         self.tok_buckets: dict[str, _Bucket] = {}
         self.spend = SpendTotals()
@@ -77,11 +83,19 @@ class LimitState:
         if self.rpm is not None:
             wait = _take(self.req_buckets, key_id, self.rpm, 1.0, now)
             if wait:
-                raise _limited("rate_limit_exceeded", f"this key is over its limit of {self.limits.requests_per_minute} requests per minute", wait)
+                raise _limited(
+                    "rate_limit_exceeded",
+                    f"this key is over its limit of {self.limits.requests_per_minute} requests per minute",
+                    wait,
+                )
         if self.tpm is not None:
             wait = _take(self.tok_buckets, key_id, self.tpm, float(min(est_tokens, self.tpm)), now)
             if wait:
-                raise _limited("token_rate_limit_exceeded", f"this key is over its limit of {self.limits.tokens_per_minute} tokens per minute", wait)
+                raise _limited(
+                    "token_rate_limit_exceeded",
+                    f"this key is over its limit of {self.limits.tokens_per_minute} tokens per minute",
+                    wait,
+                )
         self._check_budgets(key_id, org, time.time())
 
     def add_tokens(self, key_id: str, tokens: int, now: float) -> None:
@@ -114,11 +128,25 @@ class LimitState:
             s.day_start, s.key_day, s.org_day = day_start, {}, {}
         if s.month_start != month_start:
             s.month_start, s.key_month, s.org_month = month_start, {}, {}
-        _over(self.limits.key_budget, s.key_day.get(key_id, 0.0), s.key_month.get(key_id, 0.0), "key", now)
-        _over(self.limits.budget_of_org(org), s.org_day.get(org, 0.0), s.org_month.get(org, 0.0), f"org '{org}'", now)
+        _over(
+            self.limits.key_budget,
+            s.key_day.get(key_id, 0.0),
+            s.key_month.get(key_id, 0.0),
+            "key",
+            now,
+        )
+        _over(
+            self.limits.budget_of_org(org),
+            s.org_day.get(org, 0.0),
+            s.org_month.get(org, 0.0),
+            f"org '{org}'",
+            now,
+        )
 
 
-def _take(buckets: dict[str, _Bucket], key: str, per_minute: float, amount: float, now: float) -> float:
+def _take(
+    buckets: dict[str, _Bucket], key: str, per_minute: float, amount: float, now: float
+) -> float:
     """Take `amount` from the key's bucket; 0 if admitted, else seconds until it would be."""
     b = buckets.get(key)
     rate = per_minute / 60.0
@@ -136,11 +164,19 @@ def _take(buckets: dict[str, _Bucket], key: str, per_minute: float, amount: floa
 def _over(budget: Budget, day: float, month: float, who: str, now: float) -> None:
     if budget.usd_per_day is not None and day >= budget.usd_per_day:
         day_start, _ = period_starts(now)
-        raise _limited("budget_exceeded", f"the {who} has spent its daily budget of ${budget.usd_per_day:g}", day_start + 86400 - now)
+        raise _limited(
+            "budget_exceeded",
+            f"the {who} has spent its daily budget of ${budget.usd_per_day:g}",
+            day_start + 86400 - now,
+        )
     if budget.usd_per_month is not None and month >= budget.usd_per_month:
         t = time.gmtime(now)
         y, m = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-        raise _limited("budget_exceeded", f"the {who} has spent its monthly budget of ${budget.usd_per_month:g}", calendar.timegm((y, m, 1, 0, 0, 0)) - now)
+        raise _limited(
+            "budget_exceeded",
+            f"the {who} has spent its monthly budget of ${budget.usd_per_month:g}",
+            calendar.timegm((y, m, 1, 0, 0, 0)) - now,
+        )
 
 
 def _limited(code: str, message: str, wait: float) -> GatewayError:

@@ -29,7 +29,13 @@ class Counter:
 
 
 class Histogram:
-    def __init__(self, name: str, help: str, labels: Sequence[str], buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: Sequence[str],
+        buckets: Sequence[float] = LATENCY_BUCKETS,
+    ) -> None:
         self.name, self.help, self.labels = name, help, tuple(labels)
         self.buckets = tuple(buckets)
         self.values: dict[Labels, list[float]] = {}  # bucket counts..., +Inf count, sum
@@ -59,18 +65,59 @@ class Metrics:
     """The gateway's metrics; names are `switchyard_*`."""
 
     def __init__(self) -> None:
-        self.requests = Counter("switchyard_requests_total", "Requests by route, provider and HTTP status.", ("route", "provider", "status"))
-        self.latency = Histogram("switchyard_request_duration_seconds", "Time from request to last byte.", ("route", "provider"))
-        self.ttfb = Histogram("switchyard_time_to_first_byte_seconds", "Time from request to the first byte sent.", ("route", "provider"))
-        self.tokens = Counter("switchyard_tokens_total", "Tokens by route, provider and direction (input/output).", ("route", "provider", "direction"))
-        self.cost = Counter("switchyard_cost_usd_total", "Cost in USD from the config's price table (known costs only).", ("route", "provider"))
-        self.fallbacks = Counter("switchyard_fallbacks_total", "Attempts that failed and moved on to the next candidate.", ("route", "provider", "error_class"))
-        self.attempts = Counter("switchyard_upstream_attempts_total", "Upstream attempts by provider and outcome.", ("provider", "outcome"))
-        self.broken = Counter("switchyard_streams_broken_total", "Streams that broke after the response was committed.", ("route", "provider"))
+        self.requests = Counter(
+            "switchyard_requests_total",
+            "Requests by route, provider and HTTP status.",
+            ("route", "provider", "status"),
+        )
+        self.latency = Histogram(
+            "switchyard_request_duration_seconds",
+            "Time from request to last byte.",
+            ("route", "provider"),
+        )
+        self.ttfb = Histogram(
+            "switchyard_time_to_first_byte_seconds",
+            "Time from request to the first byte sent.",
+            ("route", "provider"),
+        )
+        self.tokens = Counter(
+            "switchyard_tokens_total",
+            "Tokens by route, provider and direction (input/output).",
+            ("route", "provider", "direction"),
+        )
+        self.cost = Counter(
+            "switchyard_cost_usd_total",
+            "Cost in USD from the config's price table (known costs only).",
+            ("route", "provider"),
+        )
+        self.fallbacks = Counter(
+            "switchyard_fallbacks_total",
+            "Attempts that failed and moved on to the next candidate.",
+            ("route", "provider", "error_class"),
+        )
+        self.attempts = Counter(
+            "switchyard_upstream_attempts_total",
+            "Upstream attempts by provider and outcome.",
+            ("provider", "outcome"),
+        )
+        self.broken = Counter(
+            "switchyard_streams_broken_total",
+            "Streams that broke after the response was committed.",
+            ("route", "provider"),
+        )
 
     def render(self) -> str:
         out: list[str] = []
-        for m in (self.requests, self.latency, self.ttfb, self.tokens, self.cost, self.fallbacks, self.attempts, self.broken):
+        for m in (
+            self.requests,
+            self.latency,
+            self.ttfb,
+            self.tokens,
+            self.cost,
+            self.fallbacks,
+            self.attempts,
+            self.broken,
+        ):
             m.render(out)
         return "".join(out)
 

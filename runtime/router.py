@@ -85,19 +85,29 @@ def needs_of(request: dict[str, Any]) -> frozenset[str]:
 
 
 class Router:
-    def __init__(self, config: RuntimeConfig, adapters: dict[str, Adapter], credentials: dict[str, dict[str, str] | None], byok: ByokCache | None = None) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        adapters: dict[str, Adapter],
+        credentials: dict[str, dict[str, str] | None],
+        byok: ByokCache | None = None,
+    ) -> None:
         self.config = config
         self.byok = byok
         self._candidates: dict[tuple[str, str], Candidate] = {}
         for pid, provider in config.providers.items():
             for name, model in provider.models.items():
-                self._candidates[(pid, name)] = Candidate(provider, model, None, adapters[pid], credentials.get(pid))
+                self._candidates[(pid, name)] = Candidate(
+                    provider, model, None, adapters[pid], credentials.get(pid)
+                )
         self.routes: dict[str, _Route] = {}
         for name, route in config.routes.items():
             chain = []
             for ref in route.candidates:
                 base = self._candidates[(ref.provider, ref.model)]
-                chain.append(Candidate(base.provider, base.model, ref.weight, base.adapter, base.credentials))
+                chain.append(
+                    Candidate(base.provider, base.model, ref.weight, base.adapter, base.credentials)
+                )
             self.routes[name] = _Route(route, tuple(chain))
         self._rng = random.Random()
 
@@ -113,11 +123,21 @@ class Router:
         """Choose the candidates for one request; raise GatewayError when none may serve it."""
         model = request.get("model")
         if not isinstance(model, str) or not model:
-            raise GatewayError(400, "invalid_request", "`model` is required: a route name such as " + _some_routes(self.config), param="model")
+            raise GatewayError(
+                400,
+                "invalid_request",
+                "`model` is required: a route name such as " + _some_routes(self.config),
+                param="model",
+            )
         route = self.routes.get(model)
         if route is not None:
             if org.routes is not None and model not in org.routes:
-                raise GatewayError(403, "route_not_allowed", f"org '{org.id}' may not use route '{model}' (it may use: {', '.join(sorted(org.routes)) or 'none'})", param="model")
+                raise GatewayError(
+                    403,
+                    "route_not_allowed",
+                    f"org '{org.id}' may not use route '{model}' (it may use: {', '.join(sorted(org.routes)) or 'none'})",
+                    param="model",
+                )
             chain = route.candidates
             policy = route.config.fallback
             cap = route.config.max_cost_per_request_usd
@@ -127,9 +147,19 @@ class Router:
             provider, _, name = model.partition("/")
             explicit = self._candidates.get((provider, name))
             if explicit is None:
-                raise GatewayError(404, "model_not_found", f"'{model}' is not a route of this gateway; routes: {_some_routes(self.config)}", param="model")
+                raise GatewayError(
+                    404,
+                    "model_not_found",
+                    f"'{model}' is not a route of this gateway; routes: {_some_routes(self.config)}",
+                    param="model",
+                )
             if not self.config.explicit_models_allowed(org.id):
-                raise GatewayError(403, "explicit_model_not_allowed", f"naming a provider model ('{model}') is not allowed here; use a route: {_some_routes(self.config)}", param="model")
+                raise GatewayError(
+                    403,
+                    "explicit_model_not_allowed",
+                    f"naming a provider model ('{model}') is not allowed here; use a route: {_some_routes(self.config)}",
+                    param="model",
+                )
             chain = (explicit,)
             policy = FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s)
             cap, strategy, route_name = None, "priority", None
@@ -158,10 +188,14 @@ class Router:
                 eligible.append((c, cost))
         if not eligible:
             detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
-            raise GatewayError(400 if _request_caused(skipped) else 503, "no_candidate", f"no candidate of '{model}' can serve this request ({detail})", param="model")
+            raise GatewayError(
+                400 if _request_caused(skipped) else 503,
+                "no_candidate",
+                f"no candidate of '{model}' can serve this request ({detail})",
+                param="model",
+            )
         ordered = _order(strategy, eligible, self._rng)
         return Plan(route_name, policy, ordered, skipped, est_prompt, max_tokens)
-
 
     def _own_credentials(self, c: Candidate, org: OrgConfig) -> Candidate:
         """BYOK: the org's own stored credentials for this provider replace the environment's."""
@@ -174,14 +208,20 @@ class Router:
         return dataclasses.replace(c, credentials=own)
 
 
-def _skip_reason(c: Candidate, needs: frozenset[str], est_prompt: int, max_tokens: int | None) -> str | None:
+def _skip_reason(
+    c: Candidate, needs: frozenset[str], est_prompt: int, max_tokens: int | None
+) -> str | None:
     if c.credentials is None:
         names = ", ".join(sorted(c.provider.credentials.values()))
         return f"credentials not set ({names})"
     missing = needs - c.model.capabilities
     if missing:
         return "lacks " + ", ".join(sorted(missing)) + " (needed by this request)"
-    if max_tokens is not None and c.model.max_output_tokens is not None and max_tokens > c.model.max_output_tokens:
+    if (
+        max_tokens is not None
+        and c.model.max_output_tokens is not None
+        and max_tokens > c.model.max_output_tokens
+    ):
         return f"max_tokens {max_tokens} is over the model's output limit of {c.model.max_output_tokens}"
     if est_prompt + (max_tokens or 0) > c.model.context_window:
         return f"estimated {est_prompt} prompt tokens + {max_tokens or 0} output exceed its context window of {c.model.context_window}"
@@ -193,7 +233,9 @@ def _request_caused(skipped: list[dict[str, str]]) -> bool:
     return all(not s["reason"].startswith("credentials not set") for s in skipped)
 
 
-def _order(strategy: str, eligible: list[tuple[Candidate, float | None]], rng: random.Random) -> list[Candidate]:
+def _order(
+    strategy: str, eligible: list[tuple[Candidate, float | None]], rng: random.Random
+) -> list[Candidate]:
     if strategy == "cheapest":
         inf = float("inf")
         return [c for c, _ in sorted(eligible, key=lambda e: inf if e[1] is None else e[1])]

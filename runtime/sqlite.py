@@ -22,13 +22,17 @@ def create_private(path: Path) -> None:
     os.close(fd)
 
 
-def connect(path: Path, busy_timeout_ms: int = 5000, *, private: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, busy_timeout_ms: int = 5000, *, private: bool = False
+) -> sqlite3.Connection:
     """An autocommit connection in WAL mode with a busy timeout, usable from any thread.
 
     `private`: create the file 0600 first (stores that hold key material)."""
     if private:
         create_private(path)
-    conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+    )
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
     return conn

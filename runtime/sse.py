@@ -19,7 +19,13 @@ class SSEParser:
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
-        if not self._buf and not self._data and not self._event and not self._skip_lf and b"\r" not in chunk:
+        if (
+            not self._buf
+            and not self._data
+            and not self._event
+            and not self._skip_lf
+            and b"\r" not in chunk
+        ):
             fast = _fast(chunk)
             if fast is not None:
                 events, rest = fast

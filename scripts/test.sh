@@ -7,6 +7,7 @@ bash scripts/bootstrap.sh
 PY=.venv/bin/python
 
 echo "== ruff"
+$PY -m ruff format --check .
 $PY -m ruff check .
 echo "== mypy"
 $PY -m mypy

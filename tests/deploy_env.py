@@ -47,7 +47,15 @@ ORG = "acme"
 ROUTE = "chat"
 # What deploy needs from the repository: the CLI, the deployer, the compiler (and the
 # templates and schema it reads) and the runtime package the image is built from.
-PROJECT_PARTS = ("deploy.py", "deployer", "compiler", "runtime", "templates", "schema", "pyproject.toml")
+PROJECT_PARTS = (
+    "deploy.py",
+    "deployer",
+    "compiler",
+    "runtime",
+    "templates",
+    "schema",
+    "pyproject.toml",
+)
 
 
 def in_ci() -> bool:
@@ -61,11 +69,15 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def run(args: Sequence[str], *, timeout: float = 120, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str], *, timeout: float = 120, check: bool = True, **kw: Any
+) -> subprocess.CompletedProcess[str]:
     """Run a command (no shell); on failure with check=True, raise with its output."""
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+        )
     return proc
 
 
@@ -96,20 +108,37 @@ def require_docker() -> None:
         unavailable("the docker CLI is not installed")
     info = run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, timeout=30)
     if info.returncode != 0:
-        unavailable(f"the Docker engine does not answer (`docker info`): {info.stderr.strip()[:300]}")
+        unavailable(
+            f"the Docker engine does not answer (`docker info`): {info.stderr.strip()[:300]}"
+        )
     version = run(["docker", "compose", "version", "--short"], check=False, timeout=30)
     if version.returncode != 0 or not version.stdout.strip().lstrip("v").startswith("2."):
-        unavailable(f"Docker Compose v2 is not installed (`docker compose version`: {(version.stdout + version.stderr).strip()[:200]})")
+        unavailable(
+            f"Docker Compose v2 is not installed (`docker compose version`: {(version.stdout + version.stderr).strip()[:200]})"
+        )
     if run(["docker", "image", "inspect", BASE_IMAGE], check=False, timeout=30).returncode != 0:
-        built = run(["bash", "scripts/test-base-image.sh", BASE_IMAGE], cwd=ROOT, check=False, timeout=900)
+        built = run(
+            ["bash", "scripts/test-base-image.sh", BASE_IMAGE], cwd=ROOT, check=False, timeout=900
+        )
         if built.returncode != 0:
-            unavailable(f"the test base image {BASE_IMAGE} is missing and scripts/test-base-image.sh failed: "
-                        f"{(built.stdout + built.stderr).strip()[-600:]}")
+            unavailable(
+                f"the test base image {BASE_IMAGE} is missing and scripts/test-base-image.sh failed: "
+                f"{(built.stdout + built.stderr).strip()[-600:]}"
+            )
 
 
 def snapshot(project: str) -> dict[str, tuple[str, str]]:
     """{container name: (id, State.StartedAt)} of every container of compose project `project`."""
-    ids = run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={project}"]).stdout.split()
+    ids = run(
+        [
+            "docker",
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+        ]
+    ).stdout.split()
     if not ids:
         return {}
     docs = json.loads(run(["docker", "inspect", *ids]).stdout)
@@ -141,7 +170,9 @@ def remove_project_resources(project: str, image_refs: Sequence[str] = ()) -> No
     if nets:
         run(["docker", "network", "rm", *nets], check=False)
     for ref in image_refs:
-        imgs = run(["docker", "images", "-q", "--filter", f"reference={ref}"], check=False).stdout.split()
+        imgs = run(
+            ["docker", "images", "-q", "--filter", f"reference={ref}"], check=False
+        ).stdout.split()
         if imgs:
             run(["docker", "rmi", "-f", *sorted(set(imgs))], check=False, timeout=120)
 
@@ -169,13 +200,41 @@ class Sshd:
 
     def start(self) -> Sshd:
         if not Path(SSHD).is_file() or shutil.which("ssh-keygen") is None:
-            unavailable(f"OpenSSH server is not installed ({SSHD}; apt-get install -y openssh-server)")
+            unavailable(
+                f"OpenSSH server is not installed ({SSHD}; apt-get install -y openssh-server)"
+            )
         if os.geteuid() != 0:
             unavailable("the sshd fixture logs in as root and must run as root")
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sytest-host", "-f", str(self.dir / "host_ed25519")])
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sytest-client", "-f", str(self.identity)])
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "sytest-host",
+                "-f",
+                str(self.dir / "host_ed25519"),
+            ]
+        )
+        run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "sytest-client",
+                "-f",
+                str(self.identity),
+            ]
+        )
         shutil.copyfile(self.identity.with_suffix(".pub"), self.dir / "authorized_keys")
         os.chmod(self.dir / "authorized_keys", 0o600)
         self.port = free_port()
@@ -198,20 +257,44 @@ class Sshd:
         )
         run([SSHD, "-t", "-f", str(cfg)])
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(cfg)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         try:
             wait_port(self.port)
         except OSError:
             self.stop()
-            raise AssertionError(f"sshd did not listen on 127.0.0.1:{self.port}: {self.log.read_text()[-2000:]}") from None
+            raise AssertionError(
+                f"sshd did not listen on 127.0.0.1:{self.port}: {self.log.read_text()[-2000:]}"
+            ) from None
         return self
 
     def ssh(self, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run `command` on the server with the OpenSSH client (a check that the fixture works)."""
-        return run(["ssh", "-i", str(self.identity), "-p", str(self.port), "-o", "BatchMode=yes",
-                    "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={self.dir / 'known_hosts'}",
-                    "-o", "IdentitiesOnly=yes", f"{self.user}@127.0.0.1", *command], check=False, timeout=timeout)
+        return run(
+            [
+                "ssh",
+                "-i",
+                str(self.identity),
+                "-p",
+                str(self.port),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                f"UserKnownHostsFile={self.dir / 'known_hosts'}",
+                "-o",
+                "IdentitiesOnly=yes",
+                f"{self.user}@127.0.0.1",
+                *command,
+            ],
+            check=False,
+            timeout=timeout,
+        )
 
     def _descendants(self) -> list[int]:
         assert self.proc is not None
@@ -323,8 +406,11 @@ class Neighbour:
     dangling_image: str = ""
 
     def compose(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return run(["docker", "compose", "-p", self.project, "-f", str(self.dir / "compose.yaml"), *args],
-                   timeout=timeout, env=compose_env())
+        return run(
+            ["docker", "compose", "-p", self.project, "-f", str(self.dir / "compose.yaml"), *args],
+            timeout=timeout,
+            env=compose_env(),
+        )
 
     def start(self) -> Neighbour:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -332,15 +418,31 @@ class Neighbour:
         # Its own image, built from the base image (a prune of "unused" images must spare it).
         self.image = f"{self.project}/web:1"
         (self.dir / "image").mkdir()
-        (self.dir / "image" / "Dockerfile").write_text(f"FROM {BASE_IMAGE}\nLABEL org.example.team=neighbours\n")
+        (self.dir / "image" / "Dockerfile").write_text(
+            f"FROM {BASE_IMAGE}\nLABEL org.example.team=neighbours\n"
+        )
         run(["docker", "build", "-q", "-t", self.image, str(self.dir / "image")], timeout=300)
         (self.dir / "dangling").mkdir()
         (self.dir / "dangling" / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\nLABEL org.example.canary={self.project}\n")
-        self.dangling_image = run(["docker", "build", "-q", str(self.dir / "dangling")], timeout=300).stdout.strip()
+            f"FROM {BASE_IMAGE}\nLABEL org.example.canary={self.project}\n"
+        )
+        self.dangling_image = run(
+            ["docker", "build", "-q", str(self.dir / "dangling")], timeout=300
+        ).stdout.strip()
         self.canary_volume = f"{self.project}-canary"
-        run(["docker", "volume", "create", "--label", "org.example.team=neighbours", self.canary_volume])
-        (self.dir / "compose.yaml").write_text(NEIGHBOUR_COMPOSE.format(image=self.image, port=self.port))
+        run(
+            [
+                "docker",
+                "volume",
+                "create",
+                "--label",
+                "org.example.team=neighbours",
+                self.canary_volume,
+            ]
+        )
+        (self.dir / "compose.yaml").write_text(
+            NEIGHBOUR_COMPOSE.format(image=self.image, port=self.port)
+        )
         self.compose("up", "-d")
         deadline = time.monotonic() + 30
         while not self.answers():
@@ -369,10 +471,20 @@ class Neighbour:
         missing = []
         checks = {
             f"image {self.image}": ["docker", "image", "inspect", self.image],
-            f"dangling image {self.dangling_image}": ["docker", "image", "inspect", self.dangling_image],
+            f"dangling image {self.dangling_image}": [
+                "docker",
+                "image",
+                "inspect",
+                self.dangling_image,
+            ],
             f"volume {self.canary_volume}": ["docker", "volume", "inspect", self.canary_volume],
             f"volume {self.project}_site": ["docker", "volume", "inspect", f"{self.project}_site"],
-            f"network {self.project}_default": ["docker", "network", "inspect", f"{self.project}_default"],
+            f"network {self.project}_default": [
+                "docker",
+                "network",
+                "inspect",
+                f"{self.project}_default",
+            ],
         }
         for what, cmd in checks.items():
             if run(cmd, check=False).returncode != 0:
@@ -408,12 +520,16 @@ class DeployResult:
         try:
             doc: dict[str, Any] = json.loads(self.stdout)
         except json.JSONDecodeError as exc:
-            raise AssertionError(f"--json did not print one JSON document ({exc}):\n{self}") from None
+            raise AssertionError(
+                f"--json did not print one JSON document ({exc}):\n{self}"
+            ) from None
         return doc
 
     def __str__(self) -> str:
-        return (f"$ deploy.py {' '.join(self.args)}  -> exit {self.returncode} in {self.seconds:.1f}s\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+        return (
+            f"$ deploy.py {' '.join(self.args)}  -> exit {self.returncode} in {self.seconds:.1f}s\n"
+            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+        )
 
 
 @dataclass
@@ -460,7 +576,11 @@ class DeployProject:
 
     def history_lines(self, env: str) -> list[dict[str, Any]]:
         f = self.env_dir(env) / "history.jsonl"
-        return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+        return (
+            [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+            if f.exists()
+            else []
+        )
 
     def create(self) -> DeployProject:
         self.repo.mkdir(parents=True)
@@ -507,7 +627,10 @@ class DeployProject:
             "project": self.name,
             "description": "Switchyard deploy end-to-end test",
             "providers": {
-                "mock": {"adapter": "mock", "models": {"echo": {"context_window": 8192, "capabilities": ["streaming"]}}},
+                "mock": {
+                    "adapter": "mock",
+                    "models": {"echo": {"context_window": 8192, "capabilities": ["streaming"]}},
+                },
                 # Never reached (mock answers first); it makes VENDOR_API_KEY a REQUIRED secret,
                 # so the gateway becomes ready only if deploy wrote the secrets file.
                 "vendor": {
@@ -530,8 +653,19 @@ class DeployProject:
         (self.repo / "gateway.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
 
     def git(self, *args: str) -> str:
-        return run(["git", "-c", "user.name=sytest", "-c", "user.email=sytest@example.invalid",
-                    "-c", "init.defaultBranch=main", *args], cwd=self.repo).stdout
+        return run(
+            [
+                "git",
+                "-c",
+                "user.name=sytest",
+                "-c",
+                "user.email=sytest@example.invalid",
+                "-c",
+                "init.defaultBranch=main",
+                *args,
+            ],
+            cwd=self.repo,
+        ).stdout
 
     def commit(self, message: str) -> None:
         self.git("add", "-A")
@@ -551,7 +685,9 @@ class DeployProject:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "deploy.py", *args]
 
-    def deploy(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> DeployResult:
+    def deploy(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> DeployResult:
         """Run `deploy.py ARGS` in the copy and record its output (for the secret-leak check)."""
         start = time.monotonic()
         proc = self.popen(*args, env=env)
@@ -562,11 +698,18 @@ class DeployProject:
             out, err = proc.communicate()
             hung = DeployResult(list(args), proc.returncode, out, err, time.monotonic() - start)
             self.outputs.append(hung)
-            raise AssertionError(f"deploy.py did not finish within {timeout:.0f} s; killed\n{hung}") from None
+            raise AssertionError(
+                f"deploy.py did not finish within {timeout:.0f} s; killed\n{hung}"
+            ) from None
         return self.record(args, proc, out, err, time.monotonic() - start)
 
-    def deploy_watching(self, *args: str, on_line: Callable[[str, subprocess.Popen[str]], object], timeout: float = 600,
-                        env: dict[str, str] | None = None) -> DeployResult:
+    def deploy_watching(
+        self,
+        *args: str,
+        on_line: Callable[[str, subprocess.Popen[str]], object],
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+    ) -> DeployResult:
         """`deploy.py ARGS`, calling `on_line(line, proc)` for each stderr line as it arrives (to
         time its steps, or to interrupt it at one); killed after `timeout`. Recorded like `deploy`."""
         started = time.monotonic()
@@ -584,7 +727,10 @@ class DeployProject:
             assert proc.stdout is not None
             out.extend(proc.stdout)
 
-        readers = [threading.Thread(target=read_err, daemon=True), threading.Thread(target=read_out, daemon=True)]
+        readers = [
+            threading.Thread(target=read_err, daemon=True),
+            threading.Thread(target=read_out, daemon=True),
+        ]
         for t in readers:
             t.start()
         try:
@@ -601,19 +747,42 @@ class DeployProject:
         return self.record(args, proc, "".join(out), "".join(err), seconds)
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.command(*args), cwd=self.repo, env=self.deploy_env(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, bufsize=1)
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=self.repo,
+            env=self.deploy_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            bufsize=1,
+        )
 
-    def record(self, args: Sequence[str], proc: subprocess.Popen[str], stdout: str, stderr: str, seconds: float) -> DeployResult:
+    def record(
+        self,
+        args: Sequence[str],
+        proc: subprocess.Popen[str],
+        stdout: str,
+        stderr: str,
+        seconds: float,
+    ) -> DeployResult:
         result = DeployResult(list(args), proc.returncode, stdout, stderr, seconds)
         self.outputs.append(result)
         return result
 
-    def gateway_exec(self, env: str, *command: str, index: int = 0, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def gateway_exec(
+        self, env: str, *command: str, index: int = 0, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run `command` in the `index`-th running gateway container of `env` (by name)."""
-        running = [c for c in containers(self.compose_project(env)) if c["State"]["Status"] == "running"
-                   and c["Config"]["Labels"].get("dev.switchyard.service") == "gateway"]
-        assert len(running) > index, f"{env}: no running gateway #{index}: {[c['Name'] for c in running]}"
+        running = [
+            c
+            for c in containers(self.compose_project(env))
+            if c["State"]["Status"] == "running"
+            and c["Config"]["Labels"].get("dev.switchyard.service") == "gateway"
+        ]
+        assert len(running) > index, (
+            f"{env}: no running gateway #{index}: {[c['Name'] for c in running]}"
+        )
         return run(["docker", "exec", running[index]["Id"], *command], timeout=timeout)
 
     def cleanup(self) -> None:
@@ -628,14 +797,29 @@ class DeployProject:
 
 def make_key(project: DeployProject, env: str, *, index: int = 0) -> str:
     """A new gateway key of `env` (org acme), made inside a gateway container of `env`."""
-    proc = project.gateway_exec(env, "python", "-m", "runtime", "keys", "create", "--env", env,
-                                "--org", ORG, "--name", f"t{secrets.token_hex(2)}", index=index)
+    proc = project.gateway_exec(
+        env,
+        "python",
+        "-m",
+        "runtime",
+        "keys",
+        "create",
+        "--env",
+        env,
+        "--org",
+        ORG,
+        "--name",
+        f"t{secrets.token_hex(2)}",
+        index=index,
+    )
     lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
     assert lines, f"keys create printed nothing: {proc.stderr}"
     return lines[-1]
 
 
-def chat(port: int, key: str, *, model: str = ROUTE, text: str = "Hello!", retry_s: float = 15.0) -> str:
+def chat(
+    port: int, key: str, *, model: str = ROUTE, text: str = "Hello!", retry_s: float = 15.0
+) -> str:
     """One chat completion through 127.0.0.1:<port> with the openai SDK; its reply text.
 
     A new key reaches the gateway within about a second (it reloads its key store), and a
@@ -644,11 +828,15 @@ def chat(port: int, key: str, *, model: str = ROUTE, text: str = "Hello!", retry
     """
     import openai
 
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=20)
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=20
+    )
     deadline = time.monotonic() + retry_s
     while True:
         try:
-            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": text}]
+            )
             break
         except (openai.AuthenticationError, openai.APIConnectionError, openai.InternalServerError):
             if time.monotonic() > deadline:

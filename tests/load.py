@@ -30,11 +30,11 @@ ROUTE = "chat"
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str          # keepalive, fresh, stream
-    start: float       # monotonic seconds
+    kind: str  # keepalive, fresh, stream
+    start: float  # monotonic seconds
     end: float
     ok: bool
-    detail: str = ""   # why it failed
+    detail: str = ""  # why it failed
 
     @property
     def latency(self) -> float:
@@ -60,14 +60,18 @@ class LoadReport:
         """Longest time between two successful short answers (by end time) within [start, end]."""
         lo = self.started if start is None else start
         hi = self.stopped if end is None else end
-        times = sorted(o.end for o in self.outcomes if o.ok and o.kind != "stream" and lo <= o.end <= hi)
+        times = sorted(
+            o.end for o in self.outcomes if o.ok and o.kind != "stream" and lo <= o.end <= hi
+        )
         times = [lo, *times, hi]
         return max((b - a for a, b in itertools.pairwise(times)), default=hi - lo)
 
     def latencies(self, start: float | None = None, end: float | None = None) -> list[float]:
         lo = self.started if start is None else start
         hi = self.stopped if end is None else end
-        return sorted(o.latency for o in self.outcomes if o.ok and o.kind != "stream" and lo <= o.start <= hi)
+        return sorted(
+            o.latency for o in self.outcomes if o.ok and o.kind != "stream" and lo <= o.start <= hi
+        )
 
     def p(self, q: float, start: float | None = None, end: float | None = None) -> float:
         lat = self.latencies(start, end)
@@ -80,10 +84,14 @@ class LoadReport:
     def summary(self) -> str:
         failed = self.failed()
         kinds = {k: self.count(k) for k in ("keepalive", "fresh", "stream")}
-        head = (f"{self.count()} requests in {self.stopped - self.started:.1f} s ({kinds}); {len(failed)} failed, "
-                f"{len(self.streams_cut())} streams cut; longest gap {self.longest_gap() * 1000:.0f} ms; "
-                f"p50 {self.p(50) * 1000:.1f} ms, p99 {self.p(99) * 1000:.1f} ms")
-        shown = "".join(f"\n  {o.kind} at +{o.start - self.started:.2f} s: {o.detail}" for o in failed[:10])
+        head = (
+            f"{self.count()} requests in {self.stopped - self.started:.1f} s ({kinds}); {len(failed)} failed, "
+            f"{len(self.streams_cut())} streams cut; longest gap {self.longest_gap() * 1000:.0f} ms; "
+            f"p50 {self.p(50) * 1000:.1f} ms, p99 {self.p(99) * 1000:.1f} ms"
+        )
+        shown = "".join(
+            f"\n  {o.kind} at +{o.start - self.started:.2f} s: {o.detail}" for o in failed[:10]
+        )
         return head + shown
 
 
@@ -91,8 +99,8 @@ class LoadReport:
 class Load:
     port: int
     key: str
-    rate: float = 40.0           # short requests per second, both kinds together
-    streams: int = 3             # long streams in flight at all times
+    rate: float = 40.0  # short requests per second, both kinds together
+    streams: int = 3  # long streams in flight at all times
     stream_s: float = 8.0
     keepalive_connections: int = 4
     timeout_s: float = 60.0
@@ -136,16 +144,27 @@ class Load:
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, connect=10.0)
         # A pool of a few keep-alive connections (idle ones expire after 5 s, as the SDKs'
         # do), and clients that open a new connection for every request.
-        pooled = aiohttp.ClientSession(headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(
-            limit=self.keepalive_connections, keepalive_timeout=5.0))
-        fresh = aiohttp.ClientSession(headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(force_close=True))
-        streamer = aiohttp.ClientSession(headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(force_close=True))
+        pooled = aiohttp.ClientSession(
+            headers=headers,
+            timeout=timeout,
+            connector=aiohttp.TCPConnector(limit=self.keepalive_connections, keepalive_timeout=5.0),
+        )
+        fresh = aiohttp.ClientSession(
+            headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)
+        )
+        streamer = aiohttp.ClientSession(
+            headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)
+        )
         tasks: set[asyncio.Task[None]] = set()
         self._started = time.monotonic()
         self._ready.set()
         try:
             for i in range(self.streams):
-                tasks.add(asyncio.create_task(self._stream_loop(streamer, i * self.stream_s / max(1, self.streams))))
+                tasks.add(
+                    asyncio.create_task(
+                        self._stream_loop(streamer, i * self.stream_s / max(1, self.streams))
+                    )
+                )
             interval = 2.0 / self.rate
             n = 0
             while not self._stop.is_set():
@@ -169,7 +188,10 @@ class Load:
         try:
             async with client.post(self.url, json=body) as r:
                 raw = await r.read()
-            ok = r.status == 200 and json.loads(raw)["choices"][0]["message"]["content"] == f"echo: {text}"
+            ok = (
+                r.status == 200
+                and json.loads(raw)["choices"][0]["message"]["content"] == f"echo: {text}"
+            )
             detail = "" if ok else f"HTTP {r.status}: {raw[:200]!r}"
         except Exception as exc:  # any failure of the client is the finding
             ok, detail = False, f"{type(exc).__name__}: {exc}"
@@ -184,7 +206,7 @@ class Load:
             pass
         while not self._stop.is_set():
             if not await self._stream(client):
-                await asyncio.sleep(0.5)   # a failing stream is counted; do not spin on it
+                await asyncio.sleep(0.5)  # a failing stream is counted; do not spin on it
 
     async def _stream(self, client: aiohttp.ClientSession) -> bool:
         words = max(2, int(self.stream_s / 0.4))
@@ -203,7 +225,7 @@ class Load:
                         line = raw.decode().rstrip("\r\n")
                         if not line.startswith("data: "):
                             continue
-                        data = line[len("data: "):]
+                        data = line[len("data: ") :]
                         if data == "[DONE]":
                             done = True
                             break
@@ -217,6 +239,8 @@ class Load:
             detail = f"{type(exc).__name__}: {exc}"
         ok = done and "".join(got) == want and not detail
         if not ok and not detail:
-            detail = f"ended without [DONE] after {len(got)} chunks" if not done else "content differs"
+            detail = (
+                f"ended without [DONE] after {len(got)} chunks" if not done else "content differs"
+            )
         self.outcomes.append(Outcome("stream", t0, time.monotonic(), ok, detail))
         return ok

@@ -79,10 +79,14 @@ def provider(fake: FakeProvider, timeout_s: float = 2.0) -> ProviderConfig:
     )
 
 
-def complete(fake: FakeProvider, request: dict[str, Any], key: str = DEFAULT_API_KEY, timeout_s: float = 2.0) -> Completion:
+def complete(
+    fake: FakeProvider, request: dict[str, Any], key: str = DEFAULT_API_KEY, timeout_s: float = 2.0
+) -> Completion:
     async def go() -> Completion:
         async with Transport() as session:
-            result = await GeminiAdapter(provider(fake, timeout_s), session).send(_call(request, False, key))
+            result = await GeminiAdapter(provider(fake, timeout_s), session).send(
+                _call(request, False, key)
+            )
             assert isinstance(result, Completion)
             return result
 
@@ -92,7 +96,9 @@ def complete(fake: FakeProvider, request: dict[str, Any], key: str = DEFAULT_API
 def stream(fake: FakeProvider, request: dict[str, Any]) -> tuple[list[Chunk], GeminiStream]:
     async def go() -> tuple[list[Chunk], GeminiStream]:
         async with Transport() as session:
-            result = await GeminiAdapter(provider(fake), session).send(_call(request, True, DEFAULT_API_KEY))
+            result = await GeminiAdapter(provider(fake), session).send(
+                _call(request, True, DEFAULT_API_KEY)
+            )
             assert isinstance(result, GeminiStream)
             chunks = [chunk async for chunk in result]
             return chunks, result
@@ -100,14 +106,22 @@ def stream(fake: FakeProvider, request: dict[str, Any]) -> tuple[list[Chunk], Ge
     return asyncio.run(go())
 
 
-def failure(fake: FakeProvider, request: dict[str, Any], *, streamed: bool = False, key: str = DEFAULT_API_KEY,
-            timeout_s: float = 2.0) -> tuple[UpstreamError, list[Chunk]]:
+def failure(
+    fake: FakeProvider,
+    request: dict[str, Any],
+    *,
+    streamed: bool = False,
+    key: str = DEFAULT_API_KEY,
+    timeout_s: float = 2.0,
+) -> tuple[UpstreamError, list[Chunk]]:
     """The UpstreamError a request ends in, and the chunks a stream yielded before it."""
     chunks: list[Chunk] = []
 
     async def go() -> None:
         async with Transport() as session:
-            result = await GeminiAdapter(provider(fake, timeout_s), session).send(_call(request, streamed, key))
+            result = await GeminiAdapter(provider(fake, timeout_s), session).send(
+                _call(request, streamed, key)
+            )
             if isinstance(result, GeminiStream):
                 async for chunk in result:
                     chunks.append(chunk)
@@ -119,7 +133,13 @@ def failure(fake: FakeProvider, request: dict[str, Any], *, streamed: bool = Fal
 
 def _call(request: dict[str, Any], streamed: bool, key: str) -> Call:
     credentials = {"api_key": key} if key else {}
-    return Call(request=request, stream=streamed, model=MODEL, credentials=credentials, request_id="req-test")
+    return Call(
+        request=request,
+        stream=streamed,
+        model=MODEL,
+        credentials=credentials,
+        request_id="req-test",
+    )
 
 
 # --- request mapping -------------------------------------------------------------------------
@@ -131,14 +151,28 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
-            {"role": "user", "content": [
-                {"type": "text", "text": "What is in these pictures?"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-                {"type": "image_url", "image_url": {"url": "https://example.com/cat.webp"}},
-            ]},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in these pictures?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.webp"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_abc",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_abc", "content": '{"temp_c": 21}'},
             {"role": "user", "content": "And tomorrow?"},
         ],
@@ -149,13 +183,19 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
         "n": 1,
         "tools": [WEATHER_TOOL],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-        "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "properties": {"temp": {"type": ["number", "null"]}},
-            "required": ["temp"],
-            "additionalProperties": False,
-        }}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "w",
+                "schema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "properties": {"temp": {"type": ["number", "null"]}},
+                    "required": ["temp"],
+                    "additionalProperties": False,
+                },
+            },
+        },
     }
 
     complete(fake, request)
@@ -165,19 +205,35 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
     assert DEFAULT_API_KEY not in sent.path and "key=" not in sent.path
     assert sent.headers["x-goog-api-key"] == DEFAULT_API_KEY
     body = sent.body
-    assert body["systemInstruction"] == {"parts": [{"text": "Be brief."}, {"text": "Answer in French."}]}
+    assert body["systemInstruction"] == {
+        "parts": [{"text": "Be brief."}, {"text": "Answer in French."}]
+    }
     assert body["contents"] == [
-        {"role": "user", "parts": [
-            {"text": "What is in these pictures?"},
-            {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
-            {"fileData": {"fileUri": "https://example.com/cat.webp", "mimeType": "image/webp"}},
-        ]},
-        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
+        {
+            "role": "user",
+            "parts": [
+                {"text": "What is in these pictures?"},
+                {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+                {"fileData": {"fileUri": "https://example.com/cat.webp", "mimeType": "image/webp"}},
+            ],
+        },
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}],
+        },
         # the tool result and the next user message are one user turn
-        {"role": "user", "parts": [
-            {"functionResponse": {"name": "get_weather", "response": {"content": {"temp_c": 21}}}},
-            {"text": "And tomorrow?"},
-        ]},
+        {
+            "role": "user",
+            "parts": [
+                {
+                    "functionResponse": {
+                        "name": "get_weather",
+                        "response": {"content": {"temp_c": 21}},
+                    }
+                },
+                {"text": "And tomorrow?"},
+            ],
+        },
     ]
     assert body["generationConfig"] == {
         "temperature": 0.3,
@@ -186,14 +242,30 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
         "stopSequences": ["END"],
         "candidateCount": 1,
         "responseMimeType": "application/json",
-        "responseSchema": {"type": "object", "properties": {"temp": {"type": "number", "nullable": True}}, "required": ["temp"]},
+        "responseSchema": {
+            "type": "object",
+            "properties": {"temp": {"type": "number", "nullable": True}},
+            "required": ["temp"],
+        },
     }
-    assert body["tools"] == [{"functionDeclarations": [{
-        "name": "get_weather",
-        "description": "Current weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    }]}]
-    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}
+    assert body["tools"] == [
+        {
+            "functionDeclarations": [
+                {
+                    "name": "get_weather",
+                    "description": "Current weather",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"city": {"type": "string"}},
+                        "required": ["city"],
+                    },
+                }
+            ]
+        }
+    ]
+    assert body["toolConfig"] == {
+        "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
+    }
 
 
 @pytest.mark.parametrize(
@@ -211,26 +283,55 @@ def test_tool_choice_modes(fake: FakeProvider, choice: str, config: dict[str, An
 
 
 def test_json_object_and_max_completion_tokens(fake: FakeProvider) -> None:
-    complete(fake, {**HELLO, "response_format": {"type": "json_object"}, "max_completion_tokens": 50, "max_tokens": 99})
+    complete(
+        fake,
+        {
+            **HELLO,
+            "response_format": {"type": "json_object"},
+            "max_completion_tokens": 50,
+            "max_tokens": 99,
+        },
+    )
 
-    assert fake.requests[-1].body["generationConfig"] == {"responseMimeType": "application/json", "maxOutputTokens": 50}
+    assert fake.requests[-1].body["generationConfig"] == {
+        "responseMimeType": "application/json",
+        "maxOutputTokens": 50,
+    }
 
 
 def test_tool_result_that_is_not_json_is_sent_as_a_string(fake: FakeProvider) -> None:
-    request = {"model": "flash", "messages": [
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-    ]}
+    request = {
+        "model": "flash",
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ],
+    }
 
     complete(fake, request)
 
     last = fake.requests[-1].body["contents"][-1]
-    assert last == {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "sunny"}}}]}
+    assert last == {
+        "role": "user",
+        "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "sunny"}}}],
+    }
 
 
 def test_untranslatable_request_is_bad_request_without_a_call(fake: FakeProvider) -> None:
-    request = {"model": "flash", "messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]}
+    request = {
+        "model": "flash",
+        "messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}],
+    }
 
     err, _ = failure(fake, request)
 
@@ -281,17 +382,31 @@ def test_completion_function_call_becomes_tool_calls(fake: FakeProvider) -> None
     assert result.finish_reason == "tool_calls"
     assert result.message["content"] is None
     assert result.message["tool_calls"] == [
-        {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+        {
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
     ]
 
 
 def test_thoughts_count_as_output_and_finish_reasons_map() -> None:
     doc = {
         "candidates": [
-            {"content": {"parts": [{"text": "thinking...", "thought": True}, {"text": "cut"}], "role": "model"}, "finishReason": "MAX_TOKENS"},
+            {
+                "content": {
+                    "parts": [{"text": "thinking...", "thought": True}, {"text": "cut"}],
+                    "role": "model",
+                },
+                "finishReason": "MAX_TOKENS",
+            },
             {"content": {"parts": [], "role": "model"}, "finishReason": "SAFETY", "index": 1},
         ],
-        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 5, "thoughtsTokenCount": 20},
+        "usageMetadata": {
+            "promptTokenCount": 10,
+            "candidatesTokenCount": 5,
+            "thoughtsTokenCount": 20,
+        },
         "modelVersion": "gemini-2.5-flash",
     }
 
@@ -299,12 +414,18 @@ def test_thoughts_count_as_output_and_finish_reasons_map() -> None:
 
     assert result.message == {"role": "assistant", "content": "cut"}
     assert result.finish_reason == "length"
-    assert result.usage is not None and (result.usage.input_tokens, result.usage.output_tokens) == (10, 25)
+    assert result.usage is not None and (result.usage.input_tokens, result.usage.output_tokens) == (
+        10,
+        25,
+    )
     assert [c["finish_reason"] for c in result.extra["choices"]] == ["length", "content_filter"]
 
 
 def test_prompt_blocked_is_a_clear_bad_request() -> None:
-    doc = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}, "usageMetadata": {"promptTokenCount": 9}}
+    doc = {
+        "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
+        "usageMetadata": {"promptTokenCount": 9},
+    }
 
     with pytest.raises(UpstreamError) as info:
         parse_response(doc)
@@ -318,7 +439,9 @@ def test_stream_chunks_role_first_then_text_then_finish(fake: FakeProvider) -> N
 
     assert fake.requests[-1].path == f"/v1beta/models/{UPSTREAM}:streamGenerateContent?alt=sse"
     assert chunks[0].content is False
-    assert chunks[0].choices == [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+    assert chunks[0].choices == [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+    ]
     text = "".join(c.choices[0]["delta"].get("content", "") for c in chunks[1:])
     assert text == "Hello from fake-gemini: hi"
     assert len(chunks) >= 4 and all(c.content for c in chunks[1:])
@@ -333,8 +456,14 @@ def test_stream_function_call_is_one_tool_calls_delta(fake: FakeProvider) -> Non
     chunks, _ = stream(fake, {**HELLO, "tools": [WEATHER_TOOL]})
 
     calls = [tc for c in chunks for tc in c.choices[0]["delta"].get("tool_calls", [])]
-    assert calls == [{"index": 0, "id": "call_0", "type": "function",
-                      "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]
+    assert calls == [
+        {
+            "index": 0,
+            "id": "call_0",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
+    ]
     assert chunks[-1].choices[0]["finish_reason"] == "tool_calls"
 
 
@@ -344,19 +473,51 @@ def test_stream_function_call_is_one_tool_calls_delta(fake: FakeProvider) -> Non
 @pytest.mark.parametrize(
     ("fault", "error_class", "code"),
     [
-        (Fault("status", status=429, message="Resource has been exhausted"), "rate_limited", "RESOURCE_EXHAUSTED"),
+        (
+            Fault("status", status=429, message="Resource has been exhausted"),
+            "rate_limited",
+            "RESOURCE_EXHAUSTED",
+        ),
         (Fault("status", status=503, message=OVERLOADED_MESSAGE), "overloaded", "UNAVAILABLE"),
-        (Fault("status", status=503, message="The service is currently unavailable."), "server_error", "UNAVAILABLE"),
-        (Fault("status", status=500, message="An internal error has occurred."), "server_error", "INTERNAL"),
-        (Fault("status", status=504, message="Deadline expired before operation could complete."), "timeout", "DEADLINE_EXCEEDED"),
-        (Fault("status", status=400, message=CONTEXT_LENGTH_MESSAGE), "context_length", "INVALID_ARGUMENT"),
-        (Fault("status", status=400, message="Invalid JSON payload received."), "bad_request", "INVALID_ARGUMENT"),
-        (Fault("status", status=404, message="models/x is not found for API version v1beta"), "not_found", "NOT_FOUND"),
+        (
+            Fault("status", status=503, message="The service is currently unavailable."),
+            "server_error",
+            "UNAVAILABLE",
+        ),
+        (
+            Fault("status", status=500, message="An internal error has occurred."),
+            "server_error",
+            "INTERNAL",
+        ),
+        (
+            Fault(
+                "status", status=504, message="Deadline expired before operation could complete."
+            ),
+            "timeout",
+            "DEADLINE_EXCEEDED",
+        ),
+        (
+            Fault("status", status=400, message=CONTEXT_LENGTH_MESSAGE),
+            "context_length",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            Fault("status", status=400, message="Invalid JSON payload received."),
+            "bad_request",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            Fault("status", status=404, message="models/x is not found for API version v1beta"),
+            "not_found",
+            "NOT_FOUND",
+        ),
         (Fault("reset"), "connect_error", "connect_error"),
         (Fault("malformed"), "server_error", "upstream_malformed"),
     ],
 )
-def test_faults_are_classified(fake: FakeProvider, fault: Fault, error_class: str, code: str) -> None:
+def test_faults_are_classified(
+    fake: FakeProvider, fault: Fault, error_class: str, code: str
+) -> None:
     fake.push(fault)
 
     err, _ = failure(fake, HELLO)
@@ -408,7 +569,9 @@ def test_error_status_on_a_stream_raises_before_the_stream(fake: FakeProvider) -
         ("malformed", "server_error", "upstream_malformed"),
     ],
 )
-def test_stream_faults_raise_while_iterating(fake: FakeProvider, kind: str, error_class: str, code: str) -> None:
+def test_stream_faults_raise_while_iterating(
+    fake: FakeProvider, kind: str, error_class: str, code: str
+) -> None:
     fake.push(Fault(kind))
 
     err, chunks = failure(fake, HELLO, streamed=True)
@@ -422,10 +585,24 @@ def test_stream_faults_raise_while_iterating(fake: FakeProvider, kind: str, erro
 @pytest.mark.parametrize(
     ("status", "body", "error_class"),
     [
-        (429, [{"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}], "rate_limited"),
+        (
+            429,
+            [{"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}}],
+            "rate_limited",
+        ),
         (403, {"error": {"code": 403, "message": "denied", "status": "PERMISSION_DENIED"}}, "auth"),
         (401, {"error": {"code": 401, "message": "no", "status": "UNAUTHENTICATED"}}, "auth"),
-        (400, {"error": {"code": 400, "message": "The input token count (2000000) exceeds the maximum", "status": "INVALID_ARGUMENT"}}, "context_length"),
+        (
+            400,
+            {
+                "error": {
+                    "code": 400,
+                    "message": "The input token count (2000000) exceeds the maximum",
+                    "status": "INVALID_ARGUMENT",
+                }
+            },
+            "context_length",
+        ),
         (502, "<html>Bad Gateway</html>", "server_error"),
     ],
 )
@@ -434,7 +611,9 @@ def test_map_error_reads_google_bodies(status: int, body: Any, error_class: str)
 
 
 def test_list_error_body_keeps_its_message() -> None:
-    body = json.loads('[{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}]')
+    body = json.loads(
+        '[{"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}]'
+    )
 
     err = map_error(503, body, None)
 
@@ -442,31 +621,55 @@ def test_list_error_body_keeps_its_message() -> None:
 
 
 def test_thought_signatures_round_trip_through_tool_calls() -> None:
-    doc = {"candidates": [{"content": {"role": "model", "parts": [
-        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2lnLTE="},
-    ]}, "finishReason": "STOP"}]}
+    doc = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {
+                            "functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+                            "thoughtSignature": "c2lnLTE=",
+                        },
+                    ],
+                },
+                "finishReason": "STOP",
+            }
+        ]
+    }
 
     call = parse_response(doc).message["tool_calls"][0]
     assert call["extra_content"] == {"google": {"thought_signature": "c2lnLTE="}}
 
-    history = {"messages": [
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": call["id"], "content": "cold"},
-    ]}
+    history = {
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "cold"},
+        ]
+    }
     sent = build_request(history, "gemini-3-pro-preview")["contents"][1]["parts"][0]
     assert sent["thoughtSignature"] == "c2lnLTE="
 
 
 def test_gemini_3_history_without_signature_gets_the_documented_sentinel() -> None:
     calls = [
-        {"id": f"c{i}", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}} for i in range(2)
+        {"id": f"c{i}", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        for i in range(2)
     ]
-    history = {"messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "tool_calls": calls}]}
+    history = {
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "tool_calls": calls},
+        ]
+    }
 
     gemini3 = build_request(history, "gemini-3-flash-preview")["contents"][1]["parts"]
     gemini2 = build_request(history, "gemini-2.5-flash")["contents"][1]["parts"]
 
     # parallel calls: only the first carries a signature
-    assert [p.get("thoughtSignature") for p in gemini3] == ["skip_thought_signature_validator", None]
+    assert [p.get("thoughtSignature") for p in gemini3] == [
+        "skip_thought_signature_validator",
+        None,
+    ]
     assert all("thoughtSignature" not in p for p in gemini2)

@@ -319,7 +319,9 @@ def test_bad_latency_env_fails_at_construction(monkeypatch: pytest.MonkeyPatch) 
 
 def test_pace_directive_spreads_a_stream_over_time() -> None:
     async def go() -> list[tuple[float, Chunk]]:
-        stream = await MockAdapter(PROVIDER, None).send(call("mock:pace 60 one two three four", stream=True))
+        stream = await MockAdapter(PROVIDER, None).send(
+            call("mock:pace 60 one two three four", stream=True)
+        )
         assert isinstance(stream, MockStream)
         t0 = time.monotonic()
         return [(time.monotonic() - t0, c) async for c in stream]

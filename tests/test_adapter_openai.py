@@ -219,7 +219,9 @@ def test_stream_role_chunk_is_not_content_then_content_then_usage(fake: FakeProv
         == "Hello from fake-openai: stream me"
     )
     assert [
-        _choices(c)[0]["finish_reason"] for c in chunks if _choices(c) and _choices(c)[0]["finish_reason"]
+        _choices(c)[0]["finish_reason"]
+        for c in chunks
+        if _choices(c) and _choices(c)[0]["finish_reason"]
     ] == ["stop"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].content is False
     assert stream.usage is not None and stream.usage.output_tokens > 0

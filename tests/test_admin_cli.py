@@ -43,7 +43,20 @@ def data(tmp_path: Path) -> str:
 
 
 def create(capsys: pytest.CaptureFixture[str], data: str, *extra: str) -> str:
-    code, out, err = run(capsys, "keys", "create", "--env", "dev", "--org", "acme", "--name", "ci", "--data-dir", data, *extra)
+    code, out, err = run(
+        capsys,
+        "keys",
+        "create",
+        "--env",
+        "dev",
+        "--org",
+        "acme",
+        "--name",
+        "ci",
+        "--data-dir",
+        data,
+        *extra,
+    )
     assert code == 0, err
     return out.strip()
 
@@ -54,7 +67,19 @@ def create(capsys: pytest.CaptureFixture[str], data: str, *extra: str) -> str:
 def test_create_prints_the_key_alone_on_stdout_and_details_on_stderr(
     capsys: pytest.CaptureFixture[str], data: str
 ) -> None:
-    code, out, err = run(capsys, "keys", "create", "--env", "dev", "--org", "acme", "--name", "ci", "--data-dir", data)
+    code, out, err = run(
+        capsys,
+        "keys",
+        "create",
+        "--env",
+        "dev",
+        "--org",
+        "acme",
+        "--name",
+        "ci",
+        "--data-dir",
+        data,
+    )
     assert code == 0
     key = out.strip()
     assert out == key + "\n"
@@ -65,7 +90,9 @@ def test_create_prints_the_key_alone_on_stdout_and_details_on_stderr(
     assert key not in err
 
 
-def test_created_key_verifies_against_the_store(capsys: pytest.CaptureFixture[str], data: str) -> None:
+def test_created_key_verifies_against_the_store(
+    capsys: pytest.CaptureFixture[str], data: str
+) -> None:
     key = create(capsys, data)
     auth = Authenticator(Path(data) / "keys.db", "dev", "sy_dev_")
     try:
@@ -77,7 +104,9 @@ def test_created_key_verifies_against_the_store(capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("expires", "seconds"), [("30d", 30 * 86400), ("12h", 12 * 3600), ("2h", 7200)]
 )
-def test_expiry_as_a_duration(capsys: pytest.CaptureFixture[str], data: str, expires: str, seconds: int) -> None:
+def test_expiry_as_a_duration(
+    capsys: pytest.CaptureFixture[str], data: str, expires: str, seconds: int
+) -> None:
     before = time.time()
     create(capsys, data, "--expires", expires)
     _, out, _ = run(capsys, "keys", "list", "--env", "dev", "--data-dir", data, "--json")
@@ -85,15 +114,32 @@ def test_expiry_as_a_duration(capsys: pytest.CaptureFixture[str], data: str, exp
     assert before + seconds <= item["expires_at"] <= time.time() + seconds
 
 
-def test_expiry_as_a_date_is_its_first_second_utc(capsys: pytest.CaptureFixture[str], data: str) -> None:
+def test_expiry_as_a_date_is_its_first_second_utc(
+    capsys: pytest.CaptureFixture[str], data: str
+) -> None:
     create(capsys, data, "--expires", "2999-01-31")
     _, out, _ = run(capsys, "keys", "list", "--env", "dev", "--data-dir", data)
     assert "2999-01-31 00:00:00Z" in out
 
 
 @pytest.mark.parametrize("expires", ["2001-01-01", "soon", "-3d", "0d"])
-def test_an_unusable_expiry_is_refused(capsys: pytest.CaptureFixture[str], data: str, expires: str) -> None:
-    code, out, err = run(capsys, "keys", "create", "--env", "dev", "--org", "acme", "--name", "ci", "--data-dir", data, f"--expires={expires}")
+def test_an_unusable_expiry_is_refused(
+    capsys: pytest.CaptureFixture[str], data: str, expires: str
+) -> None:
+    code, out, err = run(
+        capsys,
+        "keys",
+        "create",
+        "--env",
+        "dev",
+        "--org",
+        "acme",
+        "--name",
+        "ci",
+        "--data-dir",
+        data,
+        f"--expires={expires}",
+    )
     assert code == 1 and out == ""
     assert err.startswith("error: --expires")
 
@@ -142,9 +188,23 @@ def test_revoke_given_a_full_key_refuses_without_echoing_it(
     assert key not in out + err
 
 
-def test_a_store_of_another_environment_is_refused(capsys: pytest.CaptureFixture[str], data: str) -> None:
+def test_a_store_of_another_environment_is_refused(
+    capsys: pytest.CaptureFixture[str], data: str
+) -> None:
     create(capsys, data)
-    code, out, err = run(capsys, "keys", "create", "--env", "prod", "--org", "acme", "--name", "ci", "--data-dir", data)
+    code, out, err = run(
+        capsys,
+        "keys",
+        "create",
+        "--env",
+        "prod",
+        "--org",
+        "acme",
+        "--name",
+        "ci",
+        "--data-dir",
+        data,
+    )
     assert code == 1 and out == ""
     assert "belongs to environment 'dev', not 'prod'" in err
 
@@ -161,7 +221,9 @@ def test_a_store_of_another_environment_is_refused(capsys: pytest.CaptureFixture
         ("requests", "--env", "dev", "--last", "0"),
     ],
 )
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], data: str, argv: tuple[str, ...]) -> None:
+def test_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], data: str, argv: tuple[str, ...]
+) -> None:
     code, out, _ = run(capsys, *argv, "--data-dir", data)
     assert code == 2 and out == ""
 
@@ -171,7 +233,9 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], data: str, argv
 
 def seed(data: str) -> None:
     now = time.time()
-    w = RecordWriter(Path(data) / "requests.db", batch_size=50, flush_interval_ms=10, retention_days=30)
+    w = RecordWriter(
+        Path(data) / "requests.db", batch_size=50, flush_interval_ms=10, retention_days=30
+    )
     w.start()
     w.submit(make_record(1, ts=now - 7200, latency_ms=100.0, ttfb_ms=10.0, cost_usd=0.5))
     w.submit(make_record(2, ts=now - 60, latency_ms=200.0, ttfb_ms=20.0, cost_usd=0.25))
@@ -214,11 +278,15 @@ def test_requests_last_and_since(capsys: pytest.CaptureFixture[str], data: str) 
     seed(data)
     _, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data, "--last", "1", "--json")
     assert [r["request_id"] for r in json.loads(out)] == ["req-3"]
-    _, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data, "--since", "1h", "--json")
+    _, out, _ = run(
+        capsys, "requests", "--env", "dev", "--data-dir", data, "--since", "1h", "--json"
+    )
     assert [r["request_id"] for r in json.loads(out)] == ["req-2", "req-3"]
 
 
-def test_requests_json_keeps_unknown_cost_null(capsys: pytest.CaptureFixture[str], data: str) -> None:
+def test_requests_json_keeps_unknown_cost_null(
+    capsys: pytest.CaptureFixture[str], data: str
+) -> None:
     seed(data)
     _, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data, "--json")
     records = {r["request_id"]: r for r in json.loads(out)}
@@ -230,7 +298,9 @@ def test_requests_by_model_groups_with_error_rate_percentiles_and_cost(
     capsys: pytest.CaptureFixture[str], data: str
 ) -> None:
     seed(data)
-    code, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data, "--by", "model", "--json")
+    code, out, _ = run(
+        capsys, "requests", "--env", "dev", "--data-dir", data, "--by", "model", "--json"
+    )
     assert code == 0
     groups = {g["model"]: g for g in json.loads(out)}
     openai = groups["openai/gpt-4o-mini"]
@@ -243,7 +313,9 @@ def test_requests_by_model_groups_with_error_rate_percentiles_and_cost(
     assert anthropic["ttfb_p50_ms"] is None
 
 
-def test_requests_by_provider_table_notes_unknown_cost(capsys: pytest.CaptureFixture[str], data: str) -> None:
+def test_requests_by_provider_table_notes_unknown_cost(
+    capsys: pytest.CaptureFixture[str], data: str
+) -> None:
     seed(data)
     code, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data, "--by", "provider")
     assert code == 0
@@ -255,8 +327,13 @@ def test_requests_by_provider_table_notes_unknown_cost(capsys: pytest.CaptureFix
     assert any(line.startswith("cost usd: sum of the known costs") for line in lines)
 
 
-@pytest.mark.parametrize(("by", "expected"), [("status", {"200", "429"}), ("key", {"abcdefghijkl"}), ("org", {"acme"}), ("route", {"chat"})])
-def test_requests_by_other_dimensions(capsys: pytest.CaptureFixture[str], data: str, by: str, expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [("status", {"200", "429"}), ("key", {"abcdefghijkl"}), ("org", {"acme"}), ("route", {"chat"})],
+)
+def test_requests_by_other_dimensions(
+    capsys: pytest.CaptureFixture[str], data: str, by: str, expected: set[str]
+) -> None:
     seed(data)
     _, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data, "--by", by, "--json")
     assert {g[by] for g in json.loads(out)} == expected

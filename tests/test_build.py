@@ -45,8 +45,15 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ROOT / "gateway.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 VALID_EXAMPLES = sorted((ROOT / "schema" / "examples" / "valid").glob("*.yaml"))
-ARTIFACTS = ("runtime.json", "compose.yaml", "Dockerfile", "manifest.json",
-             "proxy/Dockerfile", "proxy/haproxy-a.cfg", "proxy/haproxy-b.cfg")
+ARTIFACTS = (
+    "runtime.json",
+    "compose.yaml",
+    "Dockerfile",
+    "manifest.json",
+    "proxy/Dockerfile",
+    "proxy/haproxy-a.cfg",
+    "proxy/haproxy-b.cfg",
+)
 PROXY_CONFIGS = ("proxy/haproxy-a.cfg", "proxy/haproxy-b.cfg")
 FIXED_INPUTS = ImageInputs(runtime_digest="0" * 64, requirements="fastapi==0\n")
 MANAGED_BY = "dev.switchyard.managed-by"
@@ -58,8 +65,12 @@ def load_config(text: str) -> GatewayConfig:
     return result.config
 
 
-def render(text: str, env: str, inputs: ImageInputs = FIXED_INPUTS, source_sha256: str = "0" * 64) -> dict[str, str]:
-    return render_environment(load_config(text), env, inputs, source_name="gateway.yaml", source_sha256=source_sha256)
+def render(
+    text: str, env: str, inputs: ImageInputs = FIXED_INPUTS, source_sha256: str = "0" * 64
+) -> dict[str, str]:
+    return render_environment(
+        load_config(text), env, inputs, source_name="gateway.yaml", source_sha256=source_sha256
+    )
 
 
 def replace_once(text: str, old: str, new: str) -> str:
@@ -71,8 +82,10 @@ GATEWAY_TEXT = GATEWAY.read_text()
 CONFIG = load_config(GATEWAY_TEXT)
 ENVS = list(CONFIG.environments)
 # A routing change: chat's first two candidates swap places.
-ROUTING_CHANGE = ("      - openai/gpt-4o\n      - anthropic/claude-sonnet-4\n      - gemini/gemini-2.5-pro\n",
-                  "      - anthropic/claude-sonnet-4\n      - openai/gpt-4o\n      - gemini/gemini-2.5-pro\n")
+ROUTING_CHANGE = (
+    "      - openai/gpt-4o\n      - anthropic/claude-sonnet-4\n      - gemini/gemini-2.5-pro\n",
+    "      - anthropic/claude-sonnet-4\n      - openai/gpt-4o\n      - gemini/gemini-2.5-pro\n",
+)
 
 
 def _example_envs() -> Iterator[tuple[str, GatewayConfig, str]]:
@@ -82,21 +95,36 @@ def _example_envs() -> Iterator[tuple[str, GatewayConfig, str]]:
             yield path.name, config, env
 
 
-def run_compiler(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+def run_compiler(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "compiler", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in proc.stdout + proc.stderr
     return proc
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
     """Every entry under root with its bytes (None for directories) and mtime."""
     return {
-        p.relative_to(root).as_posix(): (None if p.is_dir() else p.read_bytes(), p.stat().st_mtime_ns)
+        p.relative_to(root).as_posix(): (
+            None if p.is_dir() else p.read_bytes(),
+            p.stat().st_mtime_ns,
+        )
         for p in sorted(root.rglob("*"))
     }
 
@@ -120,12 +148,16 @@ def test_golden_files(env: str) -> None:
             (GOLDEN / env / name).write_text(text, encoding="utf-8", newline="\n")
     for name, text in files.items():
         golden = GOLDEN / env / name
-        assert golden.exists(), f"{golden.relative_to(ROOT)} is missing; run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py"
+        assert golden.exists(), (
+            f"{golden.relative_to(ROOT)} is missing; run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py"
+        )
         assert text == golden.read_text(encoding="utf-8"), (
             f"{name} for {env} differs from {golden.relative_to(ROOT)}; if the change is intended, "
             "run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py and review the diff"
         )
-    assert sorted(tree(GOLDEN / env)) == sorted(ARTIFACTS), f"tests/golden/{env} holds a file the compiler no longer writes"
+    assert sorted(tree(GOLDEN / env)) == sorted(ARTIFACTS), (
+        f"tests/golden/{env} holds a file the compiler no longer writes"
+    )
 
 
 def test_no_stale_golden_environments() -> None:
@@ -149,12 +181,18 @@ def test_runtime_json_contract(env: str) -> None:
 
     env_cfg = CONFIG.environments[env]
     blocked = set(env_cfg.blocked_providers)
-    allowed = set(env_cfg.allowed_providers) if env_cfg.allowed_providers is not None else set(CONFIG.providers)
+    allowed = (
+        set(env_cfg.allowed_providers)
+        if env_cfg.allowed_providers is not None
+        else set(CONFIG.providers)
+    )
     for name, route in doc["routes"].items():
         written = [c.model for c in CONFIG.routes[name].candidates]
         kept = [f"{c['provider']}/{c['model']}" for c in route["candidates"]]
         assert kept, f"route {name} has no candidate in {env}"
-        assert kept == [ref for ref in written if ref in kept], "candidates keep the order as written"
+        assert kept == [ref for ref in written if ref in kept], (
+            "candidates keep the order as written"
+        )
         assert {c["provider"] for c in route["candidates"]} <= allowed - blocked
         dropped = {d["ref"] for d in route["dropped"]}
         assert set(kept) | dropped == set(written) and not set(kept) & dropped
@@ -177,9 +215,15 @@ def _all_configs() -> Iterator[tuple[str, GatewayConfig, str]]:
     yield from _example_envs()
 
 
-@pytest.mark.parametrize(("source", "config", "env"), list(_all_configs()), ids=lambda v: v if isinstance(v, str) else "")
-def test_runtime_json_names_only_secrets_it_lists(source: str, config: GatewayConfig, env: str) -> None:
-    doc = json.loads(render_environment(config, env, FIXED_INPUTS, source_name=source)["runtime.json"])
+@pytest.mark.parametrize(
+    ("source", "config", "env"), list(_all_configs()), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_runtime_json_names_only_secrets_it_lists(
+    source: str, config: GatewayConfig, env: str
+) -> None:
+    doc = json.loads(
+        render_environment(config, env, FIXED_INPUTS, source_name=source)["runtime.json"]
+    )
     named = {name for p in doc["providers"].values() for name in p["credentials"].values()}
     named |= {o["byok"]["encryption_key"] for o in doc["orgs"].values() if o["byok"]}
     if doc["logging"]["sink"] == "postgres":
@@ -194,11 +238,19 @@ def test_production_policy_is_applied() -> None:
     doc = json.loads(render(GATEWAY_TEXT, "production")["runtime.json"])
     assert sorted(doc["providers"]) == ["anthropic", "openai"]
     chat = doc["routes"]["chat"]
-    assert [(c["provider"], c["model"]) for c in chat["candidates"]] == [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4")]
-    assert [(d["ref"], d["kind"]) for d in chat["dropped"]] == [
-        ("gemini/gemini-2.5-pro", "environment_policy"), ("mock/echo", "environment_policy"),
+    assert [(c["provider"], c["model"]) for c in chat["candidates"]] == [
+        ("openai", "gpt-4o"),
+        ("anthropic", "claude-sonnet-4"),
     ]
-    assert sorted(doc["secrets"]) == ["ANTHROPIC_API_KEY", "GLOBEX_BYOK_ENCRYPTION_KEY", "OPENAI_API_KEY"]
+    assert [(d["ref"], d["kind"]) for d in chat["dropped"]] == [
+        ("gemini/gemini-2.5-pro", "environment_policy"),
+        ("mock/echo", "environment_policy"),
+    ]
+    assert sorted(doc["secrets"]) == [
+        "ANTHROPIC_API_KEY",
+        "GLOBEX_BYOK_ENCRYPTION_KEY",
+        "OPENAI_API_KEY",
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -232,7 +284,9 @@ def test_no_secret_value_in_any_artifact_or_output(tmp_path: Path) -> None:
             if source.env is not None:
                 env[source.env] = value
             else:
-                assert source.file is not None and source.file.startswith("~/"), "the example reads secret files from ~/"
+                assert source.file is not None and source.file.startswith("~/"), (
+                    "the example reads secret files from ~/"
+                )
                 path = home / source.file[2:]
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(value + "\n")
@@ -257,7 +311,11 @@ def test_no_secret_value_in_any_artifact_or_output(tmp_path: Path) -> None:
         assert all(value not in text for text in outputs), f"secret {where} leaked into CLI output"
     # runtime.json names the secrets it needs.
     runtime = json.loads(artifacts["production/runtime.json"])
-    assert sorted(runtime["secrets"]) == ["ANTHROPIC_API_KEY", "GLOBEX_BYOK_ENCRYPTION_KEY", "OPENAI_API_KEY"]
+    assert sorted(runtime["secrets"]) == [
+        "ANTHROPIC_API_KEY",
+        "GLOBEX_BYOK_ENCRYPTION_KEY",
+        "OPENAI_API_KEY",
+    ]
     manifest = json.loads(artifacts["production/manifest.json"])
     assert manifest["secrets"] == sorted(runtime["secrets"])
 
@@ -306,8 +364,13 @@ def _fail_on_call(monkeypatch: pytest.MonkeyPatch, name: str, n: int) -> list[in
 
 # Three environments: each swap is two renames (old output aside, new output in).
 @pytest.mark.parametrize("n", range(1, 7))
-def test_failed_rename_keeps_previous_output(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str], n: int) -> None:
+def test_failed_rename_keeps_previous_output(
+    built: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    n: int,
+) -> None:
     before = snapshot(built)
     changed = _changed_config(tmp_path)
     calls = _fail_on_call(monkeypatch, "rename", n)
@@ -321,7 +384,9 @@ def test_failed_rename_keeps_previous_output(built: Path, tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize("n", [1, 5, 12])
-def test_failed_write_keeps_previous_output(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+def test_failed_write_keeps_previous_output(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
     before = snapshot(built)
     changed = _changed_config(tmp_path)
     calls = _fail_on_call(monkeypatch, "fsync", n)
@@ -331,12 +396,29 @@ def test_failed_write_keeps_previous_output(built: Path, tmp_path: Path, monkeyp
     assert leftovers(built) == []
 
 
-def test_successful_rebuild_replaces_output_and_leaves_no_temp_dirs(built: Path, tmp_path: Path) -> None:
+def test_successful_rebuild_replaces_output_and_leaves_no_temp_dirs(
+    built: Path, tmp_path: Path
+) -> None:
     before = tree(built)
     (built / "production" / "stray.txt").write_text("not ours")
-    assert cli.main(["build", "--all", "--config", str(_changed_config(tmp_path)), "--out", str(built), "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "build",
+                "--all",
+                "--config",
+                str(_changed_config(tmp_path)),
+                "--out",
+                str(built),
+                "-q",
+            ]
+        )
+        == 0
+    )
     after = tree(built)
-    assert "production/stray.txt" not in after, "each environment directory holds exactly its artifacts"
+    assert "production/stray.txt" not in after, (
+        "each environment directory holds exactly its artifacts"
+    )
     assert after["production/runtime.json"] != before["production/runtime.json"]
     assert leftovers(built) == []
 
@@ -345,7 +427,9 @@ def test_unknown_environment_is_a_usage_error(tmp_path: Path) -> None:
     out = tmp_path / "build"
     proc = run_compiler("build", "prod", "--config", str(GATEWAY), "--out", str(out))
     assert proc.returncode == 2
-    assert "unknown environment 'prod'" in proc.stderr and "did you mean 'production'" in proc.stderr
+    assert (
+        "unknown environment 'prod'" in proc.stderr and "did you mean 'production'" in proc.stderr
+    )
     assert not out.exists()
 
 
@@ -379,13 +463,17 @@ def test_compose_is_safe_on_a_shared_host(env: str) -> None:
         assert svc["labels"]["dev.switchyard.environment"] == env
         assert svc["restart"] == "unless-stopped", name
         assert svc["pull_policy"] == "never", f"{name}: the image is built locally, never pulled"
-        assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"], name
+        assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"], (
+            name
+        )
         assert "network_mode" not in svc and "privileged" not in svc
         for port in svc.get("ports", []):
             host_ip, host_port, _ = _published(port)
             assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond loopback"
             published.append((name, int(host_port)))
-    assert published == [("proxy", env_cfg.port)], "the proxy alone publishes the environment's port"
+    assert published == [("proxy", env_cfg.port)], (
+        "the proxy alone publishes the environment's port"
+    )
 
     config_hash = json.loads(render(GATEWAY_TEXT, env)["runtime.json"])["config_hash"]
     for slot, names in gateways.items():
@@ -398,14 +486,20 @@ def test_compose_is_safe_on_a_shared_host(env: str) -> None:
             # Docker health-checks each gateway; deploy waits for it before the proxy sends it traffic.
             assert gateway["healthcheck"]["test"], name
             assert gateway["env_file"] == [{"path": "../../secrets.env", "required": False}]
-            assert "ports" not in gateway and gateway["expose"] == [str(CONTAINER_PORT)], f"{name} publishes nothing"
-            assert gateway["volumes"] == compose["services"]["gateway-a1"]["volumes"], "every gateway shares the request log"
+            assert "ports" not in gateway and gateway["expose"] == [str(CONTAINER_PORT)], (
+                f"{name} publishes nothing"
+            )
+            assert gateway["volumes"] == compose["services"]["gateway-a1"]["volumes"], (
+                "every gateway shares the request log"
+            )
 
     proxy = compose["services"]["proxy"]
     assert proxy["labels"]["dev.switchyard.service"] == "proxy"
     assert "env_file" not in proxy and "environment" not in proxy, "the proxy needs no secrets"
     assert CONFIG_HASH_LABEL not in proxy["labels"], "the proxy does not read runtime.json"
-    assert "depends_on" not in proxy, "the proxy starts without gateways (it answers 503 until one is ready)"
+    assert "depends_on" not in proxy, (
+        "the proxy starts without gateways (it answers 503 until one is ready)"
+    )
     # No healthcheck: the proxy image has nothing to run one with (no curl, no python), and
     # deploy checks the proxy itself, with /readyz through the published port.
     assert proxy["volumes"] == [f"{HOST_CONFIG_DIR}:{CONFIG_DIR}:ro"]
@@ -415,7 +509,13 @@ def test_compose_is_safe_on_a_shared_host(env: str) -> None:
 def test_production_has_two_replicas_per_slot_behind_the_proxy() -> None:
     assert CONFIG.environments["production"].replicas == 2
     compose = yaml.safe_load(render(GATEWAY_TEXT, "production")["compose.yaml"])
-    assert sorted(compose["services"]) == ["gateway-a1", "gateway-a2", "gateway-b1", "gateway-b2", "proxy"]
+    assert sorted(compose["services"]) == [
+        "gateway-a1",
+        "gateway-a2",
+        "gateway-b1",
+        "gateway-b2",
+        "proxy",
+    ]
     assert compose["services"]["proxy"]["ports"] == [f"127.0.0.1:8300:{LISTEN_PORT}"]
     assert all("ports" not in svc for name, svc in compose["services"].items() if name != "proxy")
 
@@ -425,11 +525,18 @@ def test_each_slot_config_balances_exactly_its_gateways(env: str) -> None:
     files = render(GATEWAY_TEXT, env)
     replicas = CONFIG.environments[env].replicas
     for slot in SLOTS:
-        servers = [line.split()[1:] for line in files[f"proxy/haproxy-{slot}.cfg"].splitlines()
-                   if line.strip().startswith("server ")]
-        assert servers == [[name, f"{name}:{CONTAINER_PORT}"] for name in gateway_services(replicas, slot)], slot
+        servers = [
+            line.split()[1:]
+            for line in files[f"proxy/haproxy-{slot}.cfg"].splitlines()
+            if line.strip().startswith("server ")
+        ]
+        assert servers == [
+            [name, f"{name}:{CONTAINER_PORT}"] for name in gateway_services(replicas, slot)
+        ], slot
     a, b = (files[name] for name in PROXY_CONFIGS)
-    assert a.replace("gateway-a", "gateway-b").replace("slot a", "slot b") == b, "the slots differ only in their servers"
+    assert a.replace("gateway-a", "gateway-b").replace("slot a", "slot b") == b, (
+        "the slots differ only in their servers"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -439,7 +546,9 @@ def test_each_slot_config_balances_exactly_its_gateways(env: str) -> None:
 def _compose_binary() -> list[str] | None:
     def is_v2(cmd: list[str]) -> bool:
         try:
-            proc = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30)
+            proc = subprocess.run(
+                [*cmd, "version", "--short"], capture_output=True, text=True, timeout=30
+            )
         except (OSError, subprocess.TimeoutExpired):
             return False
         return proc.returncode == 0 and proc.stdout.strip().lstrip("v").startswith("2.")
@@ -457,7 +566,9 @@ def _compose_binary() -> list[str] | None:
 def compose_cmd() -> list[str]:
     cmd = _compose_binary()
     if cmd is None:
-        message = "Docker Compose v2 not found (docker compose, docker-compose v2 or the CLI plugin)"
+        message = (
+            "Docker Compose v2 not found (docker compose, docker-compose v2 or the CLI plugin)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -479,7 +590,9 @@ def _write(out: Path, files: dict[str, str]) -> Path:
 
 @pytest.mark.docker
 @pytest.mark.parametrize("env", ENVS)
-def test_compose_config_accepts_every_compiled_file(compose_cmd: list[str], tmp_path: Path, env: str) -> None:
+def test_compose_config_accepts_every_compiled_file(
+    compose_cmd: list[str], tmp_path: Path, env: str
+) -> None:
     compose_file = _write(tmp_path / env, render(GATEWAY_TEXT, env))
     proc = _compose(compose_cmd, "-f", str(compose_file), "config", "-q")
     assert proc.returncode == 0, proc.stderr
@@ -496,7 +609,9 @@ def test_compose_config_accepts_every_compiled_file(compose_cmd: list[str], tmp_
 @pytest.mark.skipif(not VALID_EXAMPLES, reason="no configs in schema/examples/valid/")
 def test_compose_config_accepts_the_valid_examples(compose_cmd: list[str], tmp_path: Path) -> None:
     for example, config, env in _example_envs():
-        files = render_environment(config, env, FIXED_INPUTS, source_name=example, source_sha256="0" * 64)
+        files = render_environment(
+            config, env, FIXED_INPUTS, source_name=example, source_sha256="0" * 64
+        )
         compose_file = _write(tmp_path / example / env, files)
         proc = _compose(compose_cmd, "-f", str(compose_file), "config", "-q")
         assert proc.returncode == 0, f"{example} ({env}): {proc.stderr}"
@@ -509,7 +624,14 @@ def _services(env: str) -> list[str]:
 
 def _config_hashes(compose_cmd: list[str], out: Path, env: str) -> dict[str, str]:
     """`docker compose config --hash` of every service: what compose compares to recreate one."""
-    proc = _compose(compose_cmd, "-f", str(out / env / "compose.yaml"), "config", "--hash", ",".join(_services(env)))
+    proc = _compose(
+        compose_cmd,
+        "-f",
+        str(out / env / "compose.yaml"),
+        "config",
+        "--hash",
+        ",".join(_services(env)),
+    )
     assert proc.returncode == 0, proc.stderr
     hashes = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
     assert sorted(hashes) == sorted(_services(env))
@@ -518,7 +640,9 @@ def _config_hashes(compose_cmd: list[str], out: Path, env: str) -> dict[str, str
 
 
 @pytest.mark.docker
-def test_compose_config_hash_tracks_the_runtime_config(compose_cmd: list[str], tmp_path: Path) -> None:
+def test_compose_config_hash_tracks_the_runtime_config(
+    compose_cmd: list[str], tmp_path: Path
+) -> None:
     out = tmp_path / "build"
     build = ["build", "--all", "--out", str(out), "-q", "--config"]
     assert cli.main([*build, str(GATEWAY)]) == 0
@@ -530,7 +654,9 @@ def test_compose_config_hash_tracks_the_runtime_config(compose_cmd: list[str], t
     for env in ENVS:
         for service, digest in first[env].items():
             if service == "proxy":
-                assert changed[env][service] == digest, "a routing change must not recreate the proxy"
+                assert changed[env][service] == digest, (
+                    "a routing change must not recreate the proxy"
+                )
             else:
                 assert changed[env][service] != digest, f"a routing change must recreate {service}"
 
@@ -541,7 +667,9 @@ def test_compose_config_hash_tracks_the_runtime_config(compose_cmd: list[str], t
 
 @pytest.fixture(scope="module")
 def haproxy_cmd() -> str:
-    found = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None)
+    found = shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
+    )
     if found is None:
         message = "HAProxy not found (apt-get install haproxy)"
         if os.environ.get("CI"):
@@ -551,9 +679,12 @@ def haproxy_cmd() -> str:
 
 
 # Settings far from the defaults: fractional timeouts (rendered in ms), the largest head.
-PROXY_EXTREMES = ("  workers: 1\n", "  workers: 1\n  proxy:\n    request_head_timeout_s: 0.25\n"
-                  "    request_head_max_bytes: 1048576\n    request_body_timeout_s: 3600\n"
-                  "    client_idle_timeout_s: 1.5\n    keep_alive_timeout_s: 600\n    max_connections: 16\n")
+PROXY_EXTREMES = (
+    "  workers: 1\n",
+    "  workers: 1\n  proxy:\n    request_head_timeout_s: 0.25\n"
+    "    request_head_max_bytes: 1048576\n    request_body_timeout_s: 3600\n"
+    "    client_idle_timeout_s: 1.5\n    keep_alive_timeout_s: 600\n    max_connections: 16\n",
+)
 
 
 def _haproxy_configs() -> Iterator[tuple[str, GatewayConfig, str]]:
@@ -569,16 +700,28 @@ def _haproxy_check(haproxy: str, path: Path) -> list[str]:
     The gateways' names resolve only on the environment's Docker network (`init-addr
     libc,none` starts such a server disabled), so outside it each server earns one warning.
     """
-    proc = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [haproxy, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "Configuration file is valid" in output, output
-    return [line for line in output.splitlines()
-            if ("[WARNING]" in line or "[ALERT]" in line) and "could not resolve address 'gateway-" not in line]
+    return [
+        line
+        for line in output.splitlines()
+        if ("[WARNING]" in line or "[ALERT]" in line)
+        and "could not resolve address 'gateway-" not in line
+    ]
 
 
-@pytest.mark.parametrize(("source", "config", "env"), list(_haproxy_configs()), ids=lambda v: v if isinstance(v, str) else "")
-def test_haproxy_accepts_every_proxy_config(haproxy_cmd: str, tmp_path: Path, source: str, config: GatewayConfig, env: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "config", "env"),
+    list(_haproxy_configs()),
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_haproxy_accepts_every_proxy_config(
+    haproxy_cmd: str, tmp_path: Path, source: str, config: GatewayConfig, env: str
+) -> None:
     files = render_environment(config, env, FIXED_INPUTS, source_name=source)
     for name in PROXY_CONFIGS:
         path = tmp_path / name.replace("/", "-")
@@ -591,7 +734,9 @@ def test_haproxy_accepts_every_proxy_config(haproxy_cmd: str, tmp_path: Path, so
 
 
 def _manifest(text: str, env: str, inputs: ImageInputs = FIXED_INPUTS) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(render(text, env, inputs, source_sha256=sha256(text))["manifest.json"])
+    doc: dict[str, Any] = json.loads(
+        render(text, env, inputs, source_sha256=sha256(text))["manifest.json"]
+    )
     return doc
 
 
@@ -605,7 +750,10 @@ def test_routing_change_changes_only_the_gateway_config(env: str) -> None:
         assert changed["image"] == inputs["image"]
         assert changed["definition"] == inputs["definition"]
         if service == "gateway":
-            assert changed["config"] != inputs["config"] and changed["inputs_hash"] != inputs["inputs_hash"]
+            assert (
+                changed["config"] != inputs["config"]
+                and changed["inputs_hash"] != inputs["inputs_hash"]
+            )
         else:
             assert changed == inputs, f"{service} does not read runtime.json"
 
@@ -613,14 +761,19 @@ def test_routing_change_changes_only_the_gateway_config(env: str) -> None:
 @pytest.mark.parametrize("env", ENVS)
 def test_image_inputs_change_changes_the_gateway_image_only(env: str) -> None:
     before = _manifest(GATEWAY_TEXT, env)
-    for other in (ImageInputs(runtime_digest="1" * 64, requirements=FIXED_INPUTS.requirements),
-                  ImageInputs(runtime_digest=FIXED_INPUTS.runtime_digest, requirements="fastapi==1\n")):
+    for other in (
+        ImageInputs(runtime_digest="1" * 64, requirements=FIXED_INPUTS.requirements),
+        ImageInputs(runtime_digest=FIXED_INPUTS.runtime_digest, requirements="fastapi==1\n"),
+    ):
         after = _manifest(GATEWAY_TEXT, env, other)
         assert after["image"] != before["image"]
         assert after["config_hash"] == before["config_hash"]
         gw_before, gw_after = before["services"]["gateway"], after["services"]["gateway"]
         assert gw_after["image"] != gw_before["image"]
-        assert gw_after["config"] == gw_before["config"] and gw_after["definition"] == gw_before["definition"]
+        assert (
+            gw_after["config"] == gw_before["config"]
+            and gw_after["definition"] == gw_before["definition"]
+        )
         # The proxy image is HAProxy and its Dockerfile: the runtime's code is not in it.
         assert after["proxy_image"] == before["proxy_image"]
         assert after["services"]["proxy"] == before["services"]["proxy"]
@@ -628,27 +781,42 @@ def test_image_inputs_change_changes_the_gateway_image_only(env: str) -> None:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_proxy_settings_change_only_the_proxy_config(env: str) -> None:
-    changed_text = replace_once(GATEWAY_TEXT, "  workers: 1\n", "  workers: 1\n  proxy:\n    request_head_timeout_s: 7.5\n")
+    changed_text = replace_once(
+        GATEWAY_TEXT, "  workers: 1\n", "  workers: 1\n  proxy:\n    request_head_timeout_s: 7.5\n"
+    )
     before, after = render(GATEWAY_TEXT, env), render(changed_text, env)
     for name in PROXY_CONFIGS:
         assert "timeout http-request 10s\n" in before[name]
-        assert after[name] == before[name].replace("timeout http-request 10s\n", "timeout http-request 7500ms\n")
+        assert after[name] == before[name].replace(
+            "timeout http-request 10s\n", "timeout http-request 7500ms\n"
+        )
     unchanged = ("Dockerfile", "compose.yaml", "runtime.json", "proxy/Dockerfile")
     assert {name: after[name] for name in unchanged} == {name: before[name] for name in unchanged}
 
     m_before, m_after = (json.loads(files["manifest.json"]) for files in (before, after))
     proxy_before, proxy_after = m_before["services"]["proxy"], m_after["services"]["proxy"]
-    assert proxy_after["config"] == {slot: "sha256:" + sha256(after[f"proxy/haproxy-{slot}.cfg"]) for slot in SLOTS}
+    assert proxy_after["config"] == {
+        slot: "sha256:" + sha256(after[f"proxy/haproxy-{slot}.cfg"]) for slot in SLOTS
+    }
     assert all(proxy_after["config"][slot] != proxy_before["config"][slot] for slot in SLOTS)
     assert proxy_after["inputs_hash"] != proxy_before["inputs_hash"]
-    assert (proxy_after["image"], proxy_after["definition"]) == (proxy_before["image"], proxy_before["definition"])
-    assert m_after["services"]["gateway"] == m_before["services"]["gateway"], "the gateways do not read the proxy's settings"
-    assert m_after["config_hash"] == m_before["config_hash"] and m_after["image"] == m_before["image"]
+    assert (proxy_after["image"], proxy_after["definition"]) == (
+        proxy_before["image"],
+        proxy_before["definition"],
+    )
+    assert m_after["services"]["gateway"] == m_before["services"]["gateway"], (
+        "the gateways do not read the proxy's settings"
+    )
+    assert (
+        m_after["config_hash"] == m_before["config_hash"] and m_after["image"] == m_before["image"]
+    )
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_comment_only_change_changes_only_the_source_hash(env: str) -> None:
-    commented = GATEWAY_TEXT.replace("\nroutes:\n", "\n# A comment changes nothing the gateway does.\nroutes:\n", 1)
+    commented = GATEWAY_TEXT.replace(
+        "\nroutes:\n", "\n# A comment changes nothing the gateway does.\nroutes:\n", 1
+    )
     assert commented != GATEWAY_TEXT
     before, after = _manifest(GATEWAY_TEXT, env), _manifest(commented, env)
     assert after["source"]["sha256"] != before["source"]["sha256"]
@@ -672,10 +840,15 @@ def test_manifest_lists_every_file_hash() -> None:
     files = render(GATEWAY_TEXT, "production")
     manifest = json.loads(files["manifest.json"])
     assert manifest["schema_version"] == 2
-    assert manifest["files"] == {name: "sha256:" + sha256(files[name]) for name in ARTIFACTS if name != "manifest.json"}
+    assert manifest["files"] == {
+        name: "sha256:" + sha256(files[name]) for name in ARTIFACTS if name != "manifest.json"
+    }
     assert manifest["compose_project"] == "acme-assistant-production"
     assert manifest["image"].startswith("acme-assistant-production/gateway:")
-    assert manifest["proxy_image"] == "acme-assistant-production/proxy:" + sha256(files["proxy/Dockerfile"])[:12]
+    assert (
+        manifest["proxy_image"]
+        == "acme-assistant-production/proxy:" + sha256(files["proxy/Dockerfile"])[:12]
+    )
     assert sorted(manifest["services"]) == ["gateway", "proxy"]
     gateway = manifest["services"]["gateway"]
     assert gateway["slots"] == {slot: gateway_services(2, slot) for slot in SLOTS}

@@ -37,7 +37,9 @@ SECRET_VAR = "GLOBEX_BYOK_KEY"
 
 
 def config_doc() -> dict[str, Any]:
-    doc = runtime_doc("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", environment=ENV)
+    doc = runtime_doc(
+        "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", environment=ENV
+    )
     doc["orgs"]["globex"] = {
         "routes": None,
         "allow_explicit_models": None,
@@ -80,7 +82,12 @@ def test_a_stored_credential_decrypts_with_the_org_secret(store: ByokStore) -> N
     key = store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     assert store.decrypt_all({"globex": SECRET}) == {("globex", "openai"): {"api_key": CREDENTIAL}}
     [row] = store.list()
-    assert (row.org, row.provider, row.field, row.fingerprint) == ("globex", "openai", "api_key", key.fingerprint)
+    assert (row.org, row.provider, row.field, row.fingerprint) == (
+        "globex",
+        "openai",
+        "api_key",
+        key.fingerprint,
+    )
     assert len(key.fingerprint) == 12 and key.fingerprint == store.key(SECRET).fingerprint
     assert CREDENTIAL not in repr(row) and SECRET not in repr(key)
 
@@ -90,11 +97,15 @@ def test_setting_again_replaces_the_value_and_keeps_the_creation_time(store: Byo
     [first] = store.list()
     store.set("globex", "openai", "api_key", OTHER_CREDENTIAL, SECRET)
     [second] = store.list()
-    assert store.decrypt_all({"globex": SECRET}) == {("globex", "openai"): {"api_key": OTHER_CREDENTIAL}}
+    assert store.decrypt_all({"globex": SECRET}) == {
+        ("globex", "openai"): {"api_key": OTHER_CREDENTIAL}
+    }
     assert second.created_at == first.created_at and second.updated_at >= first.updated_at
 
 
-def test_neither_the_value_nor_the_secret_is_in_the_database_files(store: ByokStore, db: Path) -> None:
+def test_neither_the_value_nor_the_secret_is_in_the_database_files(
+    store: ByokStore, db: Path
+) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     store.set("globex", "anthropic", "api_key", OTHER_CREDENTIAL, SECRET)
     files = sorted(db.parent.glob("byok.db*"))
@@ -134,33 +145,47 @@ def test_a_wrong_secret_is_reported_not_raised(store: ByokStore) -> None:
 def test_only_the_orgs_given_a_secret_are_decrypted(store: ByokStore) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     store.set("acme", "openai", "api_key", OTHER_CREDENTIAL, NEW_SECRET)
-    assert store.decrypt_all({"acme": NEW_SECRET}) == {("acme", "openai"): {"api_key": OTHER_CREDENTIAL}}
+    assert store.decrypt_all({"acme": NEW_SECRET}) == {
+        ("acme", "openai"): {"api_key": OTHER_CREDENTIAL}
+    }
 
 
 @pytest.mark.parametrize(
     ("org", "provider", "field"),
-    [("acme", "openai", "api_key"), ("globex", "anthropic", "api_key"), ("globex", "openai", "organization")],
+    [
+        ("acme", "openai", "api_key"),
+        ("globex", "anthropic", "api_key"),
+        ("globex", "openai", "organization"),
+    ],
 )
 def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
     store: ByokStore, db: Path, org: str, provider: str, field: str
 ) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
-    store.set(org, provider, field, "placeholder-value", SECRET)  # same key, so only the place differs
+    store.set(
+        org, provider, field, "placeholder-value", SECRET
+    )  # same key, so only the place differs
     sql(
         db,
         "UPDATE credentials SET (nonce, ciphertext) = (SELECT nonce, ciphertext FROM credentials"
         " WHERE org = 'globex' AND provider = 'openai' AND field = 'api_key')"
         " WHERE org = ? AND provider = ? AND field = ?",
-        org, provider, field,
+        org,
+        provider,
+        field,
     )
     problems: list[str] = []
     opened = store.decrypt_all({"globex": SECRET, "acme": SECRET}, problems)
     assert opened.get((org, provider), {}).get(field) is None
     assert opened[("globex", "openai")]["api_key"] == CREDENTIAL
-    assert problems == [f"BYOK credential {org}/{provider} {field} does not decrypt (tampered with or copied from another row)"]
+    assert problems == [
+        f"BYOK credential {org}/{provider} {field} does not decrypt (tampered with or copied from another row)"
+    ]
 
 
-def test_a_store_copied_to_another_environment_does_not_decrypt(store: ByokStore, db: Path, tmp_path: Path) -> None:
+def test_a_store_copied_to_another_environment_does_not_decrypt(
+    store: ByokStore, db: Path, tmp_path: Path
+) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     store.close()
     copy = tmp_path / "prod" / "byok.db"
@@ -221,7 +246,9 @@ def test_delete_removes_every_field_of_the_provider(store: ByokStore) -> None:
 # --- rotation ------------------------------------------------------------------------------
 
 
-def test_rotation_reseals_with_the_new_secret_and_the_old_one_stops_working(store: ByokStore) -> None:
+def test_rotation_reseals_with_the_new_secret_and_the_old_one_stops_working(
+    store: ByokStore,
+) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     store.set("globex", "anthropic", "api_key", OTHER_CREDENTIAL, SECRET)
     store.set("acme", "openai", "api_key", "acme-own-key", NEW_SECRET)
@@ -280,7 +307,9 @@ def cache_factory(db: Path) -> Iterator[Any]:
         cache.stop()
 
 
-def test_the_cache_serves_only_providers_the_org_may_bring(store: ByokStore, cache_factory: Any) -> None:
+def test_the_cache_serves_only_providers_the_org_may_bring(
+    store: ByokStore, cache_factory: Any
+) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     store.set("globex", "gemini", "api_key", OTHER_CREDENTIAL, SECRET)  # not in globex's byok list
     store.set("acme", "openai", "api_key", "acme-key", SECRET)  # acme has no byok
@@ -326,7 +355,9 @@ def test_a_wrong_secret_is_a_problem_of_the_cache_not_a_crash(
         assert text not in caplog.text
 
 
-def test_background_refresh_picks_up_new_and_deleted_credentials(db: Path, cache_factory: Any) -> None:
+def test_background_refresh_picks_up_new_and_deleted_credentials(
+    db: Path, cache_factory: Any
+) -> None:
     cache = cache_factory()
     cache.start_background_refresh(0.02)
     with ByokStore(db, ENV) as writer:
@@ -336,7 +367,9 @@ def test_background_refresh_picks_up_new_and_deleted_credentials(db: Path, cache
         assert wait_for(lambda: cache.credentials("globex", "openai") is None)
 
 
-def test_after_a_rotation_the_gateway_keeps_the_values_it_read(db: Path, store: ByokStore, cache_factory: Any) -> None:
+def test_after_a_rotation_the_gateway_keeps_the_values_it_read(
+    db: Path, store: ByokStore, cache_factory: Any
+) -> None:
     store.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
     cache = cache_factory()  # still holds the old secret
     store.rotate("globex", SECRET, NEW_SECRET)
@@ -393,12 +426,19 @@ def cli(
     return code, out, err
 
 
-def subprocess_cli(*argv: str, stdin: str = "", environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def subprocess_cli(
+    *argv: str, stdin: str = "", environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in (SECRET_VAR, "SWITCHYARD_DATA_DIR")}
     env.update(environ or {})
     return subprocess.run(
         [sys.executable, "-m", "runtime.byok", *argv],
-        cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -409,8 +449,19 @@ def stored(data: str) -> dict[tuple[str, str], dict[str, str]]:
 
 def test_set_reads_the_value_from_stdin_and_never_shows_it(config: str, data: str) -> None:
     proc = subprocess_cli(
-        "set", "--env", ENV, "--org", "globex", "--provider", "openai", "--config", config, "--data-dir", data,
-        stdin=CREDENTIAL + "\n", environ={SECRET_VAR: SECRET},
+        "set",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--provider",
+        "openai",
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        stdin=CREDENTIAL + "\n",
+        environ={SECRET_VAR: SECRET},
     )
     assert proc.returncode == 0, proc.stderr
     with ByokStore(Path(data) / "byok.db", ENV) as s:
@@ -420,10 +471,23 @@ def test_set_reads_the_value_from_stdin_and_never_shows_it(config: str, data: st
     assert stored(data) == {("globex", "openai"): {"api_key": CREDENTIAL}}
 
 
-def test_a_value_on_the_command_line_is_refused_without_being_echoed(config: str, data: str) -> None:
+def test_a_value_on_the_command_line_is_refused_without_being_echoed(
+    config: str, data: str
+) -> None:
     proc = subprocess_cli(
-        "set", "--env", ENV, "--org", "globex", "--provider", "openai", "--config", config, "--data-dir", data,
-        CREDENTIAL, environ={SECRET_VAR: SECRET},
+        "set",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--provider",
+        "openai",
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        CREDENTIAL,
+        environ={SECRET_VAR: SECRET},
     )
     assert proc.returncode == 1
     assert "read from stdin, never from the command line" in proc.stderr
@@ -447,7 +511,21 @@ def test_set_prompts_without_echo_on_a_terminal(
         return CREDENTIAL
 
     monkeypatch.setattr(getpass, "getpass", fake_getpass)
-    code = byok.main(["set", "--env", ENV, "--org", "globex", "--provider", "anthropic", "--config", config, "--data-dir", data])
+    code = byok.main(
+        [
+            "set",
+            "--env",
+            ENV,
+            "--org",
+            "globex",
+            "--provider",
+            "anthropic",
+            "--config",
+            config,
+            "--data-dir",
+            data,
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert prompts == ["api_key for globex/anthropic (not echoed): "]
@@ -461,19 +539,46 @@ def test_set_prompts_without_echo_on_a_terminal(
         ("acme", "openai", "api_key", CREDENTIAL, "org 'acme' has no byok in"),
         ("initech", "openai", "api_key", CREDENTIAL, "org 'initech' is not in"),
         ("globex", "gemini", "api_key", CREDENTIAL, "may not bring its own 'gemini' credentials"),
-        ("globex", "openai", "password", CREDENTIAL, "takes the credential field(s) api_key, not 'password'"),
+        (
+            "globex",
+            "openai",
+            "password",
+            CREDENTIAL,
+            "takes the credential field(s) api_key, not 'password'",
+        ),
         ("globex", "openai", "api_key", "", "no credential on stdin"),
         ("globex", "openai", "api_key", "line one\nline two\n", "several lines"),
     ],
 )
 def test_set_refuses(
-    config: str, data: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    org: str, provider: str, field: str, stdin: str, message: str,
+    config: str,
+    data: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    org: str,
+    provider: str,
+    field: str,
+    stdin: str,
+    message: str,
 ) -> None:
     monkeypatch.setenv(SECRET_VAR, SECRET)
     code, out, err = cli(
-        capsys, monkeypatch, "set", "--env", ENV, "--org", org, "--provider", provider, "--field", field,
-        "--config", config, "--data-dir", data, stdin=stdin,
+        capsys,
+        monkeypatch,
+        "set",
+        "--env",
+        ENV,
+        "--org",
+        org,
+        "--provider",
+        provider,
+        "--field",
+        field,
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        stdin=stdin,
     )
     assert code == 1 and out == ""
     assert message in err
@@ -481,21 +586,43 @@ def test_set_refuses(
     assert not (Path(data) / "byok.db").exists() or stored(data) == {}
 
 
-@pytest.mark.parametrize(("value", "message"), [(None, "is not set in the environment"), ("tiny-secret-value", "shorter than 32")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(None, "is not set in the environment"), ("tiny-secret-value", "shorter than 32")],
+)
 def test_set_refuses_without_a_usable_encryption_secret(
-    config: str, data: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    value: str | None, message: str,
+    config: str,
+    data: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    value: str | None,
+    message: str,
 ) -> None:
     if value is None:
         monkeypatch.delenv(SECRET_VAR, raising=False)
     else:
         monkeypatch.setenv(SECRET_VAR, value)
     code, _, err = cli(
-        capsys, monkeypatch, "set", "--env", ENV, "--org", "globex", "--provider", "openai",
-        "--config", config, "--data-dir", data, stdin=CREDENTIAL,
+        capsys,
+        monkeypatch,
+        "set",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--provider",
+        "openai",
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        stdin=CREDENTIAL,
     )
     assert code == 1
-    assert f"the encryption secret {SECRET_VAR} (orgs.globex.byok.encryption_key)" in err and message in err
+    assert (
+        f"the encryption secret {SECRET_VAR} (orgs.globex.byok.encryption_key)" in err
+        and message in err
+    )
     assert "secrets.token_urlsafe(32)" in err
     assert "tiny-secret-value" not in err and CREDENTIAL not in err
 
@@ -505,14 +632,30 @@ def test_set_refuses_a_config_of_another_environment(
 ) -> None:
     monkeypatch.setenv(SECRET_VAR, SECRET)
     code, _, err = cli(
-        capsys, monkeypatch, "set", "--env", "prod", "--org", "globex", "--provider", "openai",
-        "--config", config, "--data-dir", data, stdin=CREDENTIAL,
+        capsys,
+        monkeypatch,
+        "set",
+        "--env",
+        "prod",
+        "--org",
+        "globex",
+        "--provider",
+        "openai",
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        stdin=CREDENTIAL,
     )
     assert code == 1 and "is the config of environment 'test', not 'prod'" in err
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: str) -> None:
-    code, _, err = cli(capsys, monkeypatch, "set", "--env", ENV, "--provider", "openai", "--config", config)
+def test_usage_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, config: str
+) -> None:
+    code, _, err = cli(
+        capsys, monkeypatch, "set", "--env", ENV, "--provider", "openai", "--config", config
+    )
     assert code == 2 and "--org" in err
 
 
@@ -529,27 +672,72 @@ def test_list_shows_rows_but_never_values(
     assert ["globex", "openai", "api_key", fingerprint] == out.splitlines()[-1].split()[:4]
     code, out, _ = cli(capsys, monkeypatch, "list", "--env", ENV, "--data-dir", data, "--json")
     [row] = json.loads(out)
-    assert (row["org"], row["provider"], row["field"], row["fingerprint"]) == ("globex", "openai", "api_key", fingerprint)
+    assert (row["org"], row["provider"], row["field"], row["fingerprint"]) == (
+        "globex",
+        "openai",
+        "api_key",
+        fingerprint,
+    )
     assert CREDENTIAL not in out
 
 
-def test_delete(config: str, data: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delete(
+    config: str, data: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with ByokStore(Path(data) / "byok.db", ENV) as s:
         s.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
-    code, out, _ = cli(capsys, monkeypatch, "delete", "--env", ENV, "--org", "globex", "--provider", "openai", "--data-dir", data)
+    code, out, _ = cli(
+        capsys,
+        monkeypatch,
+        "delete",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--provider",
+        "openai",
+        "--data-dir",
+        data,
+    )
     assert code == 0 and "deleted 1 credential field(s) of globex/openai" in out
-    code, _, err = cli(capsys, monkeypatch, "delete", "--env", ENV, "--org", "globex", "--provider", "openai", "--data-dir", data)
+    code, _, err = cli(
+        capsys,
+        monkeypatch,
+        "delete",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--provider",
+        "openai",
+        "--data-dir",
+        data,
+    )
     assert code == 1 and "nothing stored for globex/openai" in err
     assert stored(data) == {}
 
 
-def test_rotate_through_the_cli(config: str, data: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rotate_through_the_cli(
+    config: str, data: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     with ByokStore(Path(data) / "byok.db", ENV) as s:
         s.set("globex", "openai", "api_key", CREDENTIAL, SECRET)
         new_fingerprint = s.key(NEW_SECRET).fingerprint
     monkeypatch.setenv(SECRET_VAR, NEW_SECRET)
     monkeypatch.setenv("OLD_BYOK", "wrong-secret-CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC")
-    args = ("rotate", "--env", ENV, "--org", "globex", "--config", config, "--data-dir", data, "--old-secret-env", "OLD_BYOK")
+    args = (
+        "rotate",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        "--old-secret-env",
+        "OLD_BYOK",
+    )
     code, _, err = cli(capsys, monkeypatch, *args)
     assert code == 1 and "nothing rotated" in err
     assert stored(data) == {("globex", "openai"): {"api_key": CREDENTIAL}}
@@ -559,7 +747,9 @@ def test_rotate_through_the_cli(config: str, data: str, capsys: pytest.CaptureFi
     assert out == f"re-encrypted 1 credential field(s) of org globex with key {new_fingerprint}\n"
     assert stored(data) == {}
     with ByokStore(Path(data) / "byok.db", ENV) as s:
-        assert s.decrypt_all({"globex": NEW_SECRET}) == {("globex", "openai"): {"api_key": CREDENTIAL}}
+        assert s.decrypt_all({"globex": NEW_SECRET}) == {
+            ("globex", "openai"): {"api_key": CREDENTIAL}
+        }
     for text in (SECRET, NEW_SECRET, CREDENTIAL):
         assert text not in out + err
 
@@ -570,7 +760,18 @@ def test_rotate_names_a_missing_old_secret_variable(
     monkeypatch.setenv(SECRET_VAR, NEW_SECRET)
     monkeypatch.delenv("OLD_BYOK", raising=False)
     code, _, err = cli(
-        capsys, monkeypatch, "rotate", "--env", ENV, "--org", "globex", "--config", config,
-        "--data-dir", data, "--old-secret-env", "OLD_BYOK",
+        capsys,
+        monkeypatch,
+        "rotate",
+        "--env",
+        ENV,
+        "--org",
+        "globex",
+        "--config",
+        config,
+        "--data-dir",
+        data,
+        "--old-secret-env",
+        "OLD_BYOK",
     )
     assert code == 1 and "the variable OLD_BYOK is not set" in err

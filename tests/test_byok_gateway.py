@@ -21,27 +21,60 @@ SECRET = "byok-sealing-secret-" + "k" * 24
 def test_org_credentials_are_used_only_for_that_org(tmp_path: Path) -> None:
     with openai_fake(api_key=ORG_KEY) as fake:
         doc = copy.deepcopy(runtime_doc(fake.url, "http://127.0.0.1:9", "http://127.0.0.1:9"))
-        doc["orgs"]["globex"] = {"routes": None, "allow_explicit_models": None, "byok": {"providers": ["openai"], "encryption_key": "GLOBEX_BYOK_KEY"}}
-        doc["secrets"]["GLOBEX_BYOK_KEY"] = {"needed_by": "orgs.globex.byok.encryption_key", "optional": True}
+        doc["orgs"]["globex"] = {
+            "routes": None,
+            "allow_explicit_models": None,
+            "byok": {"providers": ["openai"], "encryption_key": "GLOBEX_BYOK_KEY"},
+        }
+        doc["secrets"]["GLOBEX_BYOK_KEY"] = {
+            "needed_by": "orgs.globex.byok.encryption_key",
+            "optional": True,
+        }
         doc = with_hash(doc)
         gw = Gateway(doc, tmp_path, env={"GLOBEX_BYOK_KEY": SECRET})
         gw.data_dir.mkdir(parents=True)
         stored = subprocess.run(
-            [sys.executable, "-m", "runtime", "byok", "set", "--env", "test", "--org", "globex", "--provider", "openai",
-             "--config", str(gw.config_path), "--data-dir", str(gw.data_dir)],
-            input=ORG_KEY + "\n", capture_output=True, text=True, cwd=ROOT, env={**os.environ, "GLOBEX_BYOK_KEY": SECRET}, timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "runtime",
+                "byok",
+                "set",
+                "--env",
+                "test",
+                "--org",
+                "globex",
+                "--provider",
+                "openai",
+                "--config",
+                str(gw.config_path),
+                "--data-dir",
+                str(gw.data_dir),
+            ],
+            input=ORG_KEY + "\n",
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "GLOBEX_BYOK_KEY": SECRET},
+            timeout=30,
         )
         assert stored.returncode == 0, stored.stderr
         assert ORG_KEY not in stored.stdout + stored.stderr
         with gw:
-            globex = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key(org="globex"), max_retries=0)
+            globex = openai.OpenAI(
+                base_url=gw.url + "/v1", api_key=gw.key(org="globex"), max_retries=0
+            )
             acme = openai.OpenAI(base_url=gw.url + "/v1", api_key=gw.key(org="acme"), max_retries=0)
-            reply = globex.chat.completions.create(model="solo", messages=[{"role": "user", "content": "hi"}])
+            reply = globex.chat.completions.create(
+                model="solo", messages=[{"role": "user", "content": "hi"}]
+            )
             assert (reply.choices[0].message.content or "").startswith("Hello from fake-openai")
             assert fake.requests[-1].headers["Authorization"] == f"Bearer {ORG_KEY}"
             # acme has no BYOK: the environment's key goes upstream, which this fake refuses.
             try:
-                acme.chat.completions.create(model="solo", messages=[{"role": "user", "content": "hi"}])
+                acme.chat.completions.create(
+                    model="solo", messages=[{"role": "user", "content": "hi"}]
+                )
                 raise AssertionError("acme must not get globex's credentials")
             except openai.APIStatusError as exc:
                 assert exc.status_code == 502 and exc.code == "upstream_auth_failed"

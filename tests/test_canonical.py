@@ -13,7 +13,9 @@ from compiler.canonical import _with_hash_and_text, canonical_json, sha256, with
 _scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text()
 _json = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -30,7 +32,14 @@ def test_matches_json_dumps(value: Any) -> None:
 
 def test_edge_cases_match_json_dumps() -> None:
     cases: list[Any] = [
-        {}, [], "", {"a": []}, {"a": {}}, [[], {}], (1, 2), {"é": "ü\u2028\x00"},
+        {},
+        [],
+        "",
+        {"a": []},
+        {"a": {}},
+        [[], {}],
+        (1, 2),
+        {"é": "ü\u2028\x00"},
         {"b": 1, "a": [1.5, -0.0, 1e300, float("inf"), float("-inf")]},
         {"nested": {"x": [None, True, False, {"y": "z"}]}},
     ]

@@ -22,7 +22,13 @@ GATEWAY_TEXT = GATEWAY.read_text()
 
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compiler", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     return proc
 
@@ -42,13 +48,19 @@ def test_explain_text_shows_kept_candidates_in_order_and_why_others_were_dropped
     proc = run("explain", "chat", "--env", "production")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("route chat in production: strategy priority, requires [streaming, tools] (declared)\n")
+    assert out.startswith(
+        "route chat in production: strategy priority, requires [streaming, tools] (declared)\n"
+    )
     table, _, dropped = out.partition("\n  dropped:\n")
     rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
-    assert [(r[0], r[1]) for r in rows] == [("1", "openai/gpt-4o"), ("2", "anthropic/claude-sonnet-4")]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("1", "openai/gpt-4o"),
+        ("2", "anthropic/claude-sonnet-4"),
+    ]
     assert "gemini" not in table.split("\n\n", 1)[1] and "mock/echo" not in table
     assert [line.split()[:2] for line in dropped.splitlines()] == [
-        ["gemini/gemini-2.5-pro", "environment_policy:"], ["mock/echo", "environment_policy:"],
+        ["gemini/gemini-2.5-pro", "environment_policy:"],
+        ["mock/echo", "environment_policy:"],
     ]
     assert "provider 'gemini' is not in allowed_providers" in dropped
     assert "min_context_window 128,000" in out
@@ -64,23 +76,43 @@ def test_explain_json_is_the_same_answer_for_machines() -> None:
     assert doc["candidates"][0]["upstream"] == "gpt-4o-2024-11-20"
     assert doc["candidates"][0]["reference_cost_usd"] == pytest.approx(0.0125)
     assert doc["dropped"] == [
-        {"ref": "gemini/gemini-2.5-pro", "kind": "environment_policy", "reason": "provider 'gemini' is not in allowed_providers"},
-        {"ref": "mock/echo", "kind": "environment_policy", "reason": "provider 'mock' is not in allowed_providers"},
+        {
+            "ref": "gemini/gemini-2.5-pro",
+            "kind": "environment_policy",
+            "reason": "provider 'gemini' is not in allowed_providers",
+        },
+        {
+            "ref": "mock/echo",
+            "kind": "environment_policy",
+            "reason": "provider 'mock' is not in allowed_providers",
+        },
     ]
 
 
 def test_explain_shows_a_candidate_dropped_by_the_cost_cap(tmp_path: Path) -> None:
-    config = write_variant(tmp_path, "max_cost_per_request_usd: 0.02", "max_cost_per_request_usd: 0.01")
+    config = write_variant(
+        tmp_path, "max_cost_per_request_usd: 0.02", "max_cost_per_request_usd: 0.01"
+    )
     proc = run("explain", "extract", "--env", "production", "--config", str(config))
     assert proc.returncode == 0, proc.stderr
     assert "cost cap $0.01/request" in proc.stdout
     dropped = proc.stdout.partition("\n  dropped:\n")[2]
     line = next(line for line in dropped.splitlines() if "openai/gpt-4o" in line)
-    assert line.split(None, 1) == ["openai/gpt-4o", "cost_cap: a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap"]
-    doc = json.loads(run("explain", "extract", "--env", "production", "--config", str(config), "--format", "json").stdout)
+    assert line.split(None, 1) == [
+        "openai/gpt-4o",
+        "cost_cap: a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap",
+    ]
+    doc = json.loads(
+        run(
+            "explain", "extract", "--env", "production", "--config", str(config), "--format", "json"
+        ).stdout
+    )
     assert [c["ref"] for c in doc["candidates"]] == ["openai/gpt-4.1-mini"]
-    assert {"ref": "openai/gpt-4o", "kind": "cost_cap",
-            "reason": "a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap"} in doc["dropped"]
+    assert {
+        "ref": "openai/gpt-4o",
+        "kind": "cost_cap",
+        "reason": "a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap",
+    } in doc["dropped"]
 
 
 def test_explain_weighted_route_shows_weights_and_order() -> None:
@@ -108,7 +140,9 @@ def test_explain_unknown_route_suggests_the_right_one() -> None:
 def test_explain_unknown_environment_suggests_the_right_one() -> None:
     proc = run("explain", "chat", "--env", "prod")
     assert proc.returncode == 2
-    assert "unknown environment 'prod'" in proc.stderr and "did you mean 'production'" in proc.stderr
+    assert (
+        "unknown environment 'prod'" in proc.stderr and "did you mean 'production'" in proc.stderr
+    )
 
 
 def test_explain_on_an_invalid_config_exits_1(tmp_path: Path) -> None:
@@ -138,7 +172,9 @@ def test_diff_staging_production_shows_what_promotion_changes() -> None:
     ):
         assert block in out
     providers = out.partition("\nproviders:\n")[2].partition("\n\n")[0]
-    assert providers.startswith("  gemini\n    - staging: models: gemini-2.0-flash, gemini-2.5-flash, gemini-2.5-pro;")
+    assert providers.startswith(
+        "  gemini\n    - staging: models: gemini-2.0-flash, gemini-2.5-flash, gemini-2.5-pro;"
+    )
     assert providers.endswith("    + production: (absent)")
     assert "assist.chain" not in out, "routes that resolve the same are not listed"
 
@@ -214,7 +250,9 @@ def test_check_invalid_config_exits_1(tmp_path: Path) -> None:
 
 
 def test_check_warnings_fail_only_with_strict(tmp_path: Path) -> None:
-    config = write_variant(tmp_path, "max_cost_per_request_usd: 0.02", "max_cost_per_request_usd: 0.01")
+    config = write_variant(
+        tmp_path, "max_cost_per_request_usd: 0.02", "max_cost_per_request_usd: 0.01"
+    )
     assert run("check", str(config)).returncode == 0
     assert run("check", str(config), "--strict").returncode == 1
 

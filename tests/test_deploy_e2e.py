@@ -60,11 +60,41 @@ ENVS = ("staging", "production")
 UP_STARTS = re.compile(r"\bup (--detach|-d)\b")
 # `staging: release ID is live at http://127.0.0.1:PORT (healthy)`, perhaps with "nothing changed; "
 # before "release" and "; <timing>" after.
-FINAL_LINE = re.compile(r"^(staging|production): (?:nothing changed; )?release (\S+) is live at http://127\.0\.0\.1:(\d+) \(healthy\)(?:;.*)?$")
+FINAL_LINE = re.compile(
+    r"^(staging|production): (?:nothing changed; )?release (\S+) is live at http://127\.0\.0\.1:(\d+) \(healthy\)(?:;.*)?$"
+)
 # (The base image's own `dev.switchyard.test-base` label is inherited by every container made from it.)
-OWNERSHIP_LABELS = {"dev.switchyard.managed-by", "dev.switchyard.project", "dev.switchyard.environment", "dev.switchyard.service"}
-CONTRACT_FIELDS = {"ok", "environment", "action", "release", "previous", "url", "health", "services", "steps", "error"}
-HISTORY_FIELDS = {"action", "release", "previous", "who", "when", "git_commit", "config_hash", "services", "result", "reason", "seconds"}
+OWNERSHIP_LABELS = {
+    "dev.switchyard.managed-by",
+    "dev.switchyard.project",
+    "dev.switchyard.environment",
+    "dev.switchyard.service",
+}
+CONTRACT_FIELDS = {
+    "ok",
+    "environment",
+    "action",
+    "release",
+    "previous",
+    "url",
+    "health",
+    "services",
+    "steps",
+    "error",
+}
+HISTORY_FIELDS = {
+    "action",
+    "release",
+    "previous",
+    "who",
+    "when",
+    "git_commit",
+    "config_hash",
+    "services",
+    "result",
+    "reason",
+    "seconds",
+}
 
 
 def other(env: str) -> str:
@@ -82,34 +112,46 @@ class Story:
         self.volumes_start = set(run(["docker", "volume", "ls", "-q"]).stdout.split())
         self.keys: dict[str, str] = {}
         self.live: dict[str, bool] = dict.fromkeys(ENVS, False)
-        self.marks: dict[str, Any] = {}   # facts one case leaves for a later one
+        self.marks: dict[str, Any] = {}  # facts one case leaves for a later one
 
     # -- helpers ------------------------------------------------------------------------
 
     def cp(self, env: str) -> str:
         return self.project.compose_project(env)
 
-    def deploy(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> DeployResult:
+    def deploy(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> DeployResult:
         return self.project.deploy(*args, timeout=timeout, env=env)
 
     def needs(self, *envs: str) -> None:
         for env in envs:
             if not self.live[env]:
-                pytest.fail(f"needs a live {env} (an earlier case of this story failed)", pytrace=False)
+                pytest.fail(
+                    f"needs a live {env} (an earlier case of this story failed)", pytrace=False
+                )
 
     def gateways(self, env: str) -> list[dict[str, Any]]:
         """The running gateway containers of `env` (compose services gateway-a1, gateway-b2, ...)."""
-        return [c for c in containers(self.cp(env)) if c["State"]["Status"] == "running"
-                and c["Config"]["Labels"].get("dev.switchyard.service") == "gateway"]
+        return [
+            c
+            for c in containers(self.cp(env))
+            if c["State"]["Status"] == "running"
+            and c["Config"]["Labels"].get("dev.switchyard.service") == "gateway"
+        ]
 
     def proxy(self, env: str) -> dict[str, Any]:
         found = [c for c in containers(self.cp(env), "proxy") if c["State"]["Status"] == "running"]
-        assert len(found) == 1, f"{env}: expected one running proxy container, found {[c['Name'] for c in found]}"
+        assert len(found) == 1, (
+            f"{env}: expected one running proxy container, found {[c['Name'] for c in found]}"
+        )
         return found[0]
 
     def gateway(self, env: str) -> dict[str, Any]:
         found = self.gateways(env)
-        assert len(found) == 1, f"{env}: expected one running gateway container, found {[c['Name'] for c in found]}"
+        assert len(found) == 1, (
+            f"{env}: expected one running gateway container, found {[c['Name'] for c in found]}"
+        )
         return found[0]
 
     def docker_healthy(self, env: str, timeout: float = 30) -> None:
@@ -117,12 +159,19 @@ class Story:
         finish before the first one has run: it asks each new gateway's /readyz directly)."""
         deadline = time.monotonic() + timeout
         while True:
-            states = {c["Name"]: (c["State"]["Status"], (c["State"].get("Health") or {}).get("Status", "healthy"))
-                      for c in containers(self.cp(env))}
+            states = {
+                c["Name"]: (
+                    c["State"]["Status"],
+                    (c["State"].get("Health") or {}).get("Status", "healthy"),
+                )
+                for c in containers(self.cp(env))
+            }
             assert states and not [n for n, (_, h) in states.items() if h == "unhealthy"], states
             if all(st == "running" and h == "healthy" for st, h in states.values()):
                 return
-            assert time.monotonic() < deadline, f"{env}: not all containers healthy after {timeout:.0f} s: {states}"
+            assert time.monotonic() < deadline, (
+                f"{env}: not all containers healthy after {timeout:.0f} s: {states}"
+            )
             time.sleep(0.5)
 
     def chat(self, env: str, **kw: Any) -> str:
@@ -149,7 +198,9 @@ class Story:
         lines = result.stdout.strip().splitlines()
         assert lines, f"no final line on stdout\n{result}"
         m = FINAL_LINE.match(lines[-1])
-        assert m, f"final line does not read `{env}: release ID is live at URL (healthy)`: {lines[-1]!r}\n{result}"
+        assert m, (
+            f"final line does not read `{env}: release ID is live at URL (healthy)`: {lines[-1]!r}\n{result}"
+        )
         assert m.group(1) == env and int(m.group(3)) == self.project.ports[env], lines[-1]
         return m.group(2)
 
@@ -162,7 +213,9 @@ class Story:
         untouched = {e: snapshot(self.cp(e)) for e in ENVS if e != env}
         yield
         # The neighbour: same containers, same start times, nothing removed.
-        assert snapshot(self.neighbour.project) == self.neighbour_start, "the neighbour's containers were touched"
+        assert snapshot(self.neighbour.project) == self.neighbour_start, (
+            "the neighbour's containers were touched"
+        )
         assert self.neighbour.intact() == [], "something of the neighbour's is gone"
         # The other environment: same containers, same start times.
         for e, before in untouched.items():
@@ -179,16 +232,31 @@ class Story:
         for c in containers(self.neighbour.project):
             labels = c["Config"]["Labels"] or {}
             assert not set(labels) & OWNERSHIP_LABELS, f"{c['Name']} got our labels"
-        ids = run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=dev.switchyard.project={self.project.name}"]).stdout.split()
+        ids = run(
+            [
+                "docker",
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                f"label=dev.switchyard.project={self.project.name}",
+            ]
+        ).stdout.split()
         for doc in json.loads(run(["docker", "inspect", *ids]).stdout) if ids else []:
             labels = doc["Config"]["Labels"]
             project = labels.get("com.docker.compose.project")
-            assert project in ours, f"{doc['Name']} carries our project label but is in compose project {project!r}"
+            assert project in ours, (
+                f"{doc['Name']} carries our project label but is in compose project {project!r}"
+            )
             env = labels.get("dev.switchyard.environment")
-            assert project == self.cp(env), f"{doc['Name']}: environment label {env!r} in compose project {project!r}"
+            assert project == self.cp(env), (
+                f"{doc['Name']}: environment label {env!r} in compose project {project!r}"
+            )
             assert labels.get("dev.switchyard.managed-by") == "switchyard", doc["Name"]
             # gateway-a1, gateway-b2, ... are all the service `gateway`; the proxy is `proxy`.
-            service = re.sub(r"^gateway-[ab]\d+$", "gateway", labels.get("com.docker.compose.service", ""))
+            service = re.sub(
+                r"^gateway-[ab]\d+$", "gateway", labels.get("com.docker.compose.service", "")
+            )
             assert labels.get("dev.switchyard.service") == service, doc["Name"]
 
     def check_secrets(self, outputs: list[DeployResult]) -> None:
@@ -201,8 +269,12 @@ class Story:
                 continue
             mode = stat.S_IMODE(secrets_env.stat().st_mode)
             assert mode == 0o600, f"{secrets_env} has mode {oct(mode)}"
-            assert values[env] in secrets_env.read_text(), f"{env}'s secrets.env lacks its VENDOR_API_KEY value"
-            assert values[other(env)] not in secrets_env.read_text(), f"{env}'s secrets.env holds {other(env)}'s value"
+            assert values[env] in secrets_env.read_text(), (
+                f"{env}'s secrets.env lacks its VENDOR_API_KEY value"
+            )
+            assert values[other(env)] not in secrets_env.read_text(), (
+                f"{env}'s secrets.env holds {other(env)}'s value"
+            )
             for f in iter_files(env_dir):
                 if f == secrets_env:
                     continue
@@ -211,10 +283,14 @@ class Story:
                     assert value.encode() not in data, f"a secret value is in {f}"
         claims = self.project.deploy_dir / "claims.json"
         if claims.exists():
-            assert not any(v in claims.read_text() for v in values.values()), "a secret value is in claims.json"
+            assert not any(v in claims.read_text() for v in values.values()), (
+                "a secret value is in claims.json"
+            )
         for result in outputs:
             for value in values.values():
-                assert value not in result.output, f"a secret value was printed by deploy.py {' '.join(result.args)}"
+                assert value not in result.output, (
+                    f"a secret value was printed by deploy.py {' '.join(result.args)}"
+                )
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,14 +306,18 @@ def story() -> Iterator[Story]:
     project: DeployProject | None = None
     try:
         probe = sshd.ssh("docker", "compose", "version", "--short")
-        assert probe.returncode == 0, f"ssh to the test sshd, then docker compose: {probe.stdout}{probe.stderr}"
+        assert probe.returncode == 0, (
+            f"ssh to the test sshd, then docker compose: {probe.stdout}{probe.stderr}"
+        )
         neighbour = Neighbour(root / "neighbour").start()
         project = DeployProject(root / "project", sshd).create()
         yield Story(sshd, neighbour, project)
     finally:
         if project is not None and os.environ.get("SYTEST_DEPLOY_LOG"):
             # Every deploy.py run of the story, for reading after the fact.
-            Path(os.environ["SYTEST_DEPLOY_LOG"]).write_text("\n".join(str(r) for r in project.outputs))
+            Path(os.environ["SYTEST_DEPLOY_LOG"]).write_text(
+                "\n".join(str(r) for r in project.outputs)
+            )
         if project is not None:
             project.cleanup()
         if neighbour is not None:
@@ -259,14 +339,27 @@ def test_01_first_deploy_of_staging(story: Story) -> None:
         release = story.final_line(r, "staging")
         assert p.current("staging") == release and p.releases("staging") == [release]
         rel = p.env_dir("staging") / "releases" / release
-        assert {f.name for f in rel.iterdir()} >= {"compose.yaml", "runtime.json", "Dockerfile", "manifest.json", "requirements.txt", "runtime"}
+        assert {f.name for f in rel.iterdir()} >= {
+            "compose.yaml",
+            "runtime.json",
+            "Dockerfile",
+            "manifest.json",
+            "requirements.txt",
+            "runtime",
+        }
         assert not (rel / "secrets.env").exists()
         manifest = json.loads((rel / "manifest.json").read_text())
-        assert manifest["compose_project"] == story.cp("staging") and manifest["secrets"] == ["VENDOR_API_KEY"]
+        assert manifest["compose_project"] == story.cp("staging") and manifest["secrets"] == [
+            "VENDOR_API_KEY"
+        ]
         # The secrets file: 0600, exactly the value, in the environment's directory.
         secrets_env = p.env_dir("staging") / "secrets.env"
         assert stat.S_IMODE(secrets_env.stat().st_mode) == 0o600
-        assert re.search(rf"^VENDOR_API_KEY='?{re.escape(p.secret_values['staging'])}'?$", secrets_env.read_text(), re.M)
+        assert re.search(
+            rf"^VENDOR_API_KEY='?{re.escape(p.secret_values['staging'])}'?$",
+            secrets_env.read_text(),
+            re.M,
+        )
         # The claims file records the project and its port.
         claims = json.loads((p.deploy_dir / "claims.json").read_text())
         assert claims["projects"][story.cp("staging")]["port"] == p.ports["staging"]
@@ -275,17 +368,27 @@ def test_01_first_deploy_of_staging(story: Story) -> None:
         gw = story.gateway("staging")
         labels = gw["Config"]["Labels"]
         assert labels["dev.switchyard.managed-by"] == "switchyard"
-        assert labels["dev.switchyard.project"] == p.name and labels["dev.switchyard.environment"] == "staging"
+        assert (
+            labels["dev.switchyard.project"] == p.name
+            and labels["dev.switchyard.environment"] == "staging"
+        )
         assert labels["com.docker.compose.project"] == story.cp("staging")
         story.docker_healthy("staging")
         assert not any(v for v in gw["NetworkSettings"]["Ports"].values())
         proxy = story.proxy("staging")
         bindings = proxy["NetworkSettings"]["Ports"]["8080/tcp"]
-        assert [(b["HostIp"], int(b["HostPort"])) for b in bindings] == [("127.0.0.1", p.ports["staging"])]
-        assert gw["Config"]["Image"] == manifest["image"] and proxy["Config"]["Image"] == manifest["proxy_image"]
+        assert [(b["HostIp"], int(b["HostPort"])) for b in bindings] == [
+            ("127.0.0.1", p.ports["staging"])
+        ]
+        assert (
+            gw["Config"]["Image"] == manifest["image"]
+            and proxy["Config"]["Image"] == manifest["proxy_image"]
+        )
         # The proxy's live config is the release's, for the slot that serves.
         live_cfg = (p.env_dir("staging") / "proxy" / "haproxy.cfg").read_text()
-        assert live_cfg.endswith((rel / "proxy" / f"haproxy-{labels['dev.switchyard.slot']}.cfg").read_text())
+        assert live_cfg.endswith(
+            (rel / "proxy" / f"haproxy-{labels['dev.switchyard.slot']}.cfg").read_text()
+        )
         status, ready = story.readyz("staging")
         assert status == 200 and ready["ready"] is True, ready
         # The history: one entry, ours.
@@ -305,18 +408,29 @@ def test_02_production_on_the_same_host(story: Story) -> None:
         r = story.deploy("production", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert doc["ok"] is True and doc["action"] == "deploy" and doc["environment"] == "production"
+        assert (
+            doc["ok"] is True and doc["action"] == "deploy" and doc["environment"] == "production"
+        )
         assert doc["release"] == p.current("production") and doc["previous"] is None
-        assert doc["url"] == f"http://127.0.0.1:{p.ports['production']}" and doc["health"] == "healthy"
-        assert {s: v["action"] for s, v in doc["services"].items()} == {"gateway": "create", "proxy": "create"}
-        assert doc["error"] is None and all(s["status"] in ("ok", "skipped") for s in doc["steps"]), doc["steps"]
+        assert (
+            doc["url"] == f"http://127.0.0.1:{p.ports['production']}" and doc["health"] == "healthy"
+        )
+        assert {s: v["action"] for s, v in doc["services"].items()} == {
+            "gateway": "create",
+            "proxy": "create",
+        }
+        assert doc["error"] is None and all(
+            s["status"] in ("ok", "skipped") for s in doc["steps"]
+        ), doc["steps"]
         gateways = story.gateways("production")
         assert len(gateways) == 2
         story.docker_healthy("production")
         for gw in gateways:  # N replicas cannot share a host port: only the proxy publishes
             assert not any(v for v in gw["NetworkSettings"]["Ports"].values())
         bindings = story.proxy("production")["NetworkSettings"]["Ports"]["8080/tcp"]
-        assert [(b["HostIp"], int(b["HostPort"])) for b in bindings] == [("127.0.0.1", p.ports["production"])]
+        assert [(b["HostIp"], int(b["HostPort"])) for b in bindings] == [
+            ("127.0.0.1", p.ports["production"])
+        ]
         secrets_env = p.env_dir("production") / "secrets.env"
         assert p.secret_values["production"] in secrets_env.read_text()
         claims = json.loads((p.deploy_dir / "claims.json").read_text())["projects"]
@@ -337,9 +451,13 @@ def test_03_a_noop_redeploy_restarts_nothing(story: Story) -> None:
             r = story.deploy(env, "--yes")
             assert r.returncode == 0, str(r)
             assert story.final_line(r, env) == p.current(env)
-            assert re.search(r"nothing (has )?changed|no changes", r.output, re.I), f"does not say nothing changed\n{r}"
+            assert re.search(r"nothing (has )?changed|no changes", r.output, re.I), (
+                f"does not say nothing changed\n{r}"
+            )
             assert snapshot(story.cp(env)) == before, "a no-op deploy restarted containers"
-            assert p.releases(env) == releases, "a no-op deploy made a release (and may push a rollback target out)"
+            assert p.releases(env) == releases, (
+                "a no-op deploy made a release (and may push a rollback target out)"
+            )
             story.marks[f"noop_seconds_{env}"] = r.seconds
         # And as JSON: every service unchanged.
         with story.case(env):
@@ -359,28 +477,41 @@ def _add_route(story: Story, name: str) -> None:
 def test_04_plan_changes_nothing(story: Story) -> None:
     story.needs("staging", "production")
     p = story.project
-    _add_route(story, "summarize")   # a routing change, planned here and deployed by the next case
+    _add_route(story, "summarize")  # a routing change, planned here and deployed by the next case
     env_dir = p.env_dir("staging")
     with story.case("staging"):
         before = {e: snapshot(story.cp(e)) for e in ENVS}
-        releases, current, history = p.releases("staging"), p.current("staging"), len(p.history_lines("staging"))
+        releases, current, history = (
+            p.releases("staging"),
+            p.current("staging"),
+            len(p.history_lines("staging")),
+        )
         secrets_mtime = (env_dir / "secrets.env").stat().st_mtime_ns
         r = story.deploy("staging", "--plan")
         assert r.returncode == 0, str(r)
         assert re.search(r"SERVICE\s+ACTION", r.output), f"no plan table\n{r}"
-        assert re.search(r"^\s*gateway\s+replace\b", r.output, re.M), f"the plan does not replace the gateway\n{r}"
-        assert "rebuild" not in r.output.split("SERVICE", 1)[1], f"a routing change must not rebuild\n{r}"
+        assert re.search(r"^\s*gateway\s+replace\b", r.output, re.M), (
+            f"the plan does not replace the gateway\n{r}"
+        )
+        assert "rebuild" not in r.output.split("SERVICE", 1)[1], (
+            f"a routing change must not rebuild\n{r}"
+        )
         r = story.deploy("staging", "--plan", "--json")
         doc = story.json(r)
         assert r.returncode == 0 and doc["action"] == "plan" and doc["ok"] is True, str(r)
-        assert doc["services"]["gateway"]["action"] == "replace" and doc["services"]["gateway"]["reasons"], doc
+        assert (
+            doc["services"]["gateway"]["action"] == "replace"
+            and doc["services"]["gateway"]["reasons"]
+        ), doc
         assert doc["services"]["proxy"]["action"] == "reload", doc
         # Nothing changed on the host.
         assert {e: snapshot(story.cp(e)) for e in ENVS} == before
         assert p.releases("staging") == releases and p.current("staging") == current
         assert len(p.history_lines("staging")) == history
         assert (env_dir / "secrets.env").stat().st_mtime_ns == secrets_mtime
-        assert not [f.name for f in (env_dir / "releases").iterdir() if f.name not in releases], "a plan left files"
+        assert not [f.name for f in (env_dir / "releases").iterdir() if f.name not in releases], (
+            "a plan left files"
+        )
 
 
 def test_05_a_routing_change_replaces_only_the_gateway_without_a_rebuild(story: Story) -> None:
@@ -391,16 +522,33 @@ def test_05_a_routing_change_replaces_only_the_gateway_without_a_rebuild(story: 
         r = story.deploy("staging", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert doc["ok"] is True and doc["services"]["gateway"]["action"] == "replace", doc["services"]
+        assert doc["ok"] is True and doc["services"]["gateway"]["action"] == "replace", doc[
+            "services"
+        ]
         assert doc["services"]["proxy"]["action"] == "reload", doc["services"]
         new = story.gateway("staging")
-        assert new["Config"]["Labels"]["dev.switchyard.slot"] != old["Config"]["Labels"]["dev.switchyard.slot"]
+        assert (
+            new["Config"]["Labels"]["dev.switchyard.slot"]
+            != old["Config"]["Labels"]["dev.switchyard.slot"]
+        )
         assert new["Id"] != old["Id"], "the gateway was not recreated"
-        assert new["Image"] == old["Image"] and new["Config"]["Image"] == old["Config"]["Image"], "the image was rebuilt"
-        assert new["Config"]["Labels"]["dev.switchyard.config-hash"] != old["Config"]["Labels"]["dev.switchyard.config-hash"]
-        assert doc["release"] == p.current("staging") and doc["previous"] == story.marks["staging_first"]["release"]
-        assert story.chat("staging", model="summarize") == "echo: Hello!"   # the new route is live
-    story.marks["routing"] = {"release": doc["release"], "image": new["Image"], "ref": new["Config"]["Image"]}
+        assert new["Image"] == old["Image"] and new["Config"]["Image"] == old["Config"]["Image"], (
+            "the image was rebuilt"
+        )
+        assert (
+            new["Config"]["Labels"]["dev.switchyard.config-hash"]
+            != old["Config"]["Labels"]["dev.switchyard.config-hash"]
+        )
+        assert (
+            doc["release"] == p.current("staging")
+            and doc["previous"] == story.marks["staging_first"]["release"]
+        )
+        assert story.chat("staging", model="summarize") == "echo: Hello!"  # the new route is live
+    story.marks["routing"] = {
+        "release": doc["release"],
+        "image": new["Image"],
+        "ref": new["Config"]["Image"],
+    }
 
 
 def _touch_runtime(story: Story, note: str) -> None:
@@ -418,11 +566,17 @@ def test_06_a_code_change_rebuilds(story: Story) -> None:
         assert r.returncode == 0, str(r)
         doc = story.json(r)
         assert doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
-        assert any("runtime" in reason for reason in doc["services"]["gateway"]["reasons"]), doc["services"]
+        assert any("runtime" in reason for reason in doc["services"]["gateway"]["reasons"]), doc[
+            "services"
+        ]
         new = story.gateway("staging")
         assert new["Id"] != old["Id"] and new["Image"] != old["Image"]
         assert new["Config"]["Image"] != old["Config"]["Image"]
-    story.marks["code"] = {"release": doc["release"], "image": new["Image"], "ref": new["Config"]["Image"]}
+    story.marks["code"] = {
+        "release": doc["release"],
+        "image": new["Image"],
+        "ref": new["Config"]["Image"],
+    }
 
 
 def test_07_rollback_to_the_previous_release_and_forward_again(story: Story) -> None:
@@ -434,10 +588,15 @@ def test_07_rollback_to_the_previous_release_and_forward_again(story: Story) -> 
         assert r.returncode == 0, str(r)
         doc = story.json(r)
         assert doc["action"] == "rollback" and doc["ok"] is True
-        assert doc["release"] == routing["release"] == p.current("staging") and doc["previous"] == code["release"]
+        assert (
+            doc["release"] == routing["release"] == p.current("staging")
+            and doc["previous"] == code["release"]
+        )
         gw = story.gateway("staging")
         assert gw["Image"] == routing["image"] and gw["Config"]["Image"] == routing["ref"]
-        assert not [s for s in doc["steps"] if s["step"].startswith("build")], "a rollback rebuilt an image it has"
+        assert not [s for s in doc["steps"] if s["step"].startswith("build")], (
+            "a rollback rebuilt an image it has"
+        )
         last = p.history_lines("staging")[-1]
         assert last["action"] == "rollback" and last["release"] == routing["release"]
     with story.case("staging"):
@@ -446,10 +605,16 @@ def test_07_rollback_to_the_previous_release_and_forward_again(story: Story) -> 
         doc = story.json(r)
         # The code change's image is still on the host: replaced with it, nothing built.
         assert doc["services"]["gateway"]["action"] == "replace", doc["services"]
-        assert any("runtime/ code changed" in why for why in doc["services"]["gateway"]["reasons"]), doc["services"]
-        assert not [s for s in doc["steps"] if s["step"].startswith("build")], "an image on the host was built again"
+        assert any(
+            "runtime/ code changed" in why for why in doc["services"]["gateway"]["reasons"]
+        ), doc["services"]
+        assert not [s for s in doc["steps"] if s["step"].startswith("build")], (
+            "an image on the host was built again"
+        )
         gw = story.gateway("staging")
-        assert gw["Config"]["Image"] == code["ref"], "forward again did not bring back the code change's image"
+        assert gw["Config"]["Image"] == code["ref"], (
+            "forward again did not bring back the code change's image"
+        )
         assert p.current("staging") == doc["release"] not in (routing["release"], code["release"])
 
 
@@ -465,7 +630,9 @@ def test_08_a_dependency_change_rebuilds(story: Story) -> None:
         assert r.returncode == 0, str(r)
         doc = story.json(r)
         assert doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
-        assert any("requirements" in reason for reason in doc["services"]["gateway"]["reasons"]), doc["services"]
+        assert any("requirements" in reason for reason in doc["services"]["gateway"]["reasons"]), (
+            doc["services"]
+        )
         new = story.gateway("staging")
         assert new["Id"] != old["Id"] and new["Image"] != old["Image"]
         six = p.gateway_exec("staging", "python", "-c", "import six; print(six.__version__)")
@@ -483,16 +650,25 @@ def test_08b_production_takes_the_changes_and_keeps_its_previous_release(story: 
         r = story.deploy("production", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert {s: v["action"] for s, v in doc["services"].items()} == {"gateway": "rebuild", "proxy": "reload"}, doc["services"]
+        assert {s: v["action"] for s, v in doc["services"].items()} == {
+            "gateway": "rebuild",
+            "proxy": "reload",
+        }, doc["services"]
         story.docker_healthy("production")
         new = story.gateways("production")
         assert len(new) == 2 and not {c["Id"] for c in new} & {c["Id"] for c in old}
         assert {c["Config"]["Image"] for c in new} != {c["Config"]["Image"] for c in old}
-        assert doc["previous"] == previous and p.releases("production") == sorted([previous, doc["release"]])
-    story.marks["production_previous"] = {"release": previous, "ref": old[0]["Config"]["Image"], "image": old[0]["Image"]}
+        assert doc["previous"] == previous and p.releases("production") == sorted(
+            [previous, doc["release"]]
+        )
+    story.marks["production_previous"] = {
+        "release": previous,
+        "ref": old[0]["Config"]["Image"],
+        "image": old[0]["Image"],
+    }
 
 
-BROKEN = '        problems = list(self.not_ready)\n'
+BROKEN = "        problems = list(self.not_ready)\n"
 BREAK = '        problems = [*self.not_ready, "broken on purpose by the deploy e2e test"]\n'
 
 
@@ -516,7 +692,9 @@ def test_09_a_release_that_never_becomes_ready_never_takes_traffic(story: Story)
             # The live release was never touched: the same containers, started at the same time,
             # and the new release's gateways are gone.
             assert p.current("staging") == live
-            assert snapshot(story.cp("staging")) == before, "the live release's containers were touched"
+            assert snapshot(story.cp("staging")) == before, (
+                "the live release's containers were touched"
+            )
             status, ready = story.readyz("staging")
             assert status == 200 and ready["ready"] is True, ready
             entries = p.history_lines("staging")
@@ -538,14 +716,19 @@ def test_09_a_release_that_never_becomes_ready_never_takes_traffic(story: Story)
         assert {v["action"] for v in story.json(r)["services"].values()} == {"unchanged"}, r.stdout
         assert snapshot(story.cp("staging")) == before_snap
     # The failed deploy said why: what /readyz of the new release answered, not only "starting".
-    assert "broken on purpose" in failed.output, f"the reason (/readyz's problem) is not shown\n{failed}"
+    assert "broken on purpose" in failed.output, (
+        f"the reason (/readyz's problem) is not shown\n{failed}"
+    )
 
 
 def test_10_a_port_collision_is_refused_before_anything_restarts(story: Story) -> None:
     story.needs("staging", "production")
     p = story.project
     # Another project's published port (found on the host), and production's (the config says so).
-    for port, whose in ((story.neighbour.port, story.neighbour.project), (p.ports["production"], "production")):
+    for port, whose in (
+        (story.neighbour.port, story.neighbour.project),
+        (p.ports["production"], "production"),
+    ):
         with story.case("staging"):
             before, releases = snapshot(story.cp("staging")), p.releases("staging")
             p.config["environments"]["staging"]["port"] = port
@@ -556,7 +739,9 @@ def test_10_a_port_collision_is_refused_before_anything_restarts(story: Story) -
                 p.config["environments"]["staging"]["port"] = p.ports["staging"]
                 p.write_config()
             assert r.returncode == 1, str(r)
-            assert str(port) in r.output and whose in r.output, f"the refusal does not name port {port} and {whose}\n{r}"
+            assert str(port) in r.output and whose in r.output, (
+                f"the refusal does not name port {port} and {whose}\n{r}"
+            )
             assert snapshot(story.cp("staging")) == before and p.releases("staging") == releases
 
 
@@ -580,7 +765,9 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _finish(story: Story, args: tuple[str, ...], proc: Any, started: float, timeout: float = 600) -> DeployResult:
+def _finish(
+    story: Story, args: tuple[str, ...], proc: Any, started: float, timeout: float = 600
+) -> DeployResult:
     try:
         out, err = proc.communicate(timeout=timeout)
     except Exception:
@@ -605,7 +792,9 @@ def test_11_two_deploys_at_once(story: Story) -> None:
             # Until alice's deploy holds the lock and has said so in lock.json.
             deadline = time.monotonic() + 120
             while not (_lock_held(lock) and "alice-e2e" in _read(holder)):
-                assert a.poll() is None, f"the first deploy ended before it took the lock: {a.communicate()}"
+                assert a.poll() is None, (
+                    f"the first deploy ended before it took the lock: {a.communicate()}"
+                )
                 assert time.monotonic() < deadline, "the first deploy never took the lock"
                 time.sleep(0.02)
             # A third deploy waits for the first, then finds nothing left to do...
@@ -614,7 +803,9 @@ def test_11_two_deploys_at_once(story: Story) -> None:
             c = p.popen(*c_args, env=who["carol"])
             # ...while a second one, with --no-wait, fails at once naming the holder.
             b = story.deploy("staging", "--yes", "--no-wait", env=who["bob"])
-            assert a.poll() is None, "the first deploy ended before the others had tried: the test proves nothing"
+            assert a.poll() is None, (
+                "the first deploy ended before the others had tried: the test proves nothing"
+            )
             a_result = _finish(story, a_args, a, started)
             c_result = _finish(story, c_args, c, c_started)
         finally:
@@ -628,12 +819,24 @@ def test_11_two_deploys_at_once(story: Story) -> None:
         assert c_result.returncode == 0, str(c_result)
         doc_a, doc_c = story.json(a_result), story.json(c_result)
         assert doc_a["services"]["gateway"]["action"] == "rebuild"
-        assert "alice-e2e" in c_result.stderr, f"the waiting deploy does not name the holder it waits for\n{c_result}"
-        assert {v["action"] for v in doc_c["services"].values()} == {"unchanged"}, f"the third deploy did not see the first's release\n{c_result}"
+        assert "alice-e2e" in c_result.stderr, (
+            f"the waiting deploy does not name the holder it waits for\n{c_result}"
+        )
+        assert {v["action"] for v in doc_c["services"].values()} == {"unchanged"}, (
+            f"the third deploy did not see the first's release\n{c_result}"
+        )
         assert p.current("staging") == doc_a["release"] == doc_c["release"]
-        mine = [e for e in p.history_lines("staging") if e["release"] == doc_a["release"] and e["action"] == "deploy"]
+        mine = [
+            e
+            for e in p.history_lines("staging")
+            if e["release"] == doc_a["release"] and e["action"] == "deploy"
+        ]
         assert [e["who"] for e in mine][:1] == ["alice-e2e"], mine
-        assert not [e for e in p.history_lines("staging") if e["who"] == "bob-e2e" and e["result"] != "refused"], "bob's refused deploy changed something"
+        assert not [
+            e
+            for e in p.history_lines("staging")
+            if e["who"] == "bob-e2e" and e["result"] != "refused"
+        ], "bob's refused deploy changed something"
 
 
 def _compose_up_running(story: Story, env: str) -> bool:
@@ -657,15 +860,19 @@ def test_12_an_ssh_connection_dropped_mid_deploy_then_deploy_again_converges(sto
         def read(stream: Any, into: list[str]) -> None:
             into.extend(stream)
 
-        readers = [threading.Thread(target=read, args=(proc.stderr, err_lines), daemon=True),
-                   threading.Thread(target=read, args=(proc.stdout, out_lines), daemon=True)]
+        readers = [
+            threading.Thread(target=read, args=(proc.stderr, err_lines), daemon=True),
+            threading.Thread(target=read, args=(proc.stdout, out_lines), daemon=True),
+        ]
         for t in readers:
             t.start()
         try:
             # Drop the connection while `docker compose ... up` runs in an SSH session on the host.
             deadline = time.monotonic() + 300
             while not _compose_up_running(story, "staging"):
-                assert proc.poll() is None and time.monotonic() < deadline, "never saw `docker compose up` run:\n" + "".join(err_lines)
+                assert proc.poll() is None and time.monotonic() < deadline, (
+                    "never saw `docker compose up` run:\n" + "".join(err_lines)
+                )
                 time.sleep(0.01)
             dropped = story.sshd.drop_sessions()
             assert dropped, "no live SSH session to drop"
@@ -679,9 +886,13 @@ def test_12_an_ssh_connection_dropped_mid_deploy_then_deploy_again_converges(sto
         assert r.returncode == 1, str(r)
         assert "Traceback" not in r.output, str(r)
         doc = story.json(r)
-        assert doc["ok"] is False and re.search(r"ssh|connection", doc["error"] or "", re.I), f"no clear message about the lost connection\n{r}"
+        assert doc["ok"] is False and re.search(r"ssh|connection", doc["error"] or "", re.I), (
+            f"no clear message about the lost connection\n{r}"
+        )
         up = [s for s in doc["steps"] if UP_STARTS.search(s["step"])]
-        assert up and up[-1]["status"] == "failed", f"the connection did not drop during `compose up`: {doc['steps']}"
+        assert up and up[-1]["status"] == "failed", (
+            f"the connection did not drop during `compose up`: {doc['steps']}"
+        )
     # Deploy again: converges.
     with story.case("staging"):
         r = story.deploy("staging", "--yes", "--lock-timeout", "300")
@@ -689,13 +900,17 @@ def test_12_an_ssh_connection_dropped_mid_deploy_then_deploy_again_converges(sto
         release = story.final_line(r, "staging")
         gw = story.gateway("staging")
         story.docker_healthy("staging")
-        manifest = json.loads((p.env_dir("staging") / "releases" / release / "manifest.json").read_text())
+        manifest = json.loads(
+            (p.env_dir("staging") / "releases" / release / "manifest.json").read_text()
+        )
         assert gw["Config"]["Image"] == manifest["image"]
         assert p.current("staging") == release
         # and is stable: once more is a no-op.
         before = snapshot(story.cp("staging"))
         r = story.deploy("staging", "--yes", "--json")
-        assert r.returncode == 0 and {v["action"] for v in story.json(r)["services"].values()} == {"unchanged"}, str(r)
+        assert r.returncode == 0 and {v["action"] for v in story.json(r)["services"].values()} == {
+            "unchanged"
+        }, str(r)
         assert snapshot(story.cp("staging")) == before
 
 
@@ -707,25 +922,46 @@ def test_12b_production_rolls_back_after_all_of_staging_s_deploys(story: Story) 
     staging_releases = p.releases("staging")
     # keep_releases (5), plus the one the proxy container was created from (its manifest tells
     # the next deploy that the proxy needs no restart).
-    proxy_release = story.proxy("staging")["Config"]["Labels"]["com.docker.compose.project.config_files"].split("/releases/")[1].split("/")[0]
+    proxy_release = (
+        story.proxy("staging")["Config"]["Labels"]["com.docker.compose.project.config_files"]
+        .split("/releases/")[1]
+        .split("/")[0]
+    )
     kept = [r for r in staging_releases if r != proxy_release]
     assert len(kept) <= 5 and p.current("staging") in staging_releases, staging_releases
-    assert len(p.history_lines("staging")) > 5, "staging should have made more releases than it keeps"
-    assert run(["docker", "image", "inspect", prev["ref"]], check=False).returncode == 0, f"production's previous image {prev['ref']} is gone"
+    assert len(p.history_lines("staging")) > 5, (
+        "staging should have made more releases than it keeps"
+    )
+    assert run(["docker", "image", "inspect", prev["ref"]], check=False).returncode == 0, (
+        f"production's previous image {prev['ref']} is gone"
+    )
     # Pruned releases took their images with them (those no kept release uses).
-    kept_images = {json.loads((p.env_dir("staging") / "releases" / r / "manifest.json").read_text())[k]
-                   for r in staging_releases for k in ("image", "proxy_image")}
-    pruned = {e["image"] for e in p.history_lines("staging") if e.get("image") and e["release"] not in staging_releases}
+    kept_images = {
+        json.loads((p.env_dir("staging") / "releases" / r / "manifest.json").read_text())[k]
+        for r in staging_releases
+        for k in ("image", "proxy_image")
+    }
+    pruned = {
+        e["image"]
+        for e in p.history_lines("staging")
+        if e.get("image") and e["release"] not in staging_releases
+    }
     assert pruned - kept_images, "the story should have pruned a release with an image of its own"
     for image in pruned - kept_images:
-        assert run(["docker", "image", "inspect", image], check=False).returncode != 0, f"pruned release's image {image} is still there"
+        assert run(["docker", "image", "inspect", image], check=False).returncode != 0, (
+            f"pruned release's image {image} is still there"
+        )
     with story.case("production"):
         r = story.deploy("production", "--rollback", "--yes", "--json")
         assert r.returncode == 0, str(r)
         doc = story.json(r)
-        assert doc["action"] == "rollback" and doc["release"] == prev["release"] == p.current("production")
+        assert doc["action"] == "rollback" and doc["release"] == prev["release"] == p.current(
+            "production"
+        )
         story.docker_healthy("production")
-        assert {(c["Config"]["Image"], c["Image"]) for c in story.gateways("production")} == {(prev["ref"], prev["image"])}
+        assert {(c["Config"]["Image"], c["Image"]) for c in story.gateways("production")} == {
+            (prev["ref"], prev["image"])
+        }
 
 
 def test_13_status_and_history(story: Story) -> None:
@@ -736,7 +972,11 @@ def test_13_status_and_history(story: Story) -> None:
             r = story.deploy(env, "--status", "--json")
             assert r.returncode == 0, str(r)
             doc = story.json(r)
-            assert doc["action"] == "status" and doc["release"] == p.current(env) and doc["health"] == "healthy"
+            assert (
+                doc["action"] == "status"
+                and doc["release"] == p.current(env)
+                and doc["health"] == "healthy"
+            )
             running = {c["Id"]: c for c in containers(story.cp(env))}
             listed = {c["id"]: c for cs in doc["containers"].values() for c in cs}
             assert {i[:12] for i in listed} == {i[:12] for i in running}, (listed, list(running))
@@ -747,7 +987,9 @@ def test_13_status_and_history(story: Story) -> None:
                 assert c["service"] == "proxy" or c["release"] == p.current(env), c
             assert doc["serving"]["release"] == p.current(env) and doc["unfinished"] == [], doc
             text = story.deploy(env, "--status")
-            assert text.returncode == 0 and p.current(env) in text.output and "healthy" in text.output, str(text)
+            assert (
+                text.returncode == 0 and p.current(env) in text.output and "healthy" in text.output
+            ), str(text)
             h = story.deploy(env, "--history", "--json")
             assert h.returncode == 0, str(h)
             entries = story.json(h)["entries"]
@@ -760,7 +1002,9 @@ def test_13_status_and_history(story: Story) -> None:
     for env in ENVS:
         for action in ("--status", "--history"):
             doc = story.json(story.deploy(env, action, "--json"))
-            assert set(doc) >= CONTRACT_FIELDS, f"{env} {action} --json lacks {sorted(CONTRACT_FIELDS - set(doc))}"
+            assert set(doc) >= CONTRACT_FIELDS, (
+                f"{env} {action} --json lacks {sorted(CONTRACT_FIELDS - set(doc))}"
+            )
     staging = story.json(story.deploy("staging", "--history", "--json"))["entries"]
     assert {"failed", "interrupted"} <= {e["result"] for e in staging}
     assert {"deploy", "rollback"} <= {e["action"] for e in staging}

@@ -63,15 +63,33 @@ def running(project: DeployProject, env: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for c in containers(project.compose_project(env)):
         if c["State"]["Status"] == "running":
-            out.setdefault(c["Config"]["Labels"]["com.docker.compose.service"], []).append(c["Name"].lstrip("/"))
+            out.setdefault(c["Config"]["Labels"]["com.docker.compose.service"], []).append(
+                c["Name"].lstrip("/")
+            )
     return out
 
 
-def test_a_compose_project_used_by_containers_we_do_not_own_is_refused(project: DeployProject) -> None:
+def test_a_compose_project_used_by_containers_we_do_not_own_is_refused(
+    project: DeployProject,
+) -> None:
     cp = project.compose_project("staging")
     intruder = f"{cp}-intruder"
-    run(["docker", "run", "-d", "--name", intruder, "--label", f"com.docker.compose.project={cp}",
-         "--label", "com.docker.compose.service=gateway", BASE_IMAGE, "sleep", "600"])
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            intruder,
+            "--label",
+            f"com.docker.compose.project={cp}",
+            "--label",
+            "com.docker.compose.service=gateway",
+            BASE_IMAGE,
+            "sleep",
+            "600",
+        ]
+    )
     try:
         before = snapshot(cp)
         result = project.deploy("staging", "--yes")
@@ -79,17 +97,23 @@ def test_a_compose_project_used_by_containers_we_do_not_own_is_refused(project: 
         last = result.stdout.strip().splitlines()[-1]
         assert "Switchyard does not own" in last and intruder in last and f"'{cp}'" in last, last
         assert snapshot(cp) == before, "the intruder was touched"
-        assert project.releases("staging") == [], "a release was uploaded although the deploy was refused"
-        assert not (project.env_dir("staging") / "secrets.env").exists(), "secrets were written although the deploy was refused"
+        assert project.releases("staging") == [], (
+            "a release was uploaded although the deploy was refused"
+        )
+        assert not (project.env_dir("staging") / "secrets.env").exists(), (
+            "secrets were written although the deploy was refused"
+        )
     finally:
         run(["docker", "rm", "-f", intruder], check=False)
 
 
-BROKEN = '        problems = list(self.not_ready)\n'
+BROKEN = "        problems = list(self.not_ready)\n"
 BREAK = '        problems = [*self.not_ready, "broken on purpose by the edge test"]\n'
 
 
-def test_a_failed_release_with_more_replicas_leaves_the_single_gateway_untouched(project: DeployProject) -> None:
+def test_a_failed_release_with_more_replicas_leaves_the_single_gateway_untouched(
+    project: DeployProject,
+) -> None:
     env = "production"
     single = copy.deepcopy(project.config)
     single["environments"][env]["replicas"] = 1
@@ -109,7 +133,9 @@ def test_a_failed_release_with_more_replicas_leaves_the_single_gateway_untouched
     project.config["environments"][env]["replicas"] = 2
     project.write_config()
     app = project.repo / "runtime" / "app.py"
-    assert app.read_text().count(BROKEN) == 1, "runtime/app.py changed: update how this test breaks readiness"
+    assert app.read_text().count(BROKEN) == 1, (
+        "runtime/app.py changed: update how this test breaks readiness"
+    )
     app.write_text(app.read_text().replace(BROKEN, BREAK))
     project.commit("two replicas, never ready")
     result = project.deploy(env, "--yes", "--json")
@@ -117,7 +143,10 @@ def test_a_failed_release_with_more_replicas_leaves_the_single_gateway_untouched
     doc = result.json()
     assert doc["result"] == "failed", doc
     assert doc["services"]["gateway"]["action"] == "rebuild", doc["services"]
-    assert "broken on purpose" in doc["error"] and f"release {old_release} keeps serving, untouched" in doc["error"], doc["error"]
+    assert (
+        "broken on purpose" in doc["error"]
+        and f"release {old_release} keeps serving, untouched" in doc["error"]
+    ), doc["error"]
     # Exactly what ran before: the same containers, started at the same time; the new ones are gone.
     assert snapshot(project.compose_project(env)) == snap
     assert project.current(env) == old_release
@@ -128,10 +157,16 @@ def test_a_failed_release_with_more_replicas_leaves_the_single_gateway_untouched
 
 def test_a_local_target_runs_the_same_steps_on_this_machine(project: DeployProject) -> None:
     env = "local"
-    local = {k: v for k, v in project.config["environments"]["staging"].items()
-             if k not in ("host", "ssh_port", "ssh_user")}
-    local.update(target="local", port=free_port(),
-                 secrets={"VENDOR_API_KEY": {"env": "SYTEST_LOCAL_VENDOR_KEY", "optional": True}})
+    local = {
+        k: v
+        for k, v in project.config["environments"]["staging"].items()
+        if k not in ("host", "ssh_port", "ssh_user")
+    }
+    local.update(
+        target="local",
+        port=free_port(),
+        secrets={"VENDOR_API_KEY": {"env": "SYTEST_LOCAL_VENDOR_KEY", "optional": True}},
+    )
     project.config["environments"][env] = local
     project.ports[env] = local["port"]
     project.write_config()
@@ -158,7 +193,9 @@ def host_key_line(sshd: Sshd, pub: Path) -> str:
     return f"[127.0.0.1]:{sshd.port} {kind} {b64}"
 
 
-def test_an_unknown_host_key_is_remembered_on_first_use_and_then_checked_strictly(project: DeployProject, sshd: Sshd) -> None:
+def test_an_unknown_host_key_is_remembered_on_first_use_and_then_checked_strictly(
+    project: DeployProject, sshd: Sshd
+) -> None:
     assert not project.known_hosts.exists()
     strict = project.deploy("staging", "--plan", "--strict-host-keys")
     assert strict.returncode == 1, strict
@@ -167,8 +204,12 @@ def test_an_unknown_host_key_is_remembered_on_first_use_and_then_checked_strictl
 
     first = project.deploy("staging", "--plan")
     assert first.returncode == 0, first
-    assert f"first connection to [127.0.0.1]:{sshd.port}: trusted its ssh-ed25519 key" in first.stderr, first
-    assert project.known_hosts.read_text().splitlines() == [host_key_line(sshd, sshd.dir / "host_ed25519.pub")]
+    assert (
+        f"first connection to [127.0.0.1]:{sshd.port}: trusted its ssh-ed25519 key" in first.stderr
+    ), first
+    assert project.known_hosts.read_text().splitlines() == [
+        host_key_line(sshd, sshd.dir / "host_ed25519.pub")
+    ]
     assert oct(project.known_hosts.stat().st_mode & 0o777) == "0o600"
 
     again = project.deploy("staging", "--plan", "--strict-host-keys")

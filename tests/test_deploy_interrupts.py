@@ -17,13 +17,16 @@ def test_a_signal_inside_deferred_waits_for_the_next_check(sig: int) -> None:
     reached = []
     with pytest.raises(KeyboardInterrupt), interrupts.deferred():
         os.kill(os.getpid(), sig)
-        time.sleep(0.05)                 # the handler has run: nothing was raised here
+        time.sleep(0.05)  # the handler has run: nothing was raised here
         reached.append("after the signal")
         interrupts.check()
-        reached.append("after check")    # never
+        reached.append("after check")  # never
     assert reached == ["after the signal"]
     # The handlers the caller had are back.
-    assert signal.getsignal(signal.SIGINT) is before_int and signal.getsignal(signal.SIGTERM) is before_term
+    assert (
+        signal.getsignal(signal.SIGINT) is before_int
+        and signal.getsignal(signal.SIGTERM) is before_term
+    )
 
 
 def test_check_is_a_no_op_without_a_signal() -> None:

@@ -49,16 +49,32 @@ READS = {("ps",), ("inspect",), ("image", "inspect"), ("compose", "version")}
 # helpers
 
 
-def deploy_py(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def deploy_py(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """deploy.py ARGS in `cwd`, with a HOME of its own (no ~/.ssh keys or config, no agent)."""
     home = cwd.parent / "operator-home"
     home.mkdir(exist_ok=True)
-    run_env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SWITCHYARD_", "COMPOSE_", "SSH_")) and k != "PYTHONPATH"}
-    run_env.update(HOME=str(home), PYTHONDONTWRITEBYTECODE="1", SWITCHYARD_SSH_KNOWN_HOSTS=str(home / "known_hosts"))
+    run_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SWITCHYARD_", "COMPOSE_", "SSH_")) and k != "PYTHONPATH"
+    }
+    run_env.update(
+        HOME=str(home),
+        PYTHONDONTWRITEBYTECODE="1",
+        SWITCHYARD_SSH_KNOWN_HOSTS=str(home / "known_hosts"),
+    )
     run_env.update(env or {})
-    return subprocess.run([sys.executable, str(DEPLOY), *args], cwd=cwd, env=run_env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, str(DEPLOY), *args],
+        cwd=cwd,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def write_config(repo: Path, config: dict[str, Any]) -> None:
@@ -86,7 +102,9 @@ def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
     for line in proc.stderr.splitlines():
         # Progress: "-> step", "   ok (…)", "   failed after …", "   note: …"; the plan; nothing
         # else (a logging record from paramiko, a warning, a stray print).
-        assert line.startswith(("-> ", "   ", "-- ", "  ", "Plan for ", "Steps:")), f"not a progress line: {line!r}\n{shown}"
+        assert line.startswith(("-> ", "   ", "-- ", "  ", "Plan for ", "Steps:")), (
+            f"not a progress line: {line!r}\n{shown}"
+        )
     assert "paramiko" not in proc.stderr.lower(), shown
 
 
@@ -100,7 +118,9 @@ def tree(root: Path) -> dict[str, tuple[int, bytes | str]]:
     out: dict[str, tuple[int, bytes | str]] = {}
     for p in sorted(root.rglob("*")) if root.exists() else []:
         st = p.lstat()
-        body: bytes | str = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else b""
+        body: bytes | str = (
+            os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else b""
+        )
         out[str(p.relative_to(root))] = (st.st_mode, body)
     return out
 
@@ -119,10 +139,18 @@ class Local(LocalHostSetup):
         (self.extra / name).chmod(0o755)
 
     def deploy(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return deploy_py(self.repo, *args, env={
-            "PATH": os.pathsep.join([str(self.extra), str(self.bin), os.environ.get("PATH", "")]),
-            "SY_FAKE_DOCKER_STATE": str(self.state_file), "SY_FAKE_DOCKER_LOG": str(self.log), **self.env,
-        })
+        return deploy_py(
+            self.repo,
+            *args,
+            env={
+                "PATH": os.pathsep.join(
+                    [str(self.extra), str(self.bin), os.environ.get("PATH", "")]
+                ),
+                "SY_FAKE_DOCKER_STATE": str(self.state_file),
+                "SY_FAKE_DOCKER_LOG": str(self.log),
+                **self.env,
+            },
+        )
 
     def history(self) -> list[dict[str, Any]]:
         f = self.env_dir(self.bundle()) / "history.jsonl"
@@ -138,7 +166,7 @@ def local(tmp_path: Path) -> Local:
 # 1. Docker Compose v2 is not on the host
 
 # In front of the stand-in docker: `docker compose version` answers as SY_COMPOSE says.
-COMPOSE_VERSION = r'''#!{python}
+COMPOSE_VERSION = r"""#!{python}
 import json, os, sys
 args = sys.argv[1:]
 if args[:2] == ["compose", "version"]:
@@ -150,32 +178,49 @@ if args[:2] == ["compose", "version"]:
     print(answer)
     sys.exit(0)
 os.execv("{docker}", ["docker", *args])
-'''
+"""
 
 
-@pytest.mark.parametrize(("answer", "found"), [
-    ("missing", "(`docker compose` is not available)"),
-    ("1.29.2", "(`docker compose version` printed '1.29.2')"),
-])
+@pytest.mark.parametrize(
+    ("answer", "found"),
+    [
+        ("missing", "(`docker compose` is not available)"),
+        ("1.29.2", "(`docker compose version` printed '1.29.2')"),
+    ],
+)
 @pytest.mark.parametrize("first", [True, False], ids=["first-deploy", "live-release"])
-def test_compose_v2_missing_on_the_host_refuses_before_changing_anything(local: Local, answer: str, found: str,
-                                                                         first: bool) -> None:
-    local.stand_in("docker", COMPOSE_VERSION.replace("{python}", sys.executable).replace("{docker}", str(local.bin / "docker")))
+def test_compose_v2_missing_on_the_host_refuses_before_changing_anything(
+    local: Local, answer: str, found: str, first: bool
+) -> None:
+    local.stand_in(
+        "docker",
+        COMPOSE_VERSION.replace("{python}", sys.executable).replace(
+            "{docker}", str(local.bin / "docker")
+        ),
+    )
     local.env["SY_COMPOSE"] = answer
     if not first:
         local.deployed(OLD)
-        local.config["routes"]["other"] = {"candidates": ["mock/echo"]}   # so the deploy would do something
+        local.config["routes"]["other"] = {
+            "candidates": ["mock/echo"]
+        }  # so the deploy would do something
         write_config(local.repo, local.config)
     before = tree(local.deploy_dir)
 
     proc = local.deploy("dev", "--yes")
 
-    line = refused(proc, "Docker Compose v2 is not installed on localhost", found,
-                   "install the Compose plugin", "docker-compose-plugin", "nothing was changed")
+    line = refused(
+        proc,
+        "Docker Compose v2 is not installed on localhost",
+        found,
+        "install the Compose plugin",
+        "docker-compose-plugin",
+        "nothing was changed",
+    )
     assert line.startswith("dev: deploy refused: "), line
     calls = local.docker_calls()
     assert ["compose", "version", "--short"] in calls, calls
-    assert writes(calls) == [], calls                      # no compose up / stop / rm / build, nothing
+    assert writes(calls) == [], calls  # no compose up / stop / rm / build, nothing
     env_dir = local.env_dir(local.bundle())
     after = tree(local.deploy_dir)
     if first:
@@ -185,9 +230,13 @@ def test_compose_v2_missing_on_the_host_refuses_before_changing_anything(local: 
         assert sorted(after) == [cp, f"{cp}/deploy.lock", f"{cp}/releases"], sorted(after)
     else:
         added = {k: v for k, v in after.items() if before.get(k) != v}
-        assert sorted(added) == [f"{env_dir.name}/deploy.lock"], sorted(added)   # only the lock's (empty) file
+        assert sorted(added) == [f"{env_dir.name}/deploy.lock"], sorted(
+            added
+        )  # only the lock's (empty) file
         assert set(before) <= set(after)
-        assert [(e["release"], e["result"]) for e in local.history()] == [(OLD, "ok")]    # no new entry
+        assert [(e["release"], e["result"]) for e in local.history()] == [
+            (OLD, "ok")
+        ]  # no new entry
         assert os.readlink(env_dir / "current") == f"releases/{OLD}"
     assert not any("FAILED" in k for k in after)
     assert not (env_dir / "lock.json").exists()
@@ -209,7 +258,10 @@ def unwritable_dir(parent: Path) -> Iterator[Path]:
         finally:
             d.chmod(0o755)
         return
-    immutable = shutil.which("chattr") is not None and run(["chattr", "+i", str(d)], check=False).returncode == 0
+    immutable = (
+        shutil.which("chattr") is not None
+        and run(["chattr", "+i", str(d)], check=False).returncode == 0
+    )
     try:
         # Root writes through any mode bits; an immutable directory (ext4, xfs, btrfs) or a
         # pseudo-filesystem refuses it.
@@ -223,33 +275,50 @@ def unwritable_dir(parent: Path) -> Iterator[Path]:
 def test_a_deploy_dir_that_is_a_file_is_refused_naming_the_setting(local: Local) -> None:
     local.deploy_dir.write_text("not a directory\n")
     proc = local.deploy("dev", "--yes")
-    refused(proc, f"environments.dev.deploy_dir: {local.deploy_dir} on localhost is a file, not a directory",
-            "pick another deploy_dir")
-    assert "sh -c" not in proc.stdout and "exited" not in proc.stdout      # not a shell script's failure
+    refused(
+        proc,
+        f"environments.dev.deploy_dir: {local.deploy_dir} on localhost is a file, not a directory",
+        "pick another deploy_dir",
+    )
+    assert (
+        "sh -c" not in proc.stdout and "exited" not in proc.stdout
+    )  # not a shell script's failure
     assert local.deploy_dir.read_text() == "not a directory\n"
     assert local.docker_calls() == []
 
 
-def test_a_deploy_dir_under_a_file_cannot_be_created_naming_the_setting(local: Local, tmp_path: Path) -> None:
+def test_a_deploy_dir_under_a_file_cannot_be_created_naming_the_setting(
+    local: Local, tmp_path: Path
+) -> None:
     (tmp_path / "a-file").write_text("in the way\n")
     local.config["environments"]["dev"]["deploy_dir"] = str(tmp_path / "a-file" / "srv")
     write_config(local.repo, local.config)
     proc = local.deploy("dev", "--yes")
-    line = refused(proc, f"environments.dev.deploy_dir: {tmp_path / 'a-file' / 'srv'} on localhost cannot be created",
-                   "(Not a directory)", "or pick another deploy_dir")
-    assert "SSH" not in line, line        # target: local has no SSH user
+    line = refused(
+        proc,
+        f"environments.dev.deploy_dir: {tmp_path / 'a-file' / 'srv'} on localhost cannot be created",
+        "(Not a directory)",
+        "or pick another deploy_dir",
+    )
+    assert "SSH" not in line, line  # target: local has no SSH user
     assert "sh -c" not in proc.stdout and "exited" not in proc.stdout
     assert (tmp_path / "a-file").read_text() == "in the way\n"
     assert local.docker_calls() == []
 
 
-def test_a_deploy_dir_that_is_not_writable_is_refused_naming_the_setting(local: Local, tmp_path: Path) -> None:
+def test_a_deploy_dir_that_is_not_writable_is_refused_naming_the_setting(
+    local: Local, tmp_path: Path
+) -> None:
     with unwritable_dir(tmp_path) as d:
         local.config["environments"]["dev"]["deploy_dir"] = str(d)
         write_config(local.repo, local.config)
         proc = local.deploy("dev", "--yes")
-        line = refused(proc, f"environments.dev.deploy_dir: {d} on localhost is not writable", "write access",
-                       "or pick another deploy_dir")
+        line = refused(
+            proc,
+            f"environments.dev.deploy_dir: {d} on localhost is not writable",
+            "write access",
+            "or pick another deploy_dir",
+        )
         assert "SSH" not in line, line
         assert "sh -c" not in proc.stdout and "exited" not in proc.stdout
         if d.name == "read-only":
@@ -261,20 +330,32 @@ def test_a_deploy_dir_that_is_not_writable_is_refused_naming_the_setting(local: 
 # 3. a secrets file that is not UTF-8 text
 
 
-@pytest.mark.parametrize(("content", "why"), [
-    (b"\xff\xfes\x00k\x00-\x00", "is not UTF-8 text (at byte 0)"),      # UTF-16 (Notepad's "Unicode")
-    (b"cl\xe9-secr\xe8te\n", "is not UTF-8 text (at byte 2)"),          # latin-1
-    (b"\xef\xbb\xbfsk-from-notepad\n", "starts with a UTF-8 byte-order mark"),   # Notepad's "UTF-8 with BOM"
-])
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (
+            b"\xff\xfes\x00k\x00-\x00",
+            "is not UTF-8 text (at byte 0)",
+        ),  # UTF-16 (Notepad's "Unicode")
+        (b"cl\xe9-secr\xe8te\n", "is not UTF-8 text (at byte 2)"),  # latin-1
+        (
+            b"\xef\xbb\xbfsk-from-notepad\n",
+            "starts with a UTF-8 byte-order mark",
+        ),  # Notepad's "UTF-8 with BOM"
+    ],
+)
 def test_a_secrets_file_that_is_not_plain_utf8_text_is_refused_naming_the_secret_and_file(
-        local: Local, tmp_path: Path, content: bytes, why: str) -> None:
+    local: Local, tmp_path: Path, content: bytes, why: str
+) -> None:
     key = tmp_path / "operator" / "vendor.key"
     key.parent.mkdir()
     key.write_bytes(content)
     key.chmod(0o600)
     local.config["providers"]["vendor"] = {
-        "adapter": "openai-compatible", "base_url": "http://127.0.0.1:9/v1",
-        "credentials": {"api_key": "VENDOR_API_KEY"}, "models": {"small": {"context_window": 8192}},
+        "adapter": "openai-compatible",
+        "base_url": "http://127.0.0.1:9/v1",
+        "credentials": {"api_key": "VENDOR_API_KEY"},
+        "models": {"small": {"context_window": 8192}},
     }
     local.config["routes"]["chat"]["candidates"] = ["mock/echo", "vendor/small"]
     local.config["environments"]["dev"]["secrets"] = {"VENDOR_API_KEY": {"file": str(key)}}
@@ -282,12 +363,16 @@ def test_a_secrets_file_that_is_not_plain_utf8_text_is_refused_naming_the_secret
 
     proc = local.deploy("dev", "--yes")
 
-    line = refused(proc, f"environments.dev.secrets.VENDOR_API_KEY: {key} {why}", "plain UTF-8 text")
+    line = refused(
+        proc, f"environments.dev.secrets.VENDOR_API_KEY: {key} {why}", "plain UTF-8 text"
+    )
     assert line.startswith("dev: deploy refused: "), line
-    for byte in content[:12]:                         # no byte of the secret in the output
-        if byte > 0x7e:
-            assert f"\\x{byte:02x}" not in proc.stdout + proc.stderr, "a byte of the secret was printed"
-    assert "-> connect" not in proc.stderr            # stopped before anything was contacted
+    for byte in content[:12]:  # no byte of the secret in the output
+        if byte > 0x7E:
+            assert f"\\x{byte:02x}" not in proc.stdout + proc.stderr, (
+                "a byte of the secret was printed"
+            )
+    assert "-> connect" not in proc.stderr  # stopped before anything was contacted
     assert not local.deploy_dir.exists() and local.docker_calls() == []
     assert key.read_bytes() == content
 
@@ -298,10 +383,16 @@ def test_a_secrets_file_that_is_not_plain_utf8_text_is_refused_naming_the_secret
 
 def ssh_config(deploy_dir: Path, port: int) -> dict[str, Any]:
     config = local_config(deploy_dir, free_port())
-    config["environments"] = {"staging": {
-        "target": "ssh", "host": "127.0.0.1", "ssh_port": port, "ssh_user": "root",
-        "port": config["environments"]["dev"]["port"], "deploy_dir": str(deploy_dir),
-    }}
+    config["environments"] = {
+        "staging": {
+            "target": "ssh",
+            "host": "127.0.0.1",
+            "ssh_port": port,
+            "ssh_user": "root",
+            "port": config["environments"]["dev"]["port"],
+            "deploy_dir": str(deploy_dir),
+        }
+    }
     return config
 
 
@@ -309,7 +400,9 @@ def ssh_config(deploy_dir: Path, port: int) -> dict[str, Any]:
 def sshd() -> Iterator[Sshd]:
     root = tmpdir("sytest-mistakes-")
     try:
-        server = Sshd(root / "sshd").start()   # skips locally without sshd (or not as root); fails in CI
+        server = Sshd(
+            root / "sshd"
+        ).start()  # skips locally without sshd (or not as root); fails in CI
         try:
             yield server
         finally:
@@ -318,22 +411,33 @@ def sshd() -> Iterator[Sshd]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.parametrize("kind", [["-t", "ed25519"], ["-t", "rsa", "-b", "2048"], ["-t", "ecdsa"]],
-                         ids=["ed25519", "rsa", "ecdsa"])
-def test_an_ssh_key_the_host_refuses_names_identity_and_the_variable(sshd: Sshd, tmp_path: Path, kind: list[str]) -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [["-t", "ed25519"], ["-t", "rsa", "-b", "2048"], ["-t", "ecdsa"]],
+    ids=["ed25519", "rsa", "ecdsa"],
+)
+def test_an_ssh_key_the_host_refuses_names_identity_and_the_variable(
+    sshd: Sshd, tmp_path: Path, kind: list[str]
+) -> None:
     stranger = tmp_path / "stranger"
     run(["ssh-keygen", "-q", *kind, "-N", "", "-C", "not-authorized", "-f", str(stranger)])
     write_config(tmp_path / "repo", ssh_config(tmp_path / "srv", sshd.port))
 
     proc = deploy_py(tmp_path / "repo", "staging", "--yes", "--identity", str(stranger))
 
-    line = refused(proc, f"cannot connect to root@127.0.0.1:{sshd.port}: the host refused our SSH key",
-                   "--identity", "SWITCHYARD_SSH_IDENTITY")
+    line = refused(
+        proc,
+        f"cannot connect to root@127.0.0.1:{sshd.port}: the host refused our SSH key",
+        "--identity",
+        "SWITCHYARD_SSH_IDENTITY",
+    )
     assert line.startswith("staging: deploy refused: "), line
-    assert "Invalid key" not in line, line     # paramiko's last try (the file as another key type)
+    assert "Invalid key" not in line, line  # paramiko's last try (the file as another key type)
     assert not (tmp_path / "srv").exists()
     # The same key through the variable: the same message.
-    proc = deploy_py(tmp_path / "repo", "staging", "--yes", env={"SWITCHYARD_SSH_IDENTITY": str(stranger)})
+    proc = deploy_py(
+        tmp_path / "repo", "staging", "--yes", env={"SWITCHYARD_SSH_IDENTITY": str(stranger)}
+    )
     refused(proc, "the host refused our SSH key", "--identity", "SWITCHYARD_SSH_IDENTITY")
 
 
@@ -359,7 +463,7 @@ def test_an_identity_with_a_passphrase_says_to_use_the_agent(sshd: Sshd, tmp_pat
     write_config(tmp_path / "repo", ssh_config(tmp_path / "srv", sshd.port))
     proc = deploy_py(tmp_path / "repo", "staging", "--yes", "--identity", str(locked))
     line = refused(proc, f"the SSH key {locked} is protected by a passphrase", f"ssh-add {locked}")
-    assert "host refused" not in line, line     # the host never saw it
+    assert "host refused" not in line, line  # the host never saw it
 
 
 @contextlib.contextmanager
@@ -389,12 +493,23 @@ def not_ssh(reply: bytes) -> Iterator[int]:
         thread.join(timeout=5)
 
 
-@pytest.mark.parametrize("reply", [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b""], ids=["http", "silent-close"])
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", b""],
+    ids=["http", "silent-close"],
+)
 def test_a_port_that_does_not_speak_ssh_names_ssh_port(tmp_path: Path, reply: bytes) -> None:
     with not_ssh(reply) as port:
         write_config(tmp_path / "repo", ssh_config(tmp_path / "srv", port))
-        proc = deploy_py(tmp_path / "repo", "staging", "--yes", "--identity", str(tmp_path / "unused"))
-    line = refused(proc, f"cannot connect to root@127.0.0.1:{port}", f"port {port} does not speak SSH", "ssh_port")
+        proc = deploy_py(
+            tmp_path / "repo", "staging", "--yes", "--identity", str(tmp_path / "unused")
+        )
+    line = refused(
+        proc,
+        f"cannot connect to root@127.0.0.1:{port}",
+        f"port {port} does not speak SSH",
+        "ssh_port",
+    )
     assert line.startswith("staging: deploy refused: "), line
     assert not (tmp_path / "srv").exists()
 
@@ -415,10 +530,16 @@ exit 2
 def test_an_upload_that_fails_leaves_the_live_release_untouched(local: Local) -> None:
     bundle = local.deployed(OLD)
     env_dir = local.env_dir(bundle)
-    local.config["routes"]["other"] = {"candidates": ["mock/echo"]}   # a change: new gateways would start
+    local.config["routes"]["other"] = {
+        "candidates": ["mock/echo"]
+    }  # a change: new gateways would start
     write_config(local.repo, local.config)
     local.stand_in("tar", FAILING_TAR)
-    live = {k: v for k, v in tree(env_dir).items() if not k.startswith(("history.jsonl", "deploy.lock", "lock.json"))}
+    live = {
+        k: v
+        for k, v in tree(env_dir).items()
+        if not k.startswith(("history.jsonl", "deploy.lock", "lock.json"))
+    }
 
     proc = local.deploy("dev", "--yes")
 
@@ -427,7 +548,10 @@ def test_an_upload_that_fails_leaves_the_live_release_untouched(local: Local) ->
     no_traceback(proc)
     first, *rest = proc.stdout.splitlines()
     assert first.startswith("dev: deploy FAILED. release "), shown
-    assert "the upload to localhost failed: tar: runtime/app.py: Cannot write: No space left on device" in first, shown
+    assert (
+        "the upload to localhost failed: tar: runtime/app.py: Cannot write: No space left on device"
+        in first
+    ), shown
     assert rest == [f"release {OLD} keeps serving, untouched"], shown
     failed_id = first.removeprefix("dev: deploy FAILED. release ").split(" ", 1)[0]
     assert failed_id != OLD, shown
@@ -435,17 +559,24 @@ def test_an_upload_that_fails_leaves_the_live_release_untouched(local: Local) ->
     assert writes(local.docker_calls()) == [], local.docker_calls()
     assert os.readlink(env_dir / "current") == f"releases/{OLD}"
     after = tree(env_dir)
-    assert {k: after.get(k) for k in live} == live                      # the live release, proxy config, secrets
+    assert {k: after.get(k) for k in live} == live  # the live release, proxy config, secrets
     # No release under its final name (nor a FAILED marker for one); the half-unpacked
     # directory stays hidden, for the next deploy to remove.
     releases = sorted(p.name for p in (env_dir / "releases").iterdir())
     assert [r for r in releases if not r.startswith(".")] == [OLD], releases
-    assert [r for r in releases if r.startswith(".")] == [f".{failed_id}.tar.gz", f".{failed_id}.unpack"], releases
-    assert (env_dir / "releases" / f".{failed_id}.unpack" / "compose.yaml").read_text() == "services: {half\n"
+    assert [r for r in releases if r.startswith(".")] == [
+        f".{failed_id}.tar.gz",
+        f".{failed_id}.unpack",
+    ], releases
+    assert (
+        env_dir / "releases" / f".{failed_id}.unpack" / "compose.yaml"
+    ).read_text() == "services: {half\n"
     assert not any(k.endswith("FAILED") for k in after)
     [ok, failed] = local.history()
     assert ok["release"] == OLD
-    assert (failed["action"], failed["result"], failed["previous"]) == ("deploy", "failed", OLD), failed
+    assert (failed["action"], failed["result"], failed["previous"]) == ("deploy", "failed", OLD), (
+        failed
+    )
     assert "No space left on device" in failed["reason"] and failed["release"] == failed_id
     assert not (env_dir / "lock.json").exists()
 

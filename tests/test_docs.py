@@ -27,13 +27,26 @@ def test_reference_is_generated_from_the_models() -> None:
 
 def test_reference_covers_every_section() -> None:
     text = docgen.reference_markdown()
-    for section in ("Provider", "ModelSpec", "Route", "Fallback", "Org", "Byok", "Limits",
-                    "Logging", "Runtime", "Environment", "SecretSource"):
+    for section in (
+        "Provider",
+        "ModelSpec",
+        "Route",
+        "Fallback",
+        "Org",
+        "Byok",
+        "Limits",
+        "Logging",
+        "Runtime",
+        "Environment",
+        "SecretSource",
+    ):
         assert f"## {section}\n" in text
 
 
 def test_every_emitted_code_is_documented() -> None:
-    documented = set(re.findall(r"\| ([EW]0\d\d) \|", (ROOT / "docs" / "diagnostics.md").read_text()))
+    documented = set(
+        re.findall(r"\| ([EW]0\d\d) \|", (ROOT / "docs" / "diagnostics.md").read_text())
+    )
     missing = _emitted_codes() - documented
     assert not missing, f"codes emitted but not in docs/diagnostics.md: {sorted(missing)}"
 

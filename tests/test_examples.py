@@ -33,7 +33,9 @@ SHAPE_CODES = {"E010", "E011", "E012", "E013", "E014", "E015", "E016", "E052"}
 # Shape codes a JSON Schema cannot express: they compare two fields of the file.
 CROSS_FIELD = re.compile(r"exceeds context_window")
 
-TEXT_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning)\[(?P<code>[EW]\d{3})\] ")
+TEXT_LINE = re.compile(
+    r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning)\[(?P<code>[EW]\d{3})\] "
+)
 GITHUB_LINE = re.compile(r"^::(error|warning) file=[^,]+,line=(\d+),col=(\d+),title=([EW]\d{3})")
 
 
@@ -63,11 +65,18 @@ def _child_env() -> dict[str, str]:
 def run_check(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "compiler", "check", _rel(path), *args],
-        cwd=ROOT, capture_output=True, text=True, encoding="utf-8", env=_child_env(), timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=_child_env(),
+        timeout=60,
     )
 
 
-def _in_process(path: Path, fmt: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+def _in_process(
+    path: Path, fmt: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str]:
     monkeypatch.chdir(ROOT)
     code = cli.main(["check", _rel(path), "--format", fmt])
     return code, capsys.readouterr().out
@@ -106,12 +115,16 @@ def test_an_invalid_example_has_errors(path: Path) -> None:
 
 @pytest.mark.parametrize("path", VALID, ids=_ids(VALID))
 def test_a_valid_example_has_at_most_warnings(path: Path) -> None:
-    assert all(severity == "warning" for _c, severity, _l, _col in _text_diagnostics(_expected(path)))
+    assert all(
+        severity == "warning" for _c, severity, _l, _col in _text_diagnostics(_expected(path))
+    )
 
 
 @pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
 def test_json_format_reports_the_same_diagnostics(
-    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     code, out = _in_process(path, "json", capsys, monkeypatch)
     doc = json.loads(out)
@@ -129,7 +142,9 @@ def test_json_format_reports_the_same_diagnostics(
 
 @pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
 def test_github_format_annotates_every_diagnostic(
-    path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     code, out = _in_process(path, "github", capsys, monkeypatch)
     lines = out.splitlines()
@@ -173,7 +188,9 @@ def test_there_are_shape_examples_to_hold_the_schema_to() -> None:
 def test_the_schema_rejects_every_shape_error(path: Path, schema_validator: Any) -> None:
     loaded = load(path.read_bytes())
     assert loaded.data is not None
-    assert not schema_validator.is_valid(loaded.data), f"{_rel(path)} passes schema/gateway.schema.json"
+    assert not schema_validator.is_valid(loaded.data), (
+        f"{_rel(path)} passes schema/gateway.schema.json"
+    )
 
 
 @pytest.mark.parametrize("path", VALID, ids=_ids(VALID))
@@ -202,7 +219,10 @@ def test_the_readme_lists_every_invalid_example() -> None:
 
 def test_a_secret_file_inside_the_repository_is_refused() -> None:
     raw = (EXAMPLES / "valid" / "minimal.yaml").read_text(encoding="utf-8")
-    raw = raw.replace("    port: 8080\n", "    port: 8080\n    secrets:\n      K: {file: /srv/acme/gateway/secrets/k.txt}\n")
+    raw = raw.replace(
+        "    port: 8080\n",
+        "    port: 8080\n    secrets:\n      K: {file: /srv/acme/gateway/secrets/k.txt}\n",
+    )
     result = check_bytes(raw, source_dir=PurePosixPath("/srv/acme/gateway"))
     inside = [d for d in result.diagnostics if d.code == "E043"]
     assert [(d.dotted_path, d.line) for d in inside] == [("environments.dev.secrets.K.file", 18)]

@@ -34,7 +34,9 @@ def sdk(fake: FakeProvider) -> Iterator[genai.Client]:
 def client(fake: FakeProvider, api_key: str = DEFAULT_API_KEY) -> genai.Client:
     """A real SDK client aimed at the fake (keep a reference: a collected Client closes itself)."""
     # A custom base_url plus an explicit api_version: the SDK sends to <base>/v1beta/models/...
-    options = types.HttpOptions(base_url=fake.url, api_version="v1beta", retry_options=types.HttpRetryOptions(attempts=1))
+    options = types.HttpOptions(
+        base_url=fake.url, api_version="v1beta", retry_options=types.HttpRetryOptions(attempts=1)
+    )
     return genai.Client(api_key=api_key, http_options=options)
 
 
@@ -65,7 +67,9 @@ def test_stream_accumulates_text_and_reports_usage(fake: FakeProvider, sdk: gena
     assert len(pieces) >= 3
     assert "".join(p.text or "" for p in pieces) == "Hello from fake-gemini: stream me"
     last = pieces[-1]
-    assert last.candidates is not None and last.candidates[0].finish_reason == types.FinishReason.STOP
+    assert (
+        last.candidates is not None and last.candidates[0].finish_reason == types.FinishReason.STOP
+    )
     assert all(p.candidates and p.candidates[0].finish_reason is None for p in pieces[:-1])
     assert last.usage_metadata is not None and last.usage_metadata.candidates_token_count
     assert fake.requests[-1].path == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
@@ -92,12 +96,20 @@ def test_declared_tools_get_a_function_call(fake: FakeProvider, sdk: genai.Clien
     assert [(c.name, c.args) for c in resp.function_calls] == [("get_weather", {"city": "Paris"})]
 
 
-def test_a_function_response_turn_gets_text_not_another_call(fake: FakeProvider, sdk: genai.Client) -> None:
+def test_a_function_response_turn_gets_text_not_another_call(
+    fake: FakeProvider, sdk: genai.Client
+) -> None:
     weather = types.FunctionDeclaration(name="get_weather", description="Current weather")
     contents = [
         types.Content(role="user", parts=[types.Part(text="Weather in Paris?")]),
-        types.Content(role="model", parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={}))]),
-        types.Content(role="user", parts=[types.Part.from_function_response(name="get_weather", response={"t": 21})]),
+        types.Content(
+            role="model",
+            parts=[types.Part(function_call=types.FunctionCall(name="get_weather", args={}))],
+        ),
+        types.Content(
+            role="user",
+            parts=[types.Part.from_function_response(name="get_weather", response={"t": 21})],
+        ),
     ]
     config = types.GenerateContentConfig(
         tools=[types.Tool(function_declarations=[weather])],
@@ -113,21 +125,34 @@ def test_a_function_response_turn_gets_text_not_another_call(fake: FakeProvider,
 def test_streamed_function_call(fake: FakeProvider, sdk: genai.Client) -> None:
     weather = types.FunctionDeclaration(
         name="get_weather",
-        parameters=types.Schema(type=types.Type.OBJECT, properties={"city": types.Schema(type=types.Type.STRING)}, required=["city"]),
+        parameters=types.Schema(
+            type=types.Type.OBJECT,
+            properties={"city": types.Schema(type=types.Type.STRING)},
+            required=["city"],
+        ),
     )
     config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[weather])])
 
-    pieces = list(sdk.models.generate_content_stream(model=MODEL, contents="Weather?", config=config))
+    pieces = list(
+        sdk.models.generate_content_stream(model=MODEL, contents="Weather?", config=config)
+    )
 
     calls = [c for p in pieces for c in p.function_calls or []]
     assert [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Paris"})]
-    assert pieces[-1].candidates and pieces[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    assert (
+        pieces[-1].candidates and pieces[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "message", "kind", "google_status"),
     [
-        (429, "Resource has been exhausted (e.g. check quota).", errors.ClientError, "RESOURCE_EXHAUSTED"),
+        (
+            429,
+            "Resource has been exhausted (e.g. check quota).",
+            errors.ClientError,
+            "RESOURCE_EXHAUSTED",
+        ),
         (400, "Invalid JSON payload received.", errors.ClientError, "INVALID_ARGUMENT"),
         (404, "models/nope is not found for API version v1beta", errors.ClientError, "NOT_FOUND"),
         (500, "An internal error has occurred.", errors.ServerError, "INTERNAL"),
@@ -135,7 +160,12 @@ def test_streamed_function_call(fake: FakeProvider, sdk: genai.Client) -> None:
     ],
 )
 def test_error_statuses_raise_the_sdk_error(
-    fake: FakeProvider, sdk: genai.Client, status: int, message: str, kind: type[errors.APIError], google_status: str
+    fake: FakeProvider,
+    sdk: genai.Client,
+    status: int,
+    message: str,
+    kind: type[errors.APIError],
+    google_status: str,
 ) -> None:
     fake.push(Fault("status", status=status, message=message))
 
@@ -154,7 +184,9 @@ def test_rate_limit_carries_google_retry_info(fake: FakeProvider, sdk: genai.Cli
         sdk.models.generate_content(model=MODEL, contents="hi")
 
     details = info.value.details["error"]["details"]
-    assert details == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{RETRY_DELAY_S}s"}]
+    assert details == [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{RETRY_DELAY_S}s"}
+    ]
 
 
 def test_wrong_api_key_is_google_400_api_key_invalid(fake: FakeProvider) -> None:

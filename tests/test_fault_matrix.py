@@ -26,7 +26,10 @@ FIRST_BYTE_S = 0.5  # routes' first_byte_timeout_s
 
 # name -> (fault, error classes the attempt may be recorded with)
 PRE_COMMIT: dict[str, tuple[Fault, set[str]]] = {
-    "429": (Fault("status", status=429, message="Rate limit reached", headers={"retry-after": "7"}), {"rate_limited"}),
+    "429": (
+        Fault("status", status=429, message="Rate limit reached", headers={"retry-after": "7"}),
+        {"rate_limited"},
+    ),
     "500": (Fault("status", status=500), {"server_error"}),
     "502": (Fault("status", status=502), {"server_error"}),
     "503": (Fault("status", status=503), {"server_error", "overloaded"}),
@@ -56,7 +59,13 @@ for _fallback in (True, False):
 
 @pytest.fixture(scope="module")
 def matrix_gw(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    doc = runtime_doc(fakes.openai.url, fakes.anthropic.url, fakes.gemini.url, timeout_s=TIMEOUT_S, first_byte_timeout_s=FIRST_BYTE_S)
+    doc = runtime_doc(
+        fakes.openai.url,
+        fakes.anthropic.url,
+        fakes.gemini.url,
+        timeout_s=TIMEOUT_S,
+        first_byte_timeout_s=FIRST_BYTE_S,
+    )
     gw = Gateway(doc, Path(tmp_path_factory.mktemp("matrix")))
     gw.start()
     yield gw
@@ -65,7 +74,9 @@ def matrix_gw(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def client(matrix_gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=matrix_gw.url + "/v1", api_key=matrix_gw.key(), max_retries=0, timeout=15)
+    return openai.OpenAI(
+        base_url=matrix_gw.url + "/v1", api_key=matrix_gw.key(), max_retries=0, timeout=15
+    )
 
 
 def _fault(name: str) -> Fault:
@@ -78,7 +89,9 @@ def _call(client: openai.OpenAI, route: str, stream: bool) -> tuple[str, str, Ex
     text = ""
     try:
         if stream:
-            raw = client.chat.completions.with_raw_response.create(model=route, messages=messages, stream=True)
+            raw = client.chat.completions.with_raw_response.create(
+                model=route, messages=messages, stream=True
+            )
             rid = raw.headers["x-request-id"]
             try:
                 for chunk in raw.parse():
@@ -94,8 +107,19 @@ def _call(client: openai.OpenAI, route: str, stream: bool) -> tuple[str, str, Ex
         return exc.response.headers["x-request-id"], text, exc
 
 
-@pytest.mark.parametrize(("fault", "stream", "fallback"), CASES, ids=[f"{f}-{'stream' if s else 'plain'}-{'fallback' if fb else 'alone'}" for f, s, fb in CASES])
-def test_fault(fault: str, stream: bool, fallback: bool, matrix_gw: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
+@pytest.mark.parametrize(
+    ("fault", "stream", "fallback"),
+    CASES,
+    ids=[f"{f}-{'stream' if s else 'plain'}-{'fallback' if fb else 'alone'}" for f, s, fb in CASES],
+)
+def test_fault(
+    fault: str,
+    stream: bool,
+    fallback: bool,
+    matrix_gw: Gateway,
+    client: openai.OpenAI,
+    clean_fakes: Fakes,
+) -> None:
     clean_fakes.openai.push(_fault(fault))
     route = "to-anthropic" if fallback else "solo"
     rid, text, error = _call(client, route, stream)

@@ -16,14 +16,20 @@ from tests.conftest import Fakes
 from tests.gateway_env import Gateway, run_cli
 
 PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
-TOOLS: Any = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}]
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +46,47 @@ def _user(text: str) -> Any:
     return [{"role": "user", "content": text}]
 
 
-@pytest.mark.parametrize(("route", "provider", "greeting"), [
-    ("chat", "openai", "Hello from fake-openai"),
-    ("anthropic-first", "anthropic", "Hello from fake-anthropic"),
-    ("gemini-first", "gemini", "Hello from fake-gemini"),
-    ("offline", "mock", "echo: "),
-])
-def test_plain_completion_through_each_adapter(route: str, provider: str, greeting: str, gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
-    raw = client.chat.completions.with_raw_response.create(model=route, messages=_user("plain please"))
+@pytest.mark.parametrize(
+    ("route", "provider", "greeting"),
+    [
+        ("chat", "openai", "Hello from fake-openai"),
+        ("anthropic-first", "anthropic", "Hello from fake-anthropic"),
+        ("gemini-first", "gemini", "Hello from fake-gemini"),
+        ("offline", "mock", "echo: "),
+    ],
+)
+def test_plain_completion_through_each_adapter(
+    route: str,
+    provider: str,
+    greeting: str,
+    gateway: Gateway,
+    client: openai.OpenAI,
+    clean_fakes: Fakes,
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=route, messages=_user("plain please")
+    )
     completion = raw.parse()
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.role == "assistant"
     assert (completion.choices[0].message.content or "").startswith(greeting)
     assert completion.choices[0].finish_reason == "stop"
-    assert completion.usage is not None and completion.usage.prompt_tokens > 0 and completion.usage.completion_tokens > 0
+    assert (
+        completion.usage is not None
+        and completion.usage.prompt_tokens > 0
+        and completion.usage.completion_tokens > 0
+    )
     assert raw.headers["x-switchyard-provider"] == provider
     assert raw.headers["x-switchyard-attempts"] == "1"
     assert raw.headers["x-switchyard-route"] == route
     assert raw.headers["x-switchyard-model"]
     rec = gateway.record(raw.headers["x-request-id"])
-    assert (rec["status"], rec["provider"], rec["route"], rec["requested_model"]) == (200, provider, route, route)
+    assert (rec["status"], rec["provider"], rec["route"], rec["requested_model"]) == (
+        200,
+        provider,
+        route,
+        route,
+    )
     assert rec["input_tokens"] == completion.usage.prompt_tokens
     assert rec["output_tokens"] == completion.usage.completion_tokens
     assert rec["usage_estimated"] == 0
@@ -67,14 +94,24 @@ def test_plain_completion_through_each_adapter(route: str, provider: str, greeti
     assert client.api_key not in json.dumps(rec)
 
 
-@pytest.mark.parametrize(("route", "greeting"), [
-    ("chat", "Hello from fake-openai"),
-    ("anthropic-first", "Hello from fake-anthropic"),
-    ("gemini-first", "Hello from fake-gemini"),
-    ("offline", "echo: "),
-])
-def test_streaming_with_usage(route: str, greeting: str, gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
-    raw = client.chat.completions.with_raw_response.create(model=route, messages=_user("stream please"), stream=True, stream_options={"include_usage": True})
+@pytest.mark.parametrize(
+    ("route", "greeting"),
+    [
+        ("chat", "Hello from fake-openai"),
+        ("anthropic-first", "Hello from fake-anthropic"),
+        ("gemini-first", "Hello from fake-gemini"),
+        ("offline", "echo: "),
+    ],
+)
+def test_streaming_with_usage(
+    route: str, greeting: str, gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=route,
+        messages=_user("stream please"),
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     assert raw.headers["content-type"].startswith("text/event-stream")
     text, usage, finish, ids = "", None, None, set()
     for chunk in raw.parse():
@@ -94,7 +131,9 @@ def test_streaming_with_usage(route: str, greeting: str, gateway: Gateway, clien
     assert rec["output_tokens"] == usage.completion_tokens
 
 
-def test_stream_without_include_usage_sends_no_usage_chunk(client: openai.OpenAI, clean_fakes: Fakes) -> None:
+def test_stream_without_include_usage_sends_no_usage_chunk(
+    client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
     chunks = list(client.chat.completions.create(model="chat", messages=_user("x"), stream=True))
     assert all(c.usage is None for c in chunks)
     # Upstream was still asked for usage, so the record has real numbers.
@@ -103,14 +142,18 @@ def test_stream_without_include_usage_sends_no_usage_chunk(client: openai.OpenAI
 
 @pytest.mark.parametrize("route", ["chat", "anthropic-first", "gemini-first", "offline"])
 def test_tool_calls(route: str, client: openai.OpenAI, clean_fakes: Fakes) -> None:
-    completion = client.chat.completions.create(model=route, messages=_user("weather in Paris?"), tools=TOOLS)
+    completion = client.chat.completions.create(
+        model=route, messages=_user("weather in Paris?"), tools=TOOLS
+    )
     msg = completion.choices[0].message
     assert completion.choices[0].finish_reason == "tool_calls"
     assert msg.tool_calls and msg.tool_calls[0].function.name == "get_weather"
     assert isinstance(json.loads(msg.tool_calls[0].function.arguments), dict)
     # Streamed: the deltas accumulate into the same call.
     args, name = "", None
-    for chunk in client.chat.completions.create(model=route, messages=_user("weather in Paris?"), tools=TOOLS, stream=True):
+    for chunk in client.chat.completions.create(
+        model=route, messages=_user("weather in Paris?"), tools=TOOLS, stream=True
+    ):
         for choice in chunk.choices:
             for tc in choice.delta.tool_calls or ():
                 name = tc.function.name if tc.function and tc.function.name else name
@@ -122,32 +165,72 @@ def test_tool_calls(route: str, client: openai.OpenAI, clean_fakes: Fakes) -> No
 def test_tool_result_round_trip_to_anthropic(client: openai.OpenAI, clean_fakes: Fakes) -> None:
     messages: Any = [
         {"role": "user", "content": "weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
     ]
-    completion = client.chat.completions.create(model="anthropic-first", messages=messages, tools=TOOLS)
+    completion = client.chat.completions.create(
+        model="anthropic-first", messages=messages, tools=TOOLS
+    )
     assert completion.choices[0].message.content
     sent = clean_fakes.anthropic.requests[-1].body
-    blocks = [b for m in sent["messages"] for b in (m["content"] if isinstance(m["content"], list) else [])]
+    blocks = [
+        b
+        for m in sent["messages"]
+        for b in (m["content"] if isinstance(m["content"], list) else [])
+    ]
     assert any(b.get("type") == "tool_result" and b.get("tool_use_id") == "call_1" for b in blocks)
 
 
-def test_image_parts_need_vision_and_reach_the_provider(client: openai.OpenAI, clean_fakes: Fakes) -> None:
-    content: Any = [{"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": PNG}}]
-    completion = client.chat.completions.create(model="anthropic-first", messages=[{"role": "user", "content": content}])
+def test_image_parts_need_vision_and_reach_the_provider(
+    client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
+    content: Any = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": PNG}},
+    ]
+    completion = client.chat.completions.create(
+        model="anthropic-first", messages=[{"role": "user", "content": content}]
+    )
     assert completion.choices[0].message.content
     sent = clean_fakes.anthropic.requests[-1].body
-    assert any(b.get("type") == "image" for m in sent["messages"] for b in m["content"] if isinstance(m["content"], list))
+    assert any(
+        b.get("type") == "image"
+        for m in sent["messages"]
+        for b in m["content"]
+        if isinstance(m["content"], list)
+    )
 
 
-def test_response_format_skips_candidates_without_json_support(gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
+def test_response_format_skips_candidates_without_json_support(
+    gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
     # anthropic-first: claude lacks json_mode, so openai serves it, with the reason recorded.
-    raw = client.chat.completions.with_raw_response.create(model="anthropic-first", messages=_user("json please"), response_format={"type": "json_object"})
+    raw = client.chat.completions.with_raw_response.create(
+        model="anthropic-first",
+        messages=_user("json please"),
+        response_format={"type": "json_object"},
+    )
     assert raw.headers["x-switchyard-provider"] == "openai"
     assert clean_fakes.openai.requests[-1].body["response_format"] == {"type": "json_object"}
     assert clean_fakes.anthropic.requests == []
     rec = gateway.record(raw.headers["x-request-id"])
-    assert rec["skipped"] == [{"provider": "anthropic", "model": "claude", "reason": "lacks json_mode (needed by this request)"}]
+    assert rec["skipped"] == [
+        {
+            "provider": "anthropic",
+            "model": "claude",
+            "reason": "lacks json_mode (needed by this request)",
+        }
+    ]
 
 
 def test_upstream_model_id_is_sent(client: openai.OpenAI, clean_fakes: Fakes) -> None:
@@ -157,7 +240,9 @@ def test_upstream_model_id_is_sent(client: openai.OpenAI, clean_fakes: Fakes) ->
 
 
 def test_explicit_provider_model(client: openai.OpenAI, clean_fakes: Fakes) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="gemini/gemini", messages=_user("x"))
+    raw = client.chat.completions.with_raw_response.create(
+        model="gemini/gemini", messages=_user("x")
+    )
     assert raw.headers["x-switchyard-provider"] == "gemini"
     assert "x-switchyard-route" not in raw.headers
 
@@ -165,7 +250,9 @@ def test_explicit_provider_model(client: openai.OpenAI, clean_fakes: Fakes) -> N
 def test_models_lists_what_the_key_may_use(gateway: Gateway, client: openai.OpenAI) -> None:
     ids = [m.id for m in client.models.list()]
     assert "chat" in ids and "offline" in ids and "openai/gpt" in ids
-    limited = openai.OpenAI(base_url=gateway.url + "/v1", api_key=gateway.key(org="limited"), max_retries=0)
+    limited = openai.OpenAI(
+        base_url=gateway.url + "/v1", api_key=gateway.key(org="limited"), max_retries=0
+    )
     assert [m.id for m in limited.models.list()] == ["offline"]
     with pytest.raises(openai.PermissionDeniedError) as exc:
         limited.chat.completions.create(model="chat", messages=_user("x"))
@@ -180,7 +267,12 @@ def test_unknown_route_is_404_in_openai_shape(client: openai.OpenAI) -> None:
 
 
 def test_invalid_requests_are_400(gateway: Gateway, key: str) -> None:
-    for body, code in [(b"{not json", "invalid_json"), (b"[]", "invalid_request"), (b'{"model": "chat"}', "invalid_request"), (b'{"model": "chat", "messages": []}', "invalid_request")]:
+    for body, code in [
+        (b"{not json", "invalid_json"),
+        (b"[]", "invalid_request"),
+        (b'{"model": "chat"}', "invalid_request"),
+        (b'{"model": "chat", "messages": []}', "invalid_request"),
+    ]:
         status, doc, _ = _post(gateway, body, key)
         assert status == 400 and doc["error"]["code"] == code, (body, doc)
 
@@ -192,24 +284,41 @@ def test_max_tokens_over_every_window_is_a_clear_400(client: openai.OpenAI) -> N
     assert "output limit" in exc.value.message
 
 
-def test_context_length_falls_back_only_to_larger_windows(gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
+def test_context_length_falls_back_only_to_larger_windows(
+    gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
     from tests.fakes.base import Fault
 
-    clean_fakes.openai.push(Fault("status", status=400, message="This model's maximum context length is 16000 tokens."))
-    raw = client.chat.completions.with_raw_response.create(model="small-then-large", messages=_user("long"))
+    clean_fakes.openai.push(
+        Fault("status", status=400, message="This model's maximum context length is 16000 tokens.")
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="small-then-large", messages=_user("long")
+    )
     rec = gateway.record(raw.headers["x-request-id"])
     # gpt-small overflowed; gpt has a larger window and is tried next.
-    assert [(a["model"], a["outcome"]) for a in rec["attempts"]] == [("gpt-small", "context_length"), ("gpt", "ok")]
+    assert [(a["model"], a["outcome"]) for a in rec["attempts"]] == [
+        ("gpt-small", "context_length"),
+        ("gpt", "ok"),
+    ]
     # Now both OpenAI models overflow: claude (200k) is next, and gemini would be too.
-    clean_fakes.openai.push(Fault("status", status=400, message="This model's maximum context length is 16000 tokens."),
-                           Fault("status", status=400, message="This model's maximum context length is 128000 tokens."))
-    raw = client.chat.completions.with_raw_response.create(model="small-then-large", messages=_user("long"))
+    clean_fakes.openai.push(
+        Fault("status", status=400, message="This model's maximum context length is 16000 tokens."),
+        Fault(
+            "status", status=400, message="This model's maximum context length is 128000 tokens."
+        ),
+    )
+    raw = client.chat.completions.with_raw_response.create(
+        model="small-then-large", messages=_user("long")
+    )
     rec = gateway.record(raw.headers["x-request-id"])
     assert [a["outcome"] for a in rec["attempts"]] == ["context_length", "context_length", "ok"]
     assert raw.headers["x-switchyard-provider"] == "anthropic"
 
 
-def test_error_class_not_in_fallback_on_is_not_retried(gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
+def test_error_class_not_in_fallback_on_is_not_retried(
+    gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
     from tests.fakes.base import Fault
 
     clean_fakes.openai.push(Fault("status", status=429))
@@ -233,17 +342,26 @@ def test_cheapest_orders_by_estimated_cost(client: openai.OpenAI, clean_fakes: F
     assert raw.headers["x-switchyard-provider"] == "gemini"
 
 
-def test_cost_cap_skips_expensive_candidates(gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes) -> None:
-    raw = client.chat.completions.with_raw_response.create(model="capped", messages=_user("x"), max_tokens=1000)
+def test_cost_cap_skips_expensive_candidates(
+    gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="capped", messages=_user("x"), max_tokens=1000
+    )
     assert raw.headers["x-switchyard-provider"] == "openai"
     rec = gateway.record(raw.headers["x-request-id"])
-    assert rec["skipped"][0]["provider"] == "anthropic" and "over the route's cap" in rec["skipped"][0]["reason"]
+    assert (
+        rec["skipped"][0]["provider"] == "anthropic"
+        and "over the route's cap" in rec["skipped"][0]["reason"]
+    )
 
 
 def test_weighted_spreads_first_picks(client: openai.OpenAI, clean_fakes: Fakes) -> None:
     seen = {"openai": 0, "anthropic": 0}
     for _ in range(40):
-        raw = client.chat.completions.with_raw_response.create(model="weighted", messages=_user("x"))
+        raw = client.chat.completions.with_raw_response.create(
+            model="weighted", messages=_user("x")
+        )
         seen[raw.headers["x-switchyard-provider"]] += 1
     assert seen["anthropic"] > seen["openai"] > 0
 
@@ -251,8 +369,12 @@ def test_weighted_spreads_first_picks(client: openai.OpenAI, clean_fakes: Fakes)
 # --- keys -----------------------------------------------------------------------------------
 
 
-def _post(gateway: Gateway, body: bytes, key: str | None, path: str = "/v1/chat/completions") -> tuple[int, Any, dict[str, str]]:
-    req = urllib.request.Request(gateway.url + path, data=body, method="POST", headers={"content-type": "application/json"})
+def _post(
+    gateway: Gateway, body: bytes, key: str | None, path: str = "/v1/chat/completions"
+) -> tuple[int, Any, dict[str, str]]:
+    req = urllib.request.Request(
+        gateway.url + path, data=body, method="POST", headers={"content-type": "application/json"}
+    )
     if key is not None:
         req.add_header("authorization", f"Bearer {key}")
     try:
@@ -323,7 +445,9 @@ def test_unknown_path_is_openai_shaped_404(gateway: Gateway) -> None:
         assert json.loads(exc.read())["error"]["code"] == "not_found"
 
 
-def test_stream_chunks_are_passed_on_as_they_arrive(client: openai.OpenAI, clean_fakes: Fakes) -> None:
+def test_stream_chunks_are_passed_on_as_they_arrive(
+    client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
     """Chunks that arrive together are written together, but nothing waits for later ones."""
     import time
 
@@ -332,7 +456,9 @@ def test_stream_chunks_are_passed_on_as_they_arrive(client: openai.OpenAI, clean
     clean_fakes.openai.push(Fault("slow_stream", delay=0.25))
     arrivals: list[float] = []
     start = time.monotonic()
-    for chunk in client.chat.completions.create(model="solo", messages=_user("slowly"), stream=True):
+    for chunk in client.chat.completions.create(
+        model="solo", messages=_user("slowly"), stream=True
+    ):
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.monotonic() - start)
     assert len(arrivals) >= 3

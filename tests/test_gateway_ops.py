@@ -36,10 +36,19 @@ from tests.fakes.openai_fake import openai_fake
 from tests.gateway_env import ROOT, Gateway, free_port, run_cli, runtime_doc, with_hash
 
 USAGE: Any = {"include_usage": True}
-TOOLS: Any = [{
-    "type": "function",
-    "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}},
-}]
+TOOLS: Any = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string"}},
+                "required": ["q"],
+            },
+        },
+    }
+]
 
 
 @dataclass
@@ -68,7 +77,12 @@ def _messages(text: str) -> Any:
 def _post(gw: Gateway, body: dict[str, Any] | bytes, key: str | None, timeout: float = 20) -> Reply:
     """POST /v1/chat/completions with urllib; the whole body is read."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    req = urllib.request.Request(gw.url + "/v1/chat/completions", data=data, method="POST", headers={"content-type": "application/json"})
+    req = urllib.request.Request(
+        gw.url + "/v1/chat/completions",
+        data=data,
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
     if key is not None:
         req.add_header("authorization", f"Bearer {key}")
     try:
@@ -130,14 +144,23 @@ def _mixed_request(gw: Gateway, key: str, client: openai.OpenAI, i: int) -> tupl
     if kind == 2:
         return _sdk(lambda: chat(model="chat", messages=_messages(f"openai {i}")))
     if kind == 3:
-        return _sdk(lambda: chat(model="chat", messages=_messages(f"openai stream {i}"), stream=True, stream_options=USAGE))
+        return _sdk(
+            lambda: chat(
+                model="chat",
+                messages=_messages(f"openai stream {i}"),
+                stream=True,
+                stream_options=USAGE,
+            )
+        )
     if kind == 4:
         r = _post(gw, b"{broken", key)
         return r.headers["x-request-id"], r.status
     if kind == 5:
         return _sdk(lambda: chat(model="no-such-route", messages=_messages("x")))
     if kind == 6:
-        r = _post(gw, {"model": "offline", "messages": _messages("x")}, "sy_test_aaaaaaaaaaaa_" + "b" * 40)
+        r = _post(
+            gw, {"model": "offline", "messages": _messages("x")}, "sy_test_aaaaaaaaaaaa_" + "b" * 40
+        )
         return r.headers["x-request-id"], r.status
     if kind == 7:
         return _sdk(lambda: chat(model="offline", messages=_messages("mock:error 529")))
@@ -146,19 +169,29 @@ def _mixed_request(gw: Gateway, key: str, client: openai.OpenAI, i: int) -> tupl
     if kind == 9:
         return _sdk(lambda: chat(model="offline", messages=_messages("mock:drop"), stream=True))
     if kind == 10:
-        return _sdk(lambda: chat(model="anthropic-first", messages=_messages(f"tools {i}"), tools=TOOLS))
-    r = _post(gw, {"model": "gemini-first", "messages": _messages(f"gemini {i}"), "stream": True}, key)
+        return _sdk(
+            lambda: chat(model="anthropic-first", messages=_messages(f"tools {i}"), tools=TOOLS)
+        )
+    r = _post(
+        gw, {"model": "gemini-first", "messages": _messages(f"gemini {i}"), "stream": True}, key
+    )
     return r.headers["x-request-id"], r.status
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_every_request_gets_exactly_one_record_under_concurrency(workers: int, clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_every_request_gets_exactly_one_record_under_concurrency(
+    workers: int, clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     n = 300
     gw = Gateway(_doc(clean_fakes), tmp_path, workers=workers)
     key = gw.key()  # before start: every worker loads it
     own_gateways.append(gw.start())
     # Upstream failures for whichever OpenAI-bound requests come first (fallback or error).
-    clean_fakes.openai.push(*([Fault("status", status=500)] * 10), *([Fault("status", status=429)] * 5), *([Fault("reset")] * 5))
+    clean_fakes.openai.push(
+        *([Fault("status", status=500)] * 10),
+        *([Fault("status", status=429)] * 5),
+        *([Fault("reset")] * 5),
+    )
     client = _client(gw, key)
     with ThreadPoolExecutor(16) as pool:
         sent = list(pool.map(lambda i: _mixed_request(gw, key, client, i), range(n)))
@@ -174,10 +207,14 @@ def test_every_request_gets_exactly_one_record_under_concurrency(workers: int, c
     assert set(per_id) == set(ids)
     assert max(per_id.values()) == 1
     status_of = {r["request_id"]: r["status"] for r in records}
-    assert {rid: status_of[rid] for rid in ids} == dict(sent), "each record has the status the client saw"
+    assert {rid: status_of[rid] for rid in ids} == dict(sent), (
+        "each record has the status the client saw"
+    )
 
 
-def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     gw = Gateway(_doc(clean_fakes, first_byte_timeout_s=5.0), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
@@ -185,7 +222,11 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(clean_fak
 
     def call(i: int) -> tuple[str, int] | None:
         slow = i % 3 != 2
-        body: dict[str, Any] = {"model": "offline", "messages": _messages("mock:slow 1500" if slow else f"fast {i}"), "stream": i % 2 == 0}
+        body: dict[str, Any] = {
+            "model": "offline",
+            "messages": _messages("mock:slow 1500" if slow else f"fast {i}"),
+            "stream": i % 2 == 0,
+        }
         try:
             r = _post(gw, body, key, timeout=30)
         except (urllib.error.URLError, ConnectionError, http.client.HTTPException):
@@ -219,7 +260,9 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(clean_fak
 # --- 2. rate limits and budgets -------------------------------------------------------------
 
 
-def test_requests_and_tokens_per_minute_are_429_with_retry_after(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_requests_and_tokens_per_minute_are_429_with_retry_after(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     doc = _doc(clean_fakes)
     doc["limits"]["per_key"].update(requests_per_minute=3, tokens_per_minute=200)
     gw = Gateway(with_hash(doc), tmp_path)
@@ -250,13 +293,22 @@ def test_requests_and_tokens_per_minute_are_429_with_retry_after(clean_fakes: Fa
     assert exc.value.code == "rate_limit_exceeded"
 
 
-def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     doc = _doc(clean_fakes)
-    doc["providers"]["mock"]["models"]["echo"]["price"] = {"input": 1000.0, "output": 1000.0}  # ~$0.01 a request
+    doc["providers"]["mock"]["models"]["echo"]["price"] = {
+        "input": 1000.0,
+        "output": 1000.0,
+    }  # ~$0.01 a request
     doc["limits"]["per_key"]["usd_per_day"] = 0.0001
     doc["limits"]["orgs"] = {"acme": {"usd_per_day": 0.0001, "usd_per_month": None}}
     gw = Gateway(with_hash(doc), tmp_path)
-    spender, colleague, outsider = gw.key(name="spender"), gw.key(name="colleague"), gw.key(org="limited", name="outsider")
+    spender, colleague, outsider = (
+        gw.key(name="spender"),
+        gw.key(name="colleague"),
+        gw.key(org="limited", name="outsider"),
+    )
     own_gateways.append(gw.start())
     body = {"model": "offline", "messages": _messages("spend a little")}
 
@@ -266,7 +318,10 @@ def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(clean_fake
     # The local charge makes it immediate, without waiting for the spend refresh.
     refused = _post(gw, body, spender)
     assert (refused.status, refused.code) == (429, "budget_exceeded")
-    assert "key" in refused.json()["error"]["message"] and "daily budget" in refused.json()["error"]["message"]
+    assert (
+        "key" in refused.json()["error"]["message"]
+        and "daily budget" in refused.json()["error"]["message"]
+    )
     assert int(refused.headers["retry-after"]) >= 1
     assert gw.record(refused.headers["x-request-id"])["status"] == 429
     # A colleague's key has spent nothing, but the org has.
@@ -288,10 +343,14 @@ def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(clean_fake
 # --- 3. readiness and missing credentials -----------------------------------------------------
 
 
-def test_missing_required_secret_is_not_ready_and_names_it(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_missing_required_secret_is_not_ready_and_names_it(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     doc = _doc(clean_fakes)
     doc["routes"]["only-anthropic"] = copy.deepcopy(doc["routes"]["solo"])
-    doc["routes"]["only-anthropic"]["candidates"] = [{"provider": "anthropic", "model": "claude", "weight": None}]
+    doc["routes"]["only-anthropic"]["candidates"] = [
+        {"provider": "anthropic", "model": "claude", "weight": None}
+    ]
     gw = Gateway(with_hash(doc), tmp_path)
     gw.env.pop("ANTHROPIC_API_KEY")
     key = gw.key()
@@ -302,7 +361,10 @@ def test_missing_required_secret_is_not_ready_and_names_it(clean_fakes: Fakes, t
     detail = ready.json()
     assert detail["ready"] is False
     assert any("ANTHROPIC_API_KEY" in p for p in detail["problems"]), detail
-    assert "test-openai-key" not in ready.body.decode() and "test-gemini-key" not in ready.body.decode()
+    assert (
+        "test-openai-key" not in ready.body.decode()
+        and "test-gemini-key" not in ready.body.decode()
+    )
     assert _get(gw.url + "/healthz").status == 200
     assert "ANTHROPIC_API_KEY" in gw.log.read_text()  # the banner says what is missing
 
@@ -310,7 +372,11 @@ def test_missing_required_secret_is_not_ready_and_names_it(clean_fakes: Fakes, t
     served = _post(gw, {"model": "anthropic-first", "messages": _messages("x")}, key)
     assert served.status == 200 and served.headers["x-switchyard-provider"] == "openai"
     assert gw.record(served.headers["x-request-id"])["skipped"] == [
-        {"provider": "anthropic", "model": "claude", "reason": "credentials not set (ANTHROPIC_API_KEY)"}
+        {
+            "provider": "anthropic",
+            "model": "claude",
+            "reason": "credentials not set (ANTHROPIC_API_KEY)",
+        }
     ]
     # A route with no usable candidate is a clear 503 naming the credential.
     for model in ("only-anthropic", "anthropic/claude"):
@@ -321,7 +387,9 @@ def test_missing_required_secret_is_not_ready_and_names_it(clean_fakes: Fakes, t
     assert clean_fakes.anthropic.requests == []
 
 
-def test_missing_optional_secret_skips_the_provider_and_is_ready(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_missing_optional_secret_skips_the_provider_and_is_ready(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     doc = _doc(clean_fakes)
     doc["secrets"]["ANTHROPIC_API_KEY"]["optional"] = True
     doc["providers"]["anthropic"]["credentials_optional"] = True
@@ -335,11 +403,19 @@ def test_missing_optional_secret_skips_the_provider_and_is_ready(clean_fakes: Fa
     r = _post(gw, {"model": "anthropic-first", "messages": _messages("x")}, key)
     assert r.status == 200 and r.headers["x-switchyard-provider"] == "openai"
     rec = gw.record(r.headers["x-request-id"])
-    assert rec["skipped"] == [{"provider": "anthropic", "model": "claude", "reason": "credentials not set (ANTHROPIC_API_KEY)"}]
+    assert rec["skipped"] == [
+        {
+            "provider": "anthropic",
+            "model": "claude",
+            "reason": "credentials not set (ANTHROPIC_API_KEY)",
+        }
+    ]
     assert [a["provider"] for a in rec["attempts"]] == ["openai"]
 
 
-def test_no_provider_with_credentials_is_not_ready(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_no_provider_with_credentials_is_not_ready(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     doc = _doc(clean_fakes)
     doc["routes"] = {"solo": doc["routes"]["solo"]}
     doc["secrets"]["OPENAI_API_KEY"]["optional"] = True
@@ -357,8 +433,22 @@ def test_no_provider_with_credentials_is_not_ready(clean_fakes: Fakes, tmp_path:
 
 def _serve(config: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runtime", "serve", "--config", str(config), "--data-dir", str(data_dir), "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "serve",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -402,16 +492,32 @@ WRONG_ANTHROPIC_SECRET = "sk-ant-api03-WRONGanthropicValue0a9b8c7"
 
 @pytest.fixture
 def keyed_fakes() -> Iterator[dict[str, FakeProvider]]:
-    fakes = {"openai": openai_fake(OPENAI_SECRET).start(), "anthropic": anthropic_fake(ANTHROPIC_SECRET).start(), "gemini": gemini_fake(GEMINI_SECRET).start()}
+    fakes = {
+        "openai": openai_fake(OPENAI_SECRET).start(),
+        "anthropic": anthropic_fake(ANTHROPIC_SECRET).start(),
+        "gemini": gemini_fake(GEMINI_SECRET).start(),
+    }
     yield fakes
     for f in fakes.values():
         f.stop()
 
 
-def test_provider_and_gateway_secrets_never_appear_anywhere(keyed_fakes: dict[str, FakeProvider], tmp_path: Path, own_gateways: list[Gateway]) -> None:
-    doc = runtime_doc(keyed_fakes["openai"].url, keyed_fakes["anthropic"].url, keyed_fakes["gemini"].url)
+def test_provider_and_gateway_secrets_never_appear_anywhere(
+    keyed_fakes: dict[str, FakeProvider], tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
+    doc = runtime_doc(
+        keyed_fakes["openai"].url, keyed_fakes["anthropic"].url, keyed_fakes["gemini"].url
+    )
     # Anthropic gets a wrong key: its fake answers 401, which the gateway must report without it.
-    gw = Gateway(doc, tmp_path, env={"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": WRONG_ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET})
+    gw = Gateway(
+        doc,
+        tmp_path,
+        env={
+            "OPENAI_API_KEY": OPENAI_SECRET,
+            "ANTHROPIC_API_KEY": WRONG_ANTHROPIC_SECRET,
+            "GEMINI_API_KEY": GEMINI_SECRET,
+        },
+    )
     key = gw.key()
     own_gateways.append(gw.start())
     seen: list[bytes] = []
@@ -423,7 +529,10 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(keyed_fakes: dict[st
         return r
 
     assert post({"model": "chat", "messages": _messages("hello")}).status == 200
-    assert post({"model": "gemini-first", "messages": _messages("hello"), "stream": True}).status == 200
+    assert (
+        post({"model": "gemini-first", "messages": _messages("hello"), "stream": True}).status
+        == 200
+    )
     upstream_401 = post({"model": "anthropic-first", "messages": _messages("hello")})
     assert (upstream_401.status, upstream_401.code) == (502, "upstream_auth_failed")
     assert keyed_fakes["anthropic"].requests, "the wrong key did reach the provider"
@@ -432,7 +541,9 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(keyed_fakes: dict[st
         assert post({"model": "solo", "messages": _messages("hello")}).status == 502
     keyed_fakes["gemini"].push(Fault("drop_mid_stream"))
     post({"model": "gemini-first", "messages": _messages("hello"), "stream": True})
-    post({"model": "chat", "messages": _messages("hello")}, token=key[:-3] + "xyz")  # a bad gateway key
+    post(
+        {"model": "chat", "messages": _messages("hello")}, token=key[:-3] + "xyz"
+    )  # a bad gateway key
     post(b"{", token=key)
     for path in ("/readyz", "/healthz", "/metrics", "/v1/models"):
         r = _get(gw.url + path)
@@ -441,8 +552,12 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(keyed_fakes: dict[st
     gw.records(wait_for=9)
     assert gw.stop() == 0
     report = run_cli("requests", "--env", "test", "--data-dir", str(gw.data_dir), "--json").stdout
-    table = run_cli("requests", "--env", "test", "--data-dir", str(gw.data_dir), "--last", "50").stdout
-    by_provider = run_cli("requests", "--env", "test", "--data-dir", str(gw.data_dir), "--by", "provider").stdout
+    table = run_cli(
+        "requests", "--env", "test", "--data-dir", str(gw.data_dir), "--last", "50"
+    ).stdout
+    by_provider = run_cli(
+        "requests", "--env", "test", "--data-dir", str(gw.data_dir), "--by", "provider"
+    ).stdout
     assert len(json.loads(report)) == 9
 
     secret_part = key.split("_")[-1]
@@ -454,7 +569,14 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(keyed_fakes: dict[st
     }
     for f in gw.data_dir.iterdir():
         haystacks[f"data dir: {f.name}"] = f.read_bytes()
-    for needle in (OPENAI_SECRET, ANTHROPIC_SECRET, WRONG_ANTHROPIC_SECRET, GEMINI_SECRET, key, secret_part):
+    for needle in (
+        OPENAI_SECRET,
+        ANTHROPIC_SECRET,
+        WRONG_ANTHROPIC_SECRET,
+        GEMINI_SECRET,
+        key,
+        secret_part,
+    ):
         for where, hay in haystacks.items():
             assert needle.encode() not in hay, f"a secret ({needle[:8]}...) appears in {where}"
     # The provider keys did travel where they belong: to the providers.
@@ -465,14 +587,18 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(keyed_fakes: dict[st
 
 
 @pytest.mark.parametrize("route", ["offline", "solo"])
-def test_client_closing_mid_stream_is_recorded_as_499(route: str, clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_client_closing_mid_stream_is_recorded_as_499(
+    route: str, clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     gw = Gateway(_doc(clean_fakes, timeout_s=30.0), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
     client = _client(gw, key)
     long_prompt = " ".join(["word"] * 60_000)  # the reply echoes it word by word: a long stream
 
-    raw = client.chat.completions.with_raw_response.create(model=route, messages=_messages(long_prompt), stream=True)
+    raw = client.chat.completions.with_raw_response.create(
+        model=route, messages=_messages(long_prompt), stream=True
+    )
     stream: Any = raw.parse()
     first = next(iter(stream))
     assert first.choices
@@ -488,15 +614,24 @@ def test_client_closing_mid_stream_is_recorded_as_499(route: str, clean_fakes: F
     assert "still there?" in (after.choices[0].message.content or "")
 
 
-def test_client_gone_before_a_slow_answer_is_recorded_as_499(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_client_gone_before_a_slow_answer_is_recorded_as_499(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     gw = Gateway(_doc(clean_fakes, first_byte_timeout_s=5.0), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
     ids: list[str] = []
     for stream in (False, True):
-        body = json.dumps({"model": "offline", "messages": _messages("mock:slow 1500"), "stream": stream}).encode()
+        body = json.dumps(
+            {"model": "offline", "messages": _messages("mock:slow 1500"), "stream": stream}
+        ).encode()
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-        conn.request("POST", "/v1/chat/completions", body=body, headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=body,
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+        )
         time.sleep(0.3)
         conn.close()  # before any byte of the answer
         time.sleep(1.8)
@@ -525,7 +660,9 @@ def _table(text: str) -> list[dict[str, str]]:
     return rows
 
 
-def test_requests_report_counts_match_what_was_sent(clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]) -> None:
+def test_requests_report_counts_match_what_was_sent(
+    clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
+) -> None:
     gw = Gateway(_doc(clean_fakes), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
@@ -536,19 +673,36 @@ def test_requests_report_counts_match_what_was_sent(clean_fakes: Fakes, tmp_path
         ("nope", key, 404), ("offline", "sy_test_bad", 401),
     ]  # fmt: skip
     for model, token, status in sent:
-        assert _post(gw, {"model": model, "messages": _messages("count me")}, token).status == status
+        assert (
+            _post(gw, {"model": model, "messages": _messages("count me")}, token).status == status
+        )
     clean_fakes.openai.push(Fault("status", status=500))
     assert _post(gw, {"model": "solo", "messages": _messages("fail")}, key).status == 502
     gw.records(wait_for=len(sent) + 1)
 
     base = ["requests", "--env", "test", "--data-dir", str(gw.data_dir)]
     rows = {r["provider"]: r for r in _table(run_cli(*base, "--by", "provider").stdout)}
-    assert {p: int(r["count"]) for p, r in rows.items()} == {"mock": 3, "openai": 3, "anthropic": 1, "-": 2}
-    assert {p: int(r["errors"]) for p, r in rows.items()} == {"mock": 0, "openai": 1, "anthropic": 0, "-": 2}
+    assert {p: int(r["count"]) for p, r in rows.items()} == {
+        "mock": 3,
+        "openai": 3,
+        "anthropic": 1,
+        "-": 2,
+    }
+    assert {p: int(r["errors"]) for p, r in rows.items()} == {
+        "mock": 0,
+        "openai": 1,
+        "anthropic": 0,
+        "-": 2,
+    }
     assert rows["-"]["error %"] == "100.0"
 
     grouped = json.loads(run_cli(*base, "--by", "provider", "--json").stdout)
-    assert {g["provider"]: g["count"] for g in grouped} == {"mock": 3, "openai": 3, "anthropic": 1, "-": 2}
+    assert {g["provider"]: g["count"] for g in grouped} == {
+        "mock": 3,
+        "openai": 3,
+        "anthropic": 1,
+        "-": 2,
+    }
     assert all(g["latency_p50_ms"] is not None for g in grouped)
     by_status = json.loads(run_cli(*base, "--by", "status", "--json").stdout)
     assert {g["status"]: g["count"] for g in by_status} == {"200": 6, "404": 1, "401": 1, "502": 1}
@@ -578,26 +732,47 @@ def key(gateway: Gateway) -> str:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_success_headers_name_request_provider_model_and_attempts(stream: bool, gateway: Gateway, key: str, clean_fakes: Fakes) -> None:
+def test_success_headers_name_request_provider_model_and_attempts(
+    stream: bool, gateway: Gateway, key: str, clean_fakes: Fakes
+) -> None:
     r = _post(gateway, {"model": "chat", "messages": _messages("x"), "stream": stream}, key)
     assert r.status == 200
     h = r.headers
     assert re.fullmatch(r"req_[0-9a-f]{24}", h["x-request-id"])
-    assert (h["x-switchyard-provider"], h["x-switchyard-model"], h["x-switchyard-route"]) == ("openai", "gpt-4o-2024-08-06", "chat")
+    assert (h["x-switchyard-provider"], h["x-switchyard-model"], h["x-switchyard-route"]) == (
+        "openai",
+        "gpt-4o-2024-08-06",
+        "chat",
+    )
     assert h["x-switchyard-attempts"] == "1"
     assert "x-switchyard-attempt-trail" not in h  # one clean attempt: nothing to trail
     assert gateway.record(h["x-request-id"])["provider"] == "openai"
 
-    clean_fakes.openai.push(Fault("status", status=503, message="The engine is currently overloaded, please try again later."))
+    clean_fakes.openai.push(
+        Fault(
+            "status",
+            status=503,
+            message="The engine is currently overloaded, please try again later.",
+        )
+    )
     r = _post(gateway, {"model": "to-anthropic", "messages": _messages("x"), "stream": stream}, key)
     assert r.status == 200
-    assert (r.headers["x-switchyard-provider"], r.headers["x-switchyard-model"]) == ("anthropic", "claude-sonnet-4-20250514")
+    assert (r.headers["x-switchyard-provider"], r.headers["x-switchyard-model"]) == (
+        "anthropic",
+        "claude-sonnet-4-20250514",
+    )
     assert r.headers["x-switchyard-attempts"] == "2"
     trail = _trail(r.headers["x-switchyard-attempt-trail"])
-    assert trail[1] == ("anthropic/claude", "ok") and trail[0][0] == "openai/gpt" and trail[0][1] in ("overloaded", "server_error")
+    assert (
+        trail[1] == ("anthropic/claude", "ok")
+        and trail[0][0] == "openai/gpt"
+        and trail[0][1] in ("overloaded", "server_error")
+    )
 
 
-def test_error_headers_carry_request_id_and_attempts(gateway: Gateway, key: str, clean_fakes: Fakes) -> None:
+def test_error_headers_carry_request_id_and_attempts(
+    gateway: Gateway, key: str, clean_fakes: Fakes
+) -> None:
     cases = [
         (b'{"model": "offline", "messages": [{"role": "user", "content": "x"}]}', None, 401, "0"),
         (b"{nope", key, 400, "0"),

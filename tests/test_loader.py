@@ -30,7 +30,9 @@ BILLION_LAUGHS = (
 ).encode()
 
 
-def check_file(tmp_path: Path, content: bytes, *args: str, name: str = "gateway.yaml") -> tuple[subprocess.CompletedProcess[str], float]:
+def check_file(
+    tmp_path: Path, content: bytes, *args: str, name: str = "gateway.yaml"
+) -> tuple[subprocess.CompletedProcess[str], float]:
     target = tmp_path / name
     target.write_bytes(content)
     env = {k: v for k, v in os.environ.items() if k != "SWITCHYARD_DEBUG"}
@@ -38,7 +40,12 @@ def check_file(tmp_path: Path, content: bytes, *args: str, name: str = "gateway.
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "compiler", "check", str(target), "--format", "json", *args],
-        cwd=ROOT, capture_output=True, text=True, encoding="utf-8", env=env, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=60,
     )
     return result, time.monotonic() - start
 
@@ -126,7 +133,10 @@ def test_top_level_list(tmp_path: Path) -> None:
 def test_top_level_scalar(tmp_path: Path) -> None:
     [d] = refused(tmp_path, b"gateway\n")
     assert d["code"] == "E006"
-    assert d["message"] == "the top level must be a mapping of sections, not a single value ('gateway')"
+    assert (
+        d["message"]
+        == "the top level must be a mapping of sections, not a single value ('gateway')"
+    )
 
 
 @pytest.mark.parametrize("content", [b"~\n", b"---\n", b"null\n", b"--- # nothing\n...\n"])
@@ -148,7 +158,9 @@ def test_many_unknown_keys_are_reported_in_bounded_time_and_output(tmp_path: Pat
     many = b"".join(b"key%d: value\n" % i for i in range(50_000))
     diagnostics = refused(tmp_path, many, limit_s=10.0)
     assert len(diagnostics) <= 250
-    assert any(d["code"] == "E005" and "too many problems" in str(d["message"]) for d in diagnostics)
+    assert any(
+        d["code"] == "E005" and "too many problems" in str(d["message"]) for d in diagnostics
+    )
 
 
 @pytest.mark.parametrize("style", ["block", "flow"])
@@ -211,7 +223,11 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SWITCHYARD_DEBUG"}
     result = subprocess.run(
         [sys.executable, "-m", "compiler", "check", str(tmp_path / "nope.yaml")],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "no such file" in result.stderr
@@ -225,12 +241,32 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "value"),
     [
-        ("on", "on"), ("off", "off"), ("yes", "yes"), ("no", "no"), ("y", "y"), ("n", "n"),
-        ("true", True), ("True", True), ("FALSE", False),
-        ("~", None), ("null", None), ("", None),
-        ("0x1F", 31), ("0o17", 15), ("017", 17), ("-42", -42), ("+7", 7),
-        ("1e3", 1000.0), ("1.5", 1.5), ("-.5", -0.5), (".inf", float("inf")), ("-.Inf", float("-inf")),
-        ("1_000", "1_000"), ("0b101", "0b101"), ("12:30", "12:30"), ("2024-01-01", "2024-01-01"),
+        ("on", "on"),
+        ("off", "off"),
+        ("yes", "yes"),
+        ("no", "no"),
+        ("y", "y"),
+        ("n", "n"),
+        ("true", True),
+        ("True", True),
+        ("FALSE", False),
+        ("~", None),
+        ("null", None),
+        ("", None),
+        ("0x1F", 31),
+        ("0o17", 15),
+        ("017", 17),
+        ("-42", -42),
+        ("+7", 7),
+        ("1e3", 1000.0),
+        ("1.5", 1.5),
+        ("-.5", -0.5),
+        (".inf", float("inf")),
+        ("-.Inf", float("-inf")),
+        ("1_000", "1_000"),
+        ("0b101", "0b101"),
+        ("12:30", "12:30"),
+        ("2024-01-01", "2024-01-01"),
         ("openai/gpt-4o", "openai/gpt-4o"),
     ],
 )
@@ -247,7 +283,13 @@ def test_nan_is_a_float() -> None:
 
 def test_the_norway_problem_keys_and_values_stay_strings() -> None:
     loaded = load("on: yes\nno: off\ncountry: NO\nquoted: '8080'\nport: 8080\n")
-    assert loaded.data == {"on": "yes", "no": "off", "country": "NO", "quoted": "8080", "port": 8080}
+    assert loaded.data == {
+        "on": "yes",
+        "no": "off",
+        "country": "NO",
+        "quoted": "8080",
+        "port": 8080,
+    }
     assert loaded.diagnostics == []
 
 
@@ -336,12 +378,51 @@ def test_str_input_has_the_same_size_limit() -> None:
 # property: no input makes check_bytes raise
 
 _FRAGMENTS = [
-    "version: 1\n", "project: acme\n", "providers:\n", "  mock:\n", "    adapter: mock\n",
-    "    models:\n", "      echo: {context_window: 8192}\n", "routes:\n", "  chat:\n",
-    "    candidates: [mock/echo]\n", "environments:\n", "  dev: {target: local, port: 8080}\n",
-    "- ", ": ", "&a ", "*a ", "!!str ", "? ", "[", "]", "{", "}", ",", "'", '"', "#", "\t", "\n",
-    "  ", "---\n", "...\n", "<<: *a\n", "%YAML 1.2\n", "|\n", ">-\n", "\\", "\x00", "\ufeff", "é",
-    "sk-ant-api03-FAKE-example-key-not-real", "0x1F", ".inf", "~", "on", "no",
+    "version: 1\n",
+    "project: acme\n",
+    "providers:\n",
+    "  mock:\n",
+    "    adapter: mock\n",
+    "    models:\n",
+    "      echo: {context_window: 8192}\n",
+    "routes:\n",
+    "  chat:\n",
+    "    candidates: [mock/echo]\n",
+    "environments:\n",
+    "  dev: {target: local, port: 8080}\n",
+    "- ",
+    ": ",
+    "&a ",
+    "*a ",
+    "!!str ",
+    "? ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "'",
+    '"',
+    "#",
+    "\t",
+    "\n",
+    "  ",
+    "---\n",
+    "...\n",
+    "<<: *a\n",
+    "%YAML 1.2\n",
+    "|\n",
+    ">-\n",
+    "\\",
+    "\x00",
+    "\ufeff",
+    "é",
+    "sk-ant-api03-FAKE-example-key-not-real",
+    "0x1F",
+    ".inf",
+    "~",
+    "on",
+    "no",
 ]
 
 if importlib.util.find_spec("hypothesis") is None:

@@ -34,7 +34,9 @@ def make_record(n: int = 0, **overrides: Any) -> Record:
         "usage_estimated": False,
         "cost_usd": 0.0001,
         "stream": False,
-        "attempts": [{"provider": "openai", "model": "gpt-4o-mini", "outcome": "ok", "latency_ms": 120.0}],
+        "attempts": [
+            {"provider": "openai", "model": "gpt-4o-mini", "outcome": "ok", "latency_ms": 120.0}
+        ],
         "fell_back": False,
         "broke_after_commit": False,
         "skipped": [],
@@ -148,7 +150,14 @@ def test_records_round_trip_with_json_columns_and_flags(tmp_path: Path) -> None:
         broke_after_commit=True,
         usage_estimated=True,
         attempts=[
-            {"provider": "openai", "model": "gpt-4o", "outcome": "rate_limited", "status": 429, "code": "rate_limit_exceeded", "latency_ms": 12.0},
+            {
+                "provider": "openai",
+                "model": "gpt-4o",
+                "outcome": "rate_limited",
+                "status": 429,
+                "code": "rate_limit_exceeded",
+                "latency_ms": 12.0,
+            },
             {"provider": "anthropic", "model": "claude", "outcome": "ok", "latency_ms": 300.0},
         ],
         skipped=[{"provider": "gemini", "model": "gemini-2.0-flash", "reason": "no tools support"}],
@@ -166,7 +175,9 @@ def test_an_unknown_cost_stays_null_never_zero(tmp_path: Path) -> None:
     w.submit(make_record(2, cost_usd=0.0))
     w.close()
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT request_id, cost_usd IS NULL FROM requests ORDER BY request_id").fetchall()
+        rows = conn.execute(
+            "SELECT request_id, cost_usd IS NULL FROM requests ORDER BY request_id"
+        ).fetchall()
     assert rows == [("req-1", 1), ("req-2", 0)]
     assert read_records(db)[0].cost_usd is None
 

@@ -49,19 +49,35 @@ def _instance(path: Path) -> Any:
 
 @pytest.mark.parametrize("path", [ROOT / "gateway.yaml", *VALID_EXAMPLES], ids=lambda p: p.name)
 def test_configs_validate_against_the_schema(path: Path) -> None:
-    errors = sorted(Draft202012Validator(checked_in()).iter_errors(_instance(path)), key=lambda e: list(e.path))
+    errors = sorted(
+        Draft202012Validator(checked_in()).iter_errors(_instance(path)), key=lambda e: list(e.path)
+    )
     assert not errors, [f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors]
 
 
-@pytest.mark.parametrize(("edit", "why"), [
-    (lambda d: d.update(extra=1), "unknown top-level key"),
-    (lambda d: d["environments"]["staging"].update(port=80), "port below 1024"),
-    (lambda d: d["environments"]["staging"].pop("host"), "ssh target without host"),
-    (lambda d: d["routes"]["chat"]["candidates"].append("not a ref"), "bad candidate reference"),
-    (lambda d: d["providers"]["openai"]["models"]["gpt-4o"]["capabilities"].append("telepathy"), "unknown capability"),
-    (lambda d: d["environments"]["dev"]["secrets"]["OPENAI_API_KEY"].update(file="~/k"), "secret with env AND file"),
-    (lambda d: d["routes"].update({"chat/fast": d["routes"]["chat"]}), "route name with '/'"),
-])
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda d: d.update(extra=1), "unknown top-level key"),
+        (lambda d: d["environments"]["staging"].update(port=80), "port below 1024"),
+        (lambda d: d["environments"]["staging"].pop("host"), "ssh target without host"),
+        (
+            lambda d: d["routes"]["chat"]["candidates"].append("not a ref"),
+            "bad candidate reference",
+        ),
+        (
+            lambda d: d["providers"]["openai"]["models"]["gpt-4o"]["capabilities"].append(
+                "telepathy"
+            ),
+            "unknown capability",
+        ),
+        (
+            lambda d: d["environments"]["dev"]["secrets"]["OPENAI_API_KEY"].update(file="~/k"),
+            "secret with env AND file",
+        ),
+        (lambda d: d["routes"].update({"chat/fast": d["routes"]["chat"]}), "route name with '/'"),
+    ],
+)
 def test_schema_rejects_what_the_models_reject(edit: Any, why: str) -> None:
     data = _instance(ROOT / "gateway.yaml")
     edit(data)
@@ -74,8 +90,12 @@ def test_schema_rejects_what_the_models_reject(edit: Any, why: str) -> None:
 
 def _models() -> list[type[BaseModel]]:
     return [
-        v for v in vars(models).values()
-        if isinstance(v, type) and issubclass(v, BaseModel) and v.__module__ == models.__name__ and not v.__name__.startswith("_")
+        v
+        for v in vars(models).values()
+        if isinstance(v, type)
+        and issubclass(v, BaseModel)
+        and v.__module__ == models.__name__
+        and not v.__name__.startswith("_")
     ]
 
 
@@ -105,14 +125,18 @@ def test_the_walk_covers_every_section() -> None:
 
 
 FIELDS: list[tuple[str, FieldInfo]] = [
-    (f"{model.__name__}.{name}", info) for model in _models() for name, info in model.model_fields.items()
+    (f"{model.__name__}.{name}", info)
+    for model in _models()
+    for name, info in model.model_fields.items()
 ]
 
 
 @pytest.mark.parametrize(("name", "info"), FIELDS, ids=[n for n, _ in FIELDS])
 def test_every_field_has_a_description_and_a_valid_example(name: str, info: FieldInfo) -> None:
     assert info.description and info.description.strip(), f"{name} has no description"
-    assert info.description[0].isupper() or info.description[0] in "`<", f"{name}: start the description with a capital"
+    assert info.description[0].isupper() or info.description[0] in "`<", (
+        f"{name}: start the description with a capital"
+    )
     assert info.examples, f"{name} has no example"
     adapter: TypeAdapter[Any] = TypeAdapter(info.rebuild_annotation())
     for example in info.examples:
@@ -136,6 +160,8 @@ def test_descriptions_and_examples_reach_the_schema() -> None:
             # pydantic leaves out a description equal to that of the `$ref`ed section; an
             # editor shows the section's then, which is the same text.
             ref = prop.get("$ref", "").removeprefix("#/$defs/")
-            description = prop.get("description") or (schema["$defs"][ref].get("description") if ref else None)
+            description = prop.get("description") or (
+                schema["$defs"][ref].get("description") if ref else None
+            )
             assert description == info.description, f"{model.__name__}.{name}"
             assert prop["examples"] == info.examples, f"{model.__name__}.{name}"

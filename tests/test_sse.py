@@ -10,7 +10,10 @@ from runtime.sse import SSEParser
 EVENTS = st.lists(
     st.tuples(
         st.sampled_from(["", "message_start", "content_block_delta", "ping"]),
-        st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40),
+        st.text(
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+            max_size=40,
+        ),
     ),
     max_size=8,
 )
@@ -39,8 +42,15 @@ def _parse(wire: bytes, cuts: list[int]) -> list[tuple[str, str]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(EVENTS, st.sampled_from(["\n", "\r\n", "\r"]), st.booleans(), st.lists(st.integers(min_value=0, max_value=10_000), max_size=6))
-def test_any_split_gives_the_same_events(events: list[tuple[str, str]], newline: str, comments: bool, cuts: list[int]) -> None:
+@given(
+    EVENTS,
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.booleans(),
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
+)
+def test_any_split_gives_the_same_events(
+    events: list[tuple[str, str]], newline: str, comments: bool, cuts: list[int]
+) -> None:
     assert _parse(_wire(events, newline, comments), cuts) == events
 
 

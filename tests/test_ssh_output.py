@@ -46,7 +46,13 @@ def host() -> Iterator[SSHHost]:
     d = tmpdir("sytest-ssh-")
     sshd = Sshd(d / "sshd").start()
     try:
-        h = SSHHost("127.0.0.1", user=sshd.user, port=sshd.port, identity=str(sshd.identity), known_hosts=str(d / "known_hosts"))
+        h = SSHHost(
+            "127.0.0.1",
+            user=sshd.user,
+            port=sshd.port,
+            identity=str(sshd.identity),
+            known_hosts=str(d / "known_hosts"),
+        )
         try:
             yield h
         finally:
@@ -56,7 +62,9 @@ def host() -> Iterator[SSHHost]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize(("size", "times"), [(40_000, 120), (100_000, 60), (1_000_000, 20), (20_000_000, 3)])
+@pytest.mark.parametrize(
+    ("size", "times"), [(40_000, 120), (100_000, 60), (1_000_000, 20), (20_000_000, 3)]
+)
 def test_output_arrives_whole(host: SSHHost, size: int, times: int) -> None:
     want, want_err = expected(size), expected(size // 3)
     out, err = files(host, size)
@@ -65,12 +73,16 @@ def test_output_arrives_whole(host: SSHHost, size: int, times: int) -> None:
         res = host.run(["sh", "-c", CAT, "sh", out, err])
         if res.stdout.encode() != want or res.stderr.encode() != want_err:
             cut.append((i, len(res.stdout), len(res.stderr)))
-    assert not cut, f"{len(cut)} of {times} runs lost output (run, stdout bytes, stderr bytes): {cut[:5]}; want {size}"
+    assert not cut, (
+        f"{len(cut)} of {times} runs lost output (run, stdout bytes, stderr bytes): {cut[:5]}; want {size}"
+    )
 
 
 def test_output_of_a_command_that_fails_arrives_whole_too(host: SSHHost) -> None:
     out, err = files(host, 60_000)
-    res = host.run(["sh", "-c", 'cat -- "$2" >&2; cat -- "$1"; exit 7', "sh", out, err], check=False)
+    res = host.run(
+        ["sh", "-c", 'cat -- "$2" >&2; cat -- "$1"; exit 7', "sh", out, err], check=False
+    )
     assert res.rc == 7
     assert res.stdout.encode() == expected(60_000)
     assert res.stderr.encode() == expected(20_000)

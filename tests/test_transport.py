@@ -112,7 +112,9 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serve(handler: Handler, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+async def serve(
+    handler: Handler, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Server]:
     srv = Server(handler, host, tls)
     server = await asyncio.start_server(srv._accept, host, 0, ssl=tls)
     srv.port = server.sockets[0].getsockname()[1]
@@ -131,13 +133,17 @@ def chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+CHUNKED_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
 
 
 def answering(*raw: bytes) -> Handler:
     """Answer each request on a connection with the next of `raw` (the last one repeats)."""
 
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         n = 0
         while await srv.next_request(reader) is not None:
             writer.write(raw[min(n, len(raw) - 1)])
@@ -156,7 +162,13 @@ async def get_body(t: Transport, url: str, timeout: Timeout = T) -> tuple[Respon
 
 
 def test_content_length_body_read_whole_and_headers_lower_cased_with_repeats_joined() -> None:
-    raw = response(b'{"ok":true}', "Content-Type: application/json", "X-Thing: a", "x-thing: b", status="201 Created")
+    raw = response(
+        b'{"ok":true}',
+        "Content-Type: application/json",
+        "X-Thing: a",
+        "x-thing: b",
+        status="201 Created",
+    )
 
     async def main() -> None:
         async with serve(answering(raw)) as srv, Transport() as t:
@@ -171,7 +183,9 @@ def test_content_length_body_read_whole_and_headers_lower_cased_with_repeats_joi
 
 
 def test_content_length_body_through_iter_any() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234")
         await writer.drain()
@@ -206,7 +220,9 @@ def test_chunked_body_read_whole_and_through_iter_any() -> None:
 
 
 def test_body_delimited_by_connection_close_is_read_to_the_end() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the ")
         await writer.drain()
@@ -226,7 +242,10 @@ def test_body_delimited_by_connection_close_is_read_to_the_end() -> None:
 
 def test_sequential_requests_reuse_one_connection() -> None:
     async def main() -> None:
-        async with serve(answering(response(b"a"), response(b"b"), response(b"c"))) as srv, Transport() as t:
+        async with (
+            serve(answering(response(b"a"), response(b"b"), response(b"c"))) as srv,
+            Transport() as t,
+        ):
             bodies = [(await get_body(t, srv.url()))[1] for _ in range(3)]
             assert bodies == [b"a", b"b", b"c"]
             assert srv.connections == 1
@@ -245,7 +264,9 @@ def test_connection_close_response_is_not_reused() -> None:
 
 
 def test_response_released_before_its_end_closes_the_connection() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if srv.connections > 1:
             return await answering(response(b"abcdef"))(srv, reader, writer)
         await srv.next_request(reader)
@@ -264,7 +285,9 @@ def test_response_released_before_its_end_closes_the_connection() -> None:
     run(main())
 
 
-def test_idle_connections_older_than_idle_keep_are_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_idle_connections_older_than_idle_keep_are_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(transport_mod, "IDLE_KEEP_S", 0.05)
 
     async def main() -> None:
@@ -280,7 +303,9 @@ def test_idle_connections_older_than_idle_keep_are_not_reused(monkeypatch: pytes
 
 
 def test_pooled_connection_closed_by_the_server_while_idle_is_not_used() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(response(b"once"))  # keep-alive by default, but the server then hangs up
         await writer.drain()
@@ -317,7 +342,9 @@ def test_connection_refused_is_connect_error() -> None:
 
 
 def test_server_closing_without_an_answer_is_connection_lost_before_response() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
 
     async def main() -> None:
@@ -331,7 +358,9 @@ def test_server_closing_without_an_answer_is_connection_lost_before_response() -
 
 
 def test_body_cut_short_is_connection_lost_from_read_and_iter_any() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234")
         await writer.drain()
@@ -357,7 +386,9 @@ def test_body_cut_short_is_connection_lost_from_read_and_iter_any() -> None:
 
 
 def test_garbage_instead_of_http_is_protocol_error() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
         await writer.drain()
@@ -374,7 +405,9 @@ def test_garbage_instead_of_http_is_protocol_error() -> None:
 def silent(delay: float, first: bytes = b"") -> Handler:
     """Send `first` (maybe nothing), then say nothing for `delay` seconds."""
 
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(first)
         await writer.drain()
@@ -411,7 +444,9 @@ def test_body_stalling_past_read_timeout_is_timeout_error_from_iter_any() -> Non
 
 
 def test_total_timeout_bounds_the_whole_exchange() -> None:
-    async def dripping(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def dripping(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(CHUNKED_HEAD)
         for _ in range(50):  # never silent for long, never done
@@ -476,12 +511,21 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -494,30 +538,41 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.2")),
-            ]),
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.2")),
+                ]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     paths = Certs(out / "ca.pem", out / "cert.pem", out / "key.pem")
     paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     paths.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
     )
     return paths
 
 
 def test_https_with_the_test_ca_works_and_keeps_the_connection_alive(certs: Certs) -> None:
     async def main() -> None:
-        async with serve(answering(response(b"secure")), tls=certs.server()) as srv, Transport(ssl_context=certs.client()) as t:
+        async with (
+            serve(answering(response(b"secure")), tls=certs.server()) as srv,
+            Transport(ssl_context=certs.client()) as t,
+        ):
             for host in ("localhost", "127.0.0.1"):
                 resp, body = await get_body(t, srv.url(host=host))
                 assert (resp.status, body) == (200, b"secure")
@@ -592,7 +647,9 @@ async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 
 @contextlib.asynccontextmanager
-async def proxy(answer: bytes | None = None, route: dict[str, tuple[str, int]] | None = None) -> AsyncIterator[Proxy]:
+async def proxy(
+    answer: bytes | None = None, route: dict[str, tuple[str, int]] | None = None
+) -> AsyncIterator[Proxy]:
     p = Proxy(answer, route or {})
     server = await asyncio.start_server(p._accept, "127.0.0.1", 0)
     p.port = server.sockets[0].getsockname()[1]
@@ -610,18 +667,24 @@ def test_plain_http_goes_through_the_connect_tunnel(monkeypatch: pytest.MonkeyPa
                 for _ in range(2):
                     resp, body = await get_body(t, srv.url())
                     assert (resp.status, body) == (200, b"tunnelled")
-            assert px.connects == [f"CONNECT 127.0.0.2:{srv.port} HTTP/1.1"]  # the tunnel was kept alive
+            assert px.connects == [
+                f"CONNECT 127.0.0.2:{srv.port} HTTP/1.1"
+            ]  # the tunnel was kept alive
             assert srv.connections == 1
             assert srv.requests[0].headers["host"] == f"127.0.0.2:{srv.port}"
 
     run(main())
 
 
-def test_https_goes_through_the_tunnel_with_tls_to_the_target(monkeypatch: pytest.MonkeyPatch, certs: Certs) -> None:
+def test_https_goes_through_the_tunnel_with_tls_to_the_target(
+    monkeypatch: pytest.MonkeyPatch, certs: Certs
+) -> None:
     async def main() -> None:
         # https on the default port: the proxy maps 127.0.0.2:443 to the test server.
         async with (
-            serve(answering(response(b"secure tunnel")), host="127.0.0.2", tls=certs.server()) as srv,
+            serve(
+                answering(response(b"secure tunnel")), host="127.0.0.2", tls=certs.server()
+            ) as srv,
             proxy(route={"127.0.0.2:443": ("127.0.0.2", srv.port)}) as px,
         ):
             monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{px.port}")
@@ -636,18 +699,25 @@ def test_https_goes_through_the_tunnel_with_tls_to_the_target(monkeypatch: pytes
     run(main())
 
 
-def test_proxy_credentials_in_the_url_are_sent_as_proxy_authorization(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_credentials_in_the_url_are_sent_as_proxy_authorization(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def main() -> None:
         async with serve(answering(response()), host="127.0.0.2") as srv, proxy() as px:
             monkeypatch.setenv("HTTP_PROXY", f"http://user:p%40ss@127.0.0.1:{px.port}")
             async with Transport() as t:
                 await get_body(t, srv.url())
-            assert px.header(0, "proxy-authorization") == "Basic " + base64.b64encode(b"user:p@ss").decode()
+            assert (
+                px.header(0, "proxy-authorization")
+                == "Basic " + base64.b64encode(b"user:p@ss").decode()
+            )
 
     run(main())
 
 
-def test_proxy_refusing_the_tunnel_is_connect_error_with_its_status_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_refusing_the_tunnel_is_connect_error_with_its_status_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\ncontent-length: 0\r\n\r\n"
 
     async def main() -> None:
@@ -661,7 +731,9 @@ def test_proxy_refusing_the_tunnel_is_connect_error_with_its_status_line(monkeyp
     run(main())
 
 
-def test_proxy_hanging_up_before_answering_is_connect_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_hanging_up_before_answering_is_connect_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async def main() -> None:
         async with proxy(answer=b"") as px:
             monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{px.port}")
@@ -674,7 +746,11 @@ def test_proxy_hanging_up_before_answering_is_connect_error(monkeypatch: pytest.
 
 def test_no_proxy_and_loopback_bypass_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
-        async with serve(answering(response(b"direct")), host="127.0.0.2") as far, serve(answering(response(b"local"))) as near, proxy() as px:
+        async with (
+            serve(answering(response(b"direct")), host="127.0.0.2") as far,
+            serve(answering(response(b"local"))) as near,
+            proxy() as px,
+        ):
             monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{px.port}")
             monkeypatch.setenv("NO_PROXY", "127.0.0.2")
             async with Transport() as t:
@@ -702,7 +778,9 @@ def test_trust_env_false_ignores_proxy_settings(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_before_wait_runs_once_before_waiting_for_the_second_piece() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(CHUNKED_HEAD + chunk(b"one"))
         await writer.drain()
@@ -730,7 +808,9 @@ def test_before_wait_runs_once_before_waiting_for_the_second_piece() -> None:
 
 
 def test_data_arriving_during_before_wait_is_read_without_waiting_again() -> None:
-    async def handler(srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handler(
+        srv: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await srv.next_request(reader)
         writer.write(CHUNKED_HEAD + chunk(b"one"))
         await writer.drain()
@@ -778,7 +858,11 @@ def test_request_line_host_content_length_and_headers_reach_the_server() -> None
     async def main() -> None:
         async with serve(answering(response())) as srv, Transport() as t:
             body = b'{"model":"m"}'
-            headers = {"authorization": "Bearer sk-test", "content-type": "application/json", "X-Custom": "v"}
+            headers = {
+                "authorization": "Bearer sk-test",
+                "content-type": "application/json",
+                "X-Custom": "v",
+            }
             resp = await t.post(srv.url("/v1/models/m:generate?alt=sse&x=1"), headers, body, T)
             await resp.read()
             req = srv.requests[0]

@@ -76,7 +76,12 @@ class AnthropicAdapter:
             "anthropic-version": API_VERSION,
         }
         resp = await http.post(
-            self.session, self.url, headers, orjson.dumps(body), self.timeouts.pick(call.stream), map_error
+            self.session,
+            self.url,
+            headers,
+            orjson.dumps(body),
+            self.timeouts.pick(call.stream),
+            map_error,
         )
         if call.stream:
             return AnthropicStream(resp)

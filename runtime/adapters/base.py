@@ -73,6 +73,7 @@ class Chunk:
 class UpstreamStream(Protocol):
     usage: Usage | None
     model: str | None
+
     @property
     def resp(self) -> Response | None:
         """The transport response a network stream reads from (None for `mock`): the gateway

@@ -51,11 +51,32 @@ _FINISH = {
     "IMAGE_SAFETY": "content_filter",
 }
 _TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-_SCHEMA_KEYS = frozenset({
-    "type", "format", "title", "description", "nullable", "enum", "items", "minItems", "maxItems",
-    "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
-    "pattern", "example", "anyOf", "propertyOrdering", "default", "minimum", "maximum",
-})
+_SCHEMA_KEYS = frozenset(
+    {
+        "type",
+        "format",
+        "title",
+        "description",
+        "nullable",
+        "enum",
+        "items",
+        "minItems",
+        "maxItems",
+        "properties",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "example",
+        "anyOf",
+        "propertyOrdering",
+        "default",
+        "minimum",
+        "maximum",
+    }
+)
 _CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count")
 _SKIP_SIGNATURE = "skip_thought_signature_validator"
 _MAJOR_VERSION = re.compile(r"gemini-(\d+)")
@@ -74,13 +95,23 @@ class GeminiAdapter:
         upstream = call.model.upstream
         resource = upstream if "/" in upstream else f"models/{upstream}"
         method = ":streamGenerateContent?alt=sse" if call.stream else ":generateContent"
-        headers = {"content-type": "application/json", "x-goog-api-key": call.credentials.get("api_key", "")}
+        headers = {
+            "content-type": "application/json",
+            "x-goog-api-key": call.credentials.get("api_key", ""),
+        }
         try:
             payload = build_request(call.request, upstream)
         except (AttributeError, TypeError, ValueError) as exc:  # a request of the wrong shape
             raise _bad(f"malformed request ({type(exc).__name__}: {exc})") from None
         body = orjson.dumps(payload)
-        resp = await http.post(self.session, f"{self.base_url}/{resource}{method}", headers, body, self.timeouts.pick(call.stream), map_error)
+        resp = await http.post(
+            self.session,
+            f"{self.base_url}/{resource}{method}",
+            headers,
+            body,
+            self.timeouts.pick(call.stream),
+            map_error,
+        )
         if call.stream:
             return GeminiStream(resp)
         return parse_response(await http.read_json(resp))
@@ -110,8 +141,15 @@ def build_request(req: dict[str, Any], upstream: str = "") -> dict[str, Any]:
             for i, tc in enumerate(msg.get("tool_calls") or []):
                 fn = tc.get("function") or {}
                 tool_names[str(tc.get("id"))] = fn.get("name", "")
-                part: dict[str, Any] = {"functionCall": {"name": fn.get("name", ""), "args": _arguments(fn.get("arguments"))}}
-                signature = ((tc.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+                part: dict[str, Any] = {
+                    "functionCall": {
+                        "name": fn.get("name", ""),
+                        "args": _arguments(fn.get("arguments")),
+                    }
+                }
+                signature = ((tc.get("extra_content") or {}).get("google") or {}).get(
+                    "thought_signature"
+                )
                 if signature or (needs_signature and i == 0):
                     part["thoughtSignature"] = signature or _SKIP_SIGNATURE
                 parts.append(part)
@@ -119,7 +157,9 @@ def build_request(req: dict[str, Any], upstream: str = "") -> dict[str, Any]:
         elif role in ("tool", "function"):
             name = tool_names.get(str(msg.get("tool_call_id"))) or msg.get("name")
             if not name:
-                raise _bad(f"tool message refers to an unknown tool_call_id {msg.get('tool_call_id')!r}")
+                raise _bad(
+                    f"tool message refers to an unknown tool_call_id {msg.get('tool_call_id')!r}"
+                )
             result = {"name": name, "response": {"content": _tool_content(msg.get("content"))}}
             _append(contents, "user", [{"functionResponse": result}])
         else:
@@ -130,7 +170,9 @@ def build_request(req: dict[str, Any], upstream: str = "") -> dict[str, Any]:
     config = _generation_config(req)
     if config:
         body["generationConfig"] = config
-    tools = [_declaration(t) for t in req.get("tools") or [] if t.get("type", "function") == "function"]
+    tools = [
+        _declaration(t) for t in req.get("tools") or [] if t.get("type", "function") == "function"
+    ]
     if tools:
         body["tools"] = [{"functionDeclarations": tools}]
     tool_config = _tool_config(req.get("tool_choice"))
@@ -162,10 +204,19 @@ def _parts(content: Any) -> list[dict[str, Any]]:
             out.append({"text": part.get("text", "")})
         elif kind == "image_url":
             image = part.get("image_url")
-            out.append(_media(image.get("url", "") if isinstance(image, dict) else str(image or "")))
+            out.append(
+                _media(image.get("url", "") if isinstance(image, dict) else str(image or ""))
+            )
         elif kind == "input_audio":
             audio = part.get("input_audio") or {}
-            out.append({"inlineData": {"mimeType": f"audio/{audio.get('format', 'wav')}", "data": audio.get("data", "")}})
+            out.append(
+                {
+                    "inlineData": {
+                        "mimeType": f"audio/{audio.get('format', 'wav')}",
+                        "data": audio.get("data", ""),
+                    }
+                }
+            )
         elif kind == "file":
             out.append(_media(str((part.get("file") or {}).get("file_data", ""))))
         elif kind == "refusal":
@@ -178,7 +229,9 @@ def _parts(content: Any) -> list[dict[str, Any]]:
 def _media(url: str) -> dict[str, Any]:
     m = _DATA_URL.fullmatch(url)
     if m:
-        return {"inlineData": {"mimeType": m.group(1) or "application/octet-stream", "data": m.group(2)}}
+        return {
+            "inlineData": {"mimeType": m.group(1) or "application/octet-stream", "data": m.group(2)}
+        }
     if url.startswith(("http://", "https://", "gs://")):
         mime = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
         return {"fileData": {"fileUri": url, "mimeType": mime}}
@@ -209,9 +262,14 @@ def _tool_content(content: Any) -> Any:
 
 def _generation_config(req: dict[str, Any]) -> dict[str, Any]:
     cfg: dict[str, Any] = {}
-    for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("n", "candidateCount"),
-                     ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty"),
-                     ("seed", "seed")):
+    for src, dst in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("n", "candidateCount"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+    ):
         if req.get(src) is not None:
             cfg[dst] = req[src]
     max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
@@ -286,7 +344,11 @@ def _clean(node: Any, defs: dict[str, Any], depth: int) -> Any:
         elif key == "properties" and isinstance(value, dict):
             out[key] = {name: _clean(sub, defs, depth + 1) for name, sub in value.items()}
         elif key in ("items", "anyOf"):
-            out[key] = [_clean(s, defs, depth + 1) for s in value] if isinstance(value, list) else _clean(value, defs, depth + 1)
+            out[key] = (
+                [_clean(s, defs, depth + 1) for s in value]
+                if isinstance(value, list)
+                else _clean(value, defs, depth + 1)
+            )
         elif key in _SCHEMA_KEYS:
             out[key] = value
     return out
@@ -300,13 +362,17 @@ def parse_response(doc: Any) -> Completion:
     if isinstance(doc, list) and len(doc) == 1:
         doc = doc[0]
     if not isinstance(doc, dict):
-        raise UpstreamError("server_error", "response is not a JSON object", code="upstream_malformed")
+        raise UpstreamError(
+            "server_error", "response is not a JSON object", code="upstream_malformed"
+        )
     candidates = doc.get("candidates")
     if not candidates:
         _raise_blocked(doc)
         raise UpstreamError("server_error", "response has no candidates", code="upstream_malformed")
     if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
-        raise UpstreamError("server_error", "response candidates are malformed", code="upstream_malformed")
+        raise UpstreamError(
+            "server_error", "response candidates are malformed", code="upstream_malformed"
+        )
     choices = [_choice(i, c) for i, c in enumerate(candidates)]
     extra: dict[str, Any] = {"choices": choices} if len(choices) > 1 else {}
     if doc.get("responseId"):
@@ -328,17 +394,28 @@ def _choice(index: int, candidate: dict[str, Any]) -> dict[str, Any]:
             texts.append(part["text"])
         elif isinstance(part.get("functionCall"), dict):
             calls.append(_tool_call(part, len(calls)))
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+    }
     if calls:
         message["tool_calls"] = calls
-    return {"index": index, "message": message, "finish_reason": _finish(candidate.get("finishReason"), bool(calls))}
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": _finish(candidate.get("finishReason"), bool(calls)),
+    }
 
 
 def _tool_call(part: dict[str, Any], n: int) -> dict[str, Any]:
     fc = part["functionCall"]
     args = orjson.dumps(fc.get("args") or {}).decode()
     call_id = fc.get("id") or f"call_{n}"
-    out = {"id": call_id, "type": "function", "function": {"name": fc.get("name", ""), "arguments": args}}
+    out = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": fc.get("name", ""), "arguments": args},
+    }
     if part.get("thoughtSignature"):
         out["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
     return out
@@ -372,7 +449,11 @@ def _raise_blocked(doc: dict[str, Any]) -> None:
     feedback = doc.get("promptFeedback")
     reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if reason:
-        raise UpstreamError("bad_request", f"Gemini blocked the prompt (blockReason {reason})", code="prompt_blocked")
+        raise UpstreamError(
+            "bad_request",
+            f"Gemini blocked the prompt (blockReason {reason})",
+            code="prompt_blocked",
+        )
 
 
 # --- streaming -------------------------------------------------------------------------------
@@ -396,7 +477,9 @@ class GeminiStream:
                 if isinstance(doc, list) and len(doc) == 1:
                     doc = doc[0]
                 if not isinstance(doc, dict):
-                    raise UpstreamError("server_error", "stream payload is not an object", code="upstream_malformed")
+                    raise UpstreamError(
+                        "server_error", "stream payload is not an object", code="upstream_malformed"
+                    )
                 if "error" in doc:
                     err = doc["error"]
                     code = err.get("code") if isinstance(err, dict) else None
@@ -415,17 +498,26 @@ class GeminiStream:
                 finished = finished or final
                 if not started and choices:
                     started = True
-                    role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    role = {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": ""},
+                        "finish_reason": None,
+                    }
                     yield Chunk(choices=[role], content=False)
                 if choices or (finished and usage is not None):
-                    yield Chunk(choices=choices, content=any(_has_content(c) for c in choices),
-                                usage=usage if finished else None)
+                    yield Chunk(
+                        choices=choices,
+                        content=any(_has_content(c) for c in choices),
+                        usage=usage if finished else None,
+                    )
         except UpstreamError as exc:
             # A connection dropped after the final candidate lost nothing the client needs.
             if not (finished and exc.code == "stream_broken"):
                 raise
         if not finished:
-            raise UpstreamError("server_error", "stream ended before a finishReason", code="stream_truncated")
+            raise UpstreamError(
+                "server_error", "stream ended before a finishReason", code="stream_truncated"
+            )
 
     async def aclose(self) -> None:
         self.resp.release()
@@ -433,15 +525,21 @@ class GeminiStream:
 
 def _deltas(candidates: Any, calls: dict[int, int]) -> tuple[list[dict[str, Any]], bool]:
     if not isinstance(candidates, list):
-        raise UpstreamError("server_error", "stream candidates are malformed", code="upstream_malformed")
+        raise UpstreamError(
+            "server_error", "stream candidates are malformed", code="upstream_malformed"
+        )
     out: list[dict[str, Any]] = []
     final = False
     for pos, cand in enumerate(candidates):
         if not isinstance(cand, dict):
-            raise UpstreamError("server_error", "stream candidate is malformed", code="upstream_malformed")
+            raise UpstreamError(
+                "server_error", "stream candidate is malformed", code="upstream_malformed"
+            )
         index = cand.get("index", pos)
         if not isinstance(index, int):
-            raise UpstreamError("server_error", "stream candidate index is malformed", code="upstream_malformed")
+            raise UpstreamError(
+                "server_error", "stream candidate index is malformed", code="upstream_malformed"
+            )
         delta: dict[str, Any] = {}
         texts: list[str] = []
         for part in _parts_of(cand):
@@ -480,7 +578,11 @@ def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
     message = http.error_message(body, f"HTTP {status}")
     lowered = message.lower()
     cls: ErrorClass
-    if "API_KEY_INVALID" in reasons or status in (401, 403) or gstatus in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+    if (
+        "API_KEY_INVALID" in reasons
+        or status in (401, 403)
+        or gstatus in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+    ):
         cls = "auth"
     elif status == 429 or gstatus == "RESOURCE_EXHAUSTED":
         cls = "rate_limited"
@@ -513,4 +615,8 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
 
 
 def _bad(message: str) -> UpstreamError:
-    return UpstreamError("bad_request", f"cannot translate the request for Gemini: {message}", code="unsupported_request")
+    return UpstreamError(
+        "bad_request",
+        f"cannot translate the request for Gemini: {message}",
+        code="unsupported_request",
+    )

@@ -79,9 +79,13 @@ async def post(
     try:
         raw = await resp.read()
     except TimeoutError:
-        raise UpstreamError("timeout", f"HTTP {resp.status} body did not arrive in time", status=resp.status) from None
+        raise UpstreamError(
+            "timeout", f"HTTP {resp.status} body did not arrive in time", status=resp.status
+        ) from None
     except (ConnectionLost, ProtocolError) as exc:
-        raise UpstreamError("server_error", f"HTTP {resp.status}, body lost: {exc}", status=resp.status) from None
+        raise UpstreamError(
+            "server_error", f"HTTP {resp.status}, body lost: {exc}", status=resp.status
+        ) from None
     finally:
         resp.release()
     decoded: Any
@@ -102,7 +106,9 @@ async def read_json(resp: Response) -> Any:
     except TimeoutError:
         raise UpstreamError("timeout", "response body did not arrive in time") from None
     except (ConnectionLost, ProtocolError) as exc:
-        raise UpstreamError("server_error", f"response body lost: {exc}", code="stream_broken") from None
+        raise UpstreamError(
+            "server_error", f"response body lost: {exc}", code="stream_broken"
+        ) from None
     finally:
         resp.release()
     try:
@@ -124,7 +130,9 @@ async def iter_sse(resp: Response) -> AsyncIterator[tuple[str, str]]:
             for ev in parser.feed(piece):
                 yield ev
     except TimeoutError:
-        raise UpstreamError("timeout", "stream stalled past the timeout", code="stream_broken") from None
+        raise UpstreamError(
+            "timeout", "stream stalled past the timeout", code="stream_broken"
+        ) from None
     except (ConnectionLost, ProtocolError) as exc:
         raise UpstreamError("server_error", f"stream broken: {exc}", code="stream_broken") from None
     finally:
@@ -136,7 +144,9 @@ def loads(data: str | bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise UpstreamError("server_error", "malformed JSON in the stream", code="upstream_malformed") from None
+        raise UpstreamError(
+            "server_error", "malformed JSON in the stream", code="upstream_malformed"
+        ) from None
 
 
 def retry_after(headers: Any) -> float | None:

@@ -100,7 +100,9 @@ class MockAdapter:
 class MockStream:
     """OpenAI-shaped chunks of a precomputed answer."""
 
-    def __init__(self, answer: _Answer, model: str, delay_s: float, drop: bool, pace_s: float = 0.0) -> None:
+    def __init__(
+        self, answer: _Answer, model: str, delay_s: float, drop: bool, pace_s: float = 0.0
+    ) -> None:
         self._answer = answer
         self._delay_s = delay_s
         self._drop = drop

@@ -44,10 +44,20 @@ class OpenAIAdapter:
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
-        headers = {"content-type": "application/json", "authorization": "Bearer " + call.credentials.get("api_key", "")}
+        headers = {
+            "content-type": "application/json",
+            "authorization": "Bearer " + call.credentials.get("api_key", ""),
+        }
         if "organization" in call.credentials:
             headers["openai-organization"] = call.credentials["organization"]
-        resp = await http.post(self.session, self.url, headers, orjson.dumps(body), self.timeouts.pick(call.stream), map_error)
+        resp = await http.post(
+            self.session,
+            self.url,
+            headers,
+            orjson.dumps(body),
+            self.timeouts.pick(call.stream),
+            map_error,
+        )
         if call.stream:
             return OpenAIStream(resp)
         return parse_completion(await http.read_json(resp))
@@ -60,7 +70,9 @@ def parse_completion(doc: Any) -> Completion:
         if not isinstance(message, dict):
             raise TypeError
     except (KeyError, IndexError, TypeError):
-        raise UpstreamError("server_error", "response has no choices[0].message", code="upstream_malformed") from None
+        raise UpstreamError(
+            "server_error", "response has no choices[0].message", code="upstream_malformed"
+        ) from None
     extra = {k: doc[k] for k in ("system_fingerprint", "service_tier") if doc.get(k) is not None}
     if len(doc["choices"]) > 1:
         extra["choices"] = doc["choices"]
@@ -93,7 +105,9 @@ class OpenAIStream:
                 continue
             doc = http.loads(data)
             if not isinstance(doc, dict):
-                raise UpstreamError("server_error", "stream payload is not an object", code="upstream_malformed")
+                raise UpstreamError(
+                    "server_error", "stream payload is not an object", code="upstream_malformed"
+                )
             if "error" in doc:
                 err = map_error(500, doc, None)
                 err.code = "stream_error_event"
@@ -108,7 +122,9 @@ class OpenAIStream:
             relay = relay or content
             yield Chunk(choices=choices, content=content, usage=usage, raw=data)
         if not done:
-            raise UpstreamError("server_error", "stream ended without data: [DONE]", code="stream_truncated")
+            raise UpstreamError(
+                "server_error", "stream ended without data: [DONE]", code="stream_truncated"
+            )
 
     async def aclose(self) -> None:
         self.resp.release()

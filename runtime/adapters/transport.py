@@ -67,9 +67,13 @@ class Headers(dict[str, str]):
 class Transport:
     """A connection pool per (scheme, host, port). Use one per process; `close()` at the end."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True
+    ) -> None:
         self._pools: dict[tuple[str, str, int], list[_Conn]] = {}
-        self._targets: dict[str, tuple[tuple[str, str, int], str]] = {}  # url -> (pool key, request head start)
+        self._targets: dict[
+            str, tuple[tuple[str, str, int], str]
+        ] = {}  # url -> (pool key, request head start)
         self._ssl = ssl_context
         self._proxies = _proxies() if trust_env else {}
         self._closed = False
@@ -87,7 +91,9 @@ class Transport:
                 c.close()
         self._pools.clear()
 
-    async def post(self, url: str, headers: dict[str, str], body: bytes, timeout: Timeout) -> Response:
+    async def post(
+        self, url: str, headers: dict[str, str], body: bytes, timeout: Timeout
+    ) -> Response:
         """Send a POST and return once the response head arrived (the body may still stream)."""
         if self._closed:
             raise ConnectError("transport is closed")
@@ -106,7 +112,9 @@ class Transport:
         conn = self._idle(key, loop.time())
         if conn is None:
             conn = await self._open(key, timeout.connect, deadline)
-        return await conn.exchange("".join(head).encode("latin-1") + body, timeout.read, deadline, self._release)
+        return await conn.exchange(
+            "".join(head).encode("latin-1") + body, timeout.read, deadline, self._release
+        )
 
     def _idle(self, key: tuple[str, str, int], now: float) -> _Conn | None:
         pool = self._pools.get(key)
@@ -124,10 +132,16 @@ class Transport:
         conn.idle_since = asyncio.get_running_loop().time()
         self._pools.setdefault(conn.key, []).append(conn)
 
-    async def _open(self, key: tuple[str, str, int], connect_timeout: float, deadline: float | None) -> _Conn:
+    async def _open(
+        self, key: tuple[str, str, int], connect_timeout: float, deadline: float | None
+    ) -> _Conn:
         scheme, host, port = key
         loop = asyncio.get_running_loop()
-        limit = connect_timeout if deadline is None else max(0.0, min(connect_timeout, deadline - loop.time()))
+        limit = (
+            connect_timeout
+            if deadline is None
+            else max(0.0, min(connect_timeout, deadline - loop.time()))
+        )
         ctx = None
         if scheme == "https":
             ctx = self._ssl or _default_ssl()
@@ -135,13 +149,23 @@ class Transport:
         try:
             async with asyncio.timeout(limit):
                 if proxy is None:
-                    _, conn = await loop.create_connection(lambda: _Conn(key), host, port, ssl=ctx, server_hostname=host if ctx else None)
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(key),
+                        host,
+                        port,
+                        ssl=ctx,
+                        server_hostname=host if ctx else None,
+                    )
                 else:
                     conn = await _tunnel(loop, proxy, key, ctx)
         except TimeoutError:
-            raise ConnectError(f"connecting to {host}:{port} took longer than {limit:g} s") from None
+            raise ConnectError(
+                f"connecting to {host}:{port} took longer than {limit:g} s"
+            ) from None
         except ssl.SSLError as exc:
-            raise ConnectError(f"TLS handshake with {host}:{port} failed: {exc.reason or exc}") from None
+            raise ConnectError(
+                f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
+            ) from None
         except OSError as exc:
             raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         return conn
@@ -159,15 +183,39 @@ def _target(url: str) -> tuple[tuple[str, str, int], str]:
     authority = host if port == (443 if scheme == "https" else 80) else f"{host}:{port}"
     if any(c in path for c in " \r\n"):
         raise ConnectError(f"URL path of {url!r} contains whitespace")
-    return (scheme, host, port), f"POST {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: switchyard\r\ncontent-length: "
+    return (
+        scheme,
+        host,
+        port,
+    ), f"POST {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: switchyard\r\ncontent-length: "
 
 
 class Response:
     """One response. Read it with `read()` or `iter_any()`; `release()` when done."""
 
-    __slots__ = ("_chunks", "_conn", "_deadline", "_done", "_error", "_gap", "_on_release", "_released", "_size", "_waiter", "before_wait", "headers", "status")
+    __slots__ = (
+        "_chunks",
+        "_conn",
+        "_deadline",
+        "_done",
+        "_error",
+        "_gap",
+        "_on_release",
+        "_released",
+        "_size",
+        "_waiter",
+        "before_wait",
+        "headers",
+        "status",
+    )
 
-    def __init__(self, conn: _Conn, gap: float | None, deadline: float | None, on_release: Callable[[_Conn], None]) -> None:
+    def __init__(
+        self,
+        conn: _Conn,
+        gap: float | None,
+        deadline: float | None,
+        on_release: Callable[[_Conn], None],
+    ) -> None:
         self._conn = conn
         self._gap = gap
         self._deadline = deadline
@@ -287,10 +335,18 @@ class _Conn(asyncio.Protocol):
         self._started = False
         self._paused = False
         self._framed = False  # content-length or chunked: the body has a defined end
-        self.tunnel: asyncio.StreamWriter | None = None  # the proxy stream this connection took over
+        self.tunnel: asyncio.StreamWriter | None = (
+            None  # the proxy stream this connection took over
+        )
 
     # -- exchange ------------------------------------------------------------------------
-    async def exchange(self, request: bytes, gap: float | None, deadline: float | None, on_release: Callable[[_Conn], None]) -> Response:
+    async def exchange(
+        self,
+        request: bytes,
+        gap: float | None,
+        deadline: float | None,
+        on_release: Callable[[_Conn], None],
+    ) -> Response:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         resp = self.response = Response(self, gap, deadline, on_release)
@@ -360,7 +416,12 @@ class _Conn(asyncio.Protocol):
             resp._finish()  # a body delimited by the end of the connection
             return
         what = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-        self._error(ConnectionLost(f"connection {what} by the provider {'mid-response' if self._started else 'before any response'}", self._started))
+        self._error(
+            ConnectionLost(
+                f"connection {what} by the provider {'mid-response' if self._started else 'before any response'}",
+                self._started,
+            )
+        )
 
     def _error(self, exc: BaseException) -> None:
         head = self._head
@@ -423,10 +484,16 @@ def _proxies() -> dict[str, str]:
 def _bypass(host: str) -> bool:
     if host in ("127.0.0.1", "localhost", "::1"):
         return True
-    return bool(os.environ.get("no_proxy") or os.environ.get("NO_PROXY")) and bool(getattr(urllib.request, "proxy_bypass_environment")(host))  # noqa: B009 (not in the stubs)
+    bypass = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (not in the stubs)
+    return bool(os.environ.get("no_proxy") or os.environ.get("NO_PROXY")) and bool(bypass(host))
 
 
-async def _tunnel(loop: asyncio.AbstractEventLoop, proxy_url: str, key: tuple[str, str, int], ctx: ssl.SSLContext | None) -> _Conn:
+async def _tunnel(
+    loop: asyncio.AbstractEventLoop,
+    proxy_url: str,
+    key: tuple[str, str, int],
+    ctx: ssl.SSLContext | None,
+) -> _Conn:
     """Open a CONNECT tunnel through an HTTP proxy, then TLS to the target when https."""
     _, host, port = key
     p = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
@@ -437,20 +504,30 @@ async def _tunnel(loop: asyncio.AbstractEventLoop, proxy_url: str, key: tuple[st
         if p.username:
             import base64
 
-            token = base64.b64encode(f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}".encode()).decode()
+            token = base64.b64encode(
+                f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}".encode()
+            ).decode()
             auth = f"proxy-authorization: Basic {token}\r\n"
-        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\nhost: {host}:{port}\r\n{auth}\r\n".encode())
+        writer.write(
+            f"CONNECT {host}:{port} HTTP/1.1\r\nhost: {host}:{port}\r\n{auth}\r\n".encode()
+        )
         try:
             head = await reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            raise ConnectError(f"proxy {proxy} did not answer the tunnel request to {host}:{port}") from None
+            raise ConnectError(
+                f"proxy {proxy} did not answer the tunnel request to {host}:{port}"
+            ) from None
         status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
         if status != b"200":
-            raise ConnectError(f"proxy {proxy} refused the tunnel to {host}:{port}: {head.splitlines()[0].decode('latin-1', 'replace')}")
+            raise ConnectError(
+                f"proxy {proxy} refused the tunnel to {host}:{port}: {head.splitlines()[0].decode('latin-1', 'replace')}"
+            )
         transport = writer.transport
         conn = _Conn(key)
         if ctx is not None:
-            tls = await loop.start_tls(transport, transport.get_protocol(), ctx, server_hostname=host)
+            tls = await loop.start_tls(
+                transport, transport.get_protocol(), ctx, server_hostname=host
+            )
             assert tls is not None
             transport = tls
         transport.set_protocol(conn)

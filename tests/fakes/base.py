@@ -152,10 +152,14 @@ class FakeProvider:
             return web.Response()
         if kind == "status":
             headers = dict(fault.headers)
-            return web.json_response(self.wire.error(fault.status, fault.message), status=fault.status, headers=headers)
+            return web.json_response(
+                self.wire.error(fault.status, fault.message), status=fault.status, headers=headers
+            )
         if not stream:
             if kind == "malformed":
-                return web.Response(body=b'{"choices": [{"message": ', content_type="application/json")
+                return web.Response(
+                    body=b'{"choices": [{"message": ', content_type="application/json"
+                )
             payload = json.dumps(self.wire.completion(request, body)).encode()
             if kind == "drop_mid_stream":
                 # Headers promise the whole body; half of it arrives, then the connection dies.
@@ -177,7 +181,9 @@ class FakeProvider:
             return web.Response(body=payload, content_type="application/json")
 
         plan = self.wire.stream(request, body)
-        resp = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"content-type": "text/event-stream", "cache-control": "no-cache"}
+        )
         await resp.prepare(request)
         events = plan.events
         for i, ev in enumerate(events):

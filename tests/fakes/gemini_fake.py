@@ -79,7 +79,11 @@ class GeminiWire:
         else:
             text = reply_text(body)
             parts, out_tokens = [{"text": text}], _tokens(text)
-        candidate = {"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": 0}
+        candidate = {
+            "content": {"parts": parts, "role": "model"},
+            "finishReason": "STOP",
+            "index": 0,
+        }
         return _response(request, [candidate], _usage(prompt_tokens(body), out_tokens))
 
     def stream(self, request: web.Request, body: Any) -> StreamPlan:
@@ -89,7 +93,11 @@ class GeminiWire:
         if call is not None:
             out = _tokens(json.dumps(call["args"]))
             first = {"content": {"parts": [{"functionCall": call}], "role": "model"}, "index": 0}
-            last = {"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "STOP", "index": 0}
+            last = {
+                "content": {"parts": [{"text": ""}], "role": "model"},
+                "finishReason": "STOP",
+                "index": 0,
+            }
             events.append(_event(_response(request, [first], _usage(prompt, out))))
             events.append(_event(_response(request, [last], _usage(prompt, out))))
         else:
@@ -98,7 +106,10 @@ class GeminiWire:
             for i in range(3):
                 piece = text[cuts[i] : cuts[i + 1]]
                 sent = _tokens(text[: cuts[i + 1]])  # usageMetadata is cumulative
-                cand: dict[str, Any] = {"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}
+                cand: dict[str, Any] = {
+                    "content": {"parts": [{"text": piece}], "role": "model"},
+                    "index": 0,
+                }
                 if i == 2:
                     cand["finishReason"] = "STOP"
                 events.append(_event(_response(request, [cand], _usage(prompt, sent))))
@@ -106,7 +117,10 @@ class GeminiWire:
 
     def error(self, status: int, message: str) -> dict[str, Any]:
         if status == 429:
-            retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{RETRY_DELAY_S}s"}
+            retry = {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{RETRY_DELAY_S}s",
+            }
             return _error(status, message, [retry])
         return _error(status, message)
 
@@ -153,7 +167,9 @@ def _function_call(body: Any) -> dict[str, Any] | None:
     if not decls or not contents:
         return None
     last = contents[-1]
-    if last.get("role", "user") != "user" or any("functionResponse" in p for p in last.get("parts") or []):
+    if last.get("role", "user") != "user" or any(
+        "functionResponse" in p for p in last.get("parts") or []
+    ):
         return None
     return {"name": decls[0].get("name", ""), "args": _example_args(decls[0].get("parameters"))}
 
@@ -180,7 +196,9 @@ def _example(spec: dict[str, Any]) -> Any:
     return "Paris"
 
 
-def _response(request: web.Request, candidates: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
+def _response(
+    request: web.Request, candidates: list[dict[str, Any]], usage: dict[str, Any]
+) -> dict[str, Any]:
     model = request.match_info.get("rest", "").rsplit(":", 1)[0]
     return {
         "candidates": candidates,
@@ -199,8 +217,14 @@ def _usage(prompt: int, output: int) -> dict[str, Any]:
     }
 
 
-def _error(status: int, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    err: dict[str, Any] = {"code": status, "message": message, "status": _STATUS_NAMES.get(status, "UNKNOWN")}
+def _error(
+    status: int, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    err: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+    }
     if details:
         err["details"] = details
     return {"error": err}
@@ -212,7 +236,9 @@ def _event(doc: dict[str, Any]) -> bytes:
 
 def _text(content: dict[str, Any]) -> str:
     parts = content.get("parts") or []
-    return " ".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return " ".join(
+        p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
+    )
 
 
 def _tokens(text: str) -> int:
