@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from runtime import byok
-from runtime.byok import ByokCache, ByokError, ByokStore
+from runtime.byok_cache import ByokCache
+from runtime.byok_store import ByokError, ByokStore
 from runtime.config import OrgConfig, parse_config
 from tests.gateway_env import ROOT, runtime_doc, with_hash
 
@@ -179,7 +180,8 @@ def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
     assert opened.get((org, provider), {}).get(field) is None
     assert opened[("globex", "openai")]["api_key"] == CREDENTIAL
     assert problems == [
-        f"BYOK credential {org}/{provider} {field} does not decrypt (tampered with or copied from another row)"
+        f"BYOK credential {org}/{provider} {field} does not decrypt "
+        "(tampered with or copied from another row)"
     ]
 
 
