@@ -15,12 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import report
+from runtime import listings, request_report
 from runtime.keys import ENV_RE, KeyInfo, KeyStore, KeyStoreError
 from runtime.paths import KEYS_DB, REQUESTS_DB, data_dir
 from runtime.records import read_records
 
 ORG_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 _KEYS_HELP = """\
 Gateway keys of one environment. A key is shown once, at creation, and stored only as a hash;
@@ -80,7 +82,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     requests.add_argument(
         "--since", type=_duration, metavar="AGE", help="records of the last 1h, 30m, 2d..."
     )
-    requests.add_argument("--by", choices=sorted(report.GROUP_BY), help="group and summarize")
+    requests.add_argument(
+        "--by", choices=sorted(request_report.GROUP_BY), help="group and summarize"
+    )
     requests.add_argument("--json", action="store_true", help="JSON for machines")
     requests.set_defaults(func=cmd_requests)
 
@@ -119,9 +123,17 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in `30s`, `30m`, `1h`, `2d` or `1w`; ValueError otherwise."""
+    match = _DURATION_RE.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30m, 1h, 2d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
 def _duration(text: str) -> float:
     try:
-        return report.parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -130,7 +142,7 @@ def parse_expiry(text: str, now: float) -> float:
     """Expiry time of `--expires`: a duration from `now` (30d) or a UTC date/time (2027-01-31,
     meaning its first second); ValueError when unreadable or not in the future."""
     try:
-        expires = now + report.parse_duration(text)
+        expires = now + parse_duration(text)
     except ValueError:
         try:
             when = dt.datetime.fromisoformat(text.strip())
@@ -171,24 +183,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     print(plaintext, flush=True)
     print(
         f"created key {info.id} for org {info.org!r} (name {info.name!r}) in environment "
-        f"{info.environment!r}, expires {report.format_time(expires) if expires else 'never'}.\n"
+        f"{info.environment!r}, "
+        f"expires {listings.format_time(expires) if expires else 'never'}.\n"
         "This is the only time the key is shown: store it now.",
         file=sys.stderr,
     )
     return 0
-
-
-def _key_json(info: KeyInfo, now: float) -> dict[str, object]:
-    return {
-        "id": info.id,
-        "environment": info.environment,
-        "org": info.org,
-        "name": info.name,
-        "created_at": info.created_at,
-        "expires_at": info.expires_at,
-        "revoked_at": info.revoked_at,
-        "status": info.status(now),
-    }
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -203,23 +203,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
             return fail(str(exc))
     now = time.time()
     if args.json:
-        print(json.dumps([_key_json(info, now) for info in infos], indent=2))
+        print(json.dumps(listings.keys_json(infos, now), indent=2))
         return 0
     if not infos:
         print(f"no keys in environment {args.env!r} ({keys_db})", file=sys.stderr)
         return 0
-    rows = [
-        (
-            i.id,
-            i.org,
-            i.name,
-            report.format_time(i.created_at),
-            report.format_time(i.expires_at) if i.expires_at else "never",
-            i.status(now),
-        )
-        for i in infos
-    ]
-    print(report.table(("id", "org", "name", "created", "expires", "status"), rows))
+    print(listings.format_keys(infos, now))
     return 0
 
 
@@ -238,7 +227,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     except KeyStoreError as exc:
         return fail(str(exc))
     if before is not None and before.revoked_at is not None:
-        print(f"key {key_id} was already revoked at {report.format_time(info.revoked_at)}")
+        print(f"key {key_id} was already revoked at {listings.format_time(info.revoked_at)}")
     else:
         print(f"revoked key {key_id} (org {info.org!r}, name {info.name!r})")
     return 0
@@ -257,15 +246,15 @@ def cmd_requests(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:
         return fail(f"cannot read the request log {db}: {exc}")
     if args.by:
-        groups = report.summarize(records, args.by)
+        groups = request_report.summarize(records, args.by)
         if args.json:
-            print(json.dumps(report.groups_json(groups, args.by), indent=2))
+            print(json.dumps(listings.groups_json(groups, args.by), indent=2))
         else:
-            print(report.format_groups(groups, args.by))
+            print(listings.format_groups(groups, args.by))
     elif args.json:
-        print(json.dumps(report.records_json(records), indent=2))
+        print(json.dumps(listings.records_json(records), indent=2))
     else:
-        print(report.format_records(records))
+        print(listings.format_records(records))
     if not records and not args.json:
         print("no matching requests", file=sys.stderr)
     return 0

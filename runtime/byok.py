@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime import report
+from runtime import listings
 from runtime.admin import add_env_args, fail
 from runtime.byok_store import BYOK_DB, ByokError, ByokRow, ByokStore, check_names, check_secret
 from runtime.config import ConfigError, OrgConfig, RuntimeConfig, load_config
@@ -183,27 +183,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         except ByokError as exc:
             return fail(str(exc))
     if args.json:
-        print(json.dumps([_row_json(r) for r in rows], indent=2))
+        print(json.dumps(listings.byok_rows_json(rows), indent=2))
         return 0
     if not rows:
         print(f"no BYOK credentials in environment {args.env!r} ({db})", file=sys.stderr)
         return 0
-    table = [
-        (r.org, r.provider, r.field, r.fingerprint, report.format_time(r.updated_at)) for r in rows
-    ]
-    print(report.table(("org", "provider", "field", "key", "updated"), table))
+    print(listings.format_byok_rows(rows))
     return 0
-
-
-def _row_json(row: ByokRow) -> dict[str, object]:
-    return {
-        "org": row.org,
-        "provider": row.provider,
-        "field": row.field,
-        "fingerprint": row.fingerprint,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
