@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
-from typing import Any
 
 from runtime.byok_store import ByokRow
 from runtime.keys import KeyInfo
@@ -121,12 +120,12 @@ def format_groups(groups: Sequence[GroupStats], by: str) -> str:
     return text
 
 
-def records_json(records: Sequence[Record]) -> list[dict[str, Any]]:
+def records_json(records: Sequence[Record]) -> list[dict[str, object]]:
     """The records as JSON-ready dicts."""
     return [asdict(r) for r in records]
 
 
-def groups_json(groups: Sequence[GroupStats], by: str) -> list[dict[str, Any]]:
+def groups_json(groups: Sequence[GroupStats], by: str) -> list[dict[str, object]]:
     """The grouped report as JSON-ready dicts, the group under the name of `by`."""
     out = []
     for g in groups:
