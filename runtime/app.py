@@ -28,7 +28,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from runtime import paths
 from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
-from runtime.byok import BYOK_DB, ByokCache
+from runtime.byok_cache import ByokCache
+from runtime.byok_store import BYOK_DB
 from runtime.config import RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator, AuthError, token_from_headers

@@ -1,29 +1,80 @@
-"""`python -m runtime`: serve the gateway, manage keys, read the request log.
+"""`python -m runtime`: the runtime's whole command line.
 
-Exit codes: 0 ok, 1 refused (bad config, invalid input), 2 usage error.
+Every parser, command function and print of `serve`, `keys create|list|revoke`, `requests`
+and `byok set|list|delete|rotate` lives here. What the commands need beside arguments and
+output lives in modules that return data: the key store (runtime/keys.py), the request log
+(runtime/records.py, runtime/request_report.py), the BYOK store (runtime/byok_store.py), and
+the text and JSON forms of what is listed (runtime/listings.py). Nothing on the request path
+imports this module (tests/unit/test_request_path_imports.py).
+
+Every command's `func(args)` returns the exit code: 0 ok, 1 refused (bad config, invalid
+input), 2 usage error (argparse).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import getpass
 import importlib.util
+import json
 import logging
 import os
+import re
 import signal
+import sqlite3
 import sys
+import time
 from pathlib import Path
+from typing import TypeAlias
 
-from runtime import paths
-from runtime.config import ConfigError, load_config
+from runtime import listings, paths, request_report
+from runtime.byok_store import BYOK_DB, ByokError, ByokRow, ByokStore, check_names, check_secret
+from runtime.config import ConfigError, OrgConfig, RuntimeConfig, load_config
+from runtime.keys import ENV_RE, KeyInfo, KeyStore, KeyStoreError
+from runtime.paths import KEYS_DB, REQUESTS_DB, data_dir
+from runtime.records import read_records
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+ORG_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `python -m runtime` with `argv` (default: sys.argv[1:]); the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m runtime` parser with every command."""
     parser = argparse.ArgumentParser(
         prog="python -m runtime", description="Switchyard gateway runtime."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_serve(sub)
+    _add_keys(sub)
+    _add_requests(sub)
+    _add_byok(sub)
+    return parser
 
+
+def fail(message: str) -> int:
+    """Print `error: message` on stderr; exit code 1."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+# --- serve ---------------------------------------------------------------------------------
+
+
+def _add_serve(sub: Subparsers) -> None:
     serve = sub.add_parser(
         "serve", help="serve the OpenAI-compatible gateway from a compiled runtime.json"
     )
@@ -47,37 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--data-dir",
         default=None,
-        help="key store and request log directory (default: $SWITCHYARD_DATA_DIR, else server.data_dir)",
+        help="key store and request log directory "
+        "(default: $SWITCHYARD_DATA_DIR, else server.data_dir)",
     )
     serve.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
-    serve.set_defaults(func=_serve)
-
-    from runtime import admin, byok
-
-    admin.add_commands(sub)
-    byok.add_commands(sub)
-
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
+    serve.set_defaults(func=cmd_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: check the config and the data directory, then run uvicorn until stopped."""
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(str(exc))
     if config.logging.sink != "sqlite":
-        print(
-            f"error: {args.config}: logging.sink {config.logging.sink!r} is not supported by this gateway yet; use the embedded 'sqlite' sink",
-            file=sys.stderr,
+        return fail(
+            f"{args.config}: logging.sink {config.logging.sink!r} is not supported by this "
+            "gateway yet; use the embedded 'sqlite' sink"
         )
-        return 1
     data_dir = paths.data_dir(config.environment, args.data_dir, config.data_dir).resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -85,11 +125,10 @@ def _serve(args: argparse.Namespace) -> int:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        print(
-            f"error: data directory {data_dir} is not writable ({exc.strerror}); pass --data-dir or set SWITCHYARD_DATA_DIR",
-            file=sys.stderr,
+        return fail(
+            f"data directory {data_dir} is not writable ({exc.strerror}); pass --data-dir or "
+            "set SWITCHYARD_DATA_DIR"
         )
-        return 1
     port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
@@ -135,11 +174,9 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _banner(config: object, host: str, port: int, workers: int, data_dir: Path) -> None:
+def _banner(config: RuntimeConfig, host: str, port: int, workers: int, data_dir: Path) -> None:
     from runtime.app import _credentials
-    from runtime.config import RuntimeConfig
 
-    assert isinstance(config, RuntimeConfig)
     creds, problems = _credentials(config, os.environ)
     shown = ", ".join(
         f"{pid}" + ("" if creds[pid] is not None else " (no credentials: skipped)")
@@ -156,3 +193,452 @@ def _banner(config: object, host: str, port: int, workers: int, data_dir: Path) 
     print(f"  providers: {shown or '(none)'}", file=sys.stderr)
     for p in problems:
         print(f"  not ready: {p}", file=sys.stderr)
+
+
+# --- arguments shared by the state-reading commands ----------------------------------------
+
+
+def add_env_args(parser: argparse.ArgumentParser) -> None:
+    """`--env` and `--data-dir`, as every state-reading subcommand takes them."""
+    parser.add_argument("--env", required=True, type=_env, help="the environment")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the environment's data directory "
+        "(default: $SWITCHYARD_DATA_DIR or ./.switchyard/ENV)",
+    )
+
+
+def _env(text: str) -> str:
+    if not ENV_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an environment name ([a-z][a-z0-9-]*)")
+    return text
+
+
+def _org(text: str) -> str:
+    if not ORG_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an org id ([a-z][a-z0-9_-]*)")
+    return text
+
+
+def _name(text: str) -> str:
+    if not text.strip() or len(text) > 100 or not text.isprintable():
+        raise argparse.ArgumentTypeError("a key name is 1 to 100 printable characters")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return int(text)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `30s`, `30m`, `1h`, `2d` or `1w`; ValueError otherwise."""
+    match = _DURATION_RE.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30m, 1h, 2d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_expiry(text: str, now: float) -> float:
+    """Expiry time of `--expires`: a duration from `now` (30d) or a UTC date/time (2027-01-31,
+    meaning its first second); ValueError when unreadable or not in the future."""
+    try:
+        expires = now + parse_duration(text)
+    except ValueError:
+        try:
+            when = dt.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(
+                f"--expires {text!r}: expected a duration (30d, 12h) or a date (2027-01-31)"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        expires = when.timestamp()
+    if expires <= now:
+        raise ValueError(f"--expires {text!r} is not in the future")
+    return expires
+
+
+def _dir(args: argparse.Namespace) -> Path:
+    return data_dir(args.env, explicit=args.data_dir)
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+_KEYS_HELP = """\
+Gateway keys of one environment. A key is shown once, at creation, and stored only as a hash;
+its public key id names it in `keys list`, request records and logs.
+
+Rotation: create a second key for the same org and name, move clients to it (both keys are
+active meanwhile), then revoke the old one with `keys revoke --env ENV OLD_KEY_ID`.
+"""
+
+
+def _add_keys(sub: Subparsers) -> None:
+    keys = sub.add_parser(
+        "keys",
+        help="create, list and revoke gateway keys",
+        description=_KEYS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    create = actions.add_parser(
+        "create",
+        help="issue a key (printed once)",
+        description="Issue a key for an org; the key is printed once on stdout. For rotation, "
+        "create a second key with the same org and name, then revoke the old one.",
+    )
+    add_env_args(create)
+    create.add_argument("--org", required=True, type=_org, help="the org the key belongs to")
+    create.add_argument("--name", required=True, type=_name, help="what the key is for (e.g. ci)")
+    create.add_argument(
+        "--expires", metavar="WHEN", help="30d, 12h, or a UTC date 2027-01-31 (default: never)"
+    )
+    create.set_defaults(func=cmd_keys_create)
+
+    listing = actions.add_parser("list", help="list keys and their status")
+    add_env_args(listing)
+    listing.add_argument("--json", action="store_true", help="JSON for machines")
+    listing.set_defaults(func=cmd_keys_list)
+
+    revoke = actions.add_parser(
+        "revoke", help="revoke a key by its key id (takes effect within about a second)"
+    )
+    add_env_args(revoke)
+    revoke.add_argument("key_id", metavar="KEYID", help="the key id shown by `keys list`")
+    revoke.set_defaults(func=cmd_keys_revoke)
+
+
+def _key_store(args: argparse.Namespace) -> KeyStore:
+    return KeyStore(_dir(args) / KEYS_DB, args.env)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    """`keys create`: the key alone on stdout, the details on stderr."""
+    now = time.time()
+    try:
+        expires = parse_expiry(args.expires, now) if args.expires else None
+        with _key_store(args) as store:
+            info, plaintext = store.create(args.org, args.name, expires)
+    except (ValueError, KeyStoreError) as exc:
+        return fail(str(exc))
+    print(plaintext, flush=True)
+    print(
+        f"created key {info.id} for org {info.org!r} (name {info.name!r}) in environment "
+        f"{info.environment!r}, "
+        f"expires {listings.format_time(expires) if expires else 'never'}.\n"
+        "This is the only time the key is shown: store it now.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    """`keys list`: id, org, name, created, expires, status."""
+    keys_db = _dir(args) / KEYS_DB
+    infos: list[KeyInfo] = []
+    if keys_db.exists():
+        try:
+            with KeyStore(keys_db, args.env) as store:
+                infos = store.list()
+        except KeyStoreError as exc:
+            return fail(str(exc))
+    now = time.time()
+    if args.json:
+        print(json.dumps(listings.keys_json(infos, now), indent=2))
+        return 0
+    if not infos:
+        print(f"no keys in environment {args.env!r} ({keys_db})", file=sys.stderr)
+        return 0
+    print(listings.format_keys(infos, now))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    """`keys revoke KEYID`; revoking a revoked key says so and succeeds."""
+    key_id: str = args.key_id
+    if key_id.startswith("sy_"):  # never echo what may be a full key
+        return fail("pass the key id (see `keys list`), not the key itself")
+    keys_db = _dir(args) / KEYS_DB
+    if not keys_db.exists():
+        return fail(f"no key store in {keys_db.parent}; is --data-dir right?")
+    try:
+        with KeyStore(keys_db, args.env) as store:
+            before = store.get(key_id)
+            info = store.revoke(key_id)
+    except KeyStoreError as exc:
+        return fail(str(exc))
+    if before is not None and before.revoked_at is not None:
+        print(f"key {key_id} was already revoked at {listings.format_time(info.revoked_at)}")
+    else:
+        print(f"revoked key {key_id} (org {info.org!r}, name {info.name!r})")
+    return 0
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def _add_requests(sub: Subparsers) -> None:
+    requests = sub.add_parser(
+        "requests",
+        help="show the request log",
+        description="The last request records, or (--by) records grouped with error rate, "
+        "latency and time-to-first-byte percentiles, tokens and cost.",
+    )
+    add_env_args(requests)
+    requests.add_argument(
+        "--last", type=_positive, metavar="N", help="the last N records (default 20)"
+    )
+    requests.add_argument(
+        "--since", type=_duration, metavar="AGE", help="records of the last 1h, 30m, 2d..."
+    )
+    requests.add_argument(
+        "--by", choices=sorted(request_report.GROUP_BY), help="group and summarize"
+    )
+    requests.add_argument("--json", action="store_true", help="JSON for machines")
+    requests.set_defaults(func=cmd_requests)
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    """`requests`: the last records, or a grouped summary with --by."""
+    directory = _dir(args)
+    db = directory / REQUESTS_DB
+    if not db.exists():
+        return fail(f"no requests recorded yet in {directory}; is --data-dir right?")
+    since = time.time() - args.since if args.since else None
+    last = args.last if args.last or args.by else 20
+    try:
+        records = read_records(db, since=since, last=last)
+    except sqlite3.Error as exc:
+        return fail(f"cannot read the request log {db}: {exc}")
+    if args.by:
+        groups = request_report.summarize(records, args.by)
+        if args.json:
+            print(json.dumps(listings.groups_json(groups, args.by), indent=2))
+        else:
+            print(listings.format_groups(groups, args.by))
+    elif args.json:
+        print(json.dumps(listings.records_json(records), indent=2))
+    else:
+        print(listings.format_records(records))
+    if not records and not args.json:
+        print("no matching requests", file=sys.stderr)
+    return 0
+
+
+# --- byok ----------------------------------------------------------------------------------
+
+_BYOK_HELP = """\
+An org's own provider credentials (BYOK), encrypted at rest with a key derived from the org's
+encryption secret (runtime.json `orgs.<org>.byok.encryption_key` names it; its value is read
+from the environment variable of that name). Values are read from stdin and never shown.
+
+Rotation: export the new secret under the configured name and the old one under another
+variable, run `byok rotate --old-secret-env THAT_VARIABLE`, then restart the gateway with the
+new secret (until then it keeps serving the values it last read).
+"""
+
+
+def _add_byok(sub: Subparsers) -> None:
+    byok = sub.add_parser(
+        "byok",
+        help="store, list, delete and rotate orgs' own provider credentials",
+        description=_BYOK_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = byok.add_subparsers(dest="byok_command", required=True, metavar="ACTION")
+
+    put = actions.add_parser(
+        "set",
+        help="store a credential, read from stdin (piped, or typed without echo)",
+        description="Store an org's own credential for a provider. The value is read from "
+        'stdin, never from the command line: `printf %%s "$KEY" | ... byok set ...`, or '
+        "type it at the prompt.",
+    )
+    _byok_common(put, config=True)
+    put.add_argument("--org", required=True, help="the org the credential belongs to")
+    put.add_argument("--provider", required=True, help="a provider in the org's byok list")
+    put.add_argument("--field", default="api_key", help="the credential field (default api_key)")
+    # Catches a credential typed on the command line so argparse does not echo it back.
+    put.add_argument("stray", nargs="*", help=argparse.SUPPRESS)
+    put.set_defaults(func=cmd_byok_set)
+
+    listing = actions.add_parser("list", help="list stored credentials (never their values)")
+    _byok_common(listing, config=False)
+    listing.add_argument("--json", action="store_true", help="JSON for machines")
+    listing.set_defaults(func=cmd_byok_list)
+
+    delete = actions.add_parser("delete", help="delete an org's credentials for a provider")
+    _byok_common(delete, config=False)
+    delete.add_argument("--org", required=True)
+    delete.add_argument("--provider", required=True)
+    delete.set_defaults(func=cmd_byok_delete)
+
+    rotate = actions.add_parser(
+        "rotate",
+        help="re-encrypt an org's credentials from its old secret to the current one",
+        description="Re-encrypt every credential of the org from the key of the old secret "
+        "(in --old-secret-env) to the key of the current one (the variable the config names). "
+        "All or nothing.",
+    )
+    _byok_common(rotate, config=True)
+    rotate.add_argument("--org", required=True)
+    rotate.add_argument(
+        "--old-secret-env", required=True, metavar="VAR", help="variable holding the old secret"
+    )
+    rotate.set_defaults(func=cmd_byok_rotate)
+
+
+def _byok_common(parser: argparse.ArgumentParser, *, config: bool) -> None:
+    add_env_args(parser)
+    if config:
+        parser.add_argument(
+            "--config",
+            required=True,
+            metavar="PATH",
+            help="the compiled runtime.json (which orgs may BYOK which providers)",
+        )
+
+
+def _byok_db(args: argparse.Namespace) -> Path:
+    return _dir(args) / BYOK_DB
+
+
+def _byok_org(args: argparse.Namespace) -> tuple[RuntimeConfig, OrgConfig, str]:
+    """The config, the org and its current encryption secret; ByokError when refused."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise ByokError(str(exc)) from None
+    if config.environment != args.env:
+        raise ByokError(
+            f"{args.config} is the config of environment {config.environment!r}, not "
+            f"{args.env!r}; pass build/{args.env}/runtime.json"
+        )
+    org = config.orgs.get(args.org)
+    if org is None:
+        raise ByokError(
+            f"org {args.org!r} is not in {args.config} (orgs: {', '.join(sorted(config.orgs))})"
+        )
+    if not org.byok_providers or not org.byok_encryption_key:
+        raise ByokError(
+            f"org {args.org!r} has no byok in {args.config}: add `byok` to the org in "
+            "gateway.yaml and rebuild"
+        )
+    name = org.byok_encryption_key
+    secret = check_secret(
+        os.environ.get(name), f"the encryption secret {name} (orgs.{org.id}.byok.encryption_key)"
+    )
+    return config, org, secret
+
+
+def cmd_byok_set(args: argparse.Namespace) -> int:
+    """`byok set`: checks the config and the secret, then reads the value from stdin."""
+    if args.stray:
+        return fail(
+            "unexpected argument(s), not shown: the credential is read from stdin, never from "
+            "the command line (it may now be in your shell history: consider replacing it)"
+        )
+    try:
+        config, org, secret = _byok_org(args)
+        provider: str = args.provider
+        if provider not in org.byok_providers:
+            raise ByokError(
+                f"org {org.id!r} may not bring its own {provider!r} credentials in "
+                f"{args.config} (its byok providers: {', '.join(sorted(org.byok_providers))})"
+            )
+        fields = config.providers[provider].credentials if provider in config.providers else {}
+        if fields and args.field not in fields:
+            raise ByokError(
+                f"provider {provider!r} takes the credential field(s) "
+                f"{', '.join(sorted(fields))}, not {args.field!r}"
+            )
+        check_names(org.id, provider, args.field)
+        value = _read_value(f"{args.field} for {org.id}/{provider} (not echoed): ")
+        with ByokStore(_byok_db(args), args.env) as store:
+            key = store.set(org.id, provider, args.field, value, secret)
+    except ByokError as exc:
+        return fail(str(exc))
+    print(f"stored {args.field} for {org.id}/{provider} (sealed with key {key.fingerprint})")
+    return 0
+
+
+def _read_value(prompt: str) -> str:
+    value = (getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.read()).strip()
+    if not value:
+        raise ByokError(
+            'no credential on stdin: pipe it in (printf %s "$KEY" | python -m runtime byok '
+            "set ...) or type it at the prompt"
+        )
+    if "\n" in value or "\r" in value:
+        raise ByokError("stdin holds several lines; pipe in the credential alone")
+    return value
+
+
+def cmd_byok_list(args: argparse.Namespace) -> int:
+    """`byok list`: org, provider, field, key fingerprint, updated; never values."""
+    db = _byok_db(args)
+    rows: list[ByokRow] = []
+    if db.exists():
+        try:
+            with ByokStore(db, args.env) as store:
+                rows = store.list()
+        except ByokError as exc:
+            return fail(str(exc))
+    if args.json:
+        print(json.dumps(listings.byok_rows_json(rows), indent=2))
+        return 0
+    if not rows:
+        print(f"no BYOK credentials in environment {args.env!r} ({db})", file=sys.stderr)
+        return 0
+    print(listings.format_byok_rows(rows))
+    return 0
+
+
+def cmd_byok_delete(args: argparse.Namespace) -> int:
+    """`byok delete`: every field of the org's credentials for the provider."""
+    db = _byok_db(args)
+    if not db.exists():
+        return fail(f"no BYOK store in {db.parent}; is --data-dir right?")
+    try:
+        with ByokStore(db, args.env) as store:
+            count = store.delete(args.org, args.provider)
+    except ByokError as exc:
+        return fail(str(exc))
+    if count == 0:
+        return fail(
+            f"nothing stored for {args.org}/{args.provider} in environment {args.env!r} "
+            "(see `byok list`)"
+        )
+    print(f"deleted {count} credential field(s) of {args.org}/{args.provider}")
+    return 0
+
+
+def cmd_byok_rotate(args: argparse.Namespace) -> int:
+    """`byok rotate`: re-seal the org's credentials with the current secret, all or nothing."""
+    try:
+        _, org, secret = _byok_org(args)
+        var: str = args.old_secret_env
+        old = os.environ.get(var)
+        if not old:
+            raise ByokError(f"--old-secret-env {var}: the variable {var} is not set")
+        db = _byok_db(args)
+        if not db.exists():
+            raise ByokError(f"no BYOK store in {db.parent}; is --data-dir right?")
+        with ByokStore(db, args.env) as store:
+            count = store.rotate(org.id, old, secret)
+            fingerprint = store.key(secret).fingerprint
+    except ByokError as exc:
+        return fail(str(exc))
+    print(f"re-encrypted {count} credential field(s) of org {org.id} with key {fingerprint}")
+    return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.adapters import Adapter
-from runtime.byok import ByokCache
+from runtime.byok_cache import ByokCache
 from runtime.config import (
     FallbackPolicy,
     ModelConfig,

@@ -1,13 +1,12 @@
 """`python -m runtime keys ...` and `requests ...`: what an operator types and sees.
 
-Most tests drive `runtime.admin` through an argparse parser built here (as runtime/cli.py
-does); one runs the real `python -m runtime keys create` in a subprocess.
+Most tests drive `runtime.cli.main` in process; one runs the real
+`python -m runtime keys create` in a subprocess.
 Exit codes: 0 ok, 1 refused or invalid input, 2 usage.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import admin
+from runtime import cli
 from runtime.keys import Authenticator, parse_key
 from runtime.records import RecordWriter
 from tests.test_records import make_record
@@ -26,11 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="python -m runtime")
-    admin.add_commands(parser.add_subparsers(dest="command", required=True))
     try:
-        args = parser.parse_args(argv)
-        code = args.func(args)
+        code = cli.main(list(argv))
     except SystemExit as exc:  # argparse usage errors
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
@@ -245,8 +241,10 @@ def seed(data: str) -> None:
             error_code="upstream_rate_limited", latency_ms=50.0, ttfb_ms=None, cost_usd=None,
             input_tokens=7, output_tokens=None, usage_estimated=True, fell_back=True,
             attempts=[
-                {"provider": "openai", "model": "gpt-4o-mini", "outcome": "timeout", "latency_ms": 30.0},
-                {"provider": "anthropic", "model": "claude-3-5-haiku", "outcome": "rate_limited", "latency_ms": 20.0},
+                {"provider": "openai", "model": "gpt-4o-mini", "outcome": "timeout",
+                 "latency_ms": 30.0},
+                {"provider": "anthropic", "model": "claude-3-5-haiku", "outcome": "rate_limited",
+                 "latency_ms": 20.0},
             ],
         )
     )  # fmt: skip
@@ -264,8 +262,11 @@ def test_requests_lists_the_last_records(capsys: pytest.CaptureFixture[str], dat
     code, out, _ = run(capsys, "requests", "--env", "dev", "--data-dir", data)
     assert code == 0
     header, *rows = out.splitlines()
-    for column in ("time", "request id", "key", "route", "provider", "upstream model", "status",
-                   "error", "latency ms", "ttfb ms", "in", "out", "cost usd", "fell back", "attempts"):  # fmt: skip
+    columns = (
+        "time", "request id", "key", "route", "provider", "upstream model", "status",
+        "error", "latency ms", "ttfb ms", "in", "out", "cost usd", "fell back", "attempts",
+    )  # fmt: skip
+    for column in columns:
         assert column in header
     assert [re.search(r"req-\d", row).group() for row in rows] == ["req-1", "req-2", "req-3"]  # type: ignore[union-attr]
     failed = rows[2]
@@ -345,7 +346,8 @@ def test_requests_by_other_dimensions(
 def test_python_m_runtime_keys_create_in_a_subprocess(tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime", "keys", "create", "--env", "dev", "--org", "acme", "--name", "ci", "--data-dir", str(data)],
+        [sys.executable, "-m", "runtime", "keys", "create", "--env", "dev", "--org", "acme",
+         "--name", "ci", "--data-dir", str(data)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -353,7 +355,8 @@ def test_python_m_runtime_keys_create_in_a_subprocess(tmp_path: Path) -> None:
     assert proc.stdout == key + "\n" and key.startswith("sy_dev_")
     assert "Traceback" not in proc.stderr
     listed = subprocess.run(
-        [sys.executable, "-m", "runtime", "keys", "list", "--env", "dev", "--data-dir", str(data), "--json"],
+        [sys.executable, "-m", "runtime", "keys", "list", "--env", "dev", "--data-dir", str(data),
+         "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr

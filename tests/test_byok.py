@@ -1,8 +1,8 @@
 """BYOK: an org's own provider credentials, sealed at rest, opened only with the org's secret.
 
-The store and the gateway's cache are driven directly; the CLI through `runtime.byok.main`
+The store and the gateway's cache are driven directly; the CLI through `runtime.cli.main`
 (as `python -m runtime byok` runs it) and, where stdin and argv matter, as a real
-`python -m runtime.byok` subprocess.
+`python -m runtime byok` subprocess.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from runtime import byok
-from runtime.byok import ByokCache, ByokError, ByokStore
+from runtime import cli as runtime_cli
+from runtime.byok_cache import ByokCache
+from runtime.byok_store import ByokError, ByokStore
 from runtime.config import OrgConfig, parse_config
 from tests.gateway_env import ROOT, runtime_doc, with_hash
 
@@ -179,7 +180,8 @@ def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
     assert opened.get((org, provider), {}).get(field) is None
     assert opened[("globex", "openai")]["api_key"] == CREDENTIAL
     assert problems == [
-        f"BYOK credential {org}/{provider} {field} does not decrypt (tampered with or copied from another row)"
+        f"BYOK credential {org}/{provider} {field} does not decrypt "
+        "(tampered with or copied from another row)"
     ]
 
 
@@ -419,7 +421,7 @@ def cli(
 ) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     try:
-        code = byok.main(list(argv))
+        code = runtime_cli.main(["byok", *argv])
     except SystemExit as exc:  # argparse usage errors
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
@@ -432,7 +434,7 @@ def subprocess_cli(
     env = {k: v for k, v in os.environ.items() if k not in (SECRET_VAR, "SWITCHYARD_DATA_DIR")}
     env.update(environ or {})
     return subprocess.run(
-        [sys.executable, "-m", "runtime.byok", *argv],
+        [sys.executable, "-m", "runtime", "byok", *argv],
         cwd=ROOT,
         env=env,
         input=stdin,
@@ -511,8 +513,9 @@ def test_set_prompts_without_echo_on_a_terminal(
         return CREDENTIAL
 
     monkeypatch.setattr(getpass, "getpass", fake_getpass)
-    code = byok.main(
+    code = runtime_cli.main(
         [
+            "byok",
             "set",
             "--env",
             ENV,

@@ -1,38 +1,19 @@
-"""Request-log reports: the last records, or records grouped with error rates and percentiles.
+"""How the command line shows what it lists: gateway keys, BYOK credentials, request records
+and grouped request reports, as aligned text tables or as JSON-ready dicts.
 
-Pure functions over `Record`s; `runtime.admin` reads the database and prints what these return.
+Pure functions returning strings and dicts; runtime/cli.py prints them.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
 
+from runtime.byok_store import ByokRow
+from runtime.keys import KeyInfo
 from runtime.records import Record
-
-_DURATION_RE = re.compile(r"^(\d+)([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-GROUP_BY: dict[str, Callable[[Record], str]] = {
-    "model": lambda r: f"{r.provider}/{r.upstream_model}" if r.provider else "-",
-    "provider": lambda r: r.provider or "-",
-    "route": lambda r: r.route or r.requested_model or "-",
-    "key": lambda r: r.key_id or "-",
-    "org": lambda r: r.org or "-",
-    "status": lambda r: str(r.status),
-}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in `30s`, `30m`, `1h`, `2d` or `1w`; ValueError otherwise."""
-    match = _DURATION_RE.match(text.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a duration like 30m, 1h, 2d")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
+from runtime.request_report import GroupStats
 
 
 def format_time(ts: float | None) -> str:
@@ -40,72 +21,6 @@ def format_time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100) with linear interpolation; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def is_error(record: Record) -> bool:
-    """A refused or failed request, or a stream that broke after commit."""
-    return record.status >= 400 or record.error_code is not None
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStats:
-    """One row of a grouped report."""
-
-    key: str
-    count: int
-    errors: int
-    error_rate: float
-    latency_p50_ms: float | None
-    latency_p95_ms: float | None
-    ttfb_p50_ms: float | None
-    ttfb_p95_ms: float | None
-    input_tokens: int
-    output_tokens: int
-    tokens_estimated: bool
-    cost_usd: float | None  # sum of the known costs; None when none is known
-    cost_unknown: int  # records whose cost is unknown
-
-
-def summarize(records: Iterable[Record], by: str) -> list[GroupStats]:
-    """Group records by `by` (a GROUP_BY key), busiest group first."""
-    keyfunc = GROUP_BY[by]
-    groups: dict[str, list[Record]] = {}
-    for record in records:
-        groups.setdefault(keyfunc(record), []).append(record)
-    stats = [_stats(key, rows) for key, rows in groups.items()]
-    return sorted(stats, key=lambda s: (-s.count, s.key))
-
-
-def _stats(key: str, rows: list[Record]) -> GroupStats:
-    latencies = [r.latency_ms for r in rows]
-    ttfbs = [r.ttfb_ms for r in rows if r.ttfb_ms is not None]
-    costs = [r.cost_usd for r in rows if r.cost_usd is not None]
-    errors = sum(1 for r in rows if is_error(r))
-    return GroupStats(
-        key=key,
-        count=len(rows),
-        errors=errors,
-        error_rate=errors / len(rows),
-        latency_p50_ms=percentile(latencies, 50),
-        latency_p95_ms=percentile(latencies, 95),
-        ttfb_p50_ms=percentile(ttfbs, 50),
-        ttfb_p95_ms=percentile(ttfbs, 95),
-        input_tokens=sum(r.input_tokens or 0 for r in rows),
-        output_tokens=sum(r.output_tokens or 0 for r in rows),
-        tokens_estimated=any(r.usage_estimated for r in rows),
-        cost_usd=sum(costs) if costs else None,
-        cost_unknown=len(rows) - len(costs),
-    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = ()) -> str:
@@ -205,12 +120,12 @@ def format_groups(groups: Sequence[GroupStats], by: str) -> str:
     return text
 
 
-def records_json(records: Sequence[Record]) -> list[dict[str, Any]]:
+def records_json(records: Sequence[Record]) -> list[dict[str, object]]:
     """The records as JSON-ready dicts."""
     return [asdict(r) for r in records]
 
 
-def groups_json(groups: Sequence[GroupStats], by: str) -> list[dict[str, Any]]:
+def groups_json(groups: Sequence[GroupStats], by: str) -> list[dict[str, object]]:
     """The grouped report as JSON-ready dicts, the group under the name of `by`."""
     out = []
     for g in groups:
@@ -218,3 +133,57 @@ def groups_json(groups: Sequence[GroupStats], by: str) -> list[dict[str, Any]]:
         item[by] = item.pop("key")
         out.append(item)
     return out
+
+
+def format_keys(infos: Sequence[KeyInfo], now: float) -> str:
+    """Gateway keys as a table: id, org, name, created, expires, status at `now`."""
+    rows = [
+        (
+            i.id,
+            i.org,
+            i.name,
+            format_time(i.created_at),
+            format_time(i.expires_at) if i.expires_at else "never",
+            i.status(now),
+        )
+        for i in infos
+    ]
+    return table(("id", "org", "name", "created", "expires", "status"), rows)
+
+
+def keys_json(infos: Sequence[KeyInfo], now: float) -> list[dict[str, object]]:
+    """Gateway keys as JSON-ready dicts, with their status at `now`."""
+    return [
+        {
+            "id": info.id,
+            "environment": info.environment,
+            "org": info.org,
+            "name": info.name,
+            "created_at": info.created_at,
+            "expires_at": info.expires_at,
+            "revoked_at": info.revoked_at,
+            "status": info.status(now),
+        }
+        for info in infos
+    ]
+
+
+def format_byok_rows(rows: Sequence[ByokRow]) -> str:
+    """Stored BYOK credentials (never values) as a table: org, provider, field, key, updated."""
+    cells = [(r.org, r.provider, r.field, r.fingerprint, format_time(r.updated_at)) for r in rows]
+    return table(("org", "provider", "field", "key", "updated"), cells)
+
+
+def byok_rows_json(rows: Sequence[ByokRow]) -> list[dict[str, object]]:
+    """Stored BYOK credentials (never values) as JSON-ready dicts."""
+    return [
+        {
+            "org": row.org,
+            "provider": row.provider,
+            "field": row.field,
+            "fingerprint": row.fingerprint,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
+        }
+        for row in rows
+    ]
