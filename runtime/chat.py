@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from runtime import tokens
-from runtime.adapters import Chunk, Completion, Usage
+from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
 from runtime.fallback import AllCandidatesFailed, complete, open_stream
@@ -270,19 +270,18 @@ class ChatHandler:
 
         usage_relayed = False
 
-        def emit(chunk: Chunk) -> int:
+        def emit(chunk: AnyChunk) -> int:
             """Buffer one chunk for the client; returns its output characters (estimates)."""
             nonlocal usage_relayed
-            if chunk.raw is not None:  # an OpenAI-format provider: relay its chunk as sent
+            if isinstance(chunk, RelayChunk):  # an OpenAI-format provider: relay it as sent
+                if chunk.choices is None:  # not decoded: plain output
+                    pending.append(b"data: " + chunk.data.encode() + b"\n\n")
+                    return max(0, len(chunk.data) - RELAY_OVERHEAD)
                 if chunk.choices:
-                    pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
-                    return (
-                        tokens.delta_chars(chunk.choices)
-                        if chunk.choices[0]
-                        else max(0, len(chunk.raw) - RELAY_OVERHEAD)
-                    )
+                    pending.append(b"data: " + chunk.data.encode() + b"\n\n")
+                    return tokens.delta_chars(chunk.choices)
                 if chunk.usage is not None and include_usage:
-                    pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
+                    pending.append(b"data: " + chunk.data.encode() + b"\n\n")
                     usage_relayed = True
                 return 0
             if not chunk.choices:
@@ -290,9 +289,7 @@ class ChatHandler:
             pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
             return tokens.delta_chars(chunk.choices)
 
-        resp = stream.resp
-        if resp is not None:
-            resp.before_wait = flush
+        network = stream.watch_idle(flush)
         try:
             await send(
                 {
@@ -304,7 +301,7 @@ class ChatHandler:
             state.started = True
             for chunk in opened.held:
                 chars += emit(chunk)
-            if resp is None:
+            if not network:
                 await flush()
             # Otherwise the held chunks leave with whatever else this read brought, at the
             # first flush — microseconds later, one write instead of several.
@@ -312,7 +309,7 @@ class ChatHandler:
             try:
                 async for chunk in opened.iterator:
                     chars += emit(chunk)
-                    if resp is None:
+                    if not network:
                         await flush()
             except UpstreamError as err:
                 rec.broke_after_commit = True

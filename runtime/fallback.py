@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from runtime.adapters import Call, Chunk, Completion, UpstreamStream
+from runtime.adapters import AnyChunk, Call, Completion, UpstreamStream
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import UpstreamError
@@ -54,8 +54,8 @@ class Opened:
 
     candidate: Candidate
     stream: UpstreamStream
-    held: list[Chunk]
-    iterator: AsyncIterator[Chunk]  # the stream's iterator, positioned after `held`
+    held: list[AnyChunk]
+    iterator: AsyncIterator[AnyChunk]  # the stream's iterator, positioned after `held`
 
 
 async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
@@ -63,11 +63,7 @@ async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
     request, request_id = ctx.request, ctx.request_id
 
     async def attempt(c: Candidate) -> tuple[Candidate, Completion]:
-        result = await c.adapter.send(
-            Call(request, False, c.model, c.credentials or {}, request_id)
-        )
-        assert isinstance(result, Completion)
-        return c, result
+        return c, await c.adapter.complete(Call(request, c.model, c.credentials or {}, request_id))
 
     return await _loop(ctx.plan, ctx.attempts, attempt)
 
@@ -81,13 +77,11 @@ async def open_stream(ctx: RequestContext) -> Opened:
         stream: UpstreamStream | None = None
         deadline = Deadline(timeout)
         try:
-            result = await c.adapter.send(
-                Call(request, True, c.model, c.credentials or {}, request_id)
+            stream = await c.adapter.open_stream(
+                Call(request, c.model, c.credentials or {}, request_id)
             )
-            assert not isinstance(result, Completion)
-            stream = result
             it = aiter(stream)
-            held: list[Chunk] = []
+            held: list[AnyChunk] = []
             while True:
                 try:
                     chunk = await anext(it)
@@ -118,7 +112,7 @@ async def open_stream(ctx: RequestContext) -> Opened:
     return await _loop(ctx.plan, ctx.attempts, attempt)
 
 
-async def _empty() -> AsyncIterator[Chunk]:
+async def _empty() -> AsyncIterator[AnyChunk]:
     return
     yield  # pragma: no cover
 

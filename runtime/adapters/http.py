@@ -15,13 +15,13 @@ from typing import Any
 
 import orjson
 
-from runtime.adapters.transport import (
+from runtime.adapters.transport_base import (
     ConnectError,
     ConnectionLost,
+    HTTPResponse,
+    HTTPTransport,
     ProtocolError,
-    Response,
     Timeout,
-    Transport,
 )
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
@@ -50,20 +50,20 @@ class Timeouts:
 
 
 async def post(
-    session: Transport,
+    transport: HTTPTransport,
     url: str,
     headers: dict[str, str],
     body: bytes,
     timeout: Timeout,
     map_error: ErrorMapper,
-) -> Response:
+) -> HTTPResponse:
     """POST and return the response once a 2xx status arrived; raise UpstreamError otherwise.
 
     On an error status the body is read and decoded (JSON if it is JSON, else text) and handed
     to `map_error(status, decoded_body, headers)`, the adapter's classifier.
     """
     try:
-        resp = await session.post(url, headers, body, timeout)
+        resp = await transport.post(url, headers, body, timeout)
     except TimeoutError:
         raise UpstreamError("timeout", "no response before the timeout") from None
     except ConnectError as exc:
@@ -99,7 +99,7 @@ async def post(
     raise err
 
 
-async def read_json(resp: Response) -> Any:
+async def read_json(resp: HTTPResponse) -> Any:
     """The full body of a success response, decoded; malformed or lost bodies are classified."""
     try:
         raw = await resp.read()
@@ -119,7 +119,7 @@ async def read_json(resp: Response) -> Any:
         ) from None
 
 
-async def iter_sse(resp: Response) -> AsyncIterator[tuple[str, str]]:
+async def iter_sse(resp: HTTPResponse) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of an SSE response; a broken connection raises `stream_broken`.
 
     Ends normally at the end of the body; the adapter decides whether its terminator came.
