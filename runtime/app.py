@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime import paths
 from runtime.adapters import ADAPTERS, Adapter
@@ -199,9 +200,6 @@ def _credentials(
     return creds, problems
 
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
 # Which process answered: the container's hostname (its short id) in a deployed gateway. Deploy
 # reads it from /readyz through the proxy to see which release serves.
 _INSTANCE = socket.gethostname()
@@ -209,7 +207,7 @@ _INSTANCE = socket.gethostname()
 
 def create_app(
     config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Any:
+) -> ASGIApp:
     """The gateway as an ASGI app. `data_dir` defaults per runtime.paths.data_dir."""
     gw = Gateway(
         config,
@@ -276,7 +274,7 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
         return _error(GatewayError(exc.status_code, code, str(exc.detail)))
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
             await chat(scope, receive, send)
         else:
@@ -286,7 +284,7 @@ def create_app(
     return app
 
 
-async def _not_started(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _not_started(scope: Scope, receive: Receive, send: Send) -> None:
     await _error(GatewayError(503, "starting", "the gateway is starting"))(scope, receive, send)
 
 
@@ -317,7 +315,7 @@ def _writer_metrics(writer: RecordWriter) -> str:
     )
 
 
-def app_from_env() -> Any:
+def app_from_env() -> ASGIApp:
     """uvicorn factory for `--workers N`: the config path and data dir come from the environment."""
     from runtime.config import load_config
 

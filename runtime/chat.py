@@ -2,8 +2,9 @@
 
 Order of work per request: authenticate (in memory), read and decode the body, plan the
 candidates, check limits, then either the non-streamed call or the streamed one with the
-commit rule (runtime/dispatch.py). Exactly one record per request is handed to the writer,
-whatever happens — including auth failures and clients that go away.
+commit rule (runtime/fallback.py). Exactly one record per request is handed to the record
+sink, whatever happens — including auth failures and clients that go away. Everything it uses
+comes in one `Services` (runtime/services.py), built when the app started.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from runtime import tokens
 from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
@@ -56,7 +58,7 @@ class ChatHandler:
         self.config_hash = cfg.config_hash
         self.request_timeout = cfg.request_timeout_s
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         rid = _next_id()
         rec = RequestRecord(
@@ -124,9 +126,9 @@ class ChatHandler:
 
     async def _handle(
         self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Any,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
         rec: RequestRecord,
         attempts: list[Attempt],
         state: ResponseProgress,
@@ -212,7 +214,7 @@ class ChatHandler:
         )
         services.limits.charge(key.id, key.org, rec.cost_usd)
 
-    async def _complete(self, ctx: RequestContext, send: Any) -> None:
+    async def _complete(self, ctx: RequestContext, send: Send) -> None:
         rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
         try:
             cand, result = await complete(ctx)
@@ -231,7 +233,7 @@ class ChatHandler:
         await send({"type": "http.response.body", "body": body})
         rec.status = 200
 
-    async def _stream(self, ctx: RequestContext, send: Any) -> None:
+    async def _stream(self, ctx: RequestContext, send: Send) -> None:
         rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
         request = ctx.request
         try:
@@ -453,7 +455,7 @@ def _headers(
     return h
 
 
-async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
+async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
     body = orjson.dumps(exc.body())
     headers = [
         _JSON,
@@ -471,7 +473,7 @@ async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Att
     await send({"type": "http.response.body", "body": body})
 
 
-async def _end_stream_with_error(send: Any, code: str, message: str, pending: list[bytes]) -> None:
+async def _end_stream_with_error(send: Send, code: str, message: str, pending: list[bytes]) -> None:
     """End a committed stream with an error event (the OpenAI SDK raises on it); no [DONE].
     Chunks still buffered go out first, in the same write."""
     err = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
@@ -480,7 +482,7 @@ async def _end_stream_with_error(send: Any, code: str, message: str, pending: li
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _read_body(receive: Any) -> bytes:
+async def _read_body(receive: Receive) -> bytes:
     msg = await receive()
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body"):
@@ -525,7 +527,7 @@ class _Guard:
 
     WATCH_AFTER_S = 0.05
 
-    def __init__(self, receive: Any, timeout: float) -> None:
+    def __init__(self, receive: Receive, timeout: float) -> None:
         self.gone = False
         self.timed_out = False
         self._receive = receive

@@ -122,7 +122,7 @@ async def _loop(
 ) -> T:
     policy = plan.policy
     floor: int | None = None  # after a context-length error: only larger windows
-    errors: list[AttemptError] = []
+    errors: list[AttemptError] | None = None  # made on the first failure only
     for c in plan.candidates:
         if len(attempts) >= policy.max_attempts:
             break
@@ -150,6 +150,8 @@ async def _loop(
                     err.code,
                 )
             )
+            if errors is None:
+                errors = []
             errors.append(AttemptError(c, err))
             if err.error_class not in policy.on:
                 break
@@ -160,7 +162,7 @@ async def _loop(
             Attempt(c.provider.id, c.model.name, "ok", (time.perf_counter() - start) * 1000)
         )
         return result
-    if not errors:
+    if errors is None:
         # No candidate was tried (max_attempts below one); kept for completeness.
         final = AttemptError(
             plan.candidates[0],

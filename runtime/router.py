@@ -175,8 +175,9 @@ class Router:
             policy = FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s)
             cap, strategy, route_name = None, "priority", None
 
-        if org.byok_providers and self.byok is not None:
-            chain = tuple(self._own_credentials(c, org) for c in chain)
+        byok = self.byok
+        if org.byok_providers and byok is not None:
+            chain = tuple(_own_credentials(byok, c, org) for c in chain)
         needs = needs_of(request)
         est_prompt = prompt_tokens(request)
         max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
@@ -208,15 +209,15 @@ class Router:
         ordered = _order(strategy, eligible, self._rng)
         return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens)
 
-    def _own_credentials(self, c: Candidate, org: OrgConfig) -> Candidate:
-        """BYOK: the org's own stored credentials for this provider replace the environment's."""
-        if c.provider.id not in org.byok_providers:
-            return c
-        assert self.byok is not None
-        own = self.byok.credentials(org.id, c.provider.id)
-        if own is None:
-            return c
-        return dataclasses.replace(c, credentials=own)
+
+def _own_credentials(byok: ByokCache, c: Candidate, org: OrgConfig) -> Candidate:
+    """BYOK: the org's own stored credentials for this provider replace the environment's."""
+    if c.provider.id not in org.byok_providers:
+        return c
+    own = byok.credentials(org.id, c.provider.id)
+    if own is None:
+        return c
+    return dataclasses.replace(c, credentials=own)
 
 
 def _skip_reason(

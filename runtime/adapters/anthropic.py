@@ -23,7 +23,7 @@ import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
-from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
+from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -444,7 +444,7 @@ def _classify(status: int | None, etype: Any, message: str) -> ErrorClass:
     return cast(ErrorClass, http.status_class(status)) if status is not None else "server_error"
 
 
-def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
+def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
     """Anthropic's error body {"type": "error", "error": {"type", "message"}} -> an error class."""
     err = body.get("error") if isinstance(body, dict) else None
     etype = err.get("type") if isinstance(err, dict) else None

@@ -34,7 +34,7 @@ import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
-from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
+from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -578,7 +578,7 @@ def _has_content(choice: dict[str, Any]) -> bool:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
+def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
     """Google's error body {"error": {code, message, status, details}} (or a one-item list
     of it) -> an error class."""
     if isinstance(body, list) and body:

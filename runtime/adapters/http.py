@@ -18,6 +18,7 @@ import orjson
 from runtime.adapters.transport_base import (
     ConnectError,
     ConnectionLost,
+    Headers,
     HTTPResponse,
     HTTPTransport,
     ProtocolError,
@@ -27,7 +28,8 @@ from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 from runtime.sse import SSEParser
 
-ErrorMapper = Callable[[int, Any, Any], UpstreamError]
+# (status, the decoded error body as it came, response headers) -> the classified error
+ErrorMapper = Callable[[int, Any, Headers | None], UpstreamError]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,7 @@ def loads(data: str | bytes) -> Any:
         ) from None
 
 
-def retry_after(headers: Any) -> float | None:
+def retry_after(headers: Headers | None) -> float | None:
     """Seconds from a Retry-After header (delta seconds or an HTTP date), if present."""
     value = headers.get("retry-after") if headers is not None else None
     if not value:

@@ -16,7 +16,7 @@ import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Completion, FlushHook, RelayChunk, Usage
-from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
+from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 
@@ -168,7 +168,7 @@ def _usage(u: Any) -> Usage | None:
     return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
 
-def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
+def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
     """OpenAI's error body {"error": {"message", "type", "code"}} -> an error class."""
     err = body.get("error") if isinstance(body, dict) else None
     code = err.get("code") if isinstance(err, dict) else None
