@@ -89,8 +89,8 @@ class Attempt:
         return d
 
 
-# The old name, still imported by runtime/report.py (owned by the CLI split); new code says
-# RequestRecord (deployer/ has a `Record` of its own).
+# The old name, still imported by the command line's record report and listings (owned by the
+# CLI split); new code says RequestRecord (deployer/ has a `Record` of its own).
 Record = RequestRecord
 
 FIELDS = tuple(f.name for f in fields(RequestRecord))
