@@ -24,19 +24,22 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime import paths
 from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.byok_store import BYOK_DB
+from runtime.chat import ChatHandler
 from runtime.config import RuntimeConfig
 from runtime.errors import GatewayError
-from runtime.keys import Authenticator, AuthError, token_from_headers
+from runtime.keys import Authenticator
 from runtime.limits import LimitState, SpendTotals, period_starts
 from runtime.metrics import Metrics
 from runtime.records import RecordWriter, read_spend
 from runtime.router import Router
+from runtime.services import Services, authenticate
 
 log = logging.getLogger("switchyard")
 
@@ -44,7 +47,8 @@ SPEND_REFRESH_S = 5.0
 
 
 class Gateway:
-    """Everything one worker process needs to serve requests, built at start."""
+    """One worker process's lifecycle: builds the `Services` at start, stops them at the end,
+    and answers readiness. The request path gets the `Services`, never the Gateway."""
 
     def __init__(self, config: RuntimeConfig, data_dir: Path, environ: Mapping[str, str]) -> None:
         self.config = config
@@ -52,35 +56,53 @@ class Gateway:
         self.metrics = Metrics()
         self.limits = LimitState(config.limits, config.workers)
         self.credentials, self.not_ready = _credentials(config, environ)
-        self.session: Transport | None = None
-        self.router: Router | None = None
-        self.auth: Authenticator | None = None
-        self.writer: RecordWriter | None = None
-        self.byok: ByokCache | None = None
         self.environ = environ
         self.started = time.time()
         self._stop = threading.Event()
+        self._services: Services | None = None
+        self._transport: Transport | None = None
+        self._auth: Authenticator | None = None
+        self._writer: RecordWriter | None = None
+        self._byok: ByokCache | None = None
 
-    async def start(self) -> None:
+    @property
+    def services(self) -> Services:
+        """The services built by `start()` (the ASGI server runs the lifespan before serving)."""
+        if self._services is None:
+            raise RuntimeError("the gateway has not started")
+        return self._services
+
+    async def start(self) -> Services:
+        """Open the transport, adapters, key cache, BYOK cache and record writer."""
         cfg = self.config
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.session = Transport()
+        transport = self._transport = Transport()
         adapters: dict[str, Adapter] = {
-            pid: ADAPTERS[p.adapter](p, self.session) for pid, p in cfg.providers.items()
+            pid: ADAPTERS[p.adapter](p, transport) for pid, p in cfg.providers.items()
         }
         if any(o.byok_providers for o in cfg.orgs.values()):
-            self.byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)
-            self.byok.start_background_refresh(2.0)
-        self.router = Router(cfg, adapters, self.credentials, self.byok)
-        self.auth = Authenticator(self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix)
-        self.auth.start_background_refresh(1.0)
-        self.writer = RecordWriter(
+            self._byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)
+            self._byok.start_background_refresh(2.0)
+        router = Router(cfg, adapters, self.credentials, self._byok)
+        auth = self._auth = Authenticator(
+            self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix
+        )
+        auth.start_background_refresh(1.0)
+        writer = self._writer = RecordWriter(
             self.data_dir / paths.REQUESTS_DB,
             cfg.logging.batch_size,
             cfg.logging.flush_interval_ms,
             cfg.logging.retention_days,
         )
-        self.writer.start()
+        writer.start()
+        services = self._services = Services(
+            config=cfg,
+            router=router,
+            limits=self.limits,
+            records=writer,
+            metrics=self.metrics,
+            keys=auth,
+        )
         # Everything built so far lives as long as the process: move it out of the cyclic
         # collector's sight, and collect young objects less often (each request allocates a
         # few hundred short-lived objects; a gen-0 pass every 700 of them is pure overhead).
@@ -95,17 +117,19 @@ class Gateway:
             threading.Thread(
                 target=self._spend_loop, args=(loop,), name="spend-refresh", daemon=True
             ).start()
+        return services
 
     async def stop(self) -> None:
+        """Stop the refresh threads, close the transport, write what the writer holds."""
         self._stop.set()
-        if self.auth is not None:
-            self.auth.stop()
-        if self.byok is not None:
-            self.byok.stop()
-        if self.session is not None:
-            await self.session.close()
-        if self.writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._byok is not None:
+            self._byok.stop()
+        if self._transport is not None:
+            await self._transport.close()
+        if self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
 
     def _read_spend(self) -> SpendTotals:
         day, month = period_starts(time.time())
@@ -133,17 +157,19 @@ class Gateway:
             loop.call_soon_threadsafe(self.limits.refresh, totals)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, the /readyz body)."""
         problems = list(self.not_ready)
-        if self.writer is None or self.auth is None:
+        services = self._services
+        if services is None:
             problems.append("starting")
         usable = sum(
             1
-            for r in (self.router.routes.values() if self.router else ())
+            for r in (services.router.routes.values() if services is not None else ())
             if any(c.credentials is not None for c in r.candidates)
         )
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
-        warnings = self.byok.problems() if self.byok is not None else []
+        warnings = self._byok.problems() if self._byok is not None else []
         return not problems, {
             "ready": not problems,
             "problems": problems,
@@ -154,14 +180,9 @@ class Gateway:
             "instance": _INSTANCE,
         }
 
-    def authenticate(self, headers: Mapping[str, str]) -> Any:
-        """The key of a request, or a 401 GatewayError."""
-        assert self.auth is not None
-        token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-        try:
-            return self.auth.verify(token or "")
-        except AuthError as exc:
-            raise exc.gateway_error() from None
+    def writer_metrics(self) -> str:
+        """The record writer's counters in Prometheus text (empty before start)."""
+        return _writer_metrics(self._writer) if self._writer is not None else ""
 
 
 def _credentials(
@@ -187,19 +208,22 @@ _INSTANCE = socket.gethostname()
 
 def create_app(
     config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Any:
+) -> ASGIApp:
     """The gateway as an ASGI app. `data_dir` defaults per runtime.paths.data_dir."""
-    from runtime.chat import ChatHandler
-
     gw = Gateway(
         config,
         data_dir or paths.data_dir(config.environment, configured=config.data_dir),
         environ if environ is not None else os.environ,
     )
 
+    # Until the lifespan built the services, chat requests are answered "starting" (an ASGI
+    # server runs the lifespan before it serves, so only a misused app sees that).
+    chat: ASGIApp = _not_started
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await gw.start()
+        nonlocal chat
+        chat = ChatHandler(await gw.start())
         try:
             yield
         finally:
@@ -228,23 +252,21 @@ def create_app(
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        text = gw.metrics.render()
-        if gw.writer is not None:
-            text += _writer_metrics(gw.writer)
+        text = gw.metrics.render() + gw.writer_metrics()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/v1/models")
     async def models(request: Request) -> Response:
+        services = gw.services
         try:
-            key = gw.authenticate(request.headers)
+            key = authenticate(services.keys, request.headers)
         except GatewayError as exc:
             return _error(exc)
-        assert gw.router is not None
         org = config.orgs.get(key.org)
         created = int(gw.started)
         data = [
             {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
-            for mid in gw.router.model_ids(org)
+            for mid in services.router.model_ids(org)
         ]
         return _json(200, {"object": "list", "data": data})
 
@@ -253,9 +275,7 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
         return _error(GatewayError(exc.status_code, code, str(exc.detail)))
 
-    chat = ChatHandler(gw)
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
             await chat(scope, receive, send)
         else:
@@ -263,6 +283,10 @@ def create_app(
 
     app.gateway = gw  # type: ignore[attr-defined]
     return app
+
+
+async def _not_started(scope: Scope, receive: Receive, send: Send) -> None:
+    await _error(GatewayError(503, "starting", "the gateway is starting"))(scope, receive, send)
 
 
 def _json(status: int, body: Any) -> Response:
@@ -281,16 +305,18 @@ def _error(exc: GatewayError) -> Response:
 def _writer_metrics(writer: RecordWriter) -> str:
     failures, dropped = writer.failures, writer.dropped
     return (
-        "# HELP switchyard_record_write_failures_total Failed batch writes of the request log (retried).\n"
+        "# HELP switchyard_record_write_failures_total"
+        " Failed batch writes of the request log (retried).\n"
         "# TYPE switchyard_record_write_failures_total counter\n"
         f"switchyard_record_write_failures_total {failures}\n"
-        "# HELP switchyard_records_dropped_total Request records given up on after repeated write failures.\n"
+        "# HELP switchyard_records_dropped_total"
+        " Request records given up on after repeated write failures.\n"
         "# TYPE switchyard_records_dropped_total counter\n"
         f"switchyard_records_dropped_total {dropped}\n"
     )
 
 
-def app_from_env() -> Any:
+def app_from_env() -> ASGIApp:
     """uvicorn factory for `--workers N`: the config path and data dir come from the environment."""
     from runtime.config import load_config
 

@@ -2,8 +2,9 @@
 
 Order of work per request: authenticate (in memory), read and decode the body, plan the
 candidates, check limits, then either the non-streamed call or the streamed one with the
-commit rule (runtime/dispatch.py). Exactly one record per request is handed to the writer,
-whatever happens — including auth failures and clients that go away.
+commit rule (runtime/fallback.py). Exactly one record per request is handed to the record
+sink, whatever happens — including auth failures and clients that go away. Everything it uses
+comes in one `Services` (runtime/services.py), built when the app started.
 """
 
 from __future__ import annotations
@@ -12,25 +13,24 @@ import asyncio
 import itertools
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from runtime import tokens
-from runtime.adapters import Chunk, Completion, Usage
-from runtime.dispatch import AllFailed, Attempt, complete, open_stream
+from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
+from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
-from runtime.records import Record
-from runtime.router import Candidate, Plan
-
-if TYPE_CHECKING:
-    from runtime.app import Gateway
+from runtime.fallback import AllCandidatesFailed, complete, open_stream
+from runtime.records import Attempt, RequestRecord
+from runtime.router import Candidate, RoutePlan
+from runtime.services import Services, authenticate
 
 MAX_BODY = 32 * 1024 * 1024
 RELAY_OVERHEAD = 160  # bytes of a relayed chunk that are not output (ids, keys), for estimates
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
-T = TypeVar("T")
 
 
 _ID_PREFIX = secrets.token_hex(6)
@@ -48,18 +48,20 @@ class _ClientGone(Exception):
 
 
 class ChatHandler:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-        cfg = gw.config
+    """The ASGI handler of `POST /v1/chat/completions`, over the services built at start."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        cfg = services.config
         self.env = cfg.environment
         self.price_hash = cfg.price_table_hash
         self.config_hash = cfg.config_hash
         self.request_timeout = cfg.request_timeout_s
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         rid = _next_id()
-        rec = Record(
+        rec = RequestRecord(
             request_id=rid,
             ts=time.time(),
             environment=self.env,
@@ -86,9 +88,9 @@ class ChatHandler:
             config_hash=self.config_hash,
         )
         attempts: list[Attempt] = []
-        state = _Sent()
+        state = ResponseProgress()
         try:
-            await self._handle(scope, receive, send, rec, attempts, start, state)
+            await self._handle(scope, receive, send, rec, attempts, state)
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code
             if not state.started:
@@ -120,21 +122,18 @@ class ChatHandler:
             rec.attempts = [a.as_dict() for a in attempts]
             rec.fell_back = len(attempts) > 1
             self._observe(rec, attempts)
-            writer = self.gw.writer
-            if writer is not None:
-                writer.submit(rec)
+            self.services.records.submit(rec)
 
     async def _handle(
         self,
-        scope: dict[str, Any],
-        receive: Any,
-        send: Any,
-        rec: Record,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        rec: RequestRecord,
         attempts: list[Attempt],
-        start: float,
-        state: _Sent,
+        state: ResponseProgress,
     ) -> None:
-        gw = self.gw
+        services = self.services
         if scope["method"] != "POST":
             raise GatewayError(405, "method_not_allowed", "use POST for /v1/chat/completions")
         headers = {
@@ -142,9 +141,9 @@ class ChatHandler:
             for k, v in scope["headers"]
             if k in (b"authorization", b"x-api-key")
         }
-        key = gw.authenticate(headers)
+        key = authenticate(services.keys, headers)
         rec.key_id, rec.org = key.id, key.org
-        org = gw.config.orgs.get(key.org)
+        org = services.config.orgs.get(key.org)
         if org is None:
             raise GatewayError(
                 403,
@@ -169,20 +168,20 @@ class ChatHandler:
             )
         stream = bool(request.get("stream"))
         rec.stream = stream
-        assert gw.router is not None
-        plan = gw.router.plan(request, org)
+        plan = services.router.plan(request, org)
         rec.route = plan.route
         rec.skipped = plan.skipped
-        gw.limits.check(
+        services.limits.check(
             key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic()
         )
+        ctx = RequestContext(rec.request_id, key, org, request, stream, plan, rec, state, attempts)
         guard = _Guard(receive, self.request_timeout)
         try:
             try:
                 if stream:
-                    await self._stream(request, plan, rec, attempts, receive, send, state)
+                    await self._stream(ctx, send)
                 else:
-                    await self._complete(request, plan, rec, attempts, receive, send, state)
+                    await self._complete(ctx, send)
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is None or not (guard.gone or guard.timed_out):
@@ -207,26 +206,19 @@ class ChatHandler:
                 raise GatewayError(
                     504,
                     "request_timeout",
-                    f"no answer within the gateway's request_timeout_s of {self.request_timeout:g} s",
+                    "no answer within the gateway's request_timeout_s of "
+                    f"{self.request_timeout:g} s",
                 ) from None
-        gw.limits.add_tokens(
+        services.limits.add_tokens(
             key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic()
         )
-        gw.limits.charge(key.id, key.org, rec.cost_usd)
+        services.limits.charge(key.id, key.org, rec.cost_usd)
 
-    async def _complete(
-        self,
-        request: dict[str, Any],
-        plan: Plan,
-        rec: Record,
-        attempts: list[Attempt],
-        receive: Any,
-        send: Any,
-        state: _Sent,
-    ) -> None:
+    async def _complete(self, ctx: RequestContext, send: Send) -> None:
+        rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
         try:
-            cand, result = await complete(plan, request, rec.request_id, attempts)
-        except AllFailed as failed:
+            cand, result = await complete(ctx)
+        except AllCandidatesFailed as failed:
             rec.provider = failed.candidate.provider.id
             rec.upstream_model = failed.candidate.model.upstream
             raise from_upstream(failed.error, failed.candidate.provider.id) from None
@@ -241,19 +233,12 @@ class ChatHandler:
         await send({"type": "http.response.body", "body": body})
         rec.status = 200
 
-    async def _stream(
-        self,
-        request: dict[str, Any],
-        plan: Plan,
-        rec: Record,
-        attempts: list[Attempt],
-        receive: Any,
-        send: Any,
-        state: _Sent,
-    ) -> None:
+    async def _stream(self, ctx: RequestContext, send: Send) -> None:
+        rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
+        request = ctx.request
         try:
-            opened = await open_stream(plan, request, rec.request_id, attempts)
-        except AllFailed as failed:
+            opened = await open_stream(ctx)
+        except AllCandidatesFailed as failed:
             rec.provider = failed.candidate.provider.id
             rec.upstream_model = failed.candidate.model.upstream
             raise from_upstream(failed.error, failed.candidate.provider.id) from None
@@ -287,19 +272,18 @@ class ChatHandler:
 
         usage_relayed = False
 
-        def emit(chunk: Chunk) -> int:
+        def emit(chunk: AnyChunk) -> int:
             """Buffer one chunk for the client; returns its output characters (estimates)."""
             nonlocal usage_relayed
-            if chunk.raw is not None:  # an OpenAI-format provider: relay its chunk as sent
+            if isinstance(chunk, RelayChunk):  # an OpenAI-format provider: relay it as sent
+                if chunk.choices is None:  # not decoded: plain output
+                    pending.append(b"data: " + chunk.data.encode() + b"\n\n")
+                    return max(0, len(chunk.data) - RELAY_OVERHEAD)
                 if chunk.choices:
-                    pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
-                    return (
-                        tokens.delta_chars(chunk.choices)
-                        if chunk.choices[0]
-                        else max(0, len(chunk.raw) - RELAY_OVERHEAD)
-                    )
+                    pending.append(b"data: " + chunk.data.encode() + b"\n\n")
+                    return tokens.delta_chars(chunk.choices)
                 if chunk.usage is not None and include_usage:
-                    pending.append(b"data: " + chunk.raw.encode() + b"\n\n")
+                    pending.append(b"data: " + chunk.data.encode() + b"\n\n")
                     usage_relayed = True
                 return 0
             if not chunk.choices:
@@ -307,9 +291,7 @@ class ChatHandler:
             pending.append(prefix + orjson.dumps(chunk.choices) + b"}\n\n")
             return tokens.delta_chars(chunk.choices)
 
-        resp = stream.resp
-        if resp is not None:
-            resp.before_wait = flush
+        network = stream.watch_idle(flush)
         try:
             await send(
                 {
@@ -321,7 +303,7 @@ class ChatHandler:
             state.started = True
             for chunk in opened.held:
                 chars += emit(chunk)
-            if resp is None:
+            if not network:
                 await flush()
             # Otherwise the held chunks leave with whatever else this read brought, at the
             # first flush — microseconds later, one write instead of several.
@@ -329,7 +311,7 @@ class ChatHandler:
             try:
                 async for chunk in opened.iterator:
                     chars += emit(chunk)
-                    if resp is None:
+                    if not network:
                         await flush()
             except UpstreamError as err:
                 rec.broke_after_commit = True
@@ -340,12 +322,13 @@ class ChatHandler:
                 await _end_stream_with_error(
                     send,
                     "upstream_stream_broken",
-                    f"{cand.provider.id}: {err.message} (after the response had started; not retried)",
+                    f"{cand.provider.id}: {err.message}"
+                    " (after the response had started; not retried)",
                     pending,
                 )
                 if state.first_byte is None:
                     state.first_byte = time.perf_counter()
-                self.gw.metrics.broken.inc((rec.route or "-", cand.provider.id))
+                self.services.metrics.broken.inc((rec.route or "-", cand.provider.id))
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
             if include_usage and not usage_relayed:
@@ -366,8 +349,8 @@ class ChatHandler:
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
             await stream.aclose()
 
-    def _observe(self, rec: Record, attempts: list[Attempt]) -> None:
-        m = self.gw.metrics
+    def _observe(self, rec: RequestRecord, attempts: list[Attempt]) -> None:
+        m = self.services.metrics
         route = rec.route or rec.requested_model or "-"
         provider = rec.provider or "-"
         m.requests.inc((route, provider, str(rec.status)))
@@ -386,19 +369,10 @@ class ChatHandler:
                 m.fallbacks.inc((route, a.provider, a.outcome))
 
 
-class _Sent:
-    __slots__ = ("first_byte", "pending", "started")
-
-    def __init__(self) -> None:
-        self.started = False
-        self.first_byte: float | None = None
-        self.pending: list[bytes] = []  # stream chunks not written yet
-
-
 def _account(
-    rec: Record,
+    rec: RequestRecord,
     cand: Candidate,
-    plan: Plan,
+    plan: RoutePlan,
     usage: Usage | None,
     est_output: int,
     force_estimate: bool = False,
@@ -423,7 +397,7 @@ def _account(
     rec.cost_usd = None if price is None else price.cost(rec.input_tokens, rec.output_tokens)
 
 
-def _completion_body(rec: Record, result: Completion) -> bytes:
+def _completion_body(rec: RequestRecord, result: Completion) -> bytes:
     choices = result.extra.get("choices") or [
         {
             "index": 0,
@@ -457,7 +431,7 @@ def _trail(attempts: list[Attempt]) -> bytes:
 
 
 def _headers(
-    rec: Record,
+    rec: RequestRecord,
     cand: Candidate | None,
     attempts: list[Attempt],
     ctype: tuple[bytes, bytes],
@@ -481,7 +455,7 @@ def _headers(
     return h
 
 
-async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
+async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
     body = orjson.dumps(exc.body())
     headers = [
         _JSON,
@@ -499,7 +473,7 @@ async def _send_error(send: Any, exc: GatewayError, rid: str, attempts: list[Att
     await send({"type": "http.response.body", "body": body})
 
 
-async def _end_stream_with_error(send: Any, code: str, message: str, pending: list[bytes]) -> None:
+async def _end_stream_with_error(send: Send, code: str, message: str, pending: list[bytes]) -> None:
     """End a committed stream with an error event (the OpenAI SDK raises on it); no [DONE].
     Chunks still buffered go out first, in the same write."""
     err = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
@@ -508,7 +482,7 @@ async def _end_stream_with_error(send: Any, code: str, message: str, pending: li
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _read_body(receive: Any) -> bytes:
+async def _read_body(receive: Receive) -> bytes:
     msg = await receive()
     body: bytes = msg.get("body", b"")
     if not msg.get("more_body"):
@@ -553,7 +527,7 @@ class _Guard:
 
     WATCH_AFTER_S = 0.05
 
-    def __init__(self, receive: Any, timeout: float) -> None:
+    def __init__(self, receive: Receive, timeout: float) -> None:
         self.gone = False
         self.timed_out = False
         self._receive = receive

@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from runtime.byok_store import ByokRow
 from runtime.keys import KeyInfo
-from runtime.records import Record
+from runtime.records import RequestRecord
 from runtime.request_report import GroupStats
 
 
@@ -54,7 +54,7 @@ def _tokens(value: int | None, estimated: bool) -> str:
     return f"~{value}" if estimated else str(value)
 
 
-def _attempts(record: Record) -> str:
+def _attempts(record: RequestRecord) -> str:
     return ",".join(f"{a.get('provider')}:{a.get('outcome')}" for a in record.attempts) or "-"
 
 
@@ -65,7 +65,7 @@ RECORD_HEADERS = (
 _RECORD_RIGHT = (6, 8, 9, 10, 11, 12)
 
 
-def format_records(records: Sequence[Record]) -> str:
+def format_records(records: Sequence[RequestRecord]) -> str:
     """The records as a table, one line each."""
     rows = [
         (
@@ -120,7 +120,7 @@ def format_groups(groups: Sequence[GroupStats], by: str) -> str:
     return text
 
 
-def records_json(records: Sequence[Record]) -> list[dict[str, object]]:
+def records_json(records: Sequence[RequestRecord]) -> list[dict[str, object]]:
     """The records as JSON-ready dicts."""
     return [asdict(r) for r in records]
 

@@ -34,7 +34,7 @@ _BACKOFF_MAX_S = 2.0
 
 
 @dataclass(slots=True)
-class Record:
+class RequestRecord:
     """What the gateway remembers about one request (never the key, never the content)."""
 
     request_id: str
@@ -63,7 +63,33 @@ class Record:
     config_hash: str
 
 
-FIELDS = tuple(f.name for f in fields(Record))
+@dataclass(slots=True)
+class Attempt:
+    """One upstream attempt of a request, for its record's trail and the response headers."""
+
+    provider: str
+    model: str
+    outcome: str  # "ok" or an error class
+    latency_ms: float
+    status: int | None = None
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The attempt as it is stored in the record's `attempts` column."""
+        d: dict[str, Any] = {
+            "provider": self.provider,
+            "model": self.model,
+            "outcome": self.outcome,
+            "latency_ms": round(self.latency_ms, 2),
+        }
+        if self.status is not None:
+            d["status"] = self.status
+        if self.code is not None and self.code != self.outcome:
+            d["code"] = self.code
+        return d
+
+
+FIELDS = tuple(f.name for f in fields(RequestRecord))
 _JSON_FIELDS = frozenset({"attempts", "skipped"})
 _BOOL_FIELDS = frozenset({"usage_estimated", "stream", "fell_back", "broke_after_commit"})
 _SQL_TYPES = {
@@ -95,7 +121,7 @@ _JSON_AT = tuple(i for i, name in enumerate(FIELDS) if name in _JSON_FIELDS)
 _BOOL_AT = tuple(i for i, name in enumerate(FIELDS) if name in _BOOL_FIELDS)
 
 
-def to_row(record: Record) -> tuple[Any, ...]:
+def to_row(record: RequestRecord) -> tuple[Any, ...]:
     """The record as the values of one `requests` row (runs in the writer thread, holding
     the GIL: kept to one C-level attribute fetch and a few fix-ups)."""
     row = list(_ALL(record))
@@ -106,7 +132,7 @@ def to_row(record: Record) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def from_row(row: sqlite3.Row | tuple[Any, ...]) -> Record:
+def from_row(row: sqlite3.Row | tuple[Any, ...]) -> RequestRecord:
     """The record stored in a `requests` row (selected as `SELECT <FIELDS>`)."""
     values: dict[str, Any] = {}
     for name, value in zip(FIELDS, row, strict=True):
@@ -115,7 +141,7 @@ def from_row(row: sqlite3.Row | tuple[Any, ...]) -> Record:
         elif name in _BOOL_FIELDS:
             value = bool(value)
         values[name] = value
-    return Record(**values)
+    return RequestRecord(**values)
 
 
 def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
@@ -154,7 +180,7 @@ class RecordWriter:
         self.failures = 0  # failed write attempts (each retried)
         self.dropped = 0  # records given up on, never silently
         self.written = 0
-        self._pending: deque[Record | _Barrier] = deque()
+        self._pending: deque[RequestRecord | _Barrier] = deque()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closing = False
@@ -172,7 +198,7 @@ class RecordWriter:
         self._thread = threading.Thread(target=self._run, name="switchyard-records", daemon=True)
         self._thread.start()
 
-    def submit(self, record: Record) -> None:
+    def submit(self, record: RequestRecord) -> None:
         """Queue a record; never blocks, safe from any thread and from the event loop."""
         if self._closing:
             self.dropped += 1
@@ -230,7 +256,7 @@ class RecordWriter:
         """Write every pending record in batches; False when closing and out of time."""
         while self._pending:
             self._trim()
-            batch: list[Record] = []
+            batch: list[RequestRecord] = []
             barriers: list[_Barrier] = []
             while self._pending and len(batch) < self.batch_size:
                 item = self._pending.popleft()
@@ -248,7 +274,7 @@ class RecordWriter:
                 barrier.done.set()
         return True
 
-    def _write(self, conn: sqlite3.Connection, batch: list[Record]) -> bool:
+    def _write(self, conn: sqlite3.Connection, batch: list[RequestRecord]) -> bool:
         """Write one batch in one transaction, retrying with backoff; False only when closing
         and the close deadline passed."""
         rows = [to_row(record) for record in batch]
@@ -379,7 +405,9 @@ def read_spend(path: Path, day_start: float, month_start: float) -> Spend:
     return spend
 
 
-def read_records(path: Path, since: float | None = None, last: int | None = None) -> list[Record]:
+def read_records(
+    path: Path, since: float | None = None, last: int | None = None
+) -> list[RequestRecord]:
     """Records from `since` (unix seconds), the `last` N of them, oldest first."""
     query = f"SELECT {', '.join(FIELDS)} FROM requests"
     params: list[Any] = []

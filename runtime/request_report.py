@@ -1,6 +1,6 @@
 """Request-log reports: records grouped, with error rates, latency percentiles, tokens and cost.
 
-Pure functions over `Record`s that return data (`GroupStats`); the `requests` command of
+Pure functions over `RequestRecord`s that return data (`GroupStats`); the `requests` command of
 runtime/cli.py reads the database, and runtime/listings.py turns these into text or JSON.
 """
 
@@ -10,9 +10,9 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from runtime.records import Record
+from runtime.records import RequestRecord
 
-GROUP_BY: dict[str, Callable[[Record], str]] = {
+GROUP_BY: dict[str, Callable[[RequestRecord], str]] = {
     "model": lambda r: f"{r.provider}/{r.upstream_model}" if r.provider else "-",
     "provider": lambda r: r.provider or "-",
     "route": lambda r: r.route or r.requested_model or "-",
@@ -32,7 +32,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def is_error(record: Record) -> bool:
+def is_error(record: RequestRecord) -> bool:
     """A refused or failed request, or a stream that broke after commit."""
     return record.status >= 400 or record.error_code is not None
 
@@ -56,17 +56,17 @@ class GroupStats:
     cost_unknown: int  # records whose cost is unknown
 
 
-def summarize(records: Iterable[Record], by: str) -> list[GroupStats]:
+def summarize(records: Iterable[RequestRecord], by: str) -> list[GroupStats]:
     """Group records by `by` (a GROUP_BY key), busiest group first."""
     keyfunc = GROUP_BY[by]
-    groups: dict[str, list[Record]] = {}
+    groups: dict[str, list[RequestRecord]] = {}
     for record in records:
         groups.setdefault(keyfunc(record), []).append(record)
     stats = [_stats(key, rows) for key, rows in groups.items()]
     return sorted(stats, key=lambda s: (-s.count, s.key))
 
 
-def _stats(key: str, rows: list[Record]) -> GroupStats:
+def _stats(key: str, rows: list[RequestRecord]) -> GroupStats:
     latencies = [r.latency_ms for r in rows]
     ttfbs = [r.ttfb_ms for r in rows if r.ttfb_ms is not None]
     costs = [r.cost_usd for r in rows if r.cost_usd is not None]

@@ -32,6 +32,8 @@ DEFAULT_OUTPUT_ESTIMATE = 1000  # output tokens assumed for the cost cap when ma
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
+    """One provider model a route may send a request to, with its adapter and credentials."""
+
     provider: ProviderConfig
     model: ModelConfig
     weight: float | None
@@ -44,7 +46,9 @@ class Candidate:
 
 
 @dataclass(slots=True)
-class Plan:
+class RoutePlan:
+    """The candidates chosen for one request, in order, and why the others were skipped."""
+
     route: str | None  # None for an explicit provider/model
     policy: FallbackPolicy
     candidates: list[Candidate]
@@ -85,13 +89,17 @@ def needs_of(request: dict[str, Any]) -> frozenset[str]:
 
 
 class Router:
+    """Plans requests over the routes of one config; built once at start."""
+
     def __init__(
         self,
         config: RuntimeConfig,
         adapters: dict[str, Adapter],
         credentials: dict[str, dict[str, str] | None],
         byok: ByokCache | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """`rng` picks the first candidate of weighted routes; inject a seeded one in tests."""
         self.config = config
         self.byok = byok
         self._candidates: dict[tuple[str, str], Candidate] = {}
@@ -109,7 +117,7 @@ class Router:
                     Candidate(base.provider, base.model, ref.weight, base.adapter, base.credentials)
                 )
             self.routes[name] = _Route(route, tuple(chain))
-        self._rng = random.Random()
+        self._rng = rng if rng is not None else random.Random()
 
     def model_ids(self, org: OrgConfig | None) -> list[str]:
         """What a key of this org may put in `model`: routes, then explicit provider/model ids."""
@@ -119,7 +127,7 @@ class Router:
             ids.extend(f"{p}/{m}" for (p, m) in self._candidates)
         return ids
 
-    def plan(self, request: dict[str, Any], org: OrgConfig) -> Plan:
+    def plan(self, request: dict[str, Any], org: OrgConfig) -> RoutePlan:
         """Choose the candidates for one request; raise GatewayError when none may serve it."""
         model = request.get("model")
         if not isinstance(model, str) or not model:
@@ -135,7 +143,8 @@ class Router:
                 raise GatewayError(
                     403,
                     "route_not_allowed",
-                    f"org '{org.id}' may not use route '{model}' (it may use: {', '.join(sorted(org.routes)) or 'none'})",
+                    f"org '{org.id}' may not use route '{model}'"
+                    f" (it may use: {', '.join(sorted(org.routes)) or 'none'})",
                     param="model",
                 )
             chain = route.candidates
@@ -150,22 +159,25 @@ class Router:
                 raise GatewayError(
                     404,
                     "model_not_found",
-                    f"'{model}' is not a route of this gateway; routes: {_some_routes(self.config)}",
+                    f"'{model}' is not a route of this gateway;"
+                    f" routes: {_some_routes(self.config)}",
                     param="model",
                 )
             if not self.config.explicit_models_allowed(org.id):
                 raise GatewayError(
                     403,
                     "explicit_model_not_allowed",
-                    f"naming a provider model ('{model}') is not allowed here; use a route: {_some_routes(self.config)}",
+                    f"naming a provider model ('{model}') is not allowed here;"
+                    f" use a route: {_some_routes(self.config)}",
                     param="model",
                 )
             chain = (explicit,)
             policy = FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s)
             cap, strategy, route_name = None, "priority", None
 
-        if org.byok_providers and self.byok is not None:
-            chain = tuple(self._own_credentials(c, org) for c in chain)
+        byok = self.byok
+        if org.byok_providers and byok is not None:
+            chain = tuple(_own_credentials(byok, c, org) for c in chain)
         needs = needs_of(request)
         est_prompt = prompt_tokens(request)
         max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
@@ -195,17 +207,17 @@ class Router:
                 param="model",
             )
         ordered = _order(strategy, eligible, self._rng)
-        return Plan(route_name, policy, ordered, skipped, est_prompt, max_tokens)
+        return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens)
 
-    def _own_credentials(self, c: Candidate, org: OrgConfig) -> Candidate:
-        """BYOK: the org's own stored credentials for this provider replace the environment's."""
-        if c.provider.id not in org.byok_providers:
-            return c
-        assert self.byok is not None
-        own = self.byok.credentials(org.id, c.provider.id)
-        if own is None:
-            return c
-        return dataclasses.replace(c, credentials=own)
+
+def _own_credentials(byok: ByokCache, c: Candidate, org: OrgConfig) -> Candidate:
+    """BYOK: the org's own stored credentials for this provider replace the environment's."""
+    if c.provider.id not in org.byok_providers:
+        return c
+    own = byok.credentials(org.id, c.provider.id)
+    if own is None:
+        return c
+    return dataclasses.replace(c, credentials=own)
 
 
 def _skip_reason(
@@ -222,9 +234,15 @@ def _skip_reason(
         and c.model.max_output_tokens is not None
         and max_tokens > c.model.max_output_tokens
     ):
-        return f"max_tokens {max_tokens} is over the model's output limit of {c.model.max_output_tokens}"
+        return (
+            f"max_tokens {max_tokens} is over the model's output limit"
+            f" of {c.model.max_output_tokens}"
+        )
     if est_prompt + (max_tokens or 0) > c.model.context_window:
-        return f"estimated {est_prompt} prompt tokens + {max_tokens or 0} output exceed its context window of {c.model.context_window}"
+        return (
+            f"estimated {est_prompt} prompt tokens + {max_tokens or 0} output"
+            f" exceed its context window of {c.model.context_window}"
+        )
     return None
 
 

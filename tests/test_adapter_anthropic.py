@@ -12,6 +12,7 @@ import pytest
 
 from runtime.adapters.anthropic import (
     AnthropicAdapter,
+    AnthropicStream,
     build_request,
     parse_completion,
     stream_error,
@@ -112,13 +113,14 @@ async def _run(
         adapter = AnthropicAdapter(provider(fake.url, timeout_s), session)
         call = Call(
             request=request,
-            stream=stream,
             model=cfg,
             credentials={"api_key": api_key},
             request_id="req-1",
         )
         try:
-            result = await adapter.send(call)
+            result: Completion | AnthropicStream = await (
+                adapter.open_stream(call) if stream else adapter.complete(call)
+            )
         except UpstreamError as exc:
             out.error = exc
             return out
@@ -323,7 +325,7 @@ def test_tool_choice_mapping(
         request["tool_choice"] = tool_choice
     if parallel is not None:
         request["parallel_tool_calls"] = parallel
-    body = build_request(Call(request, False, model(), {}, "r"))
+    body = build_request(Call(request, model(), {}, "r"))
     assert body.get("tool_choice") == expected
 
 
@@ -334,18 +336,18 @@ def test_response_format_becomes_a_system_instruction() -> None:
         "messages": [{"role": "system", "content": "Be exact."}, *HELLO],
         "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
     }
-    body = build_request(Call(request, False, model(), {}, "r"))
+    body = build_request(Call(request, model(), {}, "r"))
     assert body["system"].startswith("Be exact.\n\n")
     assert "JSON" in body["system"] and json.dumps(schema, separators=(",", ":")) in body["system"]
     json_object = build_request(
-        Call({**request, "response_format": {"type": "json_object"}}, False, model(), {}, "r")
+        Call({**request, "response_format": {"type": "json_object"}}, model(), {}, "r")
     )
     assert "JSON object" in json_object["system"]
 
 
 def test_temperature_above_anthropics_range_is_clamped() -> None:
     body = build_request(
-        Call({"model": "claude", "messages": HELLO, "temperature": 1.7}, False, model(), {}, "r")
+        Call({"model": "claude", "messages": HELLO, "temperature": 1.7}, model(), {}, "r")
     )
     assert body["temperature"] == 1.0
 
@@ -469,7 +471,8 @@ def test_delayed_first_chunk_still_streams_everything(fake: FakeProvider) -> Non
         (400, CONTEXT_LENGTH_MESSAGE, "context_length", "invalid_request_error"),
         (
             400,
-            "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000, decrease input length or `max_tokens` and try again",
+            "input length and `max_tokens` exceed context limit: 198000 + 8192 > 200000,"
+            " decrease input length or `max_tokens` and try again",
             "context_length",
             "invalid_request_error",
         ),

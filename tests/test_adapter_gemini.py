@@ -84,8 +84,8 @@ def complete(
 ) -> Completion:
     async def go() -> Completion:
         async with Transport() as session:
-            result = await GeminiAdapter(provider(fake, timeout_s), session).send(
-                _call(request, False, key)
+            result = await GeminiAdapter(provider(fake, timeout_s), session).complete(
+                _call(request, key)
             )
             assert isinstance(result, Completion)
             return result
@@ -96,8 +96,8 @@ def complete(
 def stream(fake: FakeProvider, request: dict[str, Any]) -> tuple[list[Chunk], GeminiStream]:
     async def go() -> tuple[list[Chunk], GeminiStream]:
         async with Transport() as session:
-            result = await GeminiAdapter(provider(fake), session).send(
-                _call(request, True, DEFAULT_API_KEY)
+            result = await GeminiAdapter(provider(fake), session).open_stream(
+                _call(request, DEFAULT_API_KEY)
             )
             assert isinstance(result, GeminiStream)
             chunks = [chunk async for chunk in result]
@@ -119,9 +119,9 @@ def failure(
 
     async def go() -> None:
         async with Transport() as session:
-            result = await GeminiAdapter(provider(fake, timeout_s), session).send(
-                _call(request, streamed, key)
-            )
+            adapter = GeminiAdapter(provider(fake, timeout_s), session)
+            call = _call(request, key)
+            result = await (adapter.open_stream(call) if streamed else adapter.complete(call))
             if isinstance(result, GeminiStream):
                 async for chunk in result:
                     chunks.append(chunk)
@@ -131,11 +131,10 @@ def failure(
     return info.value, chunks
 
 
-def _call(request: dict[str, Any], streamed: bool, key: str) -> Call:
+def _call(request: dict[str, Any], key: str) -> Call:
     credentials = {"api_key": key} if key else {}
     return Call(
         request=request,
-        stream=streamed,
         model=MODEL,
         credentials=credentials,
         request_id="req-test",

@@ -67,12 +67,24 @@ TOOLS: list[dict[str, Any]] = [
 
 def call(content: Any = "hello world", *, stream: bool = False, **extra: Any) -> Call:
     request = {"model": "echo", "messages": [{"role": "user", "content": content}], **extra}
-    return Call(request=request, stream=stream, model=MODEL, credentials={}, request_id="r1")
+    if stream:
+        request["stream"] = True
+    return Call(request=request, model=MODEL, credentials={}, request_id="r1")
+
+
+def streamed(c: Call) -> Call:
+    """The same call, streamed."""
+    return replace(c, request={**c.request, "stream": True})
+
+
+async def send(adapter: MockAdapter, c: Call) -> Completion | MockStream:
+    """complete() or open_stream(), as the request's `stream` says (as the gateway does)."""
+    return await (adapter.open_stream(c) if c.request.get("stream") else adapter.complete(c))
 
 
 def complete(c: Call, adapter: MockAdapter | None = None) -> Completion:
     async def go() -> Completion:
-        result = await (adapter or MockAdapter(PROVIDER, None)).send(c)
+        result = await send(adapter or MockAdapter(PROVIDER, None), c)
         assert isinstance(result, Completion)
         return result
 
@@ -81,7 +93,7 @@ def complete(c: Call, adapter: MockAdapter | None = None) -> Completion:
 
 def stream_all(c: Call, adapter: MockAdapter | None = None) -> tuple[MockStream, list[Chunk]]:
     async def go() -> tuple[MockStream, list[Chunk]]:
-        result = await (adapter or MockAdapter(PROVIDER, None)).send(c)
+        result = await send(adapter or MockAdapter(PROVIDER, None), c)
         assert isinstance(result, MockStream)
         return result, [chunk async for chunk in result]
 
@@ -90,7 +102,7 @@ def stream_all(c: Call, adapter: MockAdapter | None = None) -> tuple[MockStream,
 
 def error_of(c: Call) -> UpstreamError:
     with pytest.raises(UpstreamError) as info:
-        complete(c) if not c.stream else stream_all(c)
+        complete(c) if not c.request.get("stream") else stream_all(c)
     return info.value
 
 
@@ -117,7 +129,7 @@ def test_image_parts_are_mentioned() -> None:
 def test_same_request_twice_gives_identical_output() -> None:
     for c in (call("same"), call("tool please", tools=TOOLS)):
         assert complete(c) == complete(c)
-        assert stream_all(replace(c, stream=True))[1] == stream_all(replace(c, stream=True))[1]
+        assert stream_all(streamed(c))[1] == stream_all(streamed(c))[1]
 
 
 def test_different_requests_give_different_tool_call_ids() -> None:
@@ -216,7 +228,7 @@ def test_usage_is_estimated_from_the_request_and_reply() -> None:
 
 def test_stream_concatenates_to_the_completion() -> None:
     c = call("one two three four")
-    stream, chunks = stream_all(replace(c, stream=True))
+    stream, chunks = stream_all(streamed(c))
     assert chunks[0].content is False and chunks[0].choices[0]["delta"]["role"] == "assistant"
     content = [ch for ch in chunks if ch.content]
     assert len(content) == 5
@@ -231,7 +243,7 @@ def test_stream_concatenates_to_the_completion() -> None:
 
 def test_streamed_tool_call_arguments_match_the_completion() -> None:
     c = call("book", tools=TOOLS)
-    _stream, chunks = stream_all(replace(c, stream=True))
+    _stream, chunks = stream_all(streamed(c))
     deltas = [tc for ch in chunks if ch.content for tc in ch.choices[0]["delta"]["tool_calls"]]
     assert deltas[0]["function"] == {"name": "book_flight", "arguments": ""}
     args = "".join(d["function"]["arguments"] for d in deltas)
@@ -259,7 +271,7 @@ def test_error_directives_raise_before_anything_is_returned(
 ) -> None:
     async def go() -> UpstreamError:
         with pytest.raises(UpstreamError) as info:
-            await MockAdapter(PROVIDER, None).send(call(directive, stream=stream))
+            await send(MockAdapter(PROVIDER, None), call(directive, stream=stream))
         return info.value
 
     err = asyncio.run(go())
@@ -273,7 +285,7 @@ def test_unknown_directive_is_a_bad_request() -> None:
 
 def test_timeout_directive_never_answers() -> None:
     async def go() -> None:
-        await asyncio.wait_for(MockAdapter(PROVIDER, None).send(call("mock:timeout")), 0.2)
+        await asyncio.wait_for(send(MockAdapter(PROVIDER, None), call("mock:timeout")), 0.2)
 
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(go())
@@ -319,8 +331,8 @@ def test_bad_latency_env_fails_at_construction(monkeypatch: pytest.MonkeyPatch) 
 
 def test_pace_directive_spreads_a_stream_over_time() -> None:
     async def go() -> list[tuple[float, Chunk]]:
-        stream = await MockAdapter(PROVIDER, None).send(
-            call("mock:pace 60 one two three four", stream=True)
+        stream = await send(
+            MockAdapter(PROVIDER, None), call("mock:pace 60 one two three four", stream=True)
         )
         assert isinstance(stream, MockStream)
         t0 = time.monotonic()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from runtime.adapters.base import Call, Chunk, Completion
+from runtime.adapters.base import AnyChunk, Call, Completion, RelayChunk
 from runtime.adapters.openai import OpenAIAdapter, OpenAIStream
 from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
@@ -67,7 +67,6 @@ def call(
         request["stream"] = True
     return Call(
         request=request,
-        stream=stream,
         model=MODEL,
         credentials={"api_key": key},
         request_id="req-1",
@@ -84,31 +83,37 @@ def run(prov: ProviderConfig, fn: Callable[[OpenAIAdapter], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+async def send(adapter: OpenAIAdapter, c: Call) -> Completion | OpenAIStream:
+    """complete() or open_stream(), as the request's `stream` says (as the gateway does)."""
+    return await (adapter.open_stream(c) if c.request.get("stream") else adapter.complete(c))
+
+
 def complete(fake: FakeProvider, c: Call) -> Completion:
     async def go(adapter: OpenAIAdapter) -> Completion:
-        result = await adapter.send(c)
+        result = await send(adapter, c)
         assert isinstance(result, Completion)
         return result
 
     return run(provider(fake.url + "/v1"), go)
 
 
-def stream_all(fake: FakeProvider, c: Call) -> tuple[OpenAIStream, list[Chunk]]:
-    async def go(adapter: OpenAIAdapter) -> tuple[OpenAIStream, list[Chunk]]:
-        result = await adapter.send(c)
+def stream_all(fake: FakeProvider, c: Call) -> tuple[OpenAIStream, list[AnyChunk]]:
+    async def go(adapter: OpenAIAdapter) -> tuple[OpenAIStream, list[AnyChunk]]:
+        result = await send(adapter, c)
         assert isinstance(result, OpenAIStream)
         return result, [chunk async for chunk in result]
 
     return run(provider(fake.url + "/v1"), go)
 
 
-def failure(prov: ProviderConfig, c: Call) -> tuple[UpstreamError, list[Chunk], bool]:
-    """The error an attempt raised, the chunks before it, and whether send() itself raised."""
+def failure(prov: ProviderConfig, c: Call) -> tuple[UpstreamError, list[AnyChunk], bool]:
+    """The error an attempt raised, the chunks before it, and whether opening the stream
+    itself raised."""
 
-    async def go(adapter: OpenAIAdapter) -> tuple[UpstreamError, list[Chunk], bool]:
-        chunks: list[Chunk] = []
+    async def go(adapter: OpenAIAdapter) -> tuple[UpstreamError, list[AnyChunk], bool]:
+        chunks: list[AnyChunk] = []
         try:
-            result = await adapter.send(c)
+            result = await send(adapter, c)
         except UpstreamError as exc:
             return exc, chunks, True
         assert isinstance(result, OpenAIStream), "a non-streamed call should have raised"
@@ -203,15 +208,15 @@ def test_completion_with_a_tool_call(fake: FakeProvider) -> None:
 
 
 def _choices(c: Any) -> Any:
-    """A chunk's choices: relayed chunks are not decoded, their JSON is in `raw`."""
-    return json.loads(c.raw)["choices"] if c.raw is not None else c.choices
+    """A chunk's choices: relayed chunks are not decoded, their JSON is in `data`."""
+    return json.loads(c.data)["choices"] if isinstance(c, RelayChunk) else c.choices
 
 
 def test_stream_role_chunk_is_not_content_then_content_then_usage(fake: FakeProvider) -> None:
     stream, chunks = stream_all(fake, call("stream me", stream=True))
     assert chunks[0].content is False
     assert chunks[0].choices[0]["delta"]["role"] == "assistant"
-    assert all(c.raw is not None for c in chunks)  # relayed as the provider sent them
+    assert all(isinstance(c, RelayChunk) for c in chunks)  # relayed as the provider sent them
     content = [c for c in chunks if c.content]
     assert len(content) >= 3
     assert (

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from runtime.records import Record, RecordWriter, read_records, read_spend
+from runtime.records import RecordWriter, RequestRecord, read_records, read_spend
 
 
-def make_record(n: int = 0, **overrides: Any) -> Record:
+def make_record(n: int = 0, **overrides: Any) -> RequestRecord:
     values: dict[str, Any] = {
         "request_id": f"req-{n}",
         "ts": time.time(),
@@ -44,7 +44,7 @@ def make_record(n: int = 0, **overrides: Any) -> Record:
         "config_hash": "c" * 64,
     }
     values.update(overrides)
-    return Record(**values)
+    return RequestRecord(**values)
 
 
 def count(db: Path) -> int:

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from runtime.adapters.anthropic import AnthropicAdapter
-from runtime.adapters.base import Adapter, Call, Chunk, Completion, UpstreamStream, Usage
+from runtime.adapters.base import (
+    Adapter,
+    AnyChunk,
+    Call,
+    Chunk,
+    Completion,
+    RelayChunk,
+    UpstreamStream,
+    Usage,
+)
 from runtime.adapters.gemini import GeminiAdapter
 from runtime.adapters.mock import MockAdapter
 from runtime.adapters.openai import OpenAIAdapter
@@ -16,4 +25,14 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "mock": MockAdapter,
 }
 
-__all__ = ["ADAPTERS", "Adapter", "Call", "Chunk", "Completion", "UpstreamStream", "Usage"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "AnyChunk",
+    "Call",
+    "Chunk",
+    "Completion",
+    "RelayChunk",
+    "UpstreamStream",
+    "Usage",
+]

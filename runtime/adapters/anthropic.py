@@ -22,8 +22,8 @@ from typing import Any, cast
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Chunk, Completion, Usage
-from runtime.adapters.transport import Response, Transport
+from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -58,16 +58,25 @@ _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "exceeds the c
 
 
 class AnthropicAdapter:
-    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
-        assert session is not None
+    """Anthropic's Messages API behind the chat-completions format."""
+
+    def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:
         self.provider = provider
-        self.session = session
+        self.transport = transport
         self.url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
         self.timeouts = http.Timeouts.of(provider)
 
-    async def send(self, call: Call) -> Completion | AnthropicStream:
+    async def complete(self, call: Call) -> Completion:
+        """The non-streamed answer."""
+        return parse_completion(await http.read_json(await self._post(call, False)))
+
+    async def open_stream(self, call: Call) -> AnthropicStream:
+        """The streamed answer, as OpenAI chunks."""
+        return AnthropicStream(await self._post(call, True))
+
+    async def _post(self, call: Call, stream: bool) -> HTTPResponse:
         try:
-            body = build_request(call)
+            body = build_request(call, stream)
         except (AttributeError, TypeError, ValueError) as exc:  # a field of an unexpected shape
             raise _bad(f"request cannot be mapped to Anthropic: {exc}") from None
         headers = {
@@ -75,23 +84,20 @@ class AnthropicAdapter:
             "x-api-key": call.credentials.get("api_key", ""),
             "anthropic-version": API_VERSION,
         }
-        resp = await http.post(
-            self.session,
+        return await http.post(
+            self.transport,
             self.url,
             headers,
             orjson.dumps(body),
-            self.timeouts.pick(call.stream),
+            self.timeouts.pick(stream),
             map_error,
         )
-        if call.stream:
-            return AnthropicStream(resp)
-        return parse_completion(await http.read_json(resp))
 
 
 # --- request -------------------------------------------------------------------------------
 
 
-def build_request(call: Call) -> dict[str, Any]:
+def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     """The Messages API body for a chat-completions request (raises bad_request if unmappable)."""
     req = call.request
     if int(req.get("n") or 1) > 1:
@@ -123,7 +129,7 @@ def build_request(call: Call) -> dict[str, Any]:
             body["tool_choice"] = choice
     if req.get("user"):
         body["metadata"] = {"user_id": str(req["user"])}
-    if call.stream:
+    if stream:
         body["stream"] = True
     return body
 
@@ -340,12 +346,17 @@ def _usage(u: Any) -> Usage | None:
 class AnthropicStream:
     """Anthropic's SSE events as OpenAI chunks; complete only after `message_stop`."""
 
-    def __init__(self, resp: Response) -> None:
+    def __init__(self, resp: HTTPResponse) -> None:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None
         self._input = 0
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+
+    def watch_idle(self, hook: FlushHook) -> bool:
+        """The transport awaits `hook` before it waits for the network."""
+        self.resp.before_wait = hook
+        return True
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         done = False
@@ -412,6 +423,7 @@ class AnthropicStream:
         return []  # ping, content_block_stop, and event types added later
 
     async def aclose(self) -> None:
+        """Release the connection."""
         self.resp.release()
 
 
@@ -432,7 +444,7 @@ def _classify(status: int | None, etype: Any, message: str) -> ErrorClass:
     return cast(ErrorClass, http.status_class(status)) if status is not None else "server_error"
 
 
-def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
+def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
     """Anthropic's error body {"type": "error", "error": {"type", "message"}} -> an error class."""
     err = body.get("error") if isinstance(body, dict) else None
     etype = err.get("type") if isinstance(err, dict) else None

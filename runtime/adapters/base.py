@@ -6,35 +6,44 @@ adapter); a non-streamed answer is a `Completion` whose `message` is an OpenAI a
 message; a streamed answer is an async iterator of `Chunk`s whose `choices` are OpenAI
 `chat.completion.chunk` choices. The gateway fills in `id`, `object`, `created` and `model`.
 
-Contract of `Adapter.send(call)`:
-- returns a `Completion` when `call.stream` is false, an `UpstreamStream` when true — in the
-  streaming case only once the provider answered with a success status (an error status
-  raises before anything is returned);
-- raises only `UpstreamError` (classified; see runtime/errors.py), never a library exception;
-- a stream yields `Chunk`s; it raises `UpstreamError` when the provider sends an error event,
+Contract of an adapter (`complete(call)` and `open_stream(call)`):
+- `complete` returns a `Completion`; `open_stream` returns an `UpstreamStream` once the
+  provider answered with a success status (an error status raises before anything is
+  returned);
+- both raise only `UpstreamError` (classified; see runtime/errors.py), never a library
+  exception;
+- a stream yields chunks; it raises `UpstreamError` when the provider sends an error event,
   the connection breaks, a payload is malformed, or the stream ends WITHOUT the provider's
   proper terminator (OpenAI `data: [DONE]`, Anthropic `message_stop`, Gemini a final candidate
   with `finishReason`); it ends normally only after the terminator;
-- `Chunk.content` is true when the chunk carries something the client must see as output
+- a chunk's `content` is true when it carries something the client must see as output
   (text, a tool call, a refusal); a role-only or empty chunk is not content. It decides the
   commit point, so it must be exact until the first content chunk; after that an adapter may
   mark every chunk as content (the OpenAI adapter does, for chunks it relays undecoded);
+- a chunk is a `Chunk` (choices the gateway encodes) or, from a provider that speaks OpenAI's
+  format, a `RelayChunk` (the provider's own bytes, relayed verbatim: the measured cheaper
+  path, bench/README.md);
 - usage: `Completion.usage`, and `UpstreamStream.usage` once the provider reported it (may be
   None: the gateway then estimates and flags the record).
+
+Network adapters reach the provider through an `HTTPTransport` (runtime/adapters/
+transport_base.py), never a concrete transport: tests hand them the in-memory one.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from runtime.adapters.transport import Response, Transport
+from runtime.adapters.transport_base import HTTPTransport
 from runtime.config import ModelConfig, ProviderConfig
 
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts the provider reported."""
+
     input_tokens: int
     output_tokens: int
 
@@ -44,7 +53,6 @@ class Call:
     """One upstream attempt."""
 
     request: dict[str, Any]  # the client's chat-completions body, as sent (do not mutate)
-    stream: bool
     model: ModelConfig  # the candidate's model; model.upstream is the id to send
     credentials: dict[str, str]  # credential field -> value, e.g. {"api_key": "sk-..."}
     request_id: str
@@ -52,6 +60,8 @@ class Call:
 
 @dataclass(slots=True)
 class Completion:
+    """A non-streamed answer."""
+
     message: dict[str, Any]  # OpenAI assistant message: role, content, tool_calls?, refusal?
     finish_reason: str | None
     usage: Usage | None
@@ -61,32 +71,62 @@ class Completion:
 
 @dataclass(slots=True)
 class Chunk:
+    """One streamed chunk the gateway encodes for the client."""
+
     choices: list[dict[str, Any]]  # OpenAI chunk choices: [{index, delta, finish_reason}]
     content: bool
     usage: Usage | None = None  # set on the chunk that reported usage
-    # The provider's own OpenAI-format chunk JSON, when it speaks OpenAI's format: the gateway
-    # relays it byte for byte instead of re-encoding `choices` (then `choices` may be a
-    # placeholder: only `raw` is authoritative).
-    raw: str | None = None
+
+
+@dataclass(slots=True)
+class RelayChunk:
+    """One streamed chunk of a provider that speaks OpenAI's format, relayed byte for byte.
+
+    `data` is the SSE `data:` payload exactly as the provider sent it; the client gets
+    `data: <data>` unchanged. `choices` are its decoded choices, or None when the adapter did
+    not decode it (a plain chunk after the first content chunk: then `content` is true and it
+    carries no usage). `usage` is set on the chunk that reported usage.
+    """
+
+    data: str
+    content: bool
+    choices: list[dict[str, Any]] | None = None
+    usage: Usage | None = None
+
+
+AnyChunk = Chunk | RelayChunk
+
+FlushHook = Callable[[], Awaitable[None]]
 
 
 class UpstreamStream(Protocol):
+    """A streamed answer: its chunks, then usage and model once the provider said them."""
+
     usage: Usage | None
     model: str | None
 
-    @property
-    def resp(self) -> Response | None:
-        """The transport response a network stream reads from (None for `mock`): the gateway
-        hooks its `before_wait` to write what it buffered right before the stream waits."""
+    def watch_idle(self, hook: FlushHook) -> bool:
+        """Await `hook` right before the stream waits for the network, so the gateway writes
+        what it buffered exactly when the provider has nothing more ready. False when the
+        stream never waits on a network (then the caller flushes after each chunk)."""
+        ...
 
-    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+    def __aiter__(self) -> AsyncIterator[AnyChunk]: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the stream (its connection); idempotent."""
+        ...
 
 
 class Adapter(Protocol):
     """One provider's wire format. Constructed once per provider at start."""
 
-    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None: ...
+    def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None: ...
 
-    async def send(self, call: Call) -> Completion | UpstreamStream: ...
+    async def complete(self, call: Call) -> Completion:
+        """The provider's non-streamed answer to `call`."""
+        ...
+
+    async def open_stream(self, call: Call) -> UpstreamStream:
+        """The provider's streamed answer to `call`, once it answered with a success status."""
+        ...

@@ -33,8 +33,8 @@ from typing import Any, cast
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Chunk, Completion, Usage
-from runtime.adapters.transport import Response, Transport
+from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -84,17 +84,26 @@ _DATA_URL = re.compile(r"data:([^;,]+)?(?:;[^,]*)?;base64,(.*)", re.DOTALL)
 
 
 class GeminiAdapter:
-    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
-        assert session is not None
+    """Gemini's generateContent API behind the chat-completions format."""
+
+    def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:
         self.provider = provider
-        self.session = session
+        self.transport = transport
         self.base_url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.timeouts = http.Timeouts.of(provider)
 
-    async def send(self, call: Call) -> Completion | GeminiStream:
+    async def complete(self, call: Call) -> Completion:
+        """The non-streamed answer (`:generateContent`)."""
+        return parse_response(await http.read_json(await self._post(call, False)))
+
+    async def open_stream(self, call: Call) -> GeminiStream:
+        """The streamed answer (`:streamGenerateContent?alt=sse`), as OpenAI chunks."""
+        return GeminiStream(await self._post(call, True))
+
+    async def _post(self, call: Call, stream: bool) -> HTTPResponse:
         upstream = call.model.upstream
         resource = upstream if "/" in upstream else f"models/{upstream}"
-        method = ":streamGenerateContent?alt=sse" if call.stream else ":generateContent"
+        method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         headers = {
             "content-type": "application/json",
             "x-goog-api-key": call.credentials.get("api_key", ""),
@@ -104,17 +113,14 @@ class GeminiAdapter:
         except (AttributeError, TypeError, ValueError) as exc:  # a request of the wrong shape
             raise _bad(f"malformed request ({type(exc).__name__}: {exc})") from None
         body = orjson.dumps(payload)
-        resp = await http.post(
-            self.session,
+        return await http.post(
+            self.transport,
             f"{self.base_url}/{resource}{method}",
             headers,
             body,
-            self.timeouts.pick(call.stream),
+            self.timeouts.pick(stream),
             map_error,
         )
-        if call.stream:
-            return GeminiStream(resp)
-        return parse_response(await http.read_json(resp))
 
 
 # --- request ---------------------------------------------------------------------------------
@@ -462,10 +468,15 @@ def _raise_blocked(doc: dict[str, Any]) -> None:
 class GeminiStream:
     """Gemini SSE responses as OpenAI chunks; complete once a candidate has a finishReason."""
 
-    def __init__(self, resp: Response) -> None:
+    def __init__(self, resp: HTTPResponse) -> None:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None
+
+    def watch_idle(self, hook: FlushHook) -> bool:
+        """The transport awaits `hook` before it waits for the network."""
+        self.resp.before_wait = hook
+        return True
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         finished = False
@@ -520,6 +531,7 @@ class GeminiStream:
             )
 
     async def aclose(self) -> None:
+        """Release the connection."""
         self.resp.release()
 
 
@@ -566,8 +578,9 @@ def _has_content(choice: dict[str, Any]) -> bool:
 # --- errors ----------------------------------------------------------------------------------
 
 
-def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
-    """Google's error body {"error": {code, message, status, details}} (or a one-item list of it)."""
+def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
+    """Google's error body {"error": {code, message, status, details}} (or a one-item list
+    of it) -> an error class."""
     if isinstance(body, list) and body:
         body = body[0]
     err = body.get("error") if isinstance(body, dict) else None

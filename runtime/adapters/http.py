@@ -15,19 +15,21 @@ from typing import Any
 
 import orjson
 
-from runtime.adapters.transport import (
+from runtime.adapters.transport_base import (
     ConnectError,
     ConnectionLost,
+    Headers,
+    HTTPResponse,
+    HTTPTransport,
     ProtocolError,
-    Response,
     Timeout,
-    Transport,
 )
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 from runtime.sse import SSEParser
 
-ErrorMapper = Callable[[int, Any, Any], UpstreamError]
+# (status, the decoded error body as it came, response headers) -> the classified error
+ErrorMapper = Callable[[int, Any, Headers | None], UpstreamError]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,20 +52,20 @@ class Timeouts:
 
 
 async def post(
-    session: Transport,
+    transport: HTTPTransport,
     url: str,
     headers: dict[str, str],
     body: bytes,
     timeout: Timeout,
     map_error: ErrorMapper,
-) -> Response:
+) -> HTTPResponse:
     """POST and return the response once a 2xx status arrived; raise UpstreamError otherwise.
 
     On an error status the body is read and decoded (JSON if it is JSON, else text) and handed
     to `map_error(status, decoded_body, headers)`, the adapter's classifier.
     """
     try:
-        resp = await session.post(url, headers, body, timeout)
+        resp = await transport.post(url, headers, body, timeout)
     except TimeoutError:
         raise UpstreamError("timeout", "no response before the timeout") from None
     except ConnectError as exc:
@@ -99,7 +101,7 @@ async def post(
     raise err
 
 
-async def read_json(resp: Response) -> Any:
+async def read_json(resp: HTTPResponse) -> Any:
     """The full body of a success response, decoded; malformed or lost bodies are classified."""
     try:
         raw = await resp.read()
@@ -119,7 +121,7 @@ async def read_json(resp: Response) -> Any:
         ) from None
 
 
-async def iter_sse(resp: Response) -> AsyncIterator[tuple[str, str]]:
+async def iter_sse(resp: HTTPResponse) -> AsyncIterator[tuple[str, str]]:
     """(event, data) pairs of an SSE response; a broken connection raises `stream_broken`.
 
     Ends normally at the end of the body; the adapter decides whether its terminator came.
@@ -149,7 +151,7 @@ def loads(data: str | bytes) -> Any:
         ) from None
 
 
-def retry_after(headers: Any) -> float | None:
+def retry_after(headers: Headers | None) -> float | None:
     """Seconds from a Retry-After header (delta seconds or an HTTP date), if present."""
     value = headers.get("retry-after") if headers is not None else None
     if not value:

@@ -45,8 +45,8 @@ from typing import Any, cast
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Chunk, Completion, Usage
-from runtime.adapters.transport import Response, Transport
+from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.transport_base import HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
 
@@ -71,21 +71,18 @@ class _Answer:
 
 
 class MockAdapter:
-    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
+    """The offline provider (the transport is not used)."""
+
+    def __init__(self, provider: ProviderConfig, transport: HTTPTransport | None = None) -> None:
         self.provider = provider
         self.latency_s = _latency_from_env()
 
-    async def send(self, call: Call) -> Completion | MockStream:
+    async def complete(self, call: Call) -> Completion:
         """Answer `call` from the request alone; see the module docstring."""
-        directive = _directive(call.request)
-        if directive.error is not None:
-            await _sleep(self.latency_s + directive.delay_s)
-            raise directive.error
+        directive = await self._directive(call)
         answer = _answer(call.request)
         model = call.model.upstream
         delay = self.latency_s + directive.delay_s
-        if call.stream:
-            return MockStream(answer, model, delay, directive.drop, directive.pace_s)
         await _sleep(delay + directive.pace_s * len(answer.pieces))
         if directive.drop:
             raise UpstreamError("server_error", "mock: connection dropped", code="stream_broken")
@@ -95,6 +92,21 @@ class MockAdapter:
             usage=answer.usage,
             model=model,
         )
+
+    async def open_stream(self, call: Call) -> MockStream:
+        """Stream the answer to `call`; see the module docstring."""
+        directive = await self._directive(call)
+        delay = self.latency_s + directive.delay_s
+        answer = _answer(call.request)
+        return MockStream(answer, call.model.upstream, delay, directive.drop, directive.pace_s)
+
+    async def _directive(self, call: Call) -> _Directive:
+        """The `mock:` directive of the request; a directed error is raised here."""
+        directive = _directive(call.request)
+        if directive.error is not None:
+            await _sleep(self.latency_s + directive.delay_s)
+            raise directive.error
+        return directive
 
 
 class MockStream:
@@ -109,7 +121,10 @@ class MockStream:
         self._pace_s = pace_s
         self.usage: Usage | None = None
         self.model: str | None = model
-        self.resp: Response | None = None  # offline: nothing to wait for
+
+    def watch_idle(self, hook: FlushHook) -> bool:
+        """Offline: the stream never waits on a network, so the caller flushes per chunk."""
+        return False
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         await _sleep(self._delay_s)
@@ -126,6 +141,7 @@ class MockStream:
         yield Chunk(choices=[], content=False, usage=self._answer.usage)
 
     async def aclose(self) -> None:
+        """Nothing to release."""
         return None
 
 

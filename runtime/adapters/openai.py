@@ -3,7 +3,7 @@
 The gateway's own format is OpenAI's, so the request passes through with the upstream model
 id swapped in; streaming always asks for usage (`stream_options.include_usage`) so every
 record has real token counts — the gateway forwards the usage chunk only if the client asked.
-Streamed chunks carry their JSON as received (`Chunk.raw`) and are relayed as the provider sent
+Streamed chunks are `RelayChunk`s carrying their JSON as received, relayed as the provider sent
 them; once the first content chunk has passed, plain chunks are not even decoded.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Chunk, Completion, Usage
-from runtime.adapters.transport import Response, Transport
+from runtime.adapters.base import Call, Completion, FlushHook, RelayChunk, Usage
+from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 
@@ -26,17 +26,26 @@ _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
 
 
 class OpenAIAdapter:
-    def __init__(self, provider: ProviderConfig, session: Transport | None) -> None:
-        assert session is not None
+    """OpenAI's chat completions (and compatible APIs): the request passes through."""
+
+    def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:
         self.provider = provider
-        self.session = session
+        self.transport = transport
         self.url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
         self.timeouts = http.Timeouts.of(provider)
 
-    async def send(self, call: Call) -> Completion | OpenAIStream:
+    async def complete(self, call: Call) -> Completion:
+        """The non-streamed answer (`stream` and `stream_options` are dropped)."""
+        return parse_completion(await http.read_json(await self._post(call, False)))
+
+    async def open_stream(self, call: Call) -> OpenAIStream:
+        """The streamed answer; usage is always requested from the provider."""
+        return OpenAIStream(await self._post(call, True))
+
+    async def _post(self, call: Call, stream: bool) -> HTTPResponse:
         body = dict(call.request)
         body["model"] = call.model.upstream
-        if call.stream:
+        if stream:
             body["stream"] = True
             opts = dict(body.get("stream_options") or {})
             opts["include_usage"] = True
@@ -50,20 +59,18 @@ class OpenAIAdapter:
         }
         if "organization" in call.credentials:
             headers["openai-organization"] = call.credentials["organization"]
-        resp = await http.post(
-            self.session,
+        return await http.post(
+            self.transport,
             self.url,
             headers,
             orjson.dumps(body),
-            self.timeouts.pick(call.stream),
+            self.timeouts.pick(stream),
             map_error,
         )
-        if call.stream:
-            return OpenAIStream(resp)
-        return parse_completion(await http.read_json(resp))
 
 
 def parse_completion(doc: Any) -> Completion:
+    """A chat.completion body -> Completion (several choices are kept in `extra`)."""
     try:
         choice = doc["choices"][0]
         message = choice["message"]
@@ -88,12 +95,17 @@ def parse_completion(doc: Any) -> Completion:
 class OpenAIStream:
     """OpenAI SSE chunks; the stream is complete only after `data: [DONE]`."""
 
-    def __init__(self, resp: Response) -> None:
+    def __init__(self, resp: HTTPResponse) -> None:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None
 
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
+    def watch_idle(self, hook: FlushHook) -> bool:
+        """The transport awaits `hook` before it waits for the network."""
+        self.resp.before_wait = hook
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[RelayChunk]:
         done = False
         relay = False  # after the first content chunk: relay plain chunks without decoding
         async for _event, data in http.iter_sse(self.resp):
@@ -101,7 +113,7 @@ class OpenAIStream:
                 done = True
                 break
             if relay and _plain(data):
-                yield Chunk(choices=_RELAYED, content=True, raw=data)
+                yield RelayChunk(data, True)
                 continue
             doc = http.loads(data)
             if not isinstance(doc, dict):
@@ -120,18 +132,15 @@ class OpenAIStream:
             choices = doc.get("choices") or []
             content = _has_content(choices)
             relay = relay or content
-            yield Chunk(choices=choices, content=content, usage=usage, raw=data)
+            yield RelayChunk(data, content, choices, usage)
         if not done:
             raise UpstreamError(
                 "server_error", "stream ended without data: [DONE]", code="stream_truncated"
             )
 
     async def aclose(self) -> None:
+        """Release the connection."""
         self.resp.release()
-
-
-# Stands in for the choices of a relayed chunk (not decoded): non-empty, so it counts as output.
-_RELAYED: list[dict[str, Any]] = [{}]
 
 
 def _plain(data: str) -> bool:
@@ -159,7 +168,7 @@ def _usage(u: Any) -> Usage | None:
     return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
 
 
-def map_error(status: int, body: Any, headers: Any) -> UpstreamError:
+def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
     """OpenAI's error body {"error": {"message", "type", "code"}} -> an error class."""
     err = body.get("error") if isinstance(body, dict) else None
     code = err.get("code") if isinstance(err, dict) else None

@@ -6,8 +6,9 @@ of the gateway's own CPU time with aiohttp's client (bench/README.md). This one 
 request with one `write()`, parses responses with httptools (llhttp, in C) and wakes the
 caller only when there is something to read.
 
-Errors are this module's own: `ConnectError` (no connection), `ConnectionLost` (the peer went
-away mid-exchange), `ProtocolError` (not valid HTTP), and the builtin `TimeoutError`.
+Errors are the transport interface's (runtime/adapters/transport_base.py): `ConnectError` (no
+connection), `ConnectionLost` (the peer went away mid-exchange), `ProtocolError` (not valid
+HTTP), and the builtin `TimeoutError`.
 runtime/adapters/http.py maps them to error classes.
 """
 
@@ -19,53 +20,37 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import httptools
+
+from runtime.adapters.transport_base import (
+    ConnectError,
+    ConnectionLost,
+    Headers,
+    ProtocolError,
+    Timeout,
+    TransportError,
+)
+
+__all__ = [
+    "ConnectError",
+    "ConnectionLost",
+    "Headers",
+    "ProtocolError",
+    "Response",
+    "Timeout",
+    "Transport",
+    "TransportError",
+]
 
 IDLE_KEEP_S = 20.0  # close pooled connections idle longer than this (servers drop them ~60 s)
 MAX_BUFFER = 4 * 1024 * 1024  # pause reading a response body beyond this until it is consumed
 
 
-class TransportError(Exception):
-    """Base of this module's errors."""
-
-
-class ConnectError(TransportError):
-    """Could not open a connection (refused, DNS, TLS handshake, proxy refused)."""
-
-
-class ConnectionLost(TransportError):
-    """The connection closed or reset before the response was complete.
-
-    `response_started` says whether any of the response had arrived.
-    """
-
-    def __init__(self, message: str, response_started: bool) -> None:
-        super().__init__(message)
-        self.response_started = response_started
-
-
-class ProtocolError(TransportError):
-    """The peer did not speak valid HTTP/1.1."""
-
-
-@dataclass(frozen=True, slots=True)
-class Timeout:
-    total: float | None  # the whole exchange, request to end of body
-    connect: float  # opening the connection (and the TLS handshake, and the proxy tunnel)
-    read: float | None  # longest silence while waiting for the response head or body
-
-
-class Headers(dict[str, str]):
-    """Response headers, names lower-cased; repeated headers joined with ", "."""
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return super().get(key.lower(), default)
-
-
 class Transport:
-    """A connection pool per (scheme, host, port). Use one per process; `close()` at the end."""
+    """A connection pool per (scheme, host, port). Use one per process; `close()` at the end.
+
+    Implements runtime.adapters.transport_base.HTTPTransport (its responses: HTTPResponse)."""
 
     def __init__(
         self, *, ssl_context: ssl.SSLContext | None = None, trust_env: bool = True
@@ -418,7 +403,8 @@ class _Conn(asyncio.Protocol):
         what = "reset" if isinstance(exc, ConnectionResetError) else "closed"
         self._error(
             ConnectionLost(
-                f"connection {what} by the provider {'mid-response' if self._started else 'before any response'}",
+                f"connection {what} by the provider"
+                f" {'mid-response' if self._started else 'before any response'}",
                 self._started,
             )
         )
@@ -504,9 +490,9 @@ async def _tunnel(
         if p.username:
             import base64
 
-            token = base64.b64encode(
-                f"{urllib.parse.unquote(p.username)}:{urllib.parse.unquote(p.password or '')}".encode()
-            ).decode()
+            user = urllib.parse.unquote(p.username)
+            password = urllib.parse.unquote(p.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
             auth = f"proxy-authorization: Basic {token}\r\n"
         writer.write(
             f"CONNECT {host}:{port} HTTP/1.1\r\nhost: {host}:{port}\r\n{auth}\r\n".encode()
@@ -520,7 +506,8 @@ async def _tunnel(
         status = head.split(b" ", 2)[1] if head.count(b" ") >= 1 else b""
         if status != b"200":
             raise ConnectError(
-                f"proxy {proxy} refused the tunnel to {host}:{port}: {head.splitlines()[0].decode('latin-1', 'replace')}"
+                f"proxy {proxy} refused the tunnel to {host}:{port}: "
+                + head.splitlines()[0].decode("latin-1", "replace")
             )
         transport = writer.transport
         conn = _Conn(key)

@@ -1,57 +1,51 @@
-"""The fallback loop: try candidates in order until one answers, recording every attempt.
+"""The fallback loop: try a request's candidates in order until one answers, recording every
+attempt, and when none does raise one error that carries every attempt's error.
 
 Non-streamed: an attempt is the whole upstream call. Streamed: an attempt lasts until the
 upstream's first CONTENT chunk (or its failure, or the route's first-byte timeout); chunks
 before it (role-only, keep-alives) are held back. Only a success at that point commits the
-response — until then a failure is invisible to the client and the next candidate is tried.
+response — until then a failure is invisible to the client and the next candidate is tried
+(the commit rule).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from runtime.adapters import Call, Chunk, Completion, UpstreamStream
+from runtime.adapters import AnyChunk, Call, Completion, UpstreamStream
+from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import UpstreamError
-from runtime.router import Candidate, Plan
+from runtime.records import Attempt
+from runtime.router import Candidate, RoutePlan
 
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class Attempt:
-    provider: str
-    model: str
-    outcome: str  # "ok" or an error class
-    latency_ms: float
-    status: int | None = None
-    code: str | None = None
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """One failed attempt of a chain: the candidate tried and the classified error it gave."""
 
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "provider": self.provider,
-            "model": self.model,
-            "outcome": self.outcome,
-            "latency_ms": round(self.latency_ms, 2),
-        }
-        if self.status is not None:
-            d["status"] = self.status
-        if self.code is not None and self.code != self.outcome:
-            d["code"] = self.code
-        return d
+    candidate: Candidate
+    error: UpstreamError
 
 
-class AllFailed(Exception):
-    """No candidate answered; carries the last error and the candidate that raised it."""
+class AllCandidatesFailed(Exception):
+    """No candidate answered. `errors` holds every attempt's error, in the order tried;
+    `error` and `candidate` are the ones the client is told about (the last attempt's)."""
 
-    def __init__(self, error: UpstreamError, candidate: Candidate) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.candidate = candidate
+    def __init__(self, errors: tuple[AttemptError, ...], final: AttemptError) -> None:
+        super().__init__(
+            "; ".join(f"{e.candidate.ref}: {e.error.message}" for e in errors)
+            or final.error.message
+        )
+        self.errors = errors
+        self.error = final.error
+        self.candidate = final.candidate
 
 
 @dataclass(slots=True)
@@ -60,42 +54,34 @@ class Opened:
 
     candidate: Candidate
     stream: UpstreamStream
-    held: list[Chunk]
-    iterator: Any  # the stream's async iterator, positioned after `held`
+    held: list[AnyChunk]
+    iterator: AsyncIterator[AnyChunk]  # the stream's iterator, positioned after `held`
 
 
-async def complete(
-    plan: Plan, request: dict[str, Any], request_id: str, attempts: list[Attempt]
-) -> tuple[Candidate, Completion]:
+async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
     """Non-streamed: the first candidate's Completion that succeeds."""
+    request, request_id = ctx.request, ctx.request_id
 
     async def attempt(c: Candidate) -> tuple[Candidate, Completion]:
-        result = await c.adapter.send(
-            Call(request, False, c.model, c.credentials or {}, request_id)
-        )
-        assert isinstance(result, Completion)
-        return c, result
+        return c, await c.adapter.complete(Call(request, c.model, c.credentials or {}, request_id))
 
-    return await _loop(plan, attempts, attempt)
+    return await _loop(ctx.plan, ctx.attempts, attempt)
 
 
-async def open_stream(
-    plan: Plan, request: dict[str, Any], request_id: str, attempts: list[Attempt]
-) -> Opened:
+async def open_stream(ctx: RequestContext) -> Opened:
     """Streamed: the first candidate that delivers a content chunk within the timeout."""
-    timeout = plan.policy.first_byte_timeout_s
+    request, request_id = ctx.request, ctx.request_id
+    timeout = ctx.plan.policy.first_byte_timeout_s
 
     async def attempt(c: Candidate) -> Opened:
         stream: UpstreamStream | None = None
         deadline = Deadline(timeout)
         try:
-            result = await c.adapter.send(
-                Call(request, True, c.model, c.credentials or {}, request_id)
+            stream = await c.adapter.open_stream(
+                Call(request, c.model, c.credentials or {}, request_id)
             )
-            assert not isinstance(result, Completion)
-            stream = result
             it = aiter(stream)
-            held: list[Chunk] = []
+            held: list[AnyChunk] = []
             while True:
                 try:
                     chunk = await anext(it)
@@ -123,20 +109,20 @@ async def open_stream(
         finally:
             deadline.cancel()
 
-    return await _loop(plan, attempts, attempt)
+    return await _loop(ctx.plan, ctx.attempts, attempt)
 
 
-async def _empty() -> Any:
+async def _empty() -> AsyncIterator[AnyChunk]:
     return
     yield  # pragma: no cover
 
 
 async def _loop(
-    plan: Plan, attempts: list[Attempt], attempt: Callable[[Candidate], Awaitable[T]]
+    plan: RoutePlan, attempts: list[Attempt], attempt: Callable[[Candidate], Awaitable[T]]
 ) -> T:
     policy = plan.policy
     floor: int | None = None  # after a context-length error: only larger windows
-    last: tuple[UpstreamError, Candidate] | None = None
+    errors: list[AttemptError] | None = None  # made on the first failure only
     for c in plan.candidates:
         if len(attempts) >= policy.max_attempts:
             break
@@ -145,7 +131,8 @@ async def _loop(
                 {
                     "provider": c.provider.id,
                     "model": c.model.name,
-                    "reason": f"context window {c.model.context_window} is not larger than the one that overflowed ({floor})",
+                    "reason": f"context window {c.model.context_window} is not larger than "
+                    f"the one that overflowed ({floor})",
                 }
             )
             continue
@@ -163,7 +150,9 @@ async def _loop(
                     err.code,
                 )
             )
-            last = (err, c)
+            if errors is None:
+                errors = []
+            errors.append(AttemptError(c, err))
             if err.error_class not in policy.on:
                 break
             if err.error_class == "context_length":
@@ -173,10 +162,11 @@ async def _loop(
             Attempt(c.provider.id, c.model.name, "ok", (time.perf_counter() - start) * 1000)
         )
         return result
-    if last is None:
-        # Every candidate was skipped by the context-length floor.
-        c = plan.candidates[0]
-        raise AllFailed(
-            UpstreamError("context_length", "no candidate with a larger context window is left"), c
+    if errors is None:
+        # No candidate was tried (max_attempts below one); kept for completeness.
+        final = AttemptError(
+            plan.candidates[0],
+            UpstreamError("context_length", "no candidate with a larger context window is left"),
         )
-    raise AllFailed(*last)
+        raise AllCandidatesFailed((), final)
+    raise AllCandidatesFailed(tuple(errors), errors[-1])

@@ -1,0 +1,43 @@
+"""The per-request objects of the chat path: `RequestContext` (what one planned request is)
+and `ResponseProgress` (what has been sent to the client so far).
+
+They replace long parameter lists between the chat handler (runtime/chat.py) and the
+fallback loop (runtime/fallback.py); both are built once per request, with slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.config import OrgConfig
+from runtime.keys import KeyInfo
+from runtime.records import Attempt, RequestRecord
+from runtime.router import RoutePlan
+
+
+class ResponseProgress:
+    """What the client got so far: whether the response started, when its first byte left,
+    and stream chunks buffered but not written yet."""
+
+    __slots__ = ("first_byte", "pending", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.first_byte: float | None = None
+        self.pending: list[bytes] = []
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One authenticated, decoded and planned request on its way through the gateway."""
+
+    request_id: str
+    key: KeyInfo
+    org: OrgConfig
+    request: dict[str, Any]  # the client's chat-completions body (never mutated)
+    stream: bool
+    plan: RoutePlan
+    record: RequestRecord  # filled in as the request goes; submitted once at the end
+    progress: ResponseProgress
+    attempts: list[Attempt]  # every upstream attempt, in order (shared with the error path)

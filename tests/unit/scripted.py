@@ -1,0 +1,384 @@
+"""In-process test kit for the request path: a scripted adapter, config builders, and the
+chat handler driven over ASGI without a socket.
+
+`ScriptedAdapter` answers each call with the next step scripted for the call's model:
+`Reply` (a completion), `Fail` (an UpstreamError of a class), `Stream` (chunks: text
+deltas, `Fail` mid-stream, `Stall` pauses), or `Stall` (no answer for a while). Every call is
+kept in `calls`, so a test also asserts who was NOT tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from runtime.adapters import Call, Chunk, Completion, Usage
+from runtime.adapters.base import FlushHook
+from runtime.chat import ChatHandler
+from runtime.config import (
+    Budget,
+    CandidateRef,
+    FallbackPolicy,
+    Limits,
+    LoggingConfig,
+    ModelConfig,
+    OrgConfig,
+    Price,
+    ProviderConfig,
+    RouteConfig,
+    RuntimeConfig,
+)
+from runtime.errors import ErrorClass, UpstreamError
+from runtime.keys import AuthError, KeyInfo
+from runtime.limits import LimitState
+from runtime.metrics import Metrics
+from runtime.records import RequestRecord
+from runtime.router import Router
+from runtime.services import Services
+
+ALL_CLASSES: frozenset[str] = frozenset(
+    {
+        "rate_limited",
+        "overloaded",
+        "server_error",
+        "timeout",
+        "connect_error",
+        "context_length",
+        "bad_request",
+        "auth",
+        "not_found",
+    }
+)
+TOKEN = "sy_test_k1_secret"
+NO_BUDGET = Budget(None, None)
+KEY = KeyInfo("k1", "test", "acme", "ci", 0.0, None, None)
+
+# --- the script ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A non-streamed answer."""
+
+    text: str = "hello"
+    usage: Usage | None = field(default_factory=lambda: Usage(12, 3))
+
+
+@dataclass(frozen=True)
+class Fail:
+    """An UpstreamError of `error_class` (before the answer, or mid-stream)."""
+
+    error_class: ErrorClass
+    message: str = "scripted failure"
+    status: int | None = None
+    retry_after: float | None = None
+
+    def error(self) -> UpstreamError:
+        return UpstreamError(
+            self.error_class, self.message, status=self.status, retry_after=self.retry_after
+        )
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Silence for `seconds` (before the answer, or between chunks)."""
+
+    seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed answer: a role-only chunk, then `parts` (text deltas, Fail, Stall), then a
+    finish chunk and, when `usage` is set, a usage chunk."""
+
+    parts: Sequence[str | Fail | Stall] = ("hel", "lo")
+    usage: Usage | None = field(default_factory=lambda: Usage(12, 2))
+
+
+Step = Reply | Fail | Stall | Stream
+
+
+class ScriptedAdapter:
+    """An adapter whose answers per model are the steps scripted for it, in order."""
+
+    def __init__(self, provider: ProviderConfig, script: dict[str, list[Step]]) -> None:
+        self.provider = provider
+        self.script = {name: list(steps) for name, steps in script.items()}
+        self.calls: list[Call] = []
+
+    def _next(self, call: Call) -> Step:
+        self.calls.append(call)
+        steps = self.script.get(call.model.name)
+        if not steps:
+            raise AssertionError(f"{self.provider.id}/{call.model.name} was not expected a call")
+        return steps.pop(0)
+
+    async def complete(self, call: Call) -> Completion:
+        step = self._next(call)
+        if isinstance(step, Stall):
+            await asyncio.sleep(step.seconds)
+            raise AssertionError("a stall must be cut by a timeout")
+        if isinstance(step, Fail):
+            raise step.error()
+        assert isinstance(step, Reply), f"{step} is not a non-streamed answer"
+        return Completion(
+            {"role": "assistant", "content": step.text}, "stop", step.usage, call.model.upstream
+        )
+
+    async def open_stream(self, call: Call) -> ScriptedStream:
+        step = self._next(call)
+        if isinstance(step, Stall):
+            await asyncio.sleep(step.seconds)
+            raise AssertionError("a stall must be cut by a timeout")
+        if isinstance(step, Fail):
+            raise step.error()
+        assert isinstance(step, Stream), f"{step} is not a streamed answer"
+        return ScriptedStream(step, call.model.upstream)
+
+
+class ScriptedStream:
+    """The chunks of a scripted `Stream`."""
+
+    def __init__(self, step: Stream, model: str) -> None:
+        self.step = step
+        self.usage: Usage | None = None
+        self.model: str | None = model
+        self.closed = False
+
+    def watch_idle(self, hook: FlushHook) -> bool:
+        return False
+
+    async def __aiter__(self) -> Any:
+        yield Chunk([_choice({"role": "assistant", "content": ""})], False)
+        for part in self.step.parts:
+            if isinstance(part, Fail):
+                raise part.error()
+            if isinstance(part, Stall):
+                await asyncio.sleep(part.seconds)
+                continue
+            yield Chunk([_choice({"content": part})], True)
+        yield Chunk([_choice({}, "stop")], False)
+        if self.step.usage is not None:
+            self.usage = self.step.usage
+            yield Chunk([], False, self.step.usage)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "finish_reason": finish}
+
+
+# --- config builders -------------------------------------------------------------------------
+
+
+def model(
+    name: str,
+    *,
+    window: int = 100_000,
+    max_output: int | None = None,
+    caps: Sequence[str] = ("streaming", "tools"),
+    price: tuple[float, float] | None = (1.0, 2.0),
+) -> ModelConfig:
+    """A model named `name` (upstream id `up-<name>`); price in USD per 1M tokens."""
+    return ModelConfig(
+        name=name,
+        upstream=f"up-{name}",
+        context_window=window,
+        max_output_tokens=max_output,
+        capabilities=frozenset(caps),
+        price=None if price is None else Price(*price),
+    )
+
+
+def provider(pid: str, *models: ModelConfig) -> ProviderConfig:
+    """A provider of `models`, whose credential is the secret <PID>_KEY."""
+    return ProviderConfig(
+        id=pid,
+        adapter="scripted",
+        base_url=None,
+        credentials={"api_key": f"{pid.upper()}_KEY"},
+        credentials_optional=False,
+        timeout_s=5.0,
+        connect_timeout_s=1.0,
+        models={m.name: m for m in models},
+    )
+
+
+def route(
+    name: str,
+    candidates: Sequence[tuple[str, str] | tuple[str, str, float]],
+    *,
+    strategy: str = "priority",
+    on: Sequence[str] = tuple(ALL_CLASSES),
+    max_attempts: int = 3,
+    first_byte_timeout_s: float = 1.0,
+    cap: float | None = None,
+) -> RouteConfig:
+    """A route over (provider, model[, weight]) candidates."""
+    return RouteConfig(
+        name=name,
+        strategy=strategy,
+        requires=frozenset(),
+        min_context_window=None,
+        max_cost_per_request_usd=cap,
+        fallback=FallbackPolicy(frozenset(on), max_attempts, first_byte_timeout_s),
+        candidates=tuple(
+            CandidateRef(c[0], c[1], c[2] if len(c) > 2 else None) for c in candidates
+        ),
+        dropped=(),
+    )
+
+
+def config(
+    providers: Sequence[ProviderConfig],
+    routes: Sequence[RouteConfig],
+    *,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    key_budget: Budget = NO_BUDGET,
+    request_timeout_s: float = 30.0,
+) -> RuntimeConfig:
+    """A runtime config of environment `test` with one org, `acme`, allowed every route."""
+    return RuntimeConfig(
+        schema_version=1,
+        config_hash="cfg-hash",
+        project="unit",
+        environment="test",
+        compose_project="unit-test",
+        port=8000,
+        workers=1,
+        request_timeout_s=request_timeout_s,
+        data_dir="",
+        allow_explicit_models=True,
+        key_prefix="sy_test_",
+        providers={p.id: p for p in providers},
+        routes={r.name: r for r in routes},
+        orgs={"acme": OrgConfig("acme", None, None, frozenset(), None)},
+        limits=Limits(rpm, tpm, key_budget, NO_BUDGET, {}),
+        logging=LoggingConfig("sqlite", None, 30, 100, 100),
+        price_table_hash="price-hash",
+        secrets={},
+    )
+
+
+# --- services and the handler, in process ------------------------------------------------------
+
+
+class ListSink:
+    """A record sink that keeps the records."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def submit(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+class OneKey:
+    """A key verifier that knows one key, TOKEN."""
+
+    def verify(self, token: str | None) -> KeyInfo:
+        if token != TOKEN:
+            raise AuthError("invalid_api_key", "invalid API key")
+        return KEY
+
+
+def router(
+    cfg: RuntimeConfig,
+    adapters: dict[str, ScriptedAdapter],
+    *,
+    seed: int = 0,
+    without_credentials: Sequence[str] = (),
+) -> Router:
+    """A router over scripted adapters, with a seeded random source."""
+    creds: dict[str, dict[str, str] | None] = {
+        pid: None if pid in without_credentials else {"api_key": "secret"} for pid in cfg.providers
+    }
+    return Router(cfg, dict(adapters), creds, rng=random.Random(seed))
+
+
+@dataclass
+class Gateway:
+    """The chat handler over in-memory services."""
+
+    services: Services
+    sink: ListSink
+    handler: ChatHandler
+
+
+def gateway(cfg: RuntimeConfig, adapters: dict[str, ScriptedAdapter], *, seed: int = 0) -> Gateway:
+    """Services (seeded router, limits, metrics, a list sink, one key) and the chat handler."""
+    sink = ListSink()
+    services = Services(
+        config=cfg,
+        router=router(cfg, adapters, seed=seed),
+        limits=LimitState(cfg.limits, cfg.workers),
+        records=sink,
+        metrics=Metrics(),
+        keys=OneKey(),
+    )
+    return Gateway(services, sink, ChatHandler(services))
+
+
+@dataclass
+class Response:
+    """What the client got."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def events(self) -> list[Any]:
+        """The `data:` payloads of an SSE body, decoded (except [DONE])."""
+        out: list[Any] = []
+        for block in self.body.split(b"\n\n"):
+            if block.startswith(b"data: "):
+                data = block[6:]
+                out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+        return out
+
+
+async def post(handler: ChatHandler, body: dict[str, Any], token: str = TOKEN) -> Response:
+    """POST /v1/chat/completions to `handler` over ASGI, in this event loop."""
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", b"Bearer " + token.encode())],
+    }
+    sent = False
+    forever = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": orjson.dumps(body), "more_body": False}
+        await forever.wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await handler(scope, receive, send)
+    start = messages[0]
+    assert start["type"] == "http.response.start"
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return Response(start["status"], headers, b"".join(m.get("body", b"") for m in messages[1:]))
+
+
+def chat(model_name: str, text: str = "hi", **extra: Any) -> dict[str, Any]:
+    """A chat-completions body."""
+    return {"model": model_name, "messages": [{"role": "user", "content": text}], **extra}
