@@ -14,8 +14,8 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
+from compiler.manifest import Manifest
 from deployer import commands as cmd
 from deployer import interrupts
 from deployer.bundle import DeployError
@@ -46,11 +46,11 @@ class Target:
     """The release to bring live: its id and manifest (already on the host, or uploaded first)."""
 
     release_id: str
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def port(self) -> int:
-        return int(self.manifest["port"])
+        return self.manifest.port
 
 
 def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> list[Step]:
@@ -61,9 +61,7 @@ def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> lis
     slot = plan.target_slot
     steps: list[Step] = []
     if plan.build:
-        images = tuple(
-            str(m["proxy_image"] if svc == "proxy" else m["image"]) for svc in plan.build
-        )
+        images = tuple(m.proxy_image if svc == "proxy" else m.image for svc in plan.build)
         steps.append(BuildImages(cp, compose_file, plan.build, images))
     proxy_action = plan.proxy_action
     cut_over = plan.gateways_change or proxy_action != UNCHANGED
@@ -74,23 +72,23 @@ def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> lis
             StageProxyConfig(
                 rid,
                 slot,
-                str(m["services"]["proxy"]["config"][slot]),
-                str(m["proxy_image"]),
+                m.services.proxy.config[slot],
+                m.proxy_image,
                 proxy.id if same_image and proxy else None,
             )
         )
-    drain_s = float(m["drain_timeout_s"])
+    drain_s = m.drain_timeout_s
     if plan.stale:
         steps.append(
             RemoveGateways(
                 tuple(c.id for c in plan.stale), tuple(c.name for c in plan.stale), drain_s
             )
         )
-    new_services = tuple(m["services"]["gateway"]["slots"][slot])
+    new_services = m.services.gateway.slots[slot]
     if plan.gateways_change:
         steps += [
             StartGateways(cp, compose_file, new_services, slot),
-            WaitReady(rid, new_services, float(m["health_timeout_s"])),
+            WaitReady(rid, new_services, m.health_timeout_s),
         ]
     recreate = proxy_action in (CREATE, RECREATE)
     if cut_over:
@@ -223,8 +221,7 @@ def _after_failure(
             for c in ctx.owned()
             if c.release == target.release_id
             and c.service == "gateway"
-            and c.compose_service
-            in target.manifest["services"]["gateway"]["slots"][plan.target_slot]
+            and c.compose_service in target.manifest.services.gateway.slots[plan.target_slot]
         ]
         if new:
             _quietly(

@@ -19,10 +19,10 @@ import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from compiler.cli import RUNTIME_DIR, image_inputs
 from compiler.diagnostics import did_you_mean
+from compiler.manifest import Manifest
 from compiler.models import Environment, GatewayConfig
 from compiler.render import render_all
 from compiler.report import text as diagnostics_text
@@ -44,7 +44,7 @@ class Bundle:
     env: str
     config: GatewayConfig
     environment: Environment
-    manifest: dict[str, Any]
+    manifest: Manifest
     files: dict[str, str]  # compose.yaml, runtime.json, Dockerfile, manifest.json
     runtime_dir: Path
     config_path: Path
@@ -52,24 +52,21 @@ class Bundle:
 
     @property
     def compose_project(self) -> str:
-        return str(self.manifest["compose_project"])
+        return self.manifest.compose_project
 
     @property
     def port(self) -> int:
-        return int(self.manifest["port"])
+        return self.manifest.port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def services(self) -> dict[str, dict[str, Any]]:
-        services: dict[str, dict[str, Any]] = self.manifest["services"]
-        return services
-
     def release_id(self, now: datetime) -> str:
         """`20261126T071500Z-1a2b3c4d`: sortable by time, tagged with the inputs it carries."""
-        digest = hashlib.sha256(json.dumps(self.services, sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(
+            json.dumps(self.manifest.services.to_json(), sort_keys=True).encode()
+        ).hexdigest()[:8]
         return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
 
     def tarball(self) -> bytes:
@@ -135,7 +132,7 @@ def load_bundle(config_path: str, env: str) -> Bundle:
         env=env,
         config=config,
         environment=config.environments[env],
-        manifest=json.loads(files["manifest.json"]),
+        manifest=Manifest.parse(files["manifest.json"]),
         files=files,
         runtime_dir=RUNTIME_DIR,
         config_path=path,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from compiler.manifest import Manifest
 from deployer import claims
 from deployer import commands as cmd
 from deployer.activate import Outcome, Target, activate, steps_for
@@ -37,6 +38,7 @@ from deployer.state import (
     HostState,
     Paths,
     check_ownership,
+    host_manifest,
     parse_json,
     read_files,
     read_state,
@@ -74,7 +76,7 @@ class Options:
 
 def connect(bundle: Bundle, opts: Options, out: Progress) -> Host:
     m = bundle.manifest
-    if m["target"] == "local":
+    if m.target == "local":
         return LocalHost()
     strict = opts.strict_host_keys or os.environ.get("SWITCHYARD_SSH_STRICT_HOST_KEYS", "") not in (
         "",
@@ -83,9 +85,9 @@ def connect(bundle: Bundle, opts: Options, out: Progress) -> Host:
         "no",
     )
     return SSHHost(
-        str(m["host"]),
-        user=m.get("ssh_user"),
-        port=int(m.get("ssh_port") or 22),
+        str(m.host),
+        user=m.ssh_user,
+        port=m.ssh_port or 22,
         identity=opts.identity or os.environ.get("SWITCHYARD_SSH_IDENTITY"),
         known_hosts=opts.known_hosts or os.environ.get("SWITCHYARD_SSH_KNOWN_HOSTS"),
         strict_host_keys=strict,
@@ -175,7 +177,7 @@ def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: 
 def _inputs(
     host: Host,
     state: HostState,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     runtime: dict[str, Any],
     compose: dict[str, Any],
 ) -> Inputs:
@@ -197,7 +199,7 @@ def _inputs(
 def _plan_for(
     host: Host,
     state: HostState,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     runtime: dict[str, Any],
     compose_text: str | None,
     secrets_changed: bool,
@@ -205,7 +207,7 @@ def _plan_for(
     serving = None
     proxy = state.proxy()
     if proxy is not None and proxy.running:
-        serving, _ = serving_gateway(host, int(manifest["port"]), state.gateways())
+        serving, _ = serving_gateway(host, manifest.port, state.gateways())
     inputs = _inputs(host, state, manifest, runtime, parse_compose(compose_text))
     return make_plan(
         inputs, state, images=state.images, secrets_changed=secrets_changed, serving=serving
@@ -261,7 +263,7 @@ def _history_entry(
     result: str,
     reason: str | None,
     seconds: float,
-    manifest: dict[str, Any],
+    manifest: Manifest,
 ) -> dict[str, Any]:
     return {
         "action": action,
@@ -270,10 +272,10 @@ def _history_entry(
         "who": operator(),
         "when": _now(),
         "git_commit": bundle.git_commit,
-        "config_hash": manifest.get("config_hash"),
-        "source_sha256": (manifest.get("source") or {}).get("sha256"),
-        "image": manifest.get("image"),
-        "proxy_image": manifest.get("proxy_image"),
+        "config_hash": manifest.config_hash,
+        "source_sha256": manifest.source.sha256,
+        "image": manifest.image,
+        "proxy_image": manifest.proxy_image,
         "slot": plan.target_slot,
         "services": {s.service: s.action for s in plan.services},
         "result": result,
@@ -323,8 +325,8 @@ def _finish(
     port = target.port
     if outcome.result == "ok":
         try:
-            with out.step(Prune(int(target.manifest["keep_releases"])).describe()):
-                Prune(int(target.manifest["keep_releases"])).run(ctx)
+            with out.step(Prune(target.manifest.keep_releases).describe()):
+                Prune(target.manifest.keep_releases).run(ctx)
         except (
             DeployError,
             HostError,
@@ -370,7 +372,7 @@ class Session:
         self.host = connect(bundle, self.opts, self.out)
         create = self.action == "deploy"
         return self.host, resolve_root(
-            self.host, str(bundle.manifest["deploy_dir"]), create=create, env=bundle.env
+            self.host, bundle.manifest.deploy_dir, create=create, env=bundle.env
         )
 
     def lock(self, paths: Paths, bundle: Bundle, release: str | None = None) -> None:
@@ -382,7 +384,7 @@ class Session:
             "pid": os.getpid(),
             "release": release,
             "git_commit": bundle.git_commit,
-            "config_hash": bundle.manifest.get("config_hash"),
+            "config_hash": bundle.manifest.config_hash,
         }
         with self.out.step(f"take the deploy lock of {paths.compose_project}"):
             self.held, previous = take_lock(self.host, paths, self.out, info, self.opts.lock_wait_s)
@@ -482,14 +484,14 @@ def _deploy(session: Session) -> int:
             secrets = None
     out.secrets = secrets.values() if secrets else ()
     manifest = bundle.manifest
-    with out.step(f"connect to {manifest['target']} host {manifest.get('host') or 'localhost'}"):
+    with out.step(f"connect to {manifest.target} host {manifest.host or 'localhost'}"):
         host, root = session.open(bundle)
-    paths = Paths(root or str(manifest["deploy_dir"]), bundle.compose_project)
+    paths = Paths(root or manifest.deploy_dir, bundle.compose_project)
     release_id = bundle.release_id(utcnow())
     if not opts.plan:
         session.lock(paths, bundle, release_id)
     with out.step("read what runs on the host and plan"):
-        images = (str(manifest["image"]), str(manifest["proxy_image"]))
+        images = manifest.images
         state = read_state(
             host,
             paths.root,
@@ -636,15 +638,20 @@ def _rollback(session: Session) -> int:
                 for n in ("manifest.json", "runtime.json", "compose.yaml")
             ],
         )
-        manifest = parse_json(files[f"{paths.release(target_id)}/manifest.json"])
-        if manifest is None or "proxy_image" not in manifest:
+        manifest_path = f"{paths.release(target_id)}/manifest.json"
+        manifest = host_manifest(files[manifest_path], manifest_path, host)
+        if manifest is None:
             raise DeployError(
                 f"release {target_id} has no manifest of this Switchyard on the host; cannot roll back to it "
                 f"(deploy the config you want instead)"
             )
-        images = (str(manifest["image"]), str(manifest["proxy_image"]))
         state = read_state(
-            host, root, paths.compose_project, bundle.config.project, bundle.env, images=images
+            host,
+            root,
+            paths.compose_project,
+            bundle.config.project,
+            bundle.env,
+            images=manifest.images,
         )
         plan = _plan_for(
             host,
@@ -731,7 +738,7 @@ def _status(session: Session) -> int:
     opts, out, doc = session.opts, session.out, session.doc
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
-    paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
+    paths = Paths(root or bundle.manifest.deploy_dir, bundle.compose_project)
     state = (
         read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env)
         if root

@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from compiler.manifest import Manifest, ManifestError, release_manifest
 from deployer import commands as cmd
 from deployer.bundle import DeployError
 from deployer.hosts import Host
@@ -146,7 +147,7 @@ class HostState:
     releases: list[str] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)
     containers: list[Container] = field(default_factory=list)
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifests: dict[str, Manifest] = field(default_factory=dict)  # of this Switchyard's layout
     images: dict[str, bool] = field(default_factory=dict)  # of the images asked about: present?
     claims: str | None = None  # the host's claims file as read (with `claims_file`)
     published: str = ""  # `docker ps` ports of every running container
@@ -365,12 +366,24 @@ def read_state(
         host, [posixpath.join(paths.release(r), "manifest.json") for r in wanted if r]
     )
     for rid in wanted:
-        manifest = parse_json(
-            files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None
-        )
-        if rid and manifest is not None:
+        path = posixpath.join(paths.release(rid), "manifest.json")
+        manifest = host_manifest(files.get(path), path, host)
+        if manifest is not None:
             state.manifests[rid] = manifest
     return state
+
+
+def host_manifest(text: str | None, path: str, host: Host) -> Manifest | None:
+    """A release's manifest as read from the host: None when it has none of this Switchyard's
+    layout (absent, unreadable, or an earlier layout's); DeployError naming the field when
+    it is of this version but malformed, or of a newer version."""
+    try:
+        return release_manifest(text, f"{path} on {host.name}")
+    except ManifestError as exc:
+        raise DeployError(
+            f"{exc}; this Switchyard cannot read that release's manifest (deploy with the "
+            f"Switchyard that made it, or remove that release)"
+        ) from None
 
 
 def readyz_instance(

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from compiler.manifest import image_references
 from deployer import commands as cmd
 from deployer import interrupts
 from deployer.bundle import Bundle, DeployError
@@ -509,7 +510,7 @@ class Prune:
         kept_images: set[str] = set()
         dropped_images: set[str] = set()
         for rid in state.releases:
-            images = _images_of(manifests.get(f"{ctx.paths.release(rid)}/manifest.json"))
+            images = image_references(manifests.get(f"{ctx.paths.release(rid)}/manifest.json"))
             (kept_images if rid in keep else dropped_images).update(images)
         for rid in drop:
             ctx.host.run(cmd.remove_release(ctx.paths.env_dir, rid))
@@ -518,16 +519,6 @@ class Prune:
         for image in sorted(dropped_images - kept_images):
             if image.startswith(ctx.bundle.compose_project + "/"):
                 ctx.host.run(cmd.remove_image(image), check=False)  # in use elsewhere: stays
-
-
-def _images_of(manifest_text: str | None) -> set[str]:
-    try:
-        doc = json.loads(manifest_text or "{}")
-    except ValueError:
-        return set()
-    if not isinstance(doc, dict):
-        return set()
-    return {str(doc[k]) for k in ("image", "proxy_image") if isinstance(doc.get(k), str)}
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from typing import Any
 import pytest
 import yaml
 
+from compiler.manifest import Manifest, release_manifest
 from deployer import claims
 from deployer import commands as cmd
 from deployer.activate import Target, steps_for
@@ -230,7 +231,7 @@ def gateways(
     health: str = "healthy",
 ) -> list[Container]:
     """The gateways `bundle` runs in `slot` (one per replica), as created from `release`."""
-    names = bundle.manifest["services"]["gateway"]["slots"][slot]
+    names = bundle.manifest.services.gateway.slots[slot]
     return [
         Container(
             id=container_id(name, release),
@@ -268,7 +269,7 @@ def proxy(bundle: Bundle, release: str = OLD, *, state: str = "running") -> Cont
 
 def header(bundle: Bundle, slot: str = "a", release: str = OLD) -> ProxyHeader:
     """What deploy writes at the top of the live haproxy.cfg when `bundle`'s `slot` config goes live."""
-    return ProxyHeader(release, slot, bundle.manifest["services"]["proxy"]["config"][slot])
+    return ProxyHeader(release, slot, bundle.manifest.services.proxy.config[slot])
 
 
 def host_with(
@@ -299,7 +300,7 @@ def inputs(
 ) -> Inputs:
     olds = {OLD: old} if old else {}
     return Inputs(
-        manifest or new.manifest,
+        Manifest.from_json(manifest) if manifest else new.manifest,
         json.loads(new.files["runtime.json"]),
         parse_compose(new.files["compose.yaml"]),
         {rid: json.loads(b.files["runtime.json"]) for rid, b in olds.items()},
@@ -319,11 +320,11 @@ def plan_of(
     manifest: dict[str, Any] | None = None,
 ) -> Plan:
     """make_plan for `new` on `host`; `image` / `proxy_image`: whether its images are on the host."""
-    m = manifest or new.manifest
+    m = Manifest.from_json(manifest) if manifest else new.manifest
     return make_plan(
         inputs(new, old, manifest),
         host,
-        images={str(m["image"]): image, str(m["proxy_image"]): proxy_image},
+        images={m.image: image, m.proxy_image: proxy_image},
         secrets_changed=secrets_changed,
         serving=serving,
     )
@@ -337,12 +338,12 @@ def actions(plan: Plan) -> dict[str, tuple[str, tuple[str, ...]]]:
     return listed
 
 
-def differing(a: dict[str, Any], b: dict[str, Any], service: str) -> set[str]:
+def differing(a: Manifest, b: Manifest, service: str) -> set[str]:
     """Which of image/config/definition differ between two manifests for `service`."""
     return {
         k
         for k in ("image", "config", "definition")
-        if a["services"][service][k] != b["services"][service][k]
+        if a.to_json()["services"][service][k] != b.to_json()["services"][service][k]
     }
 
 
@@ -1120,7 +1121,7 @@ def test_nothing_running_creates_the_gateways_in_slot_a_and_the_proxy(compile_en
 
 def test_images_not_on_the_host_are_built_one_service_per_image(compile_env: Compile) -> None:
     production = compile_env(base_config(), "production")
-    image, proxy_image = production.manifest["image"], production.manifest["proxy_image"]
+    image, proxy_image = production.manifest.images
     plan = plan_of(production, empty_host(production), image=False, proxy_image=False)
     assert actions(plan) == {
         "gateway": (CREATE, ("not running yet", f"image {image} is not on the host")),
@@ -1158,7 +1159,7 @@ def test_a_comment_only_edit_changes_nothing(compile_env: Compile, tmp_path: Pat
         "# a comment\n" + yaml.safe_dump(base_config(), sort_keys=False)
     )
     new = load_bundle(str(d / "gateway.yaml"), "staging")
-    assert new.manifest["source"] != old.manifest["source"]
+    assert new.manifest.to_json()["source"] != old.manifest.to_json()["source"]
     assert plan_of(new, host_with(old), old).noop
 
 
@@ -1239,7 +1240,7 @@ def test_a_replica_count_change_replaces_the_gateways(
         "gateway": (REPLACE, (f"replicas {before} -> {after}",)),
         "proxy": (RELOAD, ("the gateways move to slot b",)),
     }
-    assert new.manifest["services"]["gateway"]["slots"]["b"] == [
+    assert new.manifest.to_json()["services"]["gateway"]["slots"]["b"] == [
         f"gateway-b{i}" for i in range(1, after + 1)
     ]
 
@@ -1256,7 +1257,7 @@ def test_a_new_base_image_rebuilds_the_gateway_image_once(compile_env: Compile) 
             REBUILD,
             (
                 "Dockerfile (base image) changed",
-                f"image {new.manifest['image']} is not on the host",
+                f"image {new.manifest.to_json()['image']} is not on the host",
             ),
         ),
         "proxy": (RELOAD, ("the gateways move to slot b",)),
@@ -1280,8 +1281,8 @@ def test_a_runtime_code_change_rebuilds(
     with (code / "app.py").open("a") as f:
         f.write("\n# a code change\n")
     new = compile_env(base_config(), "staging")
-    image = new.manifest["image"]
-    assert image != old.manifest["image"]
+    image = new.manifest.to_json()["image"]
+    assert image != old.manifest.to_json()["image"]
     plan = plan_of(new, host_with(old), old, image=False)
     assert actions(plan)["gateway"] == (
         REBUILD,
@@ -1301,7 +1302,7 @@ def test_a_dependency_change_rebuilds_naming_requirements(
     # requirements.txt lives in runtime/ but is hashed on its own: only it is named.
     assert actions(plan_of(new, host_with(old), old, image=False))["gateway"] == (
         REBUILD,
-        ("requirements.txt changed", f"image {new.manifest['image']} is not on the host"),
+        ("requirements.txt changed", f"image {new.manifest.to_json()['image']} is not on the host"),
     )
 
 
@@ -1317,7 +1318,7 @@ def test_a_rebuild_names_the_image_input_that_changed(
     compile_env: Compile, key: str, reason: str
 ) -> None:
     old = compile_env(base_config(), "production")
-    manifest = copy.deepcopy(old.manifest)
+    manifest = old.manifest.to_json()
     manifest["image_inputs"][key] = "sha256:" + "f" * 64
     manifest["services"]["gateway"]["image"] = "sha256:" + "e" * 64
     manifest["image"] = "hello-gateway-production/gateway:eeeeeeeeeeee"
@@ -1343,7 +1344,7 @@ def test_a_rebuild_whose_image_is_already_on_the_host_is_not_built_again(
         REPLACE,
         (
             "Dockerfile (base image) changed",
-            f"image {new.manifest['image']} is already on the host (not built again)",
+            f"image {new.manifest.to_json()['image']} is already on the host (not built again)",
         ),
     )
     assert plan.build == ()
@@ -1352,8 +1353,8 @@ def test_a_rebuild_whose_image_is_already_on_the_host_is_not_built_again(
 def test_a_missing_image_turns_a_replace_into_a_rebuild(compile_env: Compile) -> None:
     old = compile_env(base_config(), "staging")
     new = compile_env(changed(route_change), "staging")
-    image = new.manifest["image"]
-    assert image == old.manifest["image"]
+    image = new.manifest.to_json()["image"]
+    assert image == old.manifest.to_json()["image"]
     plan = plan_of(new, host_with(old), old, image=False)
     assert actions(plan)["gateway"] == (
         REBUILD,
@@ -1584,8 +1585,10 @@ def test_the_layout_before_the_proxy_is_replaced_and_its_services_removed(
         current=OLD,
         releases=[OLD],
         containers=earlier,
-        manifests={OLD: old_manifest},
+        manifests={},
     )
+    # The deployer reads no manifest of an earlier layout (it has no schema_version).
+    assert release_manifest(json.dumps(old_manifest)) is None
     plan = plan_of(production, host)
     assert actions(plan) == {
         "gateway": (
@@ -1664,7 +1667,7 @@ def test_a_proxy_image_change_recreates_the_proxy(compile_env: Compile) -> None:
             (
                 "its image changed (runtime.proxy.base_image or Switchyard's proxy Dockerfile)",
                 "a short interruption: the port is closed while it restarts",
-                f"image {new.manifest['proxy_image']} is not on the host",
+                f"image {new.manifest.to_json()['proxy_image']} is not on the host",
             ),
         ),
     }
@@ -1951,14 +1954,14 @@ def compose_file(bundle: Bundle) -> str:
 
 
 def proxy_config(bundle: Bundle, slot: str) -> str:
-    return str(bundle.manifest["services"]["proxy"]["config"][slot])
+    return str(bundle.manifest.services.proxy.config[slot])
 
 
 def test_a_first_deploy_builds_stages_starts_waits_and_creates_the_proxy(
     compile_env: Compile,
 ) -> None:
     staging = compile_env(base_config(), "staging")
-    cp, cf, m = staging.compose_project, compose_file(staging), staging.manifest
+    cp, cf, m = staging.compose_project, compose_file(staging), staging.manifest.to_json()
     host = empty_host(staging)
     steps = steps_of(staging, plan_of(staging, host, image=False, proxy_image=False), host)
     assert steps == [
@@ -1971,7 +1974,7 @@ def test_a_first_deploy_builds_stages_starts_waits_and_creates_the_proxy(
         CutOver("create", cp, cf, "a", 8200, ()),
         MakeCurrent(NEW),
     ]
-    assert Target(NEW, m).port == 8200
+    assert Target(NEW, staging.manifest).port == 8200
     # With the images there, nothing is built.
     assert [type(s) for s in steps_of(staging, plan_of(staging, host), host)] == [
         StageProxyConfig,
@@ -1987,7 +1990,7 @@ def test_a_config_change_starts_the_other_slot_reloads_the_proxy_then_drains_the
 ) -> None:
     old = compile_env(base_config(), "production")
     new = compile_env(changed(route_change), "production")
-    cp, cf, m = new.compose_project, compose_file(new), new.manifest
+    cp, cf, m = new.compose_project, compose_file(new), new.manifest.to_json()
     host = host_with(old, "a")
     steps = steps_of(new, plan_of(new, host, old), host)
     live = gateways(old, "a")
@@ -2027,7 +2030,7 @@ def test_a_rebuild_builds_the_new_slots_image_first(compile_env: Compile) -> Non
     host = host_with(old, "b")
     steps = steps_of(new, plan_of(new, host, old, image=False), host)
     assert steps[0] == BuildImages(
-        new.compose_project, compose_file(new), ("gateway-a1",), (new.manifest["image"],)
+        new.compose_project, compose_file(new), ("gateway-a1",), (new.manifest.to_json()["image"],)
     )
     assert [type(s) for s in steps] == [
         BuildImages,
@@ -2039,7 +2042,7 @@ def test_a_rebuild_builds_the_new_slots_image_first(compile_env: Compile) -> Non
         Drain,
     ]
     assert steps[0].describe() == (
-        f"build {new.manifest['image']}: docker compose -p hello-gateway-staging "
+        f"build {new.manifest.to_json()['image']}: docker compose -p hello-gateway-staging "
         f"-f {compose_file(new)} build gateway-a1"
     )
 
@@ -2047,7 +2050,7 @@ def test_a_rebuild_builds_the_new_slots_image_first(compile_env: Compile) -> Non
 def test_a_proxy_only_change_reloads_the_proxy_and_starts_no_gateway(compile_env: Compile) -> None:
     old = compile_env(base_config(), "production")
     new = compile_env(changed(proxy_change(client_idle_timeout_s=30)), "production")
-    cp, cf, m = new.compose_project, compose_file(new), new.manifest
+    cp, cf, m = new.compose_project, compose_file(new), new.manifest.to_json()
     host = host_with(old, "b")
     assert steps_of(new, plan_of(new, host, old), host) == [
         StageProxyConfig(NEW, "b", proxy_config(new, "b"), m["proxy_image"], proxy(old).id),
@@ -2063,7 +2066,7 @@ def test_a_proxy_recreate_checks_the_config_in_a_throwaway_proxy_and_drains_noth
     new = compile_env(
         changed(lambda c: c["environments"]["production"].update(port=8301)), "production"
     )
-    cp, cf, m = new.compose_project, compose_file(new), new.manifest
+    cp, cf, m = new.compose_project, compose_file(new), new.manifest.to_json()
     host = host_with(old)
     assert steps_of(new, plan_of(new, host, old), host) == [
         StageProxyConfig(NEW, "a", proxy_config(new, "a"), m["proxy_image"], None),
@@ -3045,7 +3048,7 @@ class LocalHostSetup:
             (env_dir / "releases" / release / name).write_text(text)
         (env_dir / "current").symlink_to(f"releases/{release}")
         (env_dir / "proxy").mkdir(mode=0o755)
-        live = ProxyHeader(release, "a", bundle.manifest["services"]["proxy"]["config"]["a"])
+        live = ProxyHeader(release, "a", bundle.manifest.services.proxy.config["a"])
         (env_dir / "proxy" / "haproxy.cfg").write_text(
             live.line() + "\n" + bundle.files["proxy/haproxy-a.cfg"]
         )
@@ -3068,7 +3071,7 @@ class LocalHostSetup:
                 bundle, release, "proxy", "proxy", ports=f"127.0.0.1:{self.port}->8080/tcp"
             )
         )
-        self.images += [str(bundle.manifest["image"]), str(bundle.manifest["proxy_image"])]
+        self.images += list(bundle.manifest.images)
         self.save()
         return bundle
 
@@ -3182,6 +3185,30 @@ def test_a_plan_with_nothing_changed_says_so_and_touches_nothing(local: LocalHos
     ]
     assert local.snapshot() == before
     assert local.docker_calls() and read_only(local.docker_calls()), local.docker_calls()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"schema_version": 3}, "schema_version: 3 is not supported by this Switchyard"),
+        ({"port": "8080"}, "port: should be an integer, not '8080'"),
+        ({"services": {"gateway": {}, "proxy": {}}}, "services.gateway.slots: is missing"),
+    ],
+)
+def test_a_live_release_manifest_this_switchyard_cannot_read_is_refused_naming_the_field(
+    local: LocalHostSetup, change: dict[str, Any], named: str
+) -> None:
+    bundle = local.deployed(OLD)
+    path = local.env_dir(bundle) / "releases" / OLD / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    before = local.snapshot()
+    proc = local.deploy("dev", "--plan")
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr + proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"dev: plan refused: {path} on localhost: {named}"), proc
+    assert "cannot read that release's manifest" in last
+    assert local.snapshot() == before
 
 
 def test_a_json_plan_with_nothing_changed_is_one_json_document(local: LocalHostSetup) -> None:
@@ -3389,7 +3416,7 @@ def test_one_probe_reads_releases_current_images_secrets_proxy_lock_and_containe
     monkeypatch.setenv("SY_FAKE_DOCKER_LOG", str(local.log))
     root = str(env_dir.parent)
     content = secrets_file(bundle).content
-    image, proxy_image = str(bundle.manifest["image"]), str(bundle.manifest["proxy_image"])
+    image, proxy_image = bundle.manifest.images
 
     state = read_state(
         LocalHost(),
@@ -3418,9 +3445,7 @@ def test_one_probe_reads_releases_current_images_secrets_proxy_lock_and_containe
     found = state.proxy()
     assert found is not None and found.compose_service == "proxy"
     assert state.manifests == {OLD: bundle.manifest}
-    assert state.proxy_live == ProxyHeader(
-        OLD, "a", bundle.manifest["services"]["proxy"]["config"]["a"]
-    )
+    assert state.proxy_live == ProxyHeader(OLD, "a", bundle.manifest.services.proxy.config["a"])
     assert (state.compose, state.leftovers, state.claims) == (
         "2.29.7",
         [f".{NEW}.tar.gz"],
