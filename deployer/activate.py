@@ -20,14 +20,13 @@ from deployer import commands as cmd
 from deployer import interrupts
 from deployer.bundle import DeployError
 from deployer.hosts import ConnectionLost, HostError
-from deployer.plan import CREATE, RECREATE, UNCHANGED, Plan
+from deployer.plan import CREATE, RECREATE, UNCHANGED, DeployPlan
 from deployer.state import HostState, Paths
 from deployer.steps import (
     CUTOVER,
     LIVE,
     PREPARE,
     BuildImages,
-    Context,
     CutOver,
     Drain,
     MakeCurrent,
@@ -36,6 +35,7 @@ from deployer.steps import (
     StageProxyConfig,
     StartGateways,
     Step,
+    StepContext,
     WaitReady,
     confirm_serving,
 )
@@ -53,7 +53,7 @@ class Target:
         return self.manifest.port
 
 
-def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> list[Step]:
+def steps_for(paths: Paths, target: Target, plan: DeployPlan, state: HostState) -> list[Step]:
     """The steps that make `target` live, given what runs (`state`) and the `plan`."""
     m = target.manifest
     cp, rid = paths.compose_project, target.release_id
@@ -134,10 +134,10 @@ def _shielded() -> Iterator[None]:
 
 
 def activate(
-    ctx: Context,
+    ctx: StepContext,
     steps: list[Step],
     target: Target,
-    plan: Plan,
+    plan: DeployPlan,
     state: HostState,
     *,
     mark_failed: bool,
@@ -181,10 +181,10 @@ def activate(
 
 
 def _after_failure(
-    ctx: Context,
+    ctx: StepContext,
     steps: list[Step],
     target: Target,
-    plan: Plan,
+    plan: DeployPlan,
     reason: str,
     result: str,
     mark_failed: bool,
@@ -246,7 +246,7 @@ def _after_failure(
     return Outcome(result, "\n".join([reason, *undone, serving]))
 
 
-def _new_release_serves(ctx: Context, target: Target) -> bool:
+def _new_release_serves(ctx: StepContext, target: Target) -> bool:
     try:
         confirm_serving(ctx, target.port, ctx.new_ids, 5.0)
     except (DeployError, HostError):
@@ -254,7 +254,7 @@ def _new_release_serves(ctx: Context, target: Target) -> bool:
     return True
 
 
-def _quietly(ctx: Context, step: Step | None, argv: list[str] | None = None) -> None:
+def _quietly(ctx: StepContext, step: Step | None, argv: list[str] | None = None) -> None:
     """Run a clean-up command or step; report, never raise (the original error is the news)."""
     try:
         if step is not None:

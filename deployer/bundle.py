@@ -2,7 +2,7 @@
 
 The release is what a host runs: the compiled files, `requirements.txt` and the `runtime/`
 package the image is built from. It never holds a secret value (those go to the secrets
-file, `secrets.py`).
+file, `secrets_env.py`).
 """
 
 from __future__ import annotations

@@ -25,15 +25,15 @@ from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSH
 from deployer.output import Progress, first_line, table
 from deployer.plan import (
     UNCHANGED,
+    DeployPlan,
     Inputs,
-    Plan,
     live_release_of,
     live_slot,
     make_plan,
     parse_compose,
 )
 from deployer.rollback import rollback_target
-from deployer.secrets import SecretsFile, secrets_file
+from deployer.secrets_env import SecretsFile, secrets_file
 from deployer.state import (
     HostState,
     Paths,
@@ -47,11 +47,11 @@ from deployer.state import (
 )
 from deployer.steps import (
     CheckCompose,
-    Context,
     MakeCurrent,
     Prune,
-    Record,
+    RecordHistory,
     Step,
+    StepContext,
     UploadRelease,
     WriteSecrets,
 )
@@ -203,7 +203,7 @@ def _plan_for(
     runtime: dict[str, Any],
     compose_text: str | None,
     secrets_changed: bool,
-) -> Plan:
+) -> DeployPlan:
     serving = None
     proxy = state.proxy()
     if proxy is not None and proxy.running:
@@ -232,7 +232,7 @@ def _print_plan(
     env: str,
     host: Host,
     paths: Paths,
-    plan: Plan,
+    plan: DeployPlan,
     steps: list[Step],
     *,
     to_stdout: bool,
@@ -259,7 +259,7 @@ def _history_entry(
     action: str,
     release: str | None,
     previous: str | None,
-    plan: Plan,
+    plan: DeployPlan,
     result: str,
     reason: str | None,
     seconds: float,
@@ -305,7 +305,12 @@ def _confirm(opts: Options, out: Progress) -> None:
 
 
 def _finish(
-    ctx: Context, outcome: Outcome, action: str, target: Target, plan: Plan, doc: dict[str, Any]
+    ctx: StepContext,
+    outcome: Outcome,
+    action: str,
+    target: Target,
+    plan: DeployPlan,
+    doc: dict[str, Any],
 ) -> int:
     """Record the outcome, prune after a success, print the last line. Returns the exit code."""
     bundle, out = ctx.bundle, ctx.out
@@ -320,8 +325,8 @@ def _finish(
         out.elapsed(),
         target.manifest,
     )
-    with out.step(Record(entry).describe()):
-        Record(entry).run(ctx)
+    with out.step(RecordHistory(entry).describe()):
+        RecordHistory(entry).run(ctx)
     port = target.port
     if outcome.result == "ok":
         try:
@@ -536,7 +541,7 @@ def _deploy(session: Session) -> int:
             claims.parse_published(state.published),
         ):
             claims.claim(host, paths, bundle, operator(), _now())
-    ctx = Context(host, bundle, paths, out, secrets)
+    ctx = StepContext(host, bundle, paths, out, secrets)
     if plan.noop:
         return _unchanged(ctx, state, plan, opts, doc)
     steps: list[Step] = []
@@ -572,7 +577,7 @@ def _deploy(session: Session) -> int:
 
 
 def _unchanged(
-    ctx: Context, state: HostState, plan: Plan, opts: Options, doc: dict[str, Any]
+    ctx: StepContext, state: HostState, plan: DeployPlan, opts: Options, doc: dict[str, Any]
 ) -> int:
     bundle, out = ctx.bundle, ctx.out
     live = plan.live_release
@@ -597,8 +602,8 @@ def _unchanged(
     entry = _history_entry(
         bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed(), bundle.manifest
     )
-    with out.step(Record(entry).describe()):
-        Record(entry).run(ctx)
+    with out.step(RecordHistory(entry).describe()):
+        RecordHistory(entry).run(ctx)
     doc.update(ok=True, result="unchanged")
     out.finish(
         doc,
@@ -668,7 +673,7 @@ def _rollback(session: Session) -> int:
         previous=plan.live_release,
         services={s.service: s.as_json() for s in plan.services},
     )
-    ctx = Context(host, bundle, paths, out)
+    ctx = StepContext(host, bundle, paths, out)
     steps: list[Step] = [
         CheckCompose(paths.compose_project, paths.compose_file(target_id)),
         *steps_for(paths, target, plan, state),

@@ -52,7 +52,7 @@ class ServicePlan:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DeployPlan:
     services: tuple[ServicePlan, ...]
     live_release: str | None  # the release whose gateways serve now
     live_slot: str | None  # and their slot
@@ -302,7 +302,7 @@ def make_plan(
     images: dict[str, bool],
     secrets_changed: bool,
     serving: Container | None = None,
-) -> Plan:
+) -> DeployPlan:
     """Compare what is wanted with what runs. `images`: which image references exist on the
     host; `serving`: the gateway that answered through the proxy (None: none did)."""
     new = inputs.manifest
@@ -363,4 +363,4 @@ def make_plan(
                 tuple(c for c in legacy if c.compose_service == name),
             )
         )
-    return Plan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)
+    return DeployPlan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)

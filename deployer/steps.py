@@ -21,7 +21,7 @@ from deployer import interrupts
 from deployer.bundle import Bundle, DeployError
 from deployer.hosts import CommandFailed, Host
 from deployer.output import Progress, first_line
-from deployer.secrets import SecretsFile
+from deployer.secrets_env import SecretsFile
 from deployer.state import (
     Container,
     Paths,
@@ -41,7 +41,7 @@ PREPARE, STARTED, CUTOVER, LIVE = "prepare", "started", "cutover", "live"
 
 
 @dataclass
-class Context:
+class StepContext:
     """What steps act on, and what they have done so far (for the history, and for putting
     things back when a deploy fails or is interrupted)."""
 
@@ -70,7 +70,7 @@ class Context:
 class Step(Protocol):
     def describe(self) -> str: ...
 
-    def run(self, ctx: Context) -> None: ...
+    def run(self, ctx: StepContext) -> None: ...
 
 
 def _docker_part(argv: list[str]) -> str:
@@ -88,7 +88,7 @@ class UploadRelease:
             f"upload release {self.release_id} ({self.size / 1024:.0f} KiB) to {self.release_dir}"
         )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         tmp = f"{ctx.paths.releases}/.{self.release_id}.tar.gz"  # hidden, never a release's name
         try:
             ctx.host.write(tmp, ctx.tarball, 0o600)
@@ -108,7 +108,7 @@ class WriteSecrets:
         listed = ", ".join(self.names) or "no values"
         return f"write {self.path} (0600): {listed} (values from the operator's sources, not shown)"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         assert ctx.secrets is not None
         ctx.host.write(self.path + ".new", ctx.secrets.content, 0o600)
         res = ctx.host.run(cmd.replace_if_changed(self.path + ".new", self.path))
@@ -126,7 +126,7 @@ class CheckCompose:
     def describe(self) -> str:
         return f"validate the compose file on the host: {_docker_part(self.argv())}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         res = ctx.host.run(self.argv(), check=False)
         if not res.ok:
             raise DeployError(
@@ -148,7 +148,7 @@ class BuildImages:
     def describe(self) -> str:
         return f"build {', '.join(self.images)}: {_docker_part(self.argv())}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         try:
             ctx.host.run(cmd.serialised(ctx.paths.op_lock, self.argv()), timeout=self.timeout_s)
         except CommandFailed as exc:
@@ -174,7 +174,7 @@ class StageProxyConfig:
         )
         return f"stage the proxy config for slot {self.slot} and check it with `haproxy -c` {where}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         source = f"{ctx.paths.release(self.release_id)}/proxy/haproxy-{self.slot}.cfg"
         header = ProxyHeader(self.release_id, self.slot, self.config).line()
         ctx.host.run(cmd.stage_proxy_config(source, ctx.paths.proxy_dir, header))
@@ -196,7 +196,7 @@ class StageProxyConfig:
             )
 
 
-def _old_workers_left(ctx: Context, proxy: str, before: tuple[str, ...]) -> list[str]:
+def _old_workers_left(ctx: StepContext, proxy: str, before: tuple[str, ...]) -> list[str]:
     """Workers of `before` still alive (all but the newest when `before` is empty)."""
     res = ctx.host.run(cmd.proxy_workers(proxy), check=False)
     if not res.ok:
@@ -208,7 +208,7 @@ def _old_workers_left(ctx: Context, proxy: str, before: tuple[str, ...]) -> list
 
 
 def _wait_drained(
-    ctx: Context, proxy: str | None, before: tuple[str, ...], timeout_s: float
+    ctx: StepContext, proxy: str | None, before: tuple[str, ...], timeout_s: float
 ) -> str:
     """Wait until the proxy's old workers are gone (every connection that could reach the old
     gateways has closed), up to `timeout_s`. Returns what happened, for the output."""
@@ -237,7 +237,7 @@ class RemoveGateways:
     def describe(self) -> str:
         return f"remove gateways the proxy does not serve ({', '.join(self.names)}), once no connection can reach them"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         proxy = next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
         ctx.out.say(f"   {_wait_drained(ctx, proxy, (), self.drain_s)}")
         ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.ids)), timeout=120)
@@ -253,7 +253,7 @@ class RemoveServices:
     def describe(self) -> str:
         return f"remove our containers of services no longer in the config: {', '.join(self.services)} ({len(self.container_ids)} containers)"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         if self.container_ids:
             ctx.host.run(
                 cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.container_ids)),
@@ -274,7 +274,7 @@ class StartGateways:
     def describe(self) -> str:
         return f"start the new gateways in slot {self.slot} beside the live ones: {_docker_part(self.argv())}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         ctx.phase = STARTED
         try:
             ctx.host.run(cmd.serialised(ctx.paths.op_lock, self.argv()), timeout=600)
@@ -297,7 +297,7 @@ class WaitReady:
     def describe(self) -> str:
         return f"wait up to {self.timeout_s:.0f} s for {', '.join(self.services)} to answer /readyz with 200"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
             interrupts.check()
@@ -341,7 +341,7 @@ class WaitReady:
                 )
             time.sleep(POLL_S)
 
-    def _why(self, ctx: Context, c: Container) -> str:
+    def _why(self, ctx: StepContext, c: Container) -> str:
         if not c.running:
             what = f"{c.name} is {c.state}" + (f" (exit code {c.exit_code})" if c.exit_code else "")
         else:
@@ -355,7 +355,9 @@ class WaitReady:
         )
 
 
-def confirm_serving(ctx: Context, port: int, new_ids: tuple[str, ...], timeout_s: float) -> None:
+def confirm_serving(
+    ctx: StepContext, port: int, new_ids: tuple[str, ...], timeout_s: float
+) -> None:
     """Until the environment's port answers from the new gateways, CUTOVER_CONFIRMATIONS times in
     a row (each a new connection: new connections are the ones the new config takes)."""
     deadline = time.monotonic() + timeout_s
@@ -403,7 +405,7 @@ class CutOver:
             f"{_docker_part(cmd.compose_up(self.project, self.compose_file, ['proxy']))}"
         )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         ctx.phase = CUTOVER
         if self.mode == "reload":
             proxy = next((c for c in ctx.owned() if c.service == "proxy" and c.running), None)
@@ -455,7 +457,7 @@ class MakeCurrent:
     def describe(self) -> str:
         return f"point current -> releases/{self.release_id}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         ctx.host.run(cmd.point_current(ctx.paths.env_dir, self.release_id))
 
 
@@ -475,7 +477,7 @@ class Drain:
             f"(at most {self.timeout_s:.0f} s), then stop and remove them"
         )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         # A proxy that was recreated took the old connections with it: nothing to wait for.
         proxy = ctx.proxy_id if ctx.workers_before else None
         ctx.out.say(f"   {_wait_drained(ctx, proxy, ctx.workers_before, self.timeout_s)}")
@@ -492,7 +494,7 @@ class Prune:
     def describe(self) -> str:
         return f"keep the last {self.keep} releases and their images; remove older ones of this environment only"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         state = read_state(
             ctx.host,
             ctx.paths.root,
@@ -522,7 +524,7 @@ class Prune:
 
 
 @dataclass(frozen=True)
-class Record:
+class RecordHistory:
     """Append one line to the environment's deploy history (and clear the lock's holder
     file: this deploy has finished, whatever its result)."""
 
@@ -531,6 +533,6 @@ class Record:
     def describe(self) -> str:
         return "record the deploy in history.jsonl (who, when, git commit, config hash, services changed, result)"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         line = json.dumps(self.entry, sort_keys=True) + "\n"
         ctx.host.run(cmd.append_line(ctx.paths.history, ctx.paths.holder), stdin=line.encode())

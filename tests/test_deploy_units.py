@@ -63,15 +63,15 @@ from deployer.plan import (
     REMOVE,
     REPLACE,
     UNCHANGED,
+    DeployPlan,
     Inputs,
-    Plan,
     live_slot,
     make_plan,
     other_slot,
     parse_compose,
 )
 from deployer.rollback import live_sequence, rollback_target
-from deployer.secrets import secrets_file
+from deployer.secrets_env import secrets_file
 from deployer.state import (
     Container,
     HostState,
@@ -90,7 +90,7 @@ from deployer.steps import (
     Drain,
     MakeCurrent,
     Prune,
-    Record,
+    RecordHistory,
     RemoveGateways,
     RemoveServices,
     StageProxyConfig,
@@ -318,7 +318,7 @@ def plan_of(
     secrets_changed: bool = False,
     serving: Container | None = None,
     manifest: dict[str, Any] | None = None,
-) -> Plan:
+) -> DeployPlan:
     """make_plan for `new` on `host`; `image` / `proxy_image`: whether its images are on the host."""
     m = Manifest.from_json(manifest) if manifest else new.manifest
     return make_plan(
@@ -330,7 +330,7 @@ def plan_of(
     )
 
 
-def actions(plan: Plan) -> dict[str, tuple[str, tuple[str, ...]]]:
+def actions(plan: DeployPlan) -> dict[str, tuple[str, tuple[str, ...]]]:
     listed = {s.service: (s.action, s.reasons) for s in plan.services}
     assert len(listed) == len(plan.services), (
         f"two services of the plan share a name: {plan.services}"
@@ -1943,7 +1943,7 @@ def test_rollback_refuses_what_it_cannot_bring_back() -> None:
 # steps: what a plan turns into (steps_for), in order
 
 
-def steps_of(new: Bundle, plan: Plan, host: HostState) -> list[Any]:
+def steps_of(new: Bundle, plan: DeployPlan, host: HostState) -> list[Any]:
     return steps_for(
         Paths("/srv/switchyard", new.compose_project), Target(NEW, new.manifest), plan, host
     )
@@ -2175,7 +2175,7 @@ def test_every_step_describes_itself_in_one_line() -> None:
         ),
         RemoveServices(("edge",), ("a" * 64,)),
         Prune(5),
-        Record({"action": "deploy", "release": NEW}),
+        RecordHistory({"action": "deploy", "release": NEW}),
     ]
     for step in steps:
         text = step.describe()
