@@ -1,7 +1,9 @@
 """Bring one release live — a deploy's or a rollback's — and put things back when that fails
 or is interrupted.
 
-The steps are computed once (`steps_for`) and either printed (`--plan`) or run (`activate`).
+The steps of a deploy, of the recovery of an interrupted one and of a rollback are computed
+in one place (`release_steps`) and either printed (`--plan`: each step's `describe()`) or
+run (`activate`), always the same list.
 Until the cut-over nothing that serves is touched, so a failure or an interrupt before it
 only has to remove what the attempt started: the live release keeps serving. After the
 cut-over the new release is live; what is left (the drain) is finished by the next deploy if
@@ -11,9 +13,10 @@ this one cannot.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from compiler.manifest import Manifest
 from deployer import commands as cmd
@@ -27,6 +30,7 @@ from deployer.steps import (
     LIVE,
     PREPARE,
     BuildImages,
+    CheckCompose,
     CutOver,
     Drain,
     MakeCurrent,
@@ -36,9 +40,13 @@ from deployer.steps import (
     StartGateways,
     Step,
     StepContext,
+    UploadRelease,
     WaitReady,
+    WriteSecrets,
     confirm_serving,
 )
+
+Action = Literal["deploy", "rollback"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,63 @@ class Target:
         return self.manifest.port
 
 
+def recovers(plan: DeployPlan) -> bool:
+    """What serves is this config already: a deploy only finishes what an interrupted one left
+    behind (gateways the proxy no longer serves, an earlier layout's services), and uploads
+    no new release: the live one stays the release that serves, and `current` names it."""
+    return bool(plan.live_release) and not plan.gateways_change and plan.proxy_action == UNCHANGED
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A deploy's new release: its size, and the secret names to write first (None: the
+    host's secrets file is the same, nothing is written)."""
+
+    size: int
+    secrets: tuple[str, ...] | None = None
+
+
+def release_steps(
+    action: Action,
+    paths: Paths,
+    target: Target,
+    plan: DeployPlan,
+    state: HostState,
+    *,
+    upload: Upload | None = None,
+    live_healthy: bool = False,
+) -> list[Step]:
+    """Every step a deploy or rollback runs, in order: what `--plan` prints, and all that
+    `activate` runs. The one place they are decided.
+
+    - deploy, nothing changes (`plan.noop`): at most point `current` at the release that
+      serves, when a deploy lost its connection after the cut-over (`live_healthy`: the
+      environment answers healthy);
+    - deploy recovering an interrupted one (`recovers`): `target` is the live release; only
+      what the plan finds left over;
+    - deploy of a new release: upload it (`upload`), write the secrets if they changed, check
+      its compose file on the host, then make it live;
+    - rollback: check the compose file of the release already on the host, then make it live.
+    """
+    rid = target.release_id
+    if action == "deploy" and plan.noop:
+        live = plan.live_release
+        return [MakeCurrent(live)] if live and state.current != live and live_healthy else []
+    steps: list[Step] = []
+    if action == "deploy" and rid != plan.live_release:
+        if upload is None:
+            raise ValueError("a deploy of a new release needs its upload")
+        steps.append(UploadRelease(rid, paths.release(rid), upload.size))
+        if upload.secrets is not None:
+            steps.append(WriteSecrets(paths.secrets, upload.secrets))
+    if action == "rollback" or rid != plan.live_release:
+        steps.append(CheckCompose(paths.compose_project, paths.compose_file(rid)))
+    return steps + steps_for(paths, target, plan, state)
+
+
 def steps_for(paths: Paths, target: Target, plan: DeployPlan, state: HostState) -> list[Step]:
-    """The steps that make `target` live, given what runs (`state`) and the `plan`."""
+    """The steps that make `target` live, given what runs (`state`) and the `plan` (the part
+    of `release_steps` after the release is on the host)."""
     m = target.manifest
     cp, rid = paths.compose_project, target.release_id
     compose_file = paths.compose_file(rid)
@@ -133,6 +196,12 @@ def _shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def run_step(step: Step, ctx: StepContext) -> None:
+    """Run one step, shown as its `describe()` line in the progress output."""
+    with ctx.out.step(step.describe()):
+        step.run(ctx)
+
+
 def activate(
     ctx: StepContext,
     steps: list[Step],
@@ -141,16 +210,17 @@ def activate(
     state: HostState,
     *,
     mark_failed: bool,
+    run: Callable[[Step, StepContext], None] = run_step,
 ) -> Outcome:
-    """Run `steps`; on a failure or an interrupt before the cut-over, undo what they started."""
+    """Run `steps` (each with `run`: tests pass one that records them); on a failure or an
+    interrupt before the cut-over, undo what they started."""
     if not plan.gateways_change:
         ctx.new_ids = tuple(c.id for c in state.gateways(plan.live_slot)) if plan.live_slot else ()
     try:
         with interrupts.deferred():
             for step in steps:
                 interrupts.check()
-                with ctx.out.step(step.describe()):
-                    step.run(ctx)
+                run(step, ctx)
     except ConnectionLost:
         raise
     except (DeployError, HostError) as exc:

@@ -19,12 +19,19 @@ from typing import Any
 from compiler.manifest import Manifest
 from deployer import claims
 from deployer import commands as cmd
-from deployer.activate import Outcome, Target, activate, steps_for
+from deployer.activate import (
+    Outcome,
+    Target,
+    Upload,
+    activate,
+    recovers,
+    release_steps,
+    run_step,
+)
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
 from deployer.plan import (
-    UNCHANGED,
     DeployPlan,
     Inputs,
     live_release_of,
@@ -46,14 +53,10 @@ from deployer.state import (
     serving_gateway,
 )
 from deployer.steps import (
-    CheckCompose,
-    MakeCurrent,
     Prune,
     RecordHistory,
     Step,
     StepContext,
-    UploadRelease,
-    WriteSecrets,
 )
 
 DEFAULT_LOCK_WAIT_S = 600.0
@@ -243,15 +246,22 @@ def _print_plan(
         else "nothing"
     )
     lines = [
-        f"Plan for {env} on {host.name} (compose project {paths.compose_project}), serving now: {serving}",
+        f"Plan for {env} on {host.name} (compose project {paths.compose_project}), "
+        f"serving now: {serving}",
         plan.table(),
         "Steps:",
-    ] + [f"  {i}. {s.describe()}" for i, s in enumerate(steps, 1)]
+        *_step_lines(steps),
+    ]
     text = "\n".join(lines)
     if to_stdout:
         print(out.clean(text), flush=True)
     else:
         out.say(text)
+
+
+def _step_lines(steps: list[Step]) -> list[str]:
+    """The `Steps:` lines of a plan: each step's `describe()`, numbered."""
+    return [f"  {i}. {s.describe()}" for i, s in enumerate(steps, 1)]
 
 
 def _history_entry(
@@ -543,22 +553,21 @@ def _deploy(session: Session) -> int:
             claims.claim(host, paths, bundle, operator(), _now())
     ctx = StepContext(host, bundle, paths, out, secrets)
     if plan.noop:
-        return _unchanged(ctx, state, plan, opts, doc)
-    steps: list[Step] = []
-    if plan.live_release and not plan.gateways_change and plan.proxy_action == UNCHANGED:
-        # What serves is this config already; only what an interrupted deploy left behind goes
-        # (gateways the proxy no longer serves, an earlier layout's services). No new release:
-        # the live one stays the release that serves, and `current` names it.
+        health = _health(host, bundle.port)
+        target = Target(plan.live_release or release_id, manifest)
+        steps = release_steps(
+            "deploy", paths, target, plan, state, live_healthy=health == "healthy"
+        )
+        return _unchanged(ctx, steps, plan, opts, doc, health)
+    upload = None
+    if recovers(plan) and plan.live_release:
         release_id = plan.live_release
-        target = Target(release_id, manifest)
     else:
         ctx.tarball = bundle.tarball()
-        target = Target(release_id, manifest)
-        steps.append(UploadRelease(release_id, paths.release(release_id), len(ctx.tarball)))
-        if changed_secrets:
-            steps.append(WriteSecrets(paths.secrets, secrets.names if secrets else ()))
-        steps.append(CheckCompose(bundle.compose_project, paths.compose_file(release_id)))
-    steps += steps_for(paths, target, plan, state)
+        names = (secrets.names if secrets else ()) if changed_secrets else None
+        upload = Upload(len(ctx.tarball), names)
+    target = Target(release_id, manifest)
+    steps = release_steps("deploy", paths, target, plan, state, upload=upload)
     doc["release"] = release_id
     doc["plan"] = [s.describe() for s in steps]
     _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=opts.plan and not opts.json)
@@ -577,28 +586,34 @@ def _deploy(session: Session) -> int:
 
 
 def _unchanged(
-    ctx: StepContext, state: HostState, plan: DeployPlan, opts: Options, doc: dict[str, Any]
+    ctx: StepContext,
+    steps: list[Step],
+    plan: DeployPlan,
+    opts: Options,
+    doc: dict[str, Any],
+    health: str,
 ) -> int:
+    """A deploy whose plan changes no service: at most `steps` (pointing `current` at what
+    serves, after a deploy that lost its connection after the cut-over), and a history line."""
     bundle, out = ctx.bundle, ctx.out
     live = plan.live_release
     doc.update(release=live, previous=live)
-    health = _health(ctx.host, bundle.port)
     doc["health"] = health
     if opts.plan:
         if not opts.json:
-            print(
-                out.clean(
-                    f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; release {live} is up to date.\n{plan.table()}"
-                ),
-                flush=True,
-            )
+            lines = [
+                f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; "
+                f"release {live} is up to date.",
+                plan.table(),
+            ]
+            if steps:
+                lines += ["Steps:", *_step_lines(steps)]
+            print(out.clean("\n".join(lines)), flush=True)
         doc["ok"] = True
         out.finish(doc, f"{bundle.env}: plan only, nothing would change")
         return 0
-    if live and state.current != live and health == "healthy":
-        # A deploy that lost its connection after the cut-over: what serves is healthy, say so.
-        with out.step(MakeCurrent(live).describe()):
-            MakeCurrent(live).run(ctx)
+    for step in steps:
+        run_step(step, ctx)
     entry = _history_entry(
         bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed(), bundle.manifest
     )
@@ -674,10 +689,7 @@ def _rollback(session: Session) -> int:
         services={s.service: s.as_json() for s in plan.services},
     )
     ctx = StepContext(host, bundle, paths, out)
-    steps: list[Step] = [
-        CheckCompose(paths.compose_project, paths.compose_file(target_id)),
-        *steps_for(paths, target, plan, state),
-    ]
+    steps = release_steps("rollback", paths, target, plan, state)
     _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=False)
     _confirm(opts, out)
     outcome = activate(ctx, steps, target, plan, state, mark_failed=False)
