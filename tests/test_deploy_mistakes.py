@@ -35,8 +35,8 @@ import pytest
 import yaml
 
 from tests.deploy_env import Sshd, run, tmpdir
+from tests.deploy_units_support import OLD, LocalHostSetup, local_config
 from tests.gateway_env import free_port
-from tests.test_deploy_units import OLD, LocalHostSetup, local_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy.py"
