@@ -13,7 +13,7 @@ this one cannot.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -210,17 +210,15 @@ def activate(
     state: HostState,
     *,
     mark_failed: bool,
-    run: Callable[[Step, StepContext], None] = run_step,
 ) -> Outcome:
-    """Run `steps` (each with `run`: tests pass one that records them); on a failure or an
-    interrupt before the cut-over, undo what they started."""
+    """Run `steps`; on a failure or an interrupt before the cut-over, undo what they started."""
     if not plan.gateways_change:
         ctx.new_ids = tuple(c.id for c in state.gateways(plan.live_slot)) if plan.live_slot else ()
     try:
         with interrupts.deferred():
             for step in steps:
                 interrupts.check()
-                run(step, ctx)
+                run_step(step, ctx)
     except ConnectionLost:
         raise
     except (DeployError, HostError) as exc:

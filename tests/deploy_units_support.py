@@ -25,12 +25,15 @@ exist); it skips without one locally and fails in CI.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -580,3 +583,30 @@ class LocalHostSetup:
             )
             out[str(p.relative_to(self.deploy_dir))] = (st.st_mode, body)
         return out
+
+
+@contextlib.contextmanager
+def answering(port: int, instance: str) -> Iterator[None]:
+    """127.0.0.1:`port` answers /readyz with 200 from `instance`, as a gateway behind the proxy would."""
+
+    class Readyz(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ready", "instance": instance}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

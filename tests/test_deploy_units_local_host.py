@@ -6,12 +6,8 @@ tests/deploy_units_support.py; docs/deploy.md says what is tested here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ from tests.deploy_units_support import (
     OLD,
     Compile,
     LocalHostSetup,
+    answering,
     base_config,
     header,
     host_with,
@@ -207,33 +204,6 @@ def test_status_reports_the_live_release_and_its_containers(local: LocalHostSetu
         "proxy": {"running": 1, "releases": [OLD]},
     }
     assert doc["last"]["who"] == "alice@laptop"
-
-
-@contextlib.contextmanager
-def answering(port: int, instance: str) -> Iterator[None]:
-    """127.0.0.1:`port` answers /readyz with 200 from `instance`, as a gateway behind the proxy would."""
-
-    class Readyz(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"status": "ready", "instance": instance}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Readyz)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_status_names_the_serving_gateway_and_what_an_interrupted_deploy_left(
