@@ -220,7 +220,10 @@ def service_definition_hash(block: dict[str, Any]) -> str:
 
 
 def _healthcheck(path: str) -> list[str]:
-    code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
+    code = (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
+    )
     return ["CMD", "python", "-c", code]
 
 

@@ -268,8 +268,9 @@ def _after_failure(
         left = next((s for s in steps if isinstance(s, Drain)), None)
         note = (
             (
-                f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) were left running "
-                f"to finish their requests, and the next deploy removes them"
+                f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) "
+                "were left running "
+                "to finish their requests, and the next deploy removes them"
             )
             if left
             else f"release {target.release_id} is live"

@@ -70,7 +70,8 @@ class Bundle:
         return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
 
     def tarball(self) -> bytes:
-        """The release directory as a deterministic .tar.gz (Fabric's put takes files, not folders)."""
+        """The release directory as a deterministic .tar.gz (Fabric's put takes files, not
+        folders)."""
         members: list[tuple[str, bytes, int]] = [
             (name, text.encode(), 0o644) for name, text in sorted(self.files.items())
         ]
@@ -98,7 +99,8 @@ class Bundle:
 
 
 def load_bundle(config_path: str, env: str) -> Bundle:
-    """Validate `config_path` and compile `env`; raise DeployError with the diagnostics if invalid."""
+    """Validate `config_path` and compile `env`; raise DeployError with the diagnostics if
+    invalid."""
     path = Path(config_path)
     if not path.is_file():
         raise UsageError(
@@ -109,7 +111,8 @@ def load_bundle(config_path: str, env: str) -> Bundle:
     if not result.ok or result.config is None:
         raise DeployError(
             diagnostics_text(config_path, result.diagnostics).rstrip()
-            + f"\nrefusing to deploy: {config_path} has errors (run `python -m compiler check {config_path}`)"
+            + f"\nrefusing to deploy: {config_path} has errors (run `python -m compiler check "
+            f"{config_path}`)"
         )
     config = result.config
     if env not in config.environments:

@@ -29,6 +29,7 @@ from deployer.activate import (
     run_step,
 )
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
+from deployer.history import HistoryEntry, parse_history
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
 from deployer.plan import (
@@ -129,7 +130,8 @@ def take_lock(
         holder = _holder_text(host.read(paths.holder))
         if wait_s <= 0:
             raise DeployError(
-                f"{paths.compose_project} is locked by {holder}; try again when it has finished (or leave out --no-wait to wait for it)"
+                f"{paths.compose_project} is locked by {holder}; try again when it has finished "
+                "(or leave out --no-wait to wait for it)"
             )
         out.say(f"   waiting up to {wait_s:.0f} s for the lock held by {holder}")
         held, output = host.hold(
@@ -159,14 +161,16 @@ def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: 
         "who": previous.get("who"),
         "when": previous.get("since"),
         "result": "interrupted",
-        "reason": "it did not finish (its connection to the host was lost, or it was killed); recorded by the next deploy",
+        "reason": "it did not finish (its connection to the host was lost, or it was killed); "
+        "recorded by the next deploy",
         "services": {},
         "seconds": None,
         "git_commit": previous.get("git_commit"),
         "config_hash": previous.get("config_hash"),
     }
     out.say(
-        f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; recorded it as interrupted"
+        f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; "
+        "recorded it as interrupted"
     )
     host.run(
         cmd.append_line(paths.history), stdin=(json.dumps(entry, sort_keys=True) + "\n").encode()
@@ -184,7 +188,8 @@ def _inputs(
     runtime: dict[str, Any],
     compose: dict[str, Any],
 ) -> Inputs:
-    """The plan's inputs: the wanted files, and the runtime.json / compose.yaml of the releases that run."""
+    """The plan's inputs: the wanted files, and the runtime.json / compose.yaml of the releases that
+    run."""
     rids = sorted({str(c.release) for c in state.owned() if c.release})
     wanted = [
         f"{state.paths.release(r)}/{name}"
@@ -225,8 +230,10 @@ def _require_compose(state: HostState, host: Host) -> None:
             else "`docker compose` is not available"
         )
         raise DeployError(
-            f"Docker Compose v2 is not installed on {host.name} ({found}); install the Compose plugin there "
-            "(Debian/Ubuntu: the docker-compose-plugin package, or the `docker compose` CLI plugin); nothing was changed"
+            f"Docker Compose v2 is not installed on {host.name} ({found}); install the Compose "
+            "plugin there "
+            "(Debian/Ubuntu: the docker-compose-plugin package, or the `docker compose` CLI "
+            "plugin); nothing was changed"
         )
 
 
@@ -358,7 +365,8 @@ def _finish(
         note = f" (note: {outcome.message})" if outcome.message else ""
         out.finish(
             doc,
-            f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} ({health}); {out.elapsed():.1f} s{note}",
+            f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} "
+            f"({health}); {out.elapsed():.1f} s{note}",
         )
     else:
         out.finish(doc, f"{bundle.env}: {action} {outcome.result.upper()}. {outcome.message}")
@@ -382,7 +390,8 @@ class Session:
     paths: Paths | None = None
 
     def open(self, bundle: Bundle) -> tuple[Host, str | None]:
-        """Connect to the environment's host; the deploy directory (None if absent, read-only runs)."""
+        """Connect to the environment's host; the deploy directory (None if absent, read-only
+        runs)."""
         self.doc["url"] = bundle.url
         self.host = connect(bundle, self.opts, self.out)
         create = self.action == "deploy"
@@ -409,7 +418,8 @@ class Session:
 
 
 def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
-    """Run `body`; turn our errors into the final line / JSON and exit 1; always unlock and disconnect."""
+    """Run `body`; turn our errors into the final line / JSON and exit 1; always unlock and
+    disconnect."""
     out = Progress(opts.env, json_mode=opts.json)
     doc: dict[str, Any] = {
         "ok": False,
@@ -429,9 +439,12 @@ def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
         doc.update(error=str(exc), result="interrupted")
         out.finish(
             doc,
-            f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live release "
-            f"keeps serving; the lock went with the connection. Run the {action} again: it plans from what "
-            f"actually runs, records this one as interrupted, and converges (`--status` shows what runs).",
+            f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live "
+            "release "
+            f"keeps serving; the lock went with the connection. Run the {action} again: it plans "
+            "from what "
+            "actually runs, records this one as interrupted, and converges (`--status` shows what "
+            "runs).",
         )
         return 1
     except (DeployError, HostError) as exc:
@@ -494,7 +507,8 @@ def _deploy(session: Session) -> int:
             # A plan (say, in CI without the keys) still shows what would change; only the
             # secrets cannot be compared. The deploy itself would stop here.
             out.say(
-                f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy would refuse"
+                f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy "
+                "would refuse"
             )
             secrets = None
     out.secrets = secrets.values() if secrets else ()
@@ -575,7 +589,8 @@ def _deploy(session: Session) -> int:
         doc["ok"] = True
         out.finish(
             doc,
-            f"{bundle.env}: plan only, nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) would change)",
+            f"{bundle.env}: plan only, nothing was changed "
+            f"({len(plan.changed) + len(plan.removed)} service(s) would change)",
         )
         return 0
     _confirm(opts, out)
@@ -622,7 +637,8 @@ def _unchanged(
     doc.update(ok=True, result="unchanged")
     out.finish(
         doc,
-        f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); {out.elapsed():.1f} s",
+        f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); "
+        f"{out.elapsed():.1f} s",
     )
     return 0
 
@@ -662,8 +678,9 @@ def _rollback(session: Session) -> int:
         manifest = host_manifest(files[manifest_path], manifest_path, host)
         if manifest is None:
             raise DeployError(
-                f"release {target_id} has no manifest of this Switchyard on the host; cannot roll back to it "
-                f"(deploy the config you want instead)"
+                f"release {target_id} has no manifest of this Switchyard on the host; cannot roll "
+                "back to it "
+                "(deploy the config you want instead)"
             )
         state = read_state(
             host,
@@ -696,16 +713,8 @@ def _rollback(session: Session) -> int:
     return _finish(ctx, outcome, "rollback", target, plan, doc)
 
 
-def _read_history(host: Host, paths: Paths) -> list[dict[str, Any]]:
-    entries = []
-    for line in (host.read(paths.history) or b"").decode(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
+def _read_history(host: Host, paths: Paths) -> list[HistoryEntry]:
+    return parse_history(host.read(paths.history))
 
 
 def status(opts: Options) -> int:
@@ -714,7 +723,7 @@ def status(opts: Options) -> int:
 
 def unfinished(
     state: HostState,
-    history: list[dict[str, Any]],
+    history: list[HistoryEntry],
     serving_release: str | None,
     serving_slot: str | None,
 ) -> list[str]:
@@ -724,16 +733,19 @@ def unfinished(
         notes.append(f"a deploy is running now: {_holder_text(state.lock_holder)}")
     elif state.lock_holder:
         notes.append(
-            f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and converges"
+            f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and "
+            "converges"
         )
     stale = [c.name for c in state.gateways() if c.slot != serving_slot] if serving_slot else []
     if stale:
         notes.append(
-            f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next deploy removes them"
+            f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next "
+            "deploy removes them"
         )
     if serving_release and state.current and serving_release != state.current:
         notes.append(
-            f"`current` names {state.current}, but release {serving_release} serves; the next deploy sets current"
+            f"`current` names {state.current}, but release {serving_release} serves; the next "
+            "deploy sets current"
         )
     if state.proxy_live and serving_slot and state.proxy_live.slot != serving_slot:
         notes.append(
@@ -741,12 +753,14 @@ def unfinished(
         )
     if state.leftovers:
         notes.append(
-            f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy removes them"
+            f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy "
+            "removes them"
         )
-    if history and history[-1].get("result") == "interrupted":
+    if history and history[-1].result == "interrupted":
         last = history[-1]
         notes.append(
-            f"the last {last.get('action')} ({last.get('release') or '?'}, by {last.get('who')} at {last.get('when')}) was interrupted"
+            f"the last {last.action} ({last.release or '?'}, by {last.who} at "
+            f"{last.when}) was interrupted"
         )
     return notes
 
@@ -785,7 +799,7 @@ def _status(session: Session) -> int:
         serving=serving,
         unfinished=notes,
         health=health,
-        last=history[-1] if history else None,
+        last=history[-1].raw if history else None,
         containers={},
         services=services,
     )
@@ -829,9 +843,7 @@ def _status(session: Session) -> int:
             print(f"unfinished: {note}")
         if history:
             last = history[-1]
-            print(
-                f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}"
-            )
+            print(f"last: {last.action} {last.result} by {last.who} at {last.when}")
     shown = live or state.current or "none"
     out.finish(
         doc,
@@ -841,7 +853,7 @@ def _status(session: Session) -> int:
     return 0
 
 
-def _short_commit(commit: Any) -> str:
+def _short_commit(commit: str | None) -> str:
     text = str(commit or "-")
     return text[:12] + ("+dirty" if text.endswith("+dirty") else "")
 
@@ -855,20 +867,17 @@ def _history(session: Session) -> int:
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
     entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last :] if root else []
-    doc.update(ok=True, entries=entries)
+    doc.update(ok=True, entries=[e.raw for e in entries])
     if not opts.json:
         rows = [("WHEN", "ACTION", "RESULT", "RELEASE", "WHO", "COMMIT", "CHANGED")] + [
             (
-                str(e.get("when")),
-                str(e.get("action")),
-                str(e.get("result")),
-                str(e.get("release")),
-                str(e.get("who")),
-                _short_commit(e.get("git_commit")),
-                ", ".join(
-                    f"{k}:{v}" for k, v in (e.get("services") or {}).items() if v != "unchanged"
-                )
-                or "-",
+                str(e.when),
+                str(e.action),
+                str(e.result),
+                str(e.release),
+                str(e.who),
+                _short_commit(e.git_commit),
+                ", ".join(f"{k}:{v}" for k, v in e.changed.items()) or "-",
             )
             for e in entries
         ]

@@ -190,7 +190,8 @@ def _gateway(
     if not live:
         legacy = [c for c in state.owned("gateway") if c.slot is None]
         return CREATE, [
-            "replaces the gateway of an earlier Switchyard (one short interruption: the proxy takes over its port)"
+            "replaces the gateway of an earlier Switchyard (one short interruption: the proxy "
+            "takes over its port)"
             if legacy
             else "not running yet"
         ]
@@ -255,7 +256,8 @@ def _proxy(
         return RECREATE, [f"{proxy.name} is {proxy.state} (a short interruption)"]
     if old is None:
         return RECREATE, [
-            f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short interruption)"
+            f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short "
+            "interruption)"
         ]
     have = old.services.proxy
     reasons = []

@@ -81,7 +81,8 @@ class Paths:
         return posixpath.join(self.root, "claims.lock")
 
     def release_of(self, compose_file: str) -> str | None:
-        """The release id a container was created from, by the compose file path compose recorded."""
+        """The release id a container was created from, by the compose file path compose
+        recorded."""
         prefix = self.releases + "/"
         for path in compose_file.split(","):
             if path.startswith(prefix):
@@ -194,10 +195,13 @@ def resolve_root(host: Host, root: str, *, create: bool, env: str) -> str | None
     user = "the user running deploy.py" if host.name == "localhost" else "the SSH user"
     word, _, why = out.partition(" ") if out.startswith("cannotcreate") else (out, "", "")
     problems = {
-        "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file away",
-        "cannotcreate": f"{place} cannot be created by {user} ({why or 'mkdir failed'}); create it and give that user "
-        f"write access, or pick another deploy_dir",
-        "notwritable": f"{place} is not writable by {user}; give that user write access, or pick another deploy_dir",
+        "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file "
+        "away",
+        "cannotcreate": f"{place} cannot be created by {user} ({why or 'mkdir failed'}); create it "
+        "and give that user "
+        "write access, or pick another deploy_dir",
+        "notwritable": f"{place} is not writable by {user}; give that user write access, or pick "
+        "another deploy_dir",
     }
     if word in problems:
         raise DeployError(problems[word])
@@ -260,14 +264,16 @@ def inspect_output(text: str, host: Host) -> list[dict[str, Any]]:
         docs = json.loads(text or "[]")
     except ValueError as exc:
         raise DeployError(
-            f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} bytes, {exc}); "
+            f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} "
+            f"bytes, {exc}); "
             f"its start: {text[:200]!r}"
         ) from None
     if not isinstance(docs, list) or not all(
         isinstance(d, dict) and isinstance(d.get("Id"), str) for d in docs
     ):
         raise DeployError(
-            f"`docker inspect` on {host.name} printed JSON that is not a list of containers: {text[:200]!r}"
+            f"`docker inspect` on {host.name} printed JSON that is not a list of containers: "
+            f"{text[:200]!r}"
         )
     return docs
 
@@ -382,7 +388,7 @@ def host_manifest(text: str | None, path: str, host: Host) -> Manifest | None:
     except ManifestError as exc:
         raise DeployError(
             f"{exc}; this Switchyard cannot read that release's manifest (deploy with the "
-            f"Switchyard that made it, or remove that release)"
+            "Switchyard that made it, or remove that release)"
         ) from None
 
 
@@ -424,7 +430,9 @@ def check_ownership(state: HostState) -> None:
     if foreign:
         names = ", ".join(f"{c.name} ({c.short_id})" for c in foreign[:5])
         raise DeployError(
-            f"the compose project '{state.paths.compose_project}' on this host is already used by containers "
+            f"the compose project '{state.paths.compose_project}' on this host is already used by "
+            "containers "
             f"that Switchyard does not own for this environment: {names}. Refusing to touch them. "
-            f"Pick another name (environments.<env>.compose_project) or move those containers to another project."
+            "Pick another name (environments.<env>.compose_project) or move those containers to "
+            "another project."
         )

@@ -95,7 +95,8 @@ class UploadRelease:
             ctx.host.run(cmd.unpack_release(tmp, self.release_dir))
         except CommandFailed as exc:
             raise DeployError(
-                f"the upload to {ctx.host.name} failed: {first_line(exc.result.stderr or exc.result.stdout) or exc}"
+                f"the upload to {ctx.host.name} failed: "
+                f"{first_line(exc.result.stderr or exc.result.stdout) or exc}"
             ) from exc
 
 
@@ -130,7 +131,8 @@ class CheckCompose:
         res = ctx.host.run(self.argv(), check=False)
         if not res.ok:
             raise DeployError(
-                f"the compose file of this release is not valid on the host: {first_line(res.stderr or res.stdout)}"
+                "the compose file of this release is not valid on the host: "
+                f"{first_line(res.stderr or res.stdout)}"
             )
 
 
@@ -222,7 +224,10 @@ def _wait_drained(
         if not left:
             return f"their connections finished in {time.monotonic() - t0:.1f} s"
         time.sleep(0.5)
-    return f"drain timeout ({timeout_s:.0f} s) reached with connections still open (old proxy workers {', '.join(left)})"
+    return (
+        f"drain timeout ({timeout_s:.0f} s) reached with connections still open (old proxy "
+        f"workers {', '.join(left)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,10 @@ class RemoveGateways:
     drain_s: float
 
     def describe(self) -> str:
-        return f"remove gateways the proxy does not serve ({', '.join(self.names)}), once no connection can reach them"
+        return (
+            f"remove gateways the proxy does not serve ({', '.join(self.names)}), once no "
+            "connection can reach them"
+        )
 
     def run(self, ctx: StepContext) -> None:
         proxy = next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
@@ -251,7 +259,10 @@ class RemoveServices:
     container_ids: tuple[str, ...]
 
     def describe(self) -> str:
-        return f"remove our containers of services no longer in the config: {', '.join(self.services)} ({len(self.container_ids)} containers)"
+        return (
+            "remove our containers of services no longer in the config: "
+            f"{', '.join(self.services)} ({len(self.container_ids)} containers)"
+        )
 
     def run(self, ctx: StepContext) -> None:
         if self.container_ids:
@@ -272,7 +283,10 @@ class StartGateways:
         return cmd.compose_up(self.project, self.compose_file, self.services)
 
     def describe(self) -> str:
-        return f"start the new gateways in slot {self.slot} beside the live ones: {_docker_part(self.argv())}"
+        return (
+            f"start the new gateways in slot {self.slot} beside the live ones: "
+            f"{_docker_part(self.argv())}"
+        )
 
     def run(self, ctx: StepContext) -> None:
         ctx.phase = STARTED
@@ -295,7 +309,10 @@ class WaitReady:
     timeout_s: float
 
     def describe(self) -> str:
-        return f"wait up to {self.timeout_s:.0f} s for {', '.join(self.services)} to answer /readyz with 200"
+        return (
+            f"wait up to {self.timeout_s:.0f} s for {', '.join(self.services)} to answer "
+            "/readyz with 200"
+        )
 
     def run(self, ctx: StepContext) -> None:
         deadline = time.monotonic() + self.timeout_s
@@ -337,7 +354,8 @@ class WaitReady:
                 return
             if time.monotonic() > deadline:
                 raise DeployError(
-                    f"not ready within {self.timeout_s:.0f} s ({'; '.join(f'{k}: {v}' for k, v in status.items())})"
+                    f"not ready within {self.timeout_s:.0f} s "
+                    f"({'; '.join(f'{k}: {v}' for k, v in status.items())})"
                 )
             time.sleep(POLL_S)
 
@@ -399,9 +417,13 @@ class CutOver:
 
     def describe(self) -> str:
         if self.mode == "reload":
-            return f"cut over: make slot {self.slot}'s config live and reload the proxy (in-flight connections keep going)"
+            return (
+                f"cut over: make slot {self.slot}'s config live and reload the proxy (in-flight "
+                "connections keep going)"
+            )
         return (
-            f"cut over: (re)create the proxy on 127.0.0.1:{self.port} with slot {self.slot}'s config: "
+            f"cut over: (re)create the proxy on 127.0.0.1:{self.port} with slot {self.slot}'s "
+            "config: "
             f"{_docker_part(cmd.compose_up(self.project, self.compose_file, ['proxy']))}"
         )
 
@@ -411,7 +433,8 @@ class CutOver:
             proxy = next((c for c in ctx.owned() if c.service == "proxy" and c.running), None)
             if proxy is None:
                 raise DeployError(
-                    "the proxy stopped running during the deploy; deploy again (it will be recreated)"
+                    "the proxy stopped running during the deploy; deploy again (it will be "
+                    "recreated)"
                 )
             res = ctx.host.run(cmd.reload_proxy(ctx.paths.proxy_dir, proxy.id))
             ctx.promoted, ctx.proxy_id = True, proxy.id
@@ -492,7 +515,10 @@ class Prune:
     keep: int
 
     def describe(self) -> str:
-        return f"keep the last {self.keep} releases and their images; remove older ones of this environment only"
+        return (
+            f"keep the last {self.keep} releases and their images; remove older ones of this "
+            "environment only"
+        )
 
     def run(self, ctx: StepContext) -> None:
         state = read_state(
@@ -531,7 +557,10 @@ class RecordHistory:
     entry: dict[str, Any] = field(hash=False, compare=False)
 
     def describe(self) -> str:
-        return "record the deploy in history.jsonl (who, when, git commit, config hash, services changed, result)"
+        return (
+            "record the deploy in history.jsonl (who, when, git commit, config hash, services "
+            "changed, result)"
+        )
 
     def run(self, ctx: StepContext) -> None:
         line = json.dumps(self.entry, sort_keys=True) + "\n"

@@ -223,7 +223,8 @@ def proxy(bundle: Bundle, release: str = OLD, *, state: str = "running") -> Cont
 
 
 def header(bundle: Bundle, slot: str = "a", release: str = OLD) -> ProxyHeader:
-    """What deploy writes at the top of the live haproxy.cfg when `bundle`'s `slot` config goes live."""
+    """What deploy writes at the top of the live haproxy.cfg when `bundle`'s `slot` config goes
+    live."""
     return ProxyHeader(release, slot, bundle.manifest.services.proxy.config[slot])
 
 
@@ -234,7 +235,8 @@ def host_with(
     *,
     live_config: bool = True,
 ) -> HostState:
-    """A host where `old` was deployed as release OLD: its gateways in `slot`, the proxy serving them."""
+    """A host where `old` was deployed as release OLD: its gateways in `slot`, the proxy serving
+    them."""
     return HostState(
         paths=Paths("/srv/switchyard", old.compose_project),
         exists=True,
@@ -274,7 +276,8 @@ def plan_of(
     serving: Container | None = None,
     manifest: dict[str, Any] | None = None,
 ) -> DeployPlan:
-    """make_plan for `new` on `host`; `image` / `proxy_image`: whether its images are on the host."""
+    """make_plan for `new` on `host`; `image` / `proxy_image`: whether its images are on the
+    host."""
     m = Manifest.from_json(manifest) if manifest else new.manifest
     return make_plan(
         inputs(new, old, manifest),
@@ -587,7 +590,8 @@ class LocalHostSetup:
 
 @contextlib.contextmanager
 def answering(port: int, instance: str) -> Iterator[None]:
-    """127.0.0.1:`port` answers /readyz with 200 from `instance`, as a gateway behind the proxy would."""
+    """127.0.0.1:`port` answers /readyz with 200 from `instance`, as a gateway behind the proxy
+    would."""
 
     class Readyz(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

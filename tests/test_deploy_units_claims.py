@@ -91,7 +91,8 @@ def test_another_project_claiming_our_port_is_a_conflict(staging: Bundle) -> Non
 def test_our_compose_project_claimed_by_someone_else_is_a_conflict(staging: Bundle) -> None:
     theirs = {"hello-gateway-staging": claims.Claim("other-team", "staging", 9999)}
     assert claims.conflicts(staging, theirs, {}) == [
-        "the compose project 'hello-gateway-staging' is claimed on this host by project 'other-team' environment "
+        "the compose project 'hello-gateway-staging' is claimed on this host by project "
+        "'other-team' environment "
         "'staging'; set environments.staging.compose_project to another name"
     ]
 
@@ -101,11 +102,13 @@ def test_a_port_published_by_a_foreign_container_is_a_conflict(staging: Bundle) 
         CannedDocker("aaa\tneighbour\t127.0.0.1:8200->8000/tcp, [::1]:8200->8000/tcp\n")
     )
     assert claims.conflicts(staging, {}, published) == [
-        "port 8200 is already published on this host by 'neighbour'; pick another environments.staging.port"
+        "port 8200 is already published on this host by 'neighbour'; pick another "
+        "environments.staging.port"
     ]
     published = claims.published_ports(CannedDocker("0123456789ab\t\t0.0.0.0:8200->8200/tcp\n"))
     assert claims.conflicts(staging, {}, published) == [
-        "port 8200 is already published on this host by 'container 0123456789ab'; pick another environments.staging.port"
+        "port 8200 is already published on this host by 'container 0123456789ab'; pick another "
+        "environments.staging.port"
     ]
 
 
@@ -152,7 +155,8 @@ def test_claims_render_and_parse_round_trip() -> None:
 def test_an_unreadable_claims_file_stops_the_deploy_naming_the_fix(data: bytes) -> None:
     with pytest.raises(
         DeployError,
-        match=r"^.*claims\.json on the host is not a valid claims file \(.*\); fix it by hand, or remove it and deploy every environment on this host again$",
+        match=r"^.*claims\.json on the host is not a valid claims file \(.*\); fix it by hand, or "
+        r"remove it and deploy every environment on this host again$",
     ):
         claims.parse(data)
 

@@ -80,7 +80,8 @@ def test_an_unknown_environment_exits_2_listing_the_environments(
     proc = deploy_py("qa", *action, cwd=tmp_path)
     assert proc.returncode == 2, proc
     assert proc.stderr.splitlines()[-1] == (
-        "python deploy.py: error: unknown environment 'qa' in gateway.yaml (environments: staging, production)"
+        "python deploy.py: error: unknown environment 'qa' in gateway.yaml (environments: staging, "
+        "production)"
     )
     assert "Traceback" not in proc.stderr
 
@@ -89,7 +90,8 @@ def test_a_missing_config_exits_2(tmp_path: Path) -> None:
     proc = deploy_py("staging", "--config", "nope.yaml", cwd=tmp_path)
     assert proc.returncode == 2, proc
     assert proc.stderr.splitlines()[-1] == (
-        "python deploy.py: error: nope.yaml: no such file (run from your repository root, or pass --config)"
+        "python deploy.py: error: nope.yaml: no such file (run from your repository root, or pass "
+        "--config)"
     )
 
 
@@ -100,7 +102,8 @@ def test_an_invalid_config_exits_1_with_its_diagnostics_and_touches_nothing(tmp_
     proc = deploy_py("dev", "--yes", cwd=tmp_path / "repo")
     assert proc.returncode == 1, proc
     assert proc.stdout.splitlines() == [
-        "dev: deploy refused: gateway.yaml:12:7: error[E021] routes.chat.candidates[0]: provider 'mock' has no model 'nope'",
+        "dev: deploy refused: gateway.yaml:12:7: error[E021] routes.chat.candidates[0]: provider "
+        "'mock' has no model 'nope'",
         "  hint: its models: echo",
         "gateway.yaml: 1 error",
         "refusing to deploy: gateway.yaml has errors (run `python -m compiler check gateway.yaml`)",
@@ -130,8 +133,10 @@ def test_a_missing_secret_exits_1_before_any_connection(tmp_path: Path) -> None:
             ssh.accept()  # nobody ever tried to connect
     assert proc.returncode == 1, proc
     assert proc.stdout == (
-        "staging: deploy refused: environments.staging.secrets.VENDOR_API_KEY: the environment variable "
-        "SY_UNIT_STAGING_VENDOR_KEY is not set; export it before deploying (or mark the secret `optional: true`)\n"
+        "staging: deploy refused: environments.staging.secrets.VENDOR_API_KEY: the environment "
+        "variable "
+        "SY_UNIT_STAGING_VENDOR_KEY is not set; export it before deploying (or mark the secret "
+        "`optional: true`)\n"
     )
     assert "connect" not in proc.stderr and "Traceback" not in proc.stderr
 
@@ -164,7 +169,8 @@ def test_a_local_plan_creates_nothing(tmp_path: Path) -> None:
     assert re.search(r"^  gateway  create  not running yet", out, re.MULTILINE), out
     assert re.search(r"^  proxy    create  not running yet", out, re.MULTILINE), out
     compose = (
-        rf"docker compose -p hello-gateway-dev -f {re.escape(str(deploy_dir))}/hello-gateway-dev/releases/"
+        rf"docker compose -p hello-gateway-dev -f "
+        rf"{re.escape(str(deploy_dir))}/hello-gateway-dev/releases/"
         r"\d{8}T\d{6}Z-[0-9a-f]{8}/compose\.yaml"
     )
     steps = re.findall(r"^  \d+\. (.*)$", out, re.MULTILINE)
@@ -222,7 +228,8 @@ def test_a_local_plan_creates_nothing(tmp_path: Path) -> None:
 def test_secret_values_never_reach_the_manifest_hash_inputs(
     compile_env: Compile, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Changing a secret's VALUE changes no artifact (only the secrets file, compared on the host)."""
+    """Changing a secret's VALUE changes no artifact (only the secrets file, compared on the
+    host)."""
     monkeypatch.setenv("SY_UNIT_STAGING_VENDOR_KEY", "one-value")
     first = compile_env(base_config())
     monkeypatch.setenv("SY_UNIT_STAGING_VENDOR_KEY", "another-value")

@@ -54,7 +54,7 @@ def test_images_are_built_by_their_own_command_one_service_per_image() -> None:
     ]
 
 
-def test_the_staged_proxy_config_is_checked_by_haproxy_in_the_running_proxy_or_a_throwaway_one() -> (
+def test_the_staged_proxy_config_is_checked_by_haproxy_in_the_running_proxy_or_a_throwaway() -> (
     None
 ):
     check = ["haproxy", "-c", "-f", "/etc/switchyard/proxy/haproxy.cfg.next"]

@@ -154,8 +154,9 @@ def test_a_plan_refuses_a_port_another_project_publishes(local: LocalHostSetup) 
     proc = local.deploy("dev", "--plan")
     assert proc.returncode == 1, proc
     assert proc.stdout.splitlines()[-1] == (
-        f"dev: plan refused: this deploy would be refused: port {local.port} is already published on this host "
-        f"by 'neighbour'; pick another environments.dev.port"
+        f"dev: plan refused: this deploy would be refused: port {local.port} is already published "
+        "on this host "
+        "by 'neighbour'; pick another environments.dev.port"
     )
 
 
@@ -167,7 +168,8 @@ def test_a_plan_refuses_a_compose_project_used_by_containers_we_do_not_own(
     proc = local.deploy("dev", "--plan")
     assert proc.returncode == 1, proc
     assert proc.stdout.startswith(
-        "dev: plan refused: the compose project 'hello-gateway-dev' on this host is already used by containers "
+        "dev: plan refused: the compose project 'hello-gateway-dev' on this host is already used "
+        "by containers "
         "that Switchyard does not own for this environment: hello-gateway-dev-web-1 ("
     )
     assert local.docker_calls() and read_only(local.docker_calls())
@@ -357,8 +359,8 @@ def test_a_plan_without_the_secrets_still_plans_and_says_a_deploy_would_refuse(
     assert plan.returncode == 0, plan
     assert "gateway  create  not running yet" in plan.stdout
     assert (
-        "note: environments.dev.secrets.VENDOR_API_KEY: the environment variable SYTEST_UNSET_SECRET_VAR is not set"
-        in plan.stderr
+        "note: environments.dev.secrets.VENDOR_API_KEY: the environment variable "
+        "SYTEST_UNSET_SECRET_VAR is not set" in plan.stderr
     ), plan.stderr
     assert "a deploy would refuse" in plan.stderr
     assert "write " not in plan.stdout  # no secrets step planned without the values

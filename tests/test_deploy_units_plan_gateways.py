@@ -284,7 +284,8 @@ def test_a_rebuild_names_the_image_input_that_changed(
 def test_a_rebuild_whose_image_is_already_on_the_host_is_not_built_again(
     compile_env: Compile,
 ) -> None:
-    """Images are named by the hash of their inputs: say, the one of the release a rollback brings back."""
+    """Images are named by the hash of their inputs: say, the one of the release a rollback brings
+    back."""
     old = compile_env(base_config(), "production")
     new = compile_env(
         changed(lambda c: c.setdefault("runtime", {}).update(base_image="python:3.12-slim")),
@@ -402,8 +403,8 @@ def test_containers_we_do_not_own_are_never_planned_for_and_refuse_the_deploy(
         check_ownership(host)
     assert (
         "the compose project 'hello-gateway-staging' on this host is already used by containers "
-        "that Switchyard does not own for this environment: intruder-1 (ffffffffffff), intruder-2 (eeeeeeeeeeee)"
-        in str(err.value)
+        "that Switchyard does not own for this environment: intruder-1 (ffffffffffff), intruder-2 "
+        "(eeeeeeeeeeee)" in str(err.value)
     )
 
 
@@ -523,7 +524,8 @@ def test_the_layout_before_the_proxy_is_replaced_and_its_services_removed(
         "gateway": (
             CREATE,
             (
-                "replaces the gateway of an earlier Switchyard (one short interruption: the proxy takes over its port)",
+                "replaces the gateway of an earlier Switchyard (one short interruption: the proxy "
+                "takes over its port)",
             ),
         ),
         "proxy": (CREATE, ("not running yet",)),

@@ -163,7 +163,9 @@ def test_a_container_belongs_to_the_release_its_compose_file_names() -> None:
                 "dev.switchyard.service": "gateway",
                 "dev.switchyard.slot": "b",
                 "com.docker.compose.service": "gateway-b1",
-                "com.docker.compose.project.config_files": f"/srv/switchyard/hello-gateway-staging/releases/{OLD}/compose.yaml",
+                "com.docker.compose.project.config_files": (
+                    f"/srv/switchyard/hello-gateway-staging/releases/{OLD}/compose.yaml"
+                ),
             }
         },
         "NetworkSettings": {

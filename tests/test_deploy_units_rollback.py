@@ -6,11 +6,10 @@ tests/deploy_units_support.py; docs/deploy.md says what is tested here.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from deployer.bundle import DeployError
+from deployer.history import HistoryEntry
 from deployer.rollback import live_sequence, rollback_target
 from deployer.state import (
     HostState,
@@ -22,12 +21,14 @@ from tests import deploy_units_support as support
 no_secret_sources = support.no_secret_sources
 
 
-def deploy_entry(release: str, result: str = "ok", previous: str | None = None) -> dict[str, Any]:
-    return {"action": "deploy", "release": release, "previous": previous, "result": result}
+def deploy_entry(release: str, result: str = "ok", previous: str | None = None) -> HistoryEntry:
+    doc = {"action": "deploy", "release": release, "previous": previous, "result": result}
+    return HistoryEntry.from_json(doc)
 
 
-def rollback_entry(to: str, live: str, result: str = "ok") -> dict[str, Any]:
-    return {"action": "rollback", "release": to, "previous": live, "result": result}
+def rollback_entry(to: str, live: str, result: str = "ok") -> HistoryEntry:
+    doc = {"action": "rollback", "release": to, "previous": live, "result": result}
+    return HistoryEntry.from_json(doc)
 
 
 R1, R2, R3, R4 = (f"2026010{i}T000000Z-0000000{i}" for i in range(1, 5))
@@ -79,7 +80,7 @@ def test_releases_that_never_went_live_are_skipped() -> None:
         deploy_entry(R2, "rolled-back"),
         deploy_entry(R3, "failed"),
         deploy_entry(R1, "unchanged"),
-        {"action": "deploy", "release": None, "result": "interrupted"},
+        HistoryEntry.from_json({"action": "deploy", "release": None, "result": "interrupted"}),
         deploy_entry(R4),
         rollback_entry(R3, R4, "failed"),
     ]  # a rollback that failed changed nothing
@@ -111,7 +112,8 @@ def test_rollback_refuses_what_it_cannot_bring_back() -> None:
         rollback_target(history, on_host(R1, R2, R3, failed=(R2,)), R3)
     assert (
         str(err.value)
-        == f"release {R2}, live before {R3}, is marked FAILED on the host; deploy the config you want instead"
+        == f"release {R2}, live before {R3}, is marked FAILED on the host; deploy the config you "
+        "want instead"
     )
     with pytest.raises(
         DeployError,

@@ -90,7 +90,8 @@ def test_a_missing_required_env_secret_names_the_secret_and_the_variable(
     with pytest.raises(DeployError) as err:
         secrets_file(staging)
     assert str(err.value) == (
-        "environments.staging.secrets.VENDOR_API_KEY: the environment variable SY_UNIT_STAGING_VENDOR_KEY is not set; "
+        "environments.staging.secrets.VENDOR_API_KEY: the environment variable "
+        "SY_UNIT_STAGING_VENDOR_KEY is not set; "
         "export it before deploying (or mark the secret `optional: true`)"
     )
 
@@ -102,7 +103,8 @@ def test_an_empty_variable_counts_as_missing(
     monkeypatch.setenv("SY_UNIT_STAGING_VENDOR_KEY", "v")
     with pytest.raises(
         DeployError,
-        match=r"^environments\.staging\.secrets\.BACKUP_API_KEY: the environment variable SY_UNIT_STAGING_BACKUP_KEY ",
+        match=r"^environments\.staging\.secrets\.BACKUP_API_KEY: the environment variable "
+        r"SY_UNIT_STAGING_BACKUP_KEY ",
     ):
         secrets_file(staging)
 
@@ -122,7 +124,8 @@ def test_a_missing_required_file_secret_names_the_secret_and_the_file(
     with pytest.raises(DeployError) as err:
         secrets_file(bundle)
     assert str(err.value) == (
-        "environments.production.secrets.VENDOR_API_KEY: ~/nowhere/vendor.key does not exist; create it (mode 0600) "
+        "environments.production.secrets.VENDOR_API_KEY: ~/nowhere/vendor.key does not exist; "
+        "create it (mode 0600) "
         "holding the value, or mark the secret `optional: true`"
     )
 
@@ -136,7 +139,8 @@ def test_a_value_a_compose_env_file_cannot_hold_is_refused(
     with pytest.raises(DeployError) as err:
         secrets_file(staging)
     assert str(err.value) == (
-        "environments.staging.secrets.VENDOR_API_KEY: the value from $SY_UNIT_STAGING_VENDOR_KEY has a line break, "
+        "environments.staging.secrets.VENDOR_API_KEY: the value from $SY_UNIT_STAGING_VENDOR_KEY "
+        "has a line break, "
         "a quote or a NUL in it, which a compose env file cannot hold"
     )
     assert value not in str(err.value)

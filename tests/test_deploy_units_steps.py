@@ -296,22 +296,31 @@ def test_every_step_describes_itself_in_one_line() -> None:
         assert text.strip() == text and text and "\n" not in text, step
     assert [s.describe() for s in steps[:4]] == [
         f"upload release {NEW} (77 KiB) to {release}",
-        "write /srv/switchyard/hello-gateway-production/secrets.env (0600): VENDOR_API_KEY (values from the operator's sources, not shown)",
-        "write /srv/switchyard/hello-gateway-production/secrets.env (0600): no values (values from the operator's sources, not shown)",
-        f"validate the compose file on the host: docker compose -p hello-gateway-production -f {cf} config --quiet",
+        "write /srv/switchyard/hello-gateway-production/secrets.env (0600): VENDOR_API_KEY (values "
+        "from the operator's sources, not shown)",
+        "write /srv/switchyard/hello-gateway-production/secrets.env (0600): no values (values from "
+        "the operator's sources, not shown)",
+        "validate the compose file on the host: docker compose -p hello-gateway-production -f "
+        f"{cf} config --quiet",
     ]
     assert [s.describe() for s in steps[5:15]] == [
         "stage the proxy config for slot b and check it with `haproxy -c` in the running proxy",
-        "stage the proxy config for slot b and check it with `haproxy -c` in a throwaway p/proxy:2 container",
-        "remove gateways the proxy does not serve (hello-gateway-production-gateway-b1-1), once no connection can reach them",
-        f"start the new gateways in slot b beside the live ones: docker compose -p hello-gateway-production -f {cf} "
+        "stage the proxy config for slot b and check it with `haproxy -c` in a throwaway p/proxy:2 "
+        "container",
+        "remove gateways the proxy does not serve (hello-gateway-production-gateway-b1-1), once no "
+        "connection can reach them",
+        "start the new gateways in slot b beside the live ones: docker compose -p "
+        f"hello-gateway-production -f {cf} "
         "up --detach --no-deps --no-build gateway-b1 gateway-b2",
         "wait up to 60 s for gateway-b1, gateway-b2 to answer /readyz with 200",
-        "cut over: make slot b's config live and reload the proxy (in-flight connections keep going)",
-        f"cut over: (re)create the proxy on 127.0.0.1:8300 with slot a's config: docker compose -p hello-gateway-production "
+        "cut over: make slot b's config live and reload the proxy (in-flight connections keep "
+        "going)",
+        "cut over: (re)create the proxy on 127.0.0.1:8300 with slot a's config: docker compose -p "
+        "hello-gateway-production "
         f"-f {cf} up --detach --no-deps --no-build proxy",
         f"point current -> releases/{NEW}",
-        "drain the old gateways (hello-gateway-production-gateway-a1-1, hello-gateway-production-gateway-a2-1): their "
+        "drain the old gateways (hello-gateway-production-gateway-a1-1, "
+        "hello-gateway-production-gateway-a2-1): their "
         "requests and streams finish (at most 300 s), then stop and remove them",
         "remove our containers of services no longer in the config: edge (1 containers)",
     ]
