@@ -237,33 +237,29 @@ def _require_compose(state: HostState, host: Host) -> None:
         )
 
 
-def _print_plan(
-    out: Progress,
-    env: str,
-    host: Host,
-    paths: Paths,
-    plan: DeployPlan,
-    steps: list[Step],
-    *,
-    to_stdout: bool,
-) -> None:
-    serving = (
-        f"release {plan.live_release} (gateways in slot {plan.live_slot})"
-        if plan.live_release
-        else "nothing"
-    )
-    lines = [
-        f"Plan for {env} on {host.name} (compose project {paths.compose_project}), "
-        f"serving now: {serving}",
-        plan.table(),
-        "Steps:",
-        *_step_lines(steps),
-    ]
-    text = "\n".join(lines)
-    if to_stdout:
-        print(out.clean(text), flush=True)
+def _plan_text(env: str, host: Host, paths: Paths, plan: DeployPlan, steps: list[Step]) -> str:
+    """The plan as printed: what serves, the services' actions, and the numbered steps (the
+    ones a deploy runs; a plan that changes nothing lists them only when there are any)."""
+    if plan.noop:
+        lines = [
+            f"Plan for {env} on {host.name}: nothing to do; "
+            f"release {plan.live_release} is up to date.",
+            plan.table(),
+        ]
+        if not steps:
+            return "\n".join(lines)
     else:
-        out.say(text)
+        serving = (
+            f"release {plan.live_release} (gateways in slot {plan.live_slot})"
+            if plan.live_release
+            else "nothing"
+        )
+        lines = [
+            f"Plan for {env} on {host.name} (compose project {paths.compose_project}), "
+            f"serving now: {serving}",
+            plan.table(),
+        ]
+    return "\n".join([*lines, "Steps:", *_step_lines(steps)])
 
 
 def _step_lines(steps: list[Step]) -> list[str]:
@@ -566,33 +562,40 @@ def _deploy(session: Session) -> int:
         ):
             claims.claim(host, paths, bundle, operator(), _now())
     ctx = StepContext(host, bundle, paths, out, secrets)
-    if plan.noop:
-        health = _health(host, bundle.port)
-        target = Target(plan.live_release or release_id, manifest)
-        steps = release_steps(
-            "deploy", paths, target, plan, state, live_healthy=health == "healthy"
-        )
-        return _unchanged(ctx, steps, plan, opts, doc, health)
+    health = _health(host, bundle.port) if plan.noop else ""
     upload = None
-    if recovers(plan) and plan.live_release:
-        release_id = plan.live_release
+    if plan.noop or recovers(plan):
+        # No new release: the live one stays the release that serves.
+        release_id = plan.live_release or release_id
     else:
         ctx.tarball = bundle.tarball()
         names = (secrets.names if secrets else ()) if changed_secrets else None
         upload = Upload(len(ctx.tarball), names)
     target = Target(release_id, manifest)
-    steps = release_steps("deploy", paths, target, plan, state, upload=upload)
-    doc["release"] = release_id
-    doc["plan"] = [s.describe() for s in steps]
-    _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=opts.plan and not opts.json)
-    if opts.plan:
+    steps = release_steps(
+        "deploy", paths, target, plan, state, upload=upload, live_healthy=health == "healthy"
+    )
+    if plan.noop:
+        doc.update(release=plan.live_release, previous=plan.live_release, health=health)
+    else:
+        doc.update(release=release_id, plan=[s.describe() for s in steps])
+    text = _plan_text(bundle.env, host, paths, plan, steps)
+    if opts.plan and not opts.json:
+        print(out.clean(text), flush=True)
+    elif not plan.noop:
+        out.say(text)
+    if opts.plan:  # what was printed is all that happens
         doc["ok"] = True
-        out.finish(
-            doc,
-            f"{bundle.env}: plan only, nothing was changed "
-            f"({len(plan.changed) + len(plan.removed)} service(s) would change)",
+        would = (
+            "nothing would change"
+            if plan.noop
+            else f"nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) "
+            "would change)"
         )
+        out.finish(doc, f"{bundle.env}: plan only, {would}")
         return 0
+    if plan.noop:
+        return _unchanged(ctx, steps, plan, doc, health)
     _confirm(opts, out)
     outcome = activate(
         ctx, steps, target, plan, state, mark_failed=target.release_id != plan.live_release
@@ -601,32 +604,12 @@ def _deploy(session: Session) -> int:
 
 
 def _unchanged(
-    ctx: StepContext,
-    steps: list[Step],
-    plan: DeployPlan,
-    opts: Options,
-    doc: dict[str, Any],
-    health: str,
+    ctx: StepContext, steps: list[Step], plan: DeployPlan, doc: dict[str, Any], health: str
 ) -> int:
     """A deploy whose plan changes no service: at most `steps` (pointing `current` at what
     serves, after a deploy that lost its connection after the cut-over), and a history line."""
     bundle, out = ctx.bundle, ctx.out
     live = plan.live_release
-    doc.update(release=live, previous=live)
-    doc["health"] = health
-    if opts.plan:
-        if not opts.json:
-            lines = [
-                f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; "
-                f"release {live} is up to date.",
-                plan.table(),
-            ]
-            if steps:
-                lines += ["Steps:", *_step_lines(steps)]
-            print(out.clean("\n".join(lines)), flush=True)
-        doc["ok"] = True
-        out.finish(doc, f"{bundle.env}: plan only, nothing would change")
-        return 0
     for step in steps:
         run_step(step, ctx)
     entry = _history_entry(
@@ -707,7 +690,7 @@ def _rollback(session: Session) -> int:
     )
     ctx = StepContext(host, bundle, paths, out)
     steps = release_steps("rollback", paths, target, plan, state)
-    _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=False)
+    out.say(_plan_text(bundle.env, host, paths, plan, steps))
     _confirm(opts, out)
     outcome = activate(ctx, steps, target, plan, state, mark_failed=False)
     return _finish(ctx, outcome, "rollback", target, plan, doc)
