@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Deploy one environment of gateway.yaml: `python deploy.py staging [--plan | --status | --rollback | --history]`.
+"""Deploy one environment of gateway.yaml:
+`python deploy.py staging [--plan | --status | --rollback | --history]`.
 
 See docs/deploy.md. The work is in the `deployer` package.
 """

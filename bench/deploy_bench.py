@@ -90,7 +90,8 @@ class CutOver:
     streams_cut: int
     longest_gap_ms: float  # no successful short answer for this long, within the deploy
     gap_at: str  # when that gap began: seconds into the deploy and the step then running
-    send_gap_ms: float  # the longest time the load sent no short request, within the deploy (the client's own stalls)
+    # the longest time the load sent no short request, within the deploy (the client's own stalls)
+    send_gap_ms: float
     p99_before_ms: float
     p99_deploy_ms: float
     p99_cut_over_ms: float
@@ -225,7 +226,8 @@ def _ms(seconds: float) -> float:
 
 
 def gap_start(report: LoadReport, start: float, end: float) -> float:
-    """Where `report.longest_gap(start, end)` begins (the same rule: successful short answers by end time)."""
+    """Where `report.longest_gap(start, end)` begins (the same rule: successful short answers by end
+    time)."""
     times = [
         start,
         *sorted(
@@ -237,8 +239,10 @@ def gap_start(report: LoadReport, start: float, end: float) -> float:
 
 
 def send_gap(report: LoadReport, start: float, end: float) -> float:
-    """The longest time between two short requests' starts within [start, end]: the load is open loop (one every
-    25 ms at 40/s), so a long one means the client itself (or the whole machine) stalled, not the server."""
+    """The longest time between two short requests' starts within [start, end]: the load is open
+    loop (one every
+    25 ms at 40/s), so a long one means the client itself (or the whole machine) stalled, not the
+    server."""
     times = [
         start,
         *sorted(o.start for o in report.outcomes if o.kind != "stream" and start <= o.start <= end),
@@ -300,7 +304,8 @@ def noop_times(project: DeployProject, env: str, runs: int, log: Callable[[str],
 def config_only_times(
     project: DeployProject, env: str, runs: int, values: Iterator[int], log: Callable[[str], None]
 ) -> Timing:
-    """Deploys that change one limit (a new value each run): runtime.json changes, the image does not."""
+    """Deploys that change one limit (a new value each run): runtime.json changes, the image does
+    not."""
     seconds: list[float] = []
     d: Deploy | None = None
     for _ in range(runs):
@@ -308,7 +313,8 @@ def config_only_times(
         d = run_deploy(project, env, "--yes", "--json")
         if d.actions().get("gateway") != "replace":
             raise SystemExit(
-                f"{env}: a config-only change should replace the gateways (no rebuild), got {d.actions()}"
+                f"{env}: a config-only change should replace the gateways (no rebuild), got "
+                f"{d.actions()}"
             )
         seconds.append(round(d.result.seconds, 2))
     assert d is not None
@@ -321,7 +327,8 @@ def config_only_times(
 
 
 def _step_name(describe: str) -> str:
-    """A step's description up to its first colon or parenthesis: `start the new gateways in slot b beside the live ones`."""
+    """A step's description up to its first colon or parenthesis: `start the new gateways in slot b
+    beside the live ones`."""
     for sep in (":", " ("):
         describe = describe.split(sep, 1)[0]
     return describe
@@ -334,7 +341,8 @@ def _f(ms: float) -> str:
 def render(results: Results) -> str:
     m = results.machine
     lines = [
-        f"Deploy benchmark, {results.started}; {m['cpus']} CPUs, load average {m['loadavg_1m_at_start']} at start; "
+        f"Deploy benchmark, {results.started}; {m['cpus']} CPUs, load average "
+        f"{m['loadavg_1m_at_start']} at start; "
         "deploy.py over SSH to 127.0.0.1, real Docker engine, HAProxy in front of the gateways.",
         "",
         "Deploy times (wall clock per run, no traffic):",
@@ -354,7 +362,8 @@ def render(results: Results) -> str:
         limit = {"noop": NOOP_TARGET_S, "config-only": CONFIG_ONLY_TARGET_S}.get(t.kind)
         verdict = "" if limit is None else (" PASS" if s["median_s"] < limit else " FAIL")
         lines.append(
-            f"| {t.env} | {labels[t.kind]} | {s['median_s']:.2f} s | {s['min_s']:.2f} s | {s['max_s']:.2f} s | "
+            f"| {t.env} | {labels[t.kind]} | {s['median_s']:.2f} s | {s['min_s']:.2f} s | "
+            f"{s['max_s']:.2f} s | "
             f"{s['runs']} | {targets.get(t.kind, '–')}{verdict} |"
         )
     for t in results.timings:
@@ -366,27 +375,34 @@ def render(results: Results) -> str:
             ]
     lines += [
         "",
-        "Cut-overs under load (40 short requests/s, half keep-alive and half on new connections, 3 streams of 8 s "
-        "in flight. longest gap: no successful short answer, during the deploy; longest send gap: the load itself sent "
-        "nothing (it sends one every 25 ms); p99 of short requests: the 2 s before the deploy, the deploy, the cut-over "
+        "Cut-overs under load (40 short requests/s, half keep-alive and half on new connections, 3 "
+        "streams of 8 s "
+        "in flight. longest gap: no successful short answer, during the deploy; longest send gap: "
+        "the load itself sent "
+        "nothing (it sends one every 25 ms); p99 of short requests: the 2 s before the deploy, the "
+        "deploy, the cut-over "
         f"window (from the `cut over` step's start to {CUT_OVER_TAIL_S:g} s after its end)):",
         "",
-        "| env | change | gateway / proxy action | deploy | short req | streams | failed | streams cut | longest gap | "
+        "| env | change | gateway / proxy action | deploy | short req | streams | failed | streams "
+        "cut | longest gap | "
         "longest send gap | p99 before | p99 deploy | p99 cut-over |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in results.cut_overs:
         acts = f"{c.actions.get('gateway', '?')} / {c.actions.get('proxy', '?')}"
         lines.append(
-            f"| {c.env} | {c.change} | {acts} | {c.deploy_s:.1f} s | {c.requests} | {c.streams} | {c.failed} | "
-            f"{c.streams_cut} | {_f(c.longest_gap_ms)} ms | {_f(c.send_gap_ms)} ms | {_f(c.p99_before_ms)} ms | {_f(c.p99_deploy_ms)} ms | "
+            f"| {c.env} | {c.change} | {acts} | {c.deploy_s:.1f} s | {c.requests} | {c.streams} | "
+            f"{c.failed} | "
+            f"{c.streams_cut} | {_f(c.longest_gap_ms)} ms | {_f(c.send_gap_ms)} ms | "
+            f"{_f(c.p99_before_ms)} ms | {_f(c.p99_deploy_ms)} ms | "
             f"{_f(c.p99_cut_over_ms)} ms |"
         )
     lines += ["", "Targets:"]
     for c in results.cut_overs:
         ok = c.failed == 0 and c.streams_cut == 0 and c.longest_gap_ms < MAX_GAP_MS
         lines.append(
-            f"  {'PASS' if ok else 'FAIL'}  {c.env} {c.change}: {c.failed} failed, {c.streams_cut} streams cut, "
+            f"  {'PASS' if ok else 'FAIL'}  {c.env} {c.change}: {c.failed} failed, {c.streams_cut} "
+            "streams cut, "
             f"longest gap {_f(c.longest_gap_ms)} ms (< {MAX_GAP_MS:.0f} ms) at {c.gap_at}"
         )
         lines += [f"        {f}" for f in c.failures]
@@ -401,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one run of each timed kind; under load, every change for staging, config-only for production",
+        help="one run of each timed kind; under load, every change for staging, config-only for "
+        "production",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -460,8 +477,10 @@ def main(argv: list[str] | None = None) -> int:
                     c = cut_over_under_load(project, env, key, name, deploy_args)
                     results.cut_overs.append(c)
                     log(
-                        f"  deploy {c.deploy_s:.1f} s, {c.failed} failed, {c.streams_cut} streams cut, longest gap "
-                        f"{_f(c.longest_gap_ms)} ms at {c.gap_at}, p99 {_f(c.p99_before_ms)} -> {_f(c.p99_deploy_ms)} ms "
+                        f"  deploy {c.deploy_s:.1f} s, {c.failed} failed, {c.streams_cut} streams "
+                        "cut, longest gap "
+                        f"{_f(c.longest_gap_ms)} ms at {c.gap_at}, p99 {_f(c.p99_before_ms)} -> "
+                        f"{_f(c.p99_deploy_ms)} ms "
                         f"(cut-over window {_f(c.p99_cut_over_ms)} ms)"
                     )
         finally:

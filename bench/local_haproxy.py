@@ -1,4 +1,5 @@
-"""HAProxy in front of a local gateway, configured as a deploy configures it (for gateway_bench --proxy).
+"""HAProxy in front of a local gateway, configured as a deploy configures it
+(for `gateway_bench --proxy`).
 
 The configuration is the compiler's: `compiler.proxy.render_config` with templates/haproxy.cfg.j2,
 the proxy settings' defaults and the bench gateway's request timeout. Two things differ from a
@@ -31,7 +32,8 @@ HOST = "127.0.0.1"
 
 
 def bench_config(request_timeout_s: float) -> GatewayConfig:
-    """The smallest gateway.yaml whose proxy settings are the defaults and whose request timeout is the bench gateway's."""
+    """The smallest gateway.yaml whose proxy settings are the defaults and whose request timeout is
+    the bench gateway's."""
     return GatewayConfig.model_validate(
         {
             "version": 1,
@@ -51,7 +53,8 @@ def bench_config(request_timeout_s: float) -> GatewayConfig:
 
 
 def render(gateway_port: int, listen_port: int, request_timeout_s: float) -> str:
-    """haproxy.cfg for slot a with the gateway at 127.0.0.1:`gateway_port`, listening on 127.0.0.1:`listen_port`."""
+    """haproxy.cfg for slot a with the gateway at 127.0.0.1:`gateway_port`, listening on
+    127.0.0.1:`listen_port`."""
     config = bench_config(request_timeout_s)
     text = proxy.render_config(
         _env(),
@@ -67,7 +70,8 @@ def render(gateway_port: int, listen_port: int, request_timeout_s: float) -> str
     bind = f"    bind :{proxy.LISTEN_PORT}\n"
     if text.count(bind) != 1:
         raise RuntimeError(
-            f"templates/haproxy.cfg.j2 no longer has exactly one {bind.strip()!r} line; update bench/local_haproxy.py"
+            f"templates/haproxy.cfg.j2 no longer has exactly one {bind.strip()!r} line; update "
+            "bench/local_haproxy.py"
         )
     return text.replace(bind, f"    bind {HOST}:{listen_port}\n")
 

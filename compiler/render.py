@@ -18,6 +18,7 @@ import yaml
 
 from compiler import proxy
 from compiler.canonical import _with_hash_and_text, canonical_json, sha256
+from compiler.manifest import GatewayInputs, ImageDigests, Manifest, ProxyInputs, Services, Source
 from compiler.models import GatewayConfig
 from compiler.resolve import (
     REFERENCE_INPUT_TOKENS,
@@ -30,7 +31,6 @@ from compiler.resolve import (
 )
 
 RUNTIME_SCHEMA_VERSION = 1
-MANIFEST_SCHEMA_VERSION = 2
 CONTAINER_PORT = 8000
 CONFIG_PATH = "/etc/switchyard/runtime.json"
 DATA_DIR = "/var/lib/switchyard"
@@ -220,7 +220,10 @@ def service_definition_hash(block: dict[str, Any]) -> str:
 
 
 def _healthcheck(path: str) -> list[str]:
-    code = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
+    code = (
+        "import urllib.request; "
+        f"urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
+    )
     return ["CMD", "python", "-c", code]
 
 
@@ -343,23 +346,24 @@ def render_environment(
         )
         for slot, names in slots.items()
     }
-    services = {
-        "gateway": _inputs(
-            image="sha256:" + image_hash,
-            config=config_hash,
-            replicas=env.replicas,
-            definition=service_definition_hash(compose_services[slots["a"][0]]),
-        )
-        | {"slots": slots},
-        "proxy": _inputs(
-            image="sha256:" + proxy_hash,
-            config={
-                slot: "sha256:" + sha256(proxy_configs[f"proxy/haproxy-{slot}.cfg"])
-                for slot in proxy.SLOTS
-            },
-            definition=service_definition_hash(compose_services["proxy"]),
-        ),
-    }
+    gateway_inputs = _inputs(
+        image="sha256:" + image_hash,
+        config=config_hash,
+        replicas=env.replicas,
+        definition=service_definition_hash(compose_services[slots["a"][0]]),
+    )
+    proxy_inputs = _inputs(
+        image="sha256:" + proxy_hash,
+        config={
+            slot: "sha256:" + sha256(proxy_configs[f"proxy/haproxy-{slot}.cfg"])
+            for slot in proxy.SLOTS
+        },
+        definition=service_definition_hash(compose_services["proxy"]),
+    )
+    services = Services(
+        GatewayInputs(**gateway_inputs, slots={s: tuple(n) for s, n in slots.items()}),
+        ProxyInputs(**proxy_inputs),
+    )
     files = {
         "compose.yaml": compose,
         "Dockerfile": dockerfile,
@@ -367,37 +371,34 @@ def render_environment(
         "proxy/Dockerfile": proxy_dockerfile,
         **proxy_configs,
     }
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "generator": "switchyard",
-        "project": config.project,
-        "environment": env_name,
-        "compose_project": cp,
-        "target": env.target,
-        "host": env.host,
-        "ssh_user": env.ssh_user,
-        "ssh_port": env.ssh_port,
-        "port": env.port,
-        "replicas": env.replicas,
-        "health_timeout_s": env.health_timeout_s,
-        "drain_timeout_s": drain_s,
-        "keep_releases": env.keep_releases,
-        "deploy_dir": env.deploy_dir,
-        "image": image,
-        "proxy_image": proxy_image,
-        # What the image hash is made of, so deploy can say which one changed.
-        "image_inputs": {
-            "dockerfile": "sha256:" + sha256(dockerfile),
-            "runtime": "sha256:" + image_inputs.runtime_digest,
-            "requirements": "sha256:" + sha256(image_inputs.requirements),
-        },
-        "config_hash": config_hash,
-        "source": {"name": source_name, "sha256": source_sha256},
-        "secrets": sorted(runtime["secrets"]),
-        "files": {name: "sha256:" + sha256(text) for name, text in sorted(files.items())},
-        "services": services,
-    }
-    files["manifest.json"] = canonical_json(manifest)
+    manifest = Manifest(
+        project=config.project,
+        environment=env_name,
+        compose_project=cp,
+        target=env.target,
+        host=env.host,
+        ssh_user=env.ssh_user,
+        ssh_port=env.ssh_port,
+        port=env.port,
+        replicas=env.replicas,
+        health_timeout_s=env.health_timeout_s,
+        drain_timeout_s=drain_s,
+        keep_releases=env.keep_releases,
+        deploy_dir=env.deploy_dir,
+        image=image,
+        proxy_image=proxy_image,
+        image_inputs=ImageDigests(
+            dockerfile="sha256:" + sha256(dockerfile),
+            runtime="sha256:" + image_inputs.runtime_digest,
+            requirements="sha256:" + sha256(image_inputs.requirements),
+        ),
+        config_hash=config_hash,
+        source=Source(source_name, source_sha256),
+        secrets=tuple(sorted(runtime["secrets"])),
+        files={name: "sha256:" + sha256(text) for name, text in sorted(files.items())},
+        services=services,
+    )
+    files["manifest.json"] = manifest.text()
     return files
 
 

@@ -1,7 +1,9 @@
 """Bring one release live — a deploy's or a rollback's — and put things back when that fails
 or is interrupted.
 
-The steps are computed once (`steps_for`) and either printed (`--plan`) or run (`activate`).
+The steps of a deploy, of the recovery of an interrupted one and of a rollback are computed
+in one place (`release_steps`) and either printed (`--plan`: each step's `describe()`) or
+run (`activate`), always the same list.
 Until the cut-over nothing that serves is touched, so a failure or an interrupt before it
 only has to remove what the attempt started: the live release keeps serving. After the
 cut-over the new release is live; what is left (the drain) is finished by the next deploy if
@@ -14,20 +16,21 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
+from compiler.manifest import Manifest
 from deployer import commands as cmd
 from deployer import interrupts
 from deployer.bundle import DeployError
 from deployer.hosts import ConnectionLost, HostError
-from deployer.plan import CREATE, RECREATE, UNCHANGED, Plan
+from deployer.plan import CREATE, RECREATE, UNCHANGED, DeployPlan
 from deployer.state import HostState, Paths
 from deployer.steps import (
     CUTOVER,
     LIVE,
     PREPARE,
     BuildImages,
-    Context,
+    CheckCompose,
     CutOver,
     Drain,
     MakeCurrent,
@@ -36,9 +39,14 @@ from deployer.steps import (
     StageProxyConfig,
     StartGateways,
     Step,
+    StepContext,
+    UploadRelease,
     WaitReady,
+    WriteSecrets,
     confirm_serving,
 )
+
+Action = Literal["deploy", "rollback"]
 
 
 @dataclass(frozen=True)
@@ -46,24 +54,77 @@ class Target:
     """The release to bring live: its id and manifest (already on the host, or uploaded first)."""
 
     release_id: str
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @property
     def port(self) -> int:
-        return int(self.manifest["port"])
+        return self.manifest.port
 
 
-def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> list[Step]:
-    """The steps that make `target` live, given what runs (`state`) and the `plan`."""
+def recovers(plan: DeployPlan) -> bool:
+    """What serves is this config already: a deploy only finishes what an interrupted one left
+    behind (gateways the proxy no longer serves, an earlier layout's services), and uploads
+    no new release: the live one stays the release that serves, and `current` names it."""
+    return bool(plan.live_release) and not plan.gateways_change and plan.proxy_action == UNCHANGED
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A deploy's new release: its size, and the secret names to write first (None: the
+    host's secrets file is the same, nothing is written)."""
+
+    size: int
+    secrets: tuple[str, ...] | None = None
+
+
+def release_steps(
+    action: Action,
+    paths: Paths,
+    target: Target,
+    plan: DeployPlan,
+    state: HostState,
+    *,
+    upload: Upload | None = None,
+    live_healthy: bool = False,
+) -> list[Step]:
+    """Every step a deploy or rollback runs, in order: what `--plan` prints, and all that
+    `activate` runs. The one place they are decided.
+
+    - deploy, nothing changes (`plan.noop`): at most point `current` at the release that
+      serves, when a deploy lost its connection after the cut-over (`live_healthy`: the
+      environment answers healthy);
+    - deploy recovering an interrupted one (`recovers`): `target` is the live release; only
+      what the plan finds left over;
+    - deploy of a new release: upload it (`upload`), write the secrets if they changed, check
+      its compose file on the host, then make it live;
+    - rollback: check the compose file of the release already on the host, then make it live.
+    """
+    rid = target.release_id
+    if action == "deploy" and plan.noop:
+        live = plan.live_release
+        return [MakeCurrent(live)] if live and state.current != live and live_healthy else []
+    steps: list[Step] = []
+    if action == "deploy" and rid != plan.live_release:
+        if upload is None:
+            raise ValueError("a deploy of a new release needs its upload")
+        steps.append(UploadRelease(rid, paths.release(rid), upload.size))
+        if upload.secrets is not None:
+            steps.append(WriteSecrets(paths.secrets, upload.secrets))
+    if action == "rollback" or rid != plan.live_release:
+        steps.append(CheckCompose(paths.compose_project, paths.compose_file(rid)))
+    return steps + steps_for(paths, target, plan, state)
+
+
+def steps_for(paths: Paths, target: Target, plan: DeployPlan, state: HostState) -> list[Step]:
+    """The steps that make `target` live, given what runs (`state`) and the `plan` (the part
+    of `release_steps` after the release is on the host)."""
     m = target.manifest
     cp, rid = paths.compose_project, target.release_id
     compose_file = paths.compose_file(rid)
     slot = plan.target_slot
     steps: list[Step] = []
     if plan.build:
-        images = tuple(
-            str(m["proxy_image"] if svc == "proxy" else m["image"]) for svc in plan.build
-        )
+        images = tuple(m.proxy_image if svc == "proxy" else m.image for svc in plan.build)
         steps.append(BuildImages(cp, compose_file, plan.build, images))
     proxy_action = plan.proxy_action
     cut_over = plan.gateways_change or proxy_action != UNCHANGED
@@ -74,23 +135,23 @@ def steps_for(paths: Paths, target: Target, plan: Plan, state: HostState) -> lis
             StageProxyConfig(
                 rid,
                 slot,
-                str(m["services"]["proxy"]["config"][slot]),
-                str(m["proxy_image"]),
+                m.services.proxy.config[slot],
+                m.proxy_image,
                 proxy.id if same_image and proxy else None,
             )
         )
-    drain_s = float(m["drain_timeout_s"])
+    drain_s = m.drain_timeout_s
     if plan.stale:
         steps.append(
             RemoveGateways(
                 tuple(c.id for c in plan.stale), tuple(c.name for c in plan.stale), drain_s
             )
         )
-    new_services = tuple(m["services"]["gateway"]["slots"][slot])
+    new_services = m.services.gateway.slots[slot]
     if plan.gateways_change:
         steps += [
             StartGateways(cp, compose_file, new_services, slot),
-            WaitReady(rid, new_services, float(m["health_timeout_s"])),
+            WaitReady(rid, new_services, m.health_timeout_s),
         ]
     recreate = proxy_action in (CREATE, RECREATE)
     if cut_over:
@@ -135,11 +196,17 @@ def _shielded() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def run_step(step: Step, ctx: StepContext) -> None:
+    """Run one step, shown as its `describe()` line in the progress output."""
+    with ctx.out.step(step.describe()):
+        step.run(ctx)
+
+
 def activate(
-    ctx: Context,
+    ctx: StepContext,
     steps: list[Step],
     target: Target,
-    plan: Plan,
+    plan: DeployPlan,
     state: HostState,
     *,
     mark_failed: bool,
@@ -151,8 +218,7 @@ def activate(
         with interrupts.deferred():
             for step in steps:
                 interrupts.check()
-                with ctx.out.step(step.describe()):
-                    step.run(ctx)
+                run_step(step, ctx)
     except ConnectionLost:
         raise
     except (DeployError, HostError) as exc:
@@ -183,10 +249,10 @@ def activate(
 
 
 def _after_failure(
-    ctx: Context,
+    ctx: StepContext,
     steps: list[Step],
     target: Target,
-    plan: Plan,
+    plan: DeployPlan,
     reason: str,
     result: str,
     mark_failed: bool,
@@ -202,8 +268,9 @@ def _after_failure(
         left = next((s for s in steps if isinstance(s, Drain)), None)
         note = (
             (
-                f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) were left running "
-                f"to finish their requests, and the next deploy removes them"
+                f"release {target.release_id} is live; the old gateways ({', '.join(left.names)}) "
+                "were left running "
+                "to finish their requests, and the next deploy removes them"
             )
             if left
             else f"release {target.release_id} is live"
@@ -223,8 +290,7 @@ def _after_failure(
             for c in ctx.owned()
             if c.release == target.release_id
             and c.service == "gateway"
-            and c.compose_service
-            in target.manifest["services"]["gateway"]["slots"][plan.target_slot]
+            and c.compose_service in target.manifest.services.gateway.slots[plan.target_slot]
         ]
         if new:
             _quietly(
@@ -249,7 +315,7 @@ def _after_failure(
     return Outcome(result, "\n".join([reason, *undone, serving]))
 
 
-def _new_release_serves(ctx: Context, target: Target) -> bool:
+def _new_release_serves(ctx: StepContext, target: Target) -> bool:
     try:
         confirm_serving(ctx, target.port, ctx.new_ids, 5.0)
     except (DeployError, HostError):
@@ -257,7 +323,7 @@ def _new_release_serves(ctx: Context, target: Target) -> bool:
     return True
 
 
-def _quietly(ctx: Context, step: Step | None, argv: list[str] | None = None) -> None:
+def _quietly(ctx: StepContext, step: Step | None, argv: list[str] | None = None) -> None:
     """Run a clean-up command or step; report, never raise (the original error is the news)."""
     try:
         if step is not None:

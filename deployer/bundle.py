@@ -2,7 +2,7 @@
 
 The release is what a host runs: the compiled files, `requirements.txt` and the `runtime/`
 package the image is built from. It never holds a secret value (those go to the secrets
-file, `secrets.py`).
+file, `secrets_env.py`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from compiler.cli import RUNTIME_DIR, image_inputs
 from compiler.diagnostics import did_you_mean
+from compiler.manifest import Manifest
 from compiler.models import Environment, GatewayConfig
 from compiler.render import render_all
 from compiler.report import text as diagnostics_text
@@ -44,7 +44,7 @@ class Bundle:
     env: str
     config: GatewayConfig
     environment: Environment
-    manifest: dict[str, Any]
+    manifest: Manifest
     files: dict[str, str]  # compose.yaml, runtime.json, Dockerfile, manifest.json
     runtime_dir: Path
     config_path: Path
@@ -52,28 +52,26 @@ class Bundle:
 
     @property
     def compose_project(self) -> str:
-        return str(self.manifest["compose_project"])
+        return self.manifest.compose_project
 
     @property
     def port(self) -> int:
-        return int(self.manifest["port"])
+        return self.manifest.port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def services(self) -> dict[str, dict[str, Any]]:
-        services: dict[str, dict[str, Any]] = self.manifest["services"]
-        return services
-
     def release_id(self, now: datetime) -> str:
         """`20261126T071500Z-1a2b3c4d`: sortable by time, tagged with the inputs it carries."""
-        digest = hashlib.sha256(json.dumps(self.services, sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(
+            json.dumps(self.manifest.services.to_json(), sort_keys=True).encode()
+        ).hexdigest()[:8]
         return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
 
     def tarball(self) -> bytes:
-        """The release directory as a deterministic .tar.gz (Fabric's put takes files, not folders)."""
+        """The release directory as a deterministic .tar.gz (Fabric's put takes files, not
+        folders)."""
         members: list[tuple[str, bytes, int]] = [
             (name, text.encode(), 0o644) for name, text in sorted(self.files.items())
         ]
@@ -101,7 +99,8 @@ class Bundle:
 
 
 def load_bundle(config_path: str, env: str) -> Bundle:
-    """Validate `config_path` and compile `env`; raise DeployError with the diagnostics if invalid."""
+    """Validate `config_path` and compile `env`; raise DeployError with the diagnostics if
+    invalid."""
     path = Path(config_path)
     if not path.is_file():
         raise UsageError(
@@ -112,7 +111,8 @@ def load_bundle(config_path: str, env: str) -> Bundle:
     if not result.ok or result.config is None:
         raise DeployError(
             diagnostics_text(config_path, result.diagnostics).rstrip()
-            + f"\nrefusing to deploy: {config_path} has errors (run `python -m compiler check {config_path}`)"
+            + f"\nrefusing to deploy: {config_path} has errors (run `python -m compiler check "
+            f"{config_path}`)"
         )
     config = result.config
     if env not in config.environments:
@@ -135,7 +135,7 @@ def load_bundle(config_path: str, env: str) -> Bundle:
         env=env,
         config=config,
         environment=config.environments[env],
-        manifest=json.loads(files["manifest.json"]),
+        manifest=Manifest.parse(files["manifest.json"]),
         files=files,
         runtime_dir=RUNTIME_DIR,
         config_path=path,

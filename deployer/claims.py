@@ -38,14 +38,16 @@ def parse(data: str | bytes | None, where: str = "claims.json") -> dict[str, Cla
         }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DeployError(
-            f"{where} on the host is not a valid claims file ({exc}); fix it by hand, or remove it and deploy every environment on this host again"
+            f"{where} on the host is not a valid claims file ({exc}); fix it by hand, or remove it "
+            "and deploy every environment on this host again"
         ) from exc
 
 
 def render(claims: dict[str, Claim], by: str, when: str) -> bytes:
     doc: dict[str, Any] = {
         "version": 1,
-        "note": "Switchyard: which compose project and which loopback port belong to whom on this host.",
+        "note": "Switchyard: which compose project and which loopback port belong to whom on this "
+        "host.",
         "updated": when,
         "updated_by": by,
         "projects": {
@@ -62,7 +64,8 @@ def published_ports(host: Host) -> dict[int, str]:
 
 
 def parse_published(out: str) -> dict[int, str]:
-    """`docker ps --format '{{.ID}}<TAB>{{project label}}<TAB>{{.Ports}}'` -> {host port: project}."""
+    """`docker ps --format '{{.ID}}<TAB>{{project label}}<TAB>{{.Ports}}'` ->
+    {host port: project}."""
     ports: dict[int, str] = {}
     for line in out.splitlines():
         cid, project, published = ([*line.split("\t"), "", ""])[:3]
@@ -81,19 +84,22 @@ def conflicts(bundle: Bundle, claims: dict[str, Claim], published: dict[int, str
     mine = claims.get(me)
     if mine and (mine.project, mine.environment) != (bundle.config.project, bundle.env):
         problems.append(
-            f"the compose project '{me}' is claimed on this host by project '{mine.project}' environment "
+            f"the compose project '{me}' is claimed on this host by project '{mine.project}' "
+            "environment "
             f"'{mine.environment}'; set environments.{bundle.env}.compose_project to another name"
         )
     for name, claim in sorted(claims.items()):
         if name != me and claim.port == port:
             problems.append(
-                f"port {port} is claimed on this host by '{name}' (project '{claim.project}', environment "
+                f"port {port} is claimed on this host by '{name}' (project '{claim.project}', "
+                "environment "
                 f"'{claim.environment}'); pick another environments.{bundle.env}.port"
             )
     user = published.get(port)
     if user is not None and user != me:
         problems.append(
-            f"port {port} is already published on this host by '{user}'; pick another environments.{bundle.env}.port"
+            f"port {port} is already published on this host by '{user}'; pick another "
+            f"environments.{bundle.env}.port"
         )
     return problems
 
@@ -115,11 +121,13 @@ def settled(bundle: Bundle, claims: dict[str, Claim], published: dict[int, str])
 
 
 def claim(host: Host, paths: Paths, bundle: Bundle, who: str, when: str) -> None:
-    """Check and record our claim under the host-wide claims lock; raise DeployError on a conflict."""
+    """Check and record our claim under the host-wide claims lock; raise DeployError on a
+    conflict."""
     held, output = host.hold(cmd.lock(paths.claims_lock, 30), "locked", timeout=40)
     if held is None:
         raise DeployError(
-            f"could not take the host's claims lock ({paths.claims_lock}): {output.strip() or 'timed out'}"
+            f"could not take the host's claims lock ({paths.claims_lock}): "
+            f"{output.strip() or 'timed out'}"
         )
     try:
         claims = parse(host.read(paths.claims), paths.claims)

@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strict-host-keys",
         action="store_true",
-        help="refuse a host whose key is not in the known hosts file yet (default: trust it on first use "
-        "and remember it; a CHANGED key is always refused); also $SWITCHYARD_SSH_STRICT_HOST_KEYS=1",
+        help="refuse a host whose key is not in the known hosts file yet (default: trust it on "
+        "first use "
+        "and remember it; a CHANGED key is always refused); also "
+        "$SWITCHYARD_SSH_STRICT_HOST_KEYS=1",
     )
     lock = p.add_mutually_exclusive_group()
     lock.add_argument(

@@ -108,7 +108,10 @@ def logs(container: str, tail: int = 20) -> list[str]:
 def make_env_dir(env_dir: str, then: Sequence[str] = ()) -> list[str]:
     """The environment's directory (0700: it holds the secrets file) and its releases/;
     then, if given, exec `then` (so the lock can make the directory in the same round trip)."""
-    script = 'mkdir -p -- "$1/releases" && chmod 700 -- "$1" || exit 1; shift; [ "$#" -eq 0 ] || exec "$@"'
+    script = (
+        'mkdir -p -- "$1/releases" && chmod 700 -- "$1" || exit 1; shift; [ "$#" -eq 0 ] || '
+        'exec "$@"'
+    )
     return ["sh", "-c", script, "sh", env_dir, *then]
 
 
@@ -116,7 +119,8 @@ def unpack_release(tarball: str, final_dir: str) -> list[str]:
     """Unpack into a hidden directory beside it, then rename: a release appears whole or not
     at all, and nothing half-written ever carries a release's name."""
     script = (
-        'set -e; tmp="$(dirname -- "$2")/.$(basename -- "$2").unpack"; rm -rf -- "$tmp"; mkdir -p -- "$tmp"; '
+        'set -e; tmp="$(dirname -- "$2")/.$(basename -- "$2").unpack"; rm -rf -- "$tmp"; mkdir -p '
+        '-- "$tmp"; '
         'tar -xzf "$1" -C "$tmp"; rm -f -- "$1"; rm -rf -- "$2"; mv -- "$tmp" "$2"'
     )
     return ["sh", "-c", script, "sh", tarball, final_dir]
@@ -127,7 +131,8 @@ def remove_leftovers(releases_dir: str, names: Sequence[str]) -> list[str]:
     return [
         "sh",
         "-c",
-        'cd -- "$1" || exit 0; shift; for n in "$@"; do case "$n" in .?*) rm -rf -- "$n";; esac; done',
+        'cd -- "$1" || exit 0; shift; for n in "$@"; do case "$n" in .?*) rm -rf -- "$n";; esac; '
+        "done",
         "sh",
         releases_dir,
         *names,
@@ -164,7 +169,8 @@ def stage_proxy_config(source: str, proxy_dir: str, header: str) -> list[str]:
     unprivileged user there)."""
     script = (
         'set -e; umask 022; mkdir -p -- "$2"; chmod 755 -- "$2"; '
-        '{ printf "%s\n" "$3"; cat -- "$1"; } > "$2/haproxy.cfg.next.tmp"; mv -f -- "$2/haproxy.cfg.next.tmp" "$2/haproxy.cfg.next"'
+        '{ printf "%s\n" "$3"; cat -- "$1"; } > "$2/haproxy.cfg.next.tmp"; mv -f -- '
+        '"$2/haproxy.cfg.next.tmp" "$2/haproxy.cfg.next"'
     )
     return ["sh", "-c", script, "sh", source, proxy_dir, header]
 
@@ -199,7 +205,8 @@ def reload_proxy(proxy_dir: str, container: str) -> list[str]:
     script = (
         'd="$1"; c="$2"; set -e; w=$(docker exec "$c" sh -c "$3" | tr "\n" " "); '
         '[ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" "$d/haproxy.cfg.prev"; '
-        'mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"; docker kill --signal USR2 "$c" >/dev/null; echo "workers $w"'
+        'mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"; docker kill --signal USR2 "$c" '
+        '>/dev/null; echo "workers $w"'
     )
     return ["sh", "-c", script, "sh", proxy_dir, container, _WORKERS]
 
@@ -212,7 +219,8 @@ def restore_proxy_config(proxy_dir: str, container: str | None, if_header: str =
     older deploy's haproxy.cfg.prev."""
     script = (
         'd="$1"; c="$2"; [ -f "$d/haproxy.cfg.prev" ] || exit 0; '
-        'if [ -n "$3" ]; then IFS= read -r first < "$d/haproxy.cfg" || exit 0; [ "$first" = "$3" ] || exit 0; fi; '
+        'if [ -n "$3" ]; then IFS= read -r first < "$d/haproxy.cfg" || exit 0; [ "$first" = "$3" ] '
+        "|| exit 0; fi; "
         'mv -f -- "$d/haproxy.cfg.prev" "$d/haproxy.cfg"; '
         '[ -z "$c" ] || docker kill --signal USR2 "$c" >/dev/null'
     )
@@ -221,7 +229,10 @@ def restore_proxy_config(proxy_dir: str, container: str | None, if_header: str =
 
 def promote_proxy_config(proxy_dir: str) -> list[str]:
     """Make the staged config the live one (before the proxy container is (re)created)."""
-    script = 'd="$1"; [ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" "$d/haproxy.cfg.prev"; mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"'
+    script = (
+        'd="$1"; [ ! -f "$d/haproxy.cfg" ] || cp -p -- "$d/haproxy.cfg" '
+        '"$d/haproxy.cfg.prev"; mv -f -- "$d/haproxy.cfg.next" "$d/haproxy.cfg"'
+    )
     return ["sh", "-c", script, "sh", proxy_dir]
 
 
@@ -238,19 +249,31 @@ d="$1"; p="$2"; img="$3"; compare="$4"; claims="$5"
 echo "@@sy current"; readlink -- "$d/current" 2>/dev/null || true
 echo "@@sy releases"
 (cd -- "$d/releases" 2>/dev/null || exit 0
- for r in *; do [ -d "$r" ] || continue; if [ -e "$r/FAILED" ]; then echo "$r failed"; else echo "$r ok"; fi; done)
+ for r in *; do
+   [ -d "$r" ] || continue
+   if [ -e "$r/FAILED" ]; then echo "$r failed"; else echo "$r ok"; fi
+ done)
 echo "@@sy leftovers"
-(cd -- "$d/releases" 2>/dev/null || exit 0; for r in .[!.]*; do [ -e "$r" ] && echo "$r"; done; true)
+(cd -- "$d/releases" 2>/dev/null || exit 0
+ for r in .[!.]*; do [ -e "$r" ] && echo "$r"; done; true)
 echo "@@sy image"
-for i in $img; do docker image inspect --format '{{.Id}}' "$i" >/dev/null 2>&1 && echo "$i present" || echo "$i absent"; done
+for i in $img; do
+  docker image inspect --format '{{.Id}}' "$i" >/dev/null 2>&1 && echo "$i present" ||
+    echo "$i absent"
+done
 echo "@@sy secrets"
-if [ "$compare" = 1 ]; then if cmp -s - "$d/secrets.env" 2>/dev/null; then echo same; else echo changed; fi; fi
+if [ "$compare" = 1 ]; then
+  if cmp -s - "$d/secrets.env" 2>/dev/null; then echo same; else echo changed; fi
+fi
 echo "@@sy claims"
 if [ -n "$claims" ]; then cat -- "$claims" 2>/dev/null; echo; fi
 echo "@@sy proxy"
 head -n 1 -- "$d/proxy/haproxy.cfg" 2>/dev/null || true
 echo "@@sy lock"
-if [ -s "$d/lock.json" ]; then cat -- "$d/lock.json"; echo; if flock --nonblock "$d/deploy.lock" true 2>/dev/null; then echo free; else echo held; fi; fi
+if [ -s "$d/lock.json" ]; then
+  cat -- "$d/lock.json"; echo
+  if flock --nonblock "$d/deploy.lock" true 2>/dev/null; then echo free; else echo held; fi
+fi
 echo "@@sy compose"
 docker compose version --short 2>/dev/null || true
 echo "@@sy published"
@@ -290,13 +313,18 @@ def probe(
 
 
 def cat_files(paths: Sequence[str]) -> list[str]:
-    """Several files in one round trip: `\n@@sy-file <path>\n<content>` each (`@@sy-absent` if missing)."""
-    script = 'for f in "$@"; do printf \'\n@@sy-file %s\n\' "$f"; if [ -f "$f" ]; then cat -- "$f"; else echo @@sy-absent; fi; done'
+    """Several files in one round trip: `\n@@sy-file <path>\n<content>` each (`@@sy-absent` if
+    missing)."""
+    script = (
+        'for f in "$@"; do printf \'\n@@sy-file %s\n\' "$f"; if [ -f "$f" ]; then cat -- '
+        '"$f"; else echo @@sy-absent; fi; done'
+    )
     return ["sh", "-c", script, "sh", *paths]
 
 
 def mark_failed(release_dir: str) -> list[str]:
-    """Mark a release that never went live (a rollback never picks it); nothing if it was never uploaded."""
+    """Mark a release that never went live (a rollback never picks it); nothing if it was never
+    uploaded."""
     return [
         "sh",
         "-c",
@@ -317,7 +345,8 @@ def replace_if_changed(new: str, target: str) -> list[str]:
     (never the content)."""
     script = (
         'if cmp -s -- "$1" "$2"; then rm -f -- "$1"; echo same; else '
-        'rm -f -- "$2.prev"; [ ! -f "$2" ] || cp -p -- "$2" "$2.prev"; mv -f -- "$1" "$2"; echo changed; fi'
+        'rm -f -- "$2.prev"; [ ! -f "$2" ] || cp -p -- "$2" "$2.prev"; mv -f -- "$1" "$2"; echo '
+        "changed; fi"
     )
     return ["sh", "-c", script, "sh", new, target]
 
@@ -349,7 +378,8 @@ def resolve_root(root: str, create: bool) -> list[str]:
         make = (
             'e=$(mkdir -p -- "$1" 2>&1) || { echo "cannotcreate ${e##*: }"; exit 0; }; '
             # `true`, not `:`: a failed redirection on a special built-in exits a POSIX sh (dash).
-            't="$1/.switchyard-write-test.$$"; { true > "$t"; } 2>/dev/null && rm -f -- "$t" || { echo notwritable; exit 0; }; '
+            't="$1/.switchyard-write-test.$$"; { true > "$t"; } 2>/dev/null && rm -f -- "$t" || { '
+            "echo notwritable; exit 0; }; "
         )
     else:
         make = '[ -d "$1" ] || { echo absent; exit 0; }; '

@@ -16,27 +16,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from compiler.manifest import Manifest
 from deployer import claims
 from deployer import commands as cmd
-from deployer.activate import Outcome, Target, activate, steps_for
+from deployer.activate import (
+    Outcome,
+    Target,
+    Upload,
+    activate,
+    recovers,
+    release_steps,
+    run_step,
+)
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
+from deployer.history import HistoryEntry, parse_history
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
 from deployer.output import Progress, first_line, table
 from deployer.plan import (
-    UNCHANGED,
+    DeployPlan,
     Inputs,
-    Plan,
     live_release_of,
     live_slot,
     make_plan,
     parse_compose,
 )
 from deployer.rollback import rollback_target
-from deployer.secrets import SecretsFile, secrets_file
+from deployer.secrets_env import SecretsFile, secrets_file
 from deployer.state import (
     HostState,
     Paths,
     check_ownership,
+    host_manifest,
     parse_json,
     read_files,
     read_state,
@@ -44,14 +54,10 @@ from deployer.state import (
     serving_gateway,
 )
 from deployer.steps import (
-    CheckCompose,
-    Context,
-    MakeCurrent,
     Prune,
-    Record,
+    RecordHistory,
     Step,
-    UploadRelease,
-    WriteSecrets,
+    StepContext,
 )
 
 DEFAULT_LOCK_WAIT_S = 600.0
@@ -74,7 +80,7 @@ class Options:
 
 def connect(bundle: Bundle, opts: Options, out: Progress) -> Host:
     m = bundle.manifest
-    if m["target"] == "local":
+    if m.target == "local":
         return LocalHost()
     strict = opts.strict_host_keys or os.environ.get("SWITCHYARD_SSH_STRICT_HOST_KEYS", "") not in (
         "",
@@ -83,9 +89,9 @@ def connect(bundle: Bundle, opts: Options, out: Progress) -> Host:
         "no",
     )
     return SSHHost(
-        str(m["host"]),
-        user=m.get("ssh_user"),
-        port=int(m.get("ssh_port") or 22),
+        str(m.host),
+        user=m.ssh_user,
+        port=m.ssh_port or 22,
         identity=opts.identity or os.environ.get("SWITCHYARD_SSH_IDENTITY"),
         known_hosts=opts.known_hosts or os.environ.get("SWITCHYARD_SSH_KNOWN_HOSTS"),
         strict_host_keys=strict,
@@ -124,7 +130,8 @@ def take_lock(
         holder = _holder_text(host.read(paths.holder))
         if wait_s <= 0:
             raise DeployError(
-                f"{paths.compose_project} is locked by {holder}; try again when it has finished (or leave out --no-wait to wait for it)"
+                f"{paths.compose_project} is locked by {holder}; try again when it has finished "
+                "(or leave out --no-wait to wait for it)"
             )
         out.say(f"   waiting up to {wait_s:.0f} s for the lock held by {holder}")
         held, output = host.hold(
@@ -154,14 +161,16 @@ def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: 
         "who": previous.get("who"),
         "when": previous.get("since"),
         "result": "interrupted",
-        "reason": "it did not finish (its connection to the host was lost, or it was killed); recorded by the next deploy",
+        "reason": "it did not finish (its connection to the host was lost, or it was killed); "
+        "recorded by the next deploy",
         "services": {},
         "seconds": None,
         "git_commit": previous.get("git_commit"),
         "config_hash": previous.get("config_hash"),
     }
     out.say(
-        f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; recorded it as interrupted"
+        f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; "
+        "recorded it as interrupted"
     )
     host.run(
         cmd.append_line(paths.history), stdin=(json.dumps(entry, sort_keys=True) + "\n").encode()
@@ -175,11 +184,12 @@ def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: 
 def _inputs(
     host: Host,
     state: HostState,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     runtime: dict[str, Any],
     compose: dict[str, Any],
 ) -> Inputs:
-    """The plan's inputs: the wanted files, and the runtime.json / compose.yaml of the releases that run."""
+    """The plan's inputs: the wanted files, and the runtime.json / compose.yaml of the releases that
+    run."""
     rids = sorted({str(c.release) for c in state.owned() if c.release})
     wanted = [
         f"{state.paths.release(r)}/{name}"
@@ -197,15 +207,15 @@ def _inputs(
 def _plan_for(
     host: Host,
     state: HostState,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     runtime: dict[str, Any],
     compose_text: str | None,
     secrets_changed: bool,
-) -> Plan:
+) -> DeployPlan:
     serving = None
     proxy = state.proxy()
     if proxy is not None and proxy.running:
-        serving, _ = serving_gateway(host, int(manifest["port"]), state.gateways())
+        serving, _ = serving_gateway(host, manifest.port, state.gateways())
     inputs = _inputs(host, state, manifest, runtime, parse_compose(compose_text))
     return make_plan(
         inputs, state, images=state.images, secrets_changed=secrets_changed, serving=serving
@@ -220,36 +230,41 @@ def _require_compose(state: HostState, host: Host) -> None:
             else "`docker compose` is not available"
         )
         raise DeployError(
-            f"Docker Compose v2 is not installed on {host.name} ({found}); install the Compose plugin there "
-            "(Debian/Ubuntu: the docker-compose-plugin package, or the `docker compose` CLI plugin); nothing was changed"
+            f"Docker Compose v2 is not installed on {host.name} ({found}); install the Compose "
+            "plugin there "
+            "(Debian/Ubuntu: the docker-compose-plugin package, or the `docker compose` CLI "
+            "plugin); nothing was changed"
         )
 
 
-def _print_plan(
-    out: Progress,
-    env: str,
-    host: Host,
-    paths: Paths,
-    plan: Plan,
-    steps: list[Step],
-    *,
-    to_stdout: bool,
-) -> None:
-    serving = (
-        f"release {plan.live_release} (gateways in slot {plan.live_slot})"
-        if plan.live_release
-        else "nothing"
-    )
-    lines = [
-        f"Plan for {env} on {host.name} (compose project {paths.compose_project}), serving now: {serving}",
-        plan.table(),
-        "Steps:",
-    ] + [f"  {i}. {s.describe()}" for i, s in enumerate(steps, 1)]
-    text = "\n".join(lines)
-    if to_stdout:
-        print(out.clean(text), flush=True)
+def _plan_text(env: str, host: Host, paths: Paths, plan: DeployPlan, steps: list[Step]) -> str:
+    """The plan as printed: what serves, the services' actions, and the numbered steps (the
+    ones a deploy runs; a plan that changes nothing lists them only when there are any)."""
+    if plan.noop:
+        lines = [
+            f"Plan for {env} on {host.name}: nothing to do; "
+            f"release {plan.live_release} is up to date.",
+            plan.table(),
+        ]
+        if not steps:
+            return "\n".join(lines)
     else:
-        out.say(text)
+        serving = (
+            f"release {plan.live_release} (gateways in slot {plan.live_slot})"
+            if plan.live_release
+            else "nothing"
+        )
+        lines = [
+            f"Plan for {env} on {host.name} (compose project {paths.compose_project}), "
+            f"serving now: {serving}",
+            plan.table(),
+        ]
+    return "\n".join([*lines, "Steps:", *_step_lines(steps)])
+
+
+def _step_lines(steps: list[Step]) -> list[str]:
+    """The `Steps:` lines of a plan: each step's `describe()`, numbered."""
+    return [f"  {i}. {s.describe()}" for i, s in enumerate(steps, 1)]
 
 
 def _history_entry(
@@ -257,11 +272,11 @@ def _history_entry(
     action: str,
     release: str | None,
     previous: str | None,
-    plan: Plan,
+    plan: DeployPlan,
     result: str,
     reason: str | None,
     seconds: float,
-    manifest: dict[str, Any],
+    manifest: Manifest,
 ) -> dict[str, Any]:
     return {
         "action": action,
@@ -270,10 +285,10 @@ def _history_entry(
         "who": operator(),
         "when": _now(),
         "git_commit": bundle.git_commit,
-        "config_hash": manifest.get("config_hash"),
-        "source_sha256": (manifest.get("source") or {}).get("sha256"),
-        "image": manifest.get("image"),
-        "proxy_image": manifest.get("proxy_image"),
+        "config_hash": manifest.config_hash,
+        "source_sha256": manifest.source.sha256,
+        "image": manifest.image,
+        "proxy_image": manifest.proxy_image,
         "slot": plan.target_slot,
         "services": {s.service: s.action for s in plan.services},
         "result": result,
@@ -303,7 +318,12 @@ def _confirm(opts: Options, out: Progress) -> None:
 
 
 def _finish(
-    ctx: Context, outcome: Outcome, action: str, target: Target, plan: Plan, doc: dict[str, Any]
+    ctx: StepContext,
+    outcome: Outcome,
+    action: str,
+    target: Target,
+    plan: DeployPlan,
+    doc: dict[str, Any],
 ) -> int:
     """Record the outcome, prune after a success, print the last line. Returns the exit code."""
     bundle, out = ctx.bundle, ctx.out
@@ -318,13 +338,13 @@ def _finish(
         out.elapsed(),
         target.manifest,
     )
-    with out.step(Record(entry).describe()):
-        Record(entry).run(ctx)
+    with out.step(RecordHistory(entry).describe()):
+        RecordHistory(entry).run(ctx)
     port = target.port
     if outcome.result == "ok":
         try:
-            with out.step(Prune(int(target.manifest["keep_releases"])).describe()):
-                Prune(int(target.manifest["keep_releases"])).run(ctx)
+            with out.step(Prune(target.manifest.keep_releases).describe()):
+                Prune(target.manifest.keep_releases).run(ctx)
         except (
             DeployError,
             HostError,
@@ -341,7 +361,8 @@ def _finish(
         note = f" (note: {outcome.message})" if outcome.message else ""
         out.finish(
             doc,
-            f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} ({health}); {out.elapsed():.1f} s{note}",
+            f"{bundle.env}: release {target.release_id} is live at http://127.0.0.1:{port} "
+            f"({health}); {out.elapsed():.1f} s{note}",
         )
     else:
         out.finish(doc, f"{bundle.env}: {action} {outcome.result.upper()}. {outcome.message}")
@@ -365,12 +386,13 @@ class Session:
     paths: Paths | None = None
 
     def open(self, bundle: Bundle) -> tuple[Host, str | None]:
-        """Connect to the environment's host; the deploy directory (None if absent, read-only runs)."""
+        """Connect to the environment's host; the deploy directory (None if absent, read-only
+        runs)."""
         self.doc["url"] = bundle.url
         self.host = connect(bundle, self.opts, self.out)
         create = self.action == "deploy"
         return self.host, resolve_root(
-            self.host, str(bundle.manifest["deploy_dir"]), create=create, env=bundle.env
+            self.host, bundle.manifest.deploy_dir, create=create, env=bundle.env
         )
 
     def lock(self, paths: Paths, bundle: Bundle, release: str | None = None) -> None:
@@ -382,7 +404,7 @@ class Session:
             "pid": os.getpid(),
             "release": release,
             "git_commit": bundle.git_commit,
-            "config_hash": bundle.manifest.get("config_hash"),
+            "config_hash": bundle.manifest.config_hash,
         }
         with self.out.step(f"take the deploy lock of {paths.compose_project}"):
             self.held, previous = take_lock(self.host, paths, self.out, info, self.opts.lock_wait_s)
@@ -392,7 +414,8 @@ class Session:
 
 
 def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
-    """Run `body`; turn our errors into the final line / JSON and exit 1; always unlock and disconnect."""
+    """Run `body`; turn our errors into the final line / JSON and exit 1; always unlock and
+    disconnect."""
     out = Progress(opts.env, json_mode=opts.json)
     doc: dict[str, Any] = {
         "ok": False,
@@ -412,9 +435,12 @@ def _guarded(opts: Options, action: str, body: Callable[[Session], int]) -> int:
         doc.update(error=str(exc), result="interrupted")
         out.finish(
             doc,
-            f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live release "
-            f"keeps serving; the lock went with the connection. Run the {action} again: it plans from what "
-            f"actually runs, records this one as interrupted, and converges (`--status` shows what runs).",
+            f"{opts.env}: {action} INTERRUPTED: {exc}. Unless the cut-over had happened, the live "
+            "release "
+            f"keeps serving; the lock went with the connection. Run the {action} again: it plans "
+            "from what "
+            "actually runs, records this one as interrupted, and converges (`--status` shows what "
+            "runs).",
         )
         return 1
     except (DeployError, HostError) as exc:
@@ -477,19 +503,20 @@ def _deploy(session: Session) -> int:
             # A plan (say, in CI without the keys) still shows what would change; only the
             # secrets cannot be compared. The deploy itself would stop here.
             out.say(
-                f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy would refuse"
+                f"   note: {exc}; the plan cannot tell whether the secrets changed, and a deploy "
+                "would refuse"
             )
             secrets = None
     out.secrets = secrets.values() if secrets else ()
     manifest = bundle.manifest
-    with out.step(f"connect to {manifest['target']} host {manifest.get('host') or 'localhost'}"):
+    with out.step(f"connect to {manifest.target} host {manifest.host or 'localhost'}"):
         host, root = session.open(bundle)
-    paths = Paths(root or str(manifest["deploy_dir"]), bundle.compose_project)
+    paths = Paths(root or manifest.deploy_dir, bundle.compose_project)
     release_id = bundle.release_id(utcnow())
     if not opts.plan:
         session.lock(paths, bundle, release_id)
     with out.step("read what runs on the host and plan"):
-        images = (str(manifest["image"]), str(manifest["proxy_image"]))
+        images = manifest.images
         state = read_state(
             host,
             paths.root,
@@ -534,34 +561,41 @@ def _deploy(session: Session) -> int:
             claims.parse_published(state.published),
         ):
             claims.claim(host, paths, bundle, operator(), _now())
-    ctx = Context(host, bundle, paths, out, secrets)
-    if plan.noop:
-        return _unchanged(ctx, state, plan, opts, doc)
-    steps: list[Step] = []
-    if plan.live_release and not plan.gateways_change and plan.proxy_action == UNCHANGED:
-        # What serves is this config already; only what an interrupted deploy left behind goes
-        # (gateways the proxy no longer serves, an earlier layout's services). No new release:
-        # the live one stays the release that serves, and `current` names it.
-        release_id = plan.live_release
-        target = Target(release_id, manifest)
+    ctx = StepContext(host, bundle, paths, out, secrets)
+    health = _health(host, bundle.port) if plan.noop else ""
+    upload = None
+    if plan.noop or recovers(plan):
+        # No new release: the live one stays the release that serves.
+        release_id = plan.live_release or release_id
     else:
         ctx.tarball = bundle.tarball()
-        target = Target(release_id, manifest)
-        steps.append(UploadRelease(release_id, paths.release(release_id), len(ctx.tarball)))
-        if changed_secrets:
-            steps.append(WriteSecrets(paths.secrets, secrets.names if secrets else ()))
-        steps.append(CheckCompose(bundle.compose_project, paths.compose_file(release_id)))
-    steps += steps_for(paths, target, plan, state)
-    doc["release"] = release_id
-    doc["plan"] = [s.describe() for s in steps]
-    _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=opts.plan and not opts.json)
-    if opts.plan:
+        names = (secrets.names if secrets else ()) if changed_secrets else None
+        upload = Upload(len(ctx.tarball), names)
+    target = Target(release_id, manifest)
+    steps = release_steps(
+        "deploy", paths, target, plan, state, upload=upload, live_healthy=health == "healthy"
+    )
+    if plan.noop:
+        doc.update(release=plan.live_release, previous=plan.live_release, health=health)
+    else:
+        doc.update(release=release_id, plan=[s.describe() for s in steps])
+    text = _plan_text(bundle.env, host, paths, plan, steps)
+    if opts.plan and not opts.json:
+        print(out.clean(text), flush=True)
+    elif not plan.noop:
+        out.say(text)
+    if opts.plan:  # what was printed is all that happens
         doc["ok"] = True
-        out.finish(
-            doc,
-            f"{bundle.env}: plan only, nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) would change)",
+        would = (
+            "nothing would change"
+            if plan.noop
+            else f"nothing was changed ({len(plan.changed) + len(plan.removed)} service(s) "
+            "would change)"
         )
+        out.finish(doc, f"{bundle.env}: plan only, {would}")
         return 0
+    if plan.noop:
+        return _unchanged(ctx, steps, plan, doc, health)
     _confirm(opts, out)
     outcome = activate(
         ctx, steps, target, plan, state, mark_failed=target.release_id != plan.live_release
@@ -570,37 +604,24 @@ def _deploy(session: Session) -> int:
 
 
 def _unchanged(
-    ctx: Context, state: HostState, plan: Plan, opts: Options, doc: dict[str, Any]
+    ctx: StepContext, steps: list[Step], plan: DeployPlan, doc: dict[str, Any], health: str
 ) -> int:
+    """A deploy whose plan changes no service: at most `steps` (pointing `current` at what
+    serves, after a deploy that lost its connection after the cut-over), and a history line."""
     bundle, out = ctx.bundle, ctx.out
     live = plan.live_release
-    doc.update(release=live, previous=live)
-    health = _health(ctx.host, bundle.port)
-    doc["health"] = health
-    if opts.plan:
-        if not opts.json:
-            print(
-                out.clean(
-                    f"Plan for {bundle.env} on {ctx.host.name}: nothing to do; release {live} is up to date.\n{plan.table()}"
-                ),
-                flush=True,
-            )
-        doc["ok"] = True
-        out.finish(doc, f"{bundle.env}: plan only, nothing would change")
-        return 0
-    if live and state.current != live and health == "healthy":
-        # A deploy that lost its connection after the cut-over: what serves is healthy, say so.
-        with out.step(MakeCurrent(live).describe()):
-            MakeCurrent(live).run(ctx)
+    for step in steps:
+        run_step(step, ctx)
     entry = _history_entry(
         bundle, "deploy", live, live, plan, "unchanged", None, out.elapsed(), bundle.manifest
     )
-    with out.step(Record(entry).describe()):
-        Record(entry).run(ctx)
+    with out.step(RecordHistory(entry).describe()):
+        RecordHistory(entry).run(ctx)
     doc.update(ok=True, result="unchanged")
     out.finish(
         doc,
-        f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); {out.elapsed():.1f} s",
+        f"{bundle.env}: nothing changed; release {live} is live at {bundle.url} ({health}); "
+        f"{out.elapsed():.1f} s",
     )
     return 0
 
@@ -636,15 +657,21 @@ def _rollback(session: Session) -> int:
                 for n in ("manifest.json", "runtime.json", "compose.yaml")
             ],
         )
-        manifest = parse_json(files[f"{paths.release(target_id)}/manifest.json"])
-        if manifest is None or "proxy_image" not in manifest:
+        manifest_path = f"{paths.release(target_id)}/manifest.json"
+        manifest = host_manifest(files[manifest_path], manifest_path, host)
+        if manifest is None:
             raise DeployError(
-                f"release {target_id} has no manifest of this Switchyard on the host; cannot roll back to it "
-                f"(deploy the config you want instead)"
+                f"release {target_id} has no manifest of this Switchyard on the host; cannot roll "
+                "back to it "
+                "(deploy the config you want instead)"
             )
-        images = (str(manifest["image"]), str(manifest["proxy_image"]))
         state = read_state(
-            host, root, paths.compose_project, bundle.config.project, bundle.env, images=images
+            host,
+            root,
+            paths.compose_project,
+            bundle.config.project,
+            bundle.env,
+            images=manifest.images,
         )
         plan = _plan_for(
             host,
@@ -661,27 +688,16 @@ def _rollback(session: Session) -> int:
         previous=plan.live_release,
         services={s.service: s.as_json() for s in plan.services},
     )
-    ctx = Context(host, bundle, paths, out)
-    steps: list[Step] = [
-        CheckCompose(paths.compose_project, paths.compose_file(target_id)),
-        *steps_for(paths, target, plan, state),
-    ]
-    _print_plan(out, bundle.env, host, paths, plan, steps, to_stdout=False)
+    ctx = StepContext(host, bundle, paths, out)
+    steps = release_steps("rollback", paths, target, plan, state)
+    out.say(_plan_text(bundle.env, host, paths, plan, steps))
     _confirm(opts, out)
     outcome = activate(ctx, steps, target, plan, state, mark_failed=False)
     return _finish(ctx, outcome, "rollback", target, plan, doc)
 
 
-def _read_history(host: Host, paths: Paths) -> list[dict[str, Any]]:
-    entries = []
-    for line in (host.read(paths.history) or b"").decode(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
+def _read_history(host: Host, paths: Paths) -> list[HistoryEntry]:
+    return parse_history(host.read(paths.history))
 
 
 def status(opts: Options) -> int:
@@ -690,7 +706,7 @@ def status(opts: Options) -> int:
 
 def unfinished(
     state: HostState,
-    history: list[dict[str, Any]],
+    history: list[HistoryEntry],
     serving_release: str | None,
     serving_slot: str | None,
 ) -> list[str]:
@@ -700,16 +716,19 @@ def unfinished(
         notes.append(f"a deploy is running now: {_holder_text(state.lock_holder)}")
     elif state.lock_holder:
         notes.append(
-            f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and converges"
+            f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and "
+            "converges"
         )
     stale = [c.name for c in state.gateways() if c.slot != serving_slot] if serving_slot else []
     if stale:
         notes.append(
-            f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next deploy removes them"
+            f"gateways the proxy does not serve are still there ({', '.join(stale)}); the next "
+            "deploy removes them"
         )
     if serving_release and state.current and serving_release != state.current:
         notes.append(
-            f"`current` names {state.current}, but release {serving_release} serves; the next deploy sets current"
+            f"`current` names {state.current}, but release {serving_release} serves; the next "
+            "deploy sets current"
         )
     if state.proxy_live and serving_slot and state.proxy_live.slot != serving_slot:
         notes.append(
@@ -717,12 +736,14 @@ def unfinished(
         )
     if state.leftovers:
         notes.append(
-            f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy removes them"
+            f"half-written uploads in releases/ ({', '.join(state.leftovers)}); the next deploy "
+            "removes them"
         )
-    if history and history[-1].get("result") == "interrupted":
+    if history and history[-1].result == "interrupted":
         last = history[-1]
         notes.append(
-            f"the last {last.get('action')} ({last.get('release') or '?'}, by {last.get('who')} at {last.get('when')}) was interrupted"
+            f"the last {last.action} ({last.release or '?'}, by {last.who} at "
+            f"{last.when}) was interrupted"
         )
     return notes
 
@@ -731,7 +752,7 @@ def _status(session: Session) -> int:
     opts, out, doc = session.opts, session.out, session.doc
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
-    paths = Paths(root or str(bundle.manifest["deploy_dir"]), bundle.compose_project)
+    paths = Paths(root or bundle.manifest.deploy_dir, bundle.compose_project)
     state = (
         read_state(host, paths.root, paths.compose_project, bundle.config.project, bundle.env)
         if root
@@ -761,7 +782,7 @@ def _status(session: Session) -> int:
         serving=serving,
         unfinished=notes,
         health=health,
-        last=history[-1] if history else None,
+        last=history[-1].raw if history else None,
         containers={},
         services=services,
     )
@@ -805,9 +826,7 @@ def _status(session: Session) -> int:
             print(f"unfinished: {note}")
         if history:
             last = history[-1]
-            print(
-                f"last: {last.get('action')} {last.get('result')} by {last.get('who')} at {last.get('when')}"
-            )
+            print(f"last: {last.action} {last.result} by {last.who} at {last.when}")
     shown = live or state.current or "none"
     out.finish(
         doc,
@@ -817,7 +836,7 @@ def _status(session: Session) -> int:
     return 0
 
 
-def _short_commit(commit: Any) -> str:
+def _short_commit(commit: str | None) -> str:
     text = str(commit or "-")
     return text[:12] + ("+dirty" if text.endswith("+dirty") else "")
 
@@ -831,20 +850,17 @@ def _history(session: Session) -> int:
     bundle = load_bundle(opts.config, opts.env)
     host, root = session.open(bundle)
     entries = _read_history(host, Paths(root, bundle.compose_project))[-opts.last :] if root else []
-    doc.update(ok=True, entries=entries)
+    doc.update(ok=True, entries=[e.raw for e in entries])
     if not opts.json:
         rows = [("WHEN", "ACTION", "RESULT", "RELEASE", "WHO", "COMMIT", "CHANGED")] + [
             (
-                str(e.get("when")),
-                str(e.get("action")),
-                str(e.get("result")),
-                str(e.get("release")),
-                str(e.get("who")),
-                _short_commit(e.get("git_commit")),
-                ", ".join(
-                    f"{k}:{v}" for k, v in (e.get("services") or {}).items() if v != "unchanged"
-                )
-                or "-",
+                str(e.when),
+                str(e.action),
+                str(e.result),
+                str(e.release),
+                str(e.who),
+                _short_commit(e.git_commit),
+                ", ".join(f"{k}:{v}" for k, v in e.changed.items()) or "-",
             )
             for e in entries
         ]

@@ -321,7 +321,8 @@ class SSHHost:
                 client.load_host_keys(str(path))
         except (OSError, paramiko.SSHException) as exc:
             raise HostError(f"cannot read the known hosts file {path}: {_reason(exc)}") from exc
-        # Fabric's default (AutoAddPolicy over an empty key list) would trust any key, even a changed one.
+        # Fabric's default (AutoAddPolicy over an empty key list) would trust any key, even a
+        # changed one.
         client.set_missing_host_key_policy(
             paramiko.RejectPolicy()
             if strict_host_keys
@@ -336,9 +337,12 @@ class SSHHost:
             )
         except paramiko.BadHostKeyException as exc:
             raise HostError(
-                f"cannot connect to {self.name}: its host key CHANGED (now {exc.key.get_name()} {exc.key.fingerprint}, "
-                f"{path} has {exc.expected_key.fingerprint}). Refusing: this is what a man-in-the-middle looks like. "
-                f"If the host was really re-installed, check the new key and remove the old line from {path}"
+                f"cannot connect to {self.name}: its host key CHANGED (now {exc.key.get_name()} "
+                f"{exc.key.fingerprint}, "
+                f"{path} has {exc.expected_key.fingerprint}). Refusing: this is what a "
+                "man-in-the-middle looks like. "
+                "If the host was really re-installed, check the new key and remove the old line "
+                f"from {path}"
             ) from exc
         except paramiko.AuthenticationException as exc:
             raise HostError(
@@ -351,7 +355,8 @@ class SSHHost:
                 "not found in known_hosts" in text
             ):  # (before the key's turn: the host was refused, not us)
                 text += (
-                    f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, e.g. "
+                    f" (--strict-host-keys: check the host's fingerprint, then add it to {path}, "
+                    "e.g. "
                     f"`ssh-keyscan -p {port} {host} >> {path}`)"
                 )
             elif (
@@ -371,13 +376,15 @@ class SSHHost:
                 and "No authentication methods available" not in text
             ):
                 # paramiko tries the key file as every key type in turn and re-raises the last
-                # failure: a refused RSA key ends as "Invalid key", a .pub file as "not a valid … file".
+                # failure: a refused RSA key ends as "Invalid key", a .pub file as "not a valid …
+                # file".
                 text = _login_refused(identity, exc)
             elif "protocol banner" in text or "Incompatible version" in text:
                 text = f"port {port} does not speak SSH ({text}); check the environment's ssh_port"
             elif "No authentication methods available" in text:
                 text = (
-                    "no SSH key to offer; pass one with --identity FILE or $SWITCHYARD_SSH_IDENTITY "
+                    "no SSH key to offer; pass one with --identity FILE or "
+                    "$SWITCHYARD_SSH_IDENTITY "
                     "(or load it into ssh-agent)"
                 )
             raise HostError(f"cannot connect to {self.name}: {text}") from exc
@@ -423,7 +430,8 @@ class SSHHost:
             raise
         except Exception as exc:
             raise ConnectionLost(
-                f"the SSH connection to {self.name} was lost while running `{command}`: {_reason(exc)}"
+                f"the SSH connection to {self.name} was lost while running `{command}`: "
+                f"{_reason(exc)}"
             ) from exc
         if rc < 0:
             raise ConnectionLost(
@@ -462,7 +470,10 @@ class SSHHost:
     def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
         # The bytes go over stdin into a file created with its final mode (umask 077, then
         # chmod): no SFTP subsystem needed, and no value ever on a command line.
-        script = 'set -e; umask 077; tmp="$1.tmp.$$"; cat > "$tmp"; chmod "$2" "$tmp"; mv -f -- "$tmp" "$1"'
+        script = (
+            'set -e; umask 077; tmp="$1.tmp.$$"; cat > "$tmp"; chmod "$2" "$tmp"; mv -f -- '
+            '"$tmp" "$1"'
+        )
         self.run(["sh", "-c", script, "sh", path, format(mode, "o")], stdin=data)
 
     def hold(self, argv: Sequence[str], ready: str, timeout: float) -> tuple[Held | None, str]:
@@ -555,7 +566,8 @@ _KEY_HINT = "--identity FILE or $SWITCHYARD_SSH_IDENTITY (or load it into ssh-ag
 
 
 def _login_refused(identity: str | None, exc: BaseException) -> str:
-    """Why the SSH login failed, in words: a key file paramiko cannot use, or a key the host refused."""
+    """Why the SSH login failed, in words: a key file paramiko cannot use, or a key the host
+    refused."""
     import paramiko
 
     if identity:
@@ -568,13 +580,18 @@ def _login_refused(identity: str | None, exc: BaseException) -> str:
                 break
             except paramiko.PasswordRequiredException:
                 return (
-                    f"the SSH key {identity} is protected by a passphrase; load it into ssh-agent (`ssh-add {identity}`) "
-                    f"and leave out --identity / $SWITCHYARD_SSH_IDENTITY, or pass a key without one"
+                    f"the SSH key {identity} is protected by a passphrase; load it into ssh-agent "
+                    f"(`ssh-add {identity}`) "
+                    "and leave out --identity / $SWITCHYARD_SSH_IDENTITY, or pass a key without "
+                    "one"
                 )
             except (paramiko.SSHException, OSError, ValueError):
                 continue
         if not usable:
-            return f"{identity} is not an SSH private key (is it the .pub file?); pass the private key with {_KEY_HINT}"
+            return (
+                f"{identity} is not an SSH private key (is it the .pub file?); pass the private "
+                f"key with {_KEY_HINT}"
+            )
     reason = f" ({_reason(exc)})" if isinstance(exc, paramiko.AuthenticationException) else ""
     return (
         f"the host refused our SSH key{reason}; pass the key this user may log in with: {_KEY_HINT}"

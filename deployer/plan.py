@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from compiler.manifest import ImageDigests, Manifest
 from deployer.output import table
 from deployer.state import Container, HostState
 
@@ -51,7 +52,7 @@ class ServicePlan:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DeployPlan:
     services: tuple[ServicePlan, ...]
     live_release: str | None  # the release whose gateways serve now
     live_slot: str | None  # and their slot
@@ -101,14 +102,13 @@ def _short(h: Any) -> str:
     return text.split(":", 1)[-1][:12]
 
 
-def _image_reasons(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = old.get("image_inputs") or {}, new.get("image_inputs") or {}
-    names = {
-        "dockerfile": "Dockerfile (base image) changed",
-        "runtime": "runtime/ code changed",
-        "requirements": "requirements.txt changed",
-    }
-    reasons = [text for key, text in names.items() if a.get(key) != b.get(key)]
+def _image_reasons(a: ImageDigests, b: ImageDigests) -> list[str]:
+    changed = [
+        (a.dockerfile != b.dockerfile, "Dockerfile (base image) changed"),
+        (a.runtime != b.runtime, "runtime/ code changed"),
+        (a.requirements != b.requirements, "requirements.txt changed"),
+    ]
+    reasons = [text for differs, text in changed if differs]
     return reasons or ["image inputs changed"]
 
 
@@ -135,7 +135,7 @@ def _listed(keys: list[str], limit: int = 4) -> str:
 class Inputs:
     """What the plan compares: the wanted release's files and the running releases' files."""
 
-    manifest: dict[str, Any]
+    manifest: Manifest
     runtime: dict[str, Any]
     compose: dict[str, Any]
     old_runtime: dict[str, dict[str, Any]]  # release id -> runtime.json (when readable)
@@ -186,27 +186,28 @@ def _gateway(
     inputs: Inputs, state: HostState, live: list[Container], secrets_changed: bool
 ) -> tuple[str, list[str]]:
     new = inputs.manifest
-    want = new["services"]["gateway"]
+    want = new.services.gateway
     if not live:
         legacy = [c for c in state.owned("gateway") if c.slot is None]
         return CREATE, [
-            "replaces the gateway of an earlier Switchyard (one short interruption: the proxy takes over its port)"
+            "replaces the gateway of an earlier Switchyard (one short interruption: the proxy "
+            "takes over its port)"
             if legacy
             else "not running yet"
         ]
     rels = {c.release for c in live}
     rel = _newest(rels)
     old = state.manifests.get(rel) if rel else None
-    have = ((old or {}).get("services") or {}).get("gateway")
     if len(rels) > 1:
         return REPLACE, ["its containers run different releases"]
-    if not isinstance(have, dict) or "slots" not in have:
+    if old is None:
         return REPLACE, [f"running release {rel or '(unknown)'} has no manifest on the host"]
+    have = old.services.gateway
     reasons: list[str] = []
     action = REPLACE
-    if have.get("image") != want.get("image"):
-        action, reasons = REBUILD, _image_reasons(old or {}, new)
-    if have.get("config") != want.get("config"):
+    if have.image != want.image:
+        action, reasons = REBUILD, _image_reasons(old.image_inputs, new.image_inputs)
+    if have.config != want.config:
         keys = (
             _diff_keys(inputs.old_runtime.get(rel or "", {}), inputs.runtime)
             if rel in inputs.old_runtime
@@ -215,12 +216,13 @@ def _gateway(
         reasons.append(
             f"runtime.json changed ({_listed(keys)})"
             if keys
-            else f"runtime.json changed (config {_short(have.get('config'))} -> {_short(want.get('config'))})"
+            else f"runtime.json changed (config {_short(have.config)} -> {_short(want.config)})"
         )
-    if have.get("definition") != want.get("definition"):
+    if have.definition != want.definition:
         old_services = inputs.old_compose.get(rel or "", {}).get("services", {})
-        old_block = old_services.get(have["slots"]["a"][0]) if have.get("slots") else None
-        new_block = inputs.compose.get("services", {}).get(want["slots"]["a"][0])
+        old_names = have.slots.get("a")
+        old_block = old_services.get(old_names[0]) if old_names else None
+        new_block = inputs.compose.get("services", {}).get(want.slots["a"][0])
         keys = (
             [k for k in _diff_keys(old_block, new_block, depth=1) if k not in ("labels", "image")]
             if old_block is not None
@@ -231,39 +233,39 @@ def _gateway(
             if keys
             else "compose definition changed"
         )
-    if have.get("replicas") != want.get("replicas"):
-        reasons.append(f"replicas {have.get('replicas')} -> {want.get('replicas')}")
+    if have.replicas != want.replicas:
+        reasons.append(f"replicas {have.replicas} -> {want.replicas}")
     if secrets_changed:
         reasons.append("secrets changed")
     bad = [c for c in live if not c.running or c.health == "unhealthy"]
     if bad:
         reasons.append(", ".join(f"{c.name} is {c.health if c.running else c.state}" for c in bad))
-    elif len(live) < int(have.get("replicas") or 1):
-        reasons.append(f"{len(live)} of {have.get('replicas')} gateways run")
+    elif len(live) < (have.replicas or 1):
+        reasons.append(f"{len(live)} of {have.replicas} gateways run")
     return (action, reasons) if reasons else (UNCHANGED, [])
 
 
 def _proxy(
     inputs: Inputs, state: HostState, proxy: Container | None, gateways_change: bool, target: str
 ) -> tuple[str, list[str]]:
-    new = inputs.manifest
-    want = new["services"]["proxy"]
+    want = inputs.manifest.services.proxy
     if proxy is None:
         return CREATE, ["not running yet"]
     old = state.manifests.get(proxy.release or "")
-    have = ((old or {}).get("services") or {}).get("proxy")
     if not proxy.running:
         return RECREATE, [f"{proxy.name} is {proxy.state} (a short interruption)"]
-    if not isinstance(have, dict):
+    if old is None:
         return RECREATE, [
-            f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short interruption)"
+            f"running release {proxy.release or '(unknown)'} has no manifest on the host (a short "
+            "interruption)"
         ]
+    have = old.services.proxy
     reasons = []
-    if have.get("image") != want.get("image"):
+    if have.image != want.image:
         reasons.append(
             "its image changed (runtime.proxy.base_image or Switchyard's proxy Dockerfile)"
         )
-    if have.get("definition") != want.get("definition"):
+    if have.definition != want.definition:
         old_block = inputs.old_compose.get(proxy.release or "", {}).get("services", {}).get("proxy")
         keys = (
             [
@@ -286,7 +288,7 @@ def _proxy(
     if gateways_change:
         return RELOAD, [f"the gateways move to slot {target}"]
     header = state.proxy_live
-    if header is None or header.config != want["config"][target]:
+    if header is None or header.config != want.config[target]:
         return RELOAD, [
             "haproxy.cfg changed (runtime.proxy)"
             if header
@@ -302,7 +304,7 @@ def make_plan(
     images: dict[str, bool],
     secrets_changed: bool,
     serving: Container | None = None,
-) -> Plan:
+) -> DeployPlan:
     """Compare what is wanted with what runs. `images`: which image references exist on the
     host; `serving`: the gateway that answered through the proxy (None: none did)."""
     new = inputs.manifest
@@ -316,14 +318,14 @@ def make_plan(
     p_action, p_reasons = _proxy(inputs, state, proxy, gateways_change, target)
 
     build: list[str] = []
-    image, proxy_image = str(new["image"]), str(new["proxy_image"])
+    image, proxy_image = new.images
     # An image is named by the hash of its inputs: one already on the host (an earlier
     # release's, say the one a rollback brings back) is that image, and is not built again.
     if gateways_change and not images.get(image, False):
         if g_action == REPLACE:
             g_action = REBUILD
         g_reasons.append(f"image {image} is not on the host")
-        build.append(new["services"]["gateway"]["slots"][target][0])
+        build.append(new.services.gateway.slots[target][0])
     elif g_action == REBUILD:
         # New image inputs, but that image is here: the gateways are replaced, nothing is built.
         g_action = REPLACE
@@ -363,4 +365,4 @@ def make_plan(
                 tuple(c for c in legacy if c.compose_service == name),
             )
         )
-    return Plan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)
+    return DeployPlan(tuple(services), live_release, slot, target, tuple(build), stale, legacy)

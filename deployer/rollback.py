@@ -7,30 +7,30 @@ A, B, C; roll back: B; roll back again: A, not C).
 
 from __future__ import annotations
 
-from typing import Any
-
 from deployer.bundle import DeployError
+from deployer.history import HistoryEntry
 from deployer.state import HostState
 
 
-def live_sequence(history: list[dict[str, Any]]) -> tuple[list[str], set[str]]:
-    """(the releases that went live, oldest first, minus the rolled-back ones; those rolled back)."""
+def live_sequence(history: list[HistoryEntry]) -> tuple[list[str], set[str]]:
+    """(the releases that went live, oldest first, minus the rolled-back ones; those rolled
+    back)."""
     stack: list[str] = []
     rolled_back: set[str] = set()
     for entry in history:
-        release, result = entry.get("release"), entry.get("result")
-        if not isinstance(release, str) or result != "ok":
+        release = entry.release
+        if release is None or entry.result != "ok":
             continue
-        if entry.get("action") == "rollback":
-            gone = entry.get("previous")
-            if isinstance(gone, str) and gone != release:
+        if entry.action == "rollback":
+            gone = entry.previous
+            if gone is not None and gone != release:
                 rolled_back.add(gone)
                 stack = [r for r in stack if r != gone]
         stack = [r for r in stack if r != release] + [release]
     return stack, rolled_back
 
 
-def rollback_target(history: list[dict[str, Any]], state: HostState, live: str | None) -> str:
+def rollback_target(history: list[HistoryEntry], state: HostState, live: str | None) -> str:
     """The release to roll back to; DeployError saying why there is none."""
     if live is None:
         raise DeployError(
@@ -48,11 +48,13 @@ def rollback_target(history: list[dict[str, Any]], state: HostState, live: str |
     target = before[-1]
     if target not in state.releases:
         raise DeployError(
-            f"release {target}, live before {live}, is no longer on the host (pruned: keep_releases); "
-            f"deploy the config you want instead"
+            f"release {target}, live before {live}, is no longer on the host (pruned: "
+            "keep_releases); "
+            "deploy the config you want instead"
         )
     if target in state.failed:
         raise DeployError(
-            f"release {target}, live before {live}, is marked FAILED on the host; deploy the config you want instead"
+            f"release {target}, live before {live}, is marked FAILED on the host; deploy the "
+            "config you want instead"
         )
     return target

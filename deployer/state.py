@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
+from compiler.manifest import Manifest, ManifestError, release_manifest
 from deployer import commands as cmd
 from deployer.bundle import DeployError
 from deployer.hosts import Host
@@ -80,7 +81,8 @@ class Paths:
         return posixpath.join(self.root, "claims.lock")
 
     def release_of(self, compose_file: str) -> str | None:
-        """The release id a container was created from, by the compose file path compose recorded."""
+        """The release id a container was created from, by the compose file path compose
+        recorded."""
         prefix = self.releases + "/"
         for path in compose_file.split(","):
             if path.startswith(prefix):
@@ -146,7 +148,7 @@ class HostState:
     releases: list[str] = field(default_factory=list)
     failed: set[str] = field(default_factory=set)
     containers: list[Container] = field(default_factory=list)
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifests: dict[str, Manifest] = field(default_factory=dict)  # of this Switchyard's layout
     images: dict[str, bool] = field(default_factory=dict)  # of the images asked about: present?
     claims: str | None = None  # the host's claims file as read (with `claims_file`)
     published: str = ""  # `docker ps` ports of every running container
@@ -193,10 +195,13 @@ def resolve_root(host: Host, root: str, *, create: bool, env: str) -> str | None
     user = "the user running deploy.py" if host.name == "localhost" else "the SSH user"
     word, _, why = out.partition(" ") if out.startswith("cannotcreate") else (out, "", "")
     problems = {
-        "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file away",
-        "cannotcreate": f"{place} cannot be created by {user} ({why or 'mkdir failed'}); create it and give that user "
-        f"write access, or pick another deploy_dir",
-        "notwritable": f"{place} is not writable by {user}; give that user write access, or pick another deploy_dir",
+        "notdir": f"{place} is a file, not a directory; pick another deploy_dir, or move that file "
+        "away",
+        "cannotcreate": f"{place} cannot be created by {user} ({why or 'mkdir failed'}); create it "
+        "and give that user "
+        "write access, or pick another deploy_dir",
+        "notwritable": f"{place} is not writable by {user}; give that user write access, or pick "
+        "another deploy_dir",
     }
     if word in problems:
         raise DeployError(problems[word])
@@ -259,14 +264,16 @@ def inspect_output(text: str, host: Host) -> list[dict[str, Any]]:
         docs = json.loads(text or "[]")
     except ValueError as exc:
         raise DeployError(
-            f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} bytes, {exc}); "
+            f"`docker inspect` on {host.name} printed something that is not JSON ({len(text)} "
+            f"bytes, {exc}); "
             f"its start: {text[:200]!r}"
         ) from None
     if not isinstance(docs, list) or not all(
         isinstance(d, dict) and isinstance(d.get("Id"), str) for d in docs
     ):
         raise DeployError(
-            f"`docker inspect` on {host.name} printed JSON that is not a list of containers: {text[:200]!r}"
+            f"`docker inspect` on {host.name} printed JSON that is not a list of containers: "
+            f"{text[:200]!r}"
         )
     return docs
 
@@ -365,12 +372,24 @@ def read_state(
         host, [posixpath.join(paths.release(r), "manifest.json") for r in wanted if r]
     )
     for rid in wanted:
-        manifest = parse_json(
-            files.get(posixpath.join(paths.release(rid), "manifest.json")) if rid else None
-        )
-        if rid and manifest is not None:
+        path = posixpath.join(paths.release(rid), "manifest.json")
+        manifest = host_manifest(files.get(path), path, host)
+        if manifest is not None:
             state.manifests[rid] = manifest
     return state
+
+
+def host_manifest(text: str | None, path: str, host: Host) -> Manifest | None:
+    """A release's manifest as read from the host: None when it has none of this Switchyard's
+    layout (absent, unreadable, or an earlier layout's); DeployError naming the field when
+    it is of this version but malformed, or of a newer version."""
+    try:
+        return release_manifest(text, f"{path} on {host.name}")
+    except ManifestError as exc:
+        raise DeployError(
+            f"{exc}; this Switchyard cannot read that release's manifest (deploy with the "
+            "Switchyard that made it, or remove that release)"
+        ) from None
 
 
 def readyz_instance(
@@ -411,7 +430,9 @@ def check_ownership(state: HostState) -> None:
     if foreign:
         names = ", ".join(f"{c.name} ({c.short_id})" for c in foreign[:5])
         raise DeployError(
-            f"the compose project '{state.paths.compose_project}' on this host is already used by containers "
+            f"the compose project '{state.paths.compose_project}' on this host is already used by "
+            "containers "
             f"that Switchyard does not own for this environment: {names}. Refusing to touch them. "
-            f"Pick another name (environments.<env>.compose_project) or move those containers to another project."
+            "Pick another name (environments.<env>.compose_project) or move those containers to "
+            "another project."
         )

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from compiler.manifest import image_references
 from deployer import commands as cmd
 from deployer import interrupts
 from deployer.bundle import Bundle, DeployError
 from deployer.hosts import CommandFailed, Host
 from deployer.output import Progress, first_line
-from deployer.secrets import SecretsFile
+from deployer.secrets_env import SecretsFile
 from deployer.state import (
     Container,
     Paths,
@@ -40,7 +41,7 @@ PREPARE, STARTED, CUTOVER, LIVE = "prepare", "started", "cutover", "live"
 
 
 @dataclass
-class Context:
+class StepContext:
     """What steps act on, and what they have done so far (for the history, and for putting
     things back when a deploy fails or is interrupted)."""
 
@@ -69,7 +70,7 @@ class Context:
 class Step(Protocol):
     def describe(self) -> str: ...
 
-    def run(self, ctx: Context) -> None: ...
+    def run(self, ctx: StepContext) -> None: ...
 
 
 def _docker_part(argv: list[str]) -> str:
@@ -87,14 +88,15 @@ class UploadRelease:
             f"upload release {self.release_id} ({self.size / 1024:.0f} KiB) to {self.release_dir}"
         )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         tmp = f"{ctx.paths.releases}/.{self.release_id}.tar.gz"  # hidden, never a release's name
         try:
             ctx.host.write(tmp, ctx.tarball, 0o600)
             ctx.host.run(cmd.unpack_release(tmp, self.release_dir))
         except CommandFailed as exc:
             raise DeployError(
-                f"the upload to {ctx.host.name} failed: {first_line(exc.result.stderr or exc.result.stdout) or exc}"
+                f"the upload to {ctx.host.name} failed: "
+                f"{first_line(exc.result.stderr or exc.result.stdout) or exc}"
             ) from exc
 
 
@@ -107,7 +109,7 @@ class WriteSecrets:
         listed = ", ".join(self.names) or "no values"
         return f"write {self.path} (0600): {listed} (values from the operator's sources, not shown)"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         assert ctx.secrets is not None
         ctx.host.write(self.path + ".new", ctx.secrets.content, 0o600)
         res = ctx.host.run(cmd.replace_if_changed(self.path + ".new", self.path))
@@ -125,11 +127,12 @@ class CheckCompose:
     def describe(self) -> str:
         return f"validate the compose file on the host: {_docker_part(self.argv())}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         res = ctx.host.run(self.argv(), check=False)
         if not res.ok:
             raise DeployError(
-                f"the compose file of this release is not valid on the host: {first_line(res.stderr or res.stdout)}"
+                "the compose file of this release is not valid on the host: "
+                f"{first_line(res.stderr or res.stdout)}"
             )
 
 
@@ -147,7 +150,7 @@ class BuildImages:
     def describe(self) -> str:
         return f"build {', '.join(self.images)}: {_docker_part(self.argv())}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         try:
             ctx.host.run(cmd.serialised(ctx.paths.op_lock, self.argv()), timeout=self.timeout_s)
         except CommandFailed as exc:
@@ -173,7 +176,7 @@ class StageProxyConfig:
         )
         return f"stage the proxy config for slot {self.slot} and check it with `haproxy -c` {where}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         source = f"{ctx.paths.release(self.release_id)}/proxy/haproxy-{self.slot}.cfg"
         header = ProxyHeader(self.release_id, self.slot, self.config).line()
         ctx.host.run(cmd.stage_proxy_config(source, ctx.paths.proxy_dir, header))
@@ -195,7 +198,7 @@ class StageProxyConfig:
             )
 
 
-def _old_workers_left(ctx: Context, proxy: str, before: tuple[str, ...]) -> list[str]:
+def _old_workers_left(ctx: StepContext, proxy: str, before: tuple[str, ...]) -> list[str]:
     """Workers of `before` still alive (all but the newest when `before` is empty)."""
     res = ctx.host.run(cmd.proxy_workers(proxy), check=False)
     if not res.ok:
@@ -207,7 +210,7 @@ def _old_workers_left(ctx: Context, proxy: str, before: tuple[str, ...]) -> list
 
 
 def _wait_drained(
-    ctx: Context, proxy: str | None, before: tuple[str, ...], timeout_s: float
+    ctx: StepContext, proxy: str | None, before: tuple[str, ...], timeout_s: float
 ) -> str:
     """Wait until the proxy's old workers are gone (every connection that could reach the old
     gateways has closed), up to `timeout_s`. Returns what happened, for the output."""
@@ -221,7 +224,10 @@ def _wait_drained(
         if not left:
             return f"their connections finished in {time.monotonic() - t0:.1f} s"
         time.sleep(0.5)
-    return f"drain timeout ({timeout_s:.0f} s) reached with connections still open (old proxy workers {', '.join(left)})"
+    return (
+        f"drain timeout ({timeout_s:.0f} s) reached with connections still open (old proxy "
+        f"workers {', '.join(left)})"
+    )
 
 
 @dataclass(frozen=True)
@@ -234,9 +240,12 @@ class RemoveGateways:
     drain_s: float
 
     def describe(self) -> str:
-        return f"remove gateways the proxy does not serve ({', '.join(self.names)}), once no connection can reach them"
+        return (
+            f"remove gateways the proxy does not serve ({', '.join(self.names)}), once no "
+            "connection can reach them"
+        )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         proxy = next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
         ctx.out.say(f"   {_wait_drained(ctx, proxy, (), self.drain_s)}")
         ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.ids)), timeout=120)
@@ -250,9 +259,12 @@ class RemoveServices:
     container_ids: tuple[str, ...]
 
     def describe(self) -> str:
-        return f"remove our containers of services no longer in the config: {', '.join(self.services)} ({len(self.container_ids)} containers)"
+        return (
+            "remove our containers of services no longer in the config: "
+            f"{', '.join(self.services)} ({len(self.container_ids)} containers)"
+        )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         if self.container_ids:
             ctx.host.run(
                 cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.container_ids)),
@@ -271,9 +283,12 @@ class StartGateways:
         return cmd.compose_up(self.project, self.compose_file, self.services)
 
     def describe(self) -> str:
-        return f"start the new gateways in slot {self.slot} beside the live ones: {_docker_part(self.argv())}"
+        return (
+            f"start the new gateways in slot {self.slot} beside the live ones: "
+            f"{_docker_part(self.argv())}"
+        )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         ctx.phase = STARTED
         try:
             ctx.host.run(cmd.serialised(ctx.paths.op_lock, self.argv()), timeout=600)
@@ -294,9 +309,12 @@ class WaitReady:
     timeout_s: float
 
     def describe(self) -> str:
-        return f"wait up to {self.timeout_s:.0f} s for {', '.join(self.services)} to answer /readyz with 200"
+        return (
+            f"wait up to {self.timeout_s:.0f} s for {', '.join(self.services)} to answer "
+            "/readyz with 200"
+        )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         deadline = time.monotonic() + self.timeout_s
         while True:
             interrupts.check()
@@ -336,11 +354,12 @@ class WaitReady:
                 return
             if time.monotonic() > deadline:
                 raise DeployError(
-                    f"not ready within {self.timeout_s:.0f} s ({'; '.join(f'{k}: {v}' for k, v in status.items())})"
+                    f"not ready within {self.timeout_s:.0f} s "
+                    f"({'; '.join(f'{k}: {v}' for k, v in status.items())})"
                 )
             time.sleep(POLL_S)
 
-    def _why(self, ctx: Context, c: Container) -> str:
+    def _why(self, ctx: StepContext, c: Container) -> str:
         if not c.running:
             what = f"{c.name} is {c.state}" + (f" (exit code {c.exit_code})" if c.exit_code else "")
         else:
@@ -354,7 +373,9 @@ class WaitReady:
         )
 
 
-def confirm_serving(ctx: Context, port: int, new_ids: tuple[str, ...], timeout_s: float) -> None:
+def confirm_serving(
+    ctx: StepContext, port: int, new_ids: tuple[str, ...], timeout_s: float
+) -> None:
     """Until the environment's port answers from the new gateways, CUTOVER_CONFIRMATIONS times in
     a row (each a new connection: new connections are the ones the new config takes)."""
     deadline = time.monotonic() + timeout_s
@@ -396,19 +417,24 @@ class CutOver:
 
     def describe(self) -> str:
         if self.mode == "reload":
-            return f"cut over: make slot {self.slot}'s config live and reload the proxy (in-flight connections keep going)"
+            return (
+                f"cut over: make slot {self.slot}'s config live and reload the proxy (in-flight "
+                "connections keep going)"
+            )
         return (
-            f"cut over: (re)create the proxy on 127.0.0.1:{self.port} with slot {self.slot}'s config: "
+            f"cut over: (re)create the proxy on 127.0.0.1:{self.port} with slot {self.slot}'s "
+            "config: "
             f"{_docker_part(cmd.compose_up(self.project, self.compose_file, ['proxy']))}"
         )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         ctx.phase = CUTOVER
         if self.mode == "reload":
             proxy = next((c for c in ctx.owned() if c.service == "proxy" and c.running), None)
             if proxy is None:
                 raise DeployError(
-                    "the proxy stopped running during the deploy; deploy again (it will be recreated)"
+                    "the proxy stopped running during the deploy; deploy again (it will be "
+                    "recreated)"
                 )
             res = ctx.host.run(cmd.reload_proxy(ctx.paths.proxy_dir, proxy.id))
             ctx.promoted, ctx.proxy_id = True, proxy.id
@@ -454,7 +480,7 @@ class MakeCurrent:
     def describe(self) -> str:
         return f"point current -> releases/{self.release_id}"
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         ctx.host.run(cmd.point_current(ctx.paths.env_dir, self.release_id))
 
 
@@ -474,7 +500,7 @@ class Drain:
             f"(at most {self.timeout_s:.0f} s), then stop and remove them"
         )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         # A proxy that was recreated took the old connections with it: nothing to wait for.
         proxy = ctx.proxy_id if ctx.workers_before else None
         ctx.out.say(f"   {_wait_drained(ctx, proxy, ctx.workers_before, self.timeout_s)}")
@@ -489,9 +515,12 @@ class Prune:
     keep: int
 
     def describe(self) -> str:
-        return f"keep the last {self.keep} releases and their images; remove older ones of this environment only"
+        return (
+            f"keep the last {self.keep} releases and their images; remove older ones of this "
+            "environment only"
+        )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         state = read_state(
             ctx.host,
             ctx.paths.root,
@@ -509,7 +538,7 @@ class Prune:
         kept_images: set[str] = set()
         dropped_images: set[str] = set()
         for rid in state.releases:
-            images = _images_of(manifests.get(f"{ctx.paths.release(rid)}/manifest.json"))
+            images = image_references(manifests.get(f"{ctx.paths.release(rid)}/manifest.json"))
             (kept_images if rid in keep else dropped_images).update(images)
         for rid in drop:
             ctx.host.run(cmd.remove_release(ctx.paths.env_dir, rid))
@@ -520,26 +549,19 @@ class Prune:
                 ctx.host.run(cmd.remove_image(image), check=False)  # in use elsewhere: stays
 
 
-def _images_of(manifest_text: str | None) -> set[str]:
-    try:
-        doc = json.loads(manifest_text or "{}")
-    except ValueError:
-        return set()
-    if not isinstance(doc, dict):
-        return set()
-    return {str(doc[k]) for k in ("image", "proxy_image") if isinstance(doc.get(k), str)}
-
-
 @dataclass(frozen=True)
-class Record:
+class RecordHistory:
     """Append one line to the environment's deploy history (and clear the lock's holder
     file: this deploy has finished, whatever its result)."""
 
     entry: dict[str, Any] = field(hash=False, compare=False)
 
     def describe(self) -> str:
-        return "record the deploy in history.jsonl (who, when, git commit, config hash, services changed, result)"
+        return (
+            "record the deploy in history.jsonl (who, when, git commit, config hash, services "
+            "changed, result)"
+        )
 
-    def run(self, ctx: Context) -> None:
+    def run(self, ctx: StepContext) -> None:
         line = json.dumps(self.entry, sort_keys=True) + "\n"
         ctx.host.run(cmd.append_line(ctx.paths.history, ctx.paths.holder), stdin=line.encode())

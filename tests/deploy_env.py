@@ -76,7 +76,8 @@ def run(
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+            f"{' '.join(args)} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: "
+            f"{proc.stderr}"
         )
     return proc
 
@@ -94,7 +95,8 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
 
 
 def compose_env() -> dict[str, str]:
-    """This process's environment minus COMPOSE_* (a stray COMPOSE_PROJECT_NAME must not leak in)."""
+    """This process's environment minus COMPOSE_* (a stray COMPOSE_PROJECT_NAME must not leak
+    in)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
 
 
@@ -114,7 +116,8 @@ def require_docker() -> None:
     version = run(["docker", "compose", "version", "--short"], check=False, timeout=30)
     if version.returncode != 0 or not version.stdout.strip().lstrip("v").startswith("2."):
         unavailable(
-            f"Docker Compose v2 is not installed (`docker compose version`: {(version.stdout + version.stderr).strip()[:200]})"
+            "Docker Compose v2 is not installed (`docker compose version`: "
+            f"{(version.stdout + version.stderr).strip()[:200]})"
         )
     if run(["docker", "image", "inspect", BASE_IMAGE], check=False, timeout=30).returncode != 0:
         built = run(
@@ -122,7 +125,8 @@ def require_docker() -> None:
         )
         if built.returncode != 0:
             unavailable(
-                f"the test base image {BASE_IMAGE} is missing and scripts/test-base-image.sh failed: "
+                f"the test base image {BASE_IMAGE} is missing and scripts/test-base-image.sh "
+                "failed: "
                 f"{(built.stdout + built.stderr).strip()[-600:]}"
             )
 
@@ -711,7 +715,8 @@ class DeployProject:
         env: dict[str, str] | None = None,
     ) -> DeployResult:
         """`deploy.py ARGS`, calling `on_line(line, proc)` for each stderr line as it arrives (to
-        time its steps, or to interrupt it at one); killed after `timeout`. Recorded like `deploy`."""
+        time its steps, or to interrupt it at one); killed after `timeout`. Recorded like
+        `deploy`."""
         started = time.monotonic()
         proc = self.popen(*args, env=env)
         out: list[str] = []

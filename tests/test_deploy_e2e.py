@@ -61,9 +61,11 @@ UP_STARTS = re.compile(r"\bup (--detach|-d)\b")
 # `staging: release ID is live at http://127.0.0.1:PORT (healthy)`, perhaps with "nothing changed; "
 # before "release" and "; <timing>" after.
 FINAL_LINE = re.compile(
-    r"^(staging|production): (?:nothing changed; )?release (\S+) is live at http://127\.0\.0\.1:(\d+) \(healthy\)(?:;.*)?$"
+    r"^(staging|production): (?:nothing changed; )?release (\S+) is live at "
+    r"http://127\.0\.0\.1:(\d+) \(healthy\)(?:;.*)?$"
 )
-# (The base image's own `dev.switchyard.test-base` label is inherited by every container made from it.)
+# (The base image's own `dev.switchyard.test-base` label is inherited by every container made from
+# it.)
 OWNERSHIP_LABELS = {
     "dev.switchyard.managed-by",
     "dev.switchyard.project",
@@ -132,7 +134,8 @@ class Story:
                 )
 
     def gateways(self, env: str) -> list[dict[str, Any]]:
-        """The running gateway containers of `env` (compose services gateway-a1, gateway-b2, ...)."""
+        """The running gateway containers of `env` (compose services gateway-a1, gateway-b2,
+        ...)."""
         return [
             c
             for c in containers(self.cp(env))
@@ -199,7 +202,8 @@ class Story:
         assert lines, f"no final line on stdout\n{result}"
         m = FINAL_LINE.match(lines[-1])
         assert m, (
-            f"final line does not read `{env}: release ID is live at URL (healthy)`: {lines[-1]!r}\n{result}"
+            f"final line does not read `{env}: release ID is live at URL (healthy)`: "
+            f"{lines[-1]!r}\n{result}"
         )
         assert m.group(1) == env and int(m.group(3)) == self.project.ports[env], lines[-1]
         return m.group(2)
@@ -915,7 +919,8 @@ def test_12_an_ssh_connection_dropped_mid_deploy_then_deploy_again_converges(sto
 
 
 def test_12b_production_rolls_back_after_all_of_staging_s_deploys(story: Story) -> None:
-    """Staging made more releases than it keeps and pruned; production's rollback target survived."""
+    """Staging made more releases than it keeps and pruned; production's rollback target
+    survived."""
     story.needs("staging", "production")
     p = story.project
     prev = story.marks["production_previous"]

@@ -304,7 +304,8 @@ def deploy_interrupted_at(
     return Interrupted(result, report, t0, t1, signalled.is_set())
 
 
-# (the step's line as deploy prints it, how long into it to interrupt, the change that makes the step run)
+# (the step's line as deploy prints it, how long into it to interrupt, the change that makes the
+# step run)
 STEPS = [
     ("upload release", 0.0, "config"),
     ("build ", 0.5, "code"),
@@ -349,7 +350,8 @@ def test_sigint_at_each_step_under_load_leaves_a_release_serving_and_the_next_de
     assert chat(p.ports[env], stage.keys[env]) == "echo: Hello!"
     history = p.history_lines(env)
     assert history[-1]["result"] == "interrupted", history[-1]
-    # No release directory is half there: each one has its manifest (uploads are renamed into place).
+    # No release directory is half there: each one has its manifest (uploads are renamed into
+    # place).
     releases = p.env_dir(env) / "releases"
     for d in releases.iterdir():
         if not d.name.startswith("."):
@@ -383,7 +385,7 @@ DROPS = [("wait up to", 0.2), ("cut over", 0.0), ("drain the old gateways", 1.0)
 
 
 @pytest.mark.parametrize(("step", "delay"), DROPS, ids=[s[0].split()[0] for s in DROPS])
-def test_the_ssh_connection_dropped_under_load_leaves_a_release_serving_and_the_next_deploy_converges(
+def test_ssh_connection_dropped_under_load_leaves_a_release_serving_and_the_next_deploy_converges(
     stage: Stage,
     step: str,
     delay: float,
@@ -495,7 +497,8 @@ def test_an_oversized_request_head_is_refused(stage: Stage) -> None:
 
 
 def test_proxy_config_is_checked_by_haproxy_before_anything_restarts(stage: Stage) -> None:
-    """The live proxy config on the host is the release's for the serving slot, and haproxy -c accepts it."""
+    """The live proxy config on the host is the release's for the serving slot, and haproxy -c
+    accepts it."""
     p = stage.project
     cfg = p.env_dir("staging") / "proxy" / "haproxy.cfg"
     assert cfg.exists()

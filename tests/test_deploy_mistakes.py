@@ -1,4 +1,5 @@
-"""Operator mistakes: `python deploy.py ENV` says what is wrong in one line and leaves nothing half-done.
+"""Operator mistakes: `python deploy.py ENV` says what is wrong in one line and leaves nothing
+half-done.
 
 Each case runs deploy.py in a subprocess, as an operator does, and checks that it exits 1 with
 one clear line naming the setting or the fix, that no Python traceback (and no SSH library's
@@ -35,8 +36,8 @@ import pytest
 import yaml
 
 from tests.deploy_env import Sshd, run, tmpdir
+from tests.deploy_units_support import OLD, LocalHostSetup, local_config
 from tests.gateway_env import free_port
-from tests.test_deploy_units import OLD, LocalHostSetup, local_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy.py"
@@ -248,7 +249,8 @@ def test_compose_v2_missing_on_the_host_refuses_before_changing_anything(
 
 @contextlib.contextmanager
 def unwritable_dir(parent: Path) -> Iterator[Path]:
-    """An existing directory this user cannot create files in (for root too: immutable, or /proc)."""
+    """An existing directory this user cannot create files in (for root too: immutable, or
+    /proc)."""
     d = parent / "read-only"
     d.mkdir()
     d.chmod(0o555)
@@ -296,7 +298,8 @@ def test_a_deploy_dir_under_a_file_cannot_be_created_naming_the_setting(
     proc = local.deploy("dev", "--yes")
     line = refused(
         proc,
-        f"environments.dev.deploy_dir: {tmp_path / 'a-file' / 'srv'} on localhost cannot be created",
+        f"environments.dev.deploy_dir: {tmp_path / 'a-file' / 'srv'} on localhost cannot be "
+        "created",
         "(Not a directory)",
         "or pick another deploy_dir",
     )

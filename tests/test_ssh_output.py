@@ -74,7 +74,8 @@ def test_output_arrives_whole(host: SSHHost, size: int, times: int) -> None:
         if res.stdout.encode() != want or res.stderr.encode() != want_err:
             cut.append((i, len(res.stdout), len(res.stderr)))
     assert not cut, (
-        f"{len(cut)} of {times} runs lost output (run, stdout bytes, stderr bytes): {cut[:5]}; want {size}"
+        f"{len(cut)} of {times} runs lost output (run, stdout bytes, stderr bytes): {cut[:5]}; "
+        f"want {size}"
     )
 
 

@@ -43,7 +43,8 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
             if source.optional:
                 return None
             raise DeployError(
-                f"{place}: the environment variable {source.env} is not set; export it before deploying (or mark the secret `optional: true`)"
+                f"{place}: the environment variable {source.env} is not set; export it before "
+                "deploying (or mark the secret `optional: true`)"
             )
     else:
         assert source.file is not None
@@ -54,7 +55,8 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
             if source.optional:
                 return None
             raise DeployError(
-                f"{place}: {source.file} does not exist; create it (mode 0600) holding the value, or mark the secret `optional: true`"
+                f"{place}: {source.file} does not exist; create it (mode 0600) holding the value, "
+                "or mark the secret `optional: true`"
             ) from None
         except OSError as exc:
             raise DeployError(f"{place}: cannot read {source.file}: {exc.strerror}") from exc
@@ -62,13 +64,14 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
             # The position only: the byte itself is part of the secret.
             raise DeployError(
                 f"{place}: {source.file} is not UTF-8 text (at byte {exc.start}); "
-                f"write the value as plain UTF-8 text, without a byte-order mark or a binary key"
+                "write the value as plain UTF-8 text, without a byte-order mark or a binary key"
             ) from None
         if value.startswith("\ufeff"):
             # Notepad's "UTF-8 with BOM": the key would start with an invisible character.
             raise DeployError(
-                f"{place}: {source.file} starts with a UTF-8 byte-order mark; write the value as plain UTF-8 "
-                f"text, without a byte-order mark"
+                f"{place}: {source.file} starts with a UTF-8 byte-order mark; write the value as "
+                "plain UTF-8 "
+                "text, without a byte-order mark"
             )
         if value == "" and not source.optional:
             raise DeployError(f"{place}: {source.file} is empty")
@@ -76,7 +79,8 @@ def _read(name: str, source: SecretSource, env: str) -> str | None:
             return None
     if "\n" in value or "\r" in value or "'" in value or "\0" in value:
         raise DeployError(
-            f"{place}: the value from {where(source)} has a line break, a quote or a NUL in it, which a compose env file cannot hold"
+            f"{place}: the value from {where(source)} has a line break, a quote or a NUL in it, "
+            "which a compose env file cannot hold"
         )
     return value
 
