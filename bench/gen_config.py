@@ -22,6 +22,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime.vocabulary import FALLBACK_ERROR_CLASSES
+
 ADAPTER_MIX = ("openai", "anthropic", "gemini", "openai-compatible")
 # Nested capability tiers: a model of tier k has every capability of the tiers below it, so a
 # route whose candidates are ordered by tier is always fallback-compatible.
@@ -78,14 +81,6 @@ TASKS = (
     "qa",
     "agent",
     "moderate",
-)
-ERROR_CLASSES = (
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connect_error",
-    "overloaded",
-    "context_length",
 )
 ENVIRONMENTS = ("staging", "canary", "production")
 SSH_HOST = "gw1.internal.example.com"
@@ -206,7 +201,7 @@ def _routes(
             fallback: dict[str, Any] = {"max_attempts": rng.randint(1, max(1, min(count, 5)))}
             if rng.random() < 0.5:
                 fallback["on"] = sorted(
-                    rng.sample(ERROR_CLASSES, rng.randint(2, len(ERROR_CLASSES)))
+                    rng.sample(FALLBACK_ERROR_CLASSES, rng.randint(2, len(FALLBACK_ERROR_CLASSES)))
                 )
             if rng.random() < 0.5:
                 fallback["first_byte_timeout_s"] = rng.choice((5, 10, 20, 30))

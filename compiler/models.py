@@ -19,6 +19,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from runtime.vocabulary import (
+    FALLBACK_ERROR_CLASSES,
+    Adapter,
+    Capability,
+    FallbackErrorClass,
+    LogSink,
+    Strategy,
+)
+
 # ---------------------------------------------------------------------------------------
 # Names. Each pattern has a sentence the diagnostics quote (see NAME_RULES).
 
@@ -59,38 +68,6 @@ RouteName = Annotated[str, StringConstraints(pattern=ROUTE_PATTERN)]
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
 ModelRef = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 SecretName = Annotated[str, StringConstraints(pattern=SECRET_PATTERN)]
-
-Capability = Literal[
-    "streaming",
-    "tools",
-    "parallel_tool_calls",
-    "vision",
-    "json_mode",
-    "json_schema",
-    "reasoning",
-]
-CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined]
-
-Adapter = Literal["openai", "openai-compatible", "anthropic", "gemini", "mock"]
-ADAPTERS: tuple[str, ...] = Adapter.__args__  # type: ignore[attr-defined]
-
-ErrorClass = Literal[
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connect_error",
-    "overloaded",
-    "context_length",
-]
-ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
-
-Strategy = Literal["priority", "cheapest", "weighted"]
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-}
 
 
 def _string_or_object(schema: dict[str, Any], pattern: str) -> None:
@@ -264,8 +241,8 @@ class Candidate(_Section):
 class Fallback(_Section):
     """When and how a route moves on to its next candidate."""
 
-    on: list[ErrorClass] = Field(
-        default_factory=lambda: list(ERROR_CLASSES),  # type: ignore[arg-type]
+    on: list[FallbackErrorClass] = Field(
+        default_factory=lambda: list(FALLBACK_ERROR_CLASSES),  # type: ignore[arg-type]
         description="Error classes that fall back to the next candidate. `context_length` only "
         "ever falls back to a candidate with a larger context window.",
         examples=[["rate_limited", "server_error", "timeout"]],
@@ -434,7 +411,7 @@ class Logging(_Section):
         },
     )
 
-    sink: Literal["sqlite", "postgres"] = Field(
+    sink: LogSink = Field(
         default="sqlite",
         description="`sqlite`: embedded, in the environment's data volume. `postgres`: a "
         "database whose URL is a secret.",

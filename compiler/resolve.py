@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from compiler.models import (
-    DEFAULT_BASE_URLS,
     Environment,
     GatewayConfig,
     KeyLimits,
@@ -20,6 +19,7 @@ from compiler.models import (
     Price,
     Route,
 )
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
 # The "typical request" a cost cap is checked against before any request exists.
 REFERENCE_INPUT_TOKENS = 1000

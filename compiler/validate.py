@@ -23,14 +23,7 @@ from pydantic_core import ErrorDetails
 from compiler import checks
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
 from compiler.loader import Loaded, load
-from compiler.models import (
-    ADAPTERS,
-    CAPABILITIES,
-    ERROR_CLASSES,
-    NAME_RULES,
-    SECRET_PATTERN,
-    GatewayConfig,
-)
+from compiler.models import NAME_RULES, SECRET_PATTERN, GatewayConfig
 from compiler.resolve import ResolvedEnvironment, resolve_environments
 from compiler.secrets import (
     describe_secret,
@@ -39,6 +32,7 @@ from compiler.secrets import (
     redact,
     secret_hint,
 )
+from runtime.vocabulary import ADAPTER_NAMES, CAPABILITIES, FALLBACK_ERROR_CLASSES
 
 _DICT_SECTIONS = ("providers", "routes", "orgs", "environments")
 # Shape errors translated into diagnostics; a hostile file can have a million.
@@ -385,8 +379,8 @@ def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
         )
     words = {
         tuple(sorted(CAPABILITIES)): "capability",
-        tuple(sorted(ERROR_CLASSES)): "error class",
-        tuple(sorted(ADAPTERS)): "adapter",
+        tuple(sorted(FALLBACK_ERROR_CLASSES)): "error class",
+        tuple(sorted(ADAPTER_NAMES)): "adapter",
     }.get(tuple(sorted(expected)), _field_name(loc).rstrip("s") or "value")
     shown = value if isinstance(value, str) else _describe(value)
     hint = did_you_mean(str(value), allowed) if isinstance(value, str) else None

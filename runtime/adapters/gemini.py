@@ -37,8 +37,9 @@ from runtime.adapters.base import Call, Chunk, Completion, Usage
 from runtime.adapters.transport import Response, Transport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+DEFAULT_BASE_URL = DEFAULT_BASE_URLS["gemini"]
 
 _FINISH = {
     "STOP": "stop",
