@@ -56,6 +56,24 @@ from typing import IO, Any
 
 import local_haproxy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime.config import (
+    SCHEMA_VERSION,
+    Budget,
+    CandidateRef,
+    CostReference,
+    FallbackPolicy,
+    Limits,
+    LoggingConfig,
+    ModelConfig,
+    OrgConfig,
+    Price,
+    ProviderConfig,
+    RouteConfig,
+    RuntimeConfig,
+    SecretSpec,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 ENVIRONMENT = "bench"
@@ -275,94 +293,71 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def runtime_json(upstream_port: int) -> dict[str, Any]:
-    """A minimal runtime.json: one openai-compatible provider (the mock), one route, one org."""
-    doc: dict[str, Any] = {
-        "schema_version": 1,
-        "project": "switchyard-bench",
-        "environment": ENVIRONMENT,
-        "compose_project": f"switchyard-bench-{ENVIRONMENT}",
-        "server": {
-            "port": 8000,
-            "workers": 1,
-            "request_timeout_s": REQUEST_TIMEOUT_S,
-            "data_dir": "/nonexistent",
+def runtime_config(upstream_port: int) -> RuntimeConfig:
+    """A minimal runtime config: one openai-compatible provider (the mock), one route, one org."""
+    model = ModelConfig(
+        name="model",
+        upstream=UPSTREAM_MODEL,
+        context_window=128000,
+        max_output_tokens=16384,
+        capabilities=frozenset({"json_mode", "streaming", "tools"}),
+        price=Price(1.0, 2.0),
+    )
+    upstream = ProviderConfig(
+        id="upstream",
+        adapter="openai-compatible",
+        base_url=f"http://{HOST}:{upstream_port}/v1",
+        credentials={"api_key": UPSTREAM_SECRET},
+        credentials_optional=False,
+        timeout_s=30.0,
+        connect_timeout_s=2.0,
+        models={model.name: model},
+    )
+    route = RouteConfig(
+        name=ROUTE,
+        strategy="priority",
+        requires=frozenset(),
+        min_context_window=None,
+        max_cost_per_request_usd=None,
+        fallback=FallbackPolicy(
+            on=frozenset(
+                {"connect_error", "overloaded", "rate_limited", "server_error", "timeout"}
+            ),
+            max_attempts=2,
+            first_byte_timeout_s=10.0,
+        ),
+        candidates=(CandidateRef(upstream.id, model.name, None),),
+        dropped=(),
+    )
+    no_budget = Budget(None, None)
+    return RuntimeConfig(
+        schema_version=SCHEMA_VERSION,
+        config_hash="",
+        project="switchyard-bench",
+        environment=ENVIRONMENT,
+        compose_project=f"switchyard-bench-{ENVIRONMENT}",
+        port=8000,
+        workers=1,
+        request_timeout_s=REQUEST_TIMEOUT_S,
+        data_dir="/nonexistent",
+        allow_explicit_models=False,
+        key_prefix=f"sy_{ENVIRONMENT}_",
+        key_environment=ENVIRONMENT,
+        providers={upstream.id: upstream},
+        routes={route.name: route},
+        orgs={"bench": OrgConfig("bench", None, None, frozenset(), None)},
+        limits=Limits(None, None, no_budget, no_budget, {}),
+        logging=LoggingConfig(
+            sink="sqlite", url_secret=None, retention_days=30, batch_size=64, flush_interval_ms=20
+        ),
+        cost_reference_request=CostReference(1000, 1000),
+        price_table_hash="sha256:" + "0" * 64,
+        secrets={
+            UPSTREAM_SECRET: SecretSpec(
+                UPSTREAM_SECRET, "providers.upstream.credentials.api_key", optional=False
+            )
         },
-        "allow_explicit_models": False,
-        "keys": {"prefix": f"sy_{ENVIRONMENT}_", "environment": ENVIRONMENT},
-        "providers": {
-            "upstream": {
-                "adapter": "openai-compatible",
-                "base_url": f"http://{HOST}:{upstream_port}/v1",
-                "credentials": {"api_key": UPSTREAM_SECRET},
-                "credentials_optional": False,
-                "timeout_s": 30.0,
-                "connect_timeout_s": 2.0,
-                "models": {
-                    "model": {
-                        "upstream": UPSTREAM_MODEL,
-                        "context_window": 128000,
-                        "max_output_tokens": 16384,
-                        "capabilities": ["json_mode", "streaming", "tools"],
-                        "price": {"input": 1.0, "output": 2.0},
-                    },
-                },
-            },
-        },
-        "routes": {
-            ROUTE: {
-                "strategy": "priority",
-                "requires": [],
-                "min_context_window": None,
-                "max_cost_per_request_usd": None,
-                "fallback": {
-                    "on": [
-                        "connect_error",
-                        "overloaded",
-                        "rate_limited",
-                        "server_error",
-                        "timeout",
-                    ],
-                    "max_attempts": 2,
-                    "first_byte_timeout_s": 10.0,
-                },
-                "candidates": [{"provider": "upstream", "model": "model", "weight": None}],
-                "dropped": [],
-            },
-        },
-        "orgs": {"bench": {"routes": None, "allow_explicit_models": None, "byok": None}},
-        "limits": {
-            "per_key": {
-                "requests_per_minute": None,
-                "tokens_per_minute": None,
-                "usd_per_day": None,
-                "usd_per_month": None,
-            },
-            "per_org": {"usd_per_day": None, "usd_per_month": None},
-            "orgs": {},
-        },
-        "logging": {
-            "sink": "sqlite",
-            "url_secret": None,
-            "retention_days": 30,
-            "batch_size": 64,
-            "flush_interval_ms": 20,
-        },
-        "cost_reference_request": {"input_tokens": 1000, "output_tokens": 1000},
-        "price_table_hash": "sha256:" + "0" * 64,
-        "secrets": {
-            UPSTREAM_SECRET: {
-                "needed_by": "providers.upstream.credentials.api_key",
-                "optional": False,
-            }
-        },
-    }
-    # config_hash as the compiler computes it (docs/runtime-config.md).
-    import hashlib
-
-    text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    doc["config_hash"] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return doc
+    ).with_hash()  # config_hash as the compiler computes it (docs/runtime-config.md)
 
 
 @dataclass
@@ -506,7 +501,7 @@ def phase(
                 procs, work, delay_ms, mock_port
             )
         config = work / f"runtime-{delay_ms}ms.json"
-        config.write_text(json.dumps(runtime_json(mock_port), indent=2, sort_keys=True) + "\n")
+        config.write_text(runtime_config(mock_port).to_json())
         data_dir = work / f"data-{delay_ms}ms"
         env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key"}
         env.pop("SWITCHYARD_DATA_DIR", None)

@@ -1,35 +1,72 @@
-"""The compiled runtime config (`runtime.json`), loaded once at start into frozen objects.
+"""The compiled runtime config (`runtime.json`): the frozen typed classes that ARE its contract.
 
-The gateway reads this file and nothing else (docs/runtime-config.md is the contract). Loading
-checks `schema_version` and the fields the gateway relies on; anything malformed is refused
-with a message naming the field, so a bad file fails at start, never on a request.
+The compiler builds these objects and writes them with `RuntimeConfig.to_json`; the gateway
+reads the file with `load_config` (`RuntimeConfig.from_json`) and nothing else;
+docs/runtime-config.md describes every field. The round trip is exact: `from_json` of a
+compiled file, written again with `to_json`, gives the same bytes (canonical JSON: sorted
+keys, two-space indent, one trailing newline).
+
+Loading checks `schema_version` and the type of every field; anything malformed is refused
+with a message naming the field, so a bad file fails at start, never on a request. Fields a
+newer file may add are ignored; the optional ones an older file lacks take their defaults.
+
+Standard library only: the compiler imports this module, so it must stay light.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
-SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 1  # what the compiler of this release writes
+SCHEMA_VERSIONS = (SCHEMA_VERSION,)  # what this gateway reads
+
+# A JSON value as `json.loads` returns it and `json.dumps` takes it.
+JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
+JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 
 class ConfigError(Exception):
     """The runtime config cannot be used; the message names the file and the field."""
 
 
+def canonical_json(doc: JsonValue) -> str:
+    """The canonical text of a JSON document: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def _sorted(words: frozenset[str]) -> list[JsonValue]:
+    return [w for w in sorted(words)]
+
+
+# ---------------------------------------------------------------------------------------
+# The classes, leaves first. Each has `to_dict` (its JSON object); RuntimeConfig also has
+# `to_json`, `from_json` and `from_dict`, which read every class below through `_Reader`.
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
+    """A model's list price, USD per 1M tokens (`providers.<id>.models.<name>.price`)."""
+
     input: float  # USD per 1M input tokens
     output: float  # USD per 1M output tokens
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD cost of a request of that many input and output tokens."""
         return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+    def to_dict(self) -> JsonObject:
+        """`{input, output}`."""
+        return {"input": self.input, "output": self.output}
 
 
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
+    """One model of a provider (`providers.<id>.models.<name>`); `name` is its key there."""
+
     name: str
     upstream: str
     context_window: int
@@ -37,9 +74,21 @@ class ModelConfig:
     capabilities: frozenset[str]
     price: Price | None
 
+    def to_dict(self) -> JsonObject:
+        """Its JSON object (capabilities sorted)."""
+        return {
+            "upstream": self.upstream,
+            "context_window": self.context_window,
+            "max_output_tokens": self.max_output_tokens,
+            "capabilities": _sorted(self.capabilities),
+            "price": None if self.price is None else self.price.to_dict(),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderConfig:
+    """A provider the environment can reach (`providers.<id>`); `id` is its key there."""
+
     id: str
     adapter: str
     base_url: str | None
@@ -49,23 +98,66 @@ class ProviderConfig:
     connect_timeout_s: float
     models: dict[str, ModelConfig]
 
+    def to_dict(self) -> JsonObject:
+        """Its JSON object."""
+        return {
+            "adapter": self.adapter,
+            "base_url": self.base_url,
+            "credentials": dict(self.credentials),
+            "credentials_optional": self.credentials_optional,
+            "timeout_s": self.timeout_s,
+            "connect_timeout_s": self.connect_timeout_s,
+            "models": {name: m.to_dict() for name, m in self.models.items()},
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class CandidateRef:
+    """One candidate of a route's chain: a model under `providers`."""
+
     provider: str
     model: str
     weight: float | None
 
+    def to_dict(self) -> JsonObject:
+        """`{provider, model, weight}`."""
+        return {"provider": self.provider, "model": self.model, "weight": self.weight}
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedCandidate:
+    """A candidate the compiler left out of a route, and why (the gateway never routes to it)."""
+
+    ref: str  # provider/model as written
+    kind: str  # environment_policy | missing_capability | context_window | cost_cap | ...
+    reason: str  # a sentence for people
+
+    def to_dict(self) -> JsonObject:
+        """`{ref, kind, reason}`."""
+        return {"ref": self.ref, "kind": self.kind, "reason": self.reason}
+
 
 @dataclass(frozen=True, slots=True)
 class FallbackPolicy:
+    """When a route moves on to its next candidate (`routes.<name>.fallback`)."""
+
     on: frozenset[str]
     max_attempts: int
     first_byte_timeout_s: float
 
+    def to_dict(self) -> JsonObject:
+        """Its JSON object (`on` sorted)."""
+        return {
+            "on": _sorted(self.on),
+            "max_attempts": self.max_attempts,
+            "first_byte_timeout_s": self.first_byte_timeout_s,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class RouteConfig:
+    """A route with its resolved candidate chain (`routes.<name>`); `name` is its key there."""
+
     name: str
     strategy: str  # priority | cheapest | weighted
     requires: frozenset[str]
@@ -73,26 +165,61 @@ class RouteConfig:
     max_cost_per_request_usd: float | None
     fallback: FallbackPolicy
     candidates: tuple[CandidateRef, ...]
-    dropped: tuple[dict[str, str], ...]
+    dropped: tuple[DroppedCandidate, ...]
+
+    def to_dict(self) -> JsonObject:
+        """Its JSON object (`requires` sorted, the candidates in chain order)."""
+        return {
+            "strategy": self.strategy,
+            "requires": _sorted(self.requires),
+            "min_context_window": self.min_context_window,
+            "max_cost_per_request_usd": self.max_cost_per_request_usd,
+            "fallback": self.fallback.to_dict(),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "dropped": [d.to_dict() for d in self.dropped],
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class OrgConfig:
+    """A tenant (`orgs.<id>`); `id` is its key there. No BYOK when `byok_encryption_key` is None."""
+
     id: str
     routes: frozenset[str] | None  # None: every route
     allow_explicit_models: bool | None  # None: the top-level value
     byok_providers: frozenset[str]
     byok_encryption_key: str | None
 
+    def to_dict(self) -> JsonObject:
+        """Its JSON object (`byok` is null without an encryption key)."""
+        return {
+            "routes": None if self.routes is None else _sorted(self.routes),
+            "allow_explicit_models": self.allow_explicit_models,
+            "byok": None
+            if self.byok_encryption_key is None
+            else {
+                "providers": _sorted(self.byok_providers),
+                "encryption_key": self.byok_encryption_key,
+            },
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:
+    """Spend budgets in USD; None: no limit."""
+
     usd_per_day: float | None
     usd_per_month: float | None
+
+    def to_dict(self) -> JsonObject:
+        """`{usd_per_day, usd_per_month}`."""
+        return {"usd_per_day": self.usd_per_day, "usd_per_month": self.usd_per_month}
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Rate limits and budgets, the environment's overrides merged in (`limits`)."""
+
     requests_per_minute: int | None
     tokens_per_minute: int | None
     key_budget: Budget
@@ -100,27 +227,76 @@ class Limits:
     org_budgets: dict[str, Budget]  # merged per org
 
     def budget_of_org(self, org: str) -> Budget:
+        """The org's effective budget: its own, else the `per_org` default."""
         return self.org_budgets.get(org, self.org_budget)
+
+    def to_dict(self) -> JsonObject:
+        """`{per_key, per_org, orgs}`."""
+        return {
+            "per_key": {
+                "requests_per_minute": self.requests_per_minute,
+                "tokens_per_minute": self.tokens_per_minute,
+                **self.key_budget.to_dict(),
+            },
+            "per_org": self.org_budget.to_dict(),
+            "orgs": {oid: b.to_dict() for oid, b in self.org_budgets.items()},
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
+    """The request-record sink (`logging`)."""
+
     sink: str
     url_secret: str | None
     retention_days: int
     batch_size: int
     flush_interval_ms: int
 
+    def to_dict(self) -> JsonObject:
+        """Its JSON object."""
+        return {
+            "sink": self.sink,
+            "url_secret": self.url_secret,
+            "retention_days": self.retention_days,
+            "batch_size": self.batch_size,
+            "flush_interval_ms": self.flush_interval_ms,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SecretSpec:
+    """A secret the environment needs, by NAME (`secrets.<NAME>`)."""
+
     name: str
     needed_by: str
     optional: bool
 
+    def to_dict(self) -> JsonObject:
+        """`{needed_by, optional}`."""
+        return {"needed_by": self.needed_by, "optional": self.optional}
+
+
+@dataclass(frozen=True, slots=True)
+class CostReference:
+    """The "typical request" the compiler checked cost caps against."""
+
+    input_tokens: int = 1000
+    output_tokens: int = 1000
+
+    def to_dict(self) -> JsonObject:
+        """`{input_tokens, output_tokens}`."""
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
 
 @dataclass(frozen=True, slots=True)
 class RuntimeConfig:
+    """One environment's whole runtime.json.
+
+    `port`, `workers`, `request_timeout_s` and `data_dir` are the `server` object;
+    `key_prefix` and `key_environment` the `keys` object.
+    """
+
     schema_version: int
     config_hash: str
     project: str
@@ -139,12 +315,76 @@ class RuntimeConfig:
     logging: LoggingConfig
     price_table_hash: str
     secrets: dict[str, SecretSpec]
+    cost_reference_request: CostReference = CostReference()
+    key_environment: str | None = None  # None: `environment`
 
     def explicit_models_allowed(self, org: str) -> bool:
+        """May `org`'s keys name `provider/model` instead of a route?"""
         spec = self.orgs.get(org)
         if spec is not None and spec.allow_explicit_models is not None:
             return spec.allow_explicit_models
         return self.allow_explicit_models
+
+    def to_dict(self) -> JsonObject:
+        """The runtime.json document (`config_hash` as it is; see `with_hash`)."""
+        return {
+            "schema_version": self.schema_version,
+            "config_hash": self.config_hash,
+            "project": self.project,
+            "environment": self.environment,
+            "compose_project": self.compose_project,
+            "server": {
+                "port": self.port,
+                "workers": self.workers,
+                "request_timeout_s": self.request_timeout_s,
+                "data_dir": self.data_dir,
+            },
+            "allow_explicit_models": self.allow_explicit_models,
+            "keys": {
+                "prefix": self.key_prefix,
+                "environment": self.environment
+                if self.key_environment is None
+                else self.key_environment,
+            },
+            "providers": {pid: p.to_dict() for pid, p in self.providers.items()},
+            "routes": {name: r.to_dict() for name, r in self.routes.items()},
+            "orgs": {oid: o.to_dict() for oid, o in self.orgs.items()},
+            "limits": self.limits.to_dict(),
+            "logging": self.logging.to_dict(),
+            "cost_reference_request": self.cost_reference_request.to_dict(),
+            "price_table_hash": self.price_table_hash,
+            "secrets": {name: s.to_dict() for name, s in self.secrets.items()},
+        }
+
+    def to_json(self) -> str:
+        """runtime.json's text: the canonical JSON of `to_dict()`."""
+        return canonical_json(self.to_dict())
+
+    def content_hash(self) -> str:
+        """`sha256:<hex>` of the canonical JSON of the document without `config_hash`."""
+        body = self.to_dict()
+        del body["config_hash"]
+        return "sha256:" + hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    def with_hash(self) -> RuntimeConfig:
+        """The same config with `config_hash` set to its `content_hash()`."""
+        return replace(self, config_hash=self.content_hash())
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "runtime.json") -> RuntimeConfig:
+        """Parse and check runtime.json's text; raise ConfigError naming the problem."""
+        try:
+            doc = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{source}: not valid JSON ({exc}); rebuild it with `python -m compiler build`"
+            ) from None
+        return cls.from_dict(doc, source)
+
+    @classmethod
+    def from_dict(cls, doc: object, source: str = "runtime.json") -> RuntimeConfig:
+        """Check a decoded runtime.json document and build the config from it."""
+        return _parse(doc, source)
 
 
 def load_config(path: str | Path) -> RuntimeConfig:
@@ -154,67 +394,21 @@ def load_config(path: str | Path) -> RuntimeConfig:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the runtime config: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{p}: not valid JSON ({exc}); rebuild it with `python -m compiler build`"
-        ) from None
-    return parse_config(doc, source=str(p))
+    return RuntimeConfig.from_json(raw, source=str(p))
 
 
-def parse_config(doc: Any, source: str = "runtime.json") -> RuntimeConfig:
+def parse_config(doc: object, source: str = "runtime.json") -> RuntimeConfig:
     """Turn a decoded runtime.json document into a RuntimeConfig (see load_config)."""
-    r = _Reader(source)
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: expected a JSON object at the top level")
-    version = doc.get("schema_version")
-    if version not in SCHEMA_VERSIONS:
-        raise ConfigError(
-            f"{source}: schema_version {version!r} is not supported by this gateway "
-            f"(it reads {', '.join(map(str, SCHEMA_VERSIONS))}); rebuild the config with the "
-            "compiler of the same Switchyard release, or upgrade the gateway"
-        )
-    providers = {pid: _provider(r, pid, spec) for pid, spec in r.obj(doc, "providers").items()}
-    routes = {name: _route(r, name, spec, providers) for name, spec in r.obj(doc, "routes").items()}
-    orgs = {oid: _org(r, oid, spec) for oid, spec in r.obj(doc, "orgs").items()}
-    server = r.obj(doc, "server")
-    keys = r.obj(doc, "keys")
-    log = r.obj(doc, "logging")
-    return RuntimeConfig(
-        schema_version=version,
-        config_hash=r.text(doc, "config_hash"),
-        project=r.text(doc, "project"),
-        environment=r.text(doc, "environment"),
-        compose_project=r.text(doc, "compose_project"),
-        port=int(r.num(server, "server.port")),
-        workers=int(r.num(server, "server.workers")),
-        request_timeout_s=r.num(server, "server.request_timeout_s"),
-        data_dir=r.text(server, "server.data_dir"),
-        allow_explicit_models=bool(doc.get("allow_explicit_models", False)),
-        key_prefix=r.text(keys, "keys.prefix"),
-        providers=providers,
-        routes=routes,
-        orgs=orgs,
-        limits=_limits(r, r.obj(doc, "limits")),
-        logging=LoggingConfig(
-            sink=r.text(log, "logging.sink"),
-            url_secret=log.get("url_secret"),
-            retention_days=int(r.num(log, "logging.retention_days")),
-            batch_size=max(1, int(r.num(log, "logging.batch_size"))),
-            flush_interval_ms=max(1, int(r.num(log, "logging.flush_interval_ms"))),
-        ),
-        price_table_hash=r.text(doc, "price_table_hash"),
-        secrets={
-            name: SecretSpec(
-                name, str(spec.get("needed_by", "")), bool(spec.get("optional", False))
-            )
-            for name, spec in r.obj(doc, "secrets").items()
-        },
-    )
+    return RuntimeConfig.from_dict(doc, source)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading: every field checked, the message naming it by its dotted path.
 
 
 class _Reader:
+    """Typed access to a decoded document, failing with the file and the field's path."""
+
     def __init__(self, source: str) -> None:
         self.source = source
 
@@ -229,26 +423,122 @@ class _Reader:
             raise self.fail(path or key, "expected an object")
         return v
 
+    def opt_obj(self, d: dict[str, Any], path: str) -> dict[str, Any] | None:
+        v = d.get(_key(path))
+        if v is not None and not isinstance(v, dict):
+            raise self.fail(path, "expected an object or null")
+        return v
+
     def text(self, d: dict[str, Any], path: str) -> str:
-        v = d.get(path.rsplit(".", 1)[-1])
+        v = d.get(_key(path))
         if not isinstance(v, str):
             raise self.fail(path, "expected a string")
         return v
 
+    def opt_text(self, d: dict[str, Any], path: str) -> str | None:
+        v = d.get(_key(path))
+        if v is not None and not isinstance(v, str):
+            raise self.fail(path, "expected a string or null")
+        return v
+
     def num(self, d: dict[str, Any], path: str) -> float:
-        v = d.get(path.rsplit(".", 1)[-1])
+        v = d.get(_key(path))
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise self.fail(path, "expected a number")
-        return float(v)
+        return v  # as written (an int stays an int), so the round trip is exact
+
+    def opt_num(self, d: dict[str, Any], path: str) -> float | None:
+        v = d.get(_key(path))
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.fail(path, "expected a number or null")
+        return v
+
+    def opt_int(self, d: dict[str, Any], path: str) -> int | None:
+        v = self.opt_num(d, path)
+        return None if v is None else int(v)
+
+    def flag(self, d: dict[str, Any], path: str, default: bool | None) -> bool | None:
+        v = d.get(_key(path), default)
+        if v is not None and not isinstance(v, bool):
+            raise self.fail(path, "expected true or false")
+        return v
+
+    def words(self, d: dict[str, Any], path: str) -> frozenset[str] | None:
+        v = d.get(_key(path))
+        if v is None:
+            return None
+        if not isinstance(v, list) or not all(isinstance(w, str) for w in v):
+            raise self.fail(path, "expected a list of strings")
+        return frozenset(v)
 
 
-def _price(v: Any) -> Price | None:
-    if not isinstance(v, dict):
+def _key(path: str) -> str:
+    return path.rsplit(".", 1)[-1]
+
+
+def _parse(doc: object, source: str) -> RuntimeConfig:
+    r = _Reader(source)
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a JSON object at the top level")
+    version = doc.get("schema_version")
+    if type(version) is not int or version not in SCHEMA_VERSIONS:
+        raise ConfigError(
+            f"{source}: schema_version {version!r} is not supported by this gateway "
+            f"(it reads {', '.join(map(str, SCHEMA_VERSIONS))}); rebuild the config with the "
+            "compiler of the same Switchyard release, or upgrade the gateway"
+        )
+    providers = {pid: _provider(r, pid, spec) for pid, spec in r.obj(doc, "providers").items()}
+    routes = {name: _route(r, name, spec, providers) for name, spec in r.obj(doc, "routes").items()}
+    orgs = {oid: _org(r, oid, spec) for oid, spec in r.obj(doc, "orgs").items()}
+    server = r.obj(doc, "server")
+    keys = r.obj(doc, "keys")
+    log = r.obj(doc, "logging")
+    reference = r.opt_obj(doc, "cost_reference_request")
+    return RuntimeConfig(
+        schema_version=version,
+        config_hash=r.text(doc, "config_hash"),
+        project=r.text(doc, "project"),
+        environment=r.text(doc, "environment"),
+        compose_project=r.text(doc, "compose_project"),
+        port=int(r.num(server, "server.port")),
+        workers=int(r.num(server, "server.workers")),
+        request_timeout_s=r.num(server, "server.request_timeout_s"),
+        data_dir=r.text(server, "server.data_dir"),
+        allow_explicit_models=bool(r.flag(doc, "allow_explicit_models", False)),
+        key_prefix=r.text(keys, "keys.prefix"),
+        key_environment=r.opt_text(keys, "keys.environment"),
+        providers=providers,
+        routes=routes,
+        orgs=orgs,
+        limits=_limits(r, r.obj(doc, "limits")),
+        logging=LoggingConfig(
+            sink=r.text(log, "logging.sink"),
+            url_secret=r.opt_text(log, "logging.url_secret"),
+            retention_days=int(r.num(log, "logging.retention_days")),
+            batch_size=max(1, int(r.num(log, "logging.batch_size"))),
+            flush_interval_ms=max(1, int(r.num(log, "logging.flush_interval_ms"))),
+        ),
+        cost_reference_request=CostReference()
+        if reference is None
+        else CostReference(
+            int(r.num(reference, "cost_reference_request.input_tokens")),
+            int(r.num(reference, "cost_reference_request.output_tokens")),
+        ),
+        price_table_hash=r.text(doc, "price_table_hash"),
+        secrets={name: _secret(r, name, spec) for name, spec in r.obj(doc, "secrets").items()},
+    )
+
+
+def _price(r: _Reader, d: dict[str, Any], path: str) -> Price | None:
+    v = r.opt_obj(d, path)
+    if v is None:
         return None
-    return Price(float(v["input"]), float(v["output"]))
+    return Price(r.num(v, f"{path}.input"), r.num(v, f"{path}.output"))
 
 
-def _provider(r: _Reader, pid: str, spec: Any) -> ProviderConfig:
+def _provider(r: _Reader, pid: str, spec: object) -> ProviderConfig:
     path = f"providers.{pid}"
     if not isinstance(spec, dict):
         raise r.fail(path, "expected an object")
@@ -261,75 +551,124 @@ def _provider(r: _Reader, pid: str, spec: Any) -> ProviderConfig:
             name=name,
             upstream=r.text(m, f"{mp}.upstream"),
             context_window=int(r.num(m, f"{mp}.context_window")),
-            max_output_tokens=m.get("max_output_tokens"),
-            capabilities=frozenset(m.get("capabilities") or ()),
-            price=_price(m.get("price")),
+            max_output_tokens=r.opt_int(m, f"{mp}.max_output_tokens"),
+            capabilities=r.words(m, f"{mp}.capabilities") or frozenset(),
+            price=_price(r, m, f"{mp}.price"),
         )
-    adapter = r.text(spec, f"{path}.adapter")
+    credentials = r.opt_obj(spec, f"{path}.credentials") or {}
     return ProviderConfig(
         id=pid,
-        adapter=adapter,
-        base_url=spec.get("base_url"),
-        credentials=dict(spec.get("credentials") or {}),
-        credentials_optional=bool(spec.get("credentials_optional", False)),
+        adapter=r.text(spec, f"{path}.adapter"),
+        base_url=r.opt_text(spec, f"{path}.base_url"),
+        credentials={
+            field: r.text(credentials, f"{path}.credentials.{field}") for field in credentials
+        },
+        credentials_optional=bool(r.flag(spec, f"{path}.credentials_optional", False)),
         timeout_s=r.num(spec, f"{path}.timeout_s"),
         connect_timeout_s=r.num(spec, f"{path}.connect_timeout_s"),
         models=models,
     )
 
 
-def _route(r: _Reader, name: str, spec: Any, providers: dict[str, ProviderConfig]) -> RouteConfig:
+def _route(
+    r: _Reader, name: str, spec: object, providers: dict[str, ProviderConfig]
+) -> RouteConfig:
     path = f"routes.{name}"
     if not isinstance(spec, dict):
         raise r.fail(path, "expected an object")
     fb = r.obj(spec, "fallback", f"{path}.fallback")
     candidates = []
-    for i, c in enumerate(spec.get("candidates") or ()):
+    for i, c in enumerate(_items(r, spec, f"{path}.candidates")):
         provider, model = c.get("provider"), c.get("model")
         if provider not in providers or model not in providers[provider].models:
             raise r.fail(f"{path}.candidates.{i}", f"{provider}/{model} is not under providers")
-        candidates.append(CandidateRef(provider, model, c.get("weight")))
+        candidates.append(
+            CandidateRef(provider, model, r.opt_num(c, f"{path}.candidates.{i}.weight"))
+        )
+    dropped = tuple(
+        DroppedCandidate(
+            ref=r.text(d, f"{path}.dropped.{i}.ref"),
+            kind=r.text(d, f"{path}.dropped.{i}.kind"),
+            reason=r.text(d, f"{path}.dropped.{i}.reason"),
+        )
+        for i, d in enumerate(_items(r, spec, f"{path}.dropped"))
+    )
     return RouteConfig(
         name=name,
         strategy=r.text(spec, f"{path}.strategy"),
-        requires=frozenset(spec.get("requires") or ()),
-        min_context_window=spec.get("min_context_window"),
-        max_cost_per_request_usd=spec.get("max_cost_per_request_usd"),
+        requires=r.words(spec, f"{path}.requires") or frozenset(),
+        min_context_window=r.opt_int(spec, f"{path}.min_context_window"),
+        max_cost_per_request_usd=r.opt_num(spec, f"{path}.max_cost_per_request_usd"),
         fallback=FallbackPolicy(
-            on=frozenset(fb.get("on") or ()),
+            on=r.words(fb, f"{path}.fallback.on") or frozenset(),
             max_attempts=max(1, int(r.num(fb, f"{path}.fallback.max_attempts"))),
             first_byte_timeout_s=r.num(fb, f"{path}.fallback.first_byte_timeout_s"),
         ),
         candidates=tuple(candidates),
-        dropped=tuple(spec.get("dropped") or ()),
+        dropped=dropped,
     )
 
 
-def _org(r: _Reader, oid: str, spec: Any) -> OrgConfig:
+def _items(r: _Reader, d: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """A list of objects (absent or null: empty)."""
+    v = d.get(_key(path))
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise r.fail(path, "expected a list")
+    for i, item in enumerate(v):
+        if not isinstance(item, dict):
+            raise r.fail(f"{path}.{i}", "expected an object")
+    return v
+
+
+def _org(r: _Reader, oid: str, spec: object) -> OrgConfig:
+    path = f"orgs.{oid}"
     if not isinstance(spec, dict):
-        raise r.fail(f"orgs.{oid}", "expected an object")
-    routes = spec.get("routes")
-    byok = spec.get("byok") or {}
+        raise r.fail(path, "expected an object")
+    byok = r.opt_obj(spec, f"{path}.byok")
     return OrgConfig(
         id=oid,
-        routes=None if routes is None else frozenset(routes),
-        allow_explicit_models=spec.get("allow_explicit_models"),
-        byok_providers=frozenset(byok.get("providers") or ()),
-        byok_encryption_key=byok.get("encryption_key"),
+        routes=r.words(spec, f"{path}.routes"),
+        allow_explicit_models=r.flag(spec, f"{path}.allow_explicit_models", None),
+        byok_providers=frozenset()
+        if byok is None
+        else r.words(byok, f"{path}.byok.providers") or frozenset(),
+        byok_encryption_key=None if byok is None else r.text(byok, f"{path}.byok.encryption_key"),
     )
 
 
-def _budget(v: Any) -> Budget:
-    v = v if isinstance(v, dict) else {}
-    return Budget(v.get("usd_per_day"), v.get("usd_per_month"))
+def _secret(r: _Reader, name: str, spec: object) -> SecretSpec:
+    path = f"secrets.{name}"
+    if not isinstance(spec, dict):
+        raise r.fail(path, "expected an object")
+    return SecretSpec(
+        name=name,
+        needed_by=r.opt_text(spec, f"{path}.needed_by") or "",
+        optional=bool(r.flag(spec, f"{path}.optional", False)),
+    )
+
+
+def _budget(r: _Reader, d: dict[str, Any] | None, path: str) -> Budget:
+    if d is None:
+        return Budget(None, None)
+    return Budget(r.opt_num(d, f"{path}.usd_per_day"), r.opt_num(d, f"{path}.usd_per_month"))
 
 
 def _limits(r: _Reader, doc: dict[str, Any]) -> Limits:
-    per_key = doc.get("per_key") or {}
+    per_key = r.opt_obj(doc, "limits.per_key")
+    orgs = r.opt_obj(doc, "limits.orgs") or {}
+    for oid, v in orgs.items():
+        if not isinstance(v, dict):
+            raise r.fail(f"limits.orgs.{oid}", "expected an object")
     return Limits(
-        requests_per_minute=per_key.get("requests_per_minute"),
-        tokens_per_minute=per_key.get("tokens_per_minute"),
-        key_budget=_budget(per_key),
-        org_budget=_budget(doc.get("per_org")),
-        org_budgets={oid: _budget(v) for oid, v in (doc.get("orgs") or {}).items()},
+        requests_per_minute=None
+        if per_key is None
+        else r.opt_int(per_key, "limits.per_key.requests_per_minute"),
+        tokens_per_minute=None
+        if per_key is None
+        else r.opt_int(per_key, "limits.per_key.tokens_per_minute"),
+        key_budget=_budget(r, per_key, "limits.per_key"),
+        org_budget=_budget(r, r.opt_obj(doc, "limits.per_org"), "limits.per_org"),
+        org_budgets={oid: _budget(r, v, f"limits.orgs.{oid}") for oid, v in orgs.items()},
     )
