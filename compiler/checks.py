@@ -23,12 +23,15 @@ from compiler.resolve import (
     required_secrets,
     resolve_environments,
 )
-from compiler.secrets import describe_secret, has_known_secret, looks_like_secret, secret_hint
+from compiler.secret_values import describe_secret, has_known_secret, looks_like_secret, secret_hint
 
-Check = Callable[["Context"], Iterator[Diagnostic]]
+Check = Callable[["CheckContext"], Iterator[Diagnostic]]
 
 
-class Context:
+class CheckContext:
+    """What every semantic check reads: the validated config, the document as loaded, the
+    items dropped as malformed, the config file's directory and every environment resolved."""
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -61,7 +64,7 @@ def run_all(
     resolved: dict[str, ResolvedEnvironment] | None = None,
 ) -> list[Diagnostic]:
     """Every semantic check; `resolved` (all environments, sorted by name) is computed when not given."""
-    ctx = Context(config, data, broken or set(), source_dir, resolved)
+    ctx = CheckContext(config, data, broken or set(), source_dir, resolved)
     out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(ctx))
@@ -72,7 +75,7 @@ def run_all(
 # providers
 
 
-def check_providers(ctx: Context) -> Iterator[Diagnostic]:
+def check_providers(ctx: CheckContext) -> Iterator[Diagnostic]:
     for pid, p in ctx.config.providers.items():
         path: Path = ("providers", pid)
         if p.adapter != "mock" and p.credentials is None:
@@ -123,7 +126,7 @@ def check_providers(ctx: Context) -> Iterator[Diagnostic]:
 # routes: references, duplicates, strategy
 
 
-def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
+def check_route_references(ctx: CheckContext) -> Iterator[Diagnostic]:
     providers = ctx.config.providers
     for rname, route in ctx.config.routes.items():
         seen: dict[str, int] = {}
@@ -200,7 +203,7 @@ def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
 # fallback compatibility per environment
 
 
-def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
+def check_routes_per_environment(ctx: CheckContext) -> Iterator[Diagnostic]:
     # A problem that holds in every environment is reported once; one that only some
     # environments have names them.
     found: dict[tuple[str, Path, str], list[str]] = defaultdict(list)
@@ -270,7 +273,7 @@ def _only_the_cost_cap(rr: ResolvedRoute) -> bool:
     return not rr.candidates and bool(rr.dropped) and all(d.kind == "cost_cap" for d in rr.dropped)
 
 
-def _cost_cap_unreachable(ctx: Context, rname: str, rr: ResolvedRoute) -> Diagnostic:
+def _cost_cap_unreachable(ctx: CheckContext, rname: str, rr: ResolvedRoute) -> Diagnostic:
     cap = rr.route.max_cost_per_request_usd or 0.0
     costs = []
     for d in rr.dropped:
@@ -311,7 +314,7 @@ def _has_usd_limits(limits: Limits) -> bool:
     return any(v is not None for v in groups)
 
 
-def check_prices(ctx: Context) -> Iterator[Diagnostic]:
+def check_prices(ctx: CheckContext) -> Iterator[Diagnostic]:
     providers = ctx.config.providers
     for rname, route in ctx.config.routes.items():
         if route.max_cost_per_request_usd is None:
@@ -355,7 +358,7 @@ def _suggest(name: str, known: Iterable[str], what: str) -> str:
     )
 
 
-def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
+def check_org_and_policy_references(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     for oid, org in cfg.orgs.items():
         for i, route in enumerate(org.routes or []):
@@ -461,7 +464,7 @@ def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
             yield from _walk(v, (*path, k))
 
 
-def check_literal_secrets(ctx: Context) -> Iterator[Diagnostic]:
+def check_literal_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
     return literal_secrets(ctx.data)
 
 
@@ -480,7 +483,7 @@ def _normalise_file(path: str) -> str:
     return posixpath.normpath(path.replace("\\", "/"))
 
 
-def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
+def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     sources: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for env_name, env in cfg.environments.items():
@@ -554,7 +557,7 @@ def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) 
     return f"give each environment its own key and its own source, e.g. {a} and {b}"
 
 
-def check_logging(ctx: Context) -> Iterator[Diagnostic]:
+def check_logging(ctx: CheckContext) -> Iterator[Diagnostic]:
     log = ctx.config.logging
     if log.sink == "postgres" and log.url_secret is None:
         yield error(
@@ -579,7 +582,7 @@ def _host_key(env_target: str, host: str | None) -> str:
     return str(host).lower()
 
 
-def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
+def check_hosts(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     ports: dict[tuple[str, int], str] = {}
     projects: dict[tuple[str, str], str] = {}
@@ -626,7 +629,7 @@ def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
             projects[(host, proj)] = env_name
 
 
-def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
+def check_policy_only(ctx: CheckContext) -> Iterator[Diagnostic]:
     # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK is worth a warning.
     for env_name in ctx.config.environments:
         why = ctx.resolved[env_name].policy_drops

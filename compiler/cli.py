@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from compiler.diagnostics import did_you_mean
-from compiler.report import REPORTERS
+from compiler.reporters import REPORTERS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "schema" / "gateway.schema.json"
@@ -191,7 +191,7 @@ def write_tree_atomically(out_dir: Path, name: str, files: dict[str, str]) -> No
 
 def cmd_build(args: argparse.Namespace) -> int:
     from compiler.render import render_all
-    from compiler.report import text
+    from compiler.reporters import text
 
     raw, result = _check(args.config)
     if not result.ok or result.config is None:
@@ -252,7 +252,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _valid_config(path: str) -> Any:
-    from compiler.report import text
+    from compiler.reporters import text
 
     _raw, result = _check(path)
     if result.config is None:

@@ -25,7 +25,7 @@ from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
 from compiler.loader import Loaded, load
 from compiler.models import NAME_RULES, SECRET_PATTERN, GatewayConfig
 from compiler.resolve import ResolvedEnvironment, resolve_environments
-from compiler.secrets import (
+from compiler.secret_values import (
     describe_secret,
     has_known_secret,
     looks_like_secret,
