@@ -138,7 +138,9 @@ def _models(rng: random.Random, providers: dict[str, dict[str, Any]], n: int) ->
         pid = pids[i % len(pids)]
         spec = providers[pid]
         family = rng.choice(FAMILIES[spec["adapter"]])
-        name = f"{family}-{1 + i // len(pids)}.{rng.randrange(10)}-{rng.choice(('mini', 'base', 'large', 'xl'))}"
+        minor = rng.randrange(10)
+        size = rng.choice(("mini", "base", "large", "xl"))
+        name = f"{family}-{1 + i // len(pids)}.{minor}-{size}"
         tier = rng.choices(range(len(TIERS)), weights=TIER_WEIGHTS)[0]
         window = rng.choice(CONTEXT_WINDOWS)
         price_in = round(rng.uniform(0.05, 15.0), 2)
@@ -307,7 +309,8 @@ def generate(
     return {
         "version": 1,
         "project": "bench-gateway",
-        "description": f"Generated benchmark config: {routes} routes, {models} models, {providers} providers (seed {seed}).",
+        "description": f"Generated benchmark config: {routes} routes, {models} models, "
+        f"{providers} providers (seed {seed}).",
         "providers": provs,
         "routes": route_map,
         "orgs": org_map,

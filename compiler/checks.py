@@ -63,7 +63,8 @@ def run_all(
     source_dir: PurePath | None = None,
     resolved: dict[str, ResolvedEnvironment] | None = None,
 ) -> list[Diagnostic]:
-    """Every semantic check; `resolved` (all environments, sorted by name) is computed when not given."""
+    """Every semantic check; `resolved` (all environments, sorted by name) is computed when not
+    given."""
     ctx = CheckContext(config, data, broken or set(), source_dir, resolved)
     out: list[Diagnostic] = []
     for check in CHECKS:
@@ -106,8 +107,10 @@ def check_providers(ctx: CheckContext) -> Iterator[Diagnostic]:
                 yield error(
                     "E014",
                     (*path, "models", name, "max_output_tokens"),
-                    f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}",
-                    "the output is part of the context window; check both numbers against the model's documentation",
+                    f"max_output_tokens {m.max_output_tokens:,} exceeds context_window "
+                    f"{m.context_window:,}",
+                    "the output is part of the context window; check both numbers against the "
+                    "model's documentation",
                 )
     used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
     used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
@@ -223,12 +226,14 @@ def check_routes_per_environment(ctx: CheckContext) -> Iterator[Diagnostic]:
                     code = "E030" if rr.requires_declared else "E031"
                     hint: str | None = (
                         (
-                            f"remove {d.ref} from this route, or list the capability under its model's "
+                            f"remove {d.ref} from this route, or list the capability under its "
+                            "model's "
                             "`capabilities` if the model really has it"
                         )
                         if rr.requires_declared
                         else (
-                            "declare `requires:` on the route with what every candidate must support, "
+                            "declare `requires:` on the route with what every candidate must "
+                            "support, "
                             "or move a compatible model first"
                         )
                     )
@@ -256,7 +261,8 @@ def check_routes_per_environment(ctx: CheckContext) -> Iterator[Diagnostic]:
                 yield error(
                     "E033",
                     ("environments", env_name),
-                    f"route '{rname}' has no candidate left in environment '{env_name}' ({reasons})",
+                    f"route '{rname}' has no candidate left in environment '{env_name}' "
+                    f"({reasons})",
                     "allow one of its providers in this environment, or add a candidate",
                     at_key=True,
                 )
@@ -325,7 +331,8 @@ def check_prices(ctx: CheckContext) -> Iterator[Diagnostic]:
                 yield error(
                     "E036",
                     ("routes", rname, "candidates", i),
-                    f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost cannot be checked",
+                    f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost "
+                    "cannot be checked",
                     f"add `price:` under providers.{p}.models.{m}",
                 )
     budget_envs = [e for e, r in ctx.resolved.items() if _has_usd_limits(r.limits)]
@@ -340,8 +347,10 @@ def check_prices(ctx: CheckContext) -> Iterator[Diagnostic]:
                     yield error(
                         "E036",
                         ("providers", c.provider, "models", c.model),
-                        f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be counted",
-                        "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free models",
+                        f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be "
+                        "counted",
+                        "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free "
+                        "models",
                         at_key=True,
                     )
 
@@ -433,8 +442,10 @@ def check_org_and_policy_references(ctx: CheckContext) -> Iterator[Diagnostic]:
             yield error(
                 "E033",
                 (*base, where),
-                f"environment '{env_name}' allows no provider at all, so no route can serve a request",
-                "allow at least one declared provider (check allowed_providers and blocked_providers)",
+                f"environment '{env_name}' allows no provider at all, so no route can serve a "
+                "request",
+                "allow at least one declared provider (check allowed_providers and "
+                "blocked_providers)",
                 at_key=True,
             )
 
@@ -494,8 +505,10 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                 yield error(
                     "E042",
                     (*base, "secrets") if env.secrets else base,
-                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but gives no source for it",
-                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under environments.{env_name}.secrets",
+                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
+                    "gives no source for it",
+                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under "
+                    f"environments.{env_name}.secrets",
                     at_key=not env.secrets,
                 )
         for secret, src in sorted(env.secrets.items()):
@@ -517,7 +530,8 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                         "E043",
                         (*spath, "file"),
                         f"secret file '{f}' is a relative path",
-                        "use an absolute or ~/ path outside the repository, so the secret never lands in git",
+                        "use an absolute or ~/ path outside the repository, so the secret never "
+                        "lands in git",
                     )
                     continue
                 if ctx.source_dir is not None and f.startswith("/"):
@@ -543,7 +557,8 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
             yield error(
                 "E041",
                 ("environments", env_name, "secrets", secret, kind),
-                f"environments '{first_env}' and '{env_name}' both read a secret from the {what} '{where}'",
+                f"environments '{first_env}' and '{env_name}' both read a secret from the {what} "
+                f"'{where}'",
                 _own_source_hint(kind, where, secret, (first_env, env_name)),
             )
 
@@ -564,7 +579,8 @@ def check_logging(ctx: CheckContext) -> Iterator[Diagnostic]:
             "E012",
             ("logging", "url_secret"),
             "the postgres sink needs `url_secret`, the secret holding the database URL",
-            "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under environments.<env>.secrets",
+            "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under "
+            "environments.<env>.secrets",
         )
 
 
@@ -630,7 +646,8 @@ def check_hosts(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 
 def check_policy_only(ctx: CheckContext) -> Iterator[Diagnostic]:
-    # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK is worth a warning.
+    # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK
+    # is worth a warning.
     for env_name in ctx.config.environments:
         why = ctx.resolved[env_name].policy_drops
         for oid, org in ctx.config.orgs.items():
@@ -641,8 +658,10 @@ def check_policy_only(ctx: CheckContext) -> Iterator[Diagnostic]:
                     yield warning(
                         "W038",
                         ("orgs", oid, "byok", "providers", i),
-                        f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'",
-                        f"allow '{pid}' in that environment if the org should use its own keys there",
+                        f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment "
+                        f"'{env_name}'",
+                        f"allow '{pid}' in that environment if the org should use its own keys "
+                        "there",
                     )
 
 

@@ -51,7 +51,8 @@ NAME_RULES: dict[str, tuple[str, str]] = {
     ),
     ROUTE_PATTERN: (
         "route name",
-        "letters, digits, '.', '_', ':' and '-' (no '/': that is how clients name an explicit provider/model)",
+        "letters, digits, '.', '_', ':' and '-' (no '/': that is how clients name an explicit "
+        "provider/model)",
     ),
     MODEL_PATTERN: ("model name", "letters, digits, '.', '_', ':', '@' and '-' (no '/')"),
     REF_PATTERN: ("model reference", "'<provider>/<model>', e.g. 'openai/gpt-4o'"),
@@ -333,7 +334,9 @@ class Org(_Section):
     )
     allow_explicit_models: bool | None = Field(
         default=None,
-        description="May the org's keys name `provider/model` directly? Absent: the runtime default.",
+        description=(
+            "May the org's keys name `provider/model` directly? Absent: the runtime default."
+        ),
         examples=[False],
     )
     byok: Byok | None = Field(
@@ -447,7 +450,8 @@ class Proxy(_Section):
         min_length=1,
         pattern=r"^[^\s]+$",
         description=(
-            "Base image of the proxy image: an image with HAProxy 2.6 or newer (the official `haproxy` "
+            "Base image of the proxy image: an image with HAProxy 2.6 or newer (the official "
+            "`haproxy` "
             "images), or a Debian/Ubuntu image, into which HAProxy is installed from its packages."
         ),
         examples=["haproxy:2.8"],
@@ -457,7 +461,8 @@ class Proxy(_Section):
         gt=0,
         le=300,
         description=(
-            "Longest a client may take to send a request's head (request line and headers). A slower "
+            "Longest a client may take to send a request's head (request line and headers). A "
+            "slower "
             "one (a slowloris, a byte-by-byte header) gets 408 and is closed."
         ),
         examples=[10],
@@ -466,7 +471,10 @@ class Proxy(_Section):
         default=16384,
         ge=4096,
         le=1048576,
-        description="Largest request head (request line plus headers) in bytes; a larger one is refused with 400.",
+        description=(
+            "Largest request head (request line plus headers) in bytes; a larger one is refused "
+            "with 400."
+        ),
         examples=[16384],
     )
     request_body_timeout_s: float = Field(
@@ -484,7 +492,8 @@ class Proxy(_Section):
         gt=0,
         le=3600,
         description=(
-            "Longest a client may stay silent while it is expected to send (the rest of a large body) "
+            "Longest a client may stay silent while it is expected to send (the rest of a large "
+            "body) "
             "or to read (a response it does not take)."
         ),
         examples=[60],
@@ -493,14 +502,18 @@ class Proxy(_Section):
         default=10.0,
         gt=0,
         le=600,
-        description="Longest an idle keep-alive connection is kept open for the client's next request.",
+        description=(
+            "Longest an idle keep-alive connection is kept open for the client's next request."
+        ),
         examples=[10],
     )
     max_connections: int = Field(
         default=4096,
         ge=16,
         le=1000000,
-        description="Client connections served at once; more wait in the kernel's queue until one closes.",
+        description=(
+            "Client connections served at once; more wait in the kernel's queue until one closes."
+        ),
         examples=[4096],
     )
 
@@ -668,8 +681,10 @@ class Environment(_Section):
         gt=0,
         le=3600,
         description=(
-            "How long a deploy lets the old release's gateways finish the requests and streams they "
-            "are serving before it stops them. Default: runtime.request_timeout_s (no request is cut)."
+            "How long a deploy lets the old release's gateways finish the requests and streams "
+            "they "
+            "are serving before it stops them. Default: runtime.request_timeout_s (no request is "
+            "cut)."
         ),
         examples=[300],
     )

@@ -70,7 +70,8 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
             error(
                 "E005",
                 (),
-                f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} shape errors",
+                f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} "
+                "shape errors",
                 "fix these and run check again",
             ).located(1, 1)
         )
