@@ -438,7 +438,8 @@ def render_all(
     image_inputs: ImageInputs,
     *,
     resolved: Mapping[str, ResolvedEnvironment] | None = None,
-    **kwargs: Any,
+    source_name: str = "gateway.yaml",
+    source_sha256: str = "",
 ) -> dict[str, dict[str, str]]:
     """`render_environment` for each of `envs`: `{env: {file name: text}}`.
 
@@ -449,7 +450,13 @@ def render_all(
     templates = _env()
     return {
         env: render_environment(
-            config, env, image_inputs, resolved=resolved[env], templates=templates, **kwargs
+            config,
+            env,
+            image_inputs,
+            source_name=source_name,
+            source_sha256=source_sha256,
+            resolved=resolved[env],
+            templates=templates,
         )
         for env in envs
     }
