@@ -19,7 +19,9 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
+
+from runtime.vocabulary import ADAPTER_NAMES, LOG_SINKS, STRATEGIES, Adapter, LogSink, Strategy
 
 SCHEMA_VERSION = 1  # what the compiler of this release writes
 SCHEMA_VERSIONS = (SCHEMA_VERSION,)  # what this gateway reads
@@ -90,7 +92,7 @@ class ProviderConfig:
     """A provider the environment can reach (`providers.<id>`); `id` is its key there."""
 
     id: str
-    adapter: str
+    adapter: Adapter
     base_url: str | None
     credentials: dict[str, str]  # field -> secret NAME
     credentials_optional: bool
@@ -159,7 +161,7 @@ class RouteConfig:
     """A route with its resolved candidate chain (`routes.<name>`); `name` is its key there."""
 
     name: str
-    strategy: str  # priority | cheapest | weighted
+    strategy: Strategy
     requires: frozenset[str]
     min_context_window: int | None
     max_cost_per_request_usd: float | None
@@ -247,7 +249,7 @@ class Limits:
 class LoggingConfig:
     """The request-record sink (`logging`)."""
 
-    sink: str
+    sink: LogSink
     url_secret: str | None
     retention_days: int
     batch_size: int
@@ -441,6 +443,12 @@ class _Reader:
             raise self.fail(path, "expected a string or null")
         return v
 
+    def choice(self, d: dict[str, Any], path: str, words: tuple[str, ...]) -> str:
+        v = d.get(_key(path))
+        if v not in words:
+            raise self.fail(path, f"expected one of {', '.join(words)}, not {v!r}")
+        return cast(str, v)
+
     def num(self, d: dict[str, Any], path: str) -> float:
         v = d.get(_key(path))
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -514,7 +522,7 @@ def _parse(doc: object, source: str) -> RuntimeConfig:
         orgs=orgs,
         limits=_limits(r, r.obj(doc, "limits")),
         logging=LoggingConfig(
-            sink=r.text(log, "logging.sink"),
+            sink=cast(LogSink, r.choice(log, "logging.sink", LOG_SINKS)),
             url_secret=r.opt_text(log, "logging.url_secret"),
             retention_days=int(r.num(log, "logging.retention_days")),
             batch_size=max(1, int(r.num(log, "logging.batch_size"))),
@@ -558,7 +566,7 @@ def _provider(r: _Reader, pid: str, spec: object) -> ProviderConfig:
     credentials = r.opt_obj(spec, f"{path}.credentials") or {}
     return ProviderConfig(
         id=pid,
-        adapter=r.text(spec, f"{path}.adapter"),
+        adapter=cast(Adapter, r.choice(spec, f"{path}.adapter", ADAPTER_NAMES)),
         base_url=r.opt_text(spec, f"{path}.base_url"),
         credentials={
             field: r.text(credentials, f"{path}.credentials.{field}") for field in credentials
@@ -595,7 +603,7 @@ def _route(
     )
     return RouteConfig(
         name=name,
-        strategy=r.text(spec, f"{path}.strategy"),
+        strategy=cast(Strategy, r.choice(spec, f"{path}.strategy", STRATEGIES)),
         requires=r.words(spec, f"{path}.requires") or frozenset(),
         min_context_window=r.opt_int(spec, f"{path}.min_context_window"),
         max_cost_per_request_usd=r.opt_num(spec, f"{path}.max_cost_per_request_usd"),

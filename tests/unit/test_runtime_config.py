@@ -150,7 +150,22 @@ MALFORMED: list[tuple[str, Edit, str]] = [
         _set("limits", "per_org", "usd_per_day", value="10"),
         "limits.per_org.usd_per_day: expected a number or null",
     ),
-    ("sink", _set("logging", "sink", value=None), "logging.sink: expected a string"),
+    (
+        "sink",
+        _set("logging", "sink", value="kafka"),
+        "logging.sink: expected one of sqlite, postgres, not 'kafka'",
+    ),
+    (
+        "adapter",
+        _set("providers", "openai", "adapter", value="openai2"),
+        "providers.openai.adapter: expected one of openai, openai-compatible, anthropic, gemini, "
+        "mock, not 'openai2'",
+    ),
+    (
+        "strategy",
+        _set("routes", "chat", "strategy", value=None),
+        "routes.chat.strategy: expected one of priority, cheapest, weighted, not None",
+    ),
     (
         "secret",
         _set("secrets", "OPENAI_API_KEY", "optional", value="yes"),
