@@ -409,7 +409,11 @@ def parse_config(doc: object, source: str = "runtime.json") -> RuntimeConfig:
 
 
 class _Reader:
-    """Typed access to a decoded document, failing with the file and the field's path."""
+    """Typed access to a decoded document, failing with the file and the field's dotted path.
+
+    Each method reads `key` of the object `d` found at path `where` ("" at the top level);
+    the path is only put together for a message, so a valid file costs no string building.
+    """
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -419,71 +423,85 @@ class _Reader:
             f"{self.source}: {path}: {what}; rebuild it with `python -m compiler build`"
         )
 
-    def obj(self, d: dict[str, Any], key: str, path: str | None = None) -> dict[str, Any]:
+    def fail_at(self, where: str, key: str | int, what: str) -> ConfigError:
+        return self.fail(f"{where}.{key}" if where else str(key), what)
+
+    def obj(self, d: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
         v = d.get(key)
-        if not isinstance(v, dict):
-            raise self.fail(path or key, "expected an object")
+        if type(v) is not dict:
+            raise self.fail_at(where, key, "expected an object")
         return v
 
-    def opt_obj(self, d: dict[str, Any], path: str) -> dict[str, Any] | None:
-        v = d.get(_key(path))
-        if v is not None and not isinstance(v, dict):
-            raise self.fail(path, "expected an object or null")
+    def opt_obj(self, d: dict[str, Any], key: str, where: str = "") -> dict[str, Any] | None:
+        v = d.get(key)
+        if v is not None and type(v) is not dict:
+            raise self.fail_at(where, key, "expected an object or null")
         return v
 
-    def text(self, d: dict[str, Any], path: str) -> str:
-        v = d.get(_key(path))
-        if not isinstance(v, str):
-            raise self.fail(path, "expected a string")
+    def text(self, d: dict[str, Any], key: str, where: str = "") -> str:
+        v = d.get(key)
+        if type(v) is not str:
+            raise self.fail_at(where, key, "expected a string")
         return v
 
-    def opt_text(self, d: dict[str, Any], path: str) -> str | None:
-        v = d.get(_key(path))
-        if v is not None and not isinstance(v, str):
-            raise self.fail(path, "expected a string or null")
+    def opt_text(self, d: dict[str, Any], key: str, where: str = "") -> str | None:
+        v = d.get(key)
+        if v is not None and type(v) is not str:
+            raise self.fail_at(where, key, "expected a string or null")
         return v
 
-    def choice(self, d: dict[str, Any], path: str, words: tuple[str, ...]) -> str:
-        v = d.get(_key(path))
+    def choice(self, d: dict[str, Any], key: str, words: tuple[str, ...], where: str = "") -> str:
+        v = d.get(key)
         if v not in words:
-            raise self.fail(path, f"expected one of {', '.join(words)}, not {v!r}")
-        return cast(str, v)
+            raise self.fail_at(where, key, f"expected one of {', '.join(words)}, not {v!r}")
+        word: str = v
+        return word
 
-    def num(self, d: dict[str, Any], path: str) -> float:
-        v = d.get(_key(path))
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.fail(path, "expected a number")
-        return v  # as written (an int stays an int), so the round trip is exact
+    def num(self, d: dict[str, Any], key: str, where: str = "") -> float:
+        v: float | None = d.get(key)
+        t = type(v)
+        if v is None or (t is not float and t is not int):
+            raise self.fail_at(where, key, "expected a number")
+        return v  # as written: an int stays an int, so the round trip is exact
 
-    def opt_num(self, d: dict[str, Any], path: str) -> float | None:
-        v = d.get(_key(path))
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.fail(path, "expected a number or null")
+    def opt_num(self, d: dict[str, Any], key: str, where: str = "") -> float | None:
+        v: float | None = d.get(key)
+        t = type(v)
+        if v is not None and t is not float and t is not int:
+            raise self.fail_at(where, key, "expected a number or null")
         return v
 
-    def opt_int(self, d: dict[str, Any], path: str) -> int | None:
-        v = self.opt_num(d, path)
+    def opt_int(self, d: dict[str, Any], key: str, where: str = "") -> int | None:
+        v = self.opt_num(d, key, where)
         return None if v is None else int(v)
 
-    def flag(self, d: dict[str, Any], path: str, default: bool | None) -> bool | None:
-        v = d.get(_key(path), default)
-        if v is not None and not isinstance(v, bool):
-            raise self.fail(path, "expected true or false")
+    def flag(
+        self, d: dict[str, Any], key: str, default: bool | None, where: str = ""
+    ) -> bool | None:
+        v = d.get(key, default)
+        if v is not None and type(v) is not bool:
+            raise self.fail_at(where, key, "expected true or false")
         return v
 
-    def words(self, d: dict[str, Any], path: str) -> frozenset[str] | None:
-        v = d.get(_key(path))
+    def words(self, d: dict[str, Any], key: str, where: str = "") -> frozenset[str] | None:
+        v = d.get(key)
         if v is None:
             return None
-        if not isinstance(v, list) or not all(isinstance(w, str) for w in v):
-            raise self.fail(path, "expected a list of strings")
+        if type(v) is not list or (v and set(map(type, v)) != {str}):
+            raise self.fail_at(where, key, "expected a list of strings")
         return frozenset(v)
 
-
-def _key(path: str) -> str:
-    return path.rsplit(".", 1)[-1]
+    def objects(self, d: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+        """A list of objects (absent or null: empty)."""
+        v = d.get(key)
+        if v is None:
+            return []
+        if type(v) is not list:
+            raise self.fail_at(where, key, "expected a list")
+        for i, item in enumerate(v):
+            if type(item) is not dict:
+                raise self.fail(f"{where}.{key}.{i}", "expected an object")
+        return v
 
 
 def _parse(doc: object, source: str) -> RuntimeConfig:
@@ -510,70 +528,66 @@ def _parse(doc: object, source: str) -> RuntimeConfig:
         project=r.text(doc, "project"),
         environment=r.text(doc, "environment"),
         compose_project=r.text(doc, "compose_project"),
-        port=int(r.num(server, "server.port")),
-        workers=int(r.num(server, "server.workers")),
-        request_timeout_s=r.num(server, "server.request_timeout_s"),
-        data_dir=r.text(server, "server.data_dir"),
+        port=int(r.num(server, "port", "server")),
+        workers=int(r.num(server, "workers", "server")),
+        request_timeout_s=r.num(server, "request_timeout_s", "server"),
+        data_dir=r.text(server, "data_dir", "server"),
         allow_explicit_models=bool(r.flag(doc, "allow_explicit_models", False)),
-        key_prefix=r.text(keys, "keys.prefix"),
-        key_environment=r.opt_text(keys, "keys.environment"),
+        key_prefix=r.text(keys, "prefix", "keys"),
+        key_environment=r.opt_text(keys, "environment", "keys"),
         providers=providers,
         routes=routes,
         orgs=orgs,
         limits=_limits(r, r.obj(doc, "limits")),
         logging=LoggingConfig(
-            sink=cast(LogSink, r.choice(log, "logging.sink", LOG_SINKS)),
-            url_secret=r.opt_text(log, "logging.url_secret"),
-            retention_days=int(r.num(log, "logging.retention_days")),
-            batch_size=max(1, int(r.num(log, "logging.batch_size"))),
-            flush_interval_ms=max(1, int(r.num(log, "logging.flush_interval_ms"))),
+            sink=cast(LogSink, r.choice(log, "sink", LOG_SINKS, "logging")),
+            url_secret=r.opt_text(log, "url_secret", "logging"),
+            retention_days=int(r.num(log, "retention_days", "logging")),
+            batch_size=max(1, int(r.num(log, "batch_size", "logging"))),
+            flush_interval_ms=max(1, int(r.num(log, "flush_interval_ms", "logging"))),
         ),
         cost_reference_request=CostReference()
         if reference is None
         else CostReference(
-            int(r.num(reference, "cost_reference_request.input_tokens")),
-            int(r.num(reference, "cost_reference_request.output_tokens")),
+            int(r.num(reference, "input_tokens", "cost_reference_request")),
+            int(r.num(reference, "output_tokens", "cost_reference_request")),
         ),
         price_table_hash=r.text(doc, "price_table_hash"),
         secrets={name: _secret(r, name, spec) for name, spec in r.obj(doc, "secrets").items()},
     )
 
 
-def _price(r: _Reader, d: dict[str, Any], path: str) -> Price | None:
-    v = r.opt_obj(d, path)
-    if v is None:
-        return None
-    return Price(r.num(v, f"{path}.input"), r.num(v, f"{path}.output"))
-
-
 def _provider(r: _Reader, pid: str, spec: object) -> ProviderConfig:
     path = f"providers.{pid}"
-    if not isinstance(spec, dict):
+    if type(spec) is not dict:
         raise r.fail(path, "expected an object")
     models: dict[str, ModelConfig] = {}
-    for name, m in r.obj(spec, "models", f"{path}.models").items():
+    for name, m in r.obj(spec, "models", path).items():
         mp = f"{path}.models.{name}"
-        if not isinstance(m, dict):
+        if type(m) is not dict:
             raise r.fail(mp, "expected an object")
+        price = r.opt_obj(m, "price", mp)
         models[name] = ModelConfig(
             name=name,
-            upstream=r.text(m, f"{mp}.upstream"),
-            context_window=int(r.num(m, f"{mp}.context_window")),
-            max_output_tokens=r.opt_int(m, f"{mp}.max_output_tokens"),
-            capabilities=r.words(m, f"{mp}.capabilities") or frozenset(),
-            price=_price(r, m, f"{mp}.price"),
+            upstream=r.text(m, "upstream", mp),
+            context_window=int(r.num(m, "context_window", mp)),
+            max_output_tokens=r.opt_int(m, "max_output_tokens", mp),
+            capabilities=r.words(m, "capabilities", mp) or frozenset(),
+            price=None
+            if price is None
+            else Price(r.num(price, "input", f"{mp}.price"), r.num(price, "output", f"{mp}.price")),
         )
-    credentials = r.opt_obj(spec, f"{path}.credentials") or {}
+    credentials = r.opt_obj(spec, "credentials", path) or {}
     return ProviderConfig(
         id=pid,
-        adapter=cast(Adapter, r.choice(spec, f"{path}.adapter", ADAPTER_NAMES)),
-        base_url=r.opt_text(spec, f"{path}.base_url"),
+        adapter=cast(Adapter, r.choice(spec, "adapter", ADAPTER_NAMES, path)),
+        base_url=r.opt_text(spec, "base_url", path),
         credentials={
-            field: r.text(credentials, f"{path}.credentials.{field}") for field in credentials
+            field: r.text(credentials, field, f"{path}.credentials") for field in credentials
         },
-        credentials_optional=bool(r.flag(spec, f"{path}.credentials_optional", False)),
-        timeout_s=r.num(spec, f"{path}.timeout_s"),
-        connect_timeout_s=r.num(spec, f"{path}.connect_timeout_s"),
+        credentials_optional=bool(r.flag(spec, "credentials_optional", False, path)),
+        timeout_s=r.num(spec, "timeout_s", path),
+        connect_timeout_s=r.num(spec, "connect_timeout_s", path),
         models=models,
     )
 
@@ -582,101 +596,94 @@ def _route(
     r: _Reader, name: str, spec: object, providers: dict[str, ProviderConfig]
 ) -> RouteConfig:
     path = f"routes.{name}"
-    if not isinstance(spec, dict):
+    if type(spec) is not dict:
         raise r.fail(path, "expected an object")
-    fb = r.obj(spec, "fallback", f"{path}.fallback")
+    fb = r.obj(spec, "fallback", path)
     candidates = []
-    for i, c in enumerate(_items(r, spec, f"{path}.candidates")):
-        provider, model = c.get("provider"), c.get("model")
-        if provider not in providers or model not in providers[provider].models:
+    for i, c in enumerate(r.objects(spec, "candidates", path)):
+        provider, model, weight = c.get("provider"), c.get("model"), c.get("weight")
+        p = providers.get(provider) if type(provider) is str else None
+        if p is None or type(model) is not str or model not in p.models:
             raise r.fail(f"{path}.candidates.{i}", f"{provider}/{model} is not under providers")
-        candidates.append(
-            CandidateRef(provider, model, r.opt_num(c, f"{path}.candidates.{i}.weight"))
-        )
-    dropped = tuple(
-        DroppedCandidate(
-            ref=r.text(d, f"{path}.dropped.{i}.ref"),
-            kind=r.text(d, f"{path}.dropped.{i}.kind"),
-            reason=r.text(d, f"{path}.dropped.{i}.reason"),
-        )
-        for i, d in enumerate(_items(r, spec, f"{path}.dropped"))
-    )
+        if weight is not None and type(weight) is not int and type(weight) is not float:
+            raise r.fail(f"{path}.candidates.{i}.weight", "expected a number or null")
+        candidates.append(CandidateRef(p.id, model, weight))
+    dropped = []
+    for i, d in enumerate(r.objects(spec, "dropped", path)):
+        ref, kind, reason = d.get("ref"), d.get("kind"), d.get("reason")
+        if not (type(ref) is str and type(kind) is str and type(reason) is str):
+            where = f"{path}.dropped.{i}"
+            ref, kind, reason = (
+                r.text(d, "ref", where),
+                r.text(d, "kind", where),
+                r.text(d, "reason", where),
+            )
+        dropped.append(DroppedCandidate(ref, kind, reason))
     return RouteConfig(
         name=name,
-        strategy=cast(Strategy, r.choice(spec, f"{path}.strategy", STRATEGIES)),
-        requires=r.words(spec, f"{path}.requires") or frozenset(),
-        min_context_window=r.opt_int(spec, f"{path}.min_context_window"),
-        max_cost_per_request_usd=r.opt_num(spec, f"{path}.max_cost_per_request_usd"),
+        strategy=cast(Strategy, r.choice(spec, "strategy", STRATEGIES, path)),
+        requires=r.words(spec, "requires", path) or frozenset(),
+        min_context_window=r.opt_int(spec, "min_context_window", path),
+        max_cost_per_request_usd=r.opt_num(spec, "max_cost_per_request_usd", path),
         fallback=FallbackPolicy(
-            on=r.words(fb, f"{path}.fallback.on") or frozenset(),
-            max_attempts=max(1, int(r.num(fb, f"{path}.fallback.max_attempts"))),
-            first_byte_timeout_s=r.num(fb, f"{path}.fallback.first_byte_timeout_s"),
+            on=r.words(fb, "on", f"{path}.fallback") or frozenset(),
+            max_attempts=max(1, int(r.num(fb, "max_attempts", f"{path}.fallback"))),
+            first_byte_timeout_s=r.num(fb, "first_byte_timeout_s", f"{path}.fallback"),
         ),
         candidates=tuple(candidates),
-        dropped=dropped,
+        dropped=tuple(dropped),
     )
-
-
-def _items(r: _Reader, d: dict[str, Any], path: str) -> list[dict[str, Any]]:
-    """A list of objects (absent or null: empty)."""
-    v = d.get(_key(path))
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise r.fail(path, "expected a list")
-    for i, item in enumerate(v):
-        if not isinstance(item, dict):
-            raise r.fail(f"{path}.{i}", "expected an object")
-    return v
 
 
 def _org(r: _Reader, oid: str, spec: object) -> OrgConfig:
     path = f"orgs.{oid}"
-    if not isinstance(spec, dict):
+    if type(spec) is not dict:
         raise r.fail(path, "expected an object")
-    byok = r.opt_obj(spec, f"{path}.byok")
+    byok = r.opt_obj(spec, "byok", path)
     return OrgConfig(
         id=oid,
-        routes=r.words(spec, f"{path}.routes"),
-        allow_explicit_models=r.flag(spec, f"{path}.allow_explicit_models", None),
+        routes=r.words(spec, "routes", path),
+        allow_explicit_models=r.flag(spec, "allow_explicit_models", None, path),
         byok_providers=frozenset()
         if byok is None
-        else r.words(byok, f"{path}.byok.providers") or frozenset(),
-        byok_encryption_key=None if byok is None else r.text(byok, f"{path}.byok.encryption_key"),
+        else r.words(byok, "providers", f"{path}.byok") or frozenset(),
+        byok_encryption_key=None
+        if byok is None
+        else r.text(byok, "encryption_key", f"{path}.byok"),
     )
 
 
 def _secret(r: _Reader, name: str, spec: object) -> SecretSpec:
     path = f"secrets.{name}"
-    if not isinstance(spec, dict):
+    if type(spec) is not dict:
         raise r.fail(path, "expected an object")
     return SecretSpec(
         name=name,
-        needed_by=r.opt_text(spec, f"{path}.needed_by") or "",
-        optional=bool(r.flag(spec, f"{path}.optional", False)),
+        needed_by=r.opt_text(spec, "needed_by", path) or "",
+        optional=bool(r.flag(spec, "optional", False, path)),
     )
 
 
 def _budget(r: _Reader, d: dict[str, Any] | None, path: str) -> Budget:
     if d is None:
         return Budget(None, None)
-    return Budget(r.opt_num(d, f"{path}.usd_per_day"), r.opt_num(d, f"{path}.usd_per_month"))
+    return Budget(r.opt_num(d, "usd_per_day", path), r.opt_num(d, "usd_per_month", path))
 
 
 def _limits(r: _Reader, doc: dict[str, Any]) -> Limits:
-    per_key = r.opt_obj(doc, "limits.per_key")
-    orgs = r.opt_obj(doc, "limits.orgs") or {}
+    per_key = r.opt_obj(doc, "per_key", "limits")
+    orgs = r.opt_obj(doc, "orgs", "limits") or {}
     for oid, v in orgs.items():
-        if not isinstance(v, dict):
+        if type(v) is not dict:
             raise r.fail(f"limits.orgs.{oid}", "expected an object")
     return Limits(
         requests_per_minute=None
         if per_key is None
-        else r.opt_int(per_key, "limits.per_key.requests_per_minute"),
+        else r.opt_int(per_key, "requests_per_minute", "limits.per_key"),
         tokens_per_minute=None
         if per_key is None
-        else r.opt_int(per_key, "limits.per_key.tokens_per_minute"),
+        else r.opt_int(per_key, "tokens_per_minute", "limits.per_key"),
         key_budget=_budget(r, per_key, "limits.per_key"),
-        org_budget=_budget(r, r.opt_obj(doc, "limits.per_org"), "limits.per_org"),
+        org_budget=_budget(r, r.opt_obj(doc, "per_org", "limits"), "limits.per_org"),
         org_budgets={oid: _budget(r, v, f"limits.orgs.{oid}") for oid, v in orgs.items()},
     )

@@ -116,6 +116,11 @@ MALFORMED: list[tuple[str, Edit, str]] = [
         "routes.chat.candidates.0: openai/nope is not under providers",
     ),
     (
+        "candidate model",
+        _set("routes", "chat", "candidates", value=[{"provider": "openai", "model": ["x"]}]),
+        "routes.chat.candidates.0: openai/['x'] is not under providers",
+    ),
+    (
         "weight",
         _set(
             "routes",
