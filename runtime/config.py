@@ -10,7 +10,8 @@ Loading checks `schema_version` and the type of every field; anything malformed 
 with a message naming the field, so a bad file fails at start, never on a request. Fields a
 newer file may add are ignored; the optional ones an older file lacks take their defaults.
 
-Standard library only: the compiler imports this module, so it must stay light.
+Standard library and runtime/vocabulary.py only: the compiler imports this module, so it
+must stay light.
 """
 
 from __future__ import annotations
