@@ -72,7 +72,8 @@ def _run(args: list[str]) -> float:
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(
-            f"`python -m compiler {' '.join(args)}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+            f"`python -m compiler {' '.join(args)}` exited "
+            f"{proc.returncode}:\n{proc.stdout}{proc.stderr}"
         )
     return elapsed
 
@@ -238,8 +239,10 @@ def text_report(result: dict[str, Any]) -> str:
     b = s["baseline"]
     lines += [
         "",
-        f"scaling ({s['models']} models, {s['providers']} providers, 3 environments): median / min wall time; "
-        f"µs/rc is the min time above a {b['routes']}-route config's ({b['check_min_s']:.3f}s check, "
+        f"scaling ({s['models']} models, {s['providers']} providers, 3 environments): median / min "
+        "wall time; "
+        f"µs/rc is the min time above a {b['routes']}-route config's ({b['check_min_s']:.3f}s "
+        "check, "
         f"{b['build_min_s']:.3f}s build) per extra route-candidate — flat means linear",
         "",
         f"{'routes':>7} {'route×cand':>11} {'check median':>13} {'min':>8} {'µs/rc':>7} "
@@ -247,8 +250,10 @@ def text_report(result: dict[str, Any]) -> str:
     ]
     for r in s["rows"]:
         lines.append(
-            f"{r['routes']:>7} {r['route_candidates']:>11} {r['check_median_s']:>12.3f}s {r['check_min_s']:>7.3f}s "
-            f"{r['check_us_per_rc']:>7.1f} {r['build_median_s']:>18.3f}s {r['build_min_s']:>7.3f}s {r['build_us_per_rc']:>7.1f}"
+            f"{r['routes']:>7} {r['route_candidates']:>11} {r['check_median_s']:>12.3f}s "
+            f"{r['check_min_s']:>7.3f}s "
+            f"{r['check_us_per_rc']:>7.1f} {r['build_median_s']:>18.3f}s {r['build_min_s']:>7.3f}s "
+            f"{r['build_us_per_rc']:>7.1f}"
         )
     if s["instructions"]:
         lines += [
@@ -256,11 +261,13 @@ def text_report(result: dict[str, Any]) -> str:
             "instructions executed (callgrind); per rc: above the "
             f"{b['routes']}-route config, per extra route-candidate",
             "",
-            f"{'routes':>7} {'route×cand':>11} {'check':>15} {'per rc':>9} {'build --all':>15} {'per rc':>9}",
+            f"{'routes':>7} {'route×cand':>11} {'check':>15} {'per rc':>9} {'build --all':>15} "
+            f"{'per rc':>9}",
         ]
         for r in s["instructions"]:
             lines.append(
-                f"{r['routes']:>7} {r['route_candidates']:>11} {r['check_instructions']:>15,} {r['check_per_rc']:>9,.0f} "
+                f"{r['routes']:>7} {r['route_candidates']:>11} {r['check_instructions']:>15,} "
+                f"{r['check_per_rc']:>9,.0f} "
                 f"{r['build_instructions']:>15,} {r['build_per_rc']:>9,.0f}"
             )
     return "\n".join(lines) + "\n"

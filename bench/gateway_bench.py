@@ -1,6 +1,6 @@
 """Gateway benchmark: the gateway (one worker) against the same mock upstream called directly.
 
-    python bench/gateway_bench.py                 # 10 s per wrk run, about 4 minutes (6 with --floor)
+    python bench/gateway_bench.py          # 10 s per wrk run, about 4 minutes (6 with --floor)
     python bench/gateway_bench.py --quick         # 2 s runs, fewer TTFB samples
     python bench/gateway_bench.py --json out.json
     python bench/gateway_bench.py --floor         # also the floor proxy as a third target
@@ -55,6 +55,24 @@ from pathlib import Path
 from typing import IO, Any
 
 import local_haproxy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime.config import (
+    SCHEMA_VERSION,
+    Budget,
+    CandidateRef,
+    CostReference,
+    FallbackPolicy,
+    Limits,
+    LoggingConfig,
+    ModelConfig,
+    OrgConfig,
+    Price,
+    ProviderConfig,
+    RouteConfig,
+    RuntimeConfig,
+    SecretSpec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -242,7 +260,8 @@ def wait_http(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+                f"{proc.args!r} exited with "
+                f"{proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
             )
         try:
             with urllib.request.urlopen(
@@ -275,94 +294,71 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def runtime_json(upstream_port: int) -> dict[str, Any]:
-    """A minimal runtime.json: one openai-compatible provider (the mock), one route, one org."""
-    doc: dict[str, Any] = {
-        "schema_version": 1,
-        "project": "switchyard-bench",
-        "environment": ENVIRONMENT,
-        "compose_project": f"switchyard-bench-{ENVIRONMENT}",
-        "server": {
-            "port": 8000,
-            "workers": 1,
-            "request_timeout_s": REQUEST_TIMEOUT_S,
-            "data_dir": "/nonexistent",
+def runtime_config(upstream_port: int) -> RuntimeConfig:
+    """A minimal runtime config: one openai-compatible provider (the mock), one route, one org."""
+    model = ModelConfig(
+        name="model",
+        upstream=UPSTREAM_MODEL,
+        context_window=128000,
+        max_output_tokens=16384,
+        capabilities=frozenset({"json_mode", "streaming", "tools"}),
+        price=Price(1.0, 2.0),
+    )
+    upstream = ProviderConfig(
+        id="upstream",
+        adapter="openai-compatible",
+        base_url=f"http://{HOST}:{upstream_port}/v1",
+        credentials={"api_key": UPSTREAM_SECRET},
+        credentials_optional=False,
+        timeout_s=30.0,
+        connect_timeout_s=2.0,
+        models={model.name: model},
+    )
+    route = RouteConfig(
+        name=ROUTE,
+        strategy="priority",
+        requires=frozenset(),
+        min_context_window=None,
+        max_cost_per_request_usd=None,
+        fallback=FallbackPolicy(
+            on=frozenset(
+                {"connect_error", "overloaded", "rate_limited", "server_error", "timeout"}
+            ),
+            max_attempts=2,
+            first_byte_timeout_s=10.0,
+        ),
+        candidates=(CandidateRef(upstream.id, model.name, None),),
+        dropped=(),
+    )
+    no_budget = Budget(None, None)
+    return RuntimeConfig(
+        schema_version=SCHEMA_VERSION,
+        config_hash="",
+        project="switchyard-bench",
+        environment=ENVIRONMENT,
+        compose_project=f"switchyard-bench-{ENVIRONMENT}",
+        port=8000,
+        workers=1,
+        request_timeout_s=REQUEST_TIMEOUT_S,
+        data_dir="/nonexistent",
+        allow_explicit_models=False,
+        key_prefix=f"sy_{ENVIRONMENT}_",
+        key_environment=ENVIRONMENT,
+        providers={upstream.id: upstream},
+        routes={route.name: route},
+        orgs={"bench": OrgConfig("bench", None, None, frozenset(), None)},
+        limits=Limits(None, None, no_budget, no_budget, {}),
+        logging=LoggingConfig(
+            sink="sqlite", url_secret=None, retention_days=30, batch_size=64, flush_interval_ms=20
+        ),
+        cost_reference_request=CostReference(1000, 1000),
+        price_table_hash="sha256:" + "0" * 64,
+        secrets={
+            UPSTREAM_SECRET: SecretSpec(
+                UPSTREAM_SECRET, "providers.upstream.credentials.api_key", optional=False
+            )
         },
-        "allow_explicit_models": False,
-        "keys": {"prefix": f"sy_{ENVIRONMENT}_", "environment": ENVIRONMENT},
-        "providers": {
-            "upstream": {
-                "adapter": "openai-compatible",
-                "base_url": f"http://{HOST}:{upstream_port}/v1",
-                "credentials": {"api_key": UPSTREAM_SECRET},
-                "credentials_optional": False,
-                "timeout_s": 30.0,
-                "connect_timeout_s": 2.0,
-                "models": {
-                    "model": {
-                        "upstream": UPSTREAM_MODEL,
-                        "context_window": 128000,
-                        "max_output_tokens": 16384,
-                        "capabilities": ["json_mode", "streaming", "tools"],
-                        "price": {"input": 1.0, "output": 2.0},
-                    },
-                },
-            },
-        },
-        "routes": {
-            ROUTE: {
-                "strategy": "priority",
-                "requires": [],
-                "min_context_window": None,
-                "max_cost_per_request_usd": None,
-                "fallback": {
-                    "on": [
-                        "connect_error",
-                        "overloaded",
-                        "rate_limited",
-                        "server_error",
-                        "timeout",
-                    ],
-                    "max_attempts": 2,
-                    "first_byte_timeout_s": 10.0,
-                },
-                "candidates": [{"provider": "upstream", "model": "model", "weight": None}],
-                "dropped": [],
-            },
-        },
-        "orgs": {"bench": {"routes": None, "allow_explicit_models": None, "byok": None}},
-        "limits": {
-            "per_key": {
-                "requests_per_minute": None,
-                "tokens_per_minute": None,
-                "usd_per_day": None,
-                "usd_per_month": None,
-            },
-            "per_org": {"usd_per_day": None, "usd_per_month": None},
-            "orgs": {},
-        },
-        "logging": {
-            "sink": "sqlite",
-            "url_secret": None,
-            "retention_days": 30,
-            "batch_size": 64,
-            "flush_interval_ms": 20,
-        },
-        "cost_reference_request": {"input_tokens": 1000, "output_tokens": 1000},
-        "price_table_hash": "sha256:" + "0" * 64,
-        "secrets": {
-            UPSTREAM_SECRET: {
-                "needed_by": "providers.upstream.credentials.api_key",
-                "optional": False,
-            }
-        },
-    }
-    # config_hash as the compiler computes it (docs/runtime-config.md).
-    import hashlib
-
-    text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    doc["config_hash"] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return doc
+    ).with_hash()  # config_hash as the compiler computes it (docs/runtime-config.md)
 
 
 @dataclass
@@ -476,7 +472,8 @@ def start_proxy(
 def phase(
     procs: Processes, work: Path, delay_ms: int, floor: bool = False, with_proxy: bool = False
 ) -> Iterator[Phase]:
-    """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them afterwards.
+    """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them
+    afterwards.
 
     A floor that does not start is no error here: the Phase says why in `floor_error`.
     A proxy that does not start is (RuntimeError).
@@ -506,7 +503,7 @@ def phase(
                 procs, work, delay_ms, mock_port
             )
         config = work / f"runtime-{delay_ms}ms.json"
-        config.write_text(json.dumps(runtime_json(mock_port), indent=2, sort_keys=True) + "\n")
+        config.write_text(runtime_config(mock_port).to_json())
         data_dir = work / f"data-{delay_ms}ms"
         env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key"}
         env.pop("SWITCHYARD_DATA_DIR", None)
@@ -706,7 +703,8 @@ async def _ttfb_series(port: int, key: str, n: int) -> list[float]:
     reader, writer = await asyncio.open_connection(HOST, port)
     body = request_body(True)
     request = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {HOST}:{port}\r\ncontent-type: application/json\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {HOST}:{port}\r\ncontent-type: "
+        "application/json\r\n"
         f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode() + body
     times: list[float] = []
@@ -831,7 +829,8 @@ def _wrk(
     duration: float,
     log: Callable[[str], None],
 ) -> WrkResult | None:
-    """`run_wrk` against a target. For the floor, a failure drops the floor (None) instead of the phase."""
+    """`run_wrk` against a target. For the floor, a failure drops the floor (None) instead of the
+    phase."""
     if target != "floor":
         result = run_wrk(ph.url(target), script, conns, duration)
         if target == "proxy" and ph.proxy is not None and ph.proxy.poll() is not None:
@@ -922,7 +921,9 @@ def run_phase(
                 )
                 report.runs.append(run)
                 log(
-                    f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+                    f"  {ph.delay_ms:>2} ms  {'stream' if stream else 'plain '}  c={conns:<2}  "
+                    f"{target:<7}  {result.rps:>9.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 "
+                    f"{result.p99_ms:6.2f} ms  errors {result.errors}"
                 )
     report.ttfb += measure_ttfb(ph, procs, ttfb_samples, log)
     report.gateway_rss_mb[f"{ph.delay_ms}ms"] = round(rss_mb(ph.gateway.pid), 1)
@@ -991,7 +992,8 @@ def verdicts(report: Report) -> list[Verdict]:
             out.append(
                 Verdict(
                     f"added TTFB ≤ {MAX_ADDED_TTFB_MS} ms (median), stream, {delay} ms",
-                    f"+{added:.2f} ms ({by['gateway'].median_ms:.2f} vs {by['direct'].median_ms:.2f})",
+                    f"+{added:.2f} ms ({by['gateway'].median_ms:.2f} vs "
+                    f"{by['direct'].median_ms:.2f})",
                     added <= MAX_ADDED_TTFB_MS,
                 )
             )
@@ -1098,15 +1100,18 @@ def proxy_verdicts(report: Report) -> list[Verdict]:
         if row.connections == 1:
             out.append(
                 Verdict(
-                    f"proxy adds ≤ {MAX_PROXY_ADDED_P50_MS} ms p50, 1 conn, {row.delay_ms} ms, {kind}",
-                    f"{row.added_p50_ms:+.2f} ms ({row.proxy_p50_ms:.2f} vs {row.gateway_p50_ms:.2f})",
+                    f"proxy adds ≤ {MAX_PROXY_ADDED_P50_MS} ms p50, 1 conn, {row.delay_ms} ms, "
+                    f"{kind}",
+                    f"{row.added_p50_ms:+.2f} ms ({row.proxy_p50_ms:.2f} vs "
+                    f"{row.gateway_p50_ms:.2f})",
                     row.added_p50_ms <= MAX_PROXY_ADDED_P50_MS and row.errors == 0,
                 )
             )
         else:
             out.append(
                 Verdict(
-                    f"proxy keeps ≥ {MIN_PROXY_RATIO:.0%} of throughput, 16 conn, {row.delay_ms} ms, {kind}",
+                    f"proxy keeps ≥ {MIN_PROXY_RATIO:.0%} of throughput, 16 conn, {row.delay_ms} "
+                    f"ms, {kind}",
                     f"{row.ratio:.1%} ({row.proxy_rps:,.0f} / {row.gateway_rps:,.0f} req/s)",
                     row.ratio >= MIN_PROXY_RATIO and row.errors == 0,
                 )
@@ -1118,16 +1123,21 @@ def render_proxy(report: Report) -> list[str]:
     """The through-HAProxy table, its TTFB line and its verdicts."""
     lines = [
         "",
-        f"Through HAProxy ({report.machine.get('haproxy', 'haproxy')}; the compiler's haproxy.cfg, bench/local_haproxy.py): "
-        "client -> HAProxy -> gateway -> mock, against client -> gateway -> mock. ratio = proxy / gateway.",
+        f"Through HAProxy ({report.machine.get('haproxy', 'haproxy')}; the compiler's haproxy.cfg, "
+        "bench/local_haproxy.py): "
+        "client -> HAProxy -> gateway -> mock, against client -> gateway -> mock. ratio = proxy / "
+        "gateway.",
         "",
-        "| delay | mode | conn | gateway req/s | via proxy req/s | ratio | gateway p50 / p99 ms | via proxy p50 / p99 ms | added p50 ms | HAProxy CPU | gateway CPU (proxy run) |",
+        "| delay | mode | conn | gateway req/s | via proxy req/s | ratio | gateway p50 / p99 ms | "
+        "via proxy p50 / p99 ms | added p50 ms | HAProxy CPU | gateway CPU (proxy run) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in report.proxy_rows:
         lines.append(
-            f"| {row.delay_ms} ms | {'stream' if row.stream else 'non-stream'} | {row.connections} | {row.gateway_rps:,.0f} | {row.proxy_rps:,.0f} | "
-            f"{row.ratio:.1%} | {row.gateway_p50_ms:.2f} / {row.gateway_p99_ms:.2f} | {row.proxy_p50_ms:.2f} / {row.proxy_p99_ms:.2f} | "
+            f"| {row.delay_ms} ms | {'stream' if row.stream else 'non-stream'} | {row.connections} "
+            f"| {row.gateway_rps:,.0f} | {row.proxy_rps:,.0f} | "
+            f"{row.ratio:.1%} | {row.gateway_p50_ms:.2f} / {row.gateway_p99_ms:.2f} | "
+            f"{row.proxy_p50_ms:.2f} / {row.proxy_p99_ms:.2f} | "
             f"{row.added_p50_ms:+.2f} | {row.proxy_cpu:.2f} | {row.gateway_cpu:.2f} |"
         )
     if report.proxy_ttfb_added_ms:
@@ -1137,7 +1147,8 @@ def render_proxy(report: Report) -> list[str]:
             delay = int(key.removesuffix("ms"))
             p = by[(delay, "proxy")]
             parts.append(
-                f"{delay} ms: {p.median_ms:.2f} / {p.p90_ms:.2f} ms median / p90, {added:+.2f} ms over the gateway"
+                f"{delay} ms: {p.median_ms:.2f} / {p.p90_ms:.2f} ms median / p90, {added:+.2f} ms "
+                "over the gateway"
             )
         lines += ["", "TTFB through HAProxy: " + "; ".join(parts)]
     errors = sum(r.wrk.errors for r in report.runs if r.target == "proxy")
@@ -1165,22 +1176,26 @@ def floor_context(report: Report) -> list[str]:
         r.delay_ms == delay and r.target == "floor" for r in report.runs
     ):
         return [
-            f"  the floor was not measured at {delay} ms: {_first_line(report.floor_errors[f'{delay}ms'])}"
+            f"  the floor was not measured at {delay} ms: "
+            f"{_first_line(report.floor_errors[f'{delay}ms'])}"
         ]
     out = []
     for row in report.floor_rows:
         if row.delay_ms == delay:
             kind = "stream" if row.stream else "non-stream"
             out.append(
-                f"  {delay} ms, {kind}, {row.connections} conn: gateway / floor {row.gateway_over_floor:.1%} "
-                f"({row.gateway_rps:,.0f} / {row.floor_rps:,.0f} req/s); floor / direct {row.floor_ratio:.1%}"
+                f"  {delay} ms, {kind}, {row.connections} conn: gateway / floor "
+                f"{row.gateway_over_floor:.1%} "
+                f"({row.gateway_rps:,.0f} / {row.floor_rps:,.0f} req/s); floor / direct "
+                f"{row.floor_ratio:.1%}"
             )
     by = {t.target: t for t in report.ttfb if t.delay_ms == delay}
     if "direct" in by and "gateway" in by and "floor" in by:
         fl = by["floor"].median_ms - by["direct"].median_ms
         gw = by["gateway"].median_ms - by["direct"].median_ms
         out.append(
-            f"  TTFB, {delay} ms: the floor adds {fl:+.2f} ms (median) over direct, the gateway {gw:+.2f} ms, so {gw - fl:+.2f} ms is the gateway's own"
+            f"  TTFB, {delay} ms: the floor adds {fl:+.2f} ms (median) over direct, the gateway "
+            f"{gw:+.2f} ms, so {gw - fl:+.2f} ms is the gateway's own"
         )
     elif f"{delay}ms" in report.floor_errors:
         out.append(
@@ -1194,21 +1209,28 @@ def _na(value: str | None) -> str:
 
 
 def render(report: Report) -> str:
-    """The report as text: the wrk table, the TTFB table, the verdicts and (with --floor) context."""
+    """The report as text: the wrk table, the TTFB table, the verdicts and (with --floor)
+    context."""
     fl = report.floor
     lines = [
-        f"Gateway benchmark, {report.started}; {report.machine['cpus']} CPUs ({report.machine['cpu']}), Python {report.machine['python']}, {report.machine['wrk'].split(' Copyright')[0]}, load average {report.machine['loadavg_1m_at_start']} at start",
-        f"wrk -t1, {report.duration_s:g} s per run; the gateway: 1 worker, SQLite request log on. CPU = cores busy during the run.",
+        f"Gateway benchmark, {report.started}; {report.machine['cpus']} CPUs "
+        f"({report.machine['cpu']}), Python {report.machine['python']}, "
+        f"{report.machine['wrk'].split(' Copyright')[0]}, load average "
+        f"{report.machine['loadavg_1m_at_start']} at start",
+        f"wrk -t1, {report.duration_s:g} s per run; the gateway: 1 worker, SQLite request log on. "
+        "CPU = cores busy during the run.",
     ]
     if fl:
         lines.append(
-            "floor = bench/floor_proxy.py (uvicorn relaying bytes through the gateway's transport; no gateway work); floor ratio = floor / direct."
+            "floor = bench/floor_proxy.py (uvicorn relaying bytes through the gateway's transport; "
+            "no gateway work); floor ratio = floor / direct."
         )
     lines += [
         "",
         "| delay | mode | conn | direct req/s | gateway req/s | ratio |"
         + (" floor req/s | floor ratio |" if fl else "")
-        + " direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU | mock CPU (gw run) |",
+        + " direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | gateway CPU |"
+        + " mock CPU (gw run) |",
         "| ---: | --- | ---: | ---: | ---: | ---: |"
         + (" ---: | ---: |" if fl else "")
         + " ---: | ---: | ---: | ---: | ---: |",
@@ -1230,8 +1252,10 @@ def render(report: Report) -> str:
                     )
                     floor_cells = f" {_na(f_rps)} | {_na(f_ratio)} |"
                 lines.append(
-                    f"| {delay} ms | {'stream' if stream else 'non-stream'} | {conns} | {d.wrk.rps:,.0f} | {g.wrk.rps:,.0f} | {ratio:.1%} |{floor_cells} "
-                    f"{d.wrk.p50_ms:.2f} / {d.wrk.p99_ms:.2f} | {g.wrk.p50_ms:.2f} / {g.wrk.p99_ms:.2f} | {g.wrk.p50_ms - d.wrk.p50_ms:+.2f} | "
+                    f"| {delay} ms | {'stream' if stream else 'non-stream'} | {conns} | "
+                    f"{d.wrk.rps:,.0f} | {g.wrk.rps:,.0f} | {ratio:.1%} |{floor_cells} "
+                    f"{d.wrk.p50_ms:.2f} / {d.wrk.p99_ms:.2f} | {g.wrk.p50_ms:.2f} / "
+                    f"{g.wrk.p99_ms:.2f} | {g.wrk.p50_ms - d.wrk.p50_ms:+.2f} | "
                     f"{g.gateway_cpu or 0:.2f} | {g.mock_cpu:.2f} |"
                 )
     lines += [
@@ -1254,13 +1278,17 @@ def render(report: Report) -> str:
                 else " – | – |"
             )
         lines.append(
-            f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / {tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} |{floor_cells} {tg.samples} |"
+            f"| {delay} ms | {td.median_ms:.2f} / {td.p90_ms:.2f} | {tg.median_ms:.2f} / "
+            f"{tg.p90_ms:.2f} | {tg.median_ms - td.median_ms:+.2f} |{floor_cells} {tg.samples} |"
         )
     errors = sum(r.wrk.errors for r in report.runs if r.target in ("direct", "gateway"))
     lines += [
         "",
-        f"Gateway RSS after each phase: {', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
-        f"request records written: {', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors (non-2xx + socket): {errors}",
+        "Gateway RSS after each phase: "
+        f"{', '.join(f'{k}: {v:.1f} MiB' for k, v in report.gateway_rss_mb.items())}; "
+        "request records written: "
+        f"{', '.join(f'{k}: {v:,}' for k, v in report.records_written.items())}; wrk errors "
+        f"(non-2xx + socket): {errors}",
     ]
     if fl:
         floor_errors = sum(r.wrk.errors for r in report.runs if r.target == "floor")
@@ -1274,7 +1302,8 @@ def render(report: Report) -> str:
     if fl:
         lines += [
             "",
-            "Context (not targets): gateway / floor is what the gateway's own work costs; floor / direct is what uvicorn and one more hop cost.",
+            "Context (not targets): gateway / floor is what the gateway's own work costs; floor / "
+            "direct is what uvicorn and one more hop cost.",
         ]
         lines += report.context
     if report.proxy:
@@ -1284,7 +1313,10 @@ def render(report: Report) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Benchmark the gateway against the mock upstream called directly (a report, not a test)."
+        description=(
+            "Benchmark the gateway against the mock upstream called directly (a report, not a "
+            "test)."
+        )
     )
     parser.add_argument(
         "--duration", type=float, default=10.0, help="seconds per wrk run (default 10)"
@@ -1339,7 +1371,8 @@ def main(argv: list[str] | None = None) -> int:
                 name for name, on in (("the floor", args.floor), ("HAProxy", args.proxy)) if on
             ]
             log(
-                f"upstream delay {delay} ms: starting the mock, the gateway{''.join(f', {e}' for e in extras)}"
+                f"upstream delay {delay} ms: starting the mock, the "
+                f"gateway{''.join(f', {e}' for e in extras)}"
             )
             with phase(procs, work, delay, args.floor, args.proxy) as ph:
                 floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""

@@ -22,6 +22,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime.vocabulary import FALLBACK_ERROR_CLASSES
+
 ADAPTER_MIX = ("openai", "anthropic", "gemini", "openai-compatible")
 # Nested capability tiers: a model of tier k has every capability of the tiers below it, so a
 # route whose candidates are ordered by tier is always fallback-compatible.
@@ -79,14 +82,6 @@ TASKS = (
     "agent",
     "moderate",
 )
-ERROR_CLASSES = (
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connect_error",
-    "overloaded",
-    "context_length",
-)
 ENVIRONMENTS = ("staging", "canary", "production")
 SSH_HOST = "gw1.internal.example.com"
 
@@ -143,7 +138,9 @@ def _models(rng: random.Random, providers: dict[str, dict[str, Any]], n: int) ->
         pid = pids[i % len(pids)]
         spec = providers[pid]
         family = rng.choice(FAMILIES[spec["adapter"]])
-        name = f"{family}-{1 + i // len(pids)}.{rng.randrange(10)}-{rng.choice(('mini', 'base', 'large', 'xl'))}"
+        minor = rng.randrange(10)
+        size = rng.choice(("mini", "base", "large", "xl"))
+        name = f"{family}-{1 + i // len(pids)}.{minor}-{size}"
         tier = rng.choices(range(len(TIERS)), weights=TIER_WEIGHTS)[0]
         window = rng.choice(CONTEXT_WINDOWS)
         price_in = round(rng.uniform(0.05, 15.0), 2)
@@ -206,7 +203,7 @@ def _routes(
             fallback: dict[str, Any] = {"max_attempts": rng.randint(1, max(1, min(count, 5)))}
             if rng.random() < 0.5:
                 fallback["on"] = sorted(
-                    rng.sample(ERROR_CLASSES, rng.randint(2, len(ERROR_CLASSES)))
+                    rng.sample(FALLBACK_ERROR_CLASSES, rng.randint(2, len(FALLBACK_ERROR_CLASSES)))
                 )
             if rng.random() < 0.5:
                 fallback["first_byte_timeout_s"] = rng.choice((5, 10, 20, 30))
@@ -312,7 +309,8 @@ def generate(
     return {
         "version": 1,
         "project": "bench-gateway",
-        "description": f"Generated benchmark config: {routes} routes, {models} models, {providers} providers (seed {seed}).",
+        "description": f"Generated benchmark config: {routes} routes, {models} models, "
+        f"{providers} providers (seed {seed}).",
         "providers": provs,
         "routes": route_map,
         "orgs": org_map,

@@ -20,7 +20,7 @@ def sha256(text: str | bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: object) -> str:
     """The one JSON form every hash and machine-read artifact uses: sorted keys, 2-space indent.
 
     Byte for byte `json.dumps(value, sort_keys=True, indent=2, ensure_ascii=False) + "\\n"`,

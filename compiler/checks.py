@@ -23,12 +23,15 @@ from compiler.resolve import (
     required_secrets,
     resolve_environments,
 )
-from compiler.secrets import describe_secret, has_known_secret, looks_like_secret, secret_hint
+from compiler.secret_values import describe_secret, has_known_secret, looks_like_secret, secret_hint
 
-Check = Callable[["Context"], Iterator[Diagnostic]]
+Check = Callable[["CheckContext"], Iterator[Diagnostic]]
 
 
-class Context:
+class CheckContext:
+    """What every semantic check reads: the validated config, the document as loaded, the
+    items dropped as malformed, the config file's directory and every environment resolved."""
+
     def __init__(
         self,
         config: GatewayConfig,
@@ -60,8 +63,9 @@ def run_all(
     source_dir: PurePath | None = None,
     resolved: dict[str, ResolvedEnvironment] | None = None,
 ) -> list[Diagnostic]:
-    """Every semantic check; `resolved` (all environments, sorted by name) is computed when not given."""
-    ctx = Context(config, data, broken or set(), source_dir, resolved)
+    """Every semantic check; `resolved` (all environments, sorted by name) is computed when not
+    given."""
+    ctx = CheckContext(config, data, broken or set(), source_dir, resolved)
     out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(ctx))
@@ -72,7 +76,7 @@ def run_all(
 # providers
 
 
-def check_providers(ctx: Context) -> Iterator[Diagnostic]:
+def check_providers(ctx: CheckContext) -> Iterator[Diagnostic]:
     for pid, p in ctx.config.providers.items():
         path: Path = ("providers", pid)
         if p.adapter != "mock" and p.credentials is None:
@@ -103,8 +107,10 @@ def check_providers(ctx: Context) -> Iterator[Diagnostic]:
                 yield error(
                     "E014",
                     (*path, "models", name, "max_output_tokens"),
-                    f"max_output_tokens {m.max_output_tokens:,} exceeds context_window {m.context_window:,}",
-                    "the output is part of the context window; check both numbers against the model's documentation",
+                    f"max_output_tokens {m.max_output_tokens:,} exceeds context_window "
+                    f"{m.context_window:,}",
+                    "the output is part of the context window; check both numbers against the "
+                    "model's documentation",
                 )
     used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
     used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
@@ -123,7 +129,7 @@ def check_providers(ctx: Context) -> Iterator[Diagnostic]:
 # routes: references, duplicates, strategy
 
 
-def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
+def check_route_references(ctx: CheckContext) -> Iterator[Diagnostic]:
     providers = ctx.config.providers
     for rname, route in ctx.config.routes.items():
         seen: dict[str, int] = {}
@@ -200,7 +206,7 @@ def check_route_references(ctx: Context) -> Iterator[Diagnostic]:
 # fallback compatibility per environment
 
 
-def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
+def check_routes_per_environment(ctx: CheckContext) -> Iterator[Diagnostic]:
     # A problem that holds in every environment is reported once; one that only some
     # environments have names them.
     found: dict[tuple[str, Path, str], list[str]] = defaultdict(list)
@@ -220,12 +226,14 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                     code = "E030" if rr.requires_declared else "E031"
                     hint: str | None = (
                         (
-                            f"remove {d.ref} from this route, or list the capability under its model's "
+                            f"remove {d.ref} from this route, or list the capability under its "
+                            "model's "
                             "`capabilities` if the model really has it"
                         )
                         if rr.requires_declared
                         else (
-                            "declare `requires:` on the route with what every candidate must support, "
+                            "declare `requires:` on the route with what every candidate must "
+                            "support, "
                             "or move a compatible model first"
                         )
                     )
@@ -253,7 +261,8 @@ def check_routes_per_environment(ctx: Context) -> Iterator[Diagnostic]:
                 yield error(
                     "E033",
                     ("environments", env_name),
-                    f"route '{rname}' has no candidate left in environment '{env_name}' ({reasons})",
+                    f"route '{rname}' has no candidate left in environment '{env_name}' "
+                    f"({reasons})",
                     "allow one of its providers in this environment, or add a candidate",
                     at_key=True,
                 )
@@ -270,7 +279,7 @@ def _only_the_cost_cap(rr: ResolvedRoute) -> bool:
     return not rr.candidates and bool(rr.dropped) and all(d.kind == "cost_cap" for d in rr.dropped)
 
 
-def _cost_cap_unreachable(ctx: Context, rname: str, rr: ResolvedRoute) -> Diagnostic:
+def _cost_cap_unreachable(ctx: CheckContext, rname: str, rr: ResolvedRoute) -> Diagnostic:
     cap = rr.route.max_cost_per_request_usd or 0.0
     costs = []
     for d in rr.dropped:
@@ -311,7 +320,7 @@ def _has_usd_limits(limits: Limits) -> bool:
     return any(v is not None for v in groups)
 
 
-def check_prices(ctx: Context) -> Iterator[Diagnostic]:
+def check_prices(ctx: CheckContext) -> Iterator[Diagnostic]:
     providers = ctx.config.providers
     for rname, route in ctx.config.routes.items():
         if route.max_cost_per_request_usd is None:
@@ -322,7 +331,8 @@ def check_prices(ctx: Context) -> Iterator[Diagnostic]:
                 yield error(
                     "E036",
                     ("routes", rname, "candidates", i),
-                    f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost cannot be checked",
+                    f"route '{rname}' has a cost cap but '{cand.model}' has no price, so its cost "
+                    "cannot be checked",
                     f"add `price:` under providers.{p}.models.{m}",
                 )
     budget_envs = [e for e, r in ctx.resolved.items() if _has_usd_limits(r.limits)]
@@ -337,8 +347,10 @@ def check_prices(ctx: Context) -> Iterator[Diagnostic]:
                     yield error(
                         "E036",
                         ("providers", c.provider, "models", c.model),
-                        f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be counted",
-                        "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free models",
+                        f"USD budgets are set but '{c.ref}' has no price, so its spend cannot be "
+                        "counted",
+                        "add `price: {input: …, output: …}` (USD per 1M tokens); use 0 for free "
+                        "models",
                         at_key=True,
                     )
 
@@ -355,7 +367,7 @@ def _suggest(name: str, known: Iterable[str], what: str) -> str:
     )
 
 
-def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
+def check_org_and_policy_references(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     for oid, org in cfg.orgs.items():
         for i, route in enumerate(org.routes or []):
@@ -430,8 +442,10 @@ def check_org_and_policy_references(ctx: Context) -> Iterator[Diagnostic]:
             yield error(
                 "E033",
                 (*base, where),
-                f"environment '{env_name}' allows no provider at all, so no route can serve a request",
-                "allow at least one declared provider (check allowed_providers and blocked_providers)",
+                f"environment '{env_name}' allows no provider at all, so no route can serve a "
+                "request",
+                "allow at least one declared provider (check allowed_providers and "
+                "blocked_providers)",
                 at_key=True,
             )
 
@@ -461,7 +475,7 @@ def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
             yield from _walk(v, (*path, k))
 
 
-def check_literal_secrets(ctx: Context) -> Iterator[Diagnostic]:
+def check_literal_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
     return literal_secrets(ctx.data)
 
 
@@ -480,7 +494,7 @@ def _normalise_file(path: str) -> str:
     return posixpath.normpath(path.replace("\\", "/"))
 
 
-def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
+def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     sources: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for env_name, env in cfg.environments.items():
@@ -491,8 +505,10 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
                 yield error(
                     "E042",
                     (*base, "secrets") if env.secrets else base,
-                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but gives no source for it",
-                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under environments.{env_name}.secrets",
+                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
+                    "gives no source for it",
+                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under "
+                    f"environments.{env_name}.secrets",
                     at_key=not env.secrets,
                 )
         for secret, src in sorted(env.secrets.items()):
@@ -514,7 +530,8 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
                         "E043",
                         (*spath, "file"),
                         f"secret file '{f}' is a relative path",
-                        "use an absolute or ~/ path outside the repository, so the secret never lands in git",
+                        "use an absolute or ~/ path outside the repository, so the secret never "
+                        "lands in git",
                     )
                     continue
                 if ctx.source_dir is not None and f.startswith("/"):
@@ -540,7 +557,8 @@ def check_secrets(ctx: Context) -> Iterator[Diagnostic]:
             yield error(
                 "E041",
                 ("environments", env_name, "secrets", secret, kind),
-                f"environments '{first_env}' and '{env_name}' both read a secret from the {what} '{where}'",
+                f"environments '{first_env}' and '{env_name}' both read a secret from the {what} "
+                f"'{where}'",
                 _own_source_hint(kind, where, secret, (first_env, env_name)),
             )
 
@@ -554,14 +572,15 @@ def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) 
     return f"give each environment its own key and its own source, e.g. {a} and {b}"
 
 
-def check_logging(ctx: Context) -> Iterator[Diagnostic]:
+def check_logging(ctx: CheckContext) -> Iterator[Diagnostic]:
     log = ctx.config.logging
     if log.sink == "postgres" and log.url_secret is None:
         yield error(
             "E012",
             ("logging", "url_secret"),
             "the postgres sink needs `url_secret`, the secret holding the database URL",
-            "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under environments.<env>.secrets",
+            "add `url_secret: REQUEST_LOG_DATABASE_URL` and give its source under "
+            "environments.<env>.secrets",
         )
 
 
@@ -579,7 +598,7 @@ def _host_key(env_target: str, host: str | None) -> str:
     return str(host).lower()
 
 
-def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
+def check_hosts(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     ports: dict[tuple[str, int], str] = {}
     projects: dict[tuple[str, str], str] = {}
@@ -626,8 +645,9 @@ def check_hosts(ctx: Context) -> Iterator[Diagnostic]:
             projects[(host, proj)] = env_name
 
 
-def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
-    # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK is worth a warning.
+def check_policy_only(ctx: CheckContext) -> Iterator[Diagnostic]:
+    # Providers allowed but never reachable are fine; a blocked provider named by an org's BYOK
+    # is worth a warning.
     for env_name in ctx.config.environments:
         why = ctx.resolved[env_name].policy_drops
         for oid, org in ctx.config.orgs.items():
@@ -638,8 +658,10 @@ def check_policy_only(ctx: Context) -> Iterator[Diagnostic]:
                     yield warning(
                         "W038",
                         ("orgs", oid, "byok", "providers", i),
-                        f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment '{env_name}'",
-                        f"allow '{pid}' in that environment if the org should use its own keys there",
+                        f"org '{oid}' may bring keys for '{pid}', but {why[pid]} in environment "
+                        f"'{env_name}'",
+                        f"allow '{pid}' in that environment if the org should use its own keys "
+                        "there",
                     )
 
 

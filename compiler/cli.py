@@ -14,10 +14,15 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from compiler.diagnostics import did_you_mean
-from compiler.report import REPORTERS
+from compiler.reporters import REPORTERS
+
+if TYPE_CHECKING:  # imported where used, so `check` does not load the renderer
+    from compiler.models import GatewayConfig
+    from compiler.render import ImageInputs
+    from compiler.validate import CheckResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "schema" / "gateway.schema.json"
@@ -44,7 +49,7 @@ def _read_config(path: str) -> bytes:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _check(path: str) -> Any:
+def _check(path: str) -> tuple[bytes, CheckResult]:
     from compiler.validate import check_bytes
 
     raw = _read_config(path)
@@ -85,7 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 # build
 
 
-def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> Any:
+def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> ImageInputs:
     """Digest of the runtime package the image is built from, and its requirements."""
     from compiler.render import ImageInputs
 
@@ -95,9 +100,8 @@ def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> Any:
             if not f.is_file() or "__pycache__" in f.parts or f.suffix in (".pyc", ".pyo"):
                 continue
             rel = f.relative_to(runtime_dir).as_posix()
-            if (
-                rel == "requirements.txt"
-            ):  # hashed on its own, so a plan can tell code from dependencies
+            # requirements.txt is hashed on its own, so a plan can tell code from dependencies.
+            if rel == "requirements.txt":
                 continue
             h.update(rel.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     req = runtime_dir / "requirements.txt"
@@ -106,7 +110,7 @@ def image_inputs(runtime_dir: Path = RUNTIME_DIR) -> Any:
     )
 
 
-def _pick_envs(config: Any, names: Sequence[str], all_envs: bool) -> list[str]:
+def _pick_envs(config: GatewayConfig, names: Sequence[str], all_envs: bool) -> list[str]:
     known = list(config.environments)
     if all_envs:
         if names:
@@ -191,7 +195,7 @@ def write_tree_atomically(out_dir: Path, name: str, files: dict[str, str]) -> No
 
 def cmd_build(args: argparse.Namespace) -> int:
     from compiler.render import render_all
-    from compiler.report import text
+    from compiler.reporters import text
 
     raw, result = _check(args.config)
     if not result.ok or result.config is None:
@@ -251,8 +255,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # explain, diff
 
 
-def _valid_config(path: str) -> Any:
-    from compiler.report import text
+def _valid_config(path: str) -> GatewayConfig:
+    from compiler.reporters import text
 
     _raw, result = _check(path)
     if result.config is None:

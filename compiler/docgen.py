@@ -102,7 +102,8 @@ def reference_markdown() -> str:
             example = json.dumps(info.examples[0]) if info.examples else ""
             desc = (info.description or "").replace("|", "\\|")
             out.append(
-                f"| `{name}` | {_type_name(info.annotation)} | {_default(info)} | {desc} | `{example}` |"
+                f"| `{name}` | {_type_name(info.annotation)} | {_default(info)} | {desc} | "
+                f"`{example}` |"
             )
     return "\n".join(out) + "\n"
 

@@ -70,7 +70,8 @@ def explain_text(doc: dict[str, Any]) -> str:
         extra.append(note)
     fb = doc["fallback"]
     extra.append(
-        f"fallback on {', '.join(fb['on'])}; max {fb['max_attempts']} attempts; first byte within {fb['first_byte_timeout_s']:g}s"
+        f"fallback on {', '.join(fb['on'])}; max {fb['max_attempts']} attempts; "
+        f"first byte within {fb['first_byte_timeout_s']:g}s"
     )
     lines += [f"  {e}" for e in extra]
     lines.append("")
@@ -144,17 +145,16 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, dict[str, Any
     routes = {
         name: {
             "chain": " -> ".join(
-                f"{c['provider']}/{c['model']}"
-                + (f"@{c['weight']}" if c["weight"] is not None else "")
-                for c in r["candidates"]
+                f"{c.provider}/{c.model}" + (f"@{c.weight}" if c.weight is not None else "")
+                for c in r.candidates
             )
             or "(none)",
-            "strategy": r["strategy"],
-            "requires": ", ".join(r["requires"]),
-            "max_cost_per_request_usd": r["max_cost_per_request_usd"],
-            "fallback": r["fallback"],
+            "strategy": r.strategy,
+            "requires": ", ".join(sorted(r.requires)),
+            "max_cost_per_request_usd": r.max_cost_per_request_usd,
+            "fallback": r.fallback.to_dict(),
         }
-        for name, r in doc["routes"].items()
+        for name, r in doc.routes.items()
     }
     return {
         "deployment": {
@@ -162,19 +162,18 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, dict[str, Any
             "host": env.host,
             "port": env.port,
             "replicas": env.replicas,
-            "compose_project": doc["compose_project"],
+            "compose_project": doc.compose_project,
             "health_timeout_s": env.health_timeout_s,
         },
         "policy": {"allowed_providers": ", ".join(resolved.allowed_providers) or "(none)"},
         "providers": {
-            pid: {"models": ", ".join(sorted(p["models"])), "base_url": p["base_url"]}
-            for pid, p in doc["providers"].items()
+            pid: {"models": ", ".join(sorted(p.models)), "base_url": p.base_url}
+            for pid, p in doc.providers.items()
         },
         "routes": routes,
-        "limits": doc["limits"],
+        "limits": doc.limits.to_dict(),
         "secrets": {
-            name: ("optional" if s["optional"] else "required")
-            for name, s in doc["secrets"].items()
+            name: ("optional" if s.optional else "required") for name, s in doc.secrets.items()
         },
     }
 

@@ -121,7 +121,8 @@ class _Builder:
                         "E003",
                         path,
                         f"YAML merge '<<: *{event.anchor}' is not allowed",
-                        "write the keys out in full; a merge hides from a reviewer what the section holds",
+                        "write the keys out in full; a merge hides from a reviewer what the "
+                        "section holds",
                     )
                 )
                 return None
@@ -169,7 +170,8 @@ class _Builder:
                     "E004",
                     path,
                     f"YAML tag '{_short_tag(tag)}' is not allowed",
-                    "remove the tag and write a plain value; tags can make YAML loaders build objects or run code",
+                    "remove the tag and write a plain value; tags can make YAML loaders build "
+                    "objects or run code",
                 )
             )
         if isinstance(event, yaml.SequenceStartEvent):
@@ -199,7 +201,8 @@ class _Builder:
                             Severity.ERROR,
                             child,
                             f"duplicate key '{key}' (first defined on line {first_line})",
-                            "remove or rename one of them; most YAML tools silently keep only the last",
+                            "remove or rename one of them; most YAML tools silently keep only the "
+                            "last",
                             line=key_pos[0],
                             column=key_pos[1],
                         )

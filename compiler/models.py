@@ -19,6 +19,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from runtime.vocabulary import (
+    FALLBACK_ERROR_CLASSES,
+    Adapter,
+    Capability,
+    FallbackErrorClass,
+    LogSink,
+    Strategy,
+)
+
 # ---------------------------------------------------------------------------------------
 # Names. Each pattern has a sentence the diagnostics quote (see NAME_RULES).
 
@@ -42,7 +51,8 @@ NAME_RULES: dict[str, tuple[str, str]] = {
     ),
     ROUTE_PATTERN: (
         "route name",
-        "letters, digits, '.', '_', ':' and '-' (no '/': that is how clients name an explicit provider/model)",
+        "letters, digits, '.', '_', ':' and '-' (no '/': that is how clients name an explicit "
+        "provider/model)",
     ),
     MODEL_PATTERN: ("model name", "letters, digits, '.', '_', ':', '@' and '-' (no '/')"),
     REF_PATTERN: ("model reference", "'<provider>/<model>', e.g. 'openai/gpt-4o'"),
@@ -59,38 +69,6 @@ RouteName = Annotated[str, StringConstraints(pattern=ROUTE_PATTERN)]
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
 ModelRef = Annotated[str, StringConstraints(pattern=REF_PATTERN)]
 SecretName = Annotated[str, StringConstraints(pattern=SECRET_PATTERN)]
-
-Capability = Literal[
-    "streaming",
-    "tools",
-    "parallel_tool_calls",
-    "vision",
-    "json_mode",
-    "json_schema",
-    "reasoning",
-]
-CAPABILITIES: tuple[str, ...] = Capability.__args__  # type: ignore[attr-defined]
-
-Adapter = Literal["openai", "openai-compatible", "anthropic", "gemini", "mock"]
-ADAPTERS: tuple[str, ...] = Adapter.__args__  # type: ignore[attr-defined]
-
-ErrorClass = Literal[
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connect_error",
-    "overloaded",
-    "context_length",
-]
-ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
-
-Strategy = Literal["priority", "cheapest", "weighted"]
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com/v1beta",
-}
 
 
 def _string_or_object(schema: dict[str, Any], pattern: str) -> None:
@@ -264,8 +242,8 @@ class Candidate(_Section):
 class Fallback(_Section):
     """When and how a route moves on to its next candidate."""
 
-    on: list[ErrorClass] = Field(
-        default_factory=lambda: list(ERROR_CLASSES),  # type: ignore[arg-type]
+    on: list[FallbackErrorClass] = Field(
+        default_factory=lambda: list(FALLBACK_ERROR_CLASSES),  # type: ignore[arg-type]
         description="Error classes that fall back to the next candidate. `context_length` only "
         "ever falls back to a candidate with a larger context window.",
         examples=[["rate_limited", "server_error", "timeout"]],
@@ -356,7 +334,9 @@ class Org(_Section):
     )
     allow_explicit_models: bool | None = Field(
         default=None,
-        description="May the org's keys name `provider/model` directly? Absent: the runtime default.",
+        description=(
+            "May the org's keys name `provider/model` directly? Absent: the runtime default."
+        ),
         examples=[False],
     )
     byok: Byok | None = Field(
@@ -434,7 +414,7 @@ class Logging(_Section):
         },
     )
 
-    sink: Literal["sqlite", "postgres"] = Field(
+    sink: LogSink = Field(
         default="sqlite",
         description="`sqlite`: embedded, in the environment's data volume. `postgres`: a "
         "database whose URL is a secret.",
@@ -470,7 +450,8 @@ class Proxy(_Section):
         min_length=1,
         pattern=r"^[^\s]+$",
         description=(
-            "Base image of the proxy image: an image with HAProxy 2.6 or newer (the official `haproxy` "
+            "Base image of the proxy image: an image with HAProxy 2.6 or newer (the official "
+            "`haproxy` "
             "images), or a Debian/Ubuntu image, into which HAProxy is installed from its packages."
         ),
         examples=["haproxy:2.8"],
@@ -480,7 +461,8 @@ class Proxy(_Section):
         gt=0,
         le=300,
         description=(
-            "Longest a client may take to send a request's head (request line and headers). A slower "
+            "Longest a client may take to send a request's head (request line and headers). A "
+            "slower "
             "one (a slowloris, a byte-by-byte header) gets 408 and is closed."
         ),
         examples=[10],
@@ -489,7 +471,10 @@ class Proxy(_Section):
         default=16384,
         ge=4096,
         le=1048576,
-        description="Largest request head (request line plus headers) in bytes; a larger one is refused with 400.",
+        description=(
+            "Largest request head (request line plus headers) in bytes; a larger one is refused "
+            "with 400."
+        ),
         examples=[16384],
     )
     request_body_timeout_s: float = Field(
@@ -507,7 +492,8 @@ class Proxy(_Section):
         gt=0,
         le=3600,
         description=(
-            "Longest a client may stay silent while it is expected to send (the rest of a large body) "
+            "Longest a client may stay silent while it is expected to send (the rest of a large "
+            "body) "
             "or to read (a response it does not take)."
         ),
         examples=[60],
@@ -516,14 +502,18 @@ class Proxy(_Section):
         default=10.0,
         gt=0,
         le=600,
-        description="Longest an idle keep-alive connection is kept open for the client's next request.",
+        description=(
+            "Longest an idle keep-alive connection is kept open for the client's next request."
+        ),
         examples=[10],
     )
     max_connections: int = Field(
         default=4096,
         ge=16,
         le=1000000,
-        description="Client connections served at once; more wait in the kernel's queue until one closes.",
+        description=(
+            "Client connections served at once; more wait in the kernel's queue until one closes."
+        ),
         examples=[4096],
     )
 
@@ -691,8 +681,10 @@ class Environment(_Section):
         gt=0,
         le=3600,
         description=(
-            "How long a deploy lets the old release's gateways finish the requests and streams they "
-            "are serving before it stops them. Default: runtime.request_timeout_s (no request is cut)."
+            "How long a deploy lets the old release's gateways finish the requests and streams "
+            "they "
+            "are serving before it stops them. Default: runtime.request_timeout_s (no request is "
+            "cut)."
         ),
         examples=[300],
     )

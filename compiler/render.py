@@ -29,8 +29,25 @@ from compiler.resolve import (
     resolve_environments,
     used_providers,
 )
+from runtime.config import (
+    SCHEMA_VERSION,
+    Budget,
+    CandidateRef,
+    CostReference,
+    DroppedCandidate,
+    FallbackPolicy,
+    JsonValue,
+    Limits,
+    LoggingConfig,
+    ModelConfig,
+    OrgConfig,
+    Price,
+    ProviderConfig,
+    RouteConfig,
+    RuntimeConfig,
+    SecretSpec,
+)
 
-RUNTIME_SCHEMA_VERSION = 1
 CONTAINER_PORT = 8000
 CONFIG_PATH = "/etc/switchyard/runtime.json"
 DATA_DIR = "/var/lib/switchyard"
@@ -80,107 +97,120 @@ def _env() -> jinja2.Environment:
 # runtime.json
 
 
-def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> dict[str, Any]:
-    """The resolved runtime config of one environment (without its content hash)."""
+def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> RuntimeConfig:
+    """The resolved runtime config of one environment, with its content hash unset (`""`).
+
+    `render_environment` writes it (`config_hash` filled in) as runtime.json.
+    """
     env = resolved.env
-    providers: dict[str, Any] = {}
     secrets = required_secrets(config, resolved)
+    providers: dict[str, ProviderConfig] = {}
     for pid in used_providers(resolved, config):
         p = config.providers[pid]
-        optional = bool(p.credentials) and all(
+        credentials = p.credentials.model_dump(exclude_none=True) if p.credentials else {}
+        optional = bool(credentials) and all(
             env.secrets.get(name) is not None and env.secrets[name].optional
-            for name in (p.credentials.api_key, p.credentials.organization)  # type: ignore[union-attr]
-            if name
+            for name in credentials.values()
         )
-        providers[pid] = {
-            "adapter": p.adapter,
-            "base_url": base_url(p.adapter, p.base_url),
+        providers[pid] = ProviderConfig(
+            id=pid,
+            adapter=p.adapter,
+            base_url=base_url(p.adapter, p.base_url),
             # The mock adapter ignores credentials (W012), so it names none here either.
-            "credentials": p.credentials.model_dump(exclude_none=True)
-            if p.credentials and p.adapter != "mock"
-            else {},
-            "credentials_optional": optional,
-            "timeout_s": p.timeout_s,
-            "connect_timeout_s": p.connect_timeout_s,
-            "models": {
-                name: {
-                    "upstream": m.upstream or name,
-                    "context_window": m.context_window,
-                    "max_output_tokens": m.max_output_tokens,
-                    "capabilities": sorted(m.capabilities),
-                    "price": m.price.model_dump() if m.price else None,
-                }
+            credentials=credentials if p.adapter != "mock" else {},
+            credentials_optional=optional,
+            timeout_s=p.timeout_s,
+            connect_timeout_s=p.connect_timeout_s,
+            models={
+                name: ModelConfig(
+                    name=name,
+                    upstream=m.upstream or name,
+                    context_window=m.context_window,
+                    max_output_tokens=m.max_output_tokens,
+                    capabilities=frozenset(m.capabilities),
+                    price=None if m.price is None else Price(m.price.input, m.price.output),
+                )
                 for name, m in sorted(p.models.items())
             },
-        }
-    routes: dict[str, Any] = {}
-    for name, rr in resolved.routes.items():
-        r = rr.route
-        routes[name] = {
-            "strategy": r.strategy,
-            "requires": sorted(rr.requires),
-            "min_context_window": r.min_context_window,
-            "max_cost_per_request_usd": r.max_cost_per_request_usd,
-            "fallback": {
-                "on": sorted(r.fallback.on),
-                "max_attempts": r.fallback.max_attempts,
-                "first_byte_timeout_s": r.fallback.first_byte_timeout_s,
-            },
-            "candidates": [
-                {"provider": c.provider, "model": c.model, "weight": c.weight}
-                for c in rr.candidates
-            ],
-            "dropped": [{"ref": d.ref, "kind": d.kind, "reason": d.reason} for d in rr.dropped],
-        }
+        )
+    routes = {
+        name: RouteConfig(
+            name=name,
+            strategy=rr.route.strategy,
+            requires=frozenset(rr.requires),
+            min_context_window=rr.route.min_context_window,
+            max_cost_per_request_usd=rr.route.max_cost_per_request_usd,
+            fallback=FallbackPolicy(
+                on=frozenset(rr.route.fallback.on),
+                max_attempts=rr.route.fallback.max_attempts,
+                first_byte_timeout_s=rr.route.fallback.first_byte_timeout_s,
+            ),
+            candidates=tuple(CandidateRef(c.provider, c.model, c.weight) for c in rr.candidates),
+            dropped=tuple(DroppedCandidate(d.ref, d.kind, d.reason) for d in rr.dropped),
+        )
+        for name, rr in resolved.routes.items()
+    }
     orgs = {
-        oid: {
-            "routes": sorted(o.routes) if o.routes is not None else None,
-            "allow_explicit_models": o.allow_explicit_models,
-            "byok": None
+        oid: OrgConfig(
+            id=oid,
+            routes=None if o.routes is None else frozenset(o.routes),
+            allow_explicit_models=o.allow_explicit_models,
+            byok_providers=frozenset()
             if o.byok is None
-            else {
-                "providers": sorted(p for p in o.byok.providers if p in resolved.allowed_providers),
-                "encryption_key": o.byok.encryption_key,
-            },
-        }
+            else frozenset(p for p in o.byok.providers if p in resolved.allowed_providers),
+            byok_encryption_key=None if o.byok is None else o.byok.encryption_key,
+        )
         for oid, o in sorted(config.orgs.items())
     }
-    prices = {
-        f"{pid}/{name}": spec["price"]
+    prices: dict[str, JsonValue] = {
+        f"{pid}/{name}": None if m.price is None else m.price.to_dict()
         for pid, p in providers.items()
-        for name, spec in p["models"].items()
+        for name, m in p.models.items()
     }
-    return {
-        "schema_version": RUNTIME_SCHEMA_VERSION,
-        "project": config.project,
-        "environment": resolved.name,
-        "compose_project": resolved.compose_project,
-        "server": {
-            "port": CONTAINER_PORT,
-            "workers": config.runtime.workers,
-            "request_timeout_s": config.runtime.request_timeout_s,
-            "data_dir": DATA_DIR,
-        },
-        "allow_explicit_models": config.runtime.allow_explicit_models,
-        "keys": {"prefix": f"sy_{resolved.name}_", "environment": resolved.name},
-        "providers": providers,
-        "routes": routes,
-        "orgs": orgs,
-        "limits": resolved.limits.model_dump(),
-        "logging": config.logging.model_dump(),
-        "cost_reference_request": {
-            "input_tokens": REFERENCE_INPUT_TOKENS,
-            "output_tokens": REFERENCE_OUTPUT_TOKENS,
-        },
-        "price_table_hash": "sha256:" + sha256(canonical_json(prices)),
-        "secrets": {
-            name: {
-                "needed_by": needed_by,
-                "optional": bool(env.secrets.get(name) and env.secrets[name].optional),
-            }
+    limits = resolved.limits
+    return RuntimeConfig(
+        schema_version=SCHEMA_VERSION,
+        config_hash="",
+        project=config.project,
+        environment=resolved.name,
+        compose_project=resolved.compose_project,
+        port=CONTAINER_PORT,
+        workers=config.runtime.workers,
+        request_timeout_s=config.runtime.request_timeout_s,
+        data_dir=DATA_DIR,
+        allow_explicit_models=config.runtime.allow_explicit_models,
+        key_prefix=f"sy_{resolved.name}_",
+        key_environment=resolved.name,
+        providers=providers,
+        routes=routes,
+        orgs=orgs,
+        limits=Limits(
+            requests_per_minute=limits.per_key.requests_per_minute,
+            tokens_per_minute=limits.per_key.tokens_per_minute,
+            key_budget=Budget(limits.per_key.usd_per_day, limits.per_key.usd_per_month),
+            org_budget=Budget(limits.per_org.usd_per_day, limits.per_org.usd_per_month),
+            org_budgets={
+                oid: Budget(b.usd_per_day, b.usd_per_month) for oid, b in limits.orgs.items()
+            },
+        ),
+        logging=LoggingConfig(
+            sink=config.logging.sink,
+            url_secret=config.logging.url_secret,
+            retention_days=config.logging.retention_days,
+            batch_size=config.logging.batch_size,
+            flush_interval_ms=config.logging.flush_interval_ms,
+        ),
+        cost_reference_request=CostReference(REFERENCE_INPUT_TOKENS, REFERENCE_OUTPUT_TOKENS),
+        price_table_hash="sha256:" + sha256(canonical_json(prices)),
+        secrets={
+            name: SecretSpec(
+                name=name,
+                needed_by=needed_by,
+                optional=bool(env.secrets.get(name) and env.secrets[name].optional),
+            )
             for name, needed_by in sorted(secrets.items())
         },
-    }
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,10 +250,8 @@ def service_definition_hash(block: dict[str, Any]) -> str:
 
 
 def _healthcheck(path: str) -> list[str]:
-    code = (
-        "import urllib.request; "
-        f"urllib.request.urlopen('http://127.0.0.1:{CONTAINER_PORT}{path}', timeout=2)"
-    )
+    url = f"http://127.0.0.1:{CONTAINER_PORT}{path}"
+    code = f"import urllib.request; urllib.request.urlopen('{url}', timeout=2)"
     return ["CMD", "python", "-c", code]
 
 
@@ -252,7 +280,7 @@ def render_environment(
         templates = _env()
     env = resolved.env
     cp = resolved.compose_project
-    runtime, runtime_text = _with_hash_and_text(runtime_config(config, resolved))
+    runtime, runtime_text = _with_hash_and_text(runtime_config(config, resolved).to_dict())
     config_hash = runtime["config_hash"]
     drain_s = proxy.drain_timeout_s(config, env.drain_timeout_s)
 
@@ -408,7 +436,8 @@ def render_all(
     image_inputs: ImageInputs,
     *,
     resolved: Mapping[str, ResolvedEnvironment] | None = None,
-    **kwargs: Any,
+    source_name: str = "gateway.yaml",
+    source_sha256: str = "",
 ) -> dict[str, dict[str, str]]:
     """`render_environment` for each of `envs`: `{env: {file name: text}}`.
 
@@ -419,7 +448,13 @@ def render_all(
     templates = _env()
     return {
         env: render_environment(
-            config, env, image_inputs, resolved=resolved[env], templates=templates, **kwargs
+            config,
+            env,
+            image_inputs,
+            source_name=source_name,
+            source_sha256=source_sha256,
+            resolved=resolved[env],
+            templates=templates,
         )
         for env in envs
     }

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from compiler.models import (
-    DEFAULT_BASE_URLS,
     Environment,
     GatewayConfig,
     KeyLimits,
@@ -20,6 +19,7 @@ from compiler.models import (
     Price,
     Route,
 )
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
 # The "typical request" a cost cap is checked against before any request exists.
 REFERENCE_INPUT_TOKENS = 1000
@@ -194,7 +194,8 @@ def _resolve_linked(
                     rc.ref,
                     rc.index,
                     "context_window",
-                    f"context window {rc.context_window:,} < min_context_window {route.min_context_window:,}",
+                    f"context window {rc.context_window:,} < min_context_window "
+                    f"{route.min_context_window:,}",
                 )
             )
             continue
@@ -206,7 +207,9 @@ def _resolve_linked(
                     rc.ref,
                     rc.index,
                     "cost_cap",
-                    f"a typical request ({REFERENCE_INPUT_TOKENS:,} input + {REFERENCE_OUTPUT_TOKENS:,} output tokens) costs ${cost:.4f}, over the ${cap:g} cap",
+                    f"a typical request ({REFERENCE_INPUT_TOKENS:,} input + "
+                    f"{REFERENCE_OUTPUT_TOKENS:,} output tokens) costs ${cost:.4f}, over the "
+                    f"${cap:g} cap",
                 )
             )
             continue
@@ -269,7 +272,8 @@ def resolve_environment(config: GatewayConfig, env_name: str) -> ResolvedEnviron
 def resolve_environments(
     config: GatewayConfig, env_names: Iterable[str] | None = None
 ) -> dict[str, ResolvedEnvironment]:
-    """`resolve_environment` for each of `env_names` (default: all, in file order), sharing the work.
+    """`resolve_environment` for each of `env_names` (default: all, in file order), sharing the
+    work.
 
     Candidates are looked up once per route, and a route whose providers two environments
     treat alike resolves to one shared (immutable) `ResolvedRoute`, so resolving every

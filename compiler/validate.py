@@ -23,22 +23,16 @@ from pydantic_core import ErrorDetails
 from compiler import checks
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
 from compiler.loader import Loaded, load
-from compiler.models import (
-    ADAPTERS,
-    CAPABILITIES,
-    ERROR_CLASSES,
-    NAME_RULES,
-    SECRET_PATTERN,
-    GatewayConfig,
-)
+from compiler.models import NAME_RULES, SECRET_PATTERN, GatewayConfig
 from compiler.resolve import ResolvedEnvironment, resolve_environments
-from compiler.secrets import (
+from compiler.secret_values import (
     describe_secret,
     has_known_secret,
     looks_like_secret,
     redact,
     secret_hint,
 )
+from runtime.vocabulary import ADAPTER_NAMES, CAPABILITIES, FALLBACK_ERROR_CLASSES
 
 _DICT_SECTIONS = ("providers", "routes", "orgs", "environments")
 # Shape errors translated into diagnostics; a hostile file can have a million.
@@ -76,7 +70,8 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
             error(
                 "E005",
                 (),
-                f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} shape errors",
+                f"too many problems: showing the first {MAX_SHAPE_REPORTED} of {len(shape):,} "
+                "shape errors",
                 "fix these and run check again",
             ).located(1, 1)
         )
@@ -385,8 +380,8 @@ def _literal_error(loc: Path, value: Any, ctx: dict[str, Any]) -> Diagnostic:
         )
     words = {
         tuple(sorted(CAPABILITIES)): "capability",
-        tuple(sorted(ERROR_CLASSES)): "error class",
-        tuple(sorted(ADAPTERS)): "adapter",
+        tuple(sorted(FALLBACK_ERROR_CLASSES)): "error class",
+        tuple(sorted(ADAPTER_NAMES)): "adapter",
     }.get(tuple(sorted(expected)), _field_name(loc).rstrip("s") or "value")
     shown = value if isinstance(value, str) else _describe(value)
     hint = did_you_mean(str(value), allowed) if isinstance(value, str) else None

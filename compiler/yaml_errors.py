@@ -61,7 +61,10 @@ def syntax_error(exc: yaml.MarkedYAMLError, text: str) -> Diagnostic:
         hint = "add the missing ':' after the key, or quote a value that spans lines"
     elif problem.startswith("did not find expected key") and other_line:
         message = f"this line does not line up with the mapping that starts on line {cpos[0]}"
-        hint = "indent keys of one mapping by exactly the same number of spaces; quote values that contain quotes"
+        hint = (
+            "indent keys of one mapping by exactly the same number of spaces; quote values that "
+            "contain quotes"
+        )
     elif problem.startswith("did not find expected '-' indicator"):
         message = f"this line does not line up with the list that starts on line {cpos[0]}"
         hint = "start every item of a list with '- ' at the same indentation"

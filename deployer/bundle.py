@@ -25,7 +25,7 @@ from compiler.diagnostics import did_you_mean
 from compiler.manifest import Manifest
 from compiler.models import Environment, GatewayConfig
 from compiler.render import render_all
-from compiler.report import text as diagnostics_text
+from compiler.reporters import text as diagnostics_text
 from compiler.validate import check_bytes
 
 

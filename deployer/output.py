@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from compiler.secrets import redact
+from compiler.secret_values import redact
 
 
 @dataclass

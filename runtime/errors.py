@@ -1,26 +1,17 @@
 """Error classes: what went wrong upstream (and whether to retry), and what the client sees.
 
 Adapters translate every provider error, and every exception of the HTTP library, into an
-`UpstreamError` with one of the ERROR_CLASSES at the boundary; nothing else escapes them.
+`UpstreamError` with one of the ERROR_CLASSES (runtime/vocabulary.py) at the boundary;
+nothing else escapes them.
 The gateway turns its own refusals and a final upstream failure into a `GatewayError`, which
 renders as OpenAI's error shape: {"error": {"message", "type", "param", "code"}}.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-ErrorClass = Literal[
-    "rate_limited",  # 429 from the provider
-    "overloaded",  # Anthropic 529, Gemini 503 UNAVAILABLE "overloaded"
-    "server_error",  # 5xx, a malformed body, a stream that broke before commit
-    "timeout",  # no response / no first content chunk in time
-    "connect_error",  # could not connect, connection reset before a response
-    "context_length",  # prompt + max_tokens exceed the model's window
-    "bad_request",  # the provider refused the request itself (4xx): the caller must fix it
-    "auth",  # the provider refused our credentials (401/403)
-    "not_found",  # unknown model upstream (404)
-]
+from runtime.vocabulary import ErrorClass as ErrorClass  # re-exported: adapters raise with it
 
 
 class UpstreamError(Exception):

@@ -11,7 +11,7 @@ from tests.fakes.anthropic_fake import anthropic_fake
 from tests.fakes.base import FakeProvider
 from tests.fakes.gemini_fake import gemini_fake
 from tests.fakes.openai_fake import openai_fake
-from tests.gateway_env import Gateway, runtime_doc
+from tests.gateway_env import Gateway, runtime_config
 
 
 class Fakes:
@@ -41,9 +41,9 @@ def fakes() -> Iterator[Fakes]:
 
 @pytest.fixture(scope="module")
 def gateway(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """One gateway per test module, serving runtime_doc() over the fakes."""
-    doc = runtime_doc(fakes.openai.url, fakes.anthropic.url, fakes.gemini.url)
-    gw = Gateway(doc, Path(tmp_path_factory.mktemp("gateway")))
+    """One gateway per test module, serving runtime_config() over the fakes."""
+    config = runtime_config(fakes.openai.url, fakes.anthropic.url, fakes.gemini.url)
+    gw = Gateway(config, Path(tmp_path_factory.mktemp("gateway")))
     gw.start()
     yield gw
     gw.stop()

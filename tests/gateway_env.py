@@ -1,14 +1,13 @@
 """A running gateway for tests: fake providers on loopback, a runtime.json pointing at them,
 `python -m runtime serve` as a real subprocess, and a key made with `python -m runtime keys`.
 
-The runtime.json is written the way the compiler writes it (same fields; see
-docs/runtime-config.md); `tests/test_gateway_compiled.py` covers the compiler's own output.
+The runtime.json is built from the runtime's own typed classes (runtime/config.py) and
+written with their serialisation, as the compiler writes it; tests change it with
+`dataclasses.replace`. `tests/test_gateway_compiled.py` covers the compiler's own output.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import json
 import os
 import socket
@@ -18,8 +17,27 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from runtime.config import (
+    SCHEMA_VERSION,
+    Budget,
+    CandidateRef,
+    CostReference,
+    FallbackPolicy,
+    Limits,
+    LoggingConfig,
+    ModelConfig,
+    OrgConfig,
+    Price,
+    ProviderConfig,
+    RouteConfig,
+    RuntimeConfig,
+    SecretSpec,
+)
+from runtime.vocabulary import FALLBACK_ERROR_CLASSES, Adapter, Strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,14 +47,7 @@ FAKE_KEYS = {
     "GEMINI_API_KEY": "test-gemini-key",
 }
 
-ALL_CLASSES = [
-    "connect_error",
-    "context_length",
-    "overloaded",
-    "rate_limited",
-    "server_error",
-    "timeout",
-]
+ALL_CLASSES = sorted(FALLBACK_ERROR_CLASSES)
 
 
 def free_port() -> int:
@@ -45,26 +56,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _model(
+def model_config(
+    name: str,
     upstream: str,
     caps: list[str],
     window: int = 128000,
     price: tuple[float, float] | None = (1.0, 2.0),
     max_out: int | None = 16384,
-) -> dict[str, Any]:
-    return {
-        "upstream": upstream,
-        "context_window": window,
-        "max_output_tokens": max_out,
-        "capabilities": sorted(caps),
-        "price": None if price is None else {"input": price[0], "output": price[1]},
-    }
+) -> ModelConfig:
+    """A model of a test provider."""
+    return ModelConfig(
+        name=name,
+        upstream=upstream,
+        context_window=window,
+        max_output_tokens=max_out,
+        capabilities=frozenset(caps),
+        price=None if price is None else Price(*price),
+    )
 
 
 FULL = ["streaming", "tools", "vision", "json_mode", "json_schema", "parallel_tool_calls"]
 
 
-def runtime_doc(
+def route_config(
+    name: str,
+    cands: list[tuple[str, str]],
+    *,
+    strategy: Strategy = "priority",
+    on: list[str] | None = None,
+    max_attempts: int = 3,
+    cap: float | None = None,
+    weights: list[float] | None = None,
+    first_byte_timeout_s: float = 1.0,
+) -> RouteConfig:
+    """A route over `cands` ((provider, model) pairs), falling back on every class by default."""
+    return RouteConfig(
+        name=name,
+        strategy=strategy,
+        requires=frozenset(),
+        min_context_window=None,
+        max_cost_per_request_usd=cap,
+        fallback=FallbackPolicy(
+            on=frozenset(ALL_CLASSES if on is None else on),
+            max_attempts=max_attempts,
+            first_byte_timeout_s=first_byte_timeout_s,
+        ),
+        candidates=tuple(
+            CandidateRef(p, m, None if weights is None else weights[i])
+            for i, (p, m) in enumerate(cands)
+        ),
+        dropped=(),
+    )
+
+
+def runtime_config(
     openai_url: str,
     anthropic_url: str,
     gemini_url: str,
@@ -72,162 +117,159 @@ def runtime_doc(
     environment: str = "test",
     timeout_s: float = 2.0,
     first_byte_timeout_s: float = 1.0,
-) -> dict[str, Any]:
-    """A runtime.json: three fake providers plus mock, and routes that exercise routing."""
+) -> RuntimeConfig:
+    """A runtime config: three fake providers plus mock, and routes that exercise routing.
+
+    Change it with `dataclasses.replace` (and the `replace_*` helpers below); `Gateway`
+    writes it with its content hash.
+    """
 
     def provider(
-        adapter: str, url: str | None, secret: str | None, models: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {
-            "adapter": adapter,
-            "base_url": url,
-            "credentials": {"api_key": secret} if secret else {},
-            "credentials_optional": False,
-            "timeout_s": timeout_s,
-            "connect_timeout_s": 1.0,
-            "models": models,
-        }
+        pid: Adapter, url: str | None, secret: str | None, models: list[ModelConfig]
+    ) -> ProviderConfig:
+        return ProviderConfig(
+            id=pid,
+            adapter=pid,
+            base_url=url,
+            credentials={"api_key": secret} if secret else {},
+            credentials_optional=False,
+            timeout_s=timeout_s,
+            connect_timeout_s=1.0,
+            models={m.name: m for m in models},
+        )
 
-    def route(
-        cands: list[tuple[str, str]],
-        *,
-        strategy: str = "priority",
-        on: list[str] | None = None,
-        max_attempts: int = 3,
-        cap: float | None = None,
-        weights: list[float] | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "strategy": strategy,
-            "requires": [],
-            "min_context_window": None,
-            "max_cost_per_request_usd": cap,
-            "fallback": {
-                "on": sorted(ALL_CLASSES if on is None else on),
-                "max_attempts": max_attempts,
-                "first_byte_timeout_s": first_byte_timeout_s,
-            },
-            "candidates": [
-                {"provider": p, "model": m, "weight": None if weights is None else weights[i]}
-                for i, (p, m) in enumerate(cands)
+    def route(name: str, cands: list[tuple[str, str]], **kwargs: Any) -> tuple[str, RouteConfig]:
+        return name, route_config(name, cands, first_byte_timeout_s=first_byte_timeout_s, **kwargs)
+
+    providers = [
+        provider(
+            "openai",
+            openai_url + "/v1",
+            "OPENAI_API_KEY",
+            [
+                model_config("gpt", "gpt-4o-2024-08-06", FULL, 128000, (2.5, 10.0)),
+                model_config("gpt-small", "gpt-4o-mini", FULL, 16000, (0.15, 0.6)),
             ],
-            "dropped": [],
-        }
-
-    doc: dict[str, Any] = {
-        "schema_version": 1,
-        "project": "switchyard-test",
-        "environment": environment,
-        "compose_project": f"switchyard-test-{environment}",
-        "server": {
-            "port": 8000,
-            "workers": 1,
-            "request_timeout_s": 30.0,
-            "data_dir": "/nonexistent",
-        },
-        "allow_explicit_models": True,
-        "keys": {"prefix": f"sy_{environment}_", "environment": environment},
-        "providers": {
-            "openai": provider(
-                "openai",
-                openai_url + "/v1",
-                "OPENAI_API_KEY",
-                {
-                    "gpt": _model("gpt-4o-2024-08-06", FULL, 128000, (2.5, 10.0)),
-                    "gpt-small": _model("gpt-4o-mini", FULL, 16000, (0.15, 0.6)),
-                },
+        ),
+        provider(
+            "anthropic",
+            anthropic_url,
+            "ANTHROPIC_API_KEY",
+            [
+                model_config(
+                    "claude",
+                    "claude-sonnet-4-20250514",
+                    ["streaming", "tools", "vision"],
+                    200000,
+                    (3.0, 15.0),
+                )
+            ],
+        ),
+        provider(
+            "gemini",
+            gemini_url + "/v1beta",
+            "GEMINI_API_KEY",
+            [model_config("gemini", "gemini-2.5-flash", FULL, 1048576, (0.3, 2.5))],
+        ),
+        provider(
+            "mock",
+            None,
+            None,
+            [model_config("echo", "echo", FULL, 1048576, (0.0, 0.0), 65536)],
+        ),
+    ]
+    routes = dict(
+        [
+            route("chat", [("openai", "gpt"), ("anthropic", "claude"), ("gemini", "gemini")]),
+            route("solo", [("openai", "gpt")]),
+            route("to-anthropic", [("openai", "gpt"), ("anthropic", "claude")]),
+            route("to-gemini", [("openai", "gpt"), ("gemini", "gemini")]),
+            route("anthropic-first", [("anthropic", "claude"), ("openai", "gpt")]),
+            route("gemini-first", [("gemini", "gemini"), ("openai", "gpt")]),
+            route(
+                "no-fallback-on-429",
+                [("openai", "gpt"), ("anthropic", "claude")],
+                on=["server_error"],
             ),
-            "anthropic": provider(
-                "anthropic",
-                anthropic_url,
-                "ANTHROPIC_API_KEY",
-                {
-                    "claude": _model(
-                        "claude-sonnet-4-20250514",
-                        ["streaming", "tools", "vision"],
-                        200000,
-                        (3.0, 15.0),
-                    ),
-                },
+            route(
+                "small-then-large",
+                [("openai", "gpt-small"), ("openai", "gpt"), ("anthropic", "claude")],
             ),
-            "gemini": provider(
-                "gemini",
-                gemini_url + "/v1beta",
-                "GEMINI_API_KEY",
-                {
-                    "gemini": _model("gemini-2.5-flash", FULL, 1048576, (0.3, 2.5)),
-                },
-            ),
-            "mock": provider(
-                "mock", None, None, {"echo": _model("echo", FULL, 1048576, (0.0, 0.0), 65536)}
-            ),
-        },
-        "routes": {
-            "chat": route([("openai", "gpt"), ("anthropic", "claude"), ("gemini", "gemini")]),
-            "solo": route([("openai", "gpt")]),
-            "to-anthropic": route([("openai", "gpt"), ("anthropic", "claude")]),
-            "to-gemini": route([("openai", "gpt"), ("gemini", "gemini")]),
-            "anthropic-first": route([("anthropic", "claude"), ("openai", "gpt")]),
-            "gemini-first": route([("gemini", "gemini"), ("openai", "gpt")]),
-            "no-fallback-on-429": route(
-                [("openai", "gpt"), ("anthropic", "claude")], on=["server_error"]
-            ),
-            "small-then-large": route(
-                [("openai", "gpt-small"), ("openai", "gpt"), ("anthropic", "claude")]
-            ),
-            "cheapest": route(
+            route(
+                "cheapest",
                 [("anthropic", "claude"), ("openai", "gpt"), ("gemini", "gemini")],
                 strategy="cheapest",
             ),
-            "capped": route([("anthropic", "claude"), ("openai", "gpt-small")], cap=0.005),
-            "weighted": route(
+            route("capped", [("anthropic", "claude"), ("openai", "gpt-small")], cap=0.005),
+            route(
+                "weighted",
                 [("openai", "gpt"), ("anthropic", "claude")],
                 strategy="weighted",
                 weights=[1.0, 3.0],
             ),
-            "offline": route([("mock", "echo")]),
-            "one-attempt": route([("openai", "gpt"), ("anthropic", "claude")], max_attempts=1),
+            route("offline", [("mock", "echo")]),
+            route("one-attempt", [("openai", "gpt"), ("anthropic", "claude")], max_attempts=1),
+        ]
+    )
+    no_budget = Budget(None, None)
+    return RuntimeConfig(
+        schema_version=SCHEMA_VERSION,
+        config_hash="",
+        project="switchyard-test",
+        environment=environment,
+        compose_project=f"switchyard-test-{environment}",
+        port=8000,
+        workers=1,
+        request_timeout_s=30.0,
+        data_dir="/nonexistent",
+        allow_explicit_models=True,
+        key_prefix=f"sy_{environment}_",
+        key_environment=environment,
+        providers={p.id: p for p in providers},
+        routes=routes,
+        orgs={
+            "acme": OrgConfig("acme", None, None, frozenset(), None),
+            "limited": OrgConfig("limited", frozenset({"offline"}), False, frozenset(), None),
         },
-        "orgs": {
-            "acme": {"routes": None, "allow_explicit_models": None, "byok": None},
-            "limited": {"routes": ["offline"], "allow_explicit_models": False, "byok": None},
-        },
-        "limits": {
-            "per_key": {
-                "requests_per_minute": None,
-                "tokens_per_minute": None,
-                "usd_per_day": None,
-                "usd_per_month": None,
-            },
-            "per_org": {"usd_per_day": None, "usd_per_month": None},
-            "orgs": {},
-        },
-        "logging": {
-            "sink": "sqlite",
-            "url_secret": None,
-            "retention_days": 30,
-            "batch_size": 64,
-            "flush_interval_ms": 20,
-        },
-        "cost_reference_request": {"input_tokens": 1000, "output_tokens": 1000},
-        "price_table_hash": "sha256:" + "0" * 64,
-        "secrets": {
-            name: {
-                "needed_by": f"providers.{name.split('_')[0].lower()}.credentials.api_key",
-                "optional": False,
-            }
+        limits=Limits(None, None, no_budget, no_budget, {}),
+        logging=LoggingConfig(
+            sink="sqlite",
+            url_secret=None,
+            retention_days=30,
+            batch_size=64,
+            flush_interval_ms=20,
+        ),
+        cost_reference_request=CostReference(1000, 1000),
+        price_table_hash="sha256:" + "0" * 64,
+        secrets={
+            name: SecretSpec(
+                name=name,
+                needed_by=f"providers.{name.split('_')[0].lower()}.credentials.api_key",
+                optional=False,
+            )
             for name in FAKE_KEYS
         },
-    }
-    return with_hash(doc)
+    ).with_hash()
 
 
-def with_hash(doc: dict[str, Any]) -> dict[str, Any]:
-    doc = copy.deepcopy(doc)
-    doc.pop("config_hash", None)
-    text = json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    doc["config_hash"] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-    return doc
+def replace_provider(config: RuntimeConfig, pid: str, **changes: Any) -> RuntimeConfig:
+    """`config` with `dataclasses.replace(provider, **changes)` for provider `pid`."""
+    providers = {**config.providers, pid: replace(config.providers[pid], **changes)}
+    return replace(config, providers=providers)
+
+
+def replace_model(config: RuntimeConfig, pid: str, name: str, **changes: Any) -> RuntimeConfig:
+    """`config` with `dataclasses.replace(model, **changes)` for model `pid/name`."""
+    provider = config.providers[pid]
+    models = {**provider.models, name: replace(provider.models[name], **changes)}
+    return replace_provider(config, pid, models=models)
+
+
+def replace_secret(config: RuntimeConfig, name: str, **changes: Any) -> RuntimeConfig:
+    """`config` with `dataclasses.replace(secret, **changes)` for the secret `name`."""
+    return replace(
+        config, secrets={**config.secrets, name: replace(config.secrets[name], **changes)}
+    )
 
 
 def run_cli(
@@ -243,7 +285,8 @@ def run_cli(
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"python -m runtime {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            f"python -m runtime {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout}\n{proc.stderr}"
         )
     return proc
 
@@ -253,17 +296,17 @@ class Gateway:
 
     def __init__(
         self,
-        config: dict[str, Any],
+        config: RuntimeConfig,
         workdir: Path,
         *,
         env: dict[str, str] | None = None,
         workers: int = 1,
     ) -> None:
-        self.config = config
+        self.config = config.with_hash()
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.config_path = workdir / "runtime.json"
-        self.config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        self.config_path.write_text(self.config.to_json())
         self.port = free_port()
         self.env = {**os.environ, **FAKE_KEYS, **(env or {})}
         self.env.pop("SWITCHYARD_DATA_DIR", None)
@@ -277,7 +320,7 @@ class Gateway:
 
     @property
     def environment(self) -> str:
-        return str(self.config["environment"])
+        return self.config.environment
 
     def start(self, wait_ready: bool = True) -> Gateway:
         logf = self.log.open("w")
@@ -319,7 +362,8 @@ class Gateway:
                 pass
             time.sleep(0.05)
         raise AssertionError(
-            f"gateway did not become {'ready' if wait_ready else 'healthy'}:\n{self.log.read_text()}"
+            f"gateway did not become {'ready' if wait_ready else 'healthy'}:\n"
+            f"{self.log.read_text()}"
         )
 
     def stop(self, sig: int = 15, timeout: float = 30) -> int:

@@ -149,11 +149,13 @@ def test_golden_files(env: str) -> None:
     for name, text in files.items():
         golden = GOLDEN / env / name
         assert golden.exists(), (
-            f"{golden.relative_to(ROOT)} is missing; run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py"
+            f"{golden.relative_to(ROOT)} is missing; run SWITCHYARD_UPDATE_GOLDEN=1 python -m "
+            "pytest tests/test_build.py"
         )
         assert text == golden.read_text(encoding="utf-8"), (
             f"{name} for {env} differs from {golden.relative_to(ROOT)}; if the change is intended, "
-            "run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py and review the diff"
+            "run SWITCHYARD_UPDATE_GOLDEN=1 python -m pytest tests/test_build.py and review the "
+            "diff"
         )
     assert sorted(tree(GOLDEN / env)) == sorted(ARTIFACTS), (
         f"tests/golden/{env} holds a file the compiler no longer writes"
@@ -483,7 +485,8 @@ def test_compose_is_safe_on_a_shared_host(env: str) -> None:
             assert labels["dev.switchyard.service"] == "gateway"
             assert (labels[SLOT_LABEL], labels[REPLICA_LABEL]) == (slot, str(replica))
             assert labels[CONFIG_HASH_LABEL] == config_hash
-            # Docker health-checks each gateway; deploy waits for it before the proxy sends it traffic.
+            # Docker health-checks each gateway; deploy waits for it before the proxy sends it
+            # traffic.
             assert gateway["healthcheck"]["test"], name
             assert gateway["env_file"] == [{"path": "../../secrets.env", "required": False}]
             assert "ports" not in gateway and gateway["expose"] == [str(CONTAINER_PORT)], (

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ import pytest
 from runtime import cli as runtime_cli
 from runtime.byok_cache import ByokCache
 from runtime.byok_store import ByokError, ByokStore
-from runtime.config import OrgConfig, parse_config
-from tests.gateway_env import ROOT, runtime_doc, with_hash
+from runtime.config import OrgConfig, RuntimeConfig, SecretSpec
+from tests.gateway_env import ROOT, runtime_config
 
 ENV = "test"
 SECRET = "old-secret-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
@@ -37,20 +38,20 @@ OTHER_CREDENTIAL = "sk-ant-ANOTHER-credential-7777777777"
 SECRET_VAR = "GLOBEX_BYOK_KEY"
 
 
-def config_doc() -> dict[str, Any]:
-    doc = runtime_doc(
+def byok_config() -> RuntimeConfig:
+    config = runtime_config(
         "http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", environment=ENV
     )
-    doc["orgs"]["globex"] = {
-        "routes": None,
-        "allow_explicit_models": None,
-        "byok": {"providers": ["anthropic", "openai"], "encryption_key": SECRET_VAR},
-    }
-    doc["secrets"][SECRET_VAR] = {"needed_by": "orgs.globex.byok.encryption_key", "optional": False}
-    return with_hash(doc)
+    globex = OrgConfig("globex", None, None, frozenset({"anthropic", "openai"}), SECRET_VAR)
+    secret = SecretSpec(SECRET_VAR, "orgs.globex.byok.encryption_key", optional=False)
+    return replace(
+        config,
+        orgs={**config.orgs, "globex": globex},
+        secrets={**config.secrets, SECRET_VAR: secret},
+    ).with_hash()
 
 
-ORGS: dict[str, OrgConfig] = parse_config(config_doc()).orgs
+ORGS: dict[str, OrgConfig] = RuntimeConfig.from_json(byok_config().to_json()).orgs
 
 
 @pytest.fixture
@@ -407,7 +408,7 @@ def wait_for(check: Any, timeout: float = 5.0) -> bool:
 @pytest.fixture
 def config(tmp_path: Path) -> str:
     path = tmp_path / "runtime.json"
-    path.write_text(json.dumps(config_doc()))
+    path.write_text(byok_config().to_json())
     return str(path)
 
 

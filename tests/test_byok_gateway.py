@@ -3,16 +3,17 @@ is what the gateway sends upstream for that org's requests — and only for them
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import openai
 
+from runtime.config import OrgConfig, SecretSpec
 from tests.fakes.openai_fake import openai_fake
-from tests.gateway_env import ROOT, Gateway, runtime_doc, with_hash
+from tests.gateway_env import ROOT, Gateway, runtime_config
 
 ORG_KEY = "org-own-openai-key-4f9d2c"
 SECRET = "byok-sealing-secret-" + "k" * 24
@@ -20,18 +21,15 @@ SECRET = "byok-sealing-secret-" + "k" * 24
 
 def test_org_credentials_are_used_only_for_that_org(tmp_path: Path) -> None:
     with openai_fake(api_key=ORG_KEY) as fake:
-        doc = copy.deepcopy(runtime_doc(fake.url, "http://127.0.0.1:9", "http://127.0.0.1:9"))
-        doc["orgs"]["globex"] = {
-            "routes": None,
-            "allow_explicit_models": None,
-            "byok": {"providers": ["openai"], "encryption_key": "GLOBEX_BYOK_KEY"},
-        }
-        doc["secrets"]["GLOBEX_BYOK_KEY"] = {
-            "needed_by": "orgs.globex.byok.encryption_key",
-            "optional": True,
-        }
-        doc = with_hash(doc)
-        gw = Gateway(doc, tmp_path, env={"GLOBEX_BYOK_KEY": SECRET})
+        config = runtime_config(fake.url, "http://127.0.0.1:9", "http://127.0.0.1:9")
+        globex = OrgConfig("globex", None, None, frozenset({"openai"}), "GLOBEX_BYOK_KEY")
+        secret = SecretSpec("GLOBEX_BYOK_KEY", "orgs.globex.byok.encryption_key", optional=True)
+        config = replace(
+            config,
+            orgs={**config.orgs, "globex": globex},
+            secrets={**config.secrets, "GLOBEX_BYOK_KEY": secret},
+        )
+        gw = Gateway(config, tmp_path, env={"GLOBEX_BYOK_KEY": SECRET})
         gw.data_dir.mkdir(parents=True)
         stored = subprocess.run(
             [

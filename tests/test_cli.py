@@ -100,7 +100,8 @@ def test_explain_shows_a_candidate_dropped_by_the_cost_cap(tmp_path: Path) -> No
     line = next(line for line in dropped.splitlines() if "openai/gpt-4o" in line)
     assert line.split(None, 1) == [
         "openai/gpt-4o",
-        "cost_cap: a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap",
+        "cost_cap: a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the "
+        "$0.01 cap",
     ]
     doc = json.loads(
         run(
@@ -111,7 +112,8 @@ def test_explain_shows_a_candidate_dropped_by_the_cost_cap(tmp_path: Path) -> No
     assert {
         "ref": "openai/gpt-4o",
         "kind": "cost_cap",
-        "reason": "a typical request (1,000 input + 1,000 output tokens) costs $0.0125, over the $0.01 cap",
+        "reason": "a typical request (1,000 input + 1,000 output tokens) costs $0.0125, "
+        "over the $0.01 cap",
     } in doc["dropped"]
 
 
@@ -164,9 +166,11 @@ def test_diff_staging_production_shows_what_promotion_changes() -> None:
     for block in (
         "  replicas\n    - staging: 1\n    + production: 2\n",
         "  port\n    - staging: 8200\n    + production: 8300\n",
-        "  chat.chain\n    - staging: openai/gpt-4o -> anthropic/claude-sonnet-4 -> gemini/gemini-2.5-pro\n"
+        "  chat.chain\n    - staging: openai/gpt-4o -> anthropic/claude-sonnet-4 -> "
+        "gemini/gemini-2.5-pro\n"
         "    + production: openai/gpt-4o -> anthropic/claude-sonnet-4\n",
-        "  allowed_providers\n    - staging: anthropic, gemini, openai\n    + production: anthropic, openai\n",
+        "  allowed_providers\n    - staging: anthropic, gemini, openai\n    + production: "
+        "anthropic, openai\n",
         "  per_key.requests_per_minute\n    - staging: 120\n    + production: 600\n",
         "  GEMINI_API_KEY\n    - staging: required\n    + production: (absent)\n",
     ):

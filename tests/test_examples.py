@@ -34,7 +34,8 @@ SHAPE_CODES = {"E010", "E011", "E012", "E013", "E014", "E015", "E016", "E052"}
 CROSS_FIELD = re.compile(r"exceeds context_window")
 
 TEXT_LINE = re.compile(
-    r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning)\[(?P<code>[EW]\d{3})\] "
+    r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): "
+    r"(?P<severity>error|warning)\[(?P<code>[EW]\d{3})\] "
 )
 GITHUB_LINE = re.compile(r"^::(error|warning) file=[^,]+,line=(\d+),col=(\d+),title=([EW]\d{3})")
 

@@ -19,7 +19,7 @@ import pytest
 from runtime.errors import CLIENT_STATUS
 from tests.conftest import Fakes
 from tests.fakes.base import Fault
-from tests.gateway_env import Gateway, runtime_doc
+from tests.gateway_env import Gateway, runtime_config
 
 TIMEOUT_S = 1.0  # provider timeout_s of the matrix gateway
 FIRST_BYTE_S = 0.5  # routes' first_byte_timeout_s
@@ -59,14 +59,14 @@ for _fallback in (True, False):
 
 @pytest.fixture(scope="module")
 def matrix_gw(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    doc = runtime_doc(
+    config = runtime_config(
         fakes.openai.url,
         fakes.anthropic.url,
         fakes.gemini.url,
         timeout_s=TIMEOUT_S,
         first_byte_timeout_s=FIRST_BYTE_S,
     )
-    gw = Gateway(doc, Path(tmp_path_factory.mktemp("matrix")))
+    gw = Gateway(config, Path(tmp_path_factory.mktemp("matrix")))
     gw.start()
     yield gw
     gw.stop()

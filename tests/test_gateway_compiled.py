@@ -21,6 +21,7 @@ from typing import Any
 import openai
 import pytest
 
+from runtime.config import load_config
 from tests.conftest import Fakes
 from tests.gateway_env import FAKE_KEYS, ROOT, Gateway
 
@@ -73,7 +74,7 @@ def serve_compiled(
     strip: list[str] | None = None,
 ) -> Gateway:
     """A Gateway serving the compiler's runtime.json itself (not a re-serialised copy)."""
-    gw = Gateway(json.loads(runtime_json.read_text()), workdir, env=env)
+    gw = Gateway(load_config(runtime_json), workdir, env=env)
     gw.config_path = runtime_json
     for name in strip or ():
         gw.env.pop(name, None)

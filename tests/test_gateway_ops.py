@@ -9,7 +9,6 @@ shared fake providers (tests/gateway_env.py), so record counts are exact.
 from __future__ import annotations
 
 import collections
-import copy
 import http.client
 import json
 import re
@@ -21,19 +20,29 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from runtime.config import Budget, CandidateRef, Price, RuntimeConfig
 from tests.conftest import Fakes
 from tests.fakes.anthropic_fake import anthropic_fake
 from tests.fakes.base import FakeProvider, Fault
 from tests.fakes.gemini_fake import gemini_fake
 from tests.fakes.openai_fake import openai_fake
-from tests.gateway_env import ROOT, Gateway, free_port, run_cli, runtime_doc, with_hash
+from tests.gateway_env import (
+    ROOT,
+    Gateway,
+    free_port,
+    replace_model,
+    replace_provider,
+    replace_secret,
+    run_cli,
+    runtime_config,
+)
 
 USAGE: Any = {"include_usage": True}
 TOOLS: Any = [
@@ -66,8 +75,8 @@ class Reply:
         return None if err is None else err.get("code")
 
 
-def _doc(fakes: Fakes, **kwargs: Any) -> dict[str, Any]:
-    return runtime_doc(fakes.openai.url, fakes.anthropic.url, fakes.gemini.url, **kwargs)
+def _config(fakes: Fakes, **kwargs: Any) -> RuntimeConfig:
+    return runtime_config(fakes.openai.url, fakes.anthropic.url, fakes.gemini.url, **kwargs)
 
 
 def _messages(text: str) -> Any:
@@ -183,7 +192,7 @@ def test_every_request_gets_exactly_one_record_under_concurrency(
     workers: int, clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
     n = 300
-    gw = Gateway(_doc(clean_fakes), tmp_path, workers=workers)
+    gw = Gateway(_config(clean_fakes), tmp_path, workers=workers)
     key = gw.key()  # before start: every worker loads it
     own_gateways.append(gw.start())
     # Upstream failures for whichever OpenAI-bound requests come first (fallback or error).
@@ -215,7 +224,7 @@ def test_every_request_gets_exactly_one_record_under_concurrency(
 def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    gw = Gateway(_doc(clean_fakes, first_byte_timeout_s=5.0), tmp_path)
+    gw = Gateway(_config(clean_fakes, first_byte_timeout_s=5.0), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
     assert gw.proc is not None
@@ -263,9 +272,9 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_their_records(
 def test_requests_and_tokens_per_minute_are_429_with_retry_after(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    doc = _doc(clean_fakes)
-    doc["limits"]["per_key"].update(requests_per_minute=3, tokens_per_minute=200)
-    gw = Gateway(with_hash(doc), tmp_path)
+    config = _config(clean_fakes)
+    limits = replace(config.limits, requests_per_minute=3, tokens_per_minute=200)
+    gw = Gateway(replace(config, limits=limits), tmp_path)
     own_gateways.append(gw.start())
     key, other = gw.key(name="rpm"), gw.key(name="tpm")
     body = {"model": "offline", "messages": _messages("hi")}
@@ -296,14 +305,15 @@ def test_requests_and_tokens_per_minute_are_429_with_retry_after(
 def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    doc = _doc(clean_fakes)
-    doc["providers"]["mock"]["models"]["echo"]["price"] = {
-        "input": 1000.0,
-        "output": 1000.0,
-    }  # ~$0.01 a request
-    doc["limits"]["per_key"]["usd_per_day"] = 0.0001
-    doc["limits"]["orgs"] = {"acme": {"usd_per_day": 0.0001, "usd_per_month": None}}
-    gw = Gateway(with_hash(doc), tmp_path)
+    config = replace_model(
+        _config(clean_fakes), "mock", "echo", price=Price(1000.0, 1000.0)
+    )  # ~$0.01 a request
+    limits = replace(
+        config.limits,
+        key_budget=replace(config.limits.key_budget, usd_per_day=0.0001),
+        org_budgets={"acme": Budget(usd_per_day=0.0001, usd_per_month=None)},
+    )
+    gw = Gateway(replace(config, limits=limits), tmp_path)
     spender, colleague, outsider = (
         gw.key(name="spender"),
         gw.key(name="colleague"),
@@ -346,12 +356,15 @@ def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(
 def test_missing_required_secret_is_not_ready_and_names_it(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    doc = _doc(clean_fakes)
-    doc["routes"]["only-anthropic"] = copy.deepcopy(doc["routes"]["solo"])
-    doc["routes"]["only-anthropic"]["candidates"] = [
-        {"provider": "anthropic", "model": "claude", "weight": None}
-    ]
-    gw = Gateway(with_hash(doc), tmp_path)
+    config = _config(clean_fakes)
+    only_anthropic = replace(
+        config.routes["solo"],
+        name="only-anthropic",
+        candidates=(CandidateRef(provider="anthropic", model="claude", weight=None),),
+    )
+    gw = Gateway(
+        replace(config, routes={**config.routes, "only-anthropic": only_anthropic}), tmp_path
+    )
     gw.env.pop("ANTHROPIC_API_KEY")
     key = gw.key()
     own_gateways.append(gw.start(wait_ready=False))
@@ -390,10 +403,9 @@ def test_missing_required_secret_is_not_ready_and_names_it(
 def test_missing_optional_secret_skips_the_provider_and_is_ready(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    doc = _doc(clean_fakes)
-    doc["secrets"]["ANTHROPIC_API_KEY"]["optional"] = True
-    doc["providers"]["anthropic"]["credentials_optional"] = True
-    gw = Gateway(with_hash(doc), tmp_path)
+    config = replace_secret(_config(clean_fakes), "ANTHROPIC_API_KEY", optional=True)
+    config = replace_provider(config, "anthropic", credentials_optional=True)
+    gw = Gateway(config, tmp_path)
     gw.env.pop("ANTHROPIC_API_KEY")
     key = gw.key()
     own_gateways.append(gw.start())
@@ -416,10 +428,10 @@ def test_missing_optional_secret_skips_the_provider_and_is_ready(
 def test_no_provider_with_credentials_is_not_ready(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    doc = _doc(clean_fakes)
-    doc["routes"] = {"solo": doc["routes"]["solo"]}
-    doc["secrets"]["OPENAI_API_KEY"]["optional"] = True
-    gw = Gateway(with_hash(doc), tmp_path)
+    config = _config(clean_fakes)
+    config = replace(config, routes={"solo": config.routes["solo"]})
+    config = replace_secret(config, "OPENAI_API_KEY", optional=True)
+    gw = Gateway(config, tmp_path)
     gw.env.pop("OPENAI_API_KEY")
     own_gateways.append(gw.start(wait_ready=False))
     ready = _get(gw.url + "/readyz")
@@ -455,16 +467,17 @@ def _serve(config: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
 def _refusals(fakes: Fakes, tmp: Path) -> Iterator[tuple[str, Path, Path, str]]:
     """(case, config path, data dir, what stderr must name)."""
     good = tmp / "good.json"
-    good.write_text(json.dumps(_doc(fakes)))
-    v2 = _doc(fakes)
-    v2["schema_version"] = 2
-    (tmp / "v2.json").write_text(json.dumps(with_hash(v2)))
+    good.write_text(_config(fakes).to_json())
+    v2 = replace(_config(fakes), schema_version=2).with_hash()
+    (tmp / "v2.json").write_text(v2.to_json())
     (tmp / "broken.json").write_text('{"schema_version": 1,')
     blocker = tmp / "a-file"
     blocker.write_text("")
-    bad_field = _doc(fakes)
-    bad_field["providers"]["openai"]["timeout_s"] = "soon"
-    (tmp / "bad-field.json").write_text(json.dumps(with_hash(bad_field)))
+    # A file the compiler cannot write (the types do not allow it): its JSON, edited.
+    bad_field = _config(fakes).to_dict()
+    openai_spec = bad_field["providers"]["openai"]
+    openai_spec["timeout_s"] = "soon"
+    (tmp / "bad-field.json").write_text(json.dumps(bad_field))
     yield "schema_version 2", tmp / "v2.json", tmp / "data", "schema_version"
     yield "invalid JSON", tmp / "broken.json", tmp / "data", "broken.json"
     yield "missing file", tmp / "absent.json", tmp / "data", "absent.json"
@@ -505,12 +518,12 @@ def keyed_fakes() -> Iterator[dict[str, FakeProvider]]:
 def test_provider_and_gateway_secrets_never_appear_anywhere(
     keyed_fakes: dict[str, FakeProvider], tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    doc = runtime_doc(
+    config = runtime_config(
         keyed_fakes["openai"].url, keyed_fakes["anthropic"].url, keyed_fakes["gemini"].url
     )
     # Anthropic gets a wrong key: its fake answers 401, which the gateway must report without it.
     gw = Gateway(
-        doc,
+        config,
         tmp_path,
         env={
             "OPENAI_API_KEY": OPENAI_SECRET,
@@ -590,7 +603,7 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(
 def test_client_closing_mid_stream_is_recorded_as_499(
     route: str, clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    gw = Gateway(_doc(clean_fakes, timeout_s=30.0), tmp_path)
+    gw = Gateway(_config(clean_fakes, timeout_s=30.0), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
     client = _client(gw, key)
@@ -617,7 +630,7 @@ def test_client_closing_mid_stream_is_recorded_as_499(
 def test_client_gone_before_a_slow_answer_is_recorded_as_499(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    gw = Gateway(_doc(clean_fakes, first_byte_timeout_s=5.0), tmp_path)
+    gw = Gateway(_config(clean_fakes, first_byte_timeout_s=5.0), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
     ids: list[str] = []
@@ -663,7 +676,7 @@ def _table(text: str) -> list[dict[str, str]]:
 def test_requests_report_counts_match_what_was_sent(
     clean_fakes: Fakes, tmp_path: Path, own_gateways: list[Gateway]
 ) -> None:
-    gw = Gateway(_doc(clean_fakes), tmp_path)
+    gw = Gateway(_config(clean_fakes), tmp_path)
     key = gw.key()
     own_gateways.append(gw.start())
     sent = [

@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 
 from tests.conftest import Fakes
 from tests.fakes.base import Fault
-from tests.gateway_env import Gateway, runtime_doc, with_hash
+from tests.gateway_env import Gateway, runtime_config
 
 
 @pytest.fixture(scope="module")
 def short_gw(fakes: Fakes, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    doc: dict[str, Any] = copy.deepcopy(
-        runtime_doc(
-            fakes.openai.url,
-            fakes.anthropic.url,
-            fakes.gemini.url,
-            timeout_s=5.0,
-            first_byte_timeout_s=5.0,
-        )
+    config = runtime_config(
+        fakes.openai.url,
+        fakes.anthropic.url,
+        fakes.gemini.url,
+        timeout_s=5.0,
+        first_byte_timeout_s=5.0,
     )
-    doc["server"]["request_timeout_s"] = 0.6
-    gw = Gateway(with_hash(doc), Path(tmp_path_factory.mktemp("timeouts")))
+    config = replace(config, request_timeout_s=0.6)
+    gw = Gateway(config, Path(tmp_path_factory.mktemp("timeouts")))
     gw.start()
     yield gw
     gw.stop()

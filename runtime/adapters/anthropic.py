@@ -26,8 +26,9 @@ from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_BASE_URL = DEFAULT_BASE_URLS["anthropic"]
 API_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 

@@ -37,8 +37,9 @@ from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+DEFAULT_BASE_URL = DEFAULT_BASE_URLS["gemini"]
 
 _FINISH = {
     "STOP": "stop",

@@ -19,8 +19,9 @@ from runtime.adapters.base import Call, Completion, FlushHook, RelayChunk, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_BASE_URL = DEFAULT_BASE_URLS["openai"]
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
 

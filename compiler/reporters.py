@@ -73,7 +73,8 @@ def github(name: str, diagnostics: Sequence[Diagnostic]) -> str:
         title = _escape_property(f"{d.code} {d.dotted_path}")
         body = d.message + (f"\nhint: {d.hint}" if d.hint else "")
         lines.append(
-            f"::{level} file={_escape_property(name)},line={d.line},col={d.column},title={title}::{_escape_data(body)}"
+            f"::{level} "
+            f"file={_escape_property(name)},line={d.line},col={d.column},title={title}::{_escape_data(body)}"
         )
     lines.append(_summary(name, diagnostics))
     return "\n".join(lines) + "\n"
