@@ -40,20 +40,10 @@ from runtime.metrics import Metrics
 from runtime.records import RequestRecord
 from runtime.router import Router
 from runtime.services import Services
+from runtime.vocabulary import ERROR_CLASSES
 
-ALL_CLASSES: frozenset[str] = frozenset(
-    {
-        "rate_limited",
-        "overloaded",
-        "server_error",
-        "timeout",
-        "connect_error",
-        "context_length",
-        "bad_request",
-        "auth",
-        "not_found",
-    }
-)
+# Every error class the runtime knows (the fallback policy may list any of them).
+ALL_CLASSES: frozenset[str] = frozenset(ERROR_CLASSES)
 TOKEN = "sy_test_k1_secret"
 NO_BUDGET = Budget(None, None)
 KEY = KeyInfo("k1", "test", "acme", "ci", 0.0, None, None)
