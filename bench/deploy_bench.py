@@ -51,7 +51,7 @@ from tests.load import Load, LoadReport  # noqa: E402
 
 ENVS = ("staging", "production")
 REQUEST_TIMEOUT_S = (
-    30  # runtime.request_timeout_s, also the drain timeout (as in tests/test_deploy_load.py)
+    30  # runtime.request_timeout_s, also the drain timeout (as in tests/e2e/test_deploy_load.py)
 )
 BASELINE_S = 3.0  # load before the deploy starts; its last 2 s are "before"
 AFTER_S = 1.0  # load after the deploy ends

@@ -111,14 +111,17 @@ class Responses:
         if parts is None:
             name = model.decode("utf-8", "replace")
             if stream:
-                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+                head = (
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+                )
                 events = stream_events(name)
                 parts = [head + events[0], *events[1:]]
             else:
                 body = completion_body(name)
                 parts = [
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                    % (len(body), body)
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
                 ]
             if len(self._cache) < 64:
                 self._cache[(model, stream)] = parts

@@ -3,7 +3,7 @@ artifact uses (sorted keys, two-space indent, trailing newline).
 
 `json.dumps` with `indent` falls back to the pure-Python encoder; the encoder here gives
 byte-identical output in about half the time and defers to `json.dumps` for anything
-unusual. tests/test_build.py checks it against `json.dumps`.
+unusual. tests/unit/test_build.py checks it against `json.dumps`.
 """
 
 from __future__ import annotations

@@ -261,7 +261,8 @@ class Authenticator:
         if env != self.environment:
             raise AuthError(
                 "key_wrong_environment",
-                f"this key belongs to environment {env!r}; this gateway serves {self.environment!r}",
+                f"this key belongs to environment {env!r}; "
+                f"this gateway serves {self.environment!r}",
             )
         entry = self._snapshot.get(key_id)
         if entry is None:

@@ -85,7 +85,8 @@ class LimitState:
             if wait:
                 raise _limited(
                     "rate_limit_exceeded",
-                    f"this key is over its limit of {self.limits.requests_per_minute} requests per minute",
+                    "this key is over its limit of "
+                    f"{self.limits.requests_per_minute} requests per minute",
                     wait,
                 )
         if self.tpm is not None:
@@ -93,7 +94,8 @@ class LimitState:
             if wait:
                 raise _limited(
                     "token_rate_limit_exceeded",
-                    f"this key is over its limit of {self.limits.tokens_per_minute} tokens per minute",
+                    "this key is over its limit of "
+                    f"{self.limits.tokens_per_minute} tokens per minute",
                     wait,
                 )
         self._check_budgets(key_id, org, time.time())

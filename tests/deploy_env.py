@@ -1,4 +1,4 @@
-"""Real parts for the deploy end-to-end tests (tests/test_deploy_e2e.py).
+"""Real parts for the deploy end-to-end tests (tests/e2e/test_deploy_e2e.py).
 
 - `require_docker()`: a Docker engine, Compose v2 and the locally built base image, or a skip
   (locally) / a failure (in CI, where these tests may never skip).

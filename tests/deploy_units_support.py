@@ -1,4 +1,4 @@
-"""Shared pieces of the deploy unit tests, tests/test_deploy_units_*.py: a small gateway.yaml
+"""Shared pieces of the deploy unit tests, tests/unit/test_deploy_units_*.py: a small gateway.yaml
 and its bundles, what runs on a host built by hand for the plan, deploy.py in a subprocess,
 and a `target: local` host whose `docker` is a stand-in (LocalHostSetup).
 

@@ -3,7 +3,7 @@
 
 The runtime.json is built from the runtime's own typed classes (runtime/config.py) and
 written with their serialisation, as the compiler writes it; tests change it with
-`dataclasses.replace`. `tests/test_gateway_compiled.py` covers the compiler's own output.
+`dataclasses.replace`. `tests/e2e/test_gateway_compiled.py` covers the compiler's own output.
 """
 
 from __future__ import annotations

@@ -85,8 +85,10 @@ class LoadReport:
         failed = self.failed()
         kinds = {k: self.count(k) for k in ("keepalive", "fresh", "stream")}
         head = (
-            f"{self.count()} requests in {self.stopped - self.started:.1f} s ({kinds}); {len(failed)} failed, "
-            f"{len(self.streams_cut())} streams cut; longest gap {self.longest_gap() * 1000:.0f} ms; "
+            f"{self.count()} requests in {self.stopped - self.started:.1f} s ({kinds}); "
+            f"{len(failed)} failed, "
+            f"{len(self.streams_cut())} streams cut; "
+            f"longest gap {self.longest_gap() * 1000:.0f} ms; "
             f"p50 {self.p(50) * 1000:.1f} ms, p99 {self.p(99) * 1000:.1f} ms"
         )
         shown = "".join(

@@ -718,7 +718,10 @@ def test_proxy_credentials_in_the_url_are_sent_as_proxy_authorization(
 def test_proxy_refusing_the_tunnel_is_connect_error_with_its_status_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\ncontent-length: 0\r\n\r\n"
+    refusal = (
+        b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+        b"Proxy-Authenticate: Basic\r\ncontent-length: 0\r\n\r\n"
+    )
 
     async def main() -> None:
         async with proxy(answer=refusal) as px:

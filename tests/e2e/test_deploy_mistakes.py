@@ -15,7 +15,7 @@ no history entry for a refusal, no container touched.
 - an upload that fails (a stand-in `tar` that fails half-way): the live release is untouched.
 
 None of them needs Docker: `target: local` environments run against the stand-in `docker` of
-tests/test_deploy_units.py (LocalHostSetup), which logs every call.
+tests/deploy_units_support.py (LocalHostSetup), which logs every call.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tests.deploy_env import Sshd, run, tmpdir
 from tests.deploy_units_support import OLD, LocalHostSetup, local_config
 from tests.gateway_env import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy.py"
 
 # docker subcommands that only read (what a refused deploy may have run).

@@ -20,7 +20,7 @@ import pytest
 from compiler.loader import MAX_BYTES, MAX_DEPTH, load, resolve_scalar
 from compiler.validate import check_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = (ROOT / "schema" / "examples" / "valid" / "minimal.yaml").read_bytes()
 DUPLICATE = ROOT / "schema" / "examples" / "invalid" / "002-duplicate-key.yaml"
 

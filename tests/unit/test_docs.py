@@ -7,7 +7,7 @@ from pathlib import Path
 
 from compiler import docgen
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CODE = re.compile(r'"([EW]0\d\d)"')
 
 
@@ -57,7 +57,7 @@ def test_every_error_code_has_an_example_or_a_loader_test() -> None:
     )
     shown = set(re.findall(r"\[([EW]0\d\d)\]", expected_outputs))
     # Size and encoding refusals need files too big or too binary to keep as examples;
-    # tests/test_loader.py covers them.
+    # tests/unit/test_loader.py covers them.
     covered_elsewhere = {"E005", "E007"}
     errors = {c for c in _emitted_codes() if c.startswith("E")}
     missing = errors - shown - covered_elsewhere

@@ -16,7 +16,7 @@ import pytest
 
 from compiler.schema import schema_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway.yaml"
 GATEWAY_TEXT = GATEWAY.read_text()
 

@@ -22,7 +22,7 @@ from compiler import cli
 from compiler.loader import load
 from compiler.validate import check_bytes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "schema" / "examples"
 VALID = sorted((EXAMPLES / "valid").glob("*.yaml"))
 INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))

@@ -19,9 +19,9 @@ import pytest
 from runtime import cli
 from runtime.keys import Authenticator, parse_key
 from runtime.records import RecordWriter
-from tests.test_records import make_record
+from tests.unit.test_records import make_record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -17,7 +17,7 @@ from compiler import models
 from compiler.loader import load
 from compiler.schema import SCHEMA_DIALECT, schema_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schema" / "gateway.schema.json"
 VALID_EXAMPLES = sorted((ROOT / "schema" / "examples" / "valid").glob("*.yaml"))
 

@@ -1,4 +1,4 @@
-"""deploy.py end to end, the cases beside the main story (tests/test_deploy_e2e.py):
+"""deploy.py end to end, the cases beside the main story (tests/e2e/test_deploy_e2e.py):
 
 - a compose project name already used on the host by containers we do not own is refused,
   and those containers are left alone;
