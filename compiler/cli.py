@@ -1,4 +1,4 @@
-"""`python -m compiler`: check, build, schema, explain, diff. The only module here that does I/O.
+"""`python -m compiler`: check, build, schema, docs, explain, diff. The only module that does I/O.
 
 Exit codes: 0 ok, 1 invalid input (the config has errors), 2 usage or internal error.
 """
@@ -251,6 +251,30 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from compiler.docgen import REFERENCE_PATH, reference_markdown
+
+    expected = reference_markdown()
+    path = REFERENCE_PATH
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != expected:
+            print(
+                f"{path.name} is out of date with compiler/models.py; "
+                "run `python -m compiler docs`",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        print(f"{path.name}: up to date")
+        return EXIT_OK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(expected)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------
 # explain, diff
 
@@ -338,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("docs", help="write (or --check) docs/reference.md from the models")
+    p.add_argument(
+        "--check", action="store_true", help="fail if the checked-in reference is out of date"
+    )
+    p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("explain", help="a route's resolved candidate chain in an environment")
     p.add_argument("route")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from compiler import docgen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +23,7 @@ def _emitted_codes() -> set[str]:
 def test_reference_is_generated_from_the_models() -> None:
     expected = docgen.reference_markdown()
     assert docgen.REFERENCE_PATH.read_text() == expected, (
-        "docs/reference.md is out of date; run `python -m compiler.docgen`"
+        "docs/reference.md is out of date; run `python -m compiler docs`"
     )
 
 
@@ -75,3 +77,18 @@ def test_readme_names_the_two_setup_commands() -> None:
 def test_example_config_points_editors_at_the_schema() -> None:
     first = (ROOT / "gateway.yaml").read_text().splitlines()[0]
     assert first == "# yaml-language-server: $schema=./schema/gateway.schema.json"
+
+
+def test_docs_command_writes_and_checks_the_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from compiler import cli
+
+    target = tmp_path / "reference.md"
+    monkeypatch.setattr(docgen, "REFERENCE_PATH", target)
+    assert cli.main(["docs", "--check"]) == 1
+    assert "reference.md is out of date" in capsys.readouterr().err
+    assert cli.main(["docs"]) == 0
+    assert target.read_text() == docgen.reference_markdown()
+    assert cli.main(["docs", "--check"]) == 0
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
