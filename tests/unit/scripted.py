@@ -21,6 +21,7 @@ from runtime.adapters import Call, Chunk, Completion, Usage
 from runtime.adapters.base import FlushHook
 from runtime.chat import ChatHandler
 from runtime.config import (
+    SCHEMA_VERSION,
     Budget,
     CandidateRef,
     FallbackPolicy,
@@ -237,7 +238,7 @@ def config(
 ) -> RuntimeConfig:
     """A runtime config of environment `test` with one org, `acme`, allowed every route."""
     return RuntimeConfig(
-        schema_version=1,
+        schema_version=SCHEMA_VERSION,
         config_hash="cfg-hash",
         project="unit",
         environment="test",
