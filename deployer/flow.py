@@ -31,6 +31,7 @@ from deployer.activate import (
 from deployer.bundle import Bundle, DeployError, load_bundle, operator, utcnow
 from deployer.history import HistoryEntry, parse_history
 from deployer.hosts import ConnectionLost, Held, Host, HostError, LocalHost, SSHHost
+from deployer.lock_holder import LockHolder, describe_holder
 from deployer.output import Progress, first_line, table
 from deployer.plan import (
     DeployPlan,
@@ -107,27 +108,19 @@ def _now() -> str:
 # the lock
 
 
-def _holder_text(raw: str | bytes | None) -> str:
-    try:
-        h = json.loads(raw or b"{}")
-        return f"{h['who']} ({h['action']} since {h['since']}, pid {h['pid']})"
-    except (ValueError, KeyError, TypeError):
-        return "another deploy"
-
-
 def take_lock(
-    host: Host, paths: Paths, out: Progress, info: dict[str, Any], wait_s: float
-) -> tuple[Held, dict[str, Any] | None]:
+    host: Host, paths: Paths, out: Progress, info: LockHolder, wait_s: float
+) -> tuple[Held, LockHolder | None]:
     """The environment's deploy lock; a second deploy waits for it or fails naming the holder.
     Returns the lock and the holder file of a deploy that never finished (None if none)."""
-    text = json.dumps(info)
+    text = info.to_json()
     held, output = host.hold(
         cmd.deploy_lock(paths.env_dir, paths.lock, None, paths.holder, text), "locked", timeout=30
     )
     if held is None and output.strip():
         raise DeployError(f"could not take the deploy lock {paths.lock}: {first_line(output)}")
     if held is None:
-        holder = _holder_text(host.read(paths.holder))
+        holder = describe_holder(host.read(paths.holder))
         if wait_s <= 0:
             raise DeployError(
                 f"{paths.compose_project} is locked by {holder}; try again when it has finished "
@@ -144,29 +137,25 @@ def take_lock(
     previous = None
     for line in output.splitlines():
         if line.startswith("previous "):
-            try:
-                doc = json.loads(line[len("previous ") :])
-                previous = doc if isinstance(doc, dict) else None
-            except ValueError:
-                previous = {"who": "unknown", "action": "deploy", "since": "?"}
+            previous = LockHolder.parse(line[len("previous ") :])
     return held, previous
 
 
-def _record_unfinished(host: Host, paths: Paths, previous: dict[str, Any], out: Progress) -> None:
+def _record_unfinished(host: Host, paths: Paths, previous: LockHolder, out: Progress) -> None:
     """History for a deploy that never finished (its connection went, or it was killed)."""
-    entry = {
-        "action": previous.get("action", "deploy"),
-        "release": previous.get("release"),
+    entry: dict[str, object] = {
+        "action": previous.action,
+        "release": previous.release,
         "previous": None,
-        "who": previous.get("who"),
-        "when": previous.get("since"),
+        "who": previous.who,
+        "when": previous.since,
         "result": "interrupted",
         "reason": "it did not finish (its connection to the host was lost, or it was killed); "
         "recorded by the next deploy",
         "services": {},
         "seconds": None,
-        "git_commit": previous.get("git_commit"),
-        "config_hash": previous.get("config_hash"),
+        "git_commit": previous.git_commit,
+        "config_hash": previous.config_hash,
     }
     out.say(
         f"   note: the {entry['action']} by {entry['who']} since {entry['when']} did not finish; "
@@ -397,15 +386,15 @@ class Session:
 
     def lock(self, paths: Paths, bundle: Bundle, release: str | None = None) -> None:
         assert self.host is not None
-        info = {
-            "who": operator(),
-            "action": self.action,
-            "since": _now(),
-            "pid": os.getpid(),
-            "release": release,
-            "git_commit": bundle.git_commit,
-            "config_hash": bundle.manifest.config_hash,
-        }
+        info = LockHolder(
+            who=operator(),
+            action=self.action,
+            since=_now(),
+            pid=os.getpid(),
+            release=release,
+            git_commit=bundle.git_commit,
+            config_hash=bundle.manifest.config_hash,
+        )
         with self.out.step(f"take the deploy lock of {paths.compose_project}"):
             self.held, previous = take_lock(self.host, paths, self.out, info, self.opts.lock_wait_s)
             self.paths = paths
@@ -713,11 +702,11 @@ def unfinished(
     """What an interrupted deploy left, in words (empty: nothing)."""
     notes = []
     if state.lock_holder and state.lock_free is False:
-        notes.append(f"a deploy is running now: {_holder_text(state.lock_holder)}")
+        notes.append(f"a deploy is running now: {describe_holder(state.lock_holder)}")
     elif state.lock_holder:
         notes.append(
-            f"the {_holder_text(state.lock_holder)} did not finish; the next deploy records it and "
-            "converges"
+            f"the {describe_holder(state.lock_holder)} did not finish; "
+            "the next deploy records it and converges"
         )
     stale = [c.name for c in state.gateways() if c.slot != serving_slot] if serving_slot else []
     if stale:
