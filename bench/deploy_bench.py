@@ -46,7 +46,14 @@ sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402  (tests.deploy_env reports a missing prerequisite with pytest.skip)
 
-from tests.deploy_env import DeployProject, DeployResult, Sshd, chat, make_key, require_docker  # noqa: E402
+from tests.deploy_env import (  # noqa: E402
+    DeployProject,
+    DeployResult,
+    Sshd,
+    chat,
+    make_key,
+    require_docker,
+)
 from tests.load import Load, LoadReport  # noqa: E402
 
 ENVS = ("staging", "production")
