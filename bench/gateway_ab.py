@@ -16,26 +16,23 @@ Both checkouts must read the same runtime.json schema version.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from gateway_bench import (
-    ENVIRONMENT,
+    HOST,
     ROOT,
-    UPSTREAM_SECRET,
+    Processes,
     free_port,
     run_wrk,
     runtime_config,
+    start_gateway,
     wait_http,
     wrk_script,
 )
-
-HOST = "127.0.0.1"
 
 
 @dataclass
@@ -51,72 +48,6 @@ class Side:
         return f"http://{HOST}:{self.port}/v1/chat/completions"
 
 
-def start_gateway(
-    side: Side, config: Path, work: Path, procs: list[subprocess.Popen[bytes]]
-) -> None:
-    """Serve `config` from `side.root`'s own runtime/, and create a key in its data dir."""
-    data = work / f"data-{side.name}"
-    env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key", "PYTHONPATH": str(side.root)}
-    env.pop("SWITCHYARD_DATA_DIR", None)
-    log = work / f"gateway-{side.name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "runtime",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(side.port),
-                "--data-dir",
-                str(data),
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            cwd=side.root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    procs.append(proc)
-    wait_http(f"http://{HOST}:{side.port}/readyz", proc, log)
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runtime",
-            "keys",
-            "create",
-            "--env",
-            ENVIRONMENT,
-            "--org",
-            "bench",
-            "--name",
-            "bench",
-            "--data-dir",
-            str(data),
-        ],
-        cwd=side.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    side.key = created.stdout.strip().splitlines()[-1].strip()
-    # The gateway reloads its key cache about once a second.
-    wait_http(
-        f"http://{HOST}:{side.port}/v1/models",
-        proc,
-        log,
-        headers={"authorization": f"Bearer {side.key}"},
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--before", required=True, help="the other checkout (a directory)")
@@ -127,32 +58,36 @@ def main(argv: list[str] | None = None) -> int:
     before = Path(args.before).resolve()
     if not (before / "runtime" / "__main__.py").exists():
         parser.error(f"--before {args.before}: not a Switchyard checkout (no runtime/__main__.py)")
-    procs: list[subprocess.Popen[bytes]] = []
+    procs = Processes()
     with tempfile.TemporaryDirectory(prefix="switchyard-ab-") as tmp:
         work = Path(tmp)
         try:
             mock_port = free_port()
             mock_log = work / "mock.log"
-            with mock_log.open("wb") as out:
-                mock = subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(ROOT / "bench" / "mock_upstream.py"),
-                        "--port",
-                        str(mock_port),
-                        "--delay-ms",
-                        "0",
-                    ],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            procs.append(mock)
+            mock = procs.start(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "mock_upstream.py"),
+                    "--port",
+                    str(mock_port),
+                    "--delay-ms",
+                    "0",
+                ],
+                mock_log,
+            )
             wait_http(f"http://{HOST}:{mock_port}/health", mock, mock_log)
             config = work / "runtime.json"
             config.write_text(runtime_config(mock_port).to_json())
             sides = [Side("before", before, free_port()), Side("after", ROOT, free_port())]
             for side in sides:
-                start_gateway(side, config, work, procs)
+                _, side.key = start_gateway(
+                    procs,
+                    side.root,
+                    config,
+                    side.port,
+                    work / f"data-{side.name}",
+                    work / f"gateway-{side.name}.log",
+                )
             scripts = {
                 (s.name, stream): wrk_script(work / f"{s.name}-{stream}.lua", stream, s.key)
                 for s in sides
@@ -173,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                             raise RuntimeError(f"{s.name}: {result.errors} failed requests")
                         rps[(s.name, stream)].append(result.rps)
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            procs.stop_all()
     print(f"{args.rounds} interleaved rounds of {args.duration:g} s, {args.connections} conn:")
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"

@@ -221,11 +221,15 @@ class Processes:
         self.logs: list[IO[bytes]] = []
 
     def start(
-        self, args: list[str], log: Path, env: dict[str, str] | None = None
+        self,
+        args: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
         out = log.open("wb")
         self.logs.append(out)
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
@@ -275,6 +279,70 @@ def wait_http(
     raise RuntimeError(
         f"{url} did not answer 200 within {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}"
     )
+
+
+def start_gateway(
+    procs: Processes, root: Path, config: Path, port: int, data_dir: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Serve `config` with the runtime/ of checkout `root` (one worker) and create a bench key
+    in `data_dir`; returns the process and the key once the gateway accepts it."""
+    env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key", "PYTHONPATH": str(root)}
+    env.pop("SWITCHYARD_DATA_DIR", None)
+    gateway = procs.start(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        log,
+        env,
+        cwd=root,
+    )
+    wait_http(f"http://{HOST}:{port}/readyz", gateway, log)
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "keys",
+            "create",
+            "--env",
+            ENVIRONMENT,
+            "--org",
+            "bench",
+            "--name",
+            "bench",
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1].strip()
+    # The gateway reloads its key cache about once a second.
+    wait_http(
+        f"http://{HOST}:{port}/v1/models",
+        gateway,
+        log,
+        timeout=10,
+        headers={"authorization": f"Bearer {key}"},
+    )
+    return gateway, key
 
 
 def cpu_seconds(pid: int) -> float:
@@ -505,61 +573,8 @@ def phase(
         config = work / f"runtime-{delay_ms}ms.json"
         config.write_text(runtime_config(mock_port).to_json())
         data_dir = work / f"data-{delay_ms}ms"
-        env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key"}
-        env.pop("SWITCHYARD_DATA_DIR", None)
-        gw_log = work / f"gateway-{delay_ms}ms.log"
-        gateway = procs.start(
-            [
-                sys.executable,
-                "-m",
-                "runtime",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(gw_port),
-                "--data-dir",
-                str(data_dir),
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            gw_log,
-            env,
-        )
-        wait_http(f"http://{HOST}:{gw_port}/readyz", gateway, gw_log)
-        created = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "runtime",
-                "keys",
-                "create",
-                "--env",
-                ENVIRONMENT,
-                "--org",
-                "bench",
-                "--name",
-                "bench",
-                "--data-dir",
-                str(data_dir),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        key = created.stdout.strip().splitlines()[-1].strip()
-        # The gateway reloads its key cache about once a second.
-        wait_http(
-            f"http://{HOST}:{gw_port}/v1/models",
-            gateway,
-            gw_log,
-            timeout=10,
-            headers={"authorization": f"Bearer {key}"},
+        gateway, key = start_gateway(
+            procs, ROOT, config, gw_port, data_dir, work / f"gateway-{delay_ms}ms.log"
         )
         if with_proxy:
             haproxy, proxy_port = start_proxy(procs, work, delay_ms, gw_port)
