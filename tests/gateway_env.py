@@ -86,7 +86,7 @@ def route_config(
     on: list[str] | None = None,
     max_attempts: int = 3,
     cap: float | None = None,
-    weights: list[float] | None = None,
+    weights: list[float | None] | None = None,
     first_byte_timeout_s: float = 1.0,
 ) -> RouteConfig:
     """A route over `cands` ((provider, model) pairs), falling back on every class by default."""

@@ -23,13 +23,10 @@ from runtime.chat import ChatHandler
 from runtime.config import (
     SCHEMA_VERSION,
     Budget,
-    CandidateRef,
-    FallbackPolicy,
     Limits,
     LoggingConfig,
     ModelConfig,
     OrgConfig,
-    Price,
     ProviderConfig,
     RouteConfig,
     RuntimeConfig,
@@ -41,7 +38,8 @@ from runtime.metrics import Metrics
 from runtime.records import RequestRecord
 from runtime.router import Router
 from runtime.services import Services
-from runtime.vocabulary import ERROR_CLASSES
+from runtime.vocabulary import ERROR_CLASSES, Strategy
+from tests.gateway_env import model_config, route_config
 
 # Every error class the runtime knows (the fallback policy may list any of them).
 ALL_CLASSES: frozenset[str] = frozenset(ERROR_CLASSES)
@@ -178,13 +176,8 @@ def model(
     price: tuple[float, float] | None = (1.0, 2.0),
 ) -> ModelConfig:
     """A model named `name` (upstream id `up-<name>`); price in USD per 1M tokens."""
-    return ModelConfig(
-        name=name,
-        upstream=f"up-{name}",
-        context_window=window,
-        max_output_tokens=max_output,
-        capabilities=frozenset(caps),
-        price=None if price is None else Price(*price),
+    return model_config(
+        name, f"up-{name}", list(caps), window=window, price=price, max_out=max_output
     )
 
 
@@ -206,24 +199,22 @@ def route(
     name: str,
     candidates: Sequence[tuple[str, str] | tuple[str, str, float]],
     *,
-    strategy: str = "priority",
+    strategy: Strategy = "priority",
     on: Sequence[str] = tuple(ALL_CLASSES),
     max_attempts: int = 3,
     first_byte_timeout_s: float = 1.0,
     cap: float | None = None,
 ) -> RouteConfig:
     """A route over (provider, model[, weight]) candidates."""
-    return RouteConfig(
-        name=name,
+    return route_config(
+        name,
+        [(c[0], c[1]) for c in candidates],
         strategy=strategy,
-        requires=frozenset(),
-        min_context_window=None,
-        max_cost_per_request_usd=cap,
-        fallback=FallbackPolicy(frozenset(on), max_attempts, first_byte_timeout_s),
-        candidates=tuple(
-            CandidateRef(c[0], c[1], c[2] if len(c) > 2 else None) for c in candidates
-        ),
-        dropped=(),
+        on=list(on),
+        max_attempts=max_attempts,
+        cap=cap,
+        weights=[c[2] if len(c) > 2 else None for c in candidates],
+        first_byte_timeout_s=first_byte_timeout_s,
     )
 
 
