@@ -42,6 +42,15 @@ class UpstreamError(Exception):
         return f"UpstreamError({self.error_class!r}, {self.message!r}, status={self.status})"
 
 
+class Unservable(UpstreamError):
+    """The candidate cannot take this request at all (e.g. `n > 1` on a provider that answers
+    one choice); raised by an adapter before it sends anything. The fallback loop skips the
+    candidate with `message` as the reason, and does not count it as an attempt."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("bad_request", message, code="unsupported_by_candidate")
+
+
 class GatewayError(Exception):
     """An error the client sees: HTTP status plus OpenAI's error body with our own code."""
 

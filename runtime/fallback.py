@@ -11,19 +11,21 @@ response — until then a failure is invisible to the client and the next candid
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from runtime.adapters import AnyChunk, Call, Completion, UpstreamStream
+from runtime.adapters import AnyChunk, Call, Chunk, Completion, UpstreamStream
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
-from runtime.errors import UpstreamError
+from runtime.errors import Unservable, UpstreamError
 from runtime.records import Attempt
-from runtime.router import Candidate, RoutePlan
+from runtime.router import Candidate
 
 T = TypeVar("T")
+log = logging.getLogger("switchyard.fallback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,26 +62,22 @@ class Opened:
 
 async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
     """Non-streamed: the first candidate's Completion that succeeds."""
-    request, request_id = ctx.request, ctx.request_id
 
-    async def attempt(c: Candidate) -> tuple[Candidate, Completion]:
-        return c, await c.adapter.complete(Call(request, c.model, c.credentials or {}, request_id))
+    async def attempt(c: Candidate, call: Call) -> tuple[Candidate, Completion]:
+        return c, await c.adapter.complete(call)
 
-    return await _loop(ctx.plan, ctx.attempts, attempt)
+    return await _loop(ctx, attempt)
 
 
 async def open_stream(ctx: RequestContext) -> Opened:
     """Streamed: the first candidate that delivers a content chunk within the timeout."""
-    request, request_id = ctx.request, ctx.request_id
     timeout = ctx.plan.policy.first_byte_timeout_s
 
-    async def attempt(c: Candidate) -> Opened:
+    async def attempt(c: Candidate, call: Call) -> Opened:
         stream: UpstreamStream | None = None
         deadline = Deadline(timeout)
         try:
-            stream = await c.adapter.open_stream(
-                Call(request, c.model, c.credentials or {}, request_id)
-            )
+            stream = await c.adapter.open_stream(call)
             it = aiter(stream)
             held: list[AnyChunk] = []
             while True:
@@ -91,6 +89,10 @@ async def open_stream(ctx: RequestContext) -> Opened:
                 held.append(chunk)
                 if chunk.content:
                     return Opened(c, stream, held, it)
+                if isinstance(chunk, Chunk) and chunk.reasoning:
+                    # The model is thinking: the timeout is about silence, so it starts over.
+                    deadline.cancel()
+                    deadline = Deadline(timeout)
         except asyncio.CancelledError:
             if stream is not None:
                 await stream.aclose()
@@ -109,7 +111,7 @@ async def open_stream(ctx: RequestContext) -> Opened:
         finally:
             deadline.cancel()
 
-    return await _loop(ctx.plan, ctx.attempts, attempt)
+    return await _loop(ctx, attempt)
 
 
 async def _empty() -> AsyncIterator[AnyChunk]:
@@ -117,10 +119,10 @@ async def _empty() -> AsyncIterator[AnyChunk]:
     yield  # pragma: no cover
 
 
-async def _loop(
-    plan: RoutePlan, attempts: list[Attempt], attempt: Callable[[Candidate], Awaitable[T]]
-) -> T:
+async def _loop(ctx: RequestContext, attempt: Callable[[Candidate, Call], Awaitable[T]]) -> T:
+    plan, attempts, request, request_id = ctx.plan, ctx.attempts, ctx.request, ctx.request_id
     policy = plan.policy
+    unservable: list[AttemptError] = []  # candidates that cannot take this request at all
     floor: int | None = None  # after a context-length error: only larger windows
     errors: list[AttemptError] | None = None  # made on the first failure only
     for c in plan.candidates:
@@ -137,8 +139,27 @@ async def _loop(
             )
             continue
         start = time.perf_counter()
+        call = Call(request, c.model, c.credentials or {}, request_id)
         try:
-            result = await attempt(c)
+            try:
+                result = await attempt(c, call)
+            except (UpstreamError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # An adapter must raise only UpstreamError; a payload it failed to read is the
+                # provider's malformed answer, so it falls back like one (and is logged).
+                log.exception("%s: adapter error (treated as a malformed answer)", c.ref)
+                raise UpstreamError(
+                    "server_error",
+                    f"the answer could not be read ({type(exc).__name__})",
+                    code="upstream_malformed",
+                ) from None
+        except Unservable as err:
+            plan.skipped.append(
+                {"provider": c.provider.id, "model": c.model.name, "reason": err.message}
+            )
+            unservable.append(AttemptError(c, err))
+            continue
         except UpstreamError as err:
             attempts.append(
                 Attempt(
@@ -148,6 +169,7 @@ async def _loop(
                     (time.perf_counter() - start) * 1000,
                     err.status,
                     err.code,
+                    tuple(call.notes),
                 )
             )
             if errors is None:
@@ -159,9 +181,23 @@ async def _loop(
                 floor = max(floor or 0, c.model.context_window)
             continue
         attempts.append(
-            Attempt(c.provider.id, c.model.name, "ok", (time.perf_counter() - start) * 1000)
+            Attempt(
+                c.provider.id,
+                c.model.name,
+                "ok",
+                (time.perf_counter() - start) * 1000,
+                notes=tuple(call.notes),
+            )
         )
         return result
+    if errors is None and unservable:
+        # Every candidate left was skipped: the request asks what none of them can do.
+        reasons = "; ".join(f"{e.candidate.ref}: {e.error.message}" for e in unservable)
+        final = AttemptError(
+            unservable[-1].candidate,
+            UpstreamError("bad_request", reasons, code="unsupported_by_candidate"),
+        )
+        raise AllCandidatesFailed(tuple(unservable), final)
     if errors is None:
         # No candidate was tried (max_attempts below one); kept for completeness.
         final = AttemptError(

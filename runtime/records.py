@@ -73,6 +73,7 @@ class Attempt:
     latency_ms: float
     status: int | None = None
     code: str | None = None
+    notes: tuple[str, ...] = ()  # what the adapter mapped or dropped for this provider
 
     def as_dict(self) -> dict[str, Any]:
         """The attempt as it is stored in the record's `attempts` column."""
@@ -86,6 +87,8 @@ class Attempt:
             d["status"] = self.status
         if self.code is not None and self.code != self.outcome:
             d["code"] = self.code
+        if self.notes:
+            d["notes"] = list(self.notes)
         return d
 
 

@@ -16,6 +16,10 @@ Contract of an adapter (`complete(call)` and `open_stream(call)`):
   the connection breaks, a payload is malformed, or the stream ends WITHOUT the provider's
   proper terminator (OpenAI `data: [DONE]`, Anthropic `message_stop`, Gemini a final candidate
   with `finishReason`); it ends normally only after the terminator;
+- a request the candidate cannot serve at all (a parameter its provider has no way to take)
+  raises `Unservable` (runtime/errors.py) before anything is sent: the gateway skips the
+  candidate with that reason and tries the next one; a parameter it can map or drop is mapped
+  or dropped, with a line in `call.notes`;
 - a chunk's `content` is true when it carries something the client must see as output
   (text, a tool call, a refusal); a role-only or empty chunk is not content. It decides the
   commit point, so it must be exact until the first content chunk; after that an adapter may
@@ -42,10 +46,21 @@ from runtime.config import ModelConfig, ProviderConfig
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts the provider reported."""
+    """Token counts the provider reported, in OpenAI's sense whatever the provider said.
+
+    `input_tokens` counts every prompt token, those read from and written to a cache included
+    (OpenAI's `prompt_tokens`; Anthropic reports the three apart, the adapter adds them up);
+    `output_tokens` every generated token, thinking included (OpenAI's `completion_tokens`;
+    Gemini reports thoughts apart, the adapter adds them). The details are parts of those
+    totals, so a price table can bill each part at its own rate (runtime/config.py `Price`).
+    """
 
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int = 0  # of input_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: written to the cache (Anthropic 5-minute)
+    cache_write_1h_tokens: int = 0  # of input_tokens: written at Anthropic's 1-hour rate
+    reasoning_tokens: int = 0  # of output_tokens: thinking
 
 
 @dataclass(slots=True)
@@ -56,6 +71,9 @@ class Call:
     model: ModelConfig  # the candidate's model; model.upstream is the id to send
     credentials: dict[str, str]  # credential field -> value, e.g. {"api_key": "sk-..."}
     request_id: str
+    # What the adapter changed because the provider cannot take it as sent ("dropped
+    # `logit_bias`: Anthropic has no equivalent"); the attempt's record carries them.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -76,6 +94,9 @@ class Chunk:
     choices: list[dict[str, Any]]  # OpenAI chunk choices: [{index, delta, finish_reason}]
     content: bool
     usage: Usage | None = None  # set on the chunk that reported usage
+    # True when it carries thinking (`delta.reasoning_content`): not content (it does not
+    # commit the response) but upstream progress, so it restarts the first-byte timeout.
+    reasoning: bool = False
 
 
 @dataclass(slots=True)

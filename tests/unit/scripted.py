@@ -31,7 +31,7 @@ from runtime.config import (
     RouteConfig,
     RuntimeConfig,
 )
-from runtime.errors import ErrorClass, UpstreamError
+from runtime.errors import ErrorClass, Unservable, UpstreamError
 from runtime.keys import AuthError, KeyInfo
 from runtime.limits import LimitState
 from runtime.metrics import Metrics
@@ -52,10 +52,32 @@ KEY = KeyInfo("k1", "test", "acme", "ci", 0.0, None, None)
 
 @dataclass(frozen=True)
 class Reply:
-    """A non-streamed answer."""
+    """A non-streamed answer; `notes` are what the adapter says it changed (`call.notes`)."""
 
     text: str = "hello"
     usage: Usage | None = field(default_factory=lambda: Usage(12, 3))
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Unserve:
+    """The candidate cannot take the request at all (`Unservable`, before anything is sent)."""
+
+    reason: str = "cannot take it"
+
+
+@dataclass(frozen=True)
+class Crash:
+    """The adapter fails with a plain exception (a bug reading a malformed answer)."""
+
+    message: str = "list indices must be integers"
+
+
+@dataclass(frozen=True)
+class Think:
+    """A streamed thinking delta (`reasoning_content`): progress, not content."""
+
+    text: str = "hmm"
 
 
 @dataclass(frozen=True)
@@ -85,11 +107,11 @@ class Stream:
     """A streamed answer: a role-only chunk, then `parts` (text deltas, Fail, Stall), then a
     finish chunk and, when `usage` is set, a usage chunk."""
 
-    parts: Sequence[str | Fail | Stall] = ("hel", "lo")
+    parts: Sequence[str | Fail | Stall | Think] = ("hel", "lo")
     usage: Usage | None = field(default_factory=lambda: Usage(12, 2))
 
 
-Step = Reply | Fail | Stall | Stream
+Step = Reply | Fail | Stall | Stream | Unserve | Crash
 
 
 class ScriptedAdapter:
@@ -109,25 +131,33 @@ class ScriptedAdapter:
 
     async def complete(self, call: Call) -> Completion:
         step = self._next(call)
+        _raise_for(step)
         if isinstance(step, Stall):
             await asyncio.sleep(step.seconds)
             raise AssertionError("a stall must be cut by a timeout")
-        if isinstance(step, Fail):
-            raise step.error()
         assert isinstance(step, Reply), f"{step} is not a non-streamed answer"
+        call.notes.extend(step.notes)
         return Completion(
             {"role": "assistant", "content": step.text}, "stop", step.usage, call.model.upstream
         )
 
     async def open_stream(self, call: Call) -> ScriptedStream:
         step = self._next(call)
+        _raise_for(step)
         if isinstance(step, Stall):
             await asyncio.sleep(step.seconds)
             raise AssertionError("a stall must be cut by a timeout")
-        if isinstance(step, Fail):
-            raise step.error()
         assert isinstance(step, Stream), f"{step} is not a streamed answer"
         return ScriptedStream(step, call.model.upstream)
+
+
+def _raise_for(step: Step) -> None:
+    if isinstance(step, Fail):
+        raise step.error()
+    if isinstance(step, Unserve):
+        raise Unservable(step.reason)
+    if isinstance(step, Crash):
+        raise IndexError(step.message)
 
 
 class ScriptedStream:
@@ -149,6 +179,9 @@ class ScriptedStream:
                 raise part.error()
             if isinstance(part, Stall):
                 await asyncio.sleep(part.seconds)
+                continue
+            if isinstance(part, Think):
+                yield Chunk([_choice({"reasoning_content": part.text})], False, reasoning=True)
                 continue
             yield Chunk([_choice({"content": part})], True)
         yield Chunk([_choice({}, "stop")], False)

@@ -13,12 +13,15 @@ from runtime.records import RequestRecord
 from tests.unit.scripted import (
     ALL_CLASSES,
     KEY,
+    Crash,
     Fail,
     Reply,
     ScriptedAdapter,
     Stall,
     Step,
     Stream,
+    Think,
+    Unserve,
     chat,
     config,
     model,
@@ -182,3 +185,77 @@ def test_a_stalled_stream_opening_counts_against_the_first_byte_timeout() -> Non
     )
     assert asyncio.run(open_stream(ctx)).candidate.ref == "b/wide"
     assert outcomes(ctx) == [("a/one", "timeout"), ("b/wide", "ok")]
+
+
+def test_a_candidate_that_cannot_take_the_request_is_skipped_not_tried() -> None:
+    ctx, _ = setup(
+        {"a": {"one": [Unserve("n > 1: one choice only")]}, "b": {"wide": [Reply("from b")]}},
+        on=["rate_limited"],  # the skip does not depend on the fallback policy
+        max_attempts=1,  # nor count as an attempt
+    )
+    cand, result = asyncio.run(complete(ctx))
+    assert (cand.ref, result.message["content"]) == ("b/wide", "from b")
+    assert outcomes(ctx) == [("b/wide", "ok")]
+    assert {"provider": "a", "model": "one", "reason": "n > 1: one choice only"} in (
+        ctx.plan.skipped
+    )
+
+
+def test_when_no_candidate_can_take_the_request_the_reasons_are_a_bad_request() -> None:
+    ctx, _ = setup(
+        {
+            "a": {"one": [Unserve("n > 1: one choice only")]},
+            "b": {"wide": [Unserve("no logprobs")]},
+            "c": {"three": [Unserve("no audio")]},
+        }
+    )
+    with pytest.raises(AllCandidatesFailed) as info:
+        asyncio.run(complete(ctx))
+    assert info.value.error.error_class == "bad_request"
+    assert info.value.error.code == "unsupported_by_candidate"
+    assert "a/one: n > 1: one choice only" in info.value.error.message
+    assert "c/three: no audio" in info.value.error.message
+    assert ctx.attempts == []
+
+
+def test_what_an_adapter_dropped_is_noted_in_the_attempt_trail() -> None:
+    ctx, _ = setup({"a": {"one": [Reply(notes=("dropped `seed`: not supported",))]}})
+    asyncio.run(complete(ctx))
+    assert ctx.attempts[0].as_dict()["notes"] == ["dropped `seed`: not supported"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_adapter_crash_falls_back_as_a_malformed_answer(stream: bool) -> None:
+    answer: Step = Stream(["from b"]) if stream else Reply("from b")
+    ctx, _ = setup({"a": {"one": [Crash()]}, "b": {"wide": [answer]}}, stream=stream)
+    asyncio.run(open_stream(ctx) if stream else complete(ctx))  # type: ignore[arg-type]
+    first = ctx.attempts[0]
+    assert (first.outcome, first.code) == ("server_error", "upstream_malformed")
+    assert outcomes(ctx)[1] == ("b/wide", "ok")
+
+
+def test_thinking_restarts_the_first_byte_timeout() -> None:
+    """The timeout is about silence: a model that keeps thinking is not abandoned."""
+    thinking: list[str | Fail | Stall | Think] = []
+    for _ in range(6):
+        thinking += [Stall(0.04), Think()]
+    ctx, _ = setup(
+        {"a": {"one": [Stream([*thinking, "answer"])]}},
+        stream=True,
+        first_byte_timeout_s=0.1,
+    )
+    opened = asyncio.run(open_stream(ctx))
+    assert opened.candidate.ref == "a/one"
+    assert [c.reasoning for c in opened.held if hasattr(c, "reasoning")].count(True) == 6
+    assert outcomes(ctx) == [("a/one", "ok")]
+
+
+def test_silence_after_thinking_still_times_out() -> None:
+    ctx, _ = setup(
+        {"a": {"one": [Stream([Think(), Stall(1.0), "late"])]}, "b": {"wide": [Stream()]}},
+        stream=True,
+        first_byte_timeout_s=0.1,
+    )
+    opened = asyncio.run(open_stream(ctx))
+    assert opened.candidate.ref == "b/wide"
+    assert ctx.attempts[0].code == "first_byte_timeout"
