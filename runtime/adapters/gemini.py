@@ -4,19 +4,21 @@ Request: OpenAI messages become `contents` (user -> "user", assistant -> "model"
 -> `functionResponse` parts in a "user" turn; consecutive turns of one role merged), system and
 developer messages become `systemInstruction`, sampling options `generationConfig`, tools
 `functionDeclarations`. The API key travels in the `x-goog-api-key` header, never in the URL,
-so it cannot end up in an access log.
+so it cannot end up in an access log. What Gemini cannot take as sent is mapped, dropped with a
+note, or makes the candidate `Unservable` — each rule is in docs/runtime.md, "Gemini".
 
-JSON schemas (tool parameters, `response_format.json_schema`) are reduced to the OpenAPI
-subset Gemini's `Schema` accepts: local `$ref`s are inlined, `type: [X, "null"]` becomes
-`type: X, nullable: true`, `const` becomes a one-value `enum`, and every other key outside
-`_SCHEMA_KEYS` is dropped — notably `additionalProperties`, `$schema`, `$id`, `$defs`,
-`definitions`, `strict`, `examples`, `patternProperties`, `oneOf`/`allOf`/`not`.
+JSON schemas (tool parameters, `response_format.json_schema`) go out as JSON Schema in
+`parametersJsonSchema` / `responseJsonSchema` (runtime/adapters/gemini_schema.py).
 
-Gemini 3 models attach a `thoughtSignature` to function calls and refuse a replayed call
-without it. A response's signature rides on its OpenAI tool call as
-`extra_content.google.thought_signature` (the convention of Google's own OpenAI-compatible
-endpoint) and is sent back from there; a Gemini 3+ history call that lost it gets Google's
-documented `skip_thought_signature_validator` sentinel on the turn's first call instead.
+Tool calls keep one id from end to end: Gemini's own `functionCall.id` when it sent one, else a
+minted `call_<random hex>` (unique across turns, so a conversation that falls back to another
+provider never repeats an id); on the next turn the ids go back as `functionCall.id` /
+`functionResponse.id`. Gemini 3 models attach a `thoughtSignature` to function calls and refuse
+a replayed call without it: it rides on the OpenAI tool call as
+`extra_content.google.thought_signature` (the shape of Google's own OpenAI-compatible endpoint)
+and is sent back from there; a Gemini 3+ history call that lost it gets Google's documented
+`skip_thought_signature_validator` sentinel on the turn's first call instead. Thought parts
+(`thought: true`) reach the client as `reasoning_content`, never as `content`.
 
 Streaming uses `:streamGenerateContent?alt=sse`; each event is a whole GenerateContentResponse.
 Gemini has no end-of-stream event: the stream is complete once a candidate carried a
@@ -27,61 +29,82 @@ from __future__ import annotations
 
 import mimetypes
 import re
+import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
 
 from runtime.adapters import http
 from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.gemini_schema import to_gemini
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
-from runtime.errors import ErrorClass, UpstreamError
+from runtime.errors import ErrorClass, Unservable, UpstreamError
 from runtime.vocabulary import DEFAULT_BASE_URLS
 
 DEFAULT_BASE_URL = DEFAULT_BASE_URLS["gemini"]
 
+# google-genai `FinishReason`: how each documented value reaches the client. The reasons in
+# _FAILED mean the model produced no usable answer: an `upstream_malformed` server error, so the
+# chain falls back before the commit and a stream ends with an error event after it.
 _FINISH = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
+    "CONTINUATION": "length",
     "SAFETY": "content_filter",
     "RECITATION": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
+    "LANGUAGE": "content_filter",
     "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "IMAGE_RECITATION": "content_filter",
+    "MODEL_ARMOR": "content_filter",
+    "ESCALATION": "content_filter",
 }
-_TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-_SCHEMA_KEYS = frozenset(
+_FAILED = frozenset(
     {
-        "type",
-        "format",
-        "title",
-        "description",
-        "nullable",
-        "enum",
-        "items",
-        "minItems",
-        "maxItems",
-        "properties",
-        "required",
-        "minProperties",
-        "maxProperties",
-        "minLength",
-        "maxLength",
-        "pattern",
-        "example",
-        "anyOf",
-        "propertyOrdering",
-        "default",
-        "minimum",
-        "maximum",
+        "MALFORMED_FUNCTION_CALL",
+        "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS",
+        "MISSING_THOUGHT_SIGNATURE",
+        "MALFORMED_RESPONSE",
+        "PUP_LIMITED_DISABLED",
+        "IMAGE_OTHER",
+        "NO_IMAGE",
     }
 )
+# OTHER, FINISH_REASON_UNSPECIFIED and any value newer than this table: "stop" when the
+# candidate carried an answer, a failure (as _FAILED) when it carried nothing.
+_TOOL_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 _CONTEXT_HINTS = ("exceeds the maximum number of tokens", "input token count")
 _SKIP_SIGNATURE = "skip_thought_signature_validator"
 _MAJOR_VERSION = re.compile(r"gemini-(\d+)")
 _DATA_URL = re.compile(r"data:([^;,]+)?(?:;[^,]*)?;base64,(.*)", re.DOTALL)
+MAX_CANDIDATES = 8  # GenerationConfig.candidateCount
+MAX_STOP_SEQUENCES = 5  # GenerationConfig.stopSequences
+# reasoning_effort -> thinkingBudget (Gemini 2.5), as Google's OpenAI-compatible endpoint maps
+# it (https://ai.google.dev/gemini-api/docs/openai#thinking): low 1K, medium 8K, high 24K.
+THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 1024,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 24576,
+}
+# reasoning_effort -> thinkingLevel (Gemini 3 and later; google-genai `ThinkingLevel`).
+THINKING_LEVELS = {
+    "none": "MINIMAL",
+    "minimal": "MINIMAL",
+    "low": "LOW",
+    "medium": "MEDIUM",
+    "high": "HIGH",
+    "xhigh": "XHIGH",
+}
 
 
 class GeminiAdapter:
@@ -110,7 +133,9 @@ class GeminiAdapter:
             "x-goog-api-key": call.credentials.get("api_key", ""),
         }
         try:
-            payload = build_request(call.request, upstream)
+            payload = build_request(
+                call.request, upstream, call.notes, "reasoning" in call.model.capabilities
+            )
         except (AttributeError, TypeError, ValueError) as exc:  # a request of the wrong shape
             raise _bad(f"malformed request ({type(exc).__name__}: {exc})") from None
         body = orjson.dumps(payload)
@@ -127,10 +152,19 @@ class GeminiAdapter:
 # --- request ---------------------------------------------------------------------------------
 
 
-def build_request(req: dict[str, Any], upstream: str = "") -> dict[str, Any]:
-    """The GenerateContentRequest body for an OpenAI chat-completions body (to model `upstream`)."""
-    version = _MAJOR_VERSION.search(upstream)
-    needs_signature = version is not None and int(version.group(1)) >= 3
+def build_request(
+    req: dict[str, Any],
+    upstream: str = "",
+    notes: list[str] | None = None,
+    reasoning: bool = True,
+) -> dict[str, Any]:
+    """The GenerateContentRequest body for an OpenAI chat-completions body (to model `upstream`).
+
+    What is mapped or dropped is appended to `notes`; `reasoning` says whether the model takes
+    thinking settings. Raises `Unservable` when Gemini cannot take the request at all.
+    """
+    notes = [] if notes is None else notes
+    version = _major(upstream)
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     tool_names: dict[str, str] = {}  # tool_call id -> function name, for the tool results
@@ -140,52 +174,81 @@ def build_request(req: dict[str, Any], upstream: str = "") -> dict[str, Any]:
         role = msg.get("role")
         if role in ("system", "developer"):
             system.extend(_parts(msg.get("content")))
-            continue
-        if role == "user":
+        elif role == "user":
             _append(contents, "user", _parts(msg.get("content")))
         elif role == "assistant":
+            # reasoning_content / thinking_blocks (another provider's thinking) are not read:
+            # Gemini cannot take them back.
             parts = _parts(msg.get("content"))
             for i, tc in enumerate(msg.get("tool_calls") or []):
-                fn = tc.get("function") or {}
-                tool_names[str(tc.get("id"))] = fn.get("name", "")
-                part: dict[str, Any] = {
-                    "functionCall": {
-                        "name": fn.get("name", ""),
-                        "args": _arguments(fn.get("arguments")),
-                    }
-                }
-                signature = ((tc.get("extra_content") or {}).get("google") or {}).get(
-                    "thought_signature"
-                )
-                if signature or (needs_signature and i == 0):
-                    part["thoughtSignature"] = signature or _SKIP_SIGNATURE
-                parts.append(part)
+                parts.append(_call_part(tc, i, version >= 3, tool_names))
             _append(contents, "model", parts)
         elif role in ("tool", "function"):
-            name = tool_names.get(str(msg.get("tool_call_id"))) or msg.get("name")
+            call_id = msg.get("tool_call_id")
+            name = tool_names.get(str(call_id)) or msg.get("name")
             if not name:
-                raise _bad(
-                    f"tool message refers to an unknown tool_call_id {msg.get('tool_call_id')!r}"
-                )
-            result = {"name": name, "response": {"content": _tool_content(msg.get("content"))}}
+                raise _bad(f"tool message refers to an unknown tool_call_id {call_id!r}")
+            result: dict[str, Any] = {
+                "name": name,
+                "response": {"content": _tool_content(msg.get("content"))},
+            }
+            if isinstance(call_id, str) and call_id:
+                result = {"id": call_id, **result}
             _append(contents, "user", [{"functionResponse": result}])
         else:
             raise _bad(f"unsupported message role {role!r}")
     body: dict[str, Any] = {"contents": contents}
-    if system:
+    if system and not contents:
+        # Gemini needs at least one content: the system text becomes the user turn.
+        body["contents"] = [{"role": "user", "parts": system}]
+        notes.append("sent the system-only prompt as the user turn: Gemini needs a user turn")
+    elif system:
         body["systemInstruction"] = {"parts": system}
-    config = _generation_config(req)
+    config = _generation_config(req, version, notes, reasoning)
     if config:
         body["generationConfig"] = config
     tools = [
-        _declaration(t) for t in req.get("tools") or [] if t.get("type", "function") == "function"
+        _declaration(t, notes)
+        for t in req.get("tools") or []
+        if t.get("type", "function") == "function"
     ]
     if tools:
         body["tools"] = [{"functionDeclarations": tools}]
+    if req.get("parallel_tool_calls") is False:
+        notes.append("dropped `parallel_tool_calls`: Gemini has no switch for parallel calls")
     tool_config = _tool_config(req.get("tool_choice"))
     if tool_config is not None:
         body["toolConfig"] = tool_config
     return body
+
+
+def _major(upstream: str) -> int:
+    version = _MAJOR_VERSION.search(upstream)
+    return int(version.group(1)) if version is not None else 0
+
+
+def _call_part(
+    tc: Any, position: int, needs_signature: bool, tool_names: dict[str, str]
+) -> dict[str, Any]:
+    """One assistant tool call as a `functionCall` part (id and thought signature kept)."""
+    if not isinstance(tc, dict):
+        raise _bad("each tool call must be an object")
+    fn = tc.get("function") or {}
+    name = fn.get("name", "")
+    call: dict[str, Any] = {"name": name, "args": _arguments(fn.get("arguments"))}
+    call_id = tc.get("id")
+    if isinstance(call_id, str) and call_id:
+        tool_names[call_id] = name
+        call = {"id": call_id, **call}
+    part: dict[str, Any] = {"functionCall": call}
+    extra = tc.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if isinstance(signature, str) and signature:
+        part["thoughtSignature"] = signature
+    elif needs_signature and position == 0:
+        part["thoughtSignature"] = _SKIP_SIGNATURE
+    return part
 
 
 def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
@@ -251,9 +314,12 @@ def _arguments(raw: Any) -> Any:
     if not raw:
         return {}
     try:
-        return orjson.loads(raw)
+        args = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise _bad("assistant tool_call arguments are not valid JSON") from None
+    if not isinstance(args, dict):
+        raise _bad("assistant tool_call arguments must be a JSON object")
+    return args
 
 
 def _tool_content(content: Any) -> Any:
@@ -267,44 +333,87 @@ def _tool_content(content: Any) -> Any:
     return content
 
 
-def _generation_config(req: dict[str, Any]) -> dict[str, Any]:
+def _generation_config(
+    req: dict[str, Any], version: int, notes: list[str], reasoning: bool
+) -> dict[str, Any]:
     cfg: dict[str, Any] = {}
     for src, dst in (
         ("temperature", "temperature"),
         ("top_p", "topP"),
-        ("n", "candidateCount"),
         ("presence_penalty", "presencePenalty"),
         ("frequency_penalty", "frequencyPenalty"),
         ("seed", "seed"),
     ):
         if req.get(src) is not None:
             cfg[dst] = req[src]
+    n = req.get("n")
+    if n is not None:
+        if isinstance(n, int) and n > MAX_CANDIDATES:
+            raise Unservable(f"Gemini answers at most {MAX_CANDIDATES} candidates (n={n})")
+        cfg["candidateCount"] = n
     max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
     if max_tokens is not None:
         cfg["maxOutputTokens"] = max_tokens
     stop = req.get("stop")
     if stop:
-        cfg["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+        stops = [stop] if isinstance(stop, str) else list(stop)
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise Unservable(
+                f"Gemini takes at most {MAX_STOP_SEQUENCES} stop sequences ({len(stops)} sent)"
+            )
+        cfg["stopSequences"] = stops
+    if req.get("logprobs"):
+        cfg["responseLogprobs"] = True
+        if req.get("top_logprobs"):
+            cfg["logprobs"] = req["top_logprobs"]
     fmt = req.get("response_format") or {}
     if fmt.get("type") == "json_object":
         cfg["responseMimeType"] = "application/json"
     elif fmt.get("type") == "json_schema":
         cfg["responseMimeType"] = "application/json"
-        schema = (fmt.get("json_schema") or {}).get("schema")
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema")
         if isinstance(schema, dict):
-            cfg["responseSchema"] = clean_schema(schema)
+            where = f"response_format `{spec.get('name', '')}`"
+            cfg["responseJsonSchema"] = to_gemini(schema, spec.get("strict") is True, where, notes)
+    thinking = _thinking(req.get("reasoning_effort"), version, notes, reasoning)
+    if thinking is not None:
+        cfg["thinkingConfig"] = thinking
     return cfg
 
 
-def _declaration(tool: dict[str, Any]) -> dict[str, Any]:
+def _thinking(
+    effort: Any, version: int, notes: list[str], reasoning: bool
+) -> dict[str, Any] | None:
+    """`reasoning_effort` as Gemini's thinkingConfig (see THINKING_BUDGETS, THINKING_LEVELS)."""
+    if effort is None:
+        return None
+    if not reasoning:
+        notes.append("dropped `reasoning_effort`: the model is not marked `reasoning`")
+        return None
+    if effort not in THINKING_BUDGETS:
+        raise _bad(f"unsupported reasoning_effort {effort!r}")
+    config: dict[str, Any] = {"includeThoughts": effort != "none"}
+    if version >= 3:
+        config["thinkingLevel"] = THINKING_LEVELS[effort]
+        if effort == "none":
+            notes.append("mapped `reasoning_effort: none` to thinkingLevel MINIMAL: Gemini 3 "
+                         "models always think")  # fmt: skip
+    else:
+        config["thinkingBudget"] = THINKING_BUDGETS[effort]
+    return config
+
+
+def _declaration(tool: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     fn = tool.get("function") or {}
     decl: dict[str, Any] = {"name": fn.get("name", "")}
     if fn.get("description"):
         decl["description"] = fn["description"]
     params = fn.get("parameters")
-    # Gemini rejects an OBJECT schema with no properties: a no-argument tool omits parameters.
-    if isinstance(params, dict) and params.get("properties"):
-        decl["parameters"] = clean_schema(params)
+    # A no-argument tool omits its parameters (Gemini refuses an object without properties).
+    if isinstance(params, dict) and (params.get("properties") or params.get("$ref")):
+        where = f"tool `{decl['name']}`"
+        decl["parametersJsonSchema"] = to_gemini(params, fn.get("strict") is True, where, notes)
     return decl
 
 
@@ -321,47 +430,11 @@ def _tool_config(choice: Any) -> dict[str, Any] | None:
     return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
 
 
-def clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A JSON Schema reduced to what Gemini's `Schema` accepts (see the module docstring)."""
-    defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
-    cleaned: dict[str, Any] = _clean(schema, defs, 0)
-    return cleaned
-
-
-def _clean(node: Any, defs: dict[str, Any], depth: int) -> Any:
-    if depth > 32:
-        raise _bad("JSON schema nests too deeply (or its $refs are recursive) for Gemini")
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref")
-    if isinstance(ref, str):
-        target = defs.get(ref.rsplit("/", 1)[-1])
-        if target is None:
-            raise _bad(f"JSON schema $ref {ref!r} cannot be resolved")
-        return _clean({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs, depth + 1)
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "const":
-            out["enum"] = [value]
-        elif key == "type" and isinstance(value, list):
-            kinds = [k for k in value if k != "null"]
-            out["type"] = kinds[0] if kinds else "null"
-            if "null" in value:
-                out["nullable"] = True
-        elif key == "properties" and isinstance(value, dict):
-            out[key] = {name: _clean(sub, defs, depth + 1) for name, sub in value.items()}
-        elif key in ("items", "anyOf"):
-            out[key] = (
-                [_clean(s, defs, depth + 1) for s in value]
-                if isinstance(value, list)
-                else _clean(value, defs, depth + 1)
-            )
-        elif key in _SCHEMA_KEYS:
-            out[key] = value
-    return out
-
-
 # --- response --------------------------------------------------------------------------------
+
+
+def _malformed(message: str) -> UpstreamError:
+    return UpstreamError("server_error", message, code="upstream_malformed")
 
 
 def parse_response(doc: Any) -> Completion:
@@ -369,87 +442,184 @@ def parse_response(doc: Any) -> Completion:
     if isinstance(doc, list) and len(doc) == 1:
         doc = doc[0]
     if not isinstance(doc, dict):
-        raise UpstreamError(
-            "server_error", "response is not a JSON object", code="upstream_malformed"
-        )
+        raise _malformed("response is not a JSON object")
     candidates = doc.get("candidates")
     if not candidates:
         _raise_blocked(doc)
-        raise UpstreamError("server_error", "response has no candidates", code="upstream_malformed")
+        raise _malformed("response has no candidates")
     if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
-        raise UpstreamError(
-            "server_error", "response candidates are malformed", code="upstream_malformed"
-        )
+        raise _malformed("response candidates are malformed")
+    usage = _usage(doc.get("usageMetadata"))
     choices = [_choice(i, c) for i, c in enumerate(candidates)]
-    extra: dict[str, Any] = {"choices": choices} if len(choices) > 1 else {}
-    if doc.get("responseId"):
+    extra: dict[str, Any] = {}
+    if len(choices) > 1 or any(c["logprobs"] is not None for c in choices):
+        extra["choices"] = choices
+    if isinstance(doc.get("responseId"), str):
         extra["response_id"] = doc["responseId"]
+    model = doc.get("modelVersion")
     return Completion(
         message=choices[0]["message"],
         finish_reason=choices[0]["finish_reason"],
-        usage=_usage(doc.get("usageMetadata")),
-        model=doc.get("modelVersion"),
+        usage=usage,
+        model=model if isinstance(model, str) else None,
         extra=extra,
     )
 
 
+@dataclass(slots=True)
+class _Parts:
+    """A candidate's parts, sorted: answer text, thought text, function-call parts."""
+
+    texts: list[str] = field(default_factory=list)
+    thoughts: list[str] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_parts(candidate: dict[str, Any]) -> _Parts:
+    """The parts of `candidate`; a part of the wrong shape is `upstream_malformed`. Parts with
+    nothing OpenAI's format can carry (executable code, inline media) are left out."""
+    out = _Parts()
+    content = candidate.get("content")
+    if content is None:
+        return out
+    if not isinstance(content, dict):
+        raise _malformed("candidate content is not an object")
+    parts = content.get("parts")
+    if parts is None:
+        return out
+    if not isinstance(parts, list):
+        raise _malformed("candidate parts are not a list")
+    for part in parts:
+        if not isinstance(part, dict):
+            raise _malformed("a candidate part is not an object")
+        text = part.get("text")
+        fc = part.get("functionCall")
+        if text is not None:
+            if not isinstance(text, str):
+                raise _malformed("a text part is not a string")
+            (out.thoughts if part.get("thought") is True else out.texts).append(text)
+        elif fc is not None:
+            if (
+                not isinstance(fc, dict)
+                or not isinstance(fc.get("name"), str)
+                or not isinstance(fc.get("args", {}), dict | None)
+            ):
+                raise _malformed("a functionCall part is malformed")
+            out.calls.append(part)
+    return out
+
+
 def _choice(index: int, candidate: dict[str, Any]) -> dict[str, Any]:
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for part in _parts_of(candidate):
-        if isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif isinstance(part.get("functionCall"), dict):
-            calls.append(_tool_call(part, len(calls)))
+    parts = _read_parts(candidate)
+    calls = [_tool_call(p) for p in parts.calls]
+    answered = bool(parts.texts or calls)
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": "".join(texts) if texts or not calls else None,
+        "content": "".join(parts.texts) if parts.texts or not calls else None,
     }
+    if parts.thoughts:
+        message["reasoning_content"] = "".join(parts.thoughts)
     if calls:
         message["tool_calls"] = calls
     return {
         "index": index,
         "message": message,
-        "finish_reason": _finish(candidate.get("finishReason"), bool(calls)),
+        "logprobs": _logprobs(candidate.get("logprobsResult")),
+        "finish_reason": _finish(candidate.get("finishReason"), bool(calls), answered),
     }
 
 
-def _tool_call(part: dict[str, Any], n: int) -> dict[str, Any]:
+def _tool_call(part: dict[str, Any]) -> dict[str, Any]:
     fc = part["functionCall"]
     args = orjson.dumps(fc.get("args") or {}).decode()
-    call_id = fc.get("id") or f"call_{n}"
-    out = {
-        "id": call_id,
+    call_id = fc.get("id")
+    out: dict[str, Any] = {
+        "id": call_id if isinstance(call_id, str) and call_id else mint_call_id(),
         "type": "function",
-        "function": {"name": fc.get("name", ""), "arguments": args},
+        "function": {"name": fc["name"], "arguments": args},
     }
-    if part.get("thoughtSignature"):
-        out["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+    signature = part.get("thoughtSignature")
+    if isinstance(signature, str) and signature:
+        out["extra_content"] = {"google": {"thought_signature": signature}}
     return out
 
 
-def _parts_of(candidate: dict[str, Any]) -> list[dict[str, Any]]:
-    """The candidate's answer parts: thoughts and anything malformed left out."""
-    content = candidate.get("content")
-    parts = content.get("parts") if isinstance(content, dict) else None
-    if not isinstance(parts, list):
-        return []
-    return [p for p in parts if isinstance(p, dict) and not p.get("thought")]
+def mint_call_id() -> str:
+    """A tool-call id for a Gemini call that came without one: unique across turns."""
+    return "call_" + secrets.token_hex(12)
 
 
-def _finish(reason: Any, has_calls: bool) -> str | None:
+def _finish(reason: Any, has_calls: bool, answered: bool) -> str | None:
+    """The OpenAI finish_reason for a Gemini one (None: not finished); raises for a failure."""
     if reason is None:
         return None
-    if has_calls:
+    reason = str(reason)
+    if reason in _FAILED or (reason not in _FINISH and not answered):
+        raise _malformed(f"Gemini ended the answer with finishReason {reason}")
+    if has_calls and reason == "STOP":
         return "tool_calls"
-    return _FINISH.get(str(reason), "stop")
+    return _FINISH.get(reason, "stop")
+
+
+def _logprobs(result: Any) -> dict[str, Any] | None:
+    """Gemini's `logprobsResult` in OpenAI's `choices[].logprobs` shape."""
+    if result is None:
+        return None
+    if not isinstance(result, dict):
+        raise _malformed("logprobsResult is not an object")
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+    if not isinstance(chosen, list) or not isinstance(tops, list):
+        raise _malformed("logprobsResult is malformed")
+    content = []
+    for i, token in enumerate(chosen):
+        top = tops[i].get("candidates") if i < len(tops) and isinstance(tops[i], dict) else []
+        entry = _token_logprob(token)
+        entry["top_logprobs"] = [_token_logprob(t) for t in top or []]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def _token_logprob(token: Any) -> dict[str, Any]:
+    if not isinstance(token, dict):
+        raise _malformed("a logprobs candidate is not an object")
+    text = token.get("token", "")
+    logprob = token.get("logProbability", 0.0)
+    if not isinstance(text, str) or not _is_number(logprob):
+        raise _malformed("a logprobs candidate is malformed")
+    return {"token": text, "logprob": float(logprob), "bytes": list(text.encode())}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(meta: dict[str, Any], key: str) -> int:
+    value = meta.get(key, 0)
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _malformed(f"usageMetadata.{key} is not a token count")
+    return value
 
 
 def _usage(meta: Any) -> Usage | None:
-    if not isinstance(meta, dict) or "promptTokenCount" not in meta:
+    """OpenAI-sense usage from `usageMetadata`: thoughts are output (Gemini counts them apart
+    from candidatesTokenCount), tool-use prompt tokens are input (apart from promptTokenCount,
+    which already includes the cached tokens)."""
+    if meta is None:
         return None
-    output = int(meta.get("candidatesTokenCount") or 0) + int(meta.get("thoughtsTokenCount") or 0)
-    return Usage(int(meta.get("promptTokenCount") or 0), output)
+    if not isinstance(meta, dict):
+        raise _malformed("usageMetadata is not an object")
+    if "promptTokenCount" not in meta:
+        return None
+    thoughts = _count(meta, "thoughtsTokenCount")
+    return Usage(
+        input_tokens=_count(meta, "promptTokenCount") + _count(meta, "toolUsePromptTokenCount"),
+        output_tokens=_count(meta, "candidatesTokenCount") + thoughts,
+        cached_input_tokens=_count(meta, "cachedContentTokenCount"),
+        reasoning_tokens=thoughts,
+    )
 
 
 def _raise_blocked(doc: dict[str, Any]) -> None:
@@ -482,31 +652,29 @@ class GeminiStream:
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         finished = False
         started = False
-        calls: dict[int, int] = {}  # candidate index -> tool calls seen so far
+        state = _StreamState()
         try:
             async for _event, data in http.iter_sse(self.resp):
                 doc = http.loads(data)
                 if isinstance(doc, list) and len(doc) == 1:
                     doc = doc[0]
                 if not isinstance(doc, dict):
-                    raise UpstreamError(
-                        "server_error", "stream payload is not an object", code="upstream_malformed"
-                    )
+                    raise _malformed("stream payload is not an object")
                 if "error" in doc:
                     err = doc["error"]
                     code = err.get("code") if isinstance(err, dict) else None
                     mapped = map_error(code if isinstance(code, int) else 500, doc, None)
                     mapped.code = "stream_error_event"
                     raise mapped
-                if self.model is None:
-                    self.model = doc.get("modelVersion")
+                if self.model is None and isinstance(doc.get("modelVersion"), str):
+                    self.model = doc["modelVersion"]
                 usage = _usage(doc.get("usageMetadata"))
                 if usage is not None:
                     self.usage = usage
                 candidates = doc.get("candidates") or []
                 if not candidates and not started:
                     _raise_blocked(doc)
-                choices, final = _deltas(candidates, calls)
+                choices, final = state.deltas(candidates)
                 finished = finished or final
                 if not started and choices:
                     started = True
@@ -521,6 +689,7 @@ class GeminiStream:
                         choices=choices,
                         content=any(_has_content(c) for c in choices),
                         usage=usage if finished else None,
+                        reasoning=any("reasoning_content" in c["delta"] for c in choices),
                     )
         except UpstreamError as exc:
             # A connection dropped after the final candidate lost nothing the client needs.
@@ -536,39 +705,47 @@ class GeminiStream:
         self.resp.release()
 
 
-def _deltas(candidates: Any, calls: dict[int, int]) -> tuple[list[dict[str, Any]], bool]:
-    if not isinstance(candidates, list):
-        raise UpstreamError(
-            "server_error", "stream candidates are malformed", code="upstream_malformed"
-        )
-    out: list[dict[str, Any]] = []
-    final = False
-    for pos, cand in enumerate(candidates):
-        if not isinstance(cand, dict):
-            raise UpstreamError(
-                "server_error", "stream candidate is malformed", code="upstream_malformed"
+@dataclass(slots=True)
+class _StreamState:
+    """Per candidate index: tool calls seen so far, and whether it carried an answer."""
+
+    calls: dict[int, int] = field(default_factory=dict)
+    answered: set[int] = field(default_factory=set)
+
+    def deltas(self, candidates: Any) -> tuple[list[dict[str, Any]], bool]:
+        if not isinstance(candidates, list):
+            raise _malformed("stream candidates are malformed")
+        out: list[dict[str, Any]] = []
+        final = False
+        for pos, cand in enumerate(candidates):
+            if not isinstance(cand, dict):
+                raise _malformed("stream candidate is malformed")
+            index = cand.get("index", pos)
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise _malformed("stream candidate index is malformed")
+            parts = _read_parts(cand)
+            delta: dict[str, Any] = {}
+            if parts.thoughts:
+                delta["reasoning_content"] = "".join(parts.thoughts)
+            if parts.texts:
+                delta["content"] = "".join(parts.texts)
+            for part in parts.calls:
+                n = self.calls.get(index, 0)
+                self.calls[index] = n + 1
+                delta.setdefault("tool_calls", []).append({"index": n, **_tool_call(part)})
+            if any(parts.texts) or parts.calls:
+                self.answered.add(index)
+            finish = _finish(
+                cand.get("finishReason"), self.calls.get(index, 0) > 0, index in self.answered
             )
-        index = cand.get("index", pos)
-        if not isinstance(index, int):
-            raise UpstreamError(
-                "server_error", "stream candidate index is malformed", code="upstream_malformed"
-            )
-        delta: dict[str, Any] = {}
-        texts: list[str] = []
-        for part in _parts_of(cand):
-            if isinstance(part.get("text"), str):
-                texts.append(part["text"])
-            elif isinstance(part.get("functionCall"), dict):
-                n = calls.get(index, 0)
-                calls[index] = n + 1
-                delta.setdefault("tool_calls", []).append({"index": n, **_tool_call(part, n)})
-        if texts:
-            delta["content"] = "".join(texts)
-        finish = _finish(cand.get("finishReason"), calls.get(index, 0) > 0)
-        final = final or finish is not None
-        if delta or finish is not None:
-            out.append({"index": index, "delta": delta, "finish_reason": finish})
-    return out, final
+            final = final or finish is not None
+            logprobs = _logprobs(cand.get("logprobsResult"))
+            if delta or finish is not None:
+                choice = {"index": index, "delta": delta, "finish_reason": finish}
+                if logprobs is not None:
+                    choice["logprobs"] = logprobs
+                out.append(choice)
+        return out, final
 
 
 def _has_content(choice: dict[str, Any]) -> bool:

@@ -14,7 +14,6 @@ from runtime.adapters.gemini import (
     GeminiAdapter,
     GeminiStream,
     build_request,
-    clean_schema,
     map_error,
     parse_response,
 )
@@ -28,6 +27,7 @@ from tests.fakes.gemini_fake import (
     OVERLOADED_MESSAGE,
     RETRY_DELAY_S,
     gemini_fake,
+    signature_for,
 )
 
 UPSTREAM = "gemini-2.0-flash"
@@ -218,7 +218,15 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
         },
         {
             "role": "model",
-            "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}],
+            "parts": [
+                {
+                    "functionCall": {
+                        "id": "call_abc",
+                        "name": "get_weather",
+                        "args": {"city": "Paris"},
+                    }
+                }
+            ],
         },
         # the tool result and the next user message are one user turn
         {
@@ -226,6 +234,7 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
             "parts": [
                 {
                     "functionResponse": {
+                        "id": "call_abc",
                         "name": "get_weather",
                         "response": {"content": {"temp_c": 21}},
                     }
@@ -241,10 +250,11 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
         "stopSequences": ["END"],
         "candidateCount": 1,
         "responseMimeType": "application/json",
-        "responseSchema": {
+        "responseJsonSchema": {
             "type": "object",
-            "properties": {"temp": {"type": "number", "nullable": True}},
+            "properties": {"temp": {"type": ["number", "null"]}},
             "required": ["temp"],
+            "additionalProperties": False,
         },
     }
     assert body["tools"] == [
@@ -253,10 +263,11 @@ def test_request_is_mapped_to_generate_content(fake: FakeProvider) -> None:
                 {
                     "name": "get_weather",
                     "description": "Current weather",
-                    "parameters": {
+                    "parametersJsonSchema": {
                         "type": "object",
                         "properties": {"city": {"type": "string"}},
                         "required": ["city"],
+                        "additionalProperties": False,
                     },
                 }
             ]
@@ -322,7 +333,15 @@ def test_tool_result_that_is_not_json_is_sent_as_a_string(fake: FakeProvider) ->
     last = fake.requests[-1].body["contents"][-1]
     assert last == {
         "role": "user",
-        "parts": [{"functionResponse": {"name": "get_weather", "response": {"content": "sunny"}}}],
+        "parts": [
+            {
+                "functionResponse": {
+                    "id": "c1",
+                    "name": "get_weather",
+                    "response": {"content": "sunny"},
+                }
+            }
+        ],
     }
 
 
@@ -338,7 +357,9 @@ def test_untranslatable_request_is_bad_request_without_a_call(fake: FakeProvider
     assert fake.requests == []
 
 
-def test_schema_cleaning_inlines_refs_and_drops_unsupported_keys() -> None:
+def test_tool_schema_goes_out_as_json_schema_with_annotations_dropped(
+    fake: FakeProvider,
+) -> None:
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -348,17 +369,25 @@ def test_schema_cleaning_inlines_refs_and_drops_unsupported_keys() -> None:
             "kind": {"const": "weather"},
             "tags": {"type": "array", "items": {"type": "string", "examples": ["a"]}},
         },
+        "required": ["unit"],
         "additionalProperties": False,
         "strict": True,
     }
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": schema}}
 
-    assert clean_schema(schema) == {
+    complete(fake, {**HELLO, "tools": [tool]})
+
+    decl = fake.requests[-1].body["tools"][0]["functionDeclarations"][0]
+    assert decl["parametersJsonSchema"] == {
         "type": "object",
+        "$defs": {"Unit": {"type": "string", "enum": ["C", "F"]}},
         "properties": {
-            "unit": {"type": "string", "enum": ["C", "F"], "description": "unit"},
+            "unit": {"$ref": "#/$defs/Unit"},
             "kind": {"enum": ["weather"]},
             "tags": {"type": "array", "items": {"type": "string"}},
         },
+        "required": ["unit"],
+        "additionalProperties": False,
     }
 
 
@@ -380,13 +409,15 @@ def test_completion_function_call_becomes_tool_calls(fake: FakeProvider) -> None
 
     assert result.finish_reason == "tool_calls"
     assert result.message["content"] is None
-    assert result.message["tool_calls"] == [
-        {
-            "id": "call_0",
-            "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-        }
-    ]
+    [call] = result.message["tool_calls"]
+    sent_id = call["id"]
+    assert sent_id.startswith("fc-")  # Gemini's own id, not one the adapter invented
+    assert call == {
+        "id": sent_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        "extra_content": {"google": {"thought_signature": signature_for(sent_id)}},
+    }
 
 
 def test_thoughts_count_as_output_and_finish_reasons_map() -> None:
@@ -411,7 +442,11 @@ def test_thoughts_count_as_output_and_finish_reasons_map() -> None:
 
     result = parse_response(doc)
 
-    assert result.message == {"role": "assistant", "content": "cut"}
+    assert result.message == {
+        "role": "assistant",
+        "content": "cut",
+        "reasoning_content": "thinking...",
+    }
     assert result.finish_reason == "length"
     assert result.usage is not None and (result.usage.input_tokens, result.usage.output_tokens) == (
         10,
@@ -455,12 +490,14 @@ def test_stream_function_call_is_one_tool_calls_delta(fake: FakeProvider) -> Non
     chunks, _ = stream(fake, {**HELLO, "tools": [WEATHER_TOOL]})
 
     calls = [tc for c in chunks for tc in c.choices[0]["delta"].get("tool_calls", [])]
+    assert len(calls) == 1 and calls[0]["id"].startswith("fc-")
     assert calls == [
         {
             "index": 0,
-            "id": "call_0",
+            "id": calls[0]["id"],
             "type": "function",
             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+            "extra_content": {"google": {"thought_signature": signature_for(calls[0]["id"])}},
         }
     ]
     assert chunks[-1].choices[0]["finish_reason"] == "tool_calls"

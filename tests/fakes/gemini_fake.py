@@ -2,7 +2,11 @@
 
 Success: a GenerateContentResponse whose text is "Hello from fake-gemini: <last user text>",
 or, when tools are declared and the last content is the user's own turn (not a tool result), a
-`functionCall` of the first declared function with arguments built from its schema. Streams
+`functionCall` of the first declared function with arguments built from its schema
+(`parametersJsonSchema`, or the older `parameters`), carrying an `id` and, on its part, a
+`thoughtSignature` (as Gemini 3 sends them; `signature_for(id)` is the value). When the request
+asks for thoughts (`generationConfig.thinkingConfig.includeThoughts`), a thought-summary part
+(`thought: true`) comes first and `usageMetadata.thoughtsTokenCount` counts it. Streams
 (`?alt=sse`) are what Google sends: `data: <GenerateContentResponse>\r\n\r\n` events, the text
 in three pieces, cumulative `usageMetadata` on each, `finishReason` on the last one, and no
 end-of-stream marker. Errors are Google's `{"error": {code, message, status, details?}}`;
@@ -11,6 +15,7 @@ a wrong key is 400 INVALID_ARGUMENT / API_KEY_INVALID, a missing one 403 PERMISS
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import uuid
@@ -73,33 +78,42 @@ class GeminiWire:
 
     def completion(self, request: web.Request, body: Any) -> dict[str, Any]:
         call = _function_call(body)
+        thought = _thought(body)
+        parts: list[dict[str, Any]] = [thought] if thought else []
         if call is not None:
-            parts: list[dict[str, Any]] = [{"functionCall": call}]
+            parts.append(_call_part(call))
             out_tokens = _tokens(json.dumps(call["args"]))
         else:
             text = reply_text(body)
-            parts, out_tokens = [{"text": text}], _tokens(text)
+            parts.append({"text": text})
+            out_tokens = _tokens(text)
         candidate = {
             "content": {"parts": parts, "role": "model"},
             "finishReason": "STOP",
             "index": 0,
         }
-        return _response(request, [candidate], _usage(prompt_tokens(body), out_tokens))
+        usage = _usage(prompt_tokens(body), out_tokens, _thought_tokens(thought))
+        return _response(request, [candidate], usage)
 
     def stream(self, request: web.Request, body: Any) -> StreamPlan:
         prompt = prompt_tokens(body)
         call = _function_call(body)
         events: list[bytes] = []
+        thought = _thought(body)
+        thinking = _thought_tokens(thought)
+        if thought:
+            cand = {"content": {"parts": [thought], "role": "model"}, "index": 0}
+            events.append(_event(_response(request, [cand], _usage(prompt, 0, thinking))))
         if call is not None:
             out = _tokens(json.dumps(call["args"]))
-            first = {"content": {"parts": [{"functionCall": call}], "role": "model"}, "index": 0}
+            first = {"content": {"parts": [_call_part(call)], "role": "model"}, "index": 0}
             last = {
                 "content": {"parts": [{"text": ""}], "role": "model"},
                 "finishReason": "STOP",
                 "index": 0,
             }
-            events.append(_event(_response(request, [first], _usage(prompt, out))))
-            events.append(_event(_response(request, [last], _usage(prompt, out))))
+            events.append(_event(_response(request, [first], _usage(prompt, out, thinking))))
+            events.append(_event(_response(request, [last], _usage(prompt, out, thinking))))
         else:
             text = reply_text(body)
             cuts = [0, len(text) // 3, 2 * len(text) // 3, len(text)]
@@ -112,8 +126,8 @@ class GeminiWire:
                 }
                 if i == 2:
                     cand["finishReason"] = "STOP"
-                events.append(_event(_response(request, [cand], _usage(prompt, sent))))
-        return StreamPlan(events=events, first_content=0, terminator=1)
+                events.append(_event(_response(request, [cand], _usage(prompt, sent, thinking))))
+        return StreamPlan(events=events, first_content=1 if thought else 0, terminator=1)
 
     def error(self, status: int, message: str) -> dict[str, Any]:
         if status == 429:
@@ -171,7 +185,33 @@ def _function_call(body: Any) -> dict[str, Any] | None:
         "functionResponse" in p for p in last.get("parts") or []
     ):
         return None
-    return {"name": decls[0].get("name", ""), "args": _example_args(decls[0].get("parameters"))}
+    schema = decls[0].get("parametersJsonSchema", decls[0].get("parameters"))
+    return {
+        "id": "fc-" + uuid.uuid4().hex[:16],
+        "name": decls[0].get("name", ""),
+        "args": _example_args(schema),
+    }
+
+
+def signature_for(call_id: str) -> str:
+    """The thoughtSignature the fake attaches to its function call `call_id` (base64)."""
+    return base64.b64encode(f"sig:{call_id}".encode()).decode()
+
+
+def _call_part(call: dict[str, Any]) -> dict[str, Any]:
+    return {"functionCall": call, "thoughtSignature": signature_for(call["id"])}
+
+
+def _thought(body: Any) -> dict[str, Any] | None:
+    config = body.get("generationConfig") if isinstance(body, dict) else None
+    thinking = config.get("thinkingConfig") if isinstance(config, dict) else None
+    if not isinstance(thinking, dict) or not thinking.get("includeThoughts"):
+        return None
+    return {"text": f"Thinking about: {last_user_text(body)}", "thought": True}
+
+
+def _thought_tokens(thought: dict[str, Any] | None) -> int:
+    return _tokens(thought["text"]) if thought else 0
 
 
 def _example_args(schema: Any) -> dict[str, Any]:
@@ -208,13 +248,16 @@ def _response(
     }
 
 
-def _usage(prompt: int, output: int) -> dict[str, Any]:
-    return {
+def _usage(prompt: int, output: int, thoughts: int = 0) -> dict[str, Any]:
+    usage: dict[str, Any] = {
         "promptTokenCount": prompt,
         "candidatesTokenCount": output,
-        "totalTokenCount": prompt + output,
+        "totalTokenCount": prompt + output + thoughts,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
     }
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
 
 
 def _error(
