@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 
 from runtime.adapters.base import Call, Chunk, Completion
@@ -20,6 +21,7 @@ from runtime.adapters.gemini import (
 from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
+from tests.conftest import Fakes
 from tests.fakes.base import FakeProvider, Fault
 from tests.fakes.gemini_fake import (
     CONTEXT_LENGTH_MESSAGE,
@@ -29,6 +31,7 @@ from tests.fakes.gemini_fake import (
     gemini_fake,
     signature_for,
 )
+from tests.gateway_env import Gateway
 
 UPSTREAM = "gemini-2.0-flash"
 MODEL = ModelConfig(
@@ -709,3 +712,65 @@ def test_gemini_3_history_without_signature_gets_the_documented_sentinel() -> No
         None,
     ]
     assert all("thoughtSignature" not in p for p in gemini2)
+
+
+# --- through the gateway ---------------------------------------------------------------------
+
+
+def test_two_turn_tool_conversation_through_the_gateway(gateway: Gateway, fakes: Fakes) -> None:
+    """The official openai SDK as the client: Gemini's call id and thought signature reach it,
+    and the second turn sends both back on the same part, with the result under the same id."""
+    fakes.gemini.reset()
+    client = openai.OpenAI(
+        base_url=gateway.url + "/v1", api_key=gateway.key(name="gemini-tools"), max_retries=0
+    )
+    messages: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+
+    first = client.chat.completions.create(
+        model="gemini-first", messages=messages, tools=[WEATHER_TOOL]
+    )
+
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert message.tool_calls is not None
+    [call] = message.tool_calls
+    assert call.id.startswith("fc-")
+    assistant = message.model_dump(exclude_none=True)
+    assert assistant["tool_calls"][0]["extra_content"] == {
+        "google": {"thought_signature": signature_for(call.id)}
+    }
+    messages += [assistant, {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 18}'}]
+
+    second = client.chat.completions.create(
+        model="gemini-first", messages=messages, tools=[WEATHER_TOOL]
+    )
+
+    assert second.choices[0].message.content == "Hello from fake-gemini: Weather in Paris?"
+    contents = fakes.gemini.requests[-1].body["contents"]
+    assert contents[1:] == [
+        {
+            "role": "model",
+            "parts": [
+                {
+                    "functionCall": {
+                        "id": call.id,
+                        "name": "get_weather",
+                        "args": {"city": "Paris"},
+                    },
+                    "thoughtSignature": signature_for(call.id),
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {
+                    "functionResponse": {
+                        "id": call.id,
+                        "name": "get_weather",
+                        "response": {"content": {"temp": 18}},
+                    }
+                }
+            ],
+        },
+    ]

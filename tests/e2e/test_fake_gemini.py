@@ -9,7 +9,13 @@ from google import genai
 from google.genai import errors, types
 
 from tests.fakes.base import FakeProvider, Fault
-from tests.fakes.gemini_fake import DEFAULT_API_KEY, OVERLOADED_MESSAGE, RETRY_DELAY_S, gemini_fake
+from tests.fakes.gemini_fake import (
+    DEFAULT_API_KEY,
+    OVERLOADED_MESSAGE,
+    RETRY_DELAY_S,
+    gemini_fake,
+    signature_for,
+)
 
 MODEL = "gemini-2.0-flash"
 
@@ -94,6 +100,59 @@ def test_declared_tools_get_a_function_call(fake: FakeProvider, sdk: genai.Clien
 
     assert resp.function_calls is not None
     assert [(c.name, c.args) for c in resp.function_calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_json_schema_tool_gets_a_call_with_id_and_thought_signature(
+    fake: FakeProvider, sdk: genai.Client
+) -> None:
+    weather = types.FunctionDeclaration(
+        name="get_weather",
+        parameters_json_schema={
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    )
+    config = types.GenerateContentConfig(
+        tools=[types.Tool(function_declarations=[weather])],
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+
+    resp = sdk.models.generate_content(model=MODEL, contents="Weather in Paris?", config=config)
+
+    assert resp.candidates and resp.candidates[0].content and resp.candidates[0].content.parts
+    part = resp.candidates[0].content.parts[0]
+    assert part.function_call is not None and part.function_call.id
+    assert part.function_call.args == {"city": "Paris"}
+    assert part.thought_signature is not None
+    assert part.thought_signature.decode() == f"sig:{part.function_call.id}"
+    assert signature_for(part.function_call.id)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_include_thoughts_gets_a_thought_summary_counted_apart(
+    fake: FakeProvider, sdk: genai.Client, streamed: bool
+) -> None:
+    config = types.GenerateContentConfig(
+        thinking_config=types.ThinkingConfig(include_thoughts=True, thinking_budget=1024)
+    )
+
+    if streamed:
+        pieces = list(
+            sdk.models.generate_content_stream(model=MODEL, contents="2+2?", config=config)
+        )
+    else:
+        pieces = [sdk.models.generate_content(model=MODEL, contents="2+2?", config=config)]
+
+    parts = [p for r in pieces if r.candidates for p in r.candidates[0].content.parts or []]  # type: ignore[union-attr]
+    assert [p.text for p in parts if p.thought] == ["Thinking about: 2+2?"]
+    assert "".join(p.text or "" for p in parts if not p.thought) == "Hello from fake-gemini: 2+2?"
+    usage = pieces[-1].usage_metadata
+    assert usage is not None and usage.thoughts_token_count == 5
+    assert usage.total_token_count == (
+        (usage.prompt_token_count or 0) + (usage.candidates_token_count or 0) + 5
+    )
 
 
 def test_a_function_response_turn_gets_text_not_another_call(

@@ -185,7 +185,8 @@ def _function_call(body: Any) -> dict[str, Any] | None:
         "functionResponse" in p for p in last.get("parts") or []
     ):
         return None
-    schema = decls[0].get("parametersJsonSchema", decls[0].get("parameters"))
+    # Google's JSON parsing takes proto field names too (the SDK sends some that way).
+    schema = _field(decls[0], "parametersJsonSchema") or decls[0].get("parameters")
     return {
         "id": "fc-" + uuid.uuid4().hex[:16],
         "name": decls[0].get("name", ""),
@@ -203,11 +204,19 @@ def _call_part(call: dict[str, Any]) -> dict[str, Any]:
 
 
 def _thought(body: Any) -> dict[str, Any] | None:
-    config = body.get("generationConfig") if isinstance(body, dict) else None
-    thinking = config.get("thinkingConfig") if isinstance(config, dict) else None
-    if not isinstance(thinking, dict) or not thinking.get("includeThoughts"):
+    config = _field(body, "generationConfig")
+    thinking = _field(config, "thinkingConfig")
+    if not _field(thinking, "includeThoughts"):
         return None
     return {"text": f"Thinking about: {last_user_text(body)}", "thought": True}
+
+
+def _field(obj: Any, camel: str) -> Any:
+    """`obj[camel]`, or under its proto (snake_case) name, as Google's JSON parsing reads it."""
+    if not isinstance(obj, dict):
+        return None
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return obj.get(camel, obj.get(snake))
 
 
 def _thought_tokens(thought: dict[str, Any] | None) -> int:
