@@ -774,3 +774,35 @@ def test_two_turn_tool_conversation_through_the_gateway(gateway: Gateway, fakes:
             ],
         },
     ]
+
+
+def test_a_strict_schema_gemini_cannot_enforce_goes_to_the_next_candidate(
+    gateway: Gateway, fakes: Fakes
+) -> None:
+    fakes.gemini.reset()
+    fakes.openai.reset()
+    client = openai.OpenAI(
+        base_url=gateway.url + "/v1", api_key=gateway.key(name="gemini-strict"), max_retries=0
+    )
+    strict_tool: Any = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "strict": True,
+            "parameters": {
+                "type": "object",
+                "properties": {"sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}},
+                "required": ["sku"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+    raw = client.chat.completions.with_raw_response.create(
+        model="gemini-first", messages=[{"role": "user", "content": "Find ABC-1234"}],
+        tools=[strict_tool],
+    )  # fmt: skip
+
+    assert raw.headers["x-switchyard-provider"] == "openai"
+    assert fakes.gemini.requests == []  # skipped before anything was sent
+    assert len(fakes.openai.requests) == 1
