@@ -397,8 +397,10 @@ def _thinking(
     if version >= 3:
         config["thinkingLevel"] = THINKING_LEVELS[effort]
         if effort == "none":
-            notes.append("mapped `reasoning_effort: none` to thinkingLevel MINIMAL: Gemini 3 "
-                         "models always think")  # fmt: skip
+            notes.append(
+                "mapped `reasoning_effort: none` to thinkingLevel MINIMAL: Gemini 3 models "
+                "always think"
+            )
     else:
         config["thinkingBudget"] = THINKING_BUDGETS[effort]
     return config

@@ -394,3 +394,15 @@ def test_malformed_stream_events_are_upstream_malformed(doc: Any) -> None:
 
     assert err is not None
     assert (err.error_class, err.code) == ("server_error", "upstream_malformed")
+
+
+def test_gemini_3_cannot_switch_thinking_off_so_none_is_minimal_with_a_note() -> None:
+    body, call = sent({**HELLO, "reasoning_effort": "none"}, FLASH_3)
+
+    assert body["generationConfig"]["thinkingConfig"] == {
+        "includeThoughts": False,
+        "thinkingLevel": "MINIMAL",
+    }
+    assert call.notes == [
+        "mapped `reasoning_effort: none` to thinkingLevel MINIMAL: Gemini 3 models always think"
+    ]
