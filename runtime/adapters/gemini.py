@@ -514,7 +514,7 @@ def _read_parts(candidate: dict[str, Any]) -> _Parts:
 def _choice(index: int, candidate: dict[str, Any]) -> dict[str, Any]:
     parts = _read_parts(candidate)
     calls = [_tool_call(p) for p in parts.calls]
-    answered = bool(parts.texts or calls)
+    answered = any(parts.texts) or bool(calls)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(parts.texts) if parts.texts or not calls else None,

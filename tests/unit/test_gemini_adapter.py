@@ -406,3 +406,10 @@ def test_gemini_3_cannot_switch_thinking_off_so_none_is_minimal_with_a_note() ->
     assert call.notes == [
         "mapped `reasoning_effort: none` to thinkingLevel MINIMAL: Gemini 3 models always think"
     ]
+
+
+def test_an_empty_text_part_is_not_an_answer() -> None:
+    with pytest.raises(UpstreamError) as info:
+        run(answer({"text": ""}, finish="OTHER"))
+
+    assert info.value.code == "upstream_malformed"
