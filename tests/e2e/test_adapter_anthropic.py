@@ -278,7 +278,6 @@ def test_request_maps_to_the_messages_api(fake: FakeProvider) -> None:
         "tool_choice": {"type": "any"},
         "stop_sequences": ["END"],
         "temperature": 0.3,
-        "top_p": 0.9,
         "metadata": {"user_id": "user-42"},
     }
 
@@ -399,7 +398,7 @@ def test_cache_tokens_count_as_input() -> None:
         "model": UPSTREAM,
         "content": [
             {"type": "text", "text": "a"},
-            {"type": "thinking", "thinking": "hm"},
+            {"type": "thinking", "thinking": "hm", "signature": "c2ln"},
             {"type": "text", "text": "b"},
         ],
         "stop_reason": "stop_sequence",
@@ -411,7 +410,7 @@ def test_cache_tokens_count_as_input() -> None:
         },
     }
     completion = parse_completion(doc)
-    assert completion.usage == Usage(1110, 5)
+    assert completion.usage == Usage(1110, 5, cached_input_tokens=1000, cache_write_tokens=100)
     assert completion.message["content"] == "ab"
     assert completion.finish_reason == "stop"
 
