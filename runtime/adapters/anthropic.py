@@ -160,7 +160,8 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
             _fit_budget(body, thinking, client_max, cap, notes)
             if "thinking" not in body:
                 thinking = None
-    _sampling(req, body, thinking is not None, notes)
+    thinking_on = thinking is not None and thinking.get("type") != "disabled"
+    _sampling(req, body, thinking_on, notes)
     stop = _stop_sequences(req.get("stop"), notes)
     if stop:
         body["stop_sequences"] = stop

@@ -79,6 +79,12 @@ def test_with_thinking_no_temperature_and_top_p_only_in_range() -> None:
     assert "top_p" not in body and any("`top_p` 0.5" in n for n in notes)
 
 
+def test_thinking_disabled_leaves_sampling_alone() -> None:
+    body, notes = build(thinking={"type": "disabled"}, temperature=0.3)
+    assert body["thinking"] == {"type": "disabled"} and body["temperature"] == 0.3
+    assert notes == []
+
+
 # --- 2. stop sequences ---------------------------------------------------------------------
 
 
