@@ -676,3 +676,22 @@ def test_streamed_reasoning_effort_reaches_the_client_as_reasoning_deltas(
     ]
     assert text == REPLY
     assert usage is not None and usage.completion_tokens == tokens(REPLY) + tokens(reasoning)
+
+
+def test_thinking_longer_than_the_first_byte_timeout_keeps_the_attempt(
+    thinking_gateway: tuple[Gateway, str, FakeProvider],
+) -> None:
+    """The route's first_byte_timeout_s is 1 s; the fake thinks for about 1.4 s (a delta every
+    0.2 s) before the first text: thinking is progress, so the attempt is not abandoned."""
+    gw, key, fake = thinking_gateway
+    fake.push(Fault("slow_stream", delay=0.2))
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=15)
+    raw = client.chat.completions.with_raw_response.create(
+        model="anthropic-first", messages=[{"role": "user", "content": "think a while"}],
+        reasoning_effort="low", stream=True,
+    )  # fmt: skip
+    deltas = [c.choices[0].delta for c in raw.parse() if c.choices]
+    thought = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    assert thought == "Thinking about: think a while"
+    assert "".join(d.content or "" for d in deltas) == "Hello from fake-anthropic: think a while"
+    assert raw.headers["x-switchyard-attempts"] == "1"

@@ -9,10 +9,12 @@ from text lengths (about 4 characters a token).
 With `thinking` on (`enabled` or `adaptive`), a text reply starts with a thinking block
 "Thinking about: <last user text>" signed with `signature_of(thinking)` (streamed as
 `thinking_delta`s, one `signature_delta`, then `content_block_stop`), and its tokens are
-reported in `output_tokens_details.thinking_tokens`. Prompt caching: the prefix up to the last
-block carrying `cache_control` is written to the fake's cache the first time it is seen
-(`cache_creation_input_tokens`, split by ttl in `cache_creation`) and read from it afterwards
-(`cache_read_input_tokens`); `input_tokens` counts the rest, as Anthropic reports them.
+reported in `output_tokens_details.thinking_tokens`; stream faults then count from the first
+thinking delta (the first sign of progress), so `slow_stream` spreads out the thinking too.
+Prompt caching: the prefix up to the last block carrying `cache_control` is written to the
+fake's cache the first time it is seen (`cache_creation_input_tokens`, split by ttl in
+`cache_creation`) and read from it afterwards (`cache_read_input_tokens`); `input_tokens`
+counts the rest, as Anthropic reports them.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ class AnthropicWire:
                 )
             )
             events.append(sse({"type": "ping"}, "ping"))
-            first_content = len(events)
+            # the first progress: the first thinking delta when the reply thinks
+            first_content = 2 if reply.thinking else len(events)
         for d in deltas:
             events.append(
                 sse(
