@@ -49,6 +49,15 @@ THINKING_TOP_P = (0.95, 1.0)
 # The user turn sent when a request holds only system/developer messages (Anthropic refuses
 # `messages: []` and empty text blocks).
 SYSTEM_ONLY_USER_TURN = "."
+# OpenAI parameters the Messages API has no equivalent for: dropped with a note.
+UNMAPPED = (
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
 
 STOP_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -169,6 +178,10 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
         body["output_config"] = output_config
     if req.get("user"):
         body["metadata"] = {"user_id": str(req["user"])}
+    dropped = [k for k in UNMAPPED if req.get(k) not in (None, False)]
+    if dropped:
+        names = ", ".join(f"`{k}`" for k in dropped)
+        notes.append(f"dropped {names}: Anthropic has no equivalent")
     if stream:
         body["stream"] = True
     return body
@@ -193,6 +206,11 @@ def _max_tokens(call: Call, notes: list[str]) -> tuple[int, bool, int]:
         return int(newer), True, fits
     if older is not None:
         return int(older), True, fits
+    if fits < limit:
+        notes.append(
+            f"sent max_tokens {fits}, not the model's {limit}: what fits the context window "
+            "after the estimated prompt"
+        )
     return fits, False, fits
 
 

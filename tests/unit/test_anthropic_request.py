@@ -115,6 +115,11 @@ def test_without_max_tokens_a_long_prompt_gets_what_fits_the_window() -> None:
     assert body["max_tokens"] == 200_000 - (187_500 + 4)
 
 
+def test_a_max_tokens_lowered_to_fit_is_noted() -> None:
+    _, notes = build(messages=[{"role": "user", "content": "word " * 150_000}])
+    assert any("fits the context window" in n for n in notes)
+
+
 def test_max_tokens_is_never_below_one() -> None:
     body, _ = build(model(window=1000), messages=[{"role": "user", "content": "x" * 8000}])
     assert body["max_tokens"] == 1
@@ -319,6 +324,15 @@ def test_cache_control_on_tools_assistant_and_tool_parts_is_kept() -> None:
 def test_without_cache_control_system_stays_a_string() -> None:
     body, _ = build(messages=[{"role": "system", "content": "S"}, *HELLO])
     assert body["system"] == "S"
+
+
+def test_parameters_without_an_equivalent_are_dropped_with_a_note() -> None:
+    body, notes = build(logprobs=True, top_logprobs=3, seed=7, presence_penalty=0.5)
+    assert not {"logprobs", "top_logprobs", "seed", "presence_penalty"} & set(body)
+    assert notes == [
+        "dropped `logprobs`, `top_logprobs`, `presence_penalty`, `seed`: "
+        "Anthropic has no equivalent"
+    ]
 
 
 # --- 8, 9, 12 ------------------------------------------------------------------------------
