@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from runtime.adapters.anthropic import (
+from runtime.adapters.anthropic import AnthropicAdapter
+from runtime.adapters.anthropic_request import (
     MIN_THINKING_BUDGET,
     SYSTEM_ONLY_USER_TURN,
     THINKING_BUDGETS,
-    AnthropicAdapter,
     build_request,
     strict_schema,
 )
