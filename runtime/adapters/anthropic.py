@@ -1,17 +1,15 @@
 """Anthropic's Messages API (POST /v1/messages) behind the gateway's chat-completions format.
 
-Request mapping: system/developer messages become the top-level `system`; user, assistant and
-tool messages become content-block messages (consecutive same-role messages merged, tool
-results as `tool_result` blocks of a user message); OpenAI function tools and tool_choice map
-to Anthropic's; `max_tokens` is required upstream, so it defaults to the model's
-`max_output_tokens` (else 4096). Anthropic's temperature range is 0..1, so a larger OpenAI
-temperature is clamped to 1.
+This module owns the adapter, the answers and the error classes; the request body is built
+by runtime/adapters/anthropic_request.py (what Anthropic cannot take as sent is mapped or
+dropped there with a line in `call.notes`, and `n > 1` raises `Unservable`). The rules and
+their sources are in docs/runtime.md, section "Anthropic".
 
-`response_format` is best effort: Anthropic has no JSON mode, so `json_object` and
-`json_schema` add a system instruction asking for JSON (with the schema); the reply is not
-validated.
-
-A stream is complete only after `message_stop`; an `error` event raises the mapped class.
+Answers: text and tool_use blocks become the OpenAI message; thinking blocks become
+`reasoning_content` plus `thinking_blocks` (with their signatures); usage is reported in
+OpenAI's sense with the cache parts apart. A stream is complete only after `message_stop`; an
+`error` event raises the mapped class; a payload of the wrong shape raises
+`upstream_malformed`.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from typing import Any, cast
 import orjson
 
 from runtime.adapters import http
+from runtime.adapters.anthropic_request import bad_request, build_request
 from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
@@ -30,7 +29,6 @@ from runtime.vocabulary import DEFAULT_BASE_URLS
 
 DEFAULT_BASE_URL = DEFAULT_BASE_URLS["anthropic"]
 API_VERSION = "2023-06-01"
-DEFAULT_MAX_TOKENS = 4096
 
 STOP_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -79,7 +77,7 @@ class AnthropicAdapter:
         try:
             body = build_request(call, stream)
         except (AttributeError, TypeError, ValueError) as exc:  # a field of an unexpected shape
-            raise _bad(f"request cannot be mapped to Anthropic: {exc}") from None
+            raise bad_request(f"request cannot be mapped to Anthropic: {exc}") from None
         headers = {
             "content-type": "application/json",
             "x-api-key": call.credentials.get("api_key", ""),
@@ -95,233 +93,45 @@ class AnthropicAdapter:
         )
 
 
-# --- request -------------------------------------------------------------------------------
-
-
-def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
-    """The Messages API body for a chat-completions request (raises bad_request if unmappable)."""
-    req = call.request
-    if int(req.get("n") or 1) > 1:
-        raise _bad("n > 1 is not supported by Anthropic")
-    system, messages = map_messages(req.get("messages") or [])
-    max_tokens = req.get("max_completion_tokens") or req.get("max_tokens")
-    body: dict[str, Any] = {
-        "model": call.model.upstream,
-        "max_tokens": int(max_tokens or call.model.max_output_tokens or DEFAULT_MAX_TOKENS),
-        "messages": messages,
-    }
-    instruction = _format_instruction(req.get("response_format"))
-    if instruction:
-        system.append(instruction)
-    if system:
-        body["system"] = "\n\n".join(system)
-    if req.get("temperature") is not None:
-        body["temperature"] = min(float(req["temperature"]), 1.0)
-    if req.get("top_p") is not None:
-        body["top_p"] = req["top_p"]
-    stop = req.get("stop")
-    if stop:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    tools = [_tool(t) for t in req.get("tools") or () if t.get("type") == "function"]
-    if tools:
-        body["tools"] = tools
-        choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
-        if choice is not None:
-            body["tool_choice"] = choice
-    if req.get("user"):
-        body["metadata"] = {"user_id": str(req["user"])}
-    if stream:
-        body["stream"] = True
-    return body
-
-
-def map_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system texts, Anthropic messages) of OpenAI chat messages."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for msg in messages:
-        role = msg.get("role")
-        if role in ("system", "developer"):
-            text = _text_of(msg.get("content"))
-            if text:
-                system.append(text)
-            continue
-        if role == "user":
-            blocks = _user_blocks(msg.get("content"))
-        elif role == "assistant":
-            blocks = _assistant_blocks(msg)
-            role = "assistant"
-        elif role == "tool":
-            blocks = [_tool_result(msg)]
-            role = "user"
-        else:
-            raise _bad(f"message role {role!r} is not supported by Anthropic")
-        if not blocks:
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
-    return system, out
-
-
-def _user_blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content or ():
-        kind = part.get("type")
-        if kind == "text":
-            block: dict[str, Any] = {"type": "text", "text": part.get("text", "")}
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url", "") if isinstance(image, dict) else str(image or "")
-            block = {"type": "image", "source": _source(url)}
-        elif kind == "file":
-            data = (part.get("file") or {}).get("file_data", "")
-            block = {"type": "document", "source": _source(data)}
-        else:
-            raise _bad(f"content part {kind!r} is not supported by Anthropic")
-        if "cache_control" in part:
-            block["cache_control"] = part["cache_control"]
-        blocks.append(block)
-    return blocks
-
-
-def _source(url: str) -> dict[str, Any]:
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64":
-            raise _bad("data: URLs must be base64-encoded")
-        return {"type": "base64", "media_type": media_type, "data": data}
-    if url.startswith(("http://", "https://")):
-        return {"type": "url", "url": url}
-    raise _bad("image and file parts need a data: or http(s) URL")
-
-
-def _assistant_blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
-    text = _text_of(msg.get("content"))
-    if text:
-        blocks.append({"type": "text", "text": text})
-    for tc in msg.get("tool_calls") or ():
-        fn = tc.get("function") or {}
-        raw = fn.get("arguments") or "{}"
-        try:
-            args = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise _bad(f"tool call {tc.get('id')!r} arguments are not valid JSON") from None
-        if not isinstance(args, dict):
-            raise _bad(f"tool call {tc.get('id')!r} arguments must be a JSON object")
-        blocks.append(
-            {"type": "tool_use", "id": tc.get("id", ""), "name": fn.get("name", ""), "input": args}
-        )
-    return blocks
-
-
-def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
-    content = msg.get("content")
-    result: Any = (
-        content
-        if isinstance(content, str)
-        else [
-            {"type": "text", "text": p.get("text", "")}
-            for p in content or ()
-            if p.get("type") == "text"
-        ]
-    )
-    return {"type": "tool_result", "tool_use_id": msg.get("tool_call_id", ""), "content": result}
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or () if p.get("type") == "text")
-
-
-def _tool(tool: dict[str, Any]) -> dict[str, Any]:
-    fn = tool.get("function") or {}
-    out: dict[str, Any] = {
-        "name": fn.get("name", ""),
-        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
-    }
-    if fn.get("description"):
-        out["description"] = fn["description"]
-    return out
-
-
-def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
-    if choice == "none":
-        return {"type": "none"}
-    if choice is None and parallel is not False:
-        return None  # Anthropic's default is auto
-    out: dict[str, Any]
-    if choice is None or choice == "auto":
-        out = {"type": "auto"}
-    elif choice == "required":
-        out = {"type": "any"}
-    elif isinstance(choice, dict) and choice.get("type") == "function":
-        out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
-    else:
-        raise _bad(f"tool_choice {choice!r} is not supported by Anthropic")
-    if parallel is False:
-        out["disable_parallel_tool_use"] = True
-    return out
-
-
-def _format_instruction(fmt: Any) -> str | None:
-    if not isinstance(fmt, dict):
-        return None
-    if fmt.get("type") == "json_object":
-        return "Respond only with a single valid JSON object, with no text before or after it."
-    if fmt.get("type") == "json_schema":
-        spec = fmt.get("json_schema") or {}
-        schema = orjson.dumps(spec.get("schema") or {}).decode()
-        return (
-            "Respond only with a single valid JSON value, with no text before or after it, "
-            f"that conforms to this JSON Schema: {schema}"
-        )
-    return None
-
-
-def _bad(message: str) -> UpstreamError:
-    return UpstreamError("bad_request", message, code="unsupported_by_provider")
-
-
 # --- response ------------------------------------------------------------------------------
 
 
 def parse_completion(doc: Any) -> Completion:
-    """A Messages API response -> Completion (text joined, tool_use -> tool_calls)."""
+    """A Messages API response -> Completion (text joined, tool_use -> tool_calls, thinking ->
+    reasoning_content + thinking_blocks); a body of the wrong shape is `upstream_malformed`."""
     if not isinstance(doc, dict) or not isinstance(doc.get("content"), list):
-        raise UpstreamError(
-            "server_error", "response has no content list", code="upstream_malformed"
-        )
+        raise _malformed("response has no content list")
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for block in doc["content"]:
         if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text":
-            texts.append(str(block.get("text", "")))
-        elif block.get("type") == "tool_use":
+            raise _malformed("a content block of the response is not an object")
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(_string(block.get("text"), "text"))
+        elif kind == "tool_use":
             tool_calls.append(
                 {
-                    "id": block.get("id", ""),
+                    "id": _string(block.get("id"), "tool_use id"),
                     "type": "function",
                     "function": {
-                        "name": block.get("name", ""),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        "name": _string(block.get("name"), "tool_use name"),
+                        "arguments": orjson.dumps(_object(block.get("input"))).decode(),
                     },
                 }
             )
+        elif kind in ("thinking", "redacted_thinking"):
+            thinking.append(_thinking_block(block))
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not tool_calls else None,
     }
     if tool_calls:
         message["tool_calls"] = tool_calls
+    if thinking:
+        message["reasoning_content"] = "".join(b.get("thinking", "") for b in thinking)
+        message["thinking_blocks"] = thinking
     stop = doc.get("stop_reason")
     return Completion(
         message=message,
@@ -331,17 +141,71 @@ def parse_completion(doc: Any) -> Completion:
     )
 
 
-def _input_tokens(u: dict[str, Any]) -> int:
-    return sum(
-        int(u.get(k) or 0)
-        for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
+def _thinking_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A thinking or redacted_thinking block as the client gets it (and sends it back)."""
+    if block.get("type") == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": _string(block.get("data"), "data")}
+    return {
+        "type": "thinking",
+        "thinking": _string(block.get("thinking"), "thinking"),
+        "signature": _string(block.get("signature"), "signature"),
+    }
+
+
+def _string(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _malformed(f"{what} is not a string")
+    return value
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _malformed("tool_use input is not an object")
+    return value
+
+
+def _count(u: dict[str, Any], key: str) -> int:
+    value = u.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _malformed(f"usage {key} is not a count: {value!r}")
+    return value
 
 
 def _usage(u: Any) -> Usage | None:
-    if not isinstance(u, dict) or "input_tokens" not in u:
+    """Anthropic's usage in OpenAI's sense: input counts fresh, cache-read and cache-written
+    tokens (Anthropic reports the three apart); the parts stay apart for pricing."""
+    if u is None:
         return None
-    return Usage(_input_tokens(u), int(u.get("output_tokens") or 0))
+    if not isinstance(u, dict):
+        raise _malformed("usage is not an object")
+    if "input_tokens" not in u and "output_tokens" not in u:
+        return None
+    read = _count(u, "cache_read_input_tokens")
+    written = _count(u, "cache_creation_input_tokens")
+    ttl = u.get("cache_creation")
+    written_1h = 0
+    if ttl is not None:
+        if not isinstance(ttl, dict):
+            raise _malformed("usage cache_creation is not an object")
+        written_1h = _count(ttl, "ephemeral_1h_input_tokens")
+        written = max(written, _count(ttl, "ephemeral_5m_input_tokens") + written_1h)
+    output = _count(u, "output_tokens")
+    details = u.get("output_tokens_details")
+    thinking = _count(details, "thinking_tokens") if isinstance(details, dict) else 0
+    return Usage(
+        _count(u, "input_tokens") + read + written,
+        output,
+        cached_input_tokens=read,
+        cache_write_tokens=written - written_1h,
+        cache_write_1h_tokens=written_1h,
+        reasoning_tokens=min(thinking, output),
+    )
 
 
 class AnthropicStream:
@@ -351,8 +215,9 @@ class AnthropicStream:
         self.resp = resp
         self.usage: Usage | None = None
         self.model: str | None = None
-        self._input = 0
+        self._usage: dict[str, Any] = {}  # usage fields so far (message_start, message_delta)
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+        self._thinking: dict[int, dict[str, Any]] = {}  # open thinking blocks by index
 
     def watch_idle(self, hook: FlushHook) -> bool:
         """The transport awaits `hook` before it waits for the network."""
@@ -364,16 +229,18 @@ class AnthropicStream:
         async for _event, data in http.iter_sse(self.resp):
             doc = http.loads(data)
             if not isinstance(doc, dict):
-                raise UpstreamError(
-                    "server_error", "stream payload is not an object", code="upstream_malformed"
-                )
+                raise _malformed("stream payload is not an object")
             kind = doc.get("type")
             if kind == "message_stop":
                 done = True
                 break
             if kind == "error":
                 raise stream_error(doc)
-            for chunk in self._chunks(kind, doc):
+            try:
+                chunks = self._chunks(kind, doc)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise _malformed(f"stream event {kind!r} of an unexpected shape: {exc}") from None
+            for chunk in chunks:
                 yield chunk
         if not done:
             raise UpstreamError(
@@ -382,46 +249,85 @@ class AnthropicStream:
 
     def _chunks(self, kind: Any, doc: dict[str, Any]) -> list[Chunk]:
         if kind == "message_start":
-            msg = doc.get("message") or {}
+            msg = doc["message"]
             self.model = msg.get("model")
-            self._input = _input_tokens(msg.get("usage") or {})
+            self._add_usage(msg.get("usage"))
             return [Chunk(choices=[_choice({"role": "assistant", "content": ""})], content=False)]
         if kind == "content_block_start":
-            block = doc.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                n = self._tools[doc.get("index", 0)] = len(self._tools)
-                args = orjson.dumps(block["input"]).decode() if block.get("input") else ""
-                call = {
-                    "index": n,
-                    "id": block.get("id", ""),
-                    "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": args},
-                }
-                return [Chunk(choices=[_choice({"tool_calls": [call]})], content=True)]
-            if block.get("type") == "text" and block.get("text"):
-                return [Chunk(choices=[_choice({"content": block["text"]})], content=True)]
-            return []
+            return self._block_start(doc.get("index", 0), doc["content_block"])
         if kind == "content_block_delta":
-            delta = doc.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                return [Chunk(choices=[_choice({"content": delta["text"]})], content=True)]
-            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                n = self._tools.get(doc.get("index", 0), 0)
-                call = {"index": n, "function": {"arguments": delta["partial_json"]}}
-                return [Chunk(choices=[_choice({"tool_calls": [call]})], content=True)]
-            return []
+            return self._block_delta(doc.get("index", 0), doc["delta"])
+        if kind == "content_block_stop":
+            block = self._thinking.pop(doc.get("index", 0), None)
+            if block is None:
+                return []
+            return [_reasoning({"thinking_blocks": [block]})]
         if kind == "message_delta":
-            u = doc.get("usage") or {}
-            if u.get("input_tokens") is not None:
-                self._input = _input_tokens(u)
-            self.usage = Usage(self._input, int(u.get("output_tokens") or 0))
-            stop = (doc.get("delta") or {}).get("stop_reason")
+            self._add_usage(doc.get("usage"))
+            self.usage = _usage(self._usage) if self._usage else None
+            stop = doc["delta"].get("stop_reason")
             finish = STOP_REASONS.get(stop, "stop") if stop else None
-            return [
-                Chunk(choices=[_choice({}, finish)], content=False),
-                Chunk(choices=[], content=False, usage=self.usage),
-            ]
-        return []  # ping, content_block_stop, and event types added later
+            chunks = [Chunk(choices=[_choice({}, finish)], content=False)]
+            if self.usage is not None:
+                chunks.append(Chunk(choices=[], content=False, usage=self.usage))
+            return chunks
+        return []  # ping, and event types added later
+
+    def _add_usage(self, u: Any) -> None:
+        if u is None:
+            return
+        if not isinstance(u, dict):
+            raise _malformed("usage is not an object")
+        self._usage.update((k, v) for k, v in u.items() if v is not None)
+        _usage(self._usage)  # a field of the wrong type fails here, not at the end
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> list[Chunk]:
+        kind = block["type"]
+        if kind == "tool_use":
+            n = self._tools[index] = len(self._tools)
+            given = _object(block.get("input"))
+            call = {
+                "index": n,
+                "id": _string(block.get("id"), "tool_use id"),
+                "type": "function",
+                "function": {
+                    "name": _string(block.get("name"), "tool_use name"),
+                    "arguments": orjson.dumps(given).decode() if given else "",
+                },
+            }
+            return [Chunk(choices=[_choice({"tool_calls": [call]})], content=True)]
+        if kind in ("thinking", "redacted_thinking"):
+            self._thinking[index] = _thinking_block(block)
+            text = self._thinking[index].get("thinking")
+            return [_reasoning({"reasoning_content": text})] if text else []
+        if kind == "text" and block.get("text"):
+            text = _string(block["text"], "text")
+            return [Chunk(choices=[_choice({"content": text})], content=True)]
+        return []
+
+    def _block_delta(self, index: int, delta: dict[str, Any]) -> list[Chunk]:
+        kind = delta["type"]
+        if kind == "text_delta" and delta.get("text"):
+            text = _string(delta["text"], "text")
+            return [Chunk(choices=[_choice({"content": text})], content=True)]
+        if kind == "input_json_delta" and delta.get("partial_json"):
+            n = self._tools.get(index, 0)
+            args = _string(delta["partial_json"], "partial_json")
+            call = {"index": n, "function": {"arguments": args}}
+            return [Chunk(choices=[_choice({"tool_calls": [call]})], content=True)]
+        if kind == "thinking_delta":
+            text = _string(delta.get("thinking"), "thinking")
+            block = self._thinking.setdefault(
+                index, {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            block["thinking"] += text
+            return [_reasoning({"reasoning_content": text})] if text else []
+        if kind == "signature_delta":
+            block = self._thinking.setdefault(
+                index, {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            block["signature"] += _string(delta.get("signature"), "signature")
+        return []
 
     async def aclose(self) -> None:
         """Release the connection."""
@@ -430,6 +336,15 @@ class AnthropicStream:
 
 def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"index": 0, "delta": delta, "finish_reason": finish}
+
+
+def _reasoning(delta: dict[str, Any]) -> Chunk:
+    """A chunk of thinking: progress for the first-byte timeout, not content."""
+    return Chunk(choices=[_choice(delta)], content=False, reasoning=True)
+
+
+def _malformed(message: str) -> UpstreamError:
+    return UpstreamError("server_error", message, code="upstream_malformed")
 
 
 # --- errors --------------------------------------------------------------------------------

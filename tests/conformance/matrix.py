@@ -294,6 +294,34 @@ CASES: dict[str, tuple[dict[str, Any], bool]] = {
     "stream_usage": (body(stream=True, stream_options={"include_usage": True}), True),
     "stream_tools": (body(stream=True, tools=[WEATHER_TOOL], messages=TOOL_TURNS), True),
     "near_window": (body(messages=user("word " * 150_000)), False),
+    "cache_control": (
+        body(
+            messages=[
+                {
+                    "role": "system",
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": "A long reference document.",
+                            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                        }
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "text",
+                            "text": "Summarise it.",
+                            "cache_control": {"type": "ephemeral"},
+                        }
+                    ],
+                },
+            ],
+            tools=[{**WEATHER_TOOL, "cache_control": {"type": "ephemeral"}}],
+        ),
+        False,
+    ),
 }
 
 

@@ -6,8 +6,10 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from runtime.adapters.anthropic import (
@@ -26,9 +28,11 @@ from tests.fakes.anthropic_fake import (
     DEFAULT_API_KEY,
     TOOL_INPUT,
     anthropic_fake,
+    signature_of,
     tokens,
 )
 from tests.fakes.base import FakeProvider, Fault
+from tests.gateway_env import Gateway, replace_model, runtime_config
 
 UPSTREAM = "claude-fake-1"
 REPLY = "Hello from fake-anthropic: ping"
@@ -278,7 +282,6 @@ def test_request_maps_to_the_messages_api(fake: FakeProvider) -> None:
         "tool_choice": {"type": "any"},
         "stop_sequences": ["END"],
         "temperature": 0.3,
-        "top_p": 0.9,
         "metadata": {"user_id": "user-42"},
     }
 
@@ -399,7 +402,7 @@ def test_cache_tokens_count_as_input() -> None:
         "model": UPSTREAM,
         "content": [
             {"type": "text", "text": "a"},
-            {"type": "thinking", "thinking": "hm"},
+            {"type": "thinking", "thinking": "hm", "signature": "c2ln"},
             {"type": "text", "text": "b"},
         ],
         "stop_reason": "stop_sequence",
@@ -411,7 +414,7 @@ def test_cache_tokens_count_as_input() -> None:
         },
     }
     completion = parse_completion(doc)
-    assert completion.usage == Usage(1110, 5)
+    assert completion.usage == Usage(1110, 5, cached_input_tokens=1000, cache_write_tokens=100)
     assert completion.message["content"] == "ab"
     assert completion.finish_reason == "stop"
 
@@ -583,3 +586,112 @@ def test_stream_without_message_stop_is_truncated(fake: FakeProvider) -> None:
     assert out.error is not None and out.failed_while_iterating
     assert (out.error.error_class, out.error.code) == ("server_error", "stream_truncated")
     assert out.text() == REPLY  # everything arrived but the terminator
+
+
+# --- through the gateway, with the official openai SDK as the client -------------------------
+
+
+@pytest.fixture(scope="module")
+def thinking_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Gateway, str, FakeProvider]]:
+    """A gateway whose `anthropic-first` route leads to a reasoning Claude on the fake."""
+    with anthropic_fake() as fake:
+        config = runtime_config("http://127.0.0.1:9", fake.url, "http://127.0.0.1:9")
+        capabilities = frozenset({"streaming", "tools", "vision", "reasoning"})
+        config = replace_model(config, "anthropic", "claude", capabilities=capabilities)
+        gw = Gateway(config, Path(tmp_path_factory.mktemp("thinking")))
+        gw.start()
+        try:
+            yield gw, gw.key(), fake
+        finally:
+            gw.stop()
+
+
+def test_reasoning_effort_reaches_the_client_as_reasoning_content(
+    thinking_gateway: tuple[Gateway, str, FakeProvider],
+) -> None:
+    gw, key, fake = thinking_gateway
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=15)
+    raw = client.chat.completions.with_raw_response.create(
+        model="anthropic-first", messages=[{"role": "user", "content": "ping"}],
+        reasoning_effort="low",
+    )  # fmt: skip
+    assert raw.headers["x-switchyard-provider"] == "anthropic"
+    message = raw.parse().choices[0].message
+    assert message.content == REPLY
+    extra = message.model_extra or {}
+    assert extra["reasoning_content"] == "Thinking about: ping"
+    assert extra["thinking_blocks"] == [
+        {
+            "type": "thinking",
+            "thinking": "Thinking about: ping",
+            "signature": signature_of("Thinking about: ping"),
+        }
+    ]
+    # the next turn sends the signed block back, first in the assistant turn
+    follow = [
+        {"role": "user", "content": "ping"},
+        {"role": "assistant", "content": message.content, **extra},
+        {"role": "user", "content": "again"},
+    ]
+    client.chat.completions.create(
+        model="anthropic-first",
+        messages=follow,
+        reasoning_effort="low",  # type: ignore[arg-type]
+    )
+    sent = fake.requests[-1].body
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert sent["messages"][1] == {
+        "role": "assistant",
+        "content": [extra["thinking_blocks"][0], {"type": "text", "text": REPLY}],
+    }
+
+
+def test_streamed_reasoning_effort_reaches_the_client_as_reasoning_deltas(
+    thinking_gateway: tuple[Gateway, str, FakeProvider],
+) -> None:
+    gw, key, _ = thinking_gateway
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=15)
+    stream = client.chat.completions.create(
+        model="anthropic-first", messages=[{"role": "user", "content": "ping"}],
+        reasoning_effort="high", stream=True, stream_options={"include_usage": True},
+    )  # fmt: skip
+    reasoning, text, blocks, usage = "", "", [], None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            extra = choice.delta.model_extra or {}
+            reasoning += extra.get("reasoning_content") or ""
+            blocks.extend(extra.get("thinking_blocks") or ())
+            text += choice.delta.content or ""
+    assert reasoning == "Thinking about: ping"
+    assert blocks == [
+        {
+            "type": "thinking",
+            "thinking": "Thinking about: ping",
+            "signature": signature_of("Thinking about: ping"),
+        }
+    ]
+    assert text == REPLY
+    assert usage is not None and usage.completion_tokens == tokens(REPLY) + tokens(reasoning)
+
+
+def test_thinking_longer_than_the_first_byte_timeout_keeps_the_attempt(
+    thinking_gateway: tuple[Gateway, str, FakeProvider],
+) -> None:
+    """The route's first_byte_timeout_s is 1 s; the fake thinks for about 1.4 s (a delta every
+    0.2 s) before the first text: thinking is progress, so the attempt is not abandoned."""
+    gw, key, fake = thinking_gateway
+    fake.push(Fault("slow_stream", delay=0.2))
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=15)
+    raw = client.chat.completions.with_raw_response.create(
+        model="anthropic-first", messages=[{"role": "user", "content": "think a while"}],
+        reasoning_effort="low", stream=True,
+    )  # fmt: skip
+    deltas = [c.choices[0].delta for c in raw.parse() if c.choices]
+    thought = "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas)
+    assert thought == "Thinking about: think a while"
+    assert "".join(d.content or "" for d in deltas) == "Hello from fake-anthropic: think a while"
+    assert raw.headers["x-switchyard-attempts"] == "1"

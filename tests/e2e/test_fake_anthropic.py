@@ -14,6 +14,7 @@ from tests.fakes.anthropic_fake import (
     DEFAULT_API_KEY,
     TOOL_INPUT,
     anthropic_fake,
+    signature_of,
 )
 from tests.fakes.base import FakeProvider, Fault
 
@@ -220,3 +221,61 @@ def test_error_event_makes_the_sdk_stream_raise(fake: FakeProvider) -> None:
     ):
         texts.extend(stream.text_stream)
     assert texts == ["Hello "]  # the first content event arrived before the error event
+
+
+# --- thinking and prompt caching (issue 11) ------------------------------------------------
+
+
+def test_thinking_block_comes_first_with_its_signature(fake: FakeProvider) -> None:
+    msg = client(fake).messages.create(
+        model=MODEL,
+        max_tokens=4096,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=HELLO,
+    )
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    block = msg.content[0]
+    assert block.type == "thinking"
+    assert block.thinking == "Thinking about: ping"
+    assert block.signature == signature_of("Thinking about: ping")
+    details = msg.usage.output_tokens_details
+    assert details is not None and 0 < details.thinking_tokens < msg.usage.output_tokens
+
+
+def test_streamed_thinking_accumulates_in_the_sdk(fake: FakeProvider) -> None:
+    with client(fake).messages.stream(
+        model=MODEL,
+        max_tokens=4096,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=HELLO,
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert "thinking" in kinds and "signature" in kinds
+    block = final.content[0]
+    assert block.type == "thinking"
+    assert block.signature == signature_of(block.thinking)
+    assert final.content[1].type == "text"
+    details = final.usage.output_tokens_details
+    assert details is not None and details.thinking_tokens > 0
+
+
+def test_a_cached_prefix_is_written_then_read(fake: FakeProvider) -> None:
+    system: Any = [
+        {
+            "type": "text",
+            "text": "A long reference document. " * 200,
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        }
+    ]
+    first = client(fake).messages.create(model=MODEL, max_tokens=100, system=system, messages=HELLO)
+    second = client(fake).messages.create(
+        model=MODEL, max_tokens=100, system=system, messages=HELLO
+    )
+    written = first.usage.cache_creation_input_tokens
+    assert written and first.usage.cache_read_input_tokens == 0
+    assert first.usage.cache_creation is not None
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == written
+    assert second.usage.cache_read_input_tokens == written
+    assert second.usage.cache_creation_input_tokens == 0
+    assert first.usage.input_tokens == second.usage.input_tokens > 0

@@ -5,10 +5,22 @@ Replies are deterministic: "Hello from fake-anthropic: <last user text>", stream
 reply is a `tool_use` of the first tool with input {"city": "Paris"}. `max_tokens` and
 `stop_sequences` are honoured (stop_reason `max_tokens` / `stop_sequence`); usage is derived
 from text lengths (about 4 characters a token).
+
+With `thinking` on (`enabled` or `adaptive`), a text reply starts with a thinking block
+"Thinking about: <last user text>" signed with `signature_of(thinking)` (streamed as
+`thinking_delta`s, one `signature_delta`, then `content_block_stop`), and its tokens are
+reported in `output_tokens_details.thinking_tokens`; stream faults then count from the first
+thinking delta (the first sign of progress), so `slow_stream` spreads out the thinking too.
+Prompt caching: the prefix up to the last block carrying `cache_control` is written to the
+fake's cache the first time it is seen (`cache_creation_input_tokens`, split by ttl in
+`cache_creation`) and read from it afterwards (`cache_read_input_tokens`); `input_tokens`
+counts the rest, as Anthropic reports them.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import math
@@ -43,12 +55,18 @@ def tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+def signature_of(thinking: str) -> str:
+    """The fake's signature of a thinking text (opaque to clients, checkable by tests)."""
+    return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
+
+
 class AnthropicWire:
     routes = [("POST", "/v1/messages")]
 
     def __init__(self, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
         self._ids = itertools.count(1)
+        self._cache: set[str] = set()  # cached prompt prefixes
 
     def is_stream(self, request: web.Request, body: Any) -> bool:
         return isinstance(body, dict) and body.get("stream") is True
@@ -88,9 +106,16 @@ class AnthropicWire:
             ]
         else:
             msg["content"] = [{"type": "text", "text": reply.text}]
+            if reply.thinking:
+                block = {
+                    "type": "thinking",
+                    "thinking": reply.thinking,
+                    "signature": signature_of(reply.thinking),
+                }
+                msg["content"].insert(0, block)
         msg["stop_reason"] = reply.stop_reason
         msg["stop_sequence"] = reply.stop_sequence
-        msg["usage"]["output_tokens"] = reply.output_tokens
+        msg["usage"].update(reply.output_usage())
         return msg
 
     def stream(self, request: web.Request, body: Any) -> StreamPlan:
@@ -98,6 +123,7 @@ class AnthropicWire:
         start = self._message(body, reply.input_tokens)
         start["usage"]["output_tokens"] = 1
         events = [sse({"type": "message_start", "message": start}, "message_start")]
+        index = 1 if reply.thinking and reply.tool is None else 0
         if reply.tool is not None:
             block = {"type": "tool_use", "id": self._tool_id(), "name": reply.tool, "input": {}}
             deltas = [
@@ -113,30 +139,33 @@ class AnthropicWire:
             first_content = 1  # the tool_use start already names the tool call
             events.append(sse({"type": "ping"}, "ping"))
         else:
+            if reply.thinking:
+                events.extend(_thinking_events(reply.thinking))
             deltas = [{"type": "text_delta", "text": p} for p in _pieces(reply.text)]
             events.append(
                 sse(
                     {
                         "type": "content_block_start",
-                        "index": 0,
+                        "index": index,
                         "content_block": {"type": "text", "text": ""},
                     },
                     "content_block_start",
                 )
             )
             events.append(sse({"type": "ping"}, "ping"))
-            first_content = len(events)
+            # the first progress: the first thinking delta when the reply thinks
+            first_content = 2 if reply.thinking else len(events)
         for d in deltas:
             events.append(
-                sse({"type": "content_block_delta", "index": 0, "delta": d}, "content_block_delta")
+                sse(
+                    {"type": "content_block_delta", "index": index, "delta": d},
+                    "content_block_delta",
+                )
             )
-        events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-        usage = {
-            "input_tokens": reply.input_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "output_tokens": reply.output_tokens,
-        }
+        events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+        usage = {**start["usage"], **reply.output_usage()}
+        usage.pop("service_tier", None)
+        usage.pop("cache_creation", None)
         delta = {"stop_reason": reply.stop_reason, "stop_sequence": reply.stop_sequence}
         events.append(
             sse({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta")
@@ -145,7 +174,16 @@ class AnthropicWire:
         return StreamPlan(events=events, first_content=first_content, terminator=1)
 
     def _message(self, body: Any, input_tokens: int) -> dict[str, Any]:
-        return {
+        cached, size, ttl = _cached_prefix(body)
+        read = written = 0
+        if cached is not None:
+            n = min(size, max(0, input_tokens - 1))  # the turn after the prefix is fresh
+            if cached in self._cache:
+                read = n
+            else:
+                self._cache.add(cached)
+                written = n
+        message = {
             "id": f"msg_fake{next(self._ids):06d}",
             "type": "message",
             "role": "assistant",
@@ -154,13 +192,18 @@ class AnthropicWire:
             "stop_reason": None,
             "stop_sequence": None,
             "usage": {
-                "input_tokens": input_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
+                "input_tokens": input_tokens - read - written,
+                "cache_creation_input_tokens": written,
+                "cache_read_input_tokens": read,
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": 0 if ttl == "1h" else written,
+                    "ephemeral_1h_input_tokens": written if ttl == "1h" else 0,
+                },
                 "output_tokens": 0,
                 "service_tier": "standard",
             },
         }
+        return message
 
     def _tool_id(self) -> str:
         return f"toolu_fake{next(self._ids):06d}"
@@ -178,12 +221,16 @@ class _Reply:
         self.input_tokens = tokens(prompt + (json.dumps(tools) if tools else ""))
         self.tool: str | None = None
         self.stop_sequence: str | None = None
+        self.thinking = ""
         if tools and last.get("role") == "user" and not _has_tool_result(last):
             self.tool = str(tools[0].get("name", "tool"))
             self.text = ""
             self.output_tokens = tokens(json.dumps(TOOL_INPUT)) + 10
             self.stop_reason = "tool_use"
             return
+        thinking = body.get("thinking")
+        if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+            self.thinking = "Thinking about: " + _text(last.get("content"))
         text = "Hello from fake-anthropic: " + _text(last.get("content"))
         self.stop_reason = "end_turn"
         for seq in body.get("stop_sequences") or ():
@@ -196,6 +243,16 @@ class _Reply:
             text, self.stop_reason, self.stop_sequence = text[: limit * 4], "max_tokens", None
         self.text = text
         self.output_tokens = tokens(text)
+
+    def output_usage(self) -> dict[str, Any]:
+        """Output usage: thinking counts in output_tokens and is reported apart too."""
+        if not self.thinking:
+            return {"output_tokens": self.output_tokens}
+        thought = tokens(self.thinking)
+        return {
+            "output_tokens": self.output_tokens + thought,
+            "output_tokens_details": {"thinking_tokens": thought},
+        }
 
 
 def _text(content: Any) -> str:
@@ -210,6 +267,44 @@ def _text(content: Any) -> str:
         elif block.get("type") == "tool_result":
             out.append(_text(block.get("content")))
     return "".join(out)
+
+
+def _thinking_events(thinking: str) -> list[bytes]:
+    """The events of a streamed thinking block at index 0, signature last."""
+    start = {"type": "thinking", "thinking": "", "signature": ""}
+    events = [sse({"type": "content_block_start", "index": 0, "content_block": start},
+                  "content_block_start")]  # fmt: skip
+    deltas: list[dict[str, Any]] = [
+        {"type": "thinking_delta", "thinking": p} for p in _pieces(thinking)
+    ]
+    deltas.append({"type": "signature_delta", "signature": signature_of(thinking)})
+    for d in deltas:
+        events.append(
+            sse({"type": "content_block_delta", "index": 0, "delta": d}, "content_block_delta")
+        )
+    events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    return events
+
+
+def _cached_prefix(body: Any) -> tuple[str | None, int, str | None]:
+    """(the prompt prefix up to the last block with cache_control, its tokens, its ttl), in
+    Anthropic's cache order: tools, then system, then messages."""
+    if not isinstance(body, dict):
+        return None, 0, None
+    blocks: list[Any] = list(body.get("tools") or [])
+    system = body.get("system")
+    blocks.extend(system if isinstance(system, list) else [system] if system else [])
+    for m in body.get("messages") or ():
+        content = m.get("content") if isinstance(m, dict) else None
+        blocks.extend(content if isinstance(content, list) else [content])
+    marked = [i for i, b in enumerate(blocks) if isinstance(b, dict) and b.get("cache_control")]
+    if not marked:
+        return None, 0, None
+    prefix = blocks[: marked[-1] + 1]
+    ntools = len(body.get("tools") or ())
+    text = "".join(json.dumps(b) if i < ntools else _text([b]) for i, b in enumerate(prefix))
+    ttl = prefix[-1]["cache_control"].get("ttl")
+    return json.dumps(prefix, sort_keys=True), tokens(text), ttl
 
 
 def _has_tool_result(message: dict[str, Any]) -> bool:

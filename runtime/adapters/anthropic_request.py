@@ -1,0 +1,509 @@
+"""Anthropic's Messages API request body, from a chat-completions request.
+
+This module owns the request half of the Anthropic adapter (runtime/adapters/anthropic.py):
+system/developer messages become the top-level `system` (a list of text blocks when a part
+carries `cache_control`); user, assistant and tool messages become content-block messages
+(consecutive same-role messages merged, tool results as `tool_result` blocks of a user
+message, thinking blocks sent back first); function tools (with `strict`) and tool_choice map
+to Anthropic's; `reasoning_effort` becomes a `thinking` budget; a strict `json_schema`
+response format becomes `output_config.format`. What Anthropic cannot take as sent is mapped
+or dropped with a line in `call.notes`; a request it cannot serve at all (`n > 1`) raises
+`Unservable`. The rules and their sources: docs/runtime.md, section "Anthropic".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from runtime import tokens
+from runtime.adapters.base import Call
+from runtime.errors import Unservable, UpstreamError
+
+DEFAULT_MAX_TOKENS = 4096
+
+# reasoning_effort -> thinking.budget_tokens (Anthropic: at least 1024, below max_tokens).
+THINKING_BUDGETS: dict[str, int] = {
+    "minimal": 1024,
+    "low": 2048,
+    "medium": 8192,
+    "high": 16384,
+}
+MIN_THINKING_BUDGET = 1024
+# With thinking on, Anthropic takes top_p only in this range (and no temperature or top_k).
+THINKING_TOP_P = (0.95, 1.0)
+# The user turn sent when a request holds only system/developer messages (Anthropic refuses
+# `messages: []` and empty text blocks).
+SYSTEM_ONLY_USER_TURN = "."
+# OpenAI parameters the Messages API has no equivalent for: dropped with a note.
+UNMAPPED = (
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+)
+
+
+def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
+    """The Messages API body for a chat-completions request.
+
+    Appends to `call.notes` what it mapped or dropped; raises `Unservable` when Anthropic
+    cannot serve the request at all and bad_request when a field cannot be mapped."""
+    req = call.request
+    notes = call.notes
+    if int(req.get("n") or 1) > 1:
+        raise Unservable("n > 1: Anthropic answers one choice")
+    system, messages = map_messages(req.get("messages") or [], notes)
+    if not messages and system:
+        messages = [{"role": "user", "content": [{"type": "text", "text": SYSTEM_ONLY_USER_TURN}]}]
+        notes.append(
+            f"added the user turn {SYSTEM_ONLY_USER_TURN!r}: the request holds only system "
+            "messages and Anthropic needs at least one user turn"
+        )
+    max_tokens, client_max, cap = _max_tokens(call, notes)
+    body: dict[str, Any] = {"model": call.model.upstream, "max_tokens": max_tokens}
+    body["messages"] = messages
+    output_config, instruction = _response_format(req.get("response_format"))
+    if instruction:
+        system.append([{"type": "text", "text": instruction}])
+    if system:
+        body["system"] = _system(system)
+    tools = []
+    for t in req.get("tools") or ():
+        if t.get("type") == "function":
+            tools.append(_tool(t))
+        else:
+            notes.append(f"dropped a tool of type {t.get('type')!r}: Anthropic takes functions")
+    choice = None
+    if tools:
+        body["tools"] = tools
+        choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    thinking = _thinking(call, choice, notes)
+    if thinking is not None:
+        body["thinking"] = thinking
+        budget = thinking.get("budget_tokens")
+        if thinking.get("type") == "enabled" and isinstance(budget, int):
+            _fit_budget(body, thinking, client_max, cap, notes)
+            if "thinking" not in body:
+                thinking = None
+    thinking_on = thinking is not None and thinking.get("type") != "disabled"
+    _sampling(req, body, thinking_on, notes)
+    stop = _stop_sequences(req.get("stop"), notes)
+    if stop:
+        body["stop_sequences"] = stop
+    if output_config:
+        body["output_config"] = output_config
+    if req.get("user"):
+        body["metadata"] = {"user_id": str(req["user"])}
+    dropped = [k for k in UNMAPPED if req.get(k) not in (None, False)]
+    if dropped:
+        names = ", ".join(f"`{k}`" for k in dropped)
+        notes.append(f"dropped {names}: Anthropic has no equivalent")
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _max_tokens(call: Call, notes: list[str]) -> tuple[int, bool, int]:
+    """(max_tokens to send, whether the client set it, the most that fits).
+
+    The most that fits is the model's output limit, but no more than the context window
+    minus the estimated prompt (runtime/tokens.py, the router's estimate), and at least 1.
+    `max_completion_tokens` supersedes `max_tokens` (OpenAI deprecated the latter for it)."""
+    req = call.request
+    limit = call.model.max_output_tokens or DEFAULT_MAX_TOKENS
+    fits = max(1, min(limit, call.model.context_window - tokens.prompt_tokens(req)))
+    newer, older = req.get("max_completion_tokens"), req.get("max_tokens")
+    if newer is not None:
+        if older is not None and int(older) != int(newer):
+            notes.append(
+                f"sent `max_completion_tokens` ({int(newer)}) as max_tokens, not `max_tokens` "
+                f"({int(older)}): OpenAI's newer field supersedes it"
+            )
+        return int(newer), True, fits
+    if older is not None:
+        return int(older), True, fits
+    if fits < limit:
+        notes.append(
+            f"sent max_tokens {fits}, not the model's {limit}: what fits the context window "
+            "after the estimated prompt"
+        )
+    return fits, False, fits
+
+
+def _thinking(call: Call, choice: dict[str, Any] | None, notes: list[str]) -> dict[str, Any] | None:
+    """The `thinking` object: the client's own, or one built from `reasoning_effort`."""
+    req = call.request
+    native, effort = req.get("thinking"), req.get("reasoning_effort")
+    thinking: dict[str, Any]
+    if isinstance(native, dict):
+        thinking = dict(native)
+        if effort is not None:
+            notes.append("ignored `reasoning_effort`: the request's own `thinking` is sent")
+    elif effort is None or effort == "none":
+        return None
+    elif "reasoning" not in call.model.capabilities:
+        notes.append(f"dropped `reasoning_effort`: model {call.model.name!r} does not reason")
+        return None
+    elif effort not in THINKING_BUDGETS:
+        notes.append(f"dropped `reasoning_effort` {effort!r}: not an effort Anthropic maps")
+        return None
+    else:
+        thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
+    if thinking.get("type") != "disabled" and choice and choice.get("type") in ("any", "tool"):
+        notes.append(
+            "dropped thinking: Anthropic takes only tool_choice auto or none with thinking, "
+            "and the request forces a tool"
+        )
+        return None
+    return thinking
+
+
+def _fit_budget(
+    body: dict[str, Any], thinking: dict[str, Any], client_max: bool, fits: int, notes: list[str]
+) -> None:
+    """Make max_tokens exceed the thinking budget (Anthropic counts thinking in max_tokens):
+    raise max_tokens within what fits, else lower the budget, else drop thinking."""
+    budget = int(thinking["budget_tokens"])
+    max_tokens = int(body["max_tokens"])
+    if max_tokens > budget:
+        return
+    raised = min(fits, budget + (max_tokens if client_max else MIN_THINKING_BUDGET))
+    if raised > budget:
+        body["max_tokens"] = raised
+        notes.append(
+            f"raised max_tokens from {max_tokens} to {raised}: the thinking budget ({budget}) "
+            "counts toward it and must be below it"
+        )
+        return
+    body["max_tokens"] = max_tokens = max(max_tokens, raised)
+    if max_tokens - 1 >= MIN_THINKING_BUDGET:
+        thinking["budget_tokens"] = max_tokens - 1
+        notes.append(f"lowered the thinking budget from {budget} to {max_tokens - 1} to fit")
+        return
+    del body["thinking"]
+    notes.append(
+        f"dropped thinking: max_tokens {max_tokens} leaves no room for Anthropic's smallest "
+        f"budget ({MIN_THINKING_BUDGET})"
+    )
+
+
+def _sampling(req: dict[str, Any], body: dict[str, Any], thinking: bool, notes: list[str]) -> None:
+    """temperature / top_p as Anthropic takes them: one of the two (current models refuse
+    both); with thinking, no temperature and top_p only within 0.95..1."""
+    temperature, top_p = req.get("temperature"), req.get("top_p")
+    if thinking:
+        if temperature is not None:
+            notes.append("dropped `temperature`: Anthropic refuses it with thinking")
+        lo, hi = THINKING_TOP_P
+        if top_p is not None and lo <= float(top_p) <= hi:
+            body["top_p"] = float(top_p)
+        elif top_p is not None:
+            notes.append(f"dropped `top_p` {top_p}: with thinking Anthropic takes {lo} to {hi}")
+        return
+    if temperature is not None:
+        value = min(max(float(temperature), 0.0), 1.0)
+        if value != float(temperature):
+            notes.append(f"clamped `temperature` {temperature} to {value}: Anthropic takes 0 to 1")
+        body["temperature"] = value
+        if top_p is not None:
+            notes.append("dropped `top_p`: Claude refuses temperature and top_p together")
+    elif top_p is not None:
+        body["top_p"] = float(top_p)
+
+
+def _stop_sequences(stop: Any, notes: list[str]) -> list[str]:
+    """The stop sequences Anthropic takes: it refuses whitespace-only ones."""
+    given = [stop] if isinstance(stop, str) else list(stop or ())
+    kept = [s for s in given if isinstance(s, str) and s.strip()]
+    if len(kept) < len(given):
+        dropped = [s for s in given if s not in kept]
+        notes.append(f"dropped stop sequences {dropped!r}: Anthropic refuses whitespace-only ones")
+    return kept
+
+
+def map_messages(
+    messages: list[dict[str, Any]], notes: list[str] | None = None
+) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """(system text blocks per system message, Anthropic messages) of OpenAI chat messages."""
+    notes = notes if notes is not None else []
+    system: list[list[dict[str, Any]]] = []
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            blocks = _text_blocks(msg.get("content"))
+            if blocks:
+                system.append(blocks)
+            continue
+        if role == "user":
+            blocks = _user_blocks(msg.get("content"))
+        elif role == "assistant":
+            blocks = _assistant_blocks(msg, notes)
+        elif role == "tool":
+            blocks = [_tool_result(msg)]
+            role = "user"
+        else:
+            raise bad_request(f"message role {role!r} is not supported by Anthropic")
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return system, out
+
+
+def _system(system: list[list[dict[str, Any]]]) -> str | list[dict[str, Any]]:
+    """The `system` value: a string, or text blocks when one of them carries cache_control."""
+    if any("cache_control" in b for blocks in system for b in blocks):
+        return [b for blocks in system for b in blocks]
+    return "\n\n".join("".join(b["text"] for b in blocks) for blocks in system)
+
+
+def _text_blocks(content: Any) -> list[dict[str, Any]]:
+    """Text blocks of a message's content (a string or parts), cache_control kept, empty
+    texts skipped (Anthropic refuses them)."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in content or ():
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append(_with_cache({"type": "text", "text": str(part["text"])}, part))
+    return blocks
+
+
+def _with_cache(block: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("cache_control") is not None:
+        block["cache_control"] = part["cache_control"]
+    return block
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in content or ():
+        kind = part.get("type")
+        if kind == "text":
+            if not part.get("text"):
+                continue
+            block: dict[str, Any] = {"type": "text", "text": str(part["text"])}
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url", "") if isinstance(image, dict) else str(image or "")
+            block = {"type": "image", "source": _source(url)}
+        elif kind == "file":
+            data = (part.get("file") or {}).get("file_data", "")
+            block = {"type": "document", "source": _source(data)}
+        else:
+            raise bad_request(f"content part {kind!r} is not supported by Anthropic")
+        blocks.append(_with_cache(block, part))
+    return blocks
+
+
+def _source(url: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64":
+            raise bad_request("data: URLs must be base64-encoded")
+        return {"type": "base64", "media_type": media_type, "data": data}
+    if url.startswith(("http://", "https://")):
+        return {"type": "url", "url": url}
+    raise bad_request("image and file parts need a data: or http(s) URL")
+
+
+def _assistant_blocks(msg: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    """Thinking blocks first (Anthropic wants them before text and tool_use), then text, then
+    tool calls (only id, name and arguments: gateway extras such as `extra_content` stay)."""
+    blocks = _thinking_blocks(msg, notes)
+    blocks.extend(_text_blocks(msg.get("content")))
+    for tc in msg.get("tool_calls") or ():
+        fn = tc.get("function") or {}
+        raw = fn.get("arguments") or "{}"
+        try:
+            args = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise bad_request(f"tool call {tc.get('id')!r} arguments are not valid JSON") from None
+        if not isinstance(args, dict):
+            raise bad_request(f"tool call {tc.get('id')!r} arguments must be a JSON object")
+        blocks.append(
+            {"type": "tool_use", "id": tc.get("id", ""), "name": fn.get("name", ""), "input": args}
+        )
+    return blocks
+
+
+def _thinking_blocks(msg: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    """An assistant turn's `thinking_blocks`, as Anthropic needs them back (signed)."""
+    out: list[dict[str, Any]] = []
+    given = msg.get("thinking_blocks") or ()
+    for b in given:
+        if not isinstance(b, dict):
+            continue
+        if (
+            b.get("type") == "thinking"
+            and isinstance(b.get("thinking"), str)
+            and isinstance(b.get("signature"), str)
+            and b["signature"]
+        ):
+            out.append({"type": "thinking", "thinking": b["thinking"], "signature": b["signature"]})
+        elif b.get("type") == "redacted_thinking" and isinstance(b.get("data"), str):
+            out.append({"type": "redacted_thinking", "data": b["data"]})
+    if len(out) < len(given):
+        notes.append(
+            f"dropped {len(given) - len(out)} thinking block(s) without a signature (or data)"
+        )
+    if not out and msg.get("reasoning_content"):
+        notes.append(
+            "dropped `reasoning_content` of an assistant turn: no signed thinking block to send"
+        )
+    return out
+
+
+def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
+    content = msg.get("content")
+    result: Any = (
+        content
+        if isinstance(content, str)
+        else [
+            _with_cache({"type": "text", "text": str(p.get("text", ""))}, p)
+            for p in content or ()
+            if p.get("type") == "text"
+        ]
+    )
+    return {"type": "tool_result", "tool_use_id": msg.get("tool_call_id", ""), "content": result}
+
+
+def _tool(tool: dict[str, Any]) -> dict[str, Any]:
+    fn = tool.get("function") or {}
+    schema = fn.get("parameters") or {"type": "object", "properties": {}}
+    out: dict[str, Any] = {"name": fn.get("name", "")}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    if fn.get("strict") is True:
+        out["input_schema"] = strict_schema(schema)
+        out["strict"] = True
+    else:
+        out["input_schema"] = schema
+    if tool.get("cache_control") is not None:
+        out["cache_control"] = tool["cache_control"]
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice == "none":
+        return {"type": "none"}
+    if choice is None and parallel is not False:
+        return None  # Anthropic's default is auto
+    out: dict[str, Any]
+    if choice is None or choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+    else:
+        raise bad_request(f"tool_choice {choice!r} is not supported by Anthropic")
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _response_format(fmt: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """(output_config, system instruction) for a response_format: a strict json_schema goes
+    to the API's structured outputs; json_object and a non-strict schema (best effort at
+    OpenAI too) become an instruction (Anthropic has no JSON mode)."""
+    if not isinstance(fmt, dict):
+        return None, None
+    if fmt.get("type") == "json_object":
+        return (
+            None,
+            "Respond only with a single valid JSON object, with no text before or after it.",
+        )
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        schema = spec.get("schema") or {"type": "object", "properties": {}}
+        if spec.get("strict") is True:
+            return {"format": {"type": "json_schema", "schema": strict_schema(schema)}}, None
+        text = orjson.dumps(schema).decode()
+        return None, (
+            "Respond only with a single valid JSON value, with no text before or after it, "
+            f"that conforms to this JSON Schema: {text}"
+        )
+    return None, None
+
+
+_STRING_FORMATS = frozenset(
+    {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
+)
+
+
+def strict_schema(schema: Any) -> Any:
+    """A JSON Schema reduced to what Anthropic's structured outputs (and strict tools) take,
+    by the rule of its SDK's `transform_schema`: objects closed (`additionalProperties:
+    false`), `oneOf` as `anyOf`, string formats and `minItems` only where supported; any other
+    keyword is kept as text in the description so the model can still follow it."""
+    if not isinstance(schema, dict):
+        return schema
+    src = dict(schema)
+    out: dict[str, Any] = {}
+    defs = src.pop("$defs", None)
+    if isinstance(defs, dict):
+        out["$defs"] = {name: strict_schema(d) for name, d in defs.items()}
+    if "$ref" in src:
+        out["$ref"] = src.pop("$ref")
+        if "description" in src:
+            out["description"] = src["description"]
+        return out
+    kind = src.pop("type", None)
+    any_of, one_of = src.pop("anyOf", None), src.pop("oneOf", None)
+    variants = any_of if isinstance(any_of, list) else one_of
+    all_of = src.pop("allOf", None)
+    literal = False
+    if isinstance(src.get("enum"), list) and src["enum"]:
+        out["enum"] = src.pop("enum")
+        literal = True
+    if "const" in src:
+        out["const"] = src.pop("const")
+        literal = True
+    if isinstance(variants, list):
+        out["anyOf"] = [strict_schema(v) for v in variants]
+    elif isinstance(all_of, list):
+        out["allOf"] = [strict_schema(v) for v in all_of]
+    elif not literal and kind is not None:
+        out["type"] = kind
+    elif not literal:
+        return schema  # no type to hold to: sent as given
+    for key in ("description", "title"):
+        if key in src:
+            out[key] = src.pop(key)
+    if kind == "object" and not literal:
+        props = src.pop("properties", None) or {}
+        out["properties"] = {k: strict_schema(v) for k, v in props.items()}
+        src.pop("additionalProperties", None)
+        out["additionalProperties"] = False
+        if "required" in src:
+            out["required"] = src.pop("required")
+    elif kind == "string" and src.get("format") in _STRING_FORMATS:
+        out["format"] = src.pop("format")
+    elif kind == "array":
+        if "items" in src:
+            out["items"] = strict_schema(src.pop("items"))
+        if src.get("minItems") in (0, 1):
+            out["minItems"] = src.pop("minItems")
+    if src:
+        rest = ", ".join(f"{k}: {orjson.dumps(v).decode()}" for k, v in src.items())
+        described = out.get("description")
+        out["description"] = (f"{described}\n\n" if described else "") + "{" + rest + "}"
+    return out
+
+
+def bad_request(message: str) -> UpstreamError:
+    """The error for a request field that cannot be mapped (the client's to fix)."""
+    return UpstreamError("bad_request", message, code="unsupported_by_provider")

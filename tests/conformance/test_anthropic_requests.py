@@ -1,0 +1,165 @@
+"""Every request of the matrix, through the Anthropic adapter, validated against the official
+SDK's `MessageCreateParams` (streamed and not) with extra keys forbidden, plus what each case
+must hold on Anthropic (docs/runtime.md, section "Anthropic")."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pydantic
+import pytest
+
+from runtime import tokens
+from runtime.adapters.anthropic import AnthropicAdapter
+from runtime.adapters.base import Call
+from runtime.config import ProviderConfig
+from tests.conformance.anthropic_types import validate
+from tests.conformance.matrix import CASES, MODEL, capture
+
+PROVIDER = ProviderConfig(
+    id="anthropic",
+    adapter="anthropic",
+    base_url="https://anthropic.test",
+    credentials={"api_key": "ANTHROPIC_API_KEY"},
+    credentials_optional=False,
+    timeout_s=5.0,
+    connect_timeout_s=1.0,
+    models={"m": MODEL},
+)
+
+VARIANTS = [(name, stream) for name in CASES for stream in (False, True)]
+
+
+def sent(name: str, stream: bool) -> tuple[dict[str, Any] | None, Call, str | None]:
+    request, _ = CASES[name]
+    req = dict(request)
+    if stream:
+        req["stream"] = True
+    else:
+        req.pop("stream", None)
+        req.pop("stream_options", None)
+    mock, call, refused = capture(AnthropicAdapter, PROVIDER, req, stream)
+    return (None if mock is None else mock.json()), call, refused
+
+
+@pytest.mark.parametrize(("name", "stream"), VARIANTS)
+def test_every_case_is_a_valid_messages_request(name: str, stream: bool) -> None:
+    body, call, refused = sent(name, stream)
+    if name == "n_2":
+        assert body is None and refused == "n > 1: Anthropic answers one choice"
+        return
+    assert refused is None and body is not None, call.notes
+    validate(body, stream)
+    assert body.get("stream", False) is stream
+    assert not ("temperature" in body and "top_p" in body)
+    assert all(s.strip() for s in body.get("stop_sequences", ()))
+    assert body["messages"] and body["messages"][0]["role"] == "user"
+    assert "extra_content" not in repr(body)
+    assert "reasoning_content" not in repr(body) and "thinking_blocks" not in repr(body)
+
+
+def test_near_window_max_tokens_fits_the_window() -> None:
+    body, _, _ = sent("near_window", False)
+    assert body is not None
+    request, _ = CASES["near_window"]
+    assert 1 <= body["max_tokens"] <= MODEL.context_window - tokens.prompt_tokens(request)
+
+
+@pytest.mark.parametrize("name", ["reasoning_low", "reasoning_medium", "reasoning_high"])
+def test_reasoning_cases_think_within_max_tokens(name: str) -> None:
+    body, _, _ = sent(name, False)
+    assert body is not None
+    thinking = body["thinking"]
+    assert thinking["type"] == "enabled"
+    assert 1024 <= thinking["budget_tokens"] < body["max_tokens"] <= MODEL.max_output_tokens  # type: ignore[operator]
+
+
+def test_signatures_are_round_tripped() -> None:
+    body, _, _ = sent("reasoning_round_trip", False)
+    assert body is not None
+    assistant = body["messages"][1]
+    assert assistant["role"] == "assistant"
+    assert assistant["content"][0] == {
+        "type": "thinking",
+        "thinking": "17 * 23 = 391",
+        "signature": "c2ln",
+    }
+
+
+def test_cache_control_is_kept() -> None:
+    body, _, _ = sent("cache_control", False)
+    assert body is not None
+    assert body["system"] == [
+        {
+            "type": "text",
+            "text": "A long reference document.",
+            "cache_control": {"type": "ephemeral", "ttl": "1h"},
+        }
+    ]
+    assert body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["tools"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_system_only_has_a_user_turn() -> None:
+    body, call, _ = sent("system_only", False)
+    assert body is not None
+    assert body["system"] == "Say hello." and len(body["messages"]) == 1
+    assert call.notes
+
+
+def test_sampling_both_sends_temperature_only() -> None:
+    body, call, _ = sent("sampling_both", False)
+    assert body is not None and body["temperature"] == 0.2 and "top_p" not in body
+    assert any("`top_p`" in n for n in call.notes)
+
+
+def test_whitespace_stops_are_dropped() -> None:
+    assert "stop_sequences" not in sent("stop_newline", False)[0]  # type: ignore[operator]
+    body, _, _ = sent("stop_list", False)
+    assert body is not None and body["stop_sequences"] == ["END", "STOP"]
+
+
+def test_strict_json_schema_is_structured_output() -> None:
+    body, _, _ = sent("json_schema_strict", False)
+    assert body is not None and body["output_config"]["format"]["type"] == "json_schema"
+    tool_body, _, _ = sent("rich_schema_tool", False)
+    assert tool_body is not None and tool_body["tools"][0]["strict"] is True
+
+
+# --- the validator itself refuses what the SDK does not declare -----------------------------
+
+
+def _plain() -> dict[str, Any]:
+    body, _, _ = sent("tool_results", False)
+    assert body is not None
+    return body
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda b: b.__setitem__("bogus", 1),
+        lambda b: b.__setitem__("n", 2),
+        lambda b: b["messages"][0]["content"][0].__setitem__("bogus", 1),
+        lambda b: b["messages"][1]["content"][0].__setitem__("extra_content", {}),
+        lambda b: b["tools"][0].__setitem__("parameters", {}),
+        lambda b: b.__setitem__("tool_choice", {"type": "required"}),
+        lambda b: b.__setitem__("thinking", {"type": "enabled"}),
+        lambda b: b["messages"][0].__setitem__("role", "tool"),
+    ],
+)
+def test_the_validator_refuses_unknown_or_wrong_keys(spoil: Any) -> None:
+    body = copy.deepcopy(_plain())
+    validate(body, False)
+    spoil(body)
+    with pytest.raises((pydantic.ValidationError, ValueError)):
+        validate(body, False)
+
+
+def test_the_validator_refuses_a_stream_flag_of_the_wrong_variant() -> None:
+    body = _plain()
+    with pytest.raises(pydantic.ValidationError):
+        validate({**body, "stream": True}, False)
+    with pytest.raises(pydantic.ValidationError):
+        validate(body, True)

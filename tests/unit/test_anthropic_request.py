@@ -1,0 +1,369 @@
+"""The Anthropic adapter's request rules (issue 11): what Anthropic takes, mapped or dropped
+with a note, per docs/runtime.md section "Anthropic"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime.adapters.anthropic import AnthropicAdapter
+from runtime.adapters.anthropic_request import (
+    MIN_THINKING_BUDGET,
+    SYSTEM_ONLY_USER_TURN,
+    THINKING_BUDGETS,
+    build_request,
+    strict_schema,
+)
+from runtime.adapters.base import Call
+from runtime.config import ModelConfig, ProviderConfig
+from runtime.errors import Unservable
+from tests.conformance.matrix import capture
+
+HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Hello"}]
+REASONING = frozenset({"streaming", "tools", "reasoning"})
+
+
+def model(
+    capabilities: frozenset[str] = REASONING,
+    window: int = 200_000,
+    max_output: int | None = 64_000,
+) -> ModelConfig:
+    return ModelConfig("claude", "claude-up", window, max_output, capabilities, None)
+
+
+def build(cfg: ModelConfig | None = None, **fields: Any) -> tuple[dict[str, Any], list[str]]:
+    """The upstream body and the notes for a request with `fields` (messages default HELLO)."""
+    call = Call({"model": "r", "messages": HELLO, **fields}, cfg or model(), {}, "req")
+    return build_request(call), call.notes
+
+
+PROVIDER = ProviderConfig(
+    id="anthropic",
+    adapter="anthropic",
+    base_url="https://anthropic.test",
+    credentials={"api_key": "ANTHROPIC_API_KEY"},
+    credentials_optional=False,
+    timeout_s=5.0,
+    connect_timeout_s=1.0,
+    models={},
+)
+
+
+# --- 1. sampling ---------------------------------------------------------------------------
+
+
+def test_temperature_and_top_p_together_keep_temperature_only() -> None:
+    body, notes = build(temperature=0.2, top_p=0.9)
+    assert body["temperature"] == 0.2 and "top_p" not in body
+    assert any("`top_p`" in n and "together" in n for n in notes)
+
+
+def test_one_sampling_parameter_is_sent_as_is() -> None:
+    assert build(top_p=0.5)[0]["top_p"] == 0.5
+    body, notes = build(temperature=0.4)
+    assert body["temperature"] == 0.4 and notes == []
+
+
+def test_temperature_above_one_is_clamped_with_a_note() -> None:
+    body, notes = build(temperature=1.5)
+    assert body["temperature"] == 1.0
+    assert any("clamped `temperature`" in n for n in notes)
+
+
+def test_with_thinking_no_temperature_and_top_p_only_in_range() -> None:
+    body, notes = build(reasoning_effort="low", temperature=0.3, top_p=0.97)
+    assert "temperature" not in body and body["top_p"] == 0.97
+    assert any("`temperature`" in n and "thinking" in n for n in notes)
+    body, notes = build(reasoning_effort="low", top_p=0.5)
+    assert "top_p" not in body and any("`top_p` 0.5" in n for n in notes)
+
+
+def test_thinking_disabled_leaves_sampling_alone() -> None:
+    body, notes = build(thinking={"type": "disabled"}, temperature=0.3)
+    assert body["thinking"] == {"type": "disabled"} and body["temperature"] == 0.3
+    assert notes == []
+
+
+# --- 2. stop sequences ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", ["\n", " ", ["\n\n"], ["\t", " "]])
+def test_whitespace_only_stop_sequences_are_dropped(stop: Any) -> None:
+    body, notes = build(stop=stop)
+    assert "stop_sequences" not in body
+    assert any("whitespace-only" in n for n in notes)
+
+
+def test_other_stop_sequences_are_kept() -> None:
+    body, notes = build(stop=["END", " ", "\n\n", "STOP"])
+    assert body["stop_sequences"] == ["END", "STOP"]
+    assert len(notes) == 1
+
+
+# --- 3. max_tokens -------------------------------------------------------------------------
+
+
+def test_without_max_tokens_the_output_limit_is_sent_when_it_fits() -> None:
+    body, notes = build()
+    assert body["max_tokens"] == 64_000 and notes == []
+
+
+def test_without_max_tokens_a_long_prompt_gets_what_fits_the_window() -> None:
+    text = "word " * 150_000  # 750,000 characters: 187,500 estimated tokens
+    body, _ = build(messages=[{"role": "user", "content": text}])
+    assert body["max_tokens"] == 200_000 - (187_500 + 4)
+
+
+def test_a_max_tokens_lowered_to_fit_is_noted() -> None:
+    _, notes = build(messages=[{"role": "user", "content": "word " * 150_000}])
+    assert any("fits the context window" in n for n in notes)
+
+
+def test_max_tokens_is_never_below_one() -> None:
+    body, _ = build(model(window=1000), messages=[{"role": "user", "content": "x" * 8000}])
+    assert body["max_tokens"] == 1
+
+
+def test_without_an_output_limit_the_default_is_sent() -> None:
+    assert build(model(max_output=None))[0]["max_tokens"] == 4096
+
+
+def test_max_completion_tokens_supersedes_max_tokens() -> None:
+    assert build(max_completion_tokens=512)[0]["max_tokens"] == 512
+    assert build(max_tokens=256)[0]["max_tokens"] == 256
+    body, notes = build(max_tokens=256, max_completion_tokens=512)
+    assert body["max_tokens"] == 512
+    assert any("supersedes" in n for n in notes)
+
+
+# --- 4. thinking ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("effort", sorted(THINKING_BUDGETS))
+def test_reasoning_effort_becomes_a_thinking_budget(effort: str) -> None:
+    body, _ = build(reasoning_effort=effort)
+    budget = THINKING_BUDGETS[effort]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert MIN_THINKING_BUDGET <= budget < body["max_tokens"]
+
+
+def test_max_tokens_is_raised_above_the_budget_within_the_limit() -> None:
+    body, notes = build(reasoning_effort="medium", max_completion_tokens=8000)
+    assert body["thinking"]["budget_tokens"] == THINKING_BUDGETS["medium"]
+    assert body["max_tokens"] == THINKING_BUDGETS["medium"] + 8000
+    assert any("raised max_tokens" in n for n in notes)
+    body, _ = build(model(max_output=10_000), reasoning_effort="high", max_tokens=100)
+    assert body["max_tokens"] == 10_000 and body["thinking"]["budget_tokens"] == 9_999
+
+
+def test_thinking_is_dropped_when_no_budget_fits() -> None:
+    body, notes = build(model(max_output=1000), reasoning_effort="low")
+    assert "thinking" not in body and any("dropped thinking" in n for n in notes)
+
+
+def test_reasoning_effort_on_a_model_without_reasoning_is_dropped() -> None:
+    body, notes = build(model(frozenset({"streaming"})), reasoning_effort="high")
+    assert "thinking" not in body
+    assert any("does not reason" in n for n in notes)
+
+
+def test_a_native_thinking_object_is_sent_as_is() -> None:
+    body, _ = build(thinking={"type": "adaptive", "display": "summarized"})
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    body, _ = build(thinking={"type": "enabled", "budget_tokens": 3000})
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 3000}
+
+
+def test_thinking_is_dropped_when_a_tool_is_forced() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    body, notes = build(reasoning_effort="low", tools=[tool], tool_choice="required")
+    assert "thinking" not in body and body["tool_choice"] == {"type": "any"}
+    assert any("forces a tool" in n for n in notes)
+
+
+# --- 5. thinking blocks back ---------------------------------------------------------------
+
+
+def test_thinking_blocks_go_back_first_in_the_assistant_turn() -> None:
+    blocks = [
+        {"type": "thinking", "thinking": "17 * 23 = 391", "signature": "c2ln"},
+        {"type": "redacted_thinking", "data": "ZW5j"},
+    ]
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    assistant = {
+        "role": "assistant",
+        "content": "391",
+        "reasoning_content": "17 * 23 = 391",
+        "thinking_blocks": blocks,
+        "tool_calls": [call],
+    }
+    body, notes = build(messages=[*HELLO, assistant, {"role": "tool", "tool_call_id": "toolu_1",
+                                                      "content": "ok"}])  # fmt: skip
+    assert body["messages"][1]["content"] == [
+        *blocks,
+        {"type": "text", "text": "391"},
+        {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}},
+    ]
+    assert notes == []
+
+
+def test_reasoning_content_without_blocks_is_dropped_with_a_note() -> None:
+    assistant = {"role": "assistant", "content": "391", "reasoning_content": "think"}
+    body, notes = build(messages=[*HELLO, assistant, *HELLO])
+    assert body["messages"][1]["content"] == [{"type": "text", "text": "391"}]
+    assert any("`reasoning_content`" in n for n in notes)
+
+
+# --- 6. strict tools and structured outputs ------------------------------------------------
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+        "target": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+    },
+    "required": ["tags", "target"],
+}
+
+
+def test_strict_tools_are_strict_with_a_schema_anthropic_takes() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": SCHEMA, "strict": True}}
+    [sent] = build(tools=[tool])[0]["tools"]
+    assert sent["strict"] is True
+    assert sent["input_schema"] == strict_schema(SCHEMA)
+    assert sent["input_schema"]["additionalProperties"] is False
+    assert "anyOf" in sent["input_schema"]["properties"]["target"]
+
+
+def test_strict_json_schema_goes_to_output_config() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA, "strict": True}}
+    body, _ = build(response_format=fmt)
+    assert body["output_config"] == {
+        "format": {"type": "json_schema", "schema": strict_schema(SCHEMA)}
+    }
+    assert "system" not in body
+
+
+def test_json_object_and_loose_schemas_stay_an_instruction() -> None:
+    body, _ = build(response_format={"type": "json_object"})
+    assert "JSON object" in body["system"] and "output_config" not in body
+    loose = {"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMA}}
+    body, _ = build(response_format=loose)
+    assert "JSON Schema" in body["system"] and "output_config" not in body
+
+
+def test_strict_schema_follows_the_sdk_rule() -> None:
+    out = strict_schema(
+        {
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer", "minimum": 1, "description": "A number"},
+                "when": {"type": "string", "format": "date-time"},
+                "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                "pick": {"type": ["string", "null"], "enum": ["a", None]},
+                "ref": {"$ref": "#/$defs/x"},
+            },
+            "$defs": {"x": {"type": "object", "properties": {}, "additionalProperties": True}},
+        }
+    )
+    props = out["properties"]
+    assert props["n"] == {"type": "integer", "description": "A number\n\n{minimum: 1}"}
+    assert props["when"] == {"type": "string", "format": "date-time"}
+    assert props["tags"]["description"] == "{minItems: 2}" and "minItems" not in props["tags"]
+    assert props["pick"] == {"enum": ["a", None]}
+    assert props["ref"] == {"$ref": "#/$defs/x"}
+    assert out["$defs"]["x"]["additionalProperties"] is False
+
+
+# --- 7. cache_control ----------------------------------------------------------------------
+
+CACHE = {"type": "ephemeral", "ttl": "1h"}
+
+
+def test_cache_control_on_system_parts_makes_system_a_block_list() -> None:
+    messages = [
+        {
+            "role": "system",
+            "content": [{"type": "text", "text": "Big doc", "cache_control": CACHE}],
+        },
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": CACHE}]},
+    ]
+    body, _ = build(messages=messages)
+    assert body["system"] == [
+        {"type": "text", "text": "Big doc", "cache_control": CACHE},
+        {"type": "text", "text": "Be brief."},
+    ]
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Hi", "cache_control": CACHE}
+    ]
+
+
+def test_cache_control_on_tools_assistant_and_tool_parts_is_kept() -> None:
+    tool = {"type": "function", "function": {"name": "f"}, "cache_control": CACHE}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        *HELLO,
+        {"role": "assistant", "content": [{"type": "text", "text": "A", "cache_control": CACHE}],
+         "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1",
+         "content": [{"type": "text", "text": "R", "cache_control": CACHE}]},
+    ]  # fmt: skip
+    body, _ = build(messages=messages, tools=[tool])
+    assert body["tools"][0]["cache_control"] == CACHE
+    assert body["messages"][1]["content"][0] == {
+        "type": "text",
+        "text": "A",
+        "cache_control": CACHE,
+    }
+    result = body["messages"][2]["content"][0]
+    assert result["content"] == [{"type": "text", "text": "R", "cache_control": CACHE}]
+
+
+def test_without_cache_control_system_stays_a_string() -> None:
+    body, _ = build(messages=[{"role": "system", "content": "S"}, *HELLO])
+    assert body["system"] == "S"
+
+
+def test_parameters_without_an_equivalent_are_dropped_with_a_note() -> None:
+    body, notes = build(logprobs=True, top_logprobs=3, seed=7, presence_penalty=0.5)
+    assert not {"logprobs", "top_logprobs", "seed", "presence_penalty"} & set(body)
+    assert notes == [
+        "dropped `logprobs`, `top_logprobs`, `presence_penalty`, `seed`: "
+        "Anthropic has no equivalent"
+    ]
+
+
+# --- 8, 9, 12 ------------------------------------------------------------------------------
+
+
+def test_n_above_one_skips_the_candidate_before_sending() -> None:
+    sent, _, reason = capture(AnthropicAdapter, PROVIDER, {"model": "r", "messages": HELLO, "n": 2},
+                              False)  # fmt: skip
+    assert sent is None and reason == "n > 1: Anthropic answers one choice"
+    with pytest.raises(Unservable):
+        build(n=3)
+
+
+def test_a_system_only_request_gets_one_user_turn() -> None:
+    body, notes = build(messages=[{"role": "system", "content": "Say hello."}])
+    assert body["system"] == "Say hello."
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": SYSTEM_ONLY_USER_TURN}]}
+    ]
+    assert any("user turn" in n for n in notes)
+
+
+def test_gateway_extras_on_tool_calls_never_reach_anthropic() -> None:
+    call = {
+        "id": "call_g_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": '{"a": 1}'},
+        "extra_content": {"google": {"thought_signature": "dGhvdWdodA=="}},
+    }
+    body, _ = build(messages=[*HELLO, {"role": "assistant", "content": None, "tool_calls": [call]}])
+    assert body["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "call_g_1", "name": "f", "input": {"a": 1}}
+    ]
+    assert b"extra_content" not in repr(body).encode()
