@@ -196,7 +196,8 @@ def test_completion_carries_message_finish_reason_usage_and_model(fake: FakeProv
     assert result.usage is not None
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     assert result.model == "gpt-4o-mini-2024-07-18"
-    assert result.extra["system_fingerprint"]
+    assert result.body is not None and result.body["system_fingerprint"]
+    assert result.body["service_tier"] == "default"
 
 
 def test_completion_with_a_tool_call(fake: FakeProvider) -> None:
