@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.adapters import Call, RelayChunk, Usage
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
@@ -468,3 +470,63 @@ def test_n_2_non_streamed_returns_both_choices() -> None:
     got = post(gw, s.chat("r", n=2)).json()
     assert transport.requests[0].json()["n"] == 2
     assert [c["message"]["content"] for c in got["choices"]] == ["Hello!", "Hi!"]
+
+
+# --- any payload: relayed, or upstream_malformed; never another exception ----------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+DELTA = st.fixed_dictionaries(
+    {},
+    optional={
+        "content": JSON,
+        "role": JSON,
+        "refusal": JSON,
+        "tool_calls": st.lists(
+            st.fixed_dictionaries({}, optional={"index": JSON, "function": JSON}), max_size=2
+        )
+        | JSON,
+    },
+)
+CHOICE = st.fixed_dictionaries({}, optional={"index": JSON, "delta": DELTA | JSON})
+CHUNK = st.fixed_dictionaries(
+    {},
+    optional={
+        "choices": st.lists(CHOICE | JSON, max_size=2) | JSON,
+        "usage": st.fixed_dictionaries(
+            {}, optional={"prompt_tokens": JSON, "completion_tokens": JSON}
+        )
+        | JSON,
+        "model": JSON,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(payload=CHUNK | JSON, after_commit=st.booleans())
+def test_any_chunk_is_relayed_or_upstream_malformed(payload: Any, after_commit: bool) -> None:
+    events: list[Any] = [chunk({"content": "a"})] if after_commit else []
+    events += [payload, chunk({"content": "b"})]
+    gw, _, _ = gateway(stream_of(*events))
+    resp = post(gw, s.chat("r", stream=True))
+    assert resp.status in (200, 502)
+    rec = gw.sink.records[0]
+    if rec.status != 200 or rec.broke_after_commit:
+        assert rec.attempts[-1].get("code") == "upstream_malformed", rec.attempts
+        if after_commit:
+            assert resp.events()[-1]["error"]["code"] == "upstream_stream_broken"
+
+
+@settings(max_examples=150, deadline=None)
+@given(payload=st.fixed_dictionaries({}, optional={"choices": JSON, "usage": JSON}) | JSON)
+def test_any_answer_is_relayed_or_upstream_malformed(payload: Any) -> None:
+    gw, _, _ = gateway(reply(payload))
+    resp = post(gw, s.chat("r"))
+    assert resp.status in (200, 502)
+    if resp.status == 502:
+        assert gw.sink.records[0].attempts[-1].get("code") == "upstream_malformed"
