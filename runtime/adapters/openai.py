@@ -191,8 +191,7 @@ def _clean_tools(tools: list[Any], notes: list[str]) -> list[Any] | None:
         in_fn = isinstance(fn, dict) and "cache_control" in fn
         if "cache_control" in t or in_fn:
             new = {k: v for k, v in t.items() if k != "cache_control"}
-            if in_fn:
-                assert isinstance(fn, dict)
+            if isinstance(fn, dict) and in_fn:
                 new["function"] = {k: v for k, v in fn.items() if k != "cache_control"}
             if out is None:
                 out = list(tools)

@@ -361,7 +361,11 @@ def test_cache_control_and_thinking_are_dropped_with_a_note() -> None:
                 "type": "function",
                 "function": {"name": "f", "parameters": {"type": "object"}},
                 "cache_control": {"type": "ephemeral"},
-            }
+            },
+            {
+                "type": "function",
+                "function": {"name": "g", "cache_control": {"type": "ephemeral"}},
+            },
         ],
         "thinking": {"type": "enabled", "budget_tokens": 2048},
     }
@@ -371,7 +375,8 @@ def test_cache_control_and_thinking_are_dropped_with_a_note() -> None:
         {"role": "user", "content": "hi"},
     ]
     assert body["tools"] == [
-        {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},
+        {"type": "function", "function": {"name": "g"}},
     ]
     assert "thinking" not in body
     assert len(notes) == 3
