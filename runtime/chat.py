@@ -421,6 +421,8 @@ def _completion_body(rec: RequestRecord, result: Completion) -> bytes:
     fp = result.extra.get("system_fingerprint")
     if fp is not None:
         body["system_fingerprint"] = fp
+    if result.body is not None:  # an OpenAI-format provider's answer: its fields as sent
+        body.update(result.body)
     return orjson.dumps(body)
 
 

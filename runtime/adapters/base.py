@@ -85,6 +85,11 @@ class Completion:
     usage: Usage | None
     model: str | None = None  # the model id the provider reported, if any
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
+    # An OpenAI-format provider's own chat.completion body, less `id`/`object`/`created`/
+    # `model` (the gateway sets those): the client gets its fields as they are — every choice
+    # with its logprobs, `usage` with its details (present only when the provider's usage was
+    # valid; else the gateway renders `usage`), `service_tier`, `system_fingerprint`, ...
+    body: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

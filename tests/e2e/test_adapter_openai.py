@@ -8,6 +8,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import openai
 import pytest
 
 from runtime.adapters.base import AnyChunk, Call, Completion, RelayChunk
@@ -15,6 +16,7 @@ from runtime.adapters.openai import OpenAIAdapter, OpenAIStream
 from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
+from tests.conftest import Fakes
 from tests.fakes.base import FakeProvider, Fault
 from tests.fakes.openai_fake import (
     CONTEXT_LENGTH_MESSAGE,
@@ -22,6 +24,7 @@ from tests.fakes.openai_fake import (
     OVERLOADED_MESSAGE,
     openai_fake,
 )
+from tests.gateway_env import Gateway
 
 T = TypeVar("T")
 
@@ -196,7 +199,8 @@ def test_completion_carries_message_finish_reason_usage_and_model(fake: FakeProv
     assert result.usage is not None
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     assert result.model == "gpt-4o-mini-2024-07-18"
-    assert result.extra["system_fingerprint"]
+    assert result.body is not None and result.body["system_fingerprint"]
+    assert result.body["service_tier"] == "default"
 
 
 def test_completion_with_a_tool_call(fake: FakeProvider) -> None:
@@ -365,3 +369,45 @@ def test_stream_without_done_is_truncated(fake: FakeProvider) -> None:
     assert not at_send
     assert (err.error_class, err.code) == ("server_error", "stream_truncated")
     assert chunks[-1].usage is not None  # everything but [DONE] arrived
+
+
+# -- the official SDK as the client of a gateway over the fake ---------------------------------
+
+
+def test_the_sdk_gets_logprobs_usage_details_and_service_tier_through_the_gateway(
+    gateway: Gateway, clean_fakes: Fakes
+) -> None:
+    client = openai.OpenAI(
+        base_url=gateway.url + "/v1", api_key=gateway.key(), max_retries=0, timeout=15
+    )
+    messages: Any = [{"role": "user", "content": "cache me " * 700}]
+    client.chat.completions.create(model="chat", messages=messages)  # fills the prompt cache
+    raw = client.chat.completions.with_raw_response.create(
+        model="chat",
+        messages=messages,
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+        service_tier="priority",
+    )
+    resp = raw.parse()
+    assert raw.headers["x-switchyard-provider"] == "openai"
+    assert resp.service_tier == "priority"
+    assert resp.system_fingerprint
+    assert [c.index for c in resp.choices] == [0, 1]
+    for choice in resp.choices:
+        assert choice.logprobs is not None and choice.logprobs.content
+        assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
+        assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content)
+    usage = resp.usage
+    assert usage is not None and usage.prompt_tokens_details is not None
+    assert usage.completion_tokens_details is not None
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and cached >= 1024
+    assert usage.completion_tokens_details.reasoning_tokens == 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    rec = gateway.record(raw.headers["x-request-id"])
+    assert (rec["input_tokens"], rec["output_tokens"]) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )

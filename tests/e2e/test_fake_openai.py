@@ -239,3 +239,52 @@ def test_error_event_makes_the_stream_raise(fake: FakeProvider) -> None:
             seen.append(chunk.choices[0].delta.content or "")
     assert "server had an error" in info.value.message
     assert any(seen)  # the error came after content had flowed
+
+
+def _no_extras(model: Any) -> None:
+    """No field the SDK's type does not know, at any depth."""
+    if isinstance(model, openai.BaseModel):
+        assert not model.model_extra, model.model_extra
+        for name in type(model).model_fields:
+            _no_extras(getattr(model, name))
+    elif isinstance(model, list):
+        for item in model:
+            _no_extras(item)
+
+
+def test_logprobs_n_and_service_tier_are_openais(fake: FakeProvider) -> None:
+    resp = client(fake).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "ping"}],
+        n=2,
+        logprobs=True,
+        top_logprobs=2,
+        service_tier="flex",
+    )
+    _no_extras(resp)
+    assert [c.index for c in resp.choices] == [0, 1]
+    assert resp.service_tier == "flex"
+    lp = resp.choices[0].logprobs
+    assert lp is not None and lp.content
+    assert "".join(t.token for t in lp.content) == resp.choices[0].message.content
+    assert all(len(t.top_logprobs) == 2 for t in lp.content)
+
+
+def test_reasoning_and_cached_tokens_are_reported_in_the_usage_details(
+    fake: FakeProvider,
+) -> None:
+    messages: Any = [{"role": "user", "content": "long " * 1200}]
+    first = client(fake).chat.completions.create(
+        model="o4-mini", messages=messages, reasoning_effort="low"
+    )
+    again = client(fake).chat.completions.create(model="o4-mini", messages=messages)
+    _no_extras(first)
+    assert first.usage is not None and again.usage is not None
+    assert first.usage.completion_tokens_details is not None
+    assert first.usage.completion_tokens_details.reasoning_tokens == 16
+    assert first.usage.prompt_tokens_details is not None
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert again.usage.prompt_tokens_details is not None
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and 1024 <= cached <= again.usage.prompt_tokens
+    assert (cached - 1024) % 128 == 0

@@ -7,6 +7,12 @@ chunk with `finish_reason`, a usage chunk with `choices: []` when `stream_option
 was asked, then `data: [DONE]`. Error bodies are OpenAI's `{"error": {message, type, param,
 code}}`; a 400 whose message says "maximum context length" carries `context_length_exceeded`
 (use CONTEXT_LENGTH_MESSAGE).
+
+Non-streamed answers also carry what OpenAI reports: `n` choices, per-token `logprobs` (with
+`top_logprobs` alternatives) when asked, `service_tier` (the requested tier; `auto` runs as
+`default`), and usage details: `reasoning_tokens` when `reasoning_effort` is sent (part of
+`completion_tokens`), and `cached_tokens` for a prompt of 1,024 tokens or more sent before
+(OpenAI caches the longest prefix seen, in 128-token steps from 1,024).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class OpenAIWire:
 
     def __init__(self, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
+        self.seen: set[str] = set()  # prompts answered before (for cached_tokens)
 
     def is_stream(self, request: web.Request, body: Any) -> bool:
         return isinstance(body, dict) and body.get("stream") is True
@@ -73,18 +80,36 @@ class OpenAIWire:
             text = reply_text(body)
             message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
             finish, out_tokens = "stop", len(_pieces(text))
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 1 else 1
+        logprobs = _logprobs(message.get("content"), body) if body.get("logprobs") else None
+        choices = [
+            {"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish}
+            for i in range(n)
+        ]
+        prompt = prompt_tokens(body)
         return {
             "id": _id(),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": _model(body),
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-            ],
-            "usage": _usage(prompt_tokens(body), out_tokens),
-            "service_tier": "default",
+            "choices": choices,
+            "usage": _usage(
+                prompt, out_tokens * n, self._cached(body, prompt), _reasoning(body) * n
+            ),
+            "service_tier": _tier(body),
             "system_fingerprint": FINGERPRINT,
         }
+
+    def _cached(self, body: dict[str, Any], prompt: int) -> int:
+        """Tokens OpenAI would read from its prompt cache: a prompt of 1,024 tokens or more
+        sent before, rounded down to 1,024 + a multiple of 128."""
+        if prompt < 1024:
+            return 0
+        key = json.dumps(body.get("messages"), sort_keys=True)
+        if key not in self.seen:
+            self.seen.add(key)
+            return 0
+        return 1024 + (prompt - 1024) // 128 * 128
 
     def stream(self, request: web.Request, body: Any) -> StreamPlan:
         head = {
@@ -92,9 +117,10 @@ class OpenAIWire:
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": _model(body),
-            "service_tier": "default",
+            "service_tier": _tier(body),
             "system_fingerprint": FINGERPRINT,
         }
+        prompt = prompt_tokens(body)
         opts = body.get("stream_options") if isinstance(body, dict) else None
         with_usage = isinstance(opts, dict) and opts.get("include_usage") is True
 
@@ -147,7 +173,15 @@ class OpenAIWire:
             out_tokens = len(pieces)
         if with_usage:
             events.append(
-                sse({**head, "choices": [], "usage": _usage(prompt_tokens(body), out_tokens)})
+                sse(
+                    {
+                        **head,
+                        "choices": [],
+                        "usage": _usage(
+                            prompt, out_tokens, self._cached(body, prompt), _reasoning(body)
+                        ),
+                    }
+                )
             )
         events.append(b"data: [DONE]\n\n")
         return StreamPlan(events=events, first_content=first_content, terminator=1)
@@ -269,14 +303,45 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+_REASONING_TOKENS = {"minimal": 0, "low": 16, "medium": 64, "high": 256}
+
+
+def _reasoning(body: Any) -> int:
+    """Thinking tokens for the request's `reasoning_effort` (0 without one)."""
+    return _REASONING_TOKENS.get(str(body.get("reasoning_effort")), 0)
+
+
+def _tier(body: Any) -> str:
+    """The tier that served the request: the one asked for, `default` for `auto` or none."""
+    tier = body.get("service_tier") if isinstance(body, dict) else None
+    return tier if tier in ("flex", "priority", "scale") else "default"
+
+
+def _logprobs(text: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's `choices[].logprobs`: one entry per piece of the text, each with
+    `top_logprobs` alternatives (the piece itself first)."""
+    top = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
+    content = []
+    for i, piece in enumerate(_pieces(text) if isinstance(text, str) else []):
+        logprob = -0.01 * (i + 1)
+        alts = [{"token": piece, "logprob": logprob, "bytes": list(piece.encode())}]
+        alts += [
+            {"token": f"alt{k}", "logprob": logprob - k, "bytes": list(f"alt{k}".encode())}
+            for k in range(1, top)
+        ]
+        entry = {"token": piece, "logprob": logprob, "bytes": list(piece.encode())}
+        content.append({**entry, "top_logprobs": alts[:top]})
+    return {"content": content, "refusal": None}
+
+
+def _usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens": completion + reasoning,
+        "total_tokens": prompt + completion + reasoning,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
