@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from compiler.validate import check_bytes
 from runtime.adapters import Usage
 from runtime.config import Budget, Price, PriceTier, RuntimeConfig
 from runtime.listings import format_records
@@ -315,3 +316,56 @@ def test_the_requests_listing_shows_the_usage_details_and_flags_estimates() -> N
         assert column in header
     assert " 40 " in row and " ~ " in row
     assert note.startswith("~ cost usd: includes the estimated cost of attempts abandoned")
+
+
+# --- check: the price table rules ------------------------------------------------------------
+
+GATEWAY = (Path(__file__).resolve().parents[2] / "gateway.yaml").read_text()
+GEMINI_TIER = (
+    "            - {above_input_tokens: 200000, input: 2.50, cached_input: 0.25, output: 15.00}"
+)
+
+
+def _diagnostics(old: str, new: str) -> list[tuple[str, str, str]]:
+    assert GATEWAY.count(old) == 1
+    result = check_bytes(GATEWAY.replace(old, new))
+    return [(d.code, d.dotted_path, d.message) for d in result.diagnostics]
+
+
+def test_the_example_gateway_prices_pass_check_without_a_warning() -> None:
+    assert check_bytes(GATEWAY).diagnostics == []
+
+
+def test_a_repeated_tier_threshold_is_an_error() -> None:
+    assert _diagnostics(GEMINI_TIER, GEMINI_TIER + "\n" + GEMINI_TIER) == [
+        (
+            "E060",
+            "providers.gemini.models.'gemini-2.5-pro'.price.tiers[1].above_input_tokens",
+            "tier threshold 200000 repeats the one before it (200000)",
+        )
+    ]
+
+
+def test_a_negative_rate_is_a_shape_error() -> None:
+    found = _diagnostics("cached_input: 0.25,", "cached_input: -0.25,")
+    assert [(c, p) for c, p, _ in found if c.startswith("E")] == [
+        ("E014", "providers.gemini.models.'gemini-2.5-pro'.price.tiers[0].cached_input")
+    ]
+
+
+def test_a_cache_read_rate_on_the_mock_adapter_is_never_used() -> None:
+    found = _diagnostics(
+        "price: {input: 0, output: 0}", "price: {input: 0, cached_input: 0, output: 0}"
+    )
+    assert [(c, p) for c, p, _ in found] == [
+        ("W063", "providers.mock.models.echo.price.cached_input")
+    ]
+
+
+def test_a_tier_without_a_cache_read_rate_is_warned_about_too() -> None:
+    found = _diagnostics(
+        "input: 2.50, cached_input: 0.25, output: 15.00", "input: 2.50, output: 15"
+    )
+    assert [(c, p) for c, p, _ in found] == [
+        ("W062", "providers.gemini.models.'gemini-2.5-pro'.price.tiers[0]")
+    ]
