@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
-from compiler.models import GatewayConfig, Limits
+from compiler.models import GatewayConfig, Limits, Price, PriceTier
 from compiler.resolve import (
     REFERENCE_INPUT_TOKENS,
     REFERENCE_OUTPUT_TOKENS,
@@ -355,6 +355,77 @@ def check_prices(ctx: CheckContext) -> Iterator[Diagnostic]:
                     )
 
 
+# Which usage parts each adapter reports (runtime/adapters/*): a rate for a part an adapter
+# never reports is never used; an unset cache-read rate where the provider discounts cache
+# reads overcharges them at the full input rate.
+_REPORTS_CACHE_READS = frozenset({"openai", "openai-compatible", "anthropic", "gemini"})
+_DISCOUNTS_CACHE_READS = frozenset({"openai", "anthropic", "gemini"})
+_REPORTS_CACHE_WRITES = frozenset({"anthropic"})
+
+
+def check_price_tables(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Tiers sorted with distinct thresholds below the context window; cache rates that the
+    provider's adapter can use, and set where it reports discounted cache reads."""
+    for pid, p in ctx.config.providers.items():
+        for name, m in p.models.items():
+            if m.price is None:
+                continue
+            base: Path = ("providers", pid, "models", name, "price")
+            thresholds = [t.above_input_tokens for t in m.price.tiers]
+            for i in range(1, len(thresholds)):
+                if thresholds[i] <= thresholds[i - 1]:
+                    same = thresholds[i] == thresholds[i - 1]
+                    yield error(
+                        "E060",
+                        (*base, "tiers", i, "above_input_tokens"),
+                        f"tier threshold {thresholds[i]} "
+                        + ("repeats the one before it" if same else "is below the one before it")
+                        + f" ({thresholds[i - 1]})",
+                        "list tiers once each, sorted by `above_input_tokens`",
+                    )
+            for i, t in enumerate(m.price.tiers):
+                if t.above_input_tokens >= m.context_window:
+                    yield warning(
+                        "W061",
+                        (*base, "tiers", i, "above_input_tokens"),
+                        f"this tier never applies: its threshold {t.above_input_tokens} is not "
+                        f"below the model's context_window of {m.context_window}",
+                        "lower the threshold or raise context_window",
+                    )
+            rates: list[tuple[Path, Price | PriceTier]] = [(base, m.price)]
+            rates += [((*base, "tiers", i), t) for i, t in enumerate(m.price.tiers)]
+            for path, r in rates:
+                yield from _cache_rates(p.adapter, path, r)
+
+
+def _cache_rates(adapter: str, path: Path, r: Price | PriceTier) -> Iterator[Diagnostic]:
+    if r.cached_input is not None and adapter not in _REPORTS_CACHE_READS:
+        yield warning(
+            "W063",
+            (*path, "cached_input"),
+            f"the {adapter} adapter reports no cache reads, so this rate is never used",
+            "remove it",
+        )
+    for key in ("cache_write", "cache_write_1h"):
+        if getattr(r, key) is not None and adapter not in _REPORTS_CACHE_WRITES:
+            yield warning(
+                "W063",
+                (*path, key),
+                f"the {adapter} adapter reports no cache writes (only Anthropic bills them "
+                "apart), so this rate is never used",
+                "remove it",
+            )
+    if r.cached_input is None and r.input > 0 and adapter in _DISCOUNTS_CACHE_READS:
+        yield warning(
+            "W062",
+            path,
+            f"no `cached_input` price: the {adapter} provider reports cache reads, which are "
+            f"then billed at the full input price of ${r.input:g}",
+            "add `cached_input:` from the provider's price list",
+            at_key=True,
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # orgs, limits, environment policy references
 
@@ -670,6 +741,7 @@ CHECKS: tuple[Check, ...] = (
     check_route_references,
     check_routes_per_environment,
     check_prices,
+    check_price_tables,
     check_org_and_policy_references,
     check_literal_secrets,
     check_secrets,

@@ -6,13 +6,7 @@ from typing import Any
 
 from compiler.models import GatewayConfig
 from compiler.render import runtime_config
-from compiler.resolve import ResolvedCandidate, resolve_environment
-
-
-def _price(c: ResolvedCandidate) -> str:
-    if c.price is None:
-        return "unpriced"
-    return f"${c.price.input:g}/${c.price.output:g} per 1M"
+from compiler.resolve import resolve_environment
 
 
 def explain_route(config: GatewayConfig, route: str, env_name: str) -> dict[str, Any]:
@@ -87,9 +81,7 @@ def explain_text(doc: dict[str, Any]) -> str:
                 str(i),
                 c["ref"] + weight,
                 f"{c['context_window']:,}",
-                f"${c['price']['input']:g} / ${c['price']['output']:g}"
-                if c["price"]
-                else "unpriced",
+                _price_cell(c["price"]),
                 f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-",
                 ", ".join(c["capabilities"]),
             ]
@@ -109,6 +101,27 @@ def explain_text(doc: dict[str, Any]) -> str:
         for d in doc["dropped"]:
             lines.append(f"    {d['ref']:<{width}}  {d['kind']}: {d['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _rates(p: dict[str, Any]) -> str:
+    text = f"${p['input']:g} / ${p['output']:g}"
+    extra = []
+    if p.get("cached_input") is not None:
+        extra.append(f"cached ${p['cached_input']:g}")
+    if p.get("cache_write") is not None:
+        extra.append(f"cache write ${p['cache_write']:g}")
+    if p.get("cache_write_1h") is not None:
+        extra.append(f"1h write ${p['cache_write_1h']:g}")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _price_cell(p: dict[str, Any] | None) -> str:
+    """`$in / $out (cached $x, cache write $y, 1h write $z)`, then each tier after `;`."""
+    if not p:
+        return "unpriced"
+    parts = [_rates(p)]
+    parts += [f"above {t['above_input_tokens']:,}: {_rates(t)}" for t in p.get("tiers") or []]
+    return "; ".join(parts)
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:

@@ -85,12 +85,77 @@ class _Section(BaseModel):
 # providers
 
 
+class PriceTier(_Section):
+    """Prices that apply instead of the model's own when a request's prompt is larger than
+    `above_input_tokens` (every token of that request is billed at them)."""
+
+    above_input_tokens: int = Field(
+        ge=1,
+        description="The tier applies to requests with MORE input tokens than this (cached and "
+        "cache-written ones included).",
+        examples=[200000],
+    )
+    input: float = Field(ge=0, description="USD per 1M uncached input tokens.", examples=[2.5])
+    output: float = Field(ge=0, description="USD per 1M output tokens.", examples=[15.0])
+    cached_input: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens read from the cache. Defaults to this tier's `input`.",
+        examples=[0.25],
+    )
+    cache_write: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens written to Anthropic's 5-minute cache. Defaults to "
+        "1.25 × this tier's `input`.",
+        examples=[7.5],
+    )
+    cache_write_1h: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens written to Anthropic's 1-hour cache. Defaults to "
+        "2 × this tier's `input`.",
+        examples=[12.0],
+    )
+
+
 class Price(_Section):
     """List price in USD per one million tokens."""
 
-    input: float = Field(ge=0, description="USD per 1M input (prompt) tokens.", examples=[2.5])
+    input: float = Field(
+        ge=0, description="USD per 1M uncached input (prompt) tokens.", examples=[2.5]
+    )
     output: float = Field(
-        ge=0, description="USD per 1M output (completion) tokens.", examples=[10.0]
+        ge=0,
+        description="USD per 1M output (completion) tokens, reasoning tokens included.",
+        examples=[10.0],
+    )
+    cached_input: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens read from the provider's prompt cache. Defaults "
+        "to `input` (`check` warns where the provider reports cache reads).",
+        examples=[1.25],
+    )
+    cache_write: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens written to Anthropic's 5-minute cache. Defaults to "
+        "1.25 × `input`, Anthropic's rate.",
+        examples=[3.75],
+    )
+    cache_write_1h: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per 1M input tokens written to Anthropic's 1-hour cache. Defaults to "
+        "2 × `input`, Anthropic's rate.",
+        examples=[6.0],
+    )
+    tiers: list[PriceTier] = Field(
+        default_factory=list,
+        description="Prices for long prompts, sorted by `above_input_tokens`: a request with "
+        "more input tokens than a tier's threshold is billed at the highest such tier.",
+        examples=[[{"above_input_tokens": 200000, "input": 2.5, "output": 15.0}]],
     )
 
 

@@ -27,6 +27,7 @@ from compiler.resolve import (
     base_url,
     required_secrets,
     resolve_environments,
+    runtime_price,
     used_providers,
 )
 from runtime.config import (
@@ -41,7 +42,6 @@ from runtime.config import (
     LoggingConfig,
     ModelConfig,
     OrgConfig,
-    Price,
     ProviderConfig,
     RouteConfig,
     RuntimeConfig,
@@ -128,7 +128,7 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> Runt
                     context_window=m.context_window,
                     max_output_tokens=m.max_output_tokens,
                     capabilities=frozenset(m.capabilities),
-                    price=None if m.price is None else Price(m.price.input, m.price.output),
+                    price=None if m.price is None else runtime_price(m.price),
                 )
                 for name, m in sorted(p.models.items())
             },

@@ -19,11 +19,36 @@ from compiler.models import (
     Price,
     Route,
 )
+from runtime.config import Price as RuntimePrice
+from runtime.config import PriceTier as RuntimePriceTier
 from runtime.vocabulary import DEFAULT_BASE_URLS
 
 # The "typical request" a cost cap is checked against before any request exists.
 REFERENCE_INPUT_TOKENS = 1000
 REFERENCE_OUTPUT_TOKENS = 1000
+
+
+def runtime_price(p: Price) -> RuntimePrice:
+    """The price as runtime.json carries it (unset rates stay unset: the gateway's `Price`
+    applies their defaults, so the rule lives in one place)."""
+    return RuntimePrice(
+        p.input,
+        p.output,
+        p.cached_input,
+        p.cache_write,
+        p.cache_write_1h,
+        tuple(
+            RuntimePriceTier(
+                t.above_input_tokens,
+                t.input,
+                t.output,
+                t.cached_input,
+                t.cache_write,
+                t.cache_write_1h,
+            )
+            for t in p.tiers
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +80,7 @@ class ResolvedCandidate:
         """Cost of the reference request (1k input + 1k output tokens), or None if unpriced."""
         if self.price is None:
             return None
-        return (
-            self.price.input * REFERENCE_INPUT_TOKENS + self.price.output * REFERENCE_OUTPUT_TOKENS
-        ) / 1_000_000
+        return runtime_price(self.price).cost(REFERENCE_INPUT_TOKENS, REFERENCE_OUTPUT_TOKENS)
 
 
 @dataclass(frozen=True, slots=True)

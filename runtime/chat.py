@@ -119,6 +119,9 @@ class ChatHandler:
             rec.latency_ms = (end - start) * 1000
             if state.first_byte is not None:
                 rec.ttfb_ms = (state.first_byte - start) * 1000
+            _add_abandoned(rec, attempts)
+            if rec.cost_usd and rec.key_id is not None:
+                self.services.limits.charge(rec.key_id, rec.org, rec.cost_usd)
             rec.attempts = [a.as_dict() for a in attempts]
             rec.fell_back = len(attempts) > 1
             self._observe(rec, attempts)
@@ -212,7 +215,6 @@ class ChatHandler:
         services.limits.add_tokens(
             key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic()
         )
-        services.limits.charge(key.id, key.org, rec.cost_usd)
 
     async def _complete(self, ctx: RequestContext, send: Send) -> None:
         rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
@@ -332,11 +334,7 @@ class ChatHandler:
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
             if include_usage and not usage_relayed:
-                usage = {
-                    "prompt_tokens": rec.input_tokens or 0,
-                    "completion_tokens": rec.output_tokens or 0,
-                    "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0),
-                }
+                usage = _usage_body(rec)
                 pending.append(prefix + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n")
             pending.append(b"data: [DONE]\n\n")
             body = b"".join(pending)
@@ -394,7 +392,55 @@ def _account(
         rec.input_tokens = usage.input_tokens if usage is not None else plan.prompt_tokens
         rec.output_tokens, rec.usage_estimated = est_output, True
     price = cand.model.price
-    rec.cost_usd = None if price is None else price.cost(rec.input_tokens, rec.output_tokens)
+    if usage is None:
+        rec.cost_usd = None if price is None else price.cost(rec.input_tokens, rec.output_tokens)
+        return
+    rec.cached_input_tokens = usage.cached_input_tokens
+    rec.cache_write_tokens = usage.cache_write_tokens
+    rec.cache_write_1h_tokens = usage.cache_write_1h_tokens
+    rec.reasoning_tokens = usage.reasoning_tokens
+    rec.cost_usd = (
+        None
+        if price is None
+        else price.cost(
+            rec.input_tokens,
+            rec.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+        )
+    )
+
+
+def _add_abandoned(rec: RequestRecord, attempts: list[Attempt]) -> None:
+    """Fold the estimated cost of abandoned attempts into the record (the provider bills
+    them): `abandoned_cost_usd` is their sum, `cost_usd` the known total."""
+    abandoned = None
+    for a in attempts:
+        if a.cost_usd is not None:
+            abandoned = (abandoned or 0.0) + a.cost_usd
+    if abandoned is not None:
+        rec.abandoned_cost_usd = abandoned
+        rec.cost_usd = abandoned + (rec.cost_usd or 0.0)
+
+
+def _usage_body(rec: RequestRecord) -> dict[str, Any]:
+    """The answer's usage in OpenAI's shape, with its details (`cached_tokens`,
+    `reasoning_tokens`; `cache_write_tokens`, Anthropic's 5-minute and 1-hour writes together,
+    only when there were any)."""
+    prompt = rec.input_tokens or 0
+    completion = rec.output_tokens or 0
+    details: dict[str, int] = {"cached_tokens": rec.cached_input_tokens or 0}
+    writes = (rec.cache_write_tokens or 0) + (rec.cache_write_1h_tokens or 0)
+    if writes:
+        details["cache_write_tokens"] = writes
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": rec.reasoning_tokens or 0},
+    }
 
 
 def _completion_body(rec: RequestRecord, result: Completion) -> bytes:
@@ -412,11 +458,7 @@ def _completion_body(rec: RequestRecord, result: Completion) -> bytes:
         "created": int(rec.ts),
         "model": rec.upstream_model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": rec.input_tokens or 0,
-            "completion_tokens": rec.output_tokens or 0,
-            "total_tokens": (rec.input_tokens or 0) + (rec.output_tokens or 0),
-        },
+        "usage": _usage_body(rec),
     }
     fp = result.extra.get("system_fingerprint")
     if fp is not None:

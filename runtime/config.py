@@ -50,20 +50,101 @@ def _sorted(words: frozenset[str]) -> list[JsonValue]:
 # `to_json`, `from_json` and `from_dict`, which read every class below through `_Reader`.
 
 
+# Anthropic's cache-write multipliers of the base input price, used when a price leaves the
+# cache-write rates unset (docs/runtime.md "Costs"): 5-minute writes 1.25x, 1-hour writes 2x.
+CACHE_WRITE_FACTOR = 1.25
+CACHE_WRITE_1H_FACTOR = 2.0
+
+
 @dataclass(frozen=True, slots=True)
-class Price:
-    """A model's list price, USD per 1M tokens (`providers.<id>.models.<name>.price`)."""
+class PriceTier:
+    """Rates that replace a price's own above a prompt size (`price.tiers[i]`).
 
-    input: float  # USD per 1M input tokens
-    output: float  # USD per 1M output tokens
+    A request whose input tokens (cached and cache-written ones included) are MORE than
+    `above_input_tokens` is billed every token at these rates (Gemini 2.5 Pro above 200,000
+    prompt tokens, Claude Sonnet 4 long context). Unset cache rates follow the same defaults
+    as the price's own, from this tier's `input`.
+    """
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        """USD cost of a request of that many input and output tokens."""
-        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+    above_input_tokens: int
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
 
     def to_dict(self) -> JsonObject:
-        """`{input, output}`."""
-        return {"input": self.input, "output": self.output}
+        """`{above_input_tokens, input, output, cached_input, cache_write, cache_write_1h}`."""
+        return {
+            "above_input_tokens": self.above_input_tokens,
+            "input": self.input,
+            "output": self.output,
+            "cached_input": self.cached_input,
+            "cache_write": self.cache_write,
+            "cache_write_1h": self.cache_write_1h,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A model's list price, USD per 1M tokens (`providers.<id>.models.<name>.price`).
+
+    `input` bills uncached prompt tokens, `output` every generated token (reasoning included),
+    `cached_input` prompt tokens read from the provider's cache (unset: `input`),
+    `cache_write` / `cache_write_1h` prompt tokens written to Anthropic's 5-minute / 1-hour
+    cache (unset: 1.25x / 2x `input`, Anthropic's multipliers). `tiers` (sorted by threshold)
+    replace all of them for requests above a prompt size.
+    """
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
+    tiers: tuple[PriceTier, ...] = ()
+
+    def cost(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+    ) -> float:
+        """USD cost of one request; the token counts are OpenAI-sense (runtime/adapters/base.py
+        `Usage`): `input_tokens` includes the cached and cache-written ones, which are billed at
+        their own rates; the tier is chosen by `input_tokens`."""
+        rates: Price | PriceTier = self
+        if self.tiers and input_tokens > self.tiers[0].above_input_tokens:
+            for tier in self.tiers:
+                if input_tokens > tier.above_input_tokens:
+                    rates = tier
+        base = rates.input
+        if not (cached_input_tokens or cache_write_tokens or cache_write_1h_tokens):
+            return (input_tokens * base + output_tokens * rates.output) / 1_000_000
+        cached = rates.cached_input
+        write = rates.cache_write
+        write_1h = rates.cache_write_1h
+        uncached = input_tokens - cached_input_tokens - cache_write_tokens - cache_write_1h_tokens
+        return (
+            (uncached if uncached > 0 else 0) * base
+            + cached_input_tokens * (base if cached is None else cached)
+            + cache_write_tokens * (base * CACHE_WRITE_FACTOR if write is None else write)
+            + cache_write_1h_tokens
+            * (base * CACHE_WRITE_1H_FACTOR if write_1h is None else write_1h)
+            + output_tokens * rates.output
+        ) / 1_000_000
+
+    def to_dict(self) -> JsonObject:
+        """`{input, output, cached_input, cache_write, cache_write_1h, tiers}` (unset: null)."""
+        return {
+            "input": self.input,
+            "output": self.output,
+            "cached_input": self.cached_input,
+            "cache_write": self.cache_write,
+            "cache_write_1h": self.cache_write_1h,
+            "tiers": [t.to_dict() for t in self.tiers],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -574,9 +655,7 @@ def _provider(r: _Reader, pid: str, spec: object) -> ProviderConfig:
             context_window=int(r.num(m, "context_window", mp)),
             max_output_tokens=r.opt_int(m, "max_output_tokens", mp),
             capabilities=r.words(m, "capabilities", mp) or frozenset(),
-            price=None
-            if price is None
-            else Price(r.num(price, "input", f"{mp}.price"), r.num(price, "output", f"{mp}.price")),
+            price=None if price is None else _price(r, price, f"{mp}.price"),
         )
     credentials = r.opt_obj(spec, "credentials", path) or {}
     return ProviderConfig(
@@ -590,6 +669,33 @@ def _provider(r: _Reader, pid: str, spec: object) -> ProviderConfig:
         timeout_s=r.num(spec, "timeout_s", path),
         connect_timeout_s=r.num(spec, "connect_timeout_s", path),
         models=models,
+    )
+
+
+def _price(r: _Reader, d: dict[str, Any], path: str) -> Price:
+    tiers = d.get("tiers", [])
+    if type(tiers) is not list:
+        raise r.fail(f"{path}.tiers", "expected a list")
+    return Price(
+        r.num(d, "input", path),
+        r.num(d, "output", path),
+        r.opt_num(d, "cached_input", path),
+        r.opt_num(d, "cache_write", path),
+        r.opt_num(d, "cache_write_1h", path),
+        tuple(_tier(r, t, f"{path}.tiers.{i}") for i, t in enumerate(tiers)),
+    )
+
+
+def _tier(r: _Reader, d: object, path: str) -> PriceTier:
+    if type(d) is not dict:
+        raise r.fail(path, "expected an object")
+    return PriceTier(
+        int(r.num(d, "above_input_tokens", path)),
+        r.num(d, "input", path),
+        r.num(d, "output", path),
+        r.opt_num(d, "cached_input", path),
+        r.opt_num(d, "cache_write", path),
+        r.opt_num(d, "cache_write_1h", path),
     )
 
 

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from runtime.adapters import AnyChunk, Call, Chunk, Completion, UpstreamStream
+from runtime import tokens
+from runtime.adapters import AnyChunk, Call, Chunk, Completion, UpstreamStream, Usage
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import Unservable, UpstreamError
@@ -60,10 +61,47 @@ class Opened:
     iterator: AsyncIterator[AnyChunk]  # the stream's iterator, positioned after `held`
 
 
+class _Started:
+    """What an attempt saw of the provider's generating, for an abandoned attempt's cost:
+    set once a stream opened with a success status (the provider is generating and bills it)."""
+
+    __slots__ = ("output_chars", "started", "usage")
+
+    def __init__(self) -> None:
+        self.started = False
+        self.output_chars = 0
+        self.usage: Usage | None = None
+
+
+def _abandoned_cost(
+    ctx: RequestContext, c: Candidate, err: UpstreamError, seen: _Started
+) -> float | None:
+    """The estimated cost of a failed attempt the provider bills: a stream that opened with a
+    2xx and failed or timed out before the commit, or a non-streamed call cut by its timeout
+    after the request was sent (no error status). Input: the usage the provider reported so
+    far, else the plan's prompt estimate; output: what was seen (4 characters a token)."""
+    price = c.model.price
+    if price is None:
+        return None
+    if not seen.started and (ctx.stream or err.error_class != "timeout" or err.status is not None):
+        return None
+    output = (seen.output_chars + 3) // 4
+    usage = seen.usage
+    if usage is None:
+        return price.cost(ctx.plan.prompt_tokens, output)
+    return price.cost(
+        usage.input_tokens,
+        max(usage.output_tokens, output),
+        usage.cached_input_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+    )
+
+
 async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
     """Non-streamed: the first candidate's Completion that succeeds."""
 
-    async def attempt(c: Candidate, call: Call) -> tuple[Candidate, Completion]:
+    async def attempt(c: Candidate, call: Call, seen: _Started) -> tuple[Candidate, Completion]:
         return c, await c.adapter.complete(call)
 
     return await _loop(ctx, attempt)
@@ -73,13 +111,14 @@ async def open_stream(ctx: RequestContext) -> Opened:
     """Streamed: the first candidate that delivers a content chunk within the timeout."""
     timeout = ctx.plan.policy.first_byte_timeout_s
 
-    async def attempt(c: Candidate, call: Call) -> Opened:
+    async def attempt(c: Candidate, call: Call, seen: _Started) -> Opened:
         stream: UpstreamStream | None = None
         deadline = Deadline(timeout)
+        held: list[AnyChunk] = []
         try:
             stream = await c.adapter.open_stream(call)
+            seen.started = True
             it = aiter(stream)
-            held: list[AnyChunk] = []
             while True:
                 try:
                     chunk = await anext(it)
@@ -99,6 +138,7 @@ async def open_stream(ctx: RequestContext) -> Opened:
             if not deadline.expired:
                 raise  # the client went away, or shutdown
             deadline.absorb()
+            _seen_output(seen, stream, held)
             raise UpstreamError(
                 "timeout",
                 f"no content within the route's first_byte_timeout_s of {timeout:g} s",
@@ -107,6 +147,7 @@ async def open_stream(ctx: RequestContext) -> Opened:
         except UpstreamError:
             if stream is not None:
                 await stream.aclose()
+                _seen_output(seen, stream, held)
             raise
         finally:
             deadline.cancel()
@@ -114,12 +155,29 @@ async def open_stream(ctx: RequestContext) -> Opened:
     return await _loop(ctx, attempt)
 
 
+def _seen_output(seen: _Started, stream: UpstreamStream | None, held: list[AnyChunk]) -> None:
+    """Record what an abandoned stream delivered (only on failure: the hot path pays nothing)."""
+    chars = 0
+    for chunk in held:
+        if chunk.choices:
+            chars += tokens.delta_chars(chunk.choices)
+            for choice in chunk.choices:  # thinking is billed as output too
+                thought = (choice.get("delta") or {}).get("reasoning_content")
+                if isinstance(thought, str):
+                    chars += len(thought)
+    seen.output_chars = chars
+    if stream is not None:
+        seen.usage = stream.usage
+
+
 async def _empty() -> AsyncIterator[AnyChunk]:
     return
     yield  # pragma: no cover
 
 
-async def _loop(ctx: RequestContext, attempt: Callable[[Candidate, Call], Awaitable[T]]) -> T:
+async def _loop(
+    ctx: RequestContext, attempt: Callable[[Candidate, Call, _Started], Awaitable[T]]
+) -> T:
     plan, attempts, request, request_id = ctx.plan, ctx.attempts, ctx.request, ctx.request_id
     policy = plan.policy
     unservable: list[AttemptError] = []  # candidates that cannot take this request at all
@@ -140,9 +198,10 @@ async def _loop(ctx: RequestContext, attempt: Callable[[Candidate, Call], Awaita
             continue
         start = time.perf_counter()
         call = Call(request, c.model, c.credentials or {}, request_id)
+        seen = _Started()
         try:
             try:
-                result = await attempt(c, call)
+                result = await attempt(c, call, seen)
             except (UpstreamError, asyncio.CancelledError):
                 raise
             except Exception as exc:
@@ -170,6 +229,7 @@ async def _loop(ctx: RequestContext, attempt: Callable[[Candidate, Call], Awaita
                     err.status,
                     err.code,
                     tuple(call.notes),
+                    _abandoned_cost(ctx, c, err, seen),
                 )
             )
             if errors is None:

@@ -60,13 +60,32 @@ def _attempts(record: RequestRecord) -> str:
 
 RECORD_HEADERS = (
     "time", "request id", "key", "route", "provider", "upstream model", "status", "error",
-    "latency ms", "ttfb ms", "in", "out", "cost usd", "fell back", "attempts",
+    "latency ms", "ttfb ms", "in", "out", "cached", "cache writes", "reasoning", "cost usd",
+    "fell back", "attempts",
 )  # fmt: skip
-_RECORD_RIGHT = (6, 8, 9, 10, 11, 12)
+_RECORD_RIGHT = (6, 8, 9, 10, 11, 12, 13, 14, 15)
+
+
+def _detail(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _writes(r: RequestRecord) -> str:
+    if r.cache_write_tokens is None and r.cache_write_1h_tokens is None:
+        return "-"
+    five, hour = r.cache_write_tokens or 0, r.cache_write_1h_tokens or 0
+    return f"{five}+{hour}h" if hour else str(five)
+
+
+def _record_cost(r: RequestRecord) -> str:
+    text = _cost(r.cost_usd)
+    return text + " ~" if r.abandoned_cost_usd is not None else text
 
 
 def format_records(records: Sequence[RequestRecord]) -> str:
-    """The records as a table, one line each."""
+    """The records as a table, one line each: tokens with their details (cached input, cache
+    writes as `5-minute+1-hour h`, reasoning), cost marked `~` when it includes the estimated
+    cost of abandoned attempts."""
     rows = [
         (
             format_time(r.ts),
@@ -81,13 +100,20 @@ def format_records(records: Sequence[RequestRecord]) -> str:
             _ms(r.ttfb_ms),
             _tokens(r.input_tokens, r.usage_estimated),
             _tokens(r.output_tokens, r.usage_estimated),
-            _cost(r.cost_usd),
+            _detail(r.cached_input_tokens),
+            _writes(r),
+            _detail(r.reasoning_tokens),
+            _record_cost(r),
             "yes" if r.fell_back else "no",
             _attempts(r),
         )
         for r in records
     ]
-    return table(RECORD_HEADERS, rows, _RECORD_RIGHT)
+    text = table(RECORD_HEADERS, rows, _RECORD_RIGHT)
+    if any(r.abandoned_cost_usd is not None for r in records):
+        text += "\n~ cost usd: includes the estimated cost of attempts abandoned after the"
+        text += " provider started generating"
+    return text
 
 
 def format_groups(groups: Sequence[GroupStats], by: str) -> str:

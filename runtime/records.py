@@ -61,6 +61,16 @@ class RequestRecord:
     skipped: list[dict[str, Any]]
     price_table_hash: str
     config_hash: str
+    # Usage details, parts of input_tokens / output_tokens (runtime/adapters/base.py `Usage`);
+    # None where the provider reported no usage. Added after the first release: the writer
+    # adds the columns to an older database (`migrate`).
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None  # Anthropic 5-minute cache writes
+    cache_write_1h_tokens: int | None = None  # Anthropic 1-hour cache writes
+    reasoning_tokens: int | None = None
+    # The estimated cost of attempts abandoned after the provider started generating
+    # (included in cost_usd; each attempt's own is in `attempts`); None when there were none.
+    abandoned_cost_usd: float | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +84,9 @@ class Attempt:
     status: int | None = None
     code: str | None = None
     notes: tuple[str, ...] = ()  # what the adapter mapped or dropped for this provider
+    # Estimated cost of an attempt abandoned after the provider started generating (it bills
+    # it): the plan's prompt estimate and the output seen; None when nothing is billed.
+    cost_usd: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The attempt as it is stored in the record's `attempts` column."""
@@ -89,6 +102,9 @@ class Attempt:
             d["code"] = self.code
         if self.notes:
             d["notes"] = list(self.notes)
+        if self.cost_usd is not None:
+            d["cost_usd"] = self.cost_usd
+            d["cost_estimated"] = True
         return d
 
 
@@ -104,6 +120,11 @@ _SQL_TYPES = {
     "output_tokens": "INTEGER",
     "cost_usd": "REAL",
     "request_id": "TEXT NOT NULL",
+    "cached_input_tokens": "INTEGER",
+    "cache_write_tokens": "INTEGER",
+    "cache_write_1h_tokens": "INTEGER",
+    "reasoning_tokens": "INTEGER",
+    "abandoned_cost_usd": "REAL",
 }
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS requests (\n    "
@@ -116,6 +137,30 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_key_id ON requests (key_id, ts);\n"
     "CREATE INDEX IF NOT EXISTS requests_org ON requests (org, ts);\n"
 )
+
+
+def _column_type(name: str) -> str:
+    return _SQL_TYPES.get(name, "INTEGER NOT NULL" if name in _BOOL_FIELDS else "TEXT")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a database written by an older release lacks (nullable: its rows read
+    back with None there). Safe to run from several processes at once."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for name in FIELDS:
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {_column_type(name)}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+    migrate(conn)
+
+
 _INSERT = f"INSERT INTO requests ({', '.join(FIELDS)}) VALUES ({', '.join('?' for _ in FIELDS)})"
 
 
@@ -193,7 +238,7 @@ class RecordWriter:
     def start(self) -> None:
         """Create the database and schema, apply retention, start the writer thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._retry_until(lambda c: c.executescript(_SCHEMA), deadline=time.time() + 30)
+        conn = self._retry_until(_ensure_schema, deadline=time.time() + 30)
         try:
             self._apply_retention(conn)
         finally:
@@ -411,9 +456,12 @@ def read_spend(path: Path, day_start: float, month_start: float) -> Spend:
 def read_records(
     path: Path, since: float | None = None, last: int | None = None
 ) -> list[RequestRecord]:
-    """Records from `since` (unix seconds), the `last` N of them, oldest first."""
-    query = f"SELECT {', '.join(FIELDS)} FROM requests"
+    """Records from `since` (unix seconds), the `last` N of them, oldest first.
+
+    A database of an older release (not migrated yet: this reads it read-only) gives None for
+    the columns it lacks."""
     params: list[Any] = []
+    query = ""
     if since is not None:
         query += " WHERE ts >= ?"
         params.append(since)
@@ -424,6 +472,9 @@ def read_records(
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
+        have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        columns = ", ".join(name if name in have else f"NULL AS {name}" for name in FIELDS)
+        query = f"SELECT {columns} FROM requests" + query
         rows = conn.execute(query, params).fetchall()
     finally:
         conn.close()

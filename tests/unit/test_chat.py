@@ -45,6 +45,8 @@ def test_success_answers_and_records_fields_and_cost() -> None:
         "prompt_tokens": 1000,
         "completion_tokens": 500,
         "total_tokens": 1500,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
     assert resp.headers["x-switchyard-provider"] == "a"
     assert resp.headers["x-switchyard-attempts"] == "1"

@@ -67,6 +67,25 @@ def test_explain_text_shows_kept_candidates_in_order_and_why_others_were_dropped
     assert "max 3 attempts; first byte within 10s" in out
 
 
+def test_explain_shows_cache_rates_and_long_prompt_tiers() -> None:
+    proc = run("explain", "chat", "--env", "dev")
+    assert proc.returncode == 0, proc.stderr
+    assert "$3 / $15 (cached $0.3, cache write $3.75, 1h write $6)" in proc.stdout
+    assert "$1.25 / $10 (cached $0.125); above 200,000: $2.5 / $15 (cached $0.25)" in proc.stdout
+    doc = json.loads(run("explain", "chat", "--env", "dev", "--format", "json").stdout)
+    gemini = next(c for c in doc["candidates"] if c["ref"] == "gemini/gemini-2.5-pro")
+    assert gemini["price"]["tiers"] == [
+        {
+            "above_input_tokens": 200000,
+            "input": 2.5,
+            "output": 15.0,
+            "cached_input": 0.25,
+            "cache_write": None,
+            "cache_write_1h": None,
+        }
+    ]
+
+
 def test_explain_json_is_the_same_answer_for_machines() -> None:
     proc = run("explain", "chat", "--env", "production", "--format", "json")
     assert proc.returncode == 0, proc.stderr

@@ -112,6 +112,29 @@ MALFORMED: list[tuple[str, Edit, str]] = [
         "providers.openai.models.gpt-4o.price.output: expected a number",
     ),
     (
+        "cached price",
+        _set("providers", "openai", "models", "gpt-4o", "price", "cached_input", value="1"),
+        "providers.openai.models.gpt-4o.price.cached_input: expected a number or null",
+    ),
+    (
+        "price tiers",
+        _set("providers", "openai", "models", "gpt-4o", "price", "tiers", value={}),
+        "providers.openai.models.gpt-4o.price.tiers: expected a list",
+    ),
+    (
+        "price tier",
+        _set(
+            "providers",
+            "openai",
+            "models",
+            "gpt-4o",
+            "price",
+            "tiers",
+            value=[{"above_input_tokens": 10, "input": 1}],
+        ),
+        "providers.openai.models.gpt-4o.price.tiers.0.output: expected a number",
+    ),
+    (
         "candidate",
         _set("routes", "chat", "candidates", value=[{"provider": "openai", "model": "nope"}]),
         "routes.chat.candidates.0: openai/nope is not under providers",
