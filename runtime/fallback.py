@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from runtime import tokens
-from runtime.adapters import AnyChunk, Call, Chunk, Completion, UpstreamStream, Usage
+from runtime.adapters import AnyChunk, Call, Completion, UpstreamStream, Usage
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import Unservable, UpstreamError
@@ -128,7 +128,7 @@ async def open_stream(ctx: RequestContext) -> Opened:
                 held.append(chunk)
                 if chunk.content:
                     return Opened(c, stream, held, it)
-                if isinstance(chunk, Chunk) and chunk.reasoning:
+                if chunk.reasoning:
                     # The model is thinking: the timeout is about silence, so it starts over.
                     deadline.cancel()
                     deadline = Deadline(timeout)

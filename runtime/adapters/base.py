@@ -111,13 +111,16 @@ class RelayChunk:
     `data` is the SSE `data:` payload exactly as the provider sent it; the client gets
     `data: <data>` unchanged. `choices` are its decoded choices, or None when the adapter did
     not decode it (a plain chunk after the first content chunk: then `content` is true and it
-    carries no usage). `usage` is set on the chunk that reported usage.
+    carries no usage). `usage` is set on the chunk that reported usage. `reasoning` as on
+    `Chunk`: thinking an OpenAI-compatible server streams before its answer
+    (`delta.reasoning_content`, as vLLM and DeepSeek send it) is progress, not content.
     """
 
     data: str
     content: bool
     choices: list[dict[str, Any]] | None = None
     usage: Usage | None = None
+    reasoning: bool = False
 
 
 AnyChunk = Chunk | RelayChunk

@@ -268,7 +268,7 @@ class OpenAIStream:
             choices = _choices(doc)
             content = _has_content(choices)
             relay = relay or content
-            yield RelayChunk(data, content, choices, usage)
+            yield RelayChunk(data, content, choices, usage, not content and _thinks(choices))
         if not done:
             raise UpstreamError(
                 "server_error", "stream ended without data: [DONE]", code="stream_truncated"
@@ -325,6 +325,16 @@ def _has_content(choices: list[dict[str, Any]]) -> bool:
     for c in choices:
         d = c.get("delta") or {}
         if d.get("content") or d.get("tool_calls") or d.get("refusal") or d.get("function_call"):
+            return True
+    return False
+
+
+def _thinks(choices: list[dict[str, Any]]) -> bool:
+    """True when a chunk carries thinking (`delta.reasoning_content` or `delta.reasoning`,
+    the two names OpenAI-compatible servers use)."""
+    for c in choices:
+        d = c.get("delta") or {}
+        if d.get("reasoning_content") or d.get("reasoning"):
             return True
     return False
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.adapters import Call, RelayChunk, Usage
-from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
+from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, Pause, sse
 from runtime.adapters.openai import OpenAIAdapter
 from runtime.errors import UpstreamError
 from tests.conformance.matrix import capture
@@ -539,3 +539,26 @@ def test_any_answer_is_relayed_or_upstream_malformed(payload: Any) -> None:
     assert resp.status in (200, 502)
     if resp.status == 502:
         assert gw.sink.records[0].attempts[-1].get("code") == "upstream_malformed"
+
+
+# --- thinking from an OpenAI-compatible server is progress ------------------------------------
+
+
+def test_streamed_reasoning_content_keeps_the_first_byte_timeout_from_firing() -> None:
+    """vLLM and DeepSeek stream `delta.reasoning_content` before the answer: the route's
+    first_byte_timeout_s (1 s here) is about silence, so 1.6 s of thinking is not abandoned."""
+    parts: list[Any] = []
+    for _ in range(4):
+        parts += [Pause(0.4), *sse(chunk({"reasoning_content": "thinking… "}))]
+    parts += sse(chunk({"content": "42"}), "[DONE]")
+    gw, _, spare = gateway(
+        lambda req: MockResponse(200, parts),
+        adapter="openai-compatible",
+        backup=True,
+        stream=True,
+    )
+    resp = post(gw, s.chat("r", stream=True))
+    assert resp.status == 200
+    assert spare.calls == []
+    assert b'"42"' in resp.body
+    assert [a["outcome"] for a in gw.sink.records[0].attempts] == ["ok"]
