@@ -283,6 +283,15 @@ class Transport:
             raise ConnectError(
                 f"TLS handshake with {host}:{port} failed: {tls_reason(exc)}"
             ) from None
+        except (ConnectionResetError, ConnectionAbortedError) as exc:
+            if ctx is None:
+                raise ConnectError(
+                    f"cannot connect to {host}:{port}: {exc.strerror or exc}"
+                ) from None
+            raise ConnectError(
+                f"TLS handshake with {host}:{port} failed: the server closed the connection"
+                " during the handshake (no TLS version or cipher in common?)"
+            ) from None
         except OSError as exc:
             raise ConnectError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
         conn.attach(self._gone)
