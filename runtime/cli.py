@@ -129,6 +129,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"data directory {data_dir} is not writable ({exc.strerror}); pass --data-dir or "
             "set SWITCHYARD_DATA_DIR"
         )
+    from runtime.app import unsendable_credentials
+
+    unsendable = unsendable_credentials(config, os.environ)
+    if unsendable:
+        return fail("\n".join(unsendable))
     port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
