@@ -566,3 +566,20 @@ def test_a_header_outside_latin_1_is_refused_before_sending_naming_the_header_on
             httpx.Request("POST", "http://127.0.0.1/", headers={"x-api-key": "sk-ключ"})
 
     run(main())
+
+
+def test_a_gzip_body_cut_short_is_upstream_malformed_where_httpx_returns_a_partial_body() -> None:
+    """A gzip stream without its end (and CRC) is not an answer: we refuse it; httpx's decoder
+    does not check the end and returns what it could decode."""
+    whole = gzip.compress(PAYLOAD)
+    raw = response(whole[: len(whole) // 2], "content-encoding: gzip")
+
+    async def main() -> None:
+        async with serve(answering(raw)) as srv:
+            with pytest.raises(ProtocolError, match="ended early") as exc:
+                await ours(srv.url())
+            assert exc.value.code == "upstream_malformed"
+            status, partial = await reference(srv.url())
+            assert status == 200 and PAYLOAD.startswith(partial) and partial != PAYLOAD
+
+    run(main())
