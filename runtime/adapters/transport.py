@@ -194,6 +194,8 @@ class Transport:
 
     def _offer_slot(self, key: PoolKey) -> None:
         """A slot is free: it becomes the first waiting request's (it opens a connection)."""
+        if self._closed:
+            return
         waiters = self._waiting.get(key)
         while waiters:
             w = waiters.popleft()
@@ -216,6 +218,12 @@ class Transport:
         give_up = loop.time() + limit
         while self._open.get(key, 0) >= self.max_per_host:
             got = await self._wait_for_slot(key, give_up - loop.time())
+            if self._closed:
+                if got is not None:
+                    got.close()
+                else:
+                    self._open[key] -= 1
+                raise ConnectError("transport is closed")
             if got is None:
                 break  # a slot was handed over (and counted)
             if not got.closed:

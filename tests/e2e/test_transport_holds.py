@@ -583,3 +583,21 @@ def test_a_gzip_body_cut_short_is_upstream_malformed_where_httpx_returns_a_parti
             assert status == 200 and PAYLOAD.startswith(partial) and partial != PAYLOAD
 
     run(main())
+
+
+def test_closing_the_transport_fails_the_requests_waiting_for_a_connection() -> None:
+    async def main() -> None:
+        async with serve(slow_answer(0.3)) as srv:
+            t = Transport(max_per_host=1)
+            first = asyncio.create_task(ours(srv.url(), t))
+            await asyncio.sleep(0.05)
+            waiting = [asyncio.create_task(ours(srv.url(), t)) for _ in range(3)]
+            await asyncio.sleep(0.05)
+            await t.close()
+            for w in waiting:
+                with pytest.raises(ConnectError, match="transport is closed"):
+                    await w
+            assert await first == (200, b"done")  # the one in flight finishes
+            assert srv.connections == 1
+
+    run(main())
