@@ -32,7 +32,7 @@ from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.byok_store import BYOK_DB
 from runtime.chat import ChatHandler
-from runtime.config import RuntimeConfig
+from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
 from runtime.limits import LimitState, SpendTotals, period_starts
@@ -55,6 +55,9 @@ class Gateway:
         self.data_dir = data_dir
         self.metrics = Metrics()
         self.limits = LimitState(config.limits, config.workers)
+        problems = unsendable_credentials(config, environ)
+        if problems:
+            raise ConfigError("; ".join(problems))
         self.credentials, self.not_ready = _credentials(config, environ)
         self.environ = environ
         self.started = time.time()
@@ -199,6 +202,30 @@ def _credentials(
         if not spec.optional and not environ.get(name)
     ]
     return creds, problems
+
+
+def unsendable_credentials(config: RuntimeConfig, environ: Mapping[str, str]) -> list[str]:
+    """Provider credentials that cannot travel in an HTTP header (a character outside
+    Latin-1, or a line break), one line each naming the provider and the secret — never the
+    value. The gateway refuses to start with any (`serve` prints them)."""
+    out = []
+    for pid, p in sorted(config.providers.items()):
+        for field, name in sorted(p.credentials.items()):
+            value = environ.get(name, "")
+            why = None
+            if "\r" in value or "\n" in value:
+                why = "contains a line break"
+            else:
+                try:
+                    value.encode("latin-1")
+                except UnicodeEncodeError:
+                    why = "contains a character outside Latin-1"
+            if why is not None:
+                out.append(
+                    f"secret {name} ({field} of provider {pid}) {why} and cannot be sent in an "
+                    "HTTP header; set it to the provider's key exactly"
+                )
+    return out
 
 
 # Which process answered: the container's hostname (its short id) in a deployed gateway. Deploy

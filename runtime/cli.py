@@ -129,6 +129,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"data directory {data_dir} is not writable ({exc.strerror}); pass --data-dir or "
             "set SWITCHYARD_DATA_DIR"
         )
+    from runtime.app import unsendable_credentials
+
+    unsendable = unsendable_credentials(config, os.environ)
+    if unsendable:
+        return fail("\n".join(unsendable))
     port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
@@ -166,12 +171,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         os.environ["SWITCHYARD_CONFIG"] = str(Path(args.config).resolve())
         os.environ["SWITCHYARD_DATA_DIR"] = str(data_dir)
-        uvicorn.run("runtime.app:app_from_env", factory=True, workers=workers, **options)
+        os.environ[_SUPERVISOR_ENV] = str(os.getpid())
+        try:
+            uvicorn.run("runtime.cli:worker_app", factory=True, workers=workers, **options)
+        finally:
+            _stop_workers()
     return 0
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+_SUPERVISOR_ENV = "SWITCHYARD_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def worker_app() -> object:
+    """uvicorn's factory in each `--workers N` worker: the gateway app, in a process that is
+    sent SIGTERM when its supervisor (the `serve` process) dies, however it died — a worker
+    never outlives it, listening on the port."""
+    _die_with_supervisor()
+    from runtime.app import app_from_env
+
+    return app_from_env()
+
+
+def _die_with_supervisor() -> None:
+    """Ask Linux for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); if it died
+    already (the worker was re-parented before asking), stop now."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    supervisor = os.environ.get(_SUPERVISOR_ENV)
+    if supervisor and str(os.getppid()) != supervisor:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _stop_workers(grace: float = 35.0) -> None:
+    """After uvicorn's supervisor returned (or raised): no worker may be left running.
+    SIGTERM each one still alive, wait up to `grace` seconds (uvicorn's graceful shutdown is
+    30 s), then SIGKILL."""
+    import multiprocessing
+
+    workers = multiprocessing.active_children()
+    for w in workers:
+        w.terminate()
+    deadline = time.monotonic() + grace
+    for w in workers:
+        w.join(max(0.0, deadline - time.monotonic()))
+        if w.is_alive():
+            w.kill()
+            w.join(5)
 
 
 def _banner(config: RuntimeConfig, host: str, port: int, workers: int, data_dir: Path) -> None:

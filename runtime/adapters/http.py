@@ -21,11 +21,12 @@ from runtime.adapters.transport_base import (
     Headers,
     HTTPResponse,
     HTTPTransport,
+    InvalidHeader,
     ProtocolError,
     Timeout,
 )
 from runtime.config import ProviderConfig
-from runtime.errors import UpstreamError
+from runtime.errors import Unservable, UpstreamError
 from runtime.sse import SSEParser
 
 # (status, the decoded error body as it came, response headers) -> the classified error
@@ -68,12 +69,16 @@ async def post(
         resp = await transport.post(url, headers, body, timeout)
     except TimeoutError:
         raise UpstreamError("timeout", "no response before the timeout") from None
+    except InvalidHeader as exc:  # e.g. a BYOK credential outside Latin-1: nothing was sent
+        raise Unservable(str(exc)) from None
     except ConnectError as exc:
         raise UpstreamError("connect_error", str(exc)) from None
     except ConnectionLost as exc:
         raise UpstreamError("connect_error", str(exc)) from None
     except ProtocolError as exc:
-        raise UpstreamError("server_error", str(exc), code="upstream_malformed") from None
+        raise UpstreamError(
+            "server_error", str(exc), code=exc.code or "upstream_malformed"
+        ) from None
     except OSError as exc:
         raise UpstreamError("connect_error", f"request failed: {exc.strerror or exc}") from None
     if resp.status < 300:
@@ -107,7 +112,11 @@ async def read_json(resp: HTTPResponse) -> Any:
         raw = await resp.read()
     except TimeoutError:
         raise UpstreamError("timeout", "response body did not arrive in time") from None
-    except (ConnectionLost, ProtocolError) as exc:
+    except ProtocolError as exc:
+        raise UpstreamError(
+            "server_error", f"response body: {exc}", code=exc.code or "stream_broken"
+        ) from None
+    except ConnectionLost as exc:
         raise UpstreamError(
             "server_error", f"response body lost: {exc}", code="stream_broken"
         ) from None
@@ -135,7 +144,11 @@ async def iter_sse(resp: HTTPResponse) -> AsyncIterator[tuple[str, str]]:
         raise UpstreamError(
             "timeout", "stream stalled past the timeout", code="stream_broken"
         ) from None
-    except (ConnectionLost, ProtocolError) as exc:
+    except ProtocolError as exc:
+        raise UpstreamError(
+            "server_error", f"stream broken: {exc}", code=exc.code or "stream_broken"
+        ) from None
+    except ConnectionLost as exc:
         raise UpstreamError("server_error", f"stream broken: {exc}", code="stream_broken") from None
     finally:
         resp.release()

@@ -13,7 +13,8 @@ A streamed body is an iterable of parts: `bytes` (delivered as one read), `Pause
 `ConnectionLost` for a dropped connection). The handler may be async (to stall, or to
 answer after a delay), and may raise the transport errors (`ConnectError`...) itself.
 Timeouts behave as the pooled transport's: a head or a pause longer than `timeout.read`, or
-an exchange longer than `timeout.total`, raises `TimeoutError`.
+an exchange longer than `timeout.total`, raises `TimeoutError`. As there, a header value with a
+line break or a character outside Latin-1 raises `InvalidHeader` before the handler is called.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from runtime.adapters.transport_base import ConnectError, Headers, Timeout
+from runtime.adapters.transport_base import ConnectError, Headers, InvalidHeader, Timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,15 @@ class MockTransport:
         """Call the handler (within the read and total timeouts) and return its response."""
         if self.closed:
             raise ConnectError("transport is closed")
+        for name, value in headers.items():
+            if "\n" in value or "\r" in value:
+                raise InvalidHeader(f"header {name!r} contains a line break")
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise InvalidHeader(
+                    f"header {name!r} has a character outside Latin-1 and cannot be sent"
+                ) from None
         loop = asyncio.get_running_loop()
         deadline = None if timeout.total is None else loop.time() + timeout.total
         request = MockRequest(url, dict(headers), body, timeout)

@@ -21,6 +21,11 @@ class ConnectError(TransportError):
     """Could not open a connection (refused, DNS, TLS handshake, proxy refused)."""
 
 
+class InvalidHeader(ConnectError):
+    """A request header cannot be sent (a line break, or a character outside Latin-1); raised
+    before anything was sent. The message names the header, never its value."""
+
+
 class ConnectionLost(TransportError):
     """The connection closed or reset before the response was complete.
 
@@ -33,7 +38,15 @@ class ConnectionLost(TransportError):
 
 
 class ProtocolError(TransportError):
-    """The peer did not speak valid HTTP/1.1."""
+    """The peer did not speak valid HTTP/1.1, or its response broke a limit or its encoding.
+
+    `code`, when set, is the error code the gateway reports (`upstream_malformed` for a corrupt
+    compressed body, `upstream_body_too_large` for a body over the transport's limit).
+    """
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
