@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from runtime import tokens
+from runtime import scrub, tokens
 from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
@@ -26,12 +27,15 @@ from runtime.fallback import AllCandidatesFailed, complete, open_stream
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
 from runtime.services import Services, authenticate
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
 MAX_BODY = 32 * 1024 * 1024
 RELAY_OVERHEAD = 160  # bytes of a relayed chunk that are not output (ids, keys), for estimates
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 
+
+log = logging.getLogger("switchyard.chat")  # scrubbed of credentials (runtime/scrub.py)
 
 _ID_PREFIX = secrets.token_hex(6)
 _ID_COUNTER = itertools.count(1)
@@ -99,9 +103,7 @@ class ChatHandler:
         except _ClientGone:
             rec.status, rec.error_code = 499, "client_closed_request"
         except Exception as exc:  # a bug: answer 500 in OpenAI's shape, keep serving
-            import logging
-
-            logging.getLogger("switchyard").exception("internal error in %s", rid)
+            log.exception("internal error in %s", rid)
             rec.status, rec.error_code = 500, "internal_error"
             if not state.started:
                 await _send_error(
@@ -119,6 +121,8 @@ class ChatHandler:
             rec.latency_ms = (end - start) * 1000
             if state.first_byte is not None:
                 rec.ttfb_ms = (state.first_byte - start) * 1000
+            if rec.status != 200 or rec.broke_after_commit:
+                _scrub_codes(attempts)
             rec.attempts = [a.as_dict() for a in attempts]
             rec.fell_back = len(attempts) > 1
             self._observe(rec, attempts)
@@ -219,12 +223,15 @@ class ChatHandler:
         try:
             cand, result = await complete(ctx)
         except AllCandidatesFailed as failed:
-            rec.provider = failed.candidate.provider.id
-            rec.upstream_model = failed.candidate.model.upstream
-            raise from_upstream(failed.error, failed.candidate.provider.id) from None
+            raise _failed(ctx, failed) from None
         rec.provider, rec.upstream_model = cand.provider.id, result.model or cand.model.upstream
-        _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
-        body = _completion_body(rec, result)
+        try:
+            _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
+            body = _completion_body(rec, result)
+        except Exception as exc:
+            # The answer passed the adapter but cannot be read (a field of the wrong type):
+            # the provider's malformed answer, not a gateway bug; nothing was sent yet.
+            raise _unreadable(rec, cand, attempts, exc) from None
         headers = _headers(rec, cand, attempts, _JSON)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -239,9 +246,7 @@ class ChatHandler:
         try:
             opened = await open_stream(ctx)
         except AllCandidatesFailed as failed:
-            rec.provider = failed.candidate.provider.id
-            rec.upstream_model = failed.candidate.model.upstream
-            raise from_upstream(failed.error, failed.candidate.provider.id) from None
+            raise _failed(ctx, failed) from None
         cand = opened.candidate
         stream = opened.stream
         rec.provider = cand.provider.id
@@ -313,17 +318,25 @@ class ChatHandler:
                     chars += emit(chunk)
                     if not network:
                         await flush()
-            except UpstreamError as err:
+            except (asyncio.CancelledError, _ClientGone):
+                raise
+            except Exception as exc:
+                # Whatever broke the relay after the commit (an UpstreamError, or a payload
+                # that could not be read: the provider's malformed answer), the client's stream
+                # ends with an error event and the record says so.
+                err = _as_upstream(exc, cand)
                 rec.broke_after_commit = True
                 rec.error_code = "stream_broken_after_commit"
                 attempts[-1].outcome = "broken_after_commit"
                 attempts[-1].code = err.code
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
+                scrub.register((cand.credentials or {}).values())
+                message = f"{cand.provider.id}: {scrub.scrub(err.message)}"
+                log.warning("%s: stream broke after commit: %s", rec.request_id, message)
                 await _end_stream_with_error(
                     send,
                     "upstream_stream_broken",
-                    f"{cand.provider.id}: {err.message}"
-                    " (after the response had started; not retried)",
+                    message + " (after the response had started; not retried)",
                     pending,
                 )
                 if state.first_byte is None:
@@ -367,6 +380,62 @@ class ChatHandler:
             m.attempts.inc((a.provider, a.outcome))
             if a.outcome != "ok" and i + 1 < len(attempts):
                 m.fallbacks.inc((route, a.provider, a.outcome))
+
+
+def _failed(ctx: RequestContext, failed: AllCandidatesFailed) -> GatewayError:
+    """The client's error when no candidate answered: the last attempt's, said plainly (which
+    credential was refused, which base_url redirected), scrubbed of every credential tried."""
+    rec, cand = ctx.record, failed.candidate
+    rec.provider = cand.provider.id
+    rec.upstream_model = cand.model.upstream
+    for e in failed.errors:
+        scrub.register((e.candidate.credentials or {}).values())
+    p = cand.provider
+    byok = p.id in ctx.org.byok_providers and cand.credentials is not None
+    err = from_upstream(
+        failed.error,
+        p.id,
+        secret_names=tuple(sorted(p.credentials.values())),
+        byok=byok,
+        base_url=p.base_url or DEFAULT_BASE_URLS.get(p.adapter),
+    )
+    log.warning("%s: no candidate answered: %s", rec.request_id, scrub.scrub(str(failed)))
+    return err
+
+
+def _unreadable(
+    rec: RequestRecord, cand: Candidate, attempts: list[Attempt], exc: Exception
+) -> GatewayError:
+    """A non-streamed answer the gateway could not read after the adapter returned it."""
+    log.error("%s: %s answered a malformed completion", rec.request_id, cand.ref, exc_info=exc)
+    if attempts:
+        attempts[-1].outcome = "server_error"
+        attempts[-1].code = "upstream_malformed"
+    rec.input_tokens = rec.output_tokens = rec.cost_usd = None
+    return GatewayError(
+        502,
+        "upstream_error",
+        f"{cand.provider.id}: the answer could not be read ({type(exc).__name__})",
+    )
+
+
+def _as_upstream(exc: Exception, cand: Candidate) -> UpstreamError:
+    """An exception while relaying a committed stream, as the upstream failure it is."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    log.error("relaying %s failed: a malformed chunk", cand.ref, exc_info=exc)
+    return UpstreamError(
+        "server_error",
+        f"a chunk could not be read ({type(exc).__name__})",
+        code="upstream_malformed",
+    )
+
+
+def _scrub_codes(attempts: list[Attempt]) -> None:
+    """Attempt codes can be the provider's words: scrubbed before the record keeps them."""
+    for a in attempts:
+        if a.code is not None:
+            a.code = scrub.scrub(a.code)
 
 
 def _account(
