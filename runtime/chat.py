@@ -298,6 +298,11 @@ class ChatHandler:
 
         network = stream.watch_idle(flush)
         try:
+            try:
+                for chunk in opened.held:  # checked before the commit: nothing sent yet
+                    chars += emit(chunk)
+            except Exception as exc:
+                raise _unreadable(rec, cand, attempts, exc) from None
             await send(
                 {
                     "type": "http.response.start",
@@ -306,8 +311,6 @@ class ChatHandler:
                 }
             )
             state.started = True
-            for chunk in opened.held:
-                chars += emit(chunk)
             if not network:
                 await flush()
             # Otherwise the held chunks leave with whatever else this read brought, at the
@@ -406,8 +409,9 @@ def _failed(ctx: RequestContext, failed: AllCandidatesFailed) -> GatewayError:
 def _unreadable(
     rec: RequestRecord, cand: Candidate, attempts: list[Attempt], exc: Exception
 ) -> GatewayError:
-    """A non-streamed answer the gateway could not read after the adapter returned it."""
-    log.error("%s: %s answered a malformed completion", rec.request_id, cand.ref, exc_info=exc)
+    """An answer the gateway could not read after the adapter returned it (a non-streamed
+    one, or a stream's first chunks), before anything was sent: a 502, not a 500."""
+    log.error("%s: %s answered a malformed payload", rec.request_id, cand.ref, exc_info=exc)
     if attempts:
         attempts[-1].outcome = "server_error"
         attempts[-1].code = "upstream_malformed"
@@ -524,6 +528,9 @@ def _headers(
     return h
 
 
+_RETRYABLE_4XX = frozenset({408, 409, 429})  # what the OpenAI and Anthropic SDKs retry
+
+
 async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
     body = orjson.dumps(exc.body())
     headers = [
@@ -536,6 +543,13 @@ async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[At
         headers.append((b"x-switchyard-attempt-trail", _trail(attempts)))
     for k, v in exc.headers.items():
         headers.append((k.encode(), v.encode()))
+    if (
+        exc.status < 500
+        and exc.status not in _RETRYABLE_4XX
+        and "x-should-retry" not in exc.headers
+    ):
+        # The caller's own request: the same request fails the same way (the SDKs obey this).
+        headers.append((b"x-should-retry", b"false"))
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="switchyard"'))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

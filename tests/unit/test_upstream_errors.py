@@ -417,3 +417,23 @@ def test_a_completion_the_gateway_cannot_read_is_a_502_not_a_500() -> None:
     assert [(a["outcome"], a.get("code")) for a in rec.attempts] == [
         ("server_error", "upstream_malformed")
     ]
+
+
+def test_a_first_content_chunk_the_gateway_cannot_read_is_a_502_before_the_commit() -> None:
+    bad = {"choices": [{"index": 0, "delta": {"content": 5}, "finish_reason": None}]}
+    handler, sink, _, _ = _gateway(_stream(bad, _HEL, "[DONE]"), fallback=False)
+    resp = _ask(handler, stream=True)
+    assert (resp.status, resp.json()["error"]["code"]) == (502, "upstream_error")
+    (rec,) = sink.records
+    assert (rec.status, rec.error_code, rec.broke_after_commit) == (502, "upstream_error", False)
+    assert [(a["outcome"], a.get("code")) for a in rec.attempts] == [
+        ("server_error", "upstream_malformed")
+    ]
+
+
+def test_the_gateways_own_refusals_say_a_retry_will_not_help() -> None:
+    handler, _, _, _ = _gateway(lambda r: MockResponse(200, b"{}"), fallback=False)
+    resp = asyncio.run(post(handler, {"model": "r", "messages": []}))
+    assert (resp.status, resp.headers["x-should-retry"]) == (400, "false")
+    resp = asyncio.run(post(handler, chat("r"), token="wrong"))
+    assert (resp.status, resp.headers["x-should-retry"]) == (401, "false")
