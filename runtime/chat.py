@@ -223,7 +223,7 @@ class ChatHandler:
         try:
             cand, result = await complete(ctx)
         except AllCandidatesFailed as failed:
-            raise _failed(ctx, failed) from None
+            raise _failed(ctx, failed, self.services) from None
         rec.provider, rec.upstream_model = cand.provider.id, result.model or cand.model.upstream
         try:
             _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
@@ -246,7 +246,7 @@ class ChatHandler:
         try:
             opened = await open_stream(ctx)
         except AllCandidatesFailed as failed:
-            raise _failed(ctx, failed) from None
+            raise _failed(ctx, failed, self.services) from None
         cand = opened.candidate
         stream = opened.stream
         rec.provider = cand.provider.id
@@ -385,7 +385,7 @@ class ChatHandler:
                 m.fallbacks.inc((route, a.provider, a.outcome))
 
 
-def _failed(ctx: RequestContext, failed: AllCandidatesFailed) -> GatewayError:
+def _failed(ctx: RequestContext, failed: AllCandidatesFailed, services: Services) -> GatewayError:
     """The client's error when no candidate answered: the last attempt's, said plainly (which
     credential was refused, which base_url redirected), scrubbed of every credential tried."""
     rec, cand = ctx.record, failed.candidate
@@ -394,7 +394,10 @@ def _failed(ctx: RequestContext, failed: AllCandidatesFailed) -> GatewayError:
     for e in failed.errors:
         scrub.register((e.candidate.credentials or {}).values())
     p = cand.provider
-    byok = p.id in ctx.org.byok_providers and cand.credentials is not None
+    own = services.router.byok
+    byok = p.id in ctx.org.byok_providers and (
+        own is not None and own.credentials(ctx.org.id, p.id) is not None
+    )
     err = from_upstream(
         failed.error,
         p.id,

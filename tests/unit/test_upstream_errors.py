@@ -191,14 +191,28 @@ def test_a_configuration_error_names_the_base_url() -> None:
 # --- through the chat handler, with the real OpenAI adapter ------------------------------------
 
 
+class OwnKeys:
+    """A BYOK cache stand-in: org `acme` has its own credential for provider `a`."""
+
+    def credentials(self, org: str, provider: str) -> dict[str, str] | None:
+        return {"api_key": BYOK_SECRET} if (org, provider) == ("acme", "a") else None
+
+
+BYOK_SECRET = "acme-own-credential-77aa66bb"
+
+
 def _gateway(
-    answer: Any, *, fallback: bool, b_step: Step = _FROM_B
+    answer: Any, *, fallback: bool, b_step: Step = _FROM_B, byok: bool = False
 ) -> tuple[ChatHandler, ListSink, MockTransport, ScriptedAdapter]:
-    """Provider `a` (the OpenAI adapter over `answer`) then, when `fallback`, `b` (scripted)."""
+    """Provider `a` (the OpenAI adapter over `answer`) then, when `fallback`, `b` (scripted);
+    with `byok`, org acme sends its own credential to `a`."""
     a = dataclasses.replace(provider("a", model("one")), adapter="openai", base_url=BASE_URL)
     b = provider("b", model("two"))
     chain = [("a", "one"), ("b", "two")] if fallback else [("a", "one")]
     cfg = config([a, b], [route("r", chain)])
+    if byok:
+        acme = dataclasses.replace(cfg.orgs["acme"], byok_providers=frozenset({"a"}))
+        cfg = dataclasses.replace(cfg, orgs={"acme": acme})
     transport = MockTransport(answer)
     scripted = ScriptedAdapter(b, {"two": [b_step]})
     adapters: dict[str, Any] = {"a": OpenAIAdapter(a, transport), "b": scripted}
@@ -209,7 +223,7 @@ def _gateway(
     sink = ListSink()
     services = Services(
         config=cfg,
-        router=Router(cfg, adapters, creds, rng=random.Random(0)),
+        router=Router(cfg, adapters, creds, OwnKeys() if byok else None, rng=random.Random(0)),  # type: ignore[arg-type]
         limits=LimitState(cfg.limits, cfg.workers),
         records=sink,
         metrics=Metrics(),
@@ -253,6 +267,23 @@ def test_an_echoed_key_in_an_auth_error_reaches_nobody(caplog: pytest.LogCapture
     assert [a["outcome"] for a in rec.attempts] == ["auth"]
     _clean(resp.body.decode(), repr(rec), caplog.text)
     assert "Bearer [redacted]" in caplog.text  # the log says it too, scrubbed
+
+
+def test_a_refused_byok_credential_is_named_as_the_orgs_own_and_never_shown() -> None:
+    def answer(request: MockRequest) -> MockResponse:
+        body = {"error": {"message": _echo(request), "type": "invalid_request_error"}}
+        return MockResponse(401, orjson.dumps(body))
+
+    handler, sink, transport, _ = _gateway(answer, fallback=False, byok=True)
+    resp = _ask(handler)
+    assert transport.requests[0].headers["authorization"] == f"Bearer {BYOK_SECRET}"
+    error = resp.json()["error"]
+    assert (resp.status, error["code"]) == (502, "upstream_auth_failed")
+    assert error["message"].startswith(
+        "a: the org's own (BYOK) credential for a was refused by the provider (HTTP 401)"
+    )
+    for text in (resp.body.decode(), repr(sink.records[0])):
+        assert BYOK_SECRET not in text
 
 
 def test_an_auth_failure_falls_back_to_another_provider() -> None:
