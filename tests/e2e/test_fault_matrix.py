@@ -404,3 +404,66 @@ def test_a_malformed_payload_after_the_commit_ends_with_an_error_event(
         ("broken_after_commit", "upstream_malformed")
     ]
     assert rec["provider"] == "openai" and rec["fell_back"] == 0
+
+
+# Failures a retry cannot fix: the official SDK, allowed retries, sends the request once.
+async def _quota(request: web.Request) -> web.StreamResponse:
+    body = {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
+    return web.json_response(body, status=429, headers={"retry-after": "1"})
+
+
+async def _redirect(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=307, headers={"location": "https://moved.example/v1"})
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "code"),
+    [(_quota, 503, "upstream_quota_exhausted"), (_redirect, 502, "upstream_config_error")],
+    ids=["quota", "redirect"],
+)
+def test_a_final_error_a_retry_cannot_fix_is_not_retried_by_the_sdk(
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    status: int,
+    code: str,
+    raw_client: openai.OpenAI,
+    raw: RawUpstream,
+    raw_gw: Gateway,
+) -> None:
+    raw.script.extend([answer] * 3)
+    before = raw.seen
+    retrying = raw_client.with_options(max_retries=2)
+    with pytest.raises(openai.APIStatusError) as info:
+        retrying.chat.completions.create(model="solo", messages=[{"role": "user", "content": "hi"}])
+    raw.script.clear()
+    error = info.value
+    assert (error.status_code, error.code) == (status, code)
+    assert error.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.response.headers
+    assert raw.seen - before == 1  # the SDK did not retry
+    if code == "upstream_config_error":
+        assert f"base_url {raw.url}/v1" in error.message and "HTTP 307" in error.message
+
+
+@pytest.mark.parametrize("answer", [_quota, _redirect], ids=["quota", "redirect"])
+def test_quota_and_redirects_fall_back_to_another_provider(
+    answer: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    raw_client: openai.OpenAI,
+    raw: RawUpstream,
+    raw_gw: Gateway,
+) -> None:
+    raw.script.append(answer)
+    rid, text, error = _call(raw_client, "to-anthropic", False)
+    assert error is None and text.startswith("Hello from fake-anthropic")
+    rec = raw_gw.record(rid)
+    assert [a["outcome"] for a in rec["attempts"]] == [
+        "quota_exhausted" if answer is _quota else "upstream_config",
+        "ok",
+    ]
