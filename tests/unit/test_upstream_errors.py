@@ -7,8 +7,9 @@ Error bodies are the providers' documented shapes:
 - OpenAI: platform.openai.com/docs/guides/error-codes (429 "You exceeded your current quota"
   with type/code `insufficient_quota`; 403 "Country, region, or territory not supported",
   code `unsupported_country_region_territory`).
-- Anthropic: docs.anthropic.com/en/api/errors (402 `billing_error`; the 400
-  `invalid_request_error` "Your credit balance is too low to access the Anthropic API").
+- Anthropic: docs.claude.com/en/api/errors and the SDK's `ErrorResponse` (402 `billing_error`,
+  `anthropic.types.shared.BillingErrorObject`; the 400 `invalid_request_error` "Your credit
+  balance is too low to access the Anthropic API", as anthropic-sdk-typescript#618 quotes it).
 - Gemini: ai.google.dev/gemini-api/docs/troubleshooting (400 FAILED_PRECONDITION "User
   location is not supported for the API use."; 429 RESOURCE_EXHAUSTED with a
   google.rpc.QuotaFailure whose quotaId names the quota, as in google-gemini/gemini-cli#8437).
@@ -24,6 +25,8 @@ from typing import Any
 
 import orjson
 import pytest
+from anthropic.types.shared import ErrorResponse
+from openai.types.shared import ErrorObject
 
 from runtime.adapters import anthropic, gemini, openai
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
@@ -61,6 +64,7 @@ _FROM_B = Reply("from b")
 
 def _openai(status: int, message: str, etype: str, code: str | None) -> UpstreamError:
     body = {"error": {"message": message, "type": etype, "param": None, "code": code}}
+    ErrorObject.model_validate(body["error"])  # the SDK's own type of the error object
     return openai.map_error(status, body, None)
 
 
@@ -89,6 +93,7 @@ def test_openai_region_block_is_a_configuration_error() -> None:
 
 def test_anthropic_billing_errors_are_quota_exhausted() -> None:
     billing = {"type": "error", "error": {"type": "billing_error", "message": "Billing issue"}}
+    assert ErrorResponse.model_validate(billing).error.type == "billing_error"
     assert anthropic.map_error(402, billing, None).error_class == "quota_exhausted"
     credit = {
         "type": "error",
@@ -98,6 +103,7 @@ def test_anthropic_billing_errors_are_quota_exhausted() -> None:
             "to Plans & Billing to upgrade or purchase credits.",
         },
     }
+    assert ErrorResponse.model_validate(credit).error.type == "invalid_request_error"
     assert anthropic.map_error(400, credit, None).error_class == "quota_exhausted"
     event = {"type": "error", "error": {"type": "billing_error", "message": "no credit"}}
     assert anthropic.stream_error(event).error_class == "quota_exhausted"
