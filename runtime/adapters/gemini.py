@@ -651,7 +651,8 @@ def _quota_exhausted(details: list[dict[str, Any]], lowered: str) -> bool:
     ids = [
         str(v.get("quotaId") or v.get("quotaMetric") or "")
         for d in details
-        for v in d.get("violations") or []
+        if isinstance(d.get("violations"), list)
+        for v in d["violations"]
         if isinstance(v, dict)
     ]
     return bool(ids) and all("perday" in i.lower() or "per_day" in i.lower() for i in ids)

@@ -144,6 +144,8 @@ def test_gemini_daily_or_zero_quota_is_exhausted_a_minute_quota_is_a_rate() -> N
         "model: gemini-2.5-pro"
     )
     assert gemini.map_error(429, zero, None).error_class == "quota_exhausted"
+    odd = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [{"violations": 5}]}}
+    assert gemini.map_error(429, odd, None).error_class == "rate_limited"  # not a crash
 
 
 def test_gemini_location_block_is_a_configuration_error() -> None:
