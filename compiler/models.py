@@ -309,8 +309,10 @@ class Fallback(_Section):
 
     on: list[FallbackErrorClass] = Field(
         default_factory=lambda: list(FALLBACK_ERROR_CLASSES),  # type: ignore[arg-type]
-        description="Error classes that fall back to the next candidate. `context_length` only "
-        "ever falls back to a candidate with a larger context window.",
+        description="Error classes that fall back to the next candidate; default: every class, "
+        "so a request one candidate cannot take never ends a chain another could serve. A class "
+        "left out ends the chain with that error. `context_length` only ever falls back to a "
+        "candidate with a larger context window.",
         examples=[["rate_limited", "server_error", "timeout"]],
     )
     max_attempts: int = Field(

@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from runtime import paths
+from runtime import paths, scrub
 from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
@@ -59,6 +59,11 @@ class Gateway:
         if problems:
             raise ConfigError("; ".join(problems))
         self.credentials, self.not_ready = _credentials(config, environ)
+        # Every configured secret's value is scrubbed from provider text (runtime/scrub.py).
+        names = set(config.secrets).union(
+            *(p.credentials.values() for p in config.providers.values())
+        )
+        scrub.register(environ.get(name) for name in names)
         self.environ = environ
         self.started = time.time()
         self._stop = threading.Event()

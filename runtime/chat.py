@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import secrets
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from runtime import tokens
+from runtime import scrub, tokens
 from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
@@ -26,12 +27,15 @@ from runtime.fallback import AllCandidatesFailed, complete, open_stream
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
 from runtime.services import Services, authenticate
+from runtime.vocabulary import DEFAULT_BASE_URLS
 
 MAX_BODY = 32 * 1024 * 1024
 RELAY_OVERHEAD = 160  # bytes of a relayed chunk that are not output (ids, keys), for estimates
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 
+
+log = logging.getLogger("switchyard.chat")  # scrubbed of credentials (runtime/scrub.py)
 
 _ID_PREFIX = secrets.token_hex(6)
 _ID_COUNTER = itertools.count(1)
@@ -99,9 +103,7 @@ class ChatHandler:
         except _ClientGone:
             rec.status, rec.error_code = 499, "client_closed_request"
         except Exception as exc:  # a bug: answer 500 in OpenAI's shape, keep serving
-            import logging
-
-            logging.getLogger("switchyard").exception("internal error in %s", rid)
+            log.exception("internal error in %s", rid)
             rec.status, rec.error_code = 500, "internal_error"
             if not state.started:
                 await _send_error(
@@ -122,6 +124,8 @@ class ChatHandler:
             _add_abandoned(rec, attempts)
             if rec.cost_usd and rec.key_id is not None:
                 self.services.limits.charge(rec.key_id, rec.org, rec.cost_usd)
+            if rec.status != 200 or rec.broke_after_commit:
+                _scrub_codes(attempts)
             rec.attempts = [a.as_dict() for a in attempts]
             rec.fell_back = len(attempts) > 1
             self._observe(rec, attempts)
@@ -221,12 +225,15 @@ class ChatHandler:
         try:
             cand, result = await complete(ctx)
         except AllCandidatesFailed as failed:
-            rec.provider = failed.candidate.provider.id
-            rec.upstream_model = failed.candidate.model.upstream
-            raise from_upstream(failed.error, failed.candidate.provider.id) from None
+            raise _failed(ctx, failed, self.services) from None
         rec.provider, rec.upstream_model = cand.provider.id, result.model or cand.model.upstream
-        _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
-        body = _completion_body(rec, result)
+        try:
+            _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
+            body = _completion_body(rec, result)
+        except Exception as exc:
+            # The answer passed the adapter but cannot be read (a field of the wrong type):
+            # the provider's malformed answer, not a gateway bug; nothing was sent yet.
+            raise _unreadable(rec, cand, attempts, exc) from None
         headers = _headers(rec, cand, attempts, _JSON)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -241,9 +248,7 @@ class ChatHandler:
         try:
             opened = await open_stream(ctx)
         except AllCandidatesFailed as failed:
-            rec.provider = failed.candidate.provider.id
-            rec.upstream_model = failed.candidate.model.upstream
-            raise from_upstream(failed.error, failed.candidate.provider.id) from None
+            raise _failed(ctx, failed, self.services) from None
         cand = opened.candidate
         stream = opened.stream
         rec.provider = cand.provider.id
@@ -295,6 +300,11 @@ class ChatHandler:
 
         network = stream.watch_idle(flush)
         try:
+            try:
+                for chunk in opened.held:  # checked before the commit: nothing sent yet
+                    chars += emit(chunk)
+            except Exception as exc:
+                raise _unreadable(rec, cand, attempts, exc) from None
             await send(
                 {
                     "type": "http.response.start",
@@ -303,8 +313,6 @@ class ChatHandler:
                 }
             )
             state.started = True
-            for chunk in opened.held:
-                chars += emit(chunk)
             if not network:
                 await flush()
             # Otherwise the held chunks leave with whatever else this read brought, at the
@@ -315,17 +323,25 @@ class ChatHandler:
                     chars += emit(chunk)
                     if not network:
                         await flush()
-            except UpstreamError as err:
+            except (asyncio.CancelledError, _ClientGone):
+                raise
+            except Exception as exc:
+                # Whatever broke the relay after the commit (an UpstreamError, or a payload
+                # that could not be read: the provider's malformed answer), the client's stream
+                # ends with an error event and the record says so.
+                err = _as_upstream(exc, cand)
                 rec.broke_after_commit = True
                 rec.error_code = "stream_broken_after_commit"
                 attempts[-1].outcome = "broken_after_commit"
                 attempts[-1].code = err.code
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
+                scrub.register((cand.credentials or {}).values())
+                message = f"{cand.provider.id}: {scrub.scrub(err.message)}"
+                log.warning("%s: stream broke after commit: %s", rec.request_id, message)
                 await _end_stream_with_error(
                     send,
                     "upstream_stream_broken",
-                    f"{cand.provider.id}: {err.message}"
-                    " (after the response had started; not retried)",
+                    message + " (after the response had started; not retried)",
                     pending,
                 )
                 if state.first_byte is None:
@@ -365,6 +381,66 @@ class ChatHandler:
             m.attempts.inc((a.provider, a.outcome))
             if a.outcome != "ok" and i + 1 < len(attempts):
                 m.fallbacks.inc((route, a.provider, a.outcome))
+
+
+def _failed(ctx: RequestContext, failed: AllCandidatesFailed, services: Services) -> GatewayError:
+    """The client's error when no candidate answered: the last attempt's, said plainly (which
+    credential was refused, which base_url redirected), scrubbed of every credential tried."""
+    rec, cand = ctx.record, failed.candidate
+    rec.provider = cand.provider.id
+    rec.upstream_model = cand.model.upstream
+    for e in failed.errors:
+        scrub.register((e.candidate.credentials or {}).values())
+    p = cand.provider
+    own = services.router.byok
+    byok = p.id in ctx.org.byok_providers and (
+        own is not None and own.credentials(ctx.org.id, p.id) is not None
+    )
+    err = from_upstream(
+        failed.error,
+        p.id,
+        secret_names=tuple(sorted(p.credentials.values())),
+        byok=byok,
+        base_url=p.base_url or DEFAULT_BASE_URLS.get(p.adapter),
+    )
+    log.warning("%s: no candidate answered: %s", rec.request_id, scrub.scrub(str(failed)))
+    return err
+
+
+def _unreadable(
+    rec: RequestRecord, cand: Candidate, attempts: list[Attempt], exc: Exception
+) -> GatewayError:
+    """An answer the gateway could not read after the adapter returned it (a non-streamed
+    one, or a stream's first chunks), before anything was sent: a 502, not a 500."""
+    log.error("%s: %s answered a malformed payload", rec.request_id, cand.ref, exc_info=exc)
+    if attempts:
+        attempts[-1].outcome = "server_error"
+        attempts[-1].code = "upstream_malformed"
+    rec.input_tokens = rec.output_tokens = rec.cost_usd = None
+    return GatewayError(
+        502,
+        "upstream_error",
+        f"{cand.provider.id}: the answer could not be read ({type(exc).__name__})",
+    )
+
+
+def _as_upstream(exc: Exception, cand: Candidate) -> UpstreamError:
+    """An exception while relaying a committed stream, as the upstream failure it is."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    log.error("relaying %s failed: a malformed chunk", cand.ref, exc_info=exc)
+    return UpstreamError(
+        "server_error",
+        f"a chunk could not be read ({type(exc).__name__})",
+        code="upstream_malformed",
+    )
+
+
+def _scrub_codes(attempts: list[Attempt]) -> None:
+    """Attempt codes can be the provider's words: scrubbed before the record keeps them."""
+    for a in attempts:
+        if a.code is not None:
+            a.code = scrub.scrub(a.code)
 
 
 def _account(
@@ -499,6 +575,9 @@ def _headers(
     return h
 
 
+_RETRYABLE_4XX = frozenset({408, 409, 429})  # what the OpenAI and Anthropic SDKs retry
+
+
 async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
     body = orjson.dumps(exc.body())
     headers = [
@@ -511,6 +590,13 @@ async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[At
         headers.append((b"x-switchyard-attempt-trail", _trail(attempts)))
     for k, v in exc.headers.items():
         headers.append((k.encode(), v.encode()))
+    if (
+        exc.status < 500
+        and exc.status not in _RETRYABLE_4XX
+        and "x-should-retry" not in exc.headers
+    ):
+        # The caller's own request: the same request fails the same way (the SDKs obey this).
+        headers.append((b"x-should-retry", b"false"))
     if exc.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="switchyard"'))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})

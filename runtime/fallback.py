@@ -144,7 +144,7 @@ async def open_stream(ctx: RequestContext) -> Opened:
                 f"no content within the route's first_byte_timeout_s of {timeout:g} s",
                 code="first_byte_timeout",
             ) from None
-        except UpstreamError:
+        except Exception:  # UpstreamError, or an adapter that failed to read a chunk
             if stream is not None:
                 await stream.aclose()
                 _seen_output(seen, stream, held)

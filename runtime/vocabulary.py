@@ -30,26 +30,27 @@ STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
 LogSink = Literal["sqlite", "postgres"]
 LOG_SINKS: Final[tuple[str, ...]] = get_args(LogSink)
 
-# The error classes a route's `fallback.on` may name: failures another candidate may not have.
-FallbackErrorClass = Literal[
-    "rate_limited",  # 429 from the provider
+# Every class an adapter gives a failed upstream attempt. Any of them may be named in a
+# route's `fallback.on`, and the default is all of them: a request one candidate cannot take
+# must never end a chain another could serve (a class left out of `on` ends the chain).
+ErrorClass = Literal[
+    "rate_limited",  # 429 from the provider: a per-minute rate, retry later
     "server_error",  # 5xx, a malformed body, a stream that broke before commit
     "timeout",  # no response / no first content chunk in time
     "connect_error",  # could not connect, connection reset before a response
     "overloaded",  # Anthropic 529, Gemini 503 UNAVAILABLE "overloaded"
     "context_length",  # prompt + max_tokens exceed the model's window
-]
-FALLBACK_ERROR_CLASSES: Final[tuple[str, ...]] = get_args(FallbackErrorClass)
-
-# Every class an adapter gives a failed upstream attempt: the fallback ones, and those where
-# the request or our setup is at fault, so another candidate would fail the same way.
-ErrorClass = Literal[
-    FallbackErrorClass,
-    "bad_request",  # the provider refused the request itself (4xx): the caller must fix it
-    "auth",  # the provider refused our credentials (401/403)
+    "bad_request",  # the provider refused the request itself (4xx)
+    "auth",  # the provider refused the gateway's credential (401/403)
     "not_found",  # unknown model upstream (404)
+    "quota_exhausted",  # credits, billing or a daily quota used up: retrying does not help
+    "upstream_config",  # a redirect, a region block: the provider's setup is wrong for us
 ]
 ERROR_CLASSES: Final[tuple[str, ...]] = get_args(ErrorClass)
+
+# The classes `fallback.on` may name: every one (kept as a name of its own for the schema).
+FallbackErrorClass = ErrorClass
+FALLBACK_ERROR_CLASSES: Final[tuple[str, ...]] = ERROR_CLASSES
 
 # Where an adapter sends requests when the provider sets no `base_url` (`openai-compatible`
 # must set one; `mock` sends nothing).

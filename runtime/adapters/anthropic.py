@@ -351,10 +351,15 @@ def _malformed(message: str) -> UpstreamError:
 
 
 def _classify(status: int | None, etype: Any, message: str) -> ErrorClass:
-    if etype == "invalid_request_error" or (status == 400 and etype is None):
-        low = message.lower()
-        if any(p in low for p in _CONTEXT_PHRASES):
-            return "context_length"
+    low = message.lower()
+    if etype == "billing_error" or status == 402 or any(p in low for p in _QUOTA_PHRASES):
+        # 402 billing_error, or a 400 saying the credit balance or the spend limit ran out:
+        # waiting does not bring it back (docs.anthropic.com/en/api/errors).
+        return "quota_exhausted"
+    if (etype == "invalid_request_error" or (status == 400 and etype is None)) and any(
+        p in low for p in _CONTEXT_PHRASES
+    ):
+        return "context_length"
     if isinstance(etype, str) and etype in _TYPE_CLASS:
         return _TYPE_CLASS[etype]
     return cast(ErrorClass, http.status_class(status)) if status is not None else "server_error"
@@ -381,3 +386,7 @@ def stream_error(doc: dict[str, Any]) -> UpstreamError:
     message = http.error_message(doc, "error event in the stream")
     cls = _classify(None, etype, message)
     return UpstreamError(cls, f"stream error event ({etype}): {message}", code="stream_error_event")
+
+
+# Anthropic's 400 texts for an account that cannot pay: credit used up, spend limit reached.
+_QUOTA_PHRASES = ("credit balance is too low", "reached your specified api usage limits")

@@ -760,7 +760,9 @@ def _has_content(choice: dict[str, Any]) -> bool:
 
 def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
     """Google's error body {"error": {code, message, status, details}} (or a one-item list
-    of it) -> an error class."""
+    of it) -> an error class. A 400 FAILED_PRECONDITION about the caller's location is a
+    region block (`upstream_config`); a 429 is `quota_exhausted` when the quota it hit is a
+    daily one or has a limit of 0 (ai.google.dev/gemini-api/docs/troubleshooting)."""
     if isinstance(body, list) and body:
         body = body[0]
     err = body.get("error") if isinstance(body, dict) else None
@@ -777,8 +779,10 @@ def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
         or gstatus in ("UNAUTHENTICATED", "PERMISSION_DENIED")
     ):
         cls = "auth"
+    elif gstatus == "FAILED_PRECONDITION" and any(h in lowered for h in _REGION_HINTS):
+        cls = "upstream_config"  # "User location is not supported for the API use."
     elif status == 429 or gstatus == "RESOURCE_EXHAUSTED":
-        cls = "rate_limited"
+        cls = "quota_exhausted" if _quota_exhausted(details, lowered) else "rate_limited"
     elif status == 503 or gstatus == "UNAVAILABLE":
         cls = "overloaded" if "overload" in lowered else "server_error"
     elif status == 504 or gstatus == "DEADLINE_EXCEEDED":
@@ -813,3 +817,21 @@ def _bad(message: str) -> UpstreamError:
         f"cannot translate the request for Gemini: {message}",
         code="unsupported_request",
     )
+
+
+_REGION_HINTS = ("location is not supported", "not available in your country", "region")
+
+
+def _quota_exhausted(details: list[dict[str, Any]], lowered: str) -> bool:
+    """A 429 that waiting a minute does not fix: every google.rpc.QuotaFailure violation is a
+    per-day quota, or the message says the quota's limit is 0 (a free tier without access)."""
+    if "limit: 0," in lowered or lowered.endswith("limit: 0"):
+        return True
+    ids = [
+        str(v.get("quotaId") or v.get("quotaMetric") or "")
+        for d in details
+        if isinstance(d.get("violations"), list)
+        for v in d["violations"]
+        if isinstance(v, dict)
+    ]
+    return bool(ids) and all("perday" in i.lower() or "per_day" in i.lower() for i in ids)

@@ -2,7 +2,10 @@
 
 Every transport/asyncio exception is mapped here, so adapters (and the gateway) only ever see
 classified errors. A failure before response headers is `connect_error` (or `timeout`); once a
-stream is flowing, a broken connection is `server_error` with code `stream_broken`.
+stream is flowing, a broken connection is `server_error` with code `stream_broken`. A redirect
+is `upstream_config` (the gateway follows none: the provider's base_url is wrong). An error
+body's text is scrubbed of the credential just sent (and every registered secret) before it is
+cut to length, so no part of a key survives (runtime/scrub.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from runtime import scrub
 from runtime.adapters.transport_base import (
     ConnectError,
     ConnectionLost,
@@ -83,6 +87,10 @@ async def post(
         raise UpstreamError("connect_error", f"request failed: {exc.strerror or exc}") from None
     if resp.status < 300:
         return resp
+    scrub.register(scrub.secret_values(headers))
+    if resp.status < 400:
+        resp.release()
+        raise _redirect(resp.status, url, resp.headers)
     try:
         raw = await resp.read()
     except TimeoutError:
@@ -99,7 +107,7 @@ async def post(
     try:
         decoded = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        decoded = raw.decode("utf-8", "replace")[:2000]
+        decoded = scrub.scrub(raw.decode("utf-8", "replace"))[:2000]
     err = map_error(resp.status, decoded, resp.headers)
     if err.retry_after is None:
         err.retry_after = retry_after(resp.headers)
@@ -181,17 +189,18 @@ def retry_after(headers: Headers | None) -> float | None:
 
 
 def error_message(body: Any, default: str) -> str:
-    """The message inside a provider error body ({"error": {"message": ...}} and variants)."""
+    """The message inside a provider error body ({"error": {"message": ...}} and variants),
+    scrubbed of credentials before it is cut to length."""
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return str(err["message"])[:1000]
+            return scrub.scrub(str(err["message"]))[:1000]
         if isinstance(err, str):
-            return err[:1000]
+            return scrub.scrub(err)[:1000]
     if isinstance(body, list) and body and isinstance(body[0], dict):
         return error_message(body[0], default)
     if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
+        return scrub.scrub(body.strip())[:300]
     return default
 
 
@@ -210,3 +219,17 @@ def status_class(status: int) -> str:
     if status >= 500:
         return "server_error"
     return "bad_request"
+
+
+def _redirect(status: int, url: str, headers: Headers | None) -> UpstreamError:
+    """A 3xx: the gateway follows no redirect (it would resend the credential elsewhere), so
+    the provider's base_url is wrong — a configuration error, not the caller's request."""
+    location = headers.get("location") if headers is not None else None
+    to = f" to {scrub.scrub(location)[:300]}" if location else ""
+    return UpstreamError(
+        "upstream_config",
+        f"the provider answered HTTP {status} (a redirect{to}) for {url.split('?')[0]}; "
+        "the gateway follows no redirects: check the provider's base_url",
+        status=status,
+        code="upstream_redirect",
+    )

@@ -546,7 +546,8 @@ def test_provider_and_gateway_secrets_never_appear_anywhere(
         post({"model": "gemini-first", "messages": _messages("hello"), "stream": True}).status
         == 200
     )
-    upstream_401 = post({"model": "anthropic-first", "messages": _messages("hello")})
+    # Alone (an explicit model): with a next candidate, a refused credential falls back.
+    upstream_401 = post({"model": "anthropic/claude", "messages": _messages("hello")})
     assert (upstream_401.status, upstream_401.code) == (502, "upstream_auth_failed")
     assert keyed_fakes["anthropic"].requests, "the wrong key did reach the provider"
     keyed_fakes["openai"].push(Fault("reset"), Fault("status", status=500), Fault("malformed"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from compiler.models import Fallback
 from compiler.resolve import base_url
 from runtime.adapters import ADAPTERS, anthropic, gemini, openai
-from runtime.errors import CLIENT_STATUS
+from runtime.errors import CLIENT_STATUS, NOT_RETRYABLE
 from runtime.vocabulary import (
     ADAPTER_NAMES,
     CAPABILITIES,
@@ -37,10 +38,19 @@ def _enums(node: object) -> list[list[str]]:
     return found
 
 
-def test_fallback_classes_are_a_subset_of_the_error_classes() -> None:
-    assert set(FALLBACK_ERROR_CLASSES) < set(ERROR_CLASSES)
-    assert ERROR_CLASSES[: len(FALLBACK_ERROR_CLASSES)] == FALLBACK_ERROR_CLASSES
-    assert set(ERROR_CLASSES) - set(FALLBACK_ERROR_CLASSES) == {"bad_request", "auth", "not_found"}
+def test_every_error_class_may_fall_back() -> None:
+    # The rule: a request one candidate cannot take never ends a chain another could serve,
+    # so `fallback.on` may name every class, and its default is all of them.
+    assert FALLBACK_ERROR_CLASSES == ERROR_CLASSES
+    assert {"quota_exhausted", "upstream_config", "bad_request", "auth"} <= set(ERROR_CLASSES)
+    assert Fallback().on == list(ERROR_CLASSES)
+
+
+def test_final_errors_a_retry_cannot_fix_are_marked_so() -> None:
+    assert set(ERROR_CLASSES) > NOT_RETRYABLE
+    assert "quota_exhausted" in NOT_RETRYABLE and "rate_limited" not in NOT_RETRYABLE
+    assert CLIENT_STATUS["quota_exhausted"] == (503, "upstream_quota_exhausted")
+    assert CLIENT_STATUS["upstream_config"] == (502, "upstream_config_error")
 
 
 def test_every_error_class_has_a_client_status() -> None:
