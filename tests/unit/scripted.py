@@ -107,7 +107,7 @@ class Stream:
     """A streamed answer: a role-only chunk, then `parts` (text deltas, Fail, Stall), then a
     finish chunk and, when `usage` is set, a usage chunk."""
 
-    parts: Sequence[str | Fail | Stall | Think] = ("hel", "lo")
+    parts: Sequence[str | Fail | Stall | Think | Crash] = ("hel", "lo")
     usage: Usage | None = field(default_factory=lambda: Usage(12, 2))
 
 
@@ -177,6 +177,8 @@ class ScriptedStream:
         for part in self.step.parts:
             if isinstance(part, Fail):
                 raise part.error()
+            if isinstance(part, Crash):
+                raise IndexError(part.message)
             if isinstance(part, Stall):
                 await asyncio.sleep(part.seconds)
                 continue

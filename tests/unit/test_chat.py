@@ -4,6 +4,7 @@ each request (fields, attempt trail, cost), limits, and the commit rule seen by 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from runtime.adapters import Usage
 from runtime.config import Budget
 from tests.unit.scripted import (
     TOKEN,
+    Crash,
     Fail,
     Gateway,
     Reply,
@@ -120,6 +122,23 @@ def test_a_stream_broken_after_content_ends_with_an_error_event_and_no_fallback(
     assert (rec.broke_after_commit, rec.error_code) == (True, "stream_broken_after_commit")
     assert [a["outcome"] for a in rec.attempts] == ["broken_after_commit"]
     assert rec.usage_estimated
+
+
+def test_an_adapter_crash_after_content_ends_with_an_error_event_and_a_logged_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = make({"a": {"one": [Stream(["hel", Crash("list index out of range")])]}})
+    with caplog.at_level(logging.WARNING):
+        resp = asyncio.run(post(gw.handler, chat("r", stream=True)))
+    assert resp.status == 200
+    events = resp.events()
+    assert events[1]["choices"][0]["delta"] == {"content": "hel"}
+    assert events[-1]["error"]["code"] == "upstream_stream_broken"
+    assert "[DONE]" not in events
+    [rec] = gw.sink.records
+    assert (rec.status, rec.broke_after_commit) == (200, True)
+    assert rec.error_code == "stream_broken_after_commit"
+    assert "Traceback" in caplog.text and "IndexError" in caplog.text
 
 
 def test_a_stream_broken_before_content_falls_back_unseen() -> None:
