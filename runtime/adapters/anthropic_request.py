@@ -31,8 +31,8 @@ THINKING_BUDGETS: dict[str, int] = {
     "high": 16384,
 }
 MIN_THINKING_BUDGET = 1024
-# With thinking on, Anthropic takes top_p only in this range (and no temperature or top_k).
-THINKING_TOP_P = (0.95, 1.0)
+# Sampling parameters: not in the SDK's `MessageCreateParams`, refused by current models.
+SAMPLING = ("temperature", "top_p", "top_k")
 # The user turn sent when a request holds only system/developer messages (Anthropic refuses
 # `messages: []` and empty text blocks).
 SYSTEM_ONLY_USER_TURN = "."
@@ -91,8 +91,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
             _fit_budget(body, thinking, client_max, cap, notes)
             if "thinking" not in body:
                 thinking = None
-    thinking_on = thinking is not None and thinking.get("type") != "disabled"
-    _sampling(req, body, thinking_on, notes)
+    _sampling(req, notes)
     stop = _stop_sequences(req.get("stop"), notes)
     if stop:
         body["stop_sequences"] = stop
@@ -193,28 +192,16 @@ def _fit_budget(
     )
 
 
-def _sampling(req: dict[str, Any], body: dict[str, Any], thinking: bool, notes: list[str]) -> None:
-    """temperature / top_p as Anthropic takes them: one of the two (current models refuse
-    both); with thinking, no temperature and top_p only within 0.95..1."""
-    temperature, top_p = req.get("temperature"), req.get("top_p")
-    if thinking:
-        if temperature is not None:
-            notes.append("dropped `temperature`: Anthropic refuses it with thinking")
-        lo, hi = THINKING_TOP_P
-        if top_p is not None and lo <= float(top_p) <= hi:
-            body["top_p"] = float(top_p)
-        elif top_p is not None:
-            notes.append(f"dropped `top_p` {top_p}: with thinking Anthropic takes {lo} to {hi}")
-        return
-    if temperature is not None:
-        value = min(max(float(temperature), 0.0), 1.0)
-        if value != float(temperature):
-            notes.append(f"clamped `temperature` {temperature} to {value}: Anthropic takes 0 to 1")
-        body["temperature"] = value
-        if top_p is not None:
-            notes.append("dropped `top_p`: Claude refuses temperature and top_p together")
-    elif top_p is not None:
-        body["top_p"] = float(top_p)
+def _sampling(req: dict[str, Any], notes: list[str]) -> None:
+    """Drop the sampling parameters with one note: the Messages API as the SDK types define it
+    (`MessageCreateParams`) takes none, and Claude Opus 4.7 and later refuse them with a 400."""
+    sent = [k for k in SAMPLING if req.get(k) is not None]
+    if sent:
+        names = ", ".join(f"`{k}`" for k in sent)
+        notes.append(
+            f"dropped {names}: Anthropic's Messages API takes no sampling parameters "
+            "(Claude Opus 4.7 and later refuse them)"
+        )
 
 
 def _stop_sequences(stop: Any, notes: list[str]) -> list[str]:

@@ -52,7 +52,7 @@ def test_every_case_is_a_valid_messages_request(name: str, stream: bool) -> None
     assert refused is None and body is not None, call.notes
     validate(body, stream)
     assert body.get("stream", False) is stream
-    assert not ("temperature" in body and "top_p" in body)
+    assert not {"temperature", "top_p", "top_k"} & body.keys()
     assert all(s.strip() for s in body.get("stop_sequences", ()))
     assert body["messages"] and body["messages"][0]["role"] == "user"
     assert "extra_content" not in repr(body)
@@ -108,10 +108,11 @@ def test_system_only_has_a_user_turn() -> None:
     assert call.notes
 
 
-def test_sampling_both_sends_temperature_only() -> None:
-    body, call, _ = sent("sampling_both", False)
-    assert body is not None and body["temperature"] == 0.2 and "top_p" not in body
-    assert any("`top_p`" in n for n in call.notes)
+@pytest.mark.parametrize("name", ["sampling_both", "temperature", "top_p"])
+def test_sampling_parameters_are_dropped_with_a_note(name: str) -> None:
+    body, call, _ = sent(name, False)
+    assert body is not None and not {"temperature", "top_p", "top_k"} & body.keys()
+    assert [n for n in call.notes if "sampling parameters" in n]
 
 
 def test_whitespace_stops_are_dropped() -> None:

@@ -281,7 +281,6 @@ def test_request_maps_to_the_messages_api(fake: FakeProvider) -> None:
         ],
         "tool_choice": {"type": "any"},
         "stop_sequences": ["END"],
-        "temperature": 0.3,
         "metadata": {"user_id": "user-42"},
     }
 
@@ -348,11 +347,14 @@ def test_response_format_becomes_a_system_instruction() -> None:
     assert "JSON object" in json_object["system"]
 
 
-def test_temperature_above_anthropics_range_is_clamped() -> None:
-    body = build_request(
-        Call({"model": "claude", "messages": HELLO, "temperature": 1.7}, model(), {}, "r")
-    )
-    assert body["temperature"] == 1.0
+def test_temperature_is_not_sent() -> None:
+    call = Call({"model": "claude", "messages": HELLO, "temperature": 1.7}, model(), {}, "r")
+    body = build_request(call)
+    assert "temperature" not in body
+    assert call.notes == [
+        "dropped `temperature`: Anthropic's Messages API takes no sampling parameters "
+        "(Claude Opus 4.7 and later refuse them)"
+    ]
 
 
 def test_unmappable_request_is_bad_request_before_any_network(fake: FakeProvider) -> None:

@@ -53,36 +53,30 @@ PROVIDER = ProviderConfig(
 # --- 1. sampling ---------------------------------------------------------------------------
 
 
-def test_temperature_and_top_p_together_keep_temperature_only() -> None:
-    body, notes = build(temperature=0.2, top_p=0.9)
-    assert body["temperature"] == 0.2 and "top_p" not in body
-    assert any("`top_p`" in n and "together" in n for n in notes)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"temperature": 0.2, "top_p": 0.9},
+        {"temperature": 0.4},
+        {"temperature": 1.5},
+        {"top_p": 0.5},
+        {"top_k": 40},
+        {"temperature": 0.3, "top_p": 0.97, "top_k": 5, "reasoning_effort": "low"},
+        {"temperature": 0.3, "thinking": {"type": "disabled"}},
+    ],
+)
+def test_sampling_parameters_are_dropped_with_one_note(fields: dict[str, Any]) -> None:
+    body, notes = build(**fields)
+    assert not {"temperature", "top_p", "top_k"} & body.keys()
+    sampling = [n for n in notes if "sampling" in n]
+    assert len(sampling) == 1
+    named = [k for k in ("temperature", "top_p", "top_k") if k in fields]
+    assert sampling[0].startswith("dropped " + ", ".join(f"`{k}`" for k in named) + ":")
 
 
-def test_one_sampling_parameter_is_sent_as_is() -> None:
-    assert build(top_p=0.5)[0]["top_p"] == 0.5
-    body, notes = build(temperature=0.4)
-    assert body["temperature"] == 0.4 and notes == []
-
-
-def test_temperature_above_one_is_clamped_with_a_note() -> None:
-    body, notes = build(temperature=1.5)
-    assert body["temperature"] == 1.0
-    assert any("clamped `temperature`" in n for n in notes)
-
-
-def test_with_thinking_no_temperature_and_top_p_only_in_range() -> None:
-    body, notes = build(reasoning_effort="low", temperature=0.3, top_p=0.97)
-    assert "temperature" not in body and body["top_p"] == 0.97
-    assert any("`temperature`" in n and "thinking" in n for n in notes)
-    body, notes = build(reasoning_effort="low", top_p=0.5)
-    assert "top_p" not in body and any("`top_p` 0.5" in n for n in notes)
-
-
-def test_thinking_disabled_leaves_sampling_alone() -> None:
-    body, notes = build(thinking={"type": "disabled"}, temperature=0.3)
-    assert body["thinking"] == {"type": "disabled"} and body["temperature"] == 0.3
-    assert notes == []
+def test_sampling_parameters_set_to_null_leave_no_note() -> None:
+    body, notes = build(temperature=None, top_p=None)
+    assert not {"temperature", "top_p"} & body.keys() and notes == []
 
 
 # --- 2. stop sequences ---------------------------------------------------------------------
