@@ -5,14 +5,17 @@ system/developer messages become the top-level `system` (a list of text blocks w
 carries `cache_control`); user, assistant and tool messages become content-block messages
 (consecutive same-role messages merged, tool results as `tool_result` blocks of a user
 message, thinking blocks sent back first); function tools (with `strict`) and tool_choice map
-to Anthropic's; `reasoning_effort` becomes a `thinking` budget; a strict `json_schema`
-response format becomes `output_config.format`. What Anthropic cannot take as sent is mapped
+to Anthropic's; `reasoning_effort` becomes adaptive thinking with `output_config.effort` on
+Claude 4.6 and later (and unversioned ids), a `thinking` budget on earlier models; a strict
+`json_schema` response format becomes `output_config.format`; the client's own `thinking` and
+`output_config` objects are sent as given. What Anthropic cannot take as sent is mapped
 or dropped with a line in `call.notes`; a request it cannot serve at all (`n > 1`) raises
 `Unservable`. The rules and their sources: docs/runtime.md, section "Anthropic".
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -23,13 +26,27 @@ from runtime.errors import Unservable, UpstreamError
 
 DEFAULT_MAX_TOKENS = 4096
 
-# reasoning_effort -> thinking.budget_tokens (Anthropic: at least 1024, below max_tokens).
+# reasoning_effort -> thinking.budget_tokens, for models before adaptive thinking (Claude 4.5
+# and earlier; Anthropic: at least 1024, below max_tokens).
 THINKING_BUDGETS: dict[str, int] = {
     "minimal": 1024,
     "low": 2048,
     "medium": 8192,
     "high": 16384,
+    "xhigh": 32768,
 }
+# reasoning_effort -> output_config.effort with `thinking: {type: "adaptive"}` (Claude 4.6 and
+# later, and model ids without a version). Anthropic's lowest effort is `low`.
+EFFORTS: dict[str, str] = {
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+}
+# The first Claude version with adaptive thinking, and the first that takes effort `xhigh`.
+ADAPTIVE_SINCE = (4, 6)
+XHIGH_SINCE = (4, 7)
 MIN_THINKING_BUDGET = 1024
 # Sampling parameters: not in the SDK's `MessageCreateParams`, refused by current models.
 SAMPLING = ("temperature", "top_p", "top_k")
@@ -66,7 +83,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     max_tokens, client_max, cap = _max_tokens(call, notes)
     body: dict[str, Any] = {"model": call.model.upstream, "max_tokens": max_tokens}
     body["messages"] = messages
-    output_config, instruction = _response_format(req.get("response_format"))
+    fmt_config, instruction = _response_format(req.get("response_format"))
     if instruction:
         system.append([{"type": "text", "text": instruction}])
     if system:
@@ -83,7 +100,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
         choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
-    thinking = _thinking(call, choice, notes)
+    thinking, effort = _thinking(call, choice, notes)
     if thinking is not None:
         body["thinking"] = thinking
         budget = thinking.get("budget_tokens")
@@ -95,6 +112,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     stop = _stop_sequences(req.get("stop"), notes)
     if stop:
         body["stop_sequences"] = stop
+    output_config = _output_config(req.get("output_config"), fmt_config, effort, notes)
     if output_config:
         body["output_config"] = output_config
     if req.get("user"):
@@ -135,32 +153,89 @@ def _max_tokens(call: Call, notes: list[str]) -> tuple[int, bool, int]:
     return fits, False, fits
 
 
-def _thinking(call: Call, choice: dict[str, Any] | None, notes: list[str]) -> dict[str, Any] | None:
-    """The `thinking` object: the client's own, or one built from `reasoning_effort`."""
+def claude_version(upstream: str) -> tuple[int, int] | None:
+    """(major, minor) of a Claude model id, None when it names no version.
+
+    Ids put the numbers after the family (`claude-sonnet-4-6`, `claude-haiku-4-5-20251001`,
+    Bedrock's `anthropic.claude-opus-4-6-v1`, Vertex's `claude-opus-4-1@20250805`) or before it
+    (`claude-3-7-sonnet-20250219`): the first number is the major version, the next one (not
+    an 8-digit date) the minor."""
+    numbers: list[int] = []
+    for token in re.split(r"[-_.@:/]", upstream.lower()):
+        if not token.isdigit():
+            continue
+        if len(token) >= 8:
+            break  # a date ends the version
+        numbers.append(int(token))
+        if len(numbers) == 2:
+            break
+    if not numbers:
+        return None
+    return numbers[0], numbers[1] if len(numbers) > 1 else 0
+
+
+def _thinking(
+    call: Call, choice: dict[str, Any] | None, notes: list[str]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(the `thinking` object, the `output_config.effort`): the client's own `thinking`, or
+    both built from `reasoning_effort` by the model's version (docs/runtime.md, "Anthropic")."""
     req = call.request
-    native, effort = req.get("thinking"), req.get("reasoning_effort")
+    native, wanted = req.get("thinking"), req.get("reasoning_effort")
     thinking: dict[str, Any]
+    effort: str | None = None
     if isinstance(native, dict):
         thinking = dict(native)
-        if effort is not None:
+        if wanted is not None:
             notes.append("ignored `reasoning_effort`: the request's own `thinking` is sent")
-    elif effort is None or effort == "none":
-        return None
+    elif wanted is None or wanted == "none":
+        return None, None
     elif "reasoning" not in call.model.capabilities:
         notes.append(f"dropped `reasoning_effort`: model {call.model.name!r} does not reason")
-        return None
-    elif effort not in THINKING_BUDGETS:
-        notes.append(f"dropped `reasoning_effort` {effort!r}: not an effort Anthropic maps")
-        return None
+        return None, None
+    elif wanted not in EFFORTS:
+        notes.append(f"dropped `reasoning_effort` {wanted!r}: not an effort Anthropic maps")
+        return None, None
     else:
-        thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
-    if thinking.get("type") != "disabled" and choice and choice.get("type") in ("any", "tool"):
+        version = claude_version(call.model.upstream)
+        if version is not None and version < ADAPTIVE_SINCE:
+            thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[wanted]}
+        else:
+            thinking = {"type": "adaptive", "display": "summarized"}
+            effort = EFFORTS[wanted]
+            if effort == "xhigh" and version is not None and version < XHIGH_SINCE:
+                effort = "high"
+                notes.append(
+                    f"sent effort `high` for `reasoning_effort` 'xhigh': Claude "
+                    f"{version[0]}.{version[1]} takes effort up to high"
+                )
+    if thinking.get("type") not in ("disabled", "between_tools") and (
+        choice and choice.get("type") in ("any", "tool")
+    ):
         notes.append(
             "dropped thinking: Anthropic takes only tool_choice auto or none with thinking, "
             "and the request forces a tool"
         )
-        return None
-    return thinking
+        return None, None
+    return thinking, effort
+
+
+def _output_config(
+    native: Any, fmt: dict[str, Any] | None, effort: str | None, notes: list[str]
+) -> dict[str, Any]:
+    """`output_config`: the client's own object as given, plus the structured-output format
+    of `response_format` and the effort of `reasoning_effort` where it sets neither."""
+    out: dict[str, Any] = dict(native) if isinstance(native, dict) else {}
+    if fmt is not None:
+        if out.get("format") is None:
+            out["format"] = fmt
+        else:
+            notes.append("ignored `response_format`: the request's own `output_config.format`")
+    if effort is not None:
+        if out.get("effort") is None:
+            out["effort"] = effort
+        else:
+            notes.append("ignored `reasoning_effort`: the request's own `output_config.effort`")
+    return out
 
 
 def _fit_budget(
@@ -403,8 +478,8 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 
 def _response_format(fmt: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """(output_config, system instruction) for a response_format: a strict json_schema goes
-    to the API's structured outputs; json_object and a non-strict schema (best effort at
+    """(output_config.format, system instruction) for a response_format: a strict json_schema
+    goes to the API's structured outputs; json_object and a non-strict schema (best effort at
     OpenAI too) become an instruction (Anthropic has no JSON mode)."""
     if not isinstance(fmt, dict):
         return None, None
@@ -417,7 +492,7 @@ def _response_format(fmt: Any) -> tuple[dict[str, Any] | None, str | None]:
         spec = fmt.get("json_schema") or {}
         schema = spec.get("schema") or {"type": "object", "properties": {}}
         if spec.get("strict") is True:
-            return {"format": {"type": "json_schema", "schema": strict_schema(schema)}}, None
+            return {"type": "json_schema", "schema": strict_schema(schema)}, None
         text = orjson.dumps(schema).decode()
         return None, (
             "Respond only with a single valid JSON value, with no text before or after it, "

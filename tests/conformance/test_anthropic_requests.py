@@ -5,6 +5,7 @@ must hold on Anthropic (docs/runtime.md, section "Anthropic")."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pydantic
@@ -13,7 +14,7 @@ import pytest
 from runtime import tokens
 from runtime.adapters.anthropic import AnthropicAdapter
 from runtime.adapters.base import Call
-from runtime.config import ProviderConfig
+from runtime.config import ModelConfig, ProviderConfig
 from tests.conformance.anthropic_types import validate
 from tests.conformance.matrix import CASES, MODEL, capture
 
@@ -29,9 +30,18 @@ PROVIDER = ProviderConfig(
 )
 
 VARIANTS = [(name, stream) for name in CASES for stream in (False, True)]
+# The matrix model's id names no version (adaptive thinking); the same cases also go to a
+# model of each thinking form by its upstream id (docs/runtime.md, "Anthropic").
+BUDGETED = dataclasses.replace(MODEL, upstream="claude-sonnet-4-5-20250929")
+SONNET_4_6 = dataclasses.replace(MODEL, upstream="claude-sonnet-4-6")
+OPUS_4_7 = dataclasses.replace(MODEL, upstream="claude-opus-4-7")
+MODELS = {"unversioned": MODEL, "budgeted": BUDGETED, "sonnet46": SONNET_4_6, "opus47": OPUS_4_7}
+REASONING = [n for n in CASES if n.startswith("reasoning_") and n != "reasoning_round_trip"]
 
 
-def sent(name: str, stream: bool) -> tuple[dict[str, Any] | None, Call, str | None]:
+def sent(
+    name: str, stream: bool, model: ModelConfig = MODEL
+) -> tuple[dict[str, Any] | None, Call, str | None]:
     request, _ = CASES[name]
     req = dict(request)
     if stream:
@@ -39,13 +49,14 @@ def sent(name: str, stream: bool) -> tuple[dict[str, Any] | None, Call, str | No
     else:
         req.pop("stream", None)
         req.pop("stream_options", None)
-    mock, call, refused = capture(AnthropicAdapter, PROVIDER, req, stream)
+    mock, call, refused = capture(AnthropicAdapter, PROVIDER, req, stream, model=model)
     return (None if mock is None else mock.json()), call, refused
 
 
+@pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize(("name", "stream"), VARIANTS)
-def test_every_case_is_a_valid_messages_request(name: str, stream: bool) -> None:
-    body, call, refused = sent(name, stream)
+def test_every_case_is_a_valid_messages_request(name: str, stream: bool, model: str) -> None:
+    body, call, refused = sent(name, stream, MODELS[model])
     if name == "n_2":
         assert body is None and refused == "n > 1: Anthropic answers one choice"
         return
@@ -66,13 +77,56 @@ def test_near_window_max_tokens_fits_the_window() -> None:
     assert 1 <= body["max_tokens"] <= MODEL.context_window - tokens.prompt_tokens(request)
 
 
-@pytest.mark.parametrize("name", ["reasoning_low", "reasoning_medium", "reasoning_high"])
-def test_reasoning_cases_think_within_max_tokens(name: str) -> None:
-    body, _, _ = sent(name, False)
+@pytest.mark.parametrize("name", [n for n in REASONING if n != "reasoning_none"])
+def test_reasoning_before_claude_4_6_is_a_budget_within_max_tokens(name: str) -> None:
+    body, _, _ = sent(name, False, BUDGETED)
     assert body is not None
     thinking = body["thinking"]
-    assert thinking["type"] == "enabled"
+    assert thinking["type"] == "enabled" and "effort" not in body.get("output_config", {})
     assert 1024 <= thinking["budget_tokens"] < body["max_tokens"] <= MODEL.max_output_tokens  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("model", ["unversioned", "sonnet46", "opus47"])
+@pytest.mark.parametrize("name", [n for n in REASONING if n != "reasoning_none"])
+def test_reasoning_from_claude_4_6_is_adaptive_with_an_effort(name: str, model: str) -> None:
+    body, _, _ = sent(name, False, MODELS[model])
+    assert body is not None
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    effort = CASES[name][0]["reasoning_effort"]
+    expected = {"minimal": "low", "xhigh": "high" if model == "sonnet46" else "xhigh"}
+    assert body["output_config"]["effort"] == expected.get(effort, effort)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_reasoning_none_sends_no_thinking(model: str) -> None:
+    body, _, _ = sent("reasoning_none", False, MODELS[model])
+    assert body is not None and "thinking" not in body and "output_config" not in body
+
+
+@pytest.mark.parametrize(
+    "native",
+    [
+        {"thinking": {"type": "adaptive", "display": "omitted"}},
+        {"thinking": {"type": "enabled", "budget_tokens": 2048, "display": "summarized"}},
+        {"thinking": {"type": "disabled"}},
+        {"thinking": {"type": "between_tools"}, "output_config": {"effort": "low"}},
+        {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}},
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_native_thinking_and_output_config_are_sent_as_given(
+    native: dict[str, Any], stream: bool
+) -> None:
+    req = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4096}
+    req.update(copy.deepcopy(native), reasoning_effort="high")
+    if stream:
+        req["stream"] = True
+    mock, _, _ = capture(AnthropicAdapter, PROVIDER, req, stream, model=OPUS_4_7)
+    assert mock is not None
+    body = mock.json()
+    validate(body, stream)
+    for key, value in native.items():
+        assert body[key] == value
 
 
 def test_signatures_are_round_tripped() -> None:

@@ -13,6 +13,7 @@ from runtime.adapters.anthropic_request import (
     SYSTEM_ONLY_USER_TURN,
     THINKING_BUDGETS,
     build_request,
+    claude_version,
     strict_schema,
 )
 from runtime.adapters.base import Call
@@ -24,12 +25,18 @@ HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Hello"}]
 REASONING = frozenset({"streaming", "tools", "reasoning"})
 
 
+# A model id before adaptive thinking (budgets only) and one with it.
+BUDGETED = "claude-sonnet-4-5-20250929"
+ADAPTIVE = "claude-opus-4-7"
+
+
 def model(
     capabilities: frozenset[str] = REASONING,
     window: int = 200_000,
     max_output: int | None = 64_000,
+    upstream: str = "claude-up",
 ) -> ModelConfig:
-    return ModelConfig("claude", "claude-up", window, max_output, capabilities, None)
+    return ModelConfig("claude", upstream, window, max_output, capabilities, None)
 
 
 def build(cfg: ModelConfig | None = None, **fields: Any) -> tuple[dict[str, Any], list[str]]:
@@ -134,25 +141,98 @@ def test_max_completion_tokens_supersedes_max_tokens() -> None:
 # --- 4. thinking ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("upstream", "version"),
+    [
+        ("claude-sonnet-4-6", (4, 6)),
+        ("claude-haiku-4-5-20251001", (4, 5)),
+        ("claude-sonnet-4-20250514", (4, 0)),
+        ("claude-3-7-sonnet-20250219", (3, 7)),
+        ("claude-3-5-haiku-latest", (3, 5)),
+        ("anthropic.claude-opus-4-6-v1", (4, 6)),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", (4, 5)),
+        ("claude-opus-4-1@20250805", (4, 1)),
+        ("claude-fable-5-1", (5, 1)),
+        ("claude-opus-5", (5, 0)),
+        ("claude-mythos-preview", None),
+        ("claude-up", None),
+    ],
+)
+def test_claude_version_of_a_model_id(upstream: str, version: tuple[int, int] | None) -> None:
+    assert claude_version(upstream) == version
+
+
 @pytest.mark.parametrize("effort", sorted(THINKING_BUDGETS))
-def test_reasoning_effort_becomes_a_thinking_budget(effort: str) -> None:
-    body, _ = build(reasoning_effort=effort)
+@pytest.mark.parametrize("upstream", [BUDGETED, "claude-3-7-sonnet-20250219", "claude-opus-4-1"])
+def test_reasoning_effort_before_claude_4_6_is_a_thinking_budget(
+    effort: str, upstream: str
+) -> None:
+    body, notes = build(model(upstream=upstream), reasoning_effort=effort)
     budget = THINKING_BUDGETS[effort]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
     assert MIN_THINKING_BUDGET <= budget < body["max_tokens"]
+    assert "output_config" not in body and notes == []
+
+
+@pytest.mark.parametrize(
+    ("effort", "sent"),
+    [("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"),
+     ("xhigh", "xhigh")],
+)  # fmt: skip
+@pytest.mark.parametrize("upstream", [ADAPTIVE, "claude-sonnet-5", "claude-mythos-preview"])
+def test_reasoning_effort_from_claude_4_6_is_adaptive_thinking_with_an_effort(
+    effort: str, sent: str, upstream: str
+) -> None:
+    body, _ = build(model(upstream=upstream), reasoning_effort=effort)
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert body["output_config"] == {"effort": sent}
+    assert body["max_tokens"] == 64_000
+
+
+def test_xhigh_before_claude_4_7_is_sent_as_high_with_a_note() -> None:
+    body, notes = build(model(upstream="claude-sonnet-4-6"), reasoning_effort="xhigh")
+    assert body["thinking"]["type"] == "adaptive" and body["output_config"] == {"effort": "high"}
+    assert any("effort `high`" in n and "4.6" in n for n in notes)
+
+
+def test_reasoning_effort_none_sends_no_thinking() -> None:
+    for upstream in (BUDGETED, ADAPTIVE):
+        body, notes = build(model(upstream=upstream), reasoning_effort="none")
+        assert "thinking" not in body and "output_config" not in body and notes == []
+
+
+def test_effort_joins_a_structured_output_format() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": SCHEMA}}
+    body, _ = build(model(upstream=ADAPTIVE), reasoning_effort="low", response_format=fmt)
+    assert body["output_config"]["effort"] == "low"
+    assert body["output_config"]["format"]["type"] == "json_schema"
+
+
+def test_a_native_output_config_is_sent_as_is() -> None:
+    native = {"effort": "max"}
+    body, notes = build(model(upstream=ADAPTIVE), output_config=native, reasoning_effort="low")
+    assert body["output_config"] == {"effort": "max"}
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert any("own `output_config.effort`" in n for n in notes)
+    body, _ = build(output_config={"effort": "medium"}, thinking={"type": "adaptive"})
+    assert body["output_config"] == {"effort": "medium"} and body["thinking"] == {
+        "type": "adaptive"
+    }
 
 
 def test_max_tokens_is_raised_above_the_budget_within_the_limit() -> None:
-    body, notes = build(reasoning_effort="medium", max_completion_tokens=8000)
+    budgeted = model(upstream=BUDGETED)
+    body, notes = build(budgeted, reasoning_effort="medium", max_completion_tokens=8000)
     assert body["thinking"]["budget_tokens"] == THINKING_BUDGETS["medium"]
     assert body["max_tokens"] == THINKING_BUDGETS["medium"] + 8000
     assert any("raised max_tokens" in n for n in notes)
-    body, _ = build(model(max_output=10_000), reasoning_effort="high", max_tokens=100)
+    small = model(max_output=10_000, upstream=BUDGETED)
+    body, _ = build(small, reasoning_effort="high", max_tokens=100)
     assert body["max_tokens"] == 10_000 and body["thinking"]["budget_tokens"] == 9_999
 
 
 def test_thinking_is_dropped_when_no_budget_fits() -> None:
-    body, notes = build(model(max_output=1000), reasoning_effort="low")
+    body, notes = build(model(max_output=1000, upstream=BUDGETED), reasoning_effort="low")
     assert "thinking" not in body and any("dropped thinking" in n for n in notes)
 
 
@@ -169,10 +249,14 @@ def test_a_native_thinking_object_is_sent_as_is() -> None:
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 3000}
 
 
-def test_thinking_is_dropped_when_a_tool_is_forced() -> None:
+@pytest.mark.parametrize("upstream", [BUDGETED, ADAPTIVE])
+def test_thinking_is_dropped_when_a_tool_is_forced(upstream: str) -> None:
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    body, notes = build(reasoning_effort="low", tools=[tool], tool_choice="required")
-    assert "thinking" not in body and body["tool_choice"] == {"type": "any"}
+    body, notes = build(
+        model(upstream=upstream), reasoning_effort="low", tools=[tool], tool_choice="required"
+    )
+    assert "thinking" not in body and "output_config" not in body
+    assert body["tool_choice"] == {"type": "any"}
     assert any("forces a tool" in n for n in notes)
 
 
