@@ -15,6 +15,8 @@ or dropped with a line in `call.notes`; a request it cannot serve at all (`n > 1
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -53,6 +55,8 @@ SAMPLING = ("temperature", "top_p", "top_k")
 # The user turn sent when a request holds only system/developer messages (Anthropic refuses
 # `messages: []` and empty text blocks).
 SYSTEM_ONLY_USER_TURN = "."
+# The base64 image types Anthropic reads (SDK `Base64ImageSourceParam.media_type`).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 # OpenAI parameters the Messages API has no equivalent for: dropped with a note.
 UNMAPPED = (
     "logprobs",
@@ -311,7 +315,9 @@ def map_messages(
             blocks = [_tool_result(msg)]
             role = "user"
         else:
-            raise bad_request(f"message role {role!r} is not supported by Anthropic")
+            raise Unservable(
+                f"message role {role!r}: Anthropic takes system, user, assistant, tool"
+            )
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -359,26 +365,59 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url", "") if isinstance(image, dict) else str(image or "")
-            block = {"type": "image", "source": _source(url)}
+            block = {"type": "image", "source": _image_source(url)}
         elif kind == "file":
-            data = (part.get("file") or {}).get("file_data", "")
-            block = {"type": "document", "source": _source(data)}
+            block = {"type": "document", "source": _document_source(part.get("file") or {})}
         else:
-            raise bad_request(f"content part {kind!r} is not supported by Anthropic")
+            raise Unservable(
+                f"content part {kind!r}: Anthropic takes text, images and PDF or text files"
+            )
         blocks.append(_with_cache(block, part))
     return blocks
 
 
-def _source(url: str) -> dict[str, Any]:
+def _data_url(url: str) -> tuple[str, str]:
+    """(media type, base64 data) of a base64 data: URL."""
+    header, sep, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not sep or encoding != "base64":
+        raise bad_request("data: URLs must be base64-encoded")
+    return media_type.lower(), data
+
+
+def _image_source(url: str) -> dict[str, Any]:
+    """An image's source: base64 for the media types Anthropic reads (SDK
+    `Base64ImageSourceParam`), else the candidate is skipped; by URL for http(s)."""
     if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64":
-            raise bad_request("data: URLs must be base64-encoded")
+        media_type, data = _data_url(url)
+        if media_type not in IMAGE_TYPES:
+            raise Unservable(f"image type {media_type!r}: Anthropic takes {', '.join(IMAGE_TYPES)}")
         return {"type": "base64", "media_type": media_type, "data": data}
     if url.startswith(("http://", "https://")):
         return {"type": "url", "url": url}
-    raise bad_request("image and file parts need a data: or http(s) URL")
+    raise bad_request("image parts need a data: or http(s) URL")
+
+
+def _document_source(file: dict[str, Any]) -> dict[str, Any]:
+    """A file part's document source (SDK `DocumentBlockParam.source`): a PDF as base64 or by
+    URL, plain text as text; other types and OpenAI file ids skip the candidate."""
+    data = file.get("file_data") or ""
+    if not data and file.get("file_id"):
+        raise Unservable("a file part by `file_id`: Anthropic cannot read OpenAI's stored files")
+    if data.startswith(("http://", "https://")):
+        return {"type": "url", "url": data}
+    if not data.startswith("data:"):
+        raise bad_request("file parts need `file_data` as a base64 data: URL")
+    media_type, payload = _data_url(data)
+    if media_type == "application/pdf":
+        return {"type": "base64", "media_type": media_type, "data": payload}
+    if media_type == "text/plain":
+        try:
+            text = base64.b64decode(payload, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise bad_request("a text/plain file part is not base64-encoded UTF-8") from None
+        return {"type": "text", "media_type": media_type, "data": text}
+    raise Unservable(f"file type {media_type!r}: Anthropic takes PDF and plain text documents")
 
 
 def _assistant_blocks(msg: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
@@ -471,7 +510,9 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
     else:
-        raise bad_request(f"tool_choice {choice!r} is not supported by Anthropic")
+        raise Unservable(
+            f"tool_choice {choice!r}: Anthropic takes auto, none, required, a function"
+        )
     if parallel is False:
         out["disable_parallel_tool_use"] = True
     return out

@@ -4,6 +4,7 @@ must hold on Anthropic (docs/runtime.md, section "Anthropic")."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 from typing import Any
@@ -16,7 +17,7 @@ from runtime.adapters.anthropic import AnthropicAdapter
 from runtime.adapters.base import Call
 from runtime.config import ModelConfig, ProviderConfig
 from tests.conformance.anthropic_types import validate
-from tests.conformance.matrix import CASES, MODEL, capture
+from tests.conformance.matrix import CASES, MODEL, PNG_1PX, WEATHER_TOOL, capture
 
 PROVIDER = ProviderConfig(
     id="anthropic",
@@ -180,6 +181,94 @@ def test_strict_json_schema_is_structured_output() -> None:
     assert body is not None and body["output_config"]["format"]["type"] == "json_schema"
     tool_body, _, _ = sent("rich_schema_tool", False)
     assert tool_body is not None and tool_body["tools"][0]["strict"] is True
+
+
+# --- content Anthropic reads, and what skips the candidate -----------------------------------
+
+TEXT_B64 = base64.b64encode("Zwei Zeilen.\nÜber alles.".encode()).decode()
+
+
+def _one_part(part: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    content = [{"type": "text", "text": "What is this?"}, part]
+    return {"model": "m", "messages": [{"role": "user", "content": content}], **fields}
+
+
+@pytest.mark.parametrize(
+    ("part", "source"),
+    [
+        *[
+            (
+                {"type": "image_url", "image_url": {"url": f"data:{t};base64,{PNG_1PX}"}},
+                {"type": "base64", "media_type": t, "data": PNG_1PX},
+            )
+            for t in ("image/png", "image/jpeg", "image/gif", "image/webp")
+        ],
+        (
+            {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PNG_1PX}"}},
+            {"type": "base64", "media_type": "application/pdf", "data": PNG_1PX},
+        ),
+        (
+            {"type": "file", "file": {"file_data": "https://example.com/a.pdf"}},
+            {"type": "url", "url": "https://example.com/a.pdf"},
+        ),
+        (
+            {"type": "file", "file": {"file_data": f"data:text/plain;base64,{TEXT_B64}"}},
+            {"type": "text", "media_type": "text/plain", "data": "Zwei Zeilen.\nÜber alles."},
+        ),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_images_and_documents_are_sources_the_sdk_declares(
+    part: dict[str, Any], source: dict[str, Any], stream: bool
+) -> None:
+    req = _one_part(part, **({"stream": True} if stream else {}))
+    mock, _, refused = capture(AnthropicAdapter, PROVIDER, req, stream)
+    assert refused is None and mock is not None
+    body = mock.json()
+    validate(body, stream)
+    assert body["messages"][0]["content"][1]["source"] == source
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (
+            _one_part({"type": "image_url", "image_url": {"url": "data:image/heic;base64,AAAA"}}),
+            "image type 'image/heic': Anthropic takes image/jpeg, image/png, image/gif, image/webp",
+        ),
+        (
+            _one_part({"type": "file", "file": {"file_data": "data:text/csv;base64,YSxi"}}),
+            "file type 'text/csv': Anthropic takes PDF and plain text documents",
+        ),
+        (
+            _one_part({"type": "file", "file": {"file_id": "file-abc"}}),
+            "a file part by `file_id`: Anthropic cannot read OpenAI's stored files",
+        ),
+        (
+            _one_part({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}),
+            "content part 'input_audio': Anthropic takes text, images and PDF or text files",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "function", "name": "f", "content": "1"}]},
+            "message role 'function': Anthropic takes system, user, assistant, tool",
+        ),
+        (
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "Hi"}],
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto"}},
+            },
+            "tool_choice {'type': 'allowed_tools', 'allowed_tools': {'mode': 'auto'}}: "
+            "Anthropic takes auto, none, required, a function",
+        ),
+    ],
+)
+def test_what_anthropic_cannot_read_skips_the_candidate(
+    request_: dict[str, Any], reason: str
+) -> None:
+    mock, _, refused = capture(AnthropicAdapter, PROVIDER, request_, False)
+    assert mock is None and refused == reason
 
 
 # --- the validator itself refuses what the SDK does not declare -----------------------------
