@@ -104,7 +104,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
         choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
-    thinking, effort = _thinking(call, choice, notes)
+    thinking, effort = _thinking(call, choice, messages, notes)
     if thinking is not None:
         body["thinking"] = thinking
         budget = thinking.get("budget_tokens")
@@ -179,7 +179,7 @@ def claude_version(upstream: str) -> tuple[int, int] | None:
 
 
 def _thinking(
-    call: Call, choice: dict[str, Any] | None, notes: list[str]
+    call: Call, choice: dict[str, Any] | None, messages: list[dict[str, Any]], notes: list[str]
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(the `thinking` object, the `output_config.effort`): the client's own `thinking`, or
     both built from `reasoning_effort` by the model's version (docs/runtime.md, "Anthropic")."""
@@ -220,7 +220,32 @@ def _thinking(
             "and the request forces a tool"
         )
         return None, None
+    if not isinstance(native, dict) and _unsigned_tool_turn(messages):
+        notes.append(
+            "dropped thinking: the tool-calling assistant turn being answered carries no "
+            "thinking block, and with thinking on Anthropic needs it to start with one"
+        )
+        return None, None
     return thinking, effort
+
+
+def _unsigned_tool_turn(messages: list[dict[str, Any]]) -> bool:
+    """Whether the last assistant turn called tools whose results follow, without starting
+    with a thinking block: with thinking on, Anthropic refuses that (400 "a final `assistant`
+    message must start with a thinking block ... To avoid this requirement, disable
+    `thinking`"), e.g. when the client drops `thinking_blocks` or the turn came from another
+    provider."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] != "assistant":
+            continue
+        content = messages[i]["content"]
+        if not any(b.get("type") == "tool_use" for b in content):
+            return False
+        answered = any(
+            b.get("type") == "tool_result" for m in messages[i + 1 :] for b in m["content"]
+        )
+        return answered and content[0].get("type") not in ("thinking", "redacted_thinking")
+    return False
 
 
 def _output_config(

@@ -260,6 +260,34 @@ def test_thinking_is_dropped_when_a_tool_is_forced(upstream: str) -> None:
     assert any("forces a tool" in n for n in notes)
 
 
+TOOL_CALL = {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL_LOOP: list[dict[str, Any]] = [
+    *HELLO,
+    {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+    {"role": "tool", "tool_call_id": "toolu_1", "content": "ok"},
+]
+
+
+@pytest.mark.parametrize("upstream", [BUDGETED, ADAPTIVE])
+def test_thinking_is_dropped_when_the_answered_tool_turn_has_no_thinking_block(
+    upstream: str,
+) -> None:
+    body, notes = build(model(upstream=upstream), messages=TOOL_LOOP, reasoning_effort="low")
+    assert "thinking" not in body and "output_config" not in body
+    assert any("carries no thinking block" in n for n in notes)
+
+
+def test_thinking_is_kept_when_the_tool_turn_starts_with_its_block() -> None:
+    signed = {"type": "thinking", "thinking": "t", "signature": "c2ln"}
+    turn = {**TOOL_LOOP[1], "thinking_blocks": [signed]}
+    body, notes = build(messages=[*HELLO, turn, TOOL_LOOP[2]], reasoning_effort="low")
+    assert body["thinking"]["type"] == "adaptive" and notes == []
+    # a finished tool loop (a later plain user turn) needs no block either
+    later = [*TOOL_LOOP, {"role": "assistant", "content": "done"}, *HELLO]
+    body, notes = build(messages=later, reasoning_effort="low")
+    assert body["thinking"]["type"] == "adaptive" and notes == []
+
+
 # --- 5. thinking blocks back ---------------------------------------------------------------
 
 
