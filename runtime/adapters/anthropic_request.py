@@ -65,6 +65,16 @@ UNMAPPED = (
     "presence_penalty",
     "frequency_penalty",
     "seed",
+    "service_tier",
+    "store",
+    "metadata",
+    "prediction",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    "verbosity",
+    "web_search_options",
+    "moderation",
 )
 
 
@@ -77,6 +87,10 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     notes = call.notes
     if int(req.get("n") or 1) > 1:
         raise Unservable("n > 1: Anthropic answers one choice")
+    if req.get("audio") or "audio" in (req.get("modalities") or ()):
+        raise Unservable("audio output: Anthropic answers in text")
+    if req.get("functions"):
+        raise Unservable("legacy `functions`: Anthropic takes them only as `tools`")
     system, messages = map_messages(req.get("messages") or [], notes)
     if not messages and system:
         messages = [{"role": "user", "content": [{"type": "text", "text": SYSTEM_ONLY_USER_TURN}]}]
@@ -119,9 +133,10 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     output_config = _output_config(req.get("output_config"), fmt_config, effort, notes)
     if output_config:
         body["output_config"] = output_config
-    if req.get("user"):
-        body["metadata"] = {"user_id": str(req["user"])}
-    dropped = [k for k in UNMAPPED if req.get(k) not in (None, False)]
+    user = req.get("safety_identifier") or req.get("user")
+    if user:
+        body["metadata"] = {"user_id": str(user)}
+    dropped = [k for k in UNMAPPED if req.get(k) not in (None, False, {}, [], "")]
     if dropped:
         names = ", ".join(f"`{k}`" for k in dropped)
         notes.append(f"dropped {names}: Anthropic has no equivalent")

@@ -441,6 +441,51 @@ def test_parameters_without_an_equivalent_are_dropped_with_a_note() -> None:
     ]
 
 
+def test_openai_only_parameters_are_dropped_with_a_note() -> None:
+    fields: dict[str, Any] = {
+        "service_tier": "flex",
+        "store": True,
+        "metadata": {"k": "v"},
+        "prediction": {"type": "content", "content": "x"},
+        "prompt_cache_key": "k",
+        "verbosity": "low",
+        "web_search_options": {},
+    }
+    body, notes = build(**fields)
+    assert not set(fields) & set(body)
+    assert notes == [
+        "dropped `service_tier`, `store`, `metadata`, `prediction`, `prompt_cache_key`, "
+        "`verbosity`: Anthropic has no equivalent"
+    ]
+    assert build(store=False, metadata={})[1] == []
+
+
+def test_safety_identifier_is_the_metadata_user_id() -> None:
+    assert build(safety_identifier="s-1")[0]["metadata"] == {"user_id": "s-1"}
+    assert build(safety_identifier="s-1", user="u-1")[0]["metadata"] == {"user_id": "s-1"}
+    assert build(user="u-1")[0]["metadata"] == {"user_id": "u-1"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"modalities": ["text", "audio"]}, "audio output: Anthropic answers in text"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio output: Anthropic answers in text"),
+        (
+            {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+            "legacy `functions`: Anthropic takes them only as `tools`",
+        ),
+    ],
+)
+def test_what_only_openai_can_serve_skips_the_candidate(
+    fields: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(Unservable) as caught:
+        build(**fields)
+    assert caught.value.message == reason
+    assert "audio" not in build(modalities=["text"])[0]
+
+
 # --- 8, 9, 12 ------------------------------------------------------------------------------
 
 
