@@ -23,6 +23,7 @@ from runtime.adapters.base import Call, Chunk, Completion, Usage
 from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
+from tests.conformance.anthropic_types import validate
 from tests.fakes.anthropic_fake import (
     CONTEXT_LENGTH_MESSAGE,
     DEFAULT_API_KEY,
@@ -162,9 +163,14 @@ def server() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture
-def fake(server: FakeProvider) -> FakeProvider:
+def fake(server: FakeProvider) -> Iterator[FakeProvider]:
+    """The fake, reset; every Messages request it received is then validated against the
+    official SDK's request type (extra keys forbidden)."""
     server.reset()
-    return server
+    yield server
+    for received in server.requests:
+        if received.path == "/v1/messages" and isinstance(received.body, dict):
+            validate(received.body, received.body.get("stream") is True)
 
 
 # --- request mapping -------------------------------------------------------------------------
@@ -608,6 +614,9 @@ def thinking_gateway(
             yield gw, gw.key(), fake
         finally:
             gw.stop()
+        for received in fake.requests:
+            if received.path == "/v1/messages" and isinstance(received.body, dict):
+                validate(received.body, received.body.get("stream") is True)
 
 
 def test_reasoning_effort_reaches_the_client_as_reasoning_content(
