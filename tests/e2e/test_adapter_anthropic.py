@@ -399,6 +399,30 @@ def test_completion_tool_use_becomes_tool_calls(fake: FakeProvider) -> None:
     assert out.completion.finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_effort_on_claude_4_7_is_adaptive_thinking_and_reaches_the_client(
+    fake: FakeProvider, stream: bool
+) -> None:
+    cfg = ModelConfig(
+        "claude", "claude-opus-4-7", 200_000, 8192, frozenset({"streaming", "reasoning"}), None
+    )
+    request = {"model": "claude", "messages": HELLO, "reasoning_effort": "xhigh", "top_p": 0.9}
+    out = run(fake, request, stream=stream, cfg=cfg)
+    assert out.error is None
+    sent = fake.requests[-1].body
+    assert sent["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert sent["output_config"] == {"effort": "xhigh"} and "top_p" not in sent
+    if stream:
+        reasoning = "".join(
+            c["delta"].get("reasoning_content") or "" for ch in out.chunks for c in ch.choices
+        )
+        assert reasoning == "Thinking about: ping" and out.text() == REPLY
+    else:
+        assert out.completion is not None
+        assert out.completion.message["reasoning_content"] == "Thinking about: ping"
+        assert out.completion.message["content"] == REPLY
+
+
 def test_max_tokens_stop_is_length(fake: FakeProvider) -> None:
     out = run(fake, {"model": "claude", "messages": HELLO, "max_tokens": 2})
     assert out.completion is not None and out.completion.finish_reason == "length"
