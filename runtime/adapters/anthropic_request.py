@@ -8,9 +8,11 @@ message, thinking blocks sent back first); function tools (with `strict`) and to
 to Anthropic's; `reasoning_effort` becomes adaptive thinking with `output_config.effort` on
 Claude 4.6 and later (and unversioned ids), a `thinking` budget on earlier models; a strict
 `json_schema` response format becomes `output_config.format`; the client's own `thinking` and
-`output_config` objects are sent as given. What Anthropic cannot take as sent is mapped
-or dropped with a line in `call.notes`; a request it cannot serve at all (`n > 1`) raises
-`Unservable`. The rules and their sources: docs/runtime.md, section "Anthropic".
+`output_config` objects are sent as given; sampling parameters are dropped (the SDK type has
+none). The body holds only what the SDK's `MessageCreateParams` declares. What Anthropic
+cannot take as sent is mapped or dropped with a line in `call.notes`; a request it cannot
+serve at all (`n > 1`, audio, an image or file type it cannot read) raises `Unservable`.
+The rules and their sources: docs/runtime.md, section "Anthropic".
 """
 
 from __future__ import annotations
