@@ -285,6 +285,11 @@ def _plain() -> dict[str, Any]:
     [
         lambda b: b.__setitem__("bogus", 1),
         lambda b: b.__setitem__("n", 2),
+        lambda b: b.__setitem__("temperature", 0.5),
+        lambda b: b.__setitem__("top_p", 0.9),
+        lambda b: b.__setitem__("top_k", 40),
+        lambda b: b.__setitem__("thinking", {"type": "adaptive", "effort": "high"}),
+        lambda b: b.__setitem__("output_config", {"effort": "minimal"}),
         lambda b: b["messages"][0]["content"][0].__setitem__("bogus", 1),
         lambda b: b["messages"][1]["content"][0].__setitem__("extra_content", {}),
         lambda b: b["tools"][0].__setitem__("parameters", {}),
