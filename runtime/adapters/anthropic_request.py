@@ -5,14 +5,21 @@ system/developer messages become the top-level `system` (a list of text blocks w
 carries `cache_control`); user, assistant and tool messages become content-block messages
 (consecutive same-role messages merged, tool results as `tool_result` blocks of a user
 message, thinking blocks sent back first); function tools (with `strict`) and tool_choice map
-to Anthropic's; `reasoning_effort` becomes a `thinking` budget; a strict `json_schema`
-response format becomes `output_config.format`. What Anthropic cannot take as sent is mapped
-or dropped with a line in `call.notes`; a request it cannot serve at all (`n > 1`) raises
-`Unservable`. The rules and their sources: docs/runtime.md, section "Anthropic".
+to Anthropic's; `reasoning_effort` becomes adaptive thinking with `output_config.effort` on
+Claude 4.6 and later (and unversioned ids), a `thinking` budget on earlier models; a strict
+`json_schema` response format becomes `output_config.format`; the client's own `thinking` and
+`output_config` objects are sent as given; sampling parameters are dropped (the SDK type has
+none). The body holds only what the SDK's `MessageCreateParams` declares. What Anthropic
+cannot take as sent is mapped or dropped with a line in `call.notes`; a request it cannot
+serve at all (`n > 1`, audio, an image or file type it cannot read) raises `Unservable`.
+The rules and their sources: docs/runtime.md, section "Anthropic".
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Any
 
 import orjson
@@ -23,19 +30,35 @@ from runtime.errors import Unservable, UpstreamError
 
 DEFAULT_MAX_TOKENS = 4096
 
-# reasoning_effort -> thinking.budget_tokens (Anthropic: at least 1024, below max_tokens).
+# reasoning_effort -> thinking.budget_tokens, for models before adaptive thinking (Claude 4.5
+# and earlier; Anthropic: at least 1024, below max_tokens).
 THINKING_BUDGETS: dict[str, int] = {
     "minimal": 1024,
     "low": 2048,
     "medium": 8192,
     "high": 16384,
+    "xhigh": 32768,
 }
+# reasoning_effort -> output_config.effort with `thinking: {type: "adaptive"}` (Claude 4.6 and
+# later, and model ids without a version). Anthropic's lowest effort is `low`.
+EFFORTS: dict[str, str] = {
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+}
+# The first Claude version with adaptive thinking, and the first that takes effort `xhigh`.
+ADAPTIVE_SINCE = (4, 6)
+XHIGH_SINCE = (4, 7)
 MIN_THINKING_BUDGET = 1024
-# With thinking on, Anthropic takes top_p only in this range (and no temperature or top_k).
-THINKING_TOP_P = (0.95, 1.0)
+# Sampling parameters: not in the SDK's `MessageCreateParams`, refused by current models.
+SAMPLING = ("temperature", "top_p", "top_k")
 # The user turn sent when a request holds only system/developer messages (Anthropic refuses
 # `messages: []` and empty text blocks).
 SYSTEM_ONLY_USER_TURN = "."
+# The base64 image types Anthropic reads (SDK `Base64ImageSourceParam.media_type`).
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 # OpenAI parameters the Messages API has no equivalent for: dropped with a note.
 UNMAPPED = (
     "logprobs",
@@ -44,6 +67,16 @@ UNMAPPED = (
     "presence_penalty",
     "frequency_penalty",
     "seed",
+    "service_tier",
+    "store",
+    "metadata",
+    "prediction",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "prompt_cache_options",
+    "verbosity",
+    "web_search_options",
+    "moderation",
 )
 
 
@@ -56,6 +89,10 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     notes = call.notes
     if int(req.get("n") or 1) > 1:
         raise Unservable("n > 1: Anthropic answers one choice")
+    if req.get("audio") or "audio" in (req.get("modalities") or ()):
+        raise Unservable("audio output: Anthropic answers in text")
+    if req.get("functions"):
+        raise Unservable("legacy `functions`: Anthropic takes them only as `tools`")
     system, messages = map_messages(req.get("messages") or [], notes)
     if not messages and system:
         messages = [{"role": "user", "content": [{"type": "text", "text": SYSTEM_ONLY_USER_TURN}]}]
@@ -66,7 +103,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
     max_tokens, client_max, cap = _max_tokens(call, notes)
     body: dict[str, Any] = {"model": call.model.upstream, "max_tokens": max_tokens}
     body["messages"] = messages
-    output_config, instruction = _response_format(req.get("response_format"))
+    fmt_config, instruction = _response_format(req.get("response_format"))
     if instruction:
         system.append([{"type": "text", "text": instruction}])
     if system:
@@ -83,7 +120,7 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
         choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
-    thinking = _thinking(call, choice, notes)
+    thinking, effort = _thinking(call, choice, messages, notes)
     if thinking is not None:
         body["thinking"] = thinking
         budget = thinking.get("budget_tokens")
@@ -91,16 +128,17 @@ def build_request(call: Call, stream: bool = False) -> dict[str, Any]:
             _fit_budget(body, thinking, client_max, cap, notes)
             if "thinking" not in body:
                 thinking = None
-    thinking_on = thinking is not None and thinking.get("type") != "disabled"
-    _sampling(req, body, thinking_on, notes)
+    _sampling(req, notes)
     stop = _stop_sequences(req.get("stop"), notes)
     if stop:
         body["stop_sequences"] = stop
+    output_config = _output_config(req.get("output_config"), fmt_config, effort, notes)
     if output_config:
         body["output_config"] = output_config
-    if req.get("user"):
-        body["metadata"] = {"user_id": str(req["user"])}
-    dropped = [k for k in UNMAPPED if req.get(k) not in (None, False)]
+    user = req.get("safety_identifier") or req.get("user")
+    if user:
+        body["metadata"] = {"user_id": str(user)}
+    dropped = [k for k in UNMAPPED if req.get(k) not in (None, False, {}, [], "")]
     if dropped:
         names = ", ".join(f"`{k}`" for k in dropped)
         notes.append(f"dropped {names}: Anthropic has no equivalent")
@@ -136,32 +174,114 @@ def _max_tokens(call: Call, notes: list[str]) -> tuple[int, bool, int]:
     return fits, False, fits
 
 
-def _thinking(call: Call, choice: dict[str, Any] | None, notes: list[str]) -> dict[str, Any] | None:
-    """The `thinking` object: the client's own, or one built from `reasoning_effort`."""
+def claude_version(upstream: str) -> tuple[int, int] | None:
+    """(major, minor) of a Claude model id, None when it names no version.
+
+    Ids put the numbers after the family (`claude-sonnet-4-6`, `claude-haiku-4-5-20251001`,
+    Bedrock's `anthropic.claude-opus-4-6-v1`, Vertex's `claude-opus-4-1@20250805`) or before it
+    (`claude-3-7-sonnet-20250219`): the first number is the major version, the next one (not
+    an 8-digit date) the minor."""
+    numbers: list[int] = []
+    for token in re.split(r"[-_.@:/]", upstream.lower()):
+        if not token.isdigit():
+            continue
+        if len(token) >= 8:
+            break  # a date ends the version
+        numbers.append(int(token))
+        if len(numbers) == 2:
+            break
+    if not numbers:
+        return None
+    return numbers[0], numbers[1] if len(numbers) > 1 else 0
+
+
+def _thinking(
+    call: Call, choice: dict[str, Any] | None, messages: list[dict[str, Any]], notes: list[str]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(the `thinking` object, the `output_config.effort`): the client's own `thinking`, or
+    both built from `reasoning_effort` by the model's version (docs/runtime.md, "Anthropic")."""
     req = call.request
-    native, effort = req.get("thinking"), req.get("reasoning_effort")
+    native, wanted = req.get("thinking"), req.get("reasoning_effort")
     thinking: dict[str, Any]
+    effort: str | None = None
     if isinstance(native, dict):
         thinking = dict(native)
-        if effort is not None:
+        if wanted is not None:
             notes.append("ignored `reasoning_effort`: the request's own `thinking` is sent")
-    elif effort is None or effort == "none":
-        return None
+    elif wanted is None or wanted == "none":
+        return None, None
     elif "reasoning" not in call.model.capabilities:
         notes.append(f"dropped `reasoning_effort`: model {call.model.name!r} does not reason")
-        return None
-    elif effort not in THINKING_BUDGETS:
-        notes.append(f"dropped `reasoning_effort` {effort!r}: not an effort Anthropic maps")
-        return None
+        return None, None
+    elif wanted not in EFFORTS:
+        notes.append(f"dropped `reasoning_effort` {wanted!r}: not an effort Anthropic maps")
+        return None, None
     else:
-        thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[effort]}
-    if thinking.get("type") != "disabled" and choice and choice.get("type") in ("any", "tool"):
+        version = claude_version(call.model.upstream)
+        if version is not None and version < ADAPTIVE_SINCE:
+            thinking = {"type": "enabled", "budget_tokens": THINKING_BUDGETS[wanted]}
+        else:
+            thinking = {"type": "adaptive", "display": "summarized"}
+            effort = EFFORTS[wanted]
+            if effort == "xhigh" and version is not None and version < XHIGH_SINCE:
+                effort = "high"
+                notes.append(
+                    f"sent effort `high` for `reasoning_effort` 'xhigh': Claude "
+                    f"{version[0]}.{version[1]} takes effort up to high"
+                )
+    if thinking.get("type") not in ("disabled", "between_tools") and (
+        choice and choice.get("type") in ("any", "tool")
+    ):
         notes.append(
             "dropped thinking: Anthropic takes only tool_choice auto or none with thinking, "
             "and the request forces a tool"
         )
-        return None
-    return thinking
+        return None, None
+    if not isinstance(native, dict) and _unsigned_tool_turn(messages):
+        notes.append(
+            "dropped thinking: the tool-calling assistant turn being answered carries no "
+            "thinking block, and with thinking on Anthropic needs it to start with one"
+        )
+        return None, None
+    return thinking, effort
+
+
+def _unsigned_tool_turn(messages: list[dict[str, Any]]) -> bool:
+    """Whether the last assistant turn called tools whose results follow, without starting
+    with a thinking block: with thinking on, Anthropic refuses that (400 "a final `assistant`
+    message must start with a thinking block ... To avoid this requirement, disable
+    `thinking`"), e.g. when the client drops `thinking_blocks` or the turn came from another
+    provider."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] != "assistant":
+            continue
+        content = messages[i]["content"]
+        if not any(b.get("type") == "tool_use" for b in content):
+            return False
+        answered = any(
+            b.get("type") == "tool_result" for m in messages[i + 1 :] for b in m["content"]
+        )
+        return answered and content[0].get("type") not in ("thinking", "redacted_thinking")
+    return False
+
+
+def _output_config(
+    native: Any, fmt: dict[str, Any] | None, effort: str | None, notes: list[str]
+) -> dict[str, Any]:
+    """`output_config`: the client's own object as given, plus the structured-output format
+    of `response_format` and the effort of `reasoning_effort` where it sets neither."""
+    out: dict[str, Any] = dict(native) if isinstance(native, dict) else {}
+    if fmt is not None:
+        if out.get("format") is None:
+            out["format"] = fmt
+        else:
+            notes.append("ignored `response_format`: the request's own `output_config.format`")
+    if effort is not None:
+        if out.get("effort") is None:
+            out["effort"] = effort
+        else:
+            notes.append("ignored `reasoning_effort`: the request's own `output_config.effort`")
+    return out
 
 
 def _fit_budget(
@@ -193,28 +313,16 @@ def _fit_budget(
     )
 
 
-def _sampling(req: dict[str, Any], body: dict[str, Any], thinking: bool, notes: list[str]) -> None:
-    """temperature / top_p as Anthropic takes them: one of the two (current models refuse
-    both); with thinking, no temperature and top_p only within 0.95..1."""
-    temperature, top_p = req.get("temperature"), req.get("top_p")
-    if thinking:
-        if temperature is not None:
-            notes.append("dropped `temperature`: Anthropic refuses it with thinking")
-        lo, hi = THINKING_TOP_P
-        if top_p is not None and lo <= float(top_p) <= hi:
-            body["top_p"] = float(top_p)
-        elif top_p is not None:
-            notes.append(f"dropped `top_p` {top_p}: with thinking Anthropic takes {lo} to {hi}")
-        return
-    if temperature is not None:
-        value = min(max(float(temperature), 0.0), 1.0)
-        if value != float(temperature):
-            notes.append(f"clamped `temperature` {temperature} to {value}: Anthropic takes 0 to 1")
-        body["temperature"] = value
-        if top_p is not None:
-            notes.append("dropped `top_p`: Claude refuses temperature and top_p together")
-    elif top_p is not None:
-        body["top_p"] = float(top_p)
+def _sampling(req: dict[str, Any], notes: list[str]) -> None:
+    """Drop the sampling parameters with one note: the Messages API as the SDK types define it
+    (`MessageCreateParams`) takes none, and Claude Opus 4.7 and later refuse them with a 400."""
+    sent = [k for k in SAMPLING if req.get(k) is not None]
+    if sent:
+        names = ", ".join(f"`{k}`" for k in sent)
+        notes.append(
+            f"dropped {names}: Anthropic's Messages API takes no sampling parameters "
+            "(Claude Opus 4.7 and later refuse them)"
+        )
 
 
 def _stop_sequences(stop: Any, notes: list[str]) -> list[str]:
@@ -249,7 +357,9 @@ def map_messages(
             blocks = [_tool_result(msg)]
             role = "user"
         else:
-            raise bad_request(f"message role {role!r} is not supported by Anthropic")
+            raise Unservable(
+                f"message role {role!r}: Anthropic takes system, user, assistant, tool"
+            )
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -297,26 +407,59 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url", "") if isinstance(image, dict) else str(image or "")
-            block = {"type": "image", "source": _source(url)}
+            block = {"type": "image", "source": _image_source(url)}
         elif kind == "file":
-            data = (part.get("file") or {}).get("file_data", "")
-            block = {"type": "document", "source": _source(data)}
+            block = {"type": "document", "source": _document_source(part.get("file") or {})}
         else:
-            raise bad_request(f"content part {kind!r} is not supported by Anthropic")
+            raise Unservable(
+                f"content part {kind!r}: Anthropic takes text, images and PDF or text files"
+            )
         blocks.append(_with_cache(block, part))
     return blocks
 
 
-def _source(url: str) -> dict[str, Any]:
+def _data_url(url: str) -> tuple[str, str]:
+    """(media type, base64 data) of a base64 data: URL."""
+    header, sep, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not sep or encoding != "base64":
+        raise bad_request("data: URLs must be base64-encoded")
+    return media_type.lower(), data
+
+
+def _image_source(url: str) -> dict[str, Any]:
+    """An image's source: base64 for the media types Anthropic reads (SDK
+    `Base64ImageSourceParam`), else the candidate is skipped; by URL for http(s)."""
     if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
-        if not sep or encoding != "base64":
-            raise bad_request("data: URLs must be base64-encoded")
+        media_type, data = _data_url(url)
+        if media_type not in IMAGE_TYPES:
+            raise Unservable(f"image type {media_type!r}: Anthropic takes {', '.join(IMAGE_TYPES)}")
         return {"type": "base64", "media_type": media_type, "data": data}
     if url.startswith(("http://", "https://")):
         return {"type": "url", "url": url}
-    raise bad_request("image and file parts need a data: or http(s) URL")
+    raise bad_request("image parts need a data: or http(s) URL")
+
+
+def _document_source(file: dict[str, Any]) -> dict[str, Any]:
+    """A file part's document source (SDK `DocumentBlockParam.source`): a PDF as base64 or by
+    URL, plain text as text; other types and OpenAI file ids skip the candidate."""
+    data = file.get("file_data") or ""
+    if not data and file.get("file_id"):
+        raise Unservable("a file part by `file_id`: Anthropic cannot read OpenAI's stored files")
+    if data.startswith(("http://", "https://")):
+        return {"type": "url", "url": data}
+    if not data.startswith("data:"):
+        raise bad_request("file parts need `file_data` as a base64 data: URL")
+    media_type, payload = _data_url(data)
+    if media_type == "application/pdf":
+        return {"type": "base64", "media_type": media_type, "data": payload}
+    if media_type == "text/plain":
+        try:
+            text = base64.b64decode(payload, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise bad_request("a text/plain file part is not base64-encoded UTF-8") from None
+        return {"type": "text", "media_type": media_type, "data": text}
+    raise Unservable(f"file type {media_type!r}: Anthropic takes PDF and plain text documents")
 
 
 def _assistant_blocks(msg: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
@@ -409,15 +552,17 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         out = {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
     else:
-        raise bad_request(f"tool_choice {choice!r} is not supported by Anthropic")
+        raise Unservable(
+            f"tool_choice {choice!r}: Anthropic takes auto, none, required, a function"
+        )
     if parallel is False:
         out["disable_parallel_tool_use"] = True
     return out
 
 
 def _response_format(fmt: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """(output_config, system instruction) for a response_format: a strict json_schema goes
-    to the API's structured outputs; json_object and a non-strict schema (best effort at
+    """(output_config.format, system instruction) for a response_format: a strict json_schema
+    goes to the API's structured outputs; json_object and a non-strict schema (best effort at
     OpenAI too) become an instruction (Anthropic has no JSON mode)."""
     if not isinstance(fmt, dict):
         return None, None
@@ -430,7 +575,7 @@ def _response_format(fmt: Any) -> tuple[dict[str, Any] | None, str | None]:
         spec = fmt.get("json_schema") or {}
         schema = spec.get("schema") or {"type": "object", "properties": {}}
         if spec.get("strict") is True:
-            return {"format": {"type": "json_schema", "schema": strict_schema(schema)}}, None
+            return {"type": "json_schema", "schema": strict_schema(schema)}, None
         text = orjson.dumps(schema).decode()
         return None, (
             "Respond only with a single valid JSON value, with no text before or after it, "

@@ -5,9 +5,8 @@ its `Iterable` fields lazily; `request_validator` builds a `TypeAdapter` with ex
 FORBIDDEN on every SDK TypedDict (except the JSON-Schema dict the SDK itself opens), and
 `validate` consumes the lazy iterables, so an unknown key anywhere in a body fails.
 
-SDK 2.x's `MessageCreateParams` no longer declares `temperature` or `top_p` (Claude Opus 4.7
-removed the sampling parameters); earlier Claude models still take one of them, so the
-adapter sends one when the client does, and `SampledParams*` add exactly those two keys.
+The validators are the SDK types exactly, nothing added: SDK 2.x's `MessageCreateParams`
+declares no sampling parameter (`temperature`, `top_p`, `top_k`), so a body carrying one fails.
 """
 
 from __future__ import annotations
@@ -28,20 +27,6 @@ from typing_extensions import is_typeddict
 FORBID: dict[str, Any] = {"extra": "forbid", "arbitrary_types_allowed": True}
 
 
-class SampledParamsNonStreaming(MessageCreateParamsNonStreaming, total=False):
-    """The non-streamed request type plus the sampling parameter earlier models take."""
-
-    temperature: float
-    top_p: float
-
-
-class SampledParamsStreaming(MessageCreateParamsStreaming, total=False):
-    """The streamed request type plus the sampling parameter earlier models take."""
-
-    temperature: float
-    top_p: float
-
-
 def _sdk_typeddicts() -> list[type]:
     found: list[type] = []
     for info in pkgutil.iter_modules(anthropic.types.__path__):
@@ -49,7 +34,7 @@ def _sdk_typeddicts() -> list[type]:
         for value in vars(module).values():
             if isinstance(value, type) and is_typeddict(value) and value not in found:
                 found.append(value)
-    return [*found, SampledParamsNonStreaming, SampledParamsStreaming]
+    return found
 
 
 def request_validator(tp: Any) -> TypeAdapter[Any]:
@@ -83,8 +68,8 @@ def _drain(value: Any) -> Any:
     return value
 
 
-NON_STREAMING = request_validator(SampledParamsNonStreaming)
-STREAMING = request_validator(SampledParamsStreaming)
+NON_STREAMING = request_validator(MessageCreateParamsNonStreaming)
+STREAMING = request_validator(MessageCreateParamsStreaming)
 
 
 def validate(body: dict[str, Any], stream: bool) -> None:

@@ -322,6 +322,23 @@ CASES: dict[str, tuple[dict[str, Any], bool]] = {
         ),
         False,
     ),
+    "reasoning_none": (body(reasoning_effort="none"), False),
+    "reasoning_minimal": (body(reasoning_effort="minimal"), False),
+    "reasoning_xhigh": (body(reasoning_effort="xhigh", max_completion_tokens=4000), False),
+    "reasoning_json_schema": (
+        body(
+            reasoning_effort="medium",
+            response_format={
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "answer",
+                    "strict": True,
+                    "schema": {"type": "object", "properties": {"a": {"type": "integer"}}},
+                },
+            },
+        ),
+        False,
+    ),
 }
 
 

@@ -23,6 +23,7 @@ from runtime.adapters.base import Call, Chunk, Completion, Usage
 from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
+from tests.conformance.anthropic_types import validate
 from tests.fakes.anthropic_fake import (
     CONTEXT_LENGTH_MESSAGE,
     DEFAULT_API_KEY,
@@ -162,9 +163,14 @@ def server() -> Iterator[FakeProvider]:
 
 
 @pytest.fixture
-def fake(server: FakeProvider) -> FakeProvider:
+def fake(server: FakeProvider) -> Iterator[FakeProvider]:
+    """The fake, reset; every Messages request it received is then validated against the
+    official SDK's request type (extra keys forbidden)."""
     server.reset()
-    return server
+    yield server
+    for received in server.requests:
+        if received.path == "/v1/messages" and isinstance(received.body, dict):
+            validate(received.body, received.body.get("stream") is True)
 
 
 # --- request mapping -------------------------------------------------------------------------
@@ -281,7 +287,6 @@ def test_request_maps_to_the_messages_api(fake: FakeProvider) -> None:
         ],
         "tool_choice": {"type": "any"},
         "stop_sequences": ["END"],
-        "temperature": 0.3,
         "metadata": {"user_id": "user-42"},
     }
 
@@ -348,11 +353,14 @@ def test_response_format_becomes_a_system_instruction() -> None:
     assert "JSON object" in json_object["system"]
 
 
-def test_temperature_above_anthropics_range_is_clamped() -> None:
-    body = build_request(
-        Call({"model": "claude", "messages": HELLO, "temperature": 1.7}, model(), {}, "r")
-    )
-    assert body["temperature"] == 1.0
+def test_temperature_is_not_sent() -> None:
+    call = Call({"model": "claude", "messages": HELLO, "temperature": 1.7}, model(), {}, "r")
+    body = build_request(call)
+    assert "temperature" not in body
+    assert call.notes == [
+        "dropped `temperature`: Anthropic's Messages API takes no sampling parameters "
+        "(Claude Opus 4.7 and later refuse them)"
+    ]
 
 
 def test_unmappable_request_is_bad_request_before_any_network(fake: FakeProvider) -> None:
@@ -389,6 +397,30 @@ def test_completion_tool_use_becomes_tool_calls(fake: FakeProvider) -> None:
     assert call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == TOOL_INPUT
     assert out.completion.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_effort_on_claude_4_7_is_adaptive_thinking_and_reaches_the_client(
+    fake: FakeProvider, stream: bool
+) -> None:
+    cfg = ModelConfig(
+        "claude", "claude-opus-4-7", 200_000, 8192, frozenset({"streaming", "reasoning"}), None
+    )
+    request = {"model": "claude", "messages": HELLO, "reasoning_effort": "xhigh", "top_p": 0.9}
+    out = run(fake, request, stream=stream, cfg=cfg)
+    assert out.error is None
+    sent = fake.requests[-1].body
+    assert sent["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert sent["output_config"] == {"effort": "xhigh"} and "top_p" not in sent
+    if stream:
+        reasoning = "".join(
+            c["delta"].get("reasoning_content") or "" for ch in out.chunks for c in ch.choices
+        )
+        assert reasoning == "Thinking about: ping" and out.text() == REPLY
+    else:
+        assert out.completion is not None
+        assert out.completion.message["reasoning_content"] == "Thinking about: ping"
+        assert out.completion.message["content"] == REPLY
 
 
 def test_max_tokens_stop_is_length(fake: FakeProvider) -> None:
@@ -606,6 +638,9 @@ def thinking_gateway(
             yield gw, gw.key(), fake
         finally:
             gw.stop()
+        for received in fake.requests:
+            if received.path == "/v1/messages" and isinstance(received.body, dict):
+                validate(received.body, received.body.get("stream") is True)
 
 
 def test_reasoning_effort_reaches_the_client_as_reasoning_content(

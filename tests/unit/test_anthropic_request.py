@@ -13,6 +13,7 @@ from runtime.adapters.anthropic_request import (
     SYSTEM_ONLY_USER_TURN,
     THINKING_BUDGETS,
     build_request,
+    claude_version,
     strict_schema,
 )
 from runtime.adapters.base import Call
@@ -24,12 +25,18 @@ HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Hello"}]
 REASONING = frozenset({"streaming", "tools", "reasoning"})
 
 
+# A model id before adaptive thinking (budgets only) and one with it.
+BUDGETED = "claude-sonnet-4-5-20250929"
+ADAPTIVE = "claude-opus-4-7"
+
+
 def model(
     capabilities: frozenset[str] = REASONING,
     window: int = 200_000,
     max_output: int | None = 64_000,
+    upstream: str = "claude-up",
 ) -> ModelConfig:
-    return ModelConfig("claude", "claude-up", window, max_output, capabilities, None)
+    return ModelConfig("claude", upstream, window, max_output, capabilities, None)
 
 
 def build(cfg: ModelConfig | None = None, **fields: Any) -> tuple[dict[str, Any], list[str]]:
@@ -53,36 +60,30 @@ PROVIDER = ProviderConfig(
 # --- 1. sampling ---------------------------------------------------------------------------
 
 
-def test_temperature_and_top_p_together_keep_temperature_only() -> None:
-    body, notes = build(temperature=0.2, top_p=0.9)
-    assert body["temperature"] == 0.2 and "top_p" not in body
-    assert any("`top_p`" in n and "together" in n for n in notes)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"temperature": 0.2, "top_p": 0.9},
+        {"temperature": 0.4},
+        {"temperature": 1.5},
+        {"top_p": 0.5},
+        {"top_k": 40},
+        {"temperature": 0.3, "top_p": 0.97, "top_k": 5, "reasoning_effort": "low"},
+        {"temperature": 0.3, "thinking": {"type": "disabled"}},
+    ],
+)
+def test_sampling_parameters_are_dropped_with_one_note(fields: dict[str, Any]) -> None:
+    body, notes = build(**fields)
+    assert not {"temperature", "top_p", "top_k"} & body.keys()
+    sampling = [n for n in notes if "sampling" in n]
+    assert len(sampling) == 1
+    named = [k for k in ("temperature", "top_p", "top_k") if k in fields]
+    assert sampling[0].startswith("dropped " + ", ".join(f"`{k}`" for k in named) + ":")
 
 
-def test_one_sampling_parameter_is_sent_as_is() -> None:
-    assert build(top_p=0.5)[0]["top_p"] == 0.5
-    body, notes = build(temperature=0.4)
-    assert body["temperature"] == 0.4 and notes == []
-
-
-def test_temperature_above_one_is_clamped_with_a_note() -> None:
-    body, notes = build(temperature=1.5)
-    assert body["temperature"] == 1.0
-    assert any("clamped `temperature`" in n for n in notes)
-
-
-def test_with_thinking_no_temperature_and_top_p_only_in_range() -> None:
-    body, notes = build(reasoning_effort="low", temperature=0.3, top_p=0.97)
-    assert "temperature" not in body and body["top_p"] == 0.97
-    assert any("`temperature`" in n and "thinking" in n for n in notes)
-    body, notes = build(reasoning_effort="low", top_p=0.5)
-    assert "top_p" not in body and any("`top_p` 0.5" in n for n in notes)
-
-
-def test_thinking_disabled_leaves_sampling_alone() -> None:
-    body, notes = build(thinking={"type": "disabled"}, temperature=0.3)
-    assert body["thinking"] == {"type": "disabled"} and body["temperature"] == 0.3
-    assert notes == []
+def test_sampling_parameters_set_to_null_leave_no_note() -> None:
+    body, notes = build(temperature=None, top_p=None)
+    assert not {"temperature", "top_p"} & body.keys() and notes == []
 
 
 # --- 2. stop sequences ---------------------------------------------------------------------
@@ -140,25 +141,98 @@ def test_max_completion_tokens_supersedes_max_tokens() -> None:
 # --- 4. thinking ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("upstream", "version"),
+    [
+        ("claude-sonnet-4-6", (4, 6)),
+        ("claude-haiku-4-5-20251001", (4, 5)),
+        ("claude-sonnet-4-20250514", (4, 0)),
+        ("claude-3-7-sonnet-20250219", (3, 7)),
+        ("claude-3-5-haiku-latest", (3, 5)),
+        ("anthropic.claude-opus-4-6-v1", (4, 6)),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", (4, 5)),
+        ("claude-opus-4-1@20250805", (4, 1)),
+        ("claude-fable-5-1", (5, 1)),
+        ("claude-opus-5", (5, 0)),
+        ("claude-mythos-preview", None),
+        ("claude-up", None),
+    ],
+)
+def test_claude_version_of_a_model_id(upstream: str, version: tuple[int, int] | None) -> None:
+    assert claude_version(upstream) == version
+
+
 @pytest.mark.parametrize("effort", sorted(THINKING_BUDGETS))
-def test_reasoning_effort_becomes_a_thinking_budget(effort: str) -> None:
-    body, _ = build(reasoning_effort=effort)
+@pytest.mark.parametrize("upstream", [BUDGETED, "claude-3-7-sonnet-20250219", "claude-opus-4-1"])
+def test_reasoning_effort_before_claude_4_6_is_a_thinking_budget(
+    effort: str, upstream: str
+) -> None:
+    body, notes = build(model(upstream=upstream), reasoning_effort=effort)
     budget = THINKING_BUDGETS[effort]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
     assert MIN_THINKING_BUDGET <= budget < body["max_tokens"]
+    assert "output_config" not in body and notes == []
+
+
+@pytest.mark.parametrize(
+    ("effort", "sent"),
+    [("minimal", "low"), ("low", "low"), ("medium", "medium"), ("high", "high"),
+     ("xhigh", "xhigh")],
+)  # fmt: skip
+@pytest.mark.parametrize("upstream", [ADAPTIVE, "claude-sonnet-5", "claude-mythos-preview"])
+def test_reasoning_effort_from_claude_4_6_is_adaptive_thinking_with_an_effort(
+    effort: str, sent: str, upstream: str
+) -> None:
+    body, _ = build(model(upstream=upstream), reasoning_effort=effort)
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert body["output_config"] == {"effort": sent}
+    assert body["max_tokens"] == 64_000
+
+
+def test_xhigh_before_claude_4_7_is_sent_as_high_with_a_note() -> None:
+    body, notes = build(model(upstream="claude-sonnet-4-6"), reasoning_effort="xhigh")
+    assert body["thinking"]["type"] == "adaptive" and body["output_config"] == {"effort": "high"}
+    assert any("effort `high`" in n and "4.6" in n for n in notes)
+
+
+def test_reasoning_effort_none_sends_no_thinking() -> None:
+    for upstream in (BUDGETED, ADAPTIVE):
+        body, notes = build(model(upstream=upstream), reasoning_effort="none")
+        assert "thinking" not in body and "output_config" not in body and notes == []
+
+
+def test_effort_joins_a_structured_output_format() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "strict": True, "schema": SCHEMA}}
+    body, _ = build(model(upstream=ADAPTIVE), reasoning_effort="low", response_format=fmt)
+    assert body["output_config"]["effort"] == "low"
+    assert body["output_config"]["format"]["type"] == "json_schema"
+
+
+def test_a_native_output_config_is_sent_as_is() -> None:
+    native = {"effort": "max"}
+    body, notes = build(model(upstream=ADAPTIVE), output_config=native, reasoning_effort="low")
+    assert body["output_config"] == {"effort": "max"}
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert any("own `output_config.effort`" in n for n in notes)
+    body, _ = build(output_config={"effort": "medium"}, thinking={"type": "adaptive"})
+    assert body["output_config"] == {"effort": "medium"} and body["thinking"] == {
+        "type": "adaptive"
+    }
 
 
 def test_max_tokens_is_raised_above_the_budget_within_the_limit() -> None:
-    body, notes = build(reasoning_effort="medium", max_completion_tokens=8000)
+    budgeted = model(upstream=BUDGETED)
+    body, notes = build(budgeted, reasoning_effort="medium", max_completion_tokens=8000)
     assert body["thinking"]["budget_tokens"] == THINKING_BUDGETS["medium"]
     assert body["max_tokens"] == THINKING_BUDGETS["medium"] + 8000
     assert any("raised max_tokens" in n for n in notes)
-    body, _ = build(model(max_output=10_000), reasoning_effort="high", max_tokens=100)
+    small = model(max_output=10_000, upstream=BUDGETED)
+    body, _ = build(small, reasoning_effort="high", max_tokens=100)
     assert body["max_tokens"] == 10_000 and body["thinking"]["budget_tokens"] == 9_999
 
 
 def test_thinking_is_dropped_when_no_budget_fits() -> None:
-    body, notes = build(model(max_output=1000), reasoning_effort="low")
+    body, notes = build(model(max_output=1000, upstream=BUDGETED), reasoning_effort="low")
     assert "thinking" not in body and any("dropped thinking" in n for n in notes)
 
 
@@ -175,11 +249,43 @@ def test_a_native_thinking_object_is_sent_as_is() -> None:
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 3000}
 
 
-def test_thinking_is_dropped_when_a_tool_is_forced() -> None:
+@pytest.mark.parametrize("upstream", [BUDGETED, ADAPTIVE])
+def test_thinking_is_dropped_when_a_tool_is_forced(upstream: str) -> None:
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    body, notes = build(reasoning_effort="low", tools=[tool], tool_choice="required")
-    assert "thinking" not in body and body["tool_choice"] == {"type": "any"}
+    body, notes = build(
+        model(upstream=upstream), reasoning_effort="low", tools=[tool], tool_choice="required"
+    )
+    assert "thinking" not in body and "output_config" not in body
+    assert body["tool_choice"] == {"type": "any"}
     assert any("forces a tool" in n for n in notes)
+
+
+TOOL_CALL = {"id": "toolu_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+TOOL_LOOP: list[dict[str, Any]] = [
+    *HELLO,
+    {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
+    {"role": "tool", "tool_call_id": "toolu_1", "content": "ok"},
+]
+
+
+@pytest.mark.parametrize("upstream", [BUDGETED, ADAPTIVE])
+def test_thinking_is_dropped_when_the_answered_tool_turn_has_no_thinking_block(
+    upstream: str,
+) -> None:
+    body, notes = build(model(upstream=upstream), messages=TOOL_LOOP, reasoning_effort="low")
+    assert "thinking" not in body and "output_config" not in body
+    assert any("carries no thinking block" in n for n in notes)
+
+
+def test_thinking_is_kept_when_the_tool_turn_starts_with_its_block() -> None:
+    signed = {"type": "thinking", "thinking": "t", "signature": "c2ln"}
+    turn = {**TOOL_LOOP[1], "thinking_blocks": [signed]}
+    body, notes = build(messages=[*HELLO, turn, TOOL_LOOP[2]], reasoning_effort="low")
+    assert body["thinking"]["type"] == "adaptive" and notes == []
+    # a finished tool loop (a later plain user turn) needs no block either
+    later = [*TOOL_LOOP, {"role": "assistant", "content": "done"}, *HELLO]
+    body, notes = build(messages=later, reasoning_effort="low")
+    assert body["thinking"]["type"] == "adaptive" and notes == []
 
 
 # --- 5. thinking blocks back ---------------------------------------------------------------
@@ -333,6 +439,51 @@ def test_parameters_without_an_equivalent_are_dropped_with_a_note() -> None:
         "dropped `logprobs`, `top_logprobs`, `presence_penalty`, `seed`: "
         "Anthropic has no equivalent"
     ]
+
+
+def test_openai_only_parameters_are_dropped_with_a_note() -> None:
+    fields: dict[str, Any] = {
+        "service_tier": "flex",
+        "store": True,
+        "metadata": {"k": "v"},
+        "prediction": {"type": "content", "content": "x"},
+        "prompt_cache_key": "k",
+        "verbosity": "low",
+        "web_search_options": {},
+    }
+    body, notes = build(**fields)
+    assert not set(fields) & set(body)
+    assert notes == [
+        "dropped `service_tier`, `store`, `metadata`, `prediction`, `prompt_cache_key`, "
+        "`verbosity`: Anthropic has no equivalent"
+    ]
+    assert build(store=False, metadata={})[1] == []
+
+
+def test_safety_identifier_is_the_metadata_user_id() -> None:
+    assert build(safety_identifier="s-1")[0]["metadata"] == {"user_id": "s-1"}
+    assert build(safety_identifier="s-1", user="u-1")[0]["metadata"] == {"user_id": "s-1"}
+    assert build(user="u-1")[0]["metadata"] == {"user_id": "u-1"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"modalities": ["text", "audio"]}, "audio output: Anthropic answers in text"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio output: Anthropic answers in text"),
+        (
+            {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
+            "legacy `functions`: Anthropic takes them only as `tools`",
+        ),
+    ],
+)
+def test_what_only_openai_can_serve_skips_the_candidate(
+    fields: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(Unservable) as caught:
+        build(**fields)
+    assert caught.value.message == reason
+    assert "audio" not in build(modalities=["text"])[0]
 
 
 # --- 8, 9, 12 ------------------------------------------------------------------------------
