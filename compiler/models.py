@@ -610,6 +610,14 @@ class Runtime(_Section):
         description="Longest a client request may take, in seconds.",
         examples=[300],
     )
+    max_upstream_body_mb: int = Field(
+        default=64,
+        ge=1,
+        le=1024,
+        description="Largest non-streamed provider answer the gateway reads, in MiB (decoded); "
+        "a larger one is an upstream error, not a timeout. Streams have no limit.",
+        examples=[64],
+    )
     proxy: Proxy = Field(
         default_factory=Proxy,
         description="The reverse proxy in front of the gateways (HAProxy).",

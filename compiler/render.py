@@ -177,6 +177,7 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> Runt
         port=CONTAINER_PORT,
         workers=config.runtime.workers,
         request_timeout_s=config.runtime.request_timeout_s,
+        max_upstream_body_bytes=config.runtime.max_upstream_body_mb * 1024 * 1024,
         data_dir=DATA_DIR,
         allow_explicit_models=config.runtime.allow_explicit_models,
         key_prefix=f"sy_{resolved.name}_",

@@ -84,7 +84,7 @@ class Gateway:
         """Open the transport, adapters, key cache, BYOK cache and record writer."""
         cfg = self.config
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        transport = self._transport = Transport()
+        transport = self._transport = Transport(max_body=cfg.max_upstream_body_bytes)
         adapters: dict[str, Adapter] = {
             pid: ADAPTERS[p.adapter](p, transport) for pid, p in cfg.providers.items()
         }

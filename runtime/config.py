@@ -32,6 +32,9 @@ JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | flo
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 
+DEFAULT_MAX_UPSTREAM_BODY = 64 * 1024 * 1024  # bytes; runtime.max_upstream_body_mb's default
+
+
 class ConfigError(Exception):
     """The runtime config cannot be used; the message names the file and the field."""
 
@@ -401,6 +404,8 @@ class RuntimeConfig:
     secrets: dict[str, SecretSpec]
     cost_reference_request: CostReference = CostReference()
     key_environment: str | None = None  # None: `environment`
+    # The largest non-streamed provider answer read whole (`runtime.max_upstream_body_mb`).
+    max_upstream_body_bytes: int = DEFAULT_MAX_UPSTREAM_BODY
 
     def explicit_models_allowed(self, org: str) -> bool:
         """May `org`'s keys name `provider/model` instead of a route?"""
@@ -422,6 +427,7 @@ class RuntimeConfig:
                 "workers": self.workers,
                 "request_timeout_s": self.request_timeout_s,
                 "data_dir": self.data_dir,
+                "max_upstream_body_bytes": self.max_upstream_body_bytes,
             },
             "allow_explicit_models": self.allow_explicit_models,
             "keys": {
@@ -614,6 +620,8 @@ def _parse(doc: object, source: str) -> RuntimeConfig:
         workers=int(r.num(server, "workers", "server")),
         request_timeout_s=r.num(server, "request_timeout_s", "server"),
         data_dir=r.text(server, "data_dir", "server"),
+        max_upstream_body_bytes=r.opt_int(server, "max_upstream_body_bytes", "server")
+        or DEFAULT_MAX_UPSTREAM_BODY,
         allow_explicit_models=bool(r.flag(doc, "allow_explicit_models", False)),
         key_prefix=r.text(keys, "prefix", "keys"),
         key_environment=r.opt_text(keys, "environment", "keys"),

@@ -40,6 +40,7 @@ from runtime.adapters.transport_base import (
     Timeout,
     TransportError,
 )
+from runtime.config import DEFAULT_MAX_UPSTREAM_BODY
 
 __all__ = [
     "ConnectError",
@@ -55,7 +56,7 @@ __all__ = [
 
 IDLE_KEEP_S = 20.0  # close pooled connections idle this long (servers drop them ~60 s)
 MAX_BUFFER = 4 * 1024 * 1024  # pause reading a streamed body beyond this until it is consumed
-MAX_BODY = 64 * 1024 * 1024  # default limit of a body read whole, decoded
+MAX_BODY = DEFAULT_MAX_UPSTREAM_BODY  # default limit of a body read whole, decoded
 MAX_HEAD_BYTES = 100 * 1024  # a response head (status line and headers), as httpcore's h11
 MAX_HEADERS = 100  # headers in a response head, as Python's http.client
 MAX_PER_HOST = 100  # default connections per (scheme, host, port), as httpx's max_connections

@@ -309,3 +309,16 @@ def test_every_field_is_written_and_read(path: Path) -> None:
         assert back == changed, f"{where} does not survive the round trip"
         checked += 1
     assert checked > 40, checked  # the walk reached the nested classes
+
+
+def test_max_upstream_body_mb_compiles_to_bytes_and_defaults_to_64_mib() -> None:
+    doc = json.loads(GOLDENS[0].read_text())
+    assert doc["server"]["max_upstream_body_bytes"] == 64 << 20
+    del doc["server"]["max_upstream_body_bytes"]  # a runtime.json from before the field
+    assert RuntimeConfig.from_json(json.dumps(doc)).max_upstream_body_bytes == 64 << 20
+    text = (ROOT / "gateway.yaml").read_text()
+    text = text.replace("runtime:\n", "runtime:\n  max_upstream_body_mb: 2\n", 1)
+    checked = check_bytes(text.encode())
+    assert checked.config is not None
+    built = runtime_config(checked.config, checked.resolved["staging"])
+    assert built.max_upstream_body_bytes == 2 << 20

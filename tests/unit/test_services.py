@@ -54,3 +54,18 @@ def test_before_the_lifespan_ran_chat_answers_503_starting(tmp_path: Path) -> No
     asyncio.run(app(scope, receive, send))
     assert messages[0]["status"] == 503
     assert b'"code":"starting"' in messages[1]["body"]
+
+
+def test_the_transport_reads_bodies_up_to_the_configured_limit(tmp_path: Path) -> None:
+    """runtime.max_upstream_body_mb reaches the transport the adapters share."""
+    small = dataclasses.replace(CFG, max_upstream_body_bytes=2 * 1024 * 1024)
+
+    async def go() -> None:
+        gw = Gateway(small, tmp_path, {})
+        await gw.start()
+        try:
+            assert gw._transport is not None and gw._transport.max_body == 2 * 1024 * 1024
+        finally:
+            await gw.stop()
+
+    asyncio.run(go())
