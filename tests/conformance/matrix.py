@@ -130,6 +130,22 @@ TOOL_TURNS: list[dict[str, Any]] = [
 ]
 
 
+def provider_config(
+    adapter: str, base_url: str, timeout_s: float, *models: ModelConfig
+) -> ProviderConfig:
+    """A provider of `adapter` at `base_url` (id = adapter, key in <ADAPTER>_API_KEY)."""
+    return ProviderConfig(
+        id=adapter,
+        adapter=adapter,
+        base_url=base_url,
+        credentials={"api_key": f"{adapter.upper()}_API_KEY"},
+        credentials_optional=False,
+        timeout_s=timeout_s,
+        connect_timeout_s=1.0,
+        models={m.name: m for m in models},
+    )
+
+
 def user(text: str = "Hello") -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 

@@ -15,20 +15,11 @@ import pytest
 from runtime import tokens
 from runtime.adapters.anthropic import AnthropicAdapter
 from runtime.adapters.base import Call
-from runtime.config import ModelConfig, ProviderConfig
+from runtime.config import ModelConfig
 from tests.conformance.anthropic_types import validate
-from tests.conformance.matrix import CASES, MODEL, PNG_1PX, WEATHER_TOOL, capture
+from tests.conformance.matrix import CASES, MODEL, PNG_1PX, WEATHER_TOOL, capture, provider_config
 
-PROVIDER = ProviderConfig(
-    id="anthropic",
-    adapter="anthropic",
-    base_url="https://anthropic.test",
-    credentials={"api_key": "ANTHROPIC_API_KEY"},
-    credentials_optional=False,
-    timeout_s=5.0,
-    connect_timeout_s=1.0,
-    models={"m": MODEL},
-)
+PROVIDER = provider_config("anthropic", "https://anthropic.test", 5.0, MODEL)
 
 VARIANTS = [(name, stream) for name in CASES for stream in (False, True)]
 # The matrix model's id names no version (adaptive thinking); the same cases also go to a

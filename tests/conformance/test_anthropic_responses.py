@@ -17,22 +17,12 @@ from anthropic.types import Message, RawMessageStreamEvent
 from runtime.adapters.anthropic import AnthropicAdapter
 from runtime.adapters.base import Call, Chunk, Completion, Usage
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
-from runtime.config import ProviderConfig
-from tests.conformance.matrix import MODEL
+from tests.conformance.matrix import MODEL, provider_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "anthropic"
 MESSAGES = sorted(p.name for p in FIXTURES.glob("message_*.json"))
 STREAMS = sorted(p.name for p in FIXTURES.glob("stream_*.json"))
-PROVIDER = ProviderConfig(
-    id="anthropic",
-    adapter="anthropic",
-    base_url="https://anthropic.test",
-    credentials={"api_key": "ANTHROPIC_API_KEY"},
-    credentials_optional=False,
-    timeout_s=5.0,
-    connect_timeout_s=1.0,
-    models={"m": MODEL},
-)
+PROVIDER = provider_config("anthropic", "https://anthropic.test", 5.0, MODEL)
 EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
 
 

@@ -13,19 +13,9 @@ import pytest
 from google.genai import _common, types
 
 from runtime.adapters.gemini import GeminiAdapter
-from runtime.config import ProviderConfig
-from tests.conformance.matrix import CASES, RICH_SCHEMA, capture
+from tests.conformance.matrix import CASES, RICH_SCHEMA, capture, provider_config
 
-PROVIDER = ProviderConfig(
-    id="gemini",
-    adapter="gemini",
-    base_url="http://gemini.test/v1beta",
-    credentials={"api_key": "GEMINI_API_KEY"},
-    credentials_optional=False,
-    timeout_s=2.0,
-    connect_timeout_s=1.0,
-    models={},
-)
+PROVIDER = provider_config("gemini", "http://gemini.test/v1beta", 2.0)
 # The cases of the matrix as it stood when the Gemini adapter was held to it: Gemini serves all.
 SERVED = {
     "plain", "system", "developer", "system_parts", "system_only", "multi_turn", "tool_results",

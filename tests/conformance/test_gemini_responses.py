@@ -18,22 +18,12 @@ from runtime.adapters import Call
 from runtime.adapters.base import Chunk, Completion, Usage
 from runtime.adapters.gemini import GeminiAdapter
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
-from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
-from tests.conformance.matrix import MODEL, body
+from tests.conformance.matrix import MODEL, body, provider_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 SIGNATURE = "BwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAhIiMkJSYnKCkqKywtLi8wMTIz"  # function_call.json
-PROVIDER = ProviderConfig(
-    id="gemini",
-    adapter="gemini",
-    base_url="http://gemini.test/v1beta",
-    credentials={"api_key": "GEMINI_API_KEY"},
-    credentials_optional=False,
-    timeout_s=2.0,
-    connect_timeout_s=1.0,
-    models={},
-)
+PROVIDER = provider_config("gemini", "http://gemini.test/v1beta", 2.0)
 
 
 def fixture(name: str) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from runtime.adapters.anthropic_request import (
     strict_schema,
 )
 from runtime.adapters.base import Call
-from runtime.config import ModelConfig, ProviderConfig
+from runtime.config import ModelConfig
 from runtime.errors import Unservable
-from tests.conformance.matrix import capture
+from tests.conformance.matrix import capture, provider_config
 
 HELLO: list[dict[str, Any]] = [{"role": "user", "content": "Hello"}]
 REASONING = frozenset({"streaming", "tools", "reasoning"})
@@ -45,16 +45,7 @@ def build(cfg: ModelConfig | None = None, **fields: Any) -> tuple[dict[str, Any]
     return build_request(call), call.notes
 
 
-PROVIDER = ProviderConfig(
-    id="anthropic",
-    adapter="anthropic",
-    base_url="https://anthropic.test",
-    credentials={"api_key": "ANTHROPIC_API_KEY"},
-    credentials_optional=False,
-    timeout_s=5.0,
-    connect_timeout_s=1.0,
-    models={},
-)
+PROVIDER = provider_config("anthropic", "https://anthropic.test", 5.0)
 
 
 # --- 1. sampling ---------------------------------------------------------------------------

@@ -12,20 +12,12 @@ import pytest
 from runtime.adapters.anthropic import STOP_REASONS, AnthropicAdapter, parse_completion
 from runtime.adapters.base import Call, Chunk, Completion, Usage
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
-from runtime.config import ModelConfig, ProviderConfig
+from runtime.config import ModelConfig
 from runtime.errors import UpstreamError
+from tests.conformance.matrix import provider_config
 
 MODEL = ModelConfig("claude", "claude-up", 200_000, 8192, frozenset({"reasoning"}), None)
-PROVIDER = ProviderConfig(
-    id="anthropic",
-    adapter="anthropic",
-    base_url="https://anthropic.test",
-    credentials={"api_key": "ANTHROPIC_API_KEY"},
-    credentials_optional=False,
-    timeout_s=5.0,
-    connect_timeout_s=1.0,
-    models={"claude": MODEL},
-)
+PROVIDER = provider_config("anthropic", "https://anthropic.test", 5.0, MODEL)
 
 
 def message(content: list[Any], usage: Any = None, stop: str = "end_turn") -> dict[str, Any]:

@@ -13,20 +13,11 @@ from runtime.adapters import Call
 from runtime.adapters.base import Chunk, Completion
 from runtime.adapters.gemini import GeminiAdapter, build_request, parse_response
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport, sse
-from runtime.config import ModelConfig, ProviderConfig
+from runtime.config import ModelConfig
 from runtime.errors import Unservable, UpstreamError
-from tests.conformance.matrix import MODEL, capture
+from tests.conformance.matrix import MODEL, capture, provider_config
 
-PROVIDER = ProviderConfig(
-    id="gemini",
-    adapter="gemini",
-    base_url="http://gemini.test/v1beta",
-    credentials={"api_key": "GEMINI_API_KEY"},
-    credentials_optional=False,
-    timeout_s=2.0,
-    connect_timeout_s=1.0,
-    models={},
-)
+PROVIDER = provider_config("gemini", "http://gemini.test/v1beta", 2.0)
 FLASH_25 = ModelConfig("f", "gemini-2.5-flash", 1_048_576, 65_536, MODEL.capabilities, None)
 FLASH_3 = ModelConfig("f3", "gemini-3-flash-preview", 1_048_576, 65_536, MODEL.capabilities, None)
 PLAIN = ModelConfig("p", "gemini-2.0-flash", 1_048_576, 8192, frozenset({"tools"}), None)
