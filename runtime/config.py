@@ -22,10 +22,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias, cast
 
-from runtime.vocabulary import ADAPTER_NAMES, LOG_SINKS, STRATEGIES, Adapter, LogSink, Strategy
+from runtime.vocabulary import (
+    ADAPTER_NAMES,
+    KEYS_STORES,
+    LIMITS_STORES,
+    LOG_SINKS,
+    ON_UNAVAILABLE,
+    STRATEGIES,
+    Adapter,
+    KeysStore,
+    LimitsStore,
+    LogSink,
+    OnUnavailable,
+    Strategy,
+)
 
 SCHEMA_VERSION = 1  # what the compiler of this release writes
 SCHEMA_VERSIONS = (SCHEMA_VERSION,)  # what this gateway reads
+DEFAULT_RECORD_BUFFER = 100_000  # logging.buffer_max_records
 
 # A JSON value as `json.loads` returns it and `json.dumps` takes it.
 JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
@@ -339,6 +353,9 @@ class LoggingConfig:
     retention_days: int
     batch_size: int
     flush_interval_ms: int
+    # Records held in memory while the sink cannot be written (PostgreSQL down); beyond it the
+    # oldest are dropped and counted (switchyard_records_dropped_total).
+    buffer_max_records: int = DEFAULT_RECORD_BUFFER
 
     def to_dict(self) -> JsonObject:
         """Its JSON object."""
@@ -348,6 +365,37 @@ class LoggingConfig:
             "retention_days": self.retention_days,
             "batch_size": self.batch_size,
             "flush_interval_ms": self.flush_interval_ms,
+            "buffer_max_records": self.buffer_max_records,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where the environment keeps state that replicas and hosts share (runtime.json `state`).
+
+    Records go by `logging` (`sink`, `url_secret`). `limits_store`: rate limits and budget
+    reservations in this process (`memory`, the embedded default) or in Redis at the URL in
+    secret `redis_url_secret`; `on_redis_unavailable`: `closed` answers 503 while Redis cannot
+    be reached, `open` falls back to this process's own counters. `keys_store`: gateway keys
+    and BYOK credentials in the data dir's SQLite files or in PostgreSQL at the URL in secret
+    `postgres_url_secret`.
+    """
+
+    limits_store: LimitsStore = "memory"
+    redis_url_secret: str | None = None
+    on_redis_unavailable: OnUnavailable = "closed"
+    keys_store: KeysStore = "sqlite"
+    postgres_url_secret: str | None = None
+
+    def to_dict(self) -> JsonObject:
+        """`{limits: {store, url_secret, on_unavailable}, keys: {store, url_secret}}`."""
+        return {
+            "limits": {
+                "store": self.limits_store,
+                "url_secret": self.redis_url_secret,
+                "on_unavailable": self.on_redis_unavailable,
+            },
+            "keys": {"store": self.keys_store, "url_secret": self.postgres_url_secret},
         }
 
 
@@ -406,6 +454,7 @@ class RuntimeConfig:
     key_environment: str | None = None  # None: `environment`
     # The largest non-streamed provider answer read whole (`runtime.max_upstream_body_mb`).
     max_upstream_body_bytes: int = DEFAULT_MAX_UPSTREAM_BODY
+    state: StateConfig = StateConfig()
 
     def explicit_models_allowed(self, org: str) -> bool:
         """May `org`'s keys name `provider/model` instead of a route?"""
@@ -441,6 +490,7 @@ class RuntimeConfig:
             "orgs": {oid: o.to_dict() for oid, o in self.orgs.items()},
             "limits": self.limits.to_dict(),
             "logging": self.logging.to_dict(),
+            "state": self.state.to_dict(),
             "cost_reference_request": self.cost_reference_request.to_dict(),
             "price_table_hash": self.price_table_hash,
             "secrets": {name: s.to_dict() for name, s in self.secrets.items()},
@@ -635,7 +685,12 @@ def _parse(doc: object, source: str) -> RuntimeConfig:
             retention_days=int(r.num(log, "retention_days", "logging")),
             batch_size=max(1, int(r.num(log, "batch_size", "logging"))),
             flush_interval_ms=max(1, int(r.num(log, "flush_interval_ms", "logging"))),
+            buffer_max_records=max(
+                1,
+                r.opt_int(log, "buffer_max_records", "logging") or DEFAULT_RECORD_BUFFER,
+            ),
         ),
+        state=_state(r, r.opt_obj(doc, "state") or {}),
         cost_reference_request=CostReference()
         if reference is None
         else CostReference(
@@ -644,6 +699,39 @@ def _parse(doc: object, source: str) -> RuntimeConfig:
         ),
         price_table_hash=r.text(doc, "price_table_hash"),
         secrets={name: _secret(r, name, spec) for name, spec in r.obj(doc, "secrets").items()},
+    )
+
+
+def _state(r: _Reader, d: dict[str, Any]) -> StateConfig:
+    """runtime.json `state` (absent: the embedded defaults)."""
+    limits = r.opt_obj(d, "limits", "state") or {}
+    keys = r.opt_obj(d, "keys", "state") or {}
+    limits_store = cast(
+        LimitsStore, r.choice({"store": "memory"} | limits, "store", LIMITS_STORES, "state.limits")
+    )
+    keys_store = cast(
+        KeysStore, r.choice({"store": "sqlite"} | keys, "store", KEYS_STORES, "state.keys")
+    )
+    redis_url = r.opt_text(limits, "url_secret", "state.limits")
+    pg_url = r.opt_text(keys, "url_secret", "state.keys")
+    if limits_store == "redis" and not redis_url:
+        raise r.fail("state.limits.url_secret", "the redis store needs the secret's name")
+    if keys_store == "postgres" and not pg_url:
+        raise r.fail("state.keys.url_secret", "the postgres store needs the secret's name")
+    return StateConfig(
+        limits_store=limits_store,
+        redis_url_secret=redis_url,
+        on_redis_unavailable=cast(
+            OnUnavailable,
+            r.choice(
+                {"on_unavailable": "closed"} | limits,
+                "on_unavailable",
+                ON_UNAVAILABLE,
+                "state.limits",
+            ),
+        ),
+        keys_store=keys_store,
+        postgres_url_secret=pg_url,
     )
 
 

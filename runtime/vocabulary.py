@@ -30,6 +30,17 @@ STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
 LogSink = Literal["sqlite", "postgres"]
 LOG_SINKS: Final[tuple[str, ...]] = get_args(LogSink)
 
+# Where rate limits and budget reservations live: this process, or Redis (shared).
+LimitsStore = Literal["memory", "redis"]
+LIMITS_STORES: Final[tuple[str, ...]] = get_args(LimitsStore)
+# Where gateway keys and BYOK credentials live: SQLite in the data dir, or PostgreSQL (shared).
+KeysStore = Literal["sqlite", "postgres"]
+KEYS_STORES: Final[tuple[str, ...]] = get_args(KeysStore)
+# What the gateway does while Redis is unreachable: refuse (503) or fall back to this process's
+# own counters.
+OnUnavailable = Literal["closed", "open"]
+ON_UNAVAILABLE: Final[tuple[str, ...]] = get_args(OnUnavailable)
+
 # Every class an adapter gives a failed upstream attempt. Any of them may be named in a
 # route's `fallback.on`, and the default is all of them: a request one candidate cannot take
 # must never end a chain another could serve (a class left out of `on` ends the chain).

@@ -12,6 +12,7 @@ from tests.fakes.base import FakeProvider
 from tests.fakes.gemini_fake import gemini_fake
 from tests.fakes.openai_fake import openai_fake
 from tests.gateway_env import Gateway, runtime_config
+from tests.servers import postgres_server, postgres_url, redis_server, redis_url  # noqa: F401
 
 
 class Fakes:
