@@ -19,6 +19,15 @@ target, "floor": the same wrk cases and TTFB series. Verdicts stay gateway vs di
 context block after them shows how the gateway compares with the floor. If the floor fails,
 its phase goes on without it, the failure is printed with the report, and the exit code is 1.
 
+With `--shared`, the run also starts a private Redis and PostgreSQL (Debian's redis-server
+and PostgreSQL, as tests/servers.py does), and each phase a second gateway, "shared", whose
+environment keeps its state there: rate limits and budget reservations in Redis, request
+records, keys and BYOK in PostgreSQL. Both gateways then carry the same limits (a
+requests-per-minute limit and key and org budgets, all far above what the run spends), so
+the only difference is where the state lives. A table and verdicts compare "shared" with
+"gateway" at 16 connections: throughput and median latency within 15 % (issue 12), and the
+rows the shared gateway's records reached PostgreSQL.
+
 With `--proxy`, each phase also starts HAProxy (`haproxy`, as deploy runs it) with the
 configuration the compiler renders (bench/local_haproxy.py) in front of the gateway, and
 measures "proxy" (client -> HAProxy -> gateway -> mock) beside "gateway" (client -> gateway ->
@@ -72,6 +81,7 @@ from runtime.config import (
     RouteConfig,
     RuntimeConfig,
     SecretSpec,
+    StateConfig,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +105,12 @@ MAX_ADDED_TTFB_MS = 1.0  # added time to first byte of a stream
 # What HAProxy in front of the gateway may cost (--proxy): proxy vs gateway called directly.
 MAX_PROXY_ADDED_P50_MS = 0.3  # added median latency at one connection
 MIN_PROXY_RATIO = 0.90  # throughput at 16 connections
+# What shared state costs (--shared): Redis limits + PostgreSQL records/keys vs the embedded
+# defaults, at 16 connections (issue 12: within 15 %).
+MIN_SHARED_RATIO = 0.85
+MAX_SHARED_P50_RATIO = 1.15
+REDIS_SECRET = "BENCH_REDIS_URL"
+DATABASE_SECRET = "BENCH_DATABASE_URL"
 
 
 # --------------------------------------------------------------------------- results
@@ -178,6 +194,24 @@ class ProxyRow:
 
 
 @dataclass
+class SharedRow:
+    """One wrk case against the shared-state gateway beside the embedded one."""
+
+    delay_ms: int
+    stream: bool
+    connections: int
+    gateway_rps: float
+    shared_rps: float
+    ratio: float  # shared / gateway
+    gateway_p50_ms: float
+    gateway_p99_ms: float
+    shared_p50_ms: float
+    shared_p99_ms: float
+    p50_ratio: float  # shared p50 / gateway p50
+    errors: int  # wrk errors against the shared gateway
+
+
+@dataclass
 class Report:
     started: str
     machine: dict[str, Any]
@@ -202,6 +236,10 @@ class Report:
         default_factory=dict
     )  # proxy median - gateway median
     proxy_verdicts: list[Verdict] = field(default_factory=list)
+    shared: bool = False  # --shared was given
+    shared_rows: list[SharedRow] = field(default_factory=list)
+    shared_verdicts: list[Verdict] = field(default_factory=list)
+    shared_records: dict[str, int] = field(default_factory=dict)  # rows in PostgreSQL
 
 
 # --------------------------------------------------------------------------- processes
@@ -282,11 +320,23 @@ def wait_http(
 
 
 def start_gateway(
-    procs: Processes, root: Path, config: Path, port: int, data_dir: Path, log: Path
+    procs: Processes,
+    root: Path,
+    config: Path,
+    port: int,
+    data_dir: Path,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Serve `config` with the runtime/ of checkout `root` (one worker) and create a bench key
-    in `data_dir`; returns the process and the key once the gateway accepts it."""
-    env = {**os.environ, UPSTREAM_SECRET: "bench-upstream-key", "PYTHONPATH": str(root)}
+    in its key store (`data_dir`, or the PostgreSQL the config names); returns the process and
+    the key once the gateway accepts it."""
+    env = {
+        **os.environ,
+        UPSTREAM_SECRET: "bench-upstream-key",
+        "PYTHONPATH": str(root),
+        **(extra_env or {}),
+    }
     env.pop("SWITCHYARD_DATA_DIR", None)
     gateway = procs.start(
         [
@@ -325,6 +375,9 @@ def start_gateway(
             "bench",
             "--data-dir",
             str(data_dir),
+            # Where the keys live is the config's to say (PostgreSQL for --shared); a checkout
+            # from before shared state (bench/gateway_ab.py --before) has no --config there.
+            *(["--config", str(config)] if extra_env else []),
         ],
         cwd=root,
         env=env,
@@ -362,8 +415,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def runtime_config(upstream_port: int) -> RuntimeConfig:
-    """A minimal runtime config: one openai-compatible provider (the mock), one route, one org."""
+def runtime_config(upstream_port: int, limits: bool = False, shared: bool = False) -> RuntimeConfig:
+    """A minimal runtime config: one openai-compatible provider (the mock), one route, one org.
+
+    `limits`: a requests-per-minute limit and key and org budgets, far above what a run
+    spends (so every request does the limits' work and none is refused). `shared`: the state
+    in Redis and PostgreSQL (secrets REDIS_SECRET, DATABASE_SECRET)."""
     model = ModelConfig(
         name="model",
         upstream=UPSTREAM_MODEL,
@@ -399,6 +456,15 @@ def runtime_config(upstream_port: int) -> RuntimeConfig:
         dropped=(),
     )
     no_budget = Budget(None, None)
+    budget = Budget(1_000_000.0, 10_000_000.0) if limits else no_budget
+    secrets = {
+        UPSTREAM_SECRET: SecretSpec(
+            UPSTREAM_SECRET, "providers.upstream.credentials.api_key", optional=False
+        )
+    }
+    if shared:
+        secrets[REDIS_SECRET] = SecretSpec(REDIS_SECRET, "state.redis", optional=False)
+        secrets[DATABASE_SECRET] = SecretSpec(DATABASE_SECRET, "state.postgres", optional=False)
     return RuntimeConfig(
         schema_version=SCHEMA_VERSION,
         config_hash="",
@@ -415,18 +481,66 @@ def runtime_config(upstream_port: int) -> RuntimeConfig:
         providers={upstream.id: upstream},
         routes={route.name: route},
         orgs={"bench": OrgConfig("bench", None, None, frozenset(), None)},
-        limits=Limits(None, None, no_budget, no_budget, {}),
+        limits=Limits(100_000_000 if limits else None, None, budget, budget, {}),
         logging=LoggingConfig(
-            sink="sqlite", url_secret=None, retention_days=30, batch_size=64, flush_interval_ms=20
+            sink="postgres" if shared else "sqlite",
+            url_secret=DATABASE_SECRET if shared else None,
+            retention_days=30,
+            batch_size=64 if not shared else 256,
+            flush_interval_ms=20 if not shared else 100,
         ),
+        state=StateConfig(
+            limits_store="redis",
+            redis_url_secret=REDIS_SECRET,
+            on_redis_unavailable="closed",
+            keys_store="postgres",
+            postgres_url_secret=DATABASE_SECRET,
+        )
+        if shared
+        else StateConfig(),
         cost_reference_request=CostReference(1000, 1000),
         price_table_hash="sha256:" + "0" * 64,
-        secrets={
-            UPSTREAM_SECRET: SecretSpec(
-                UPSTREAM_SECRET, "providers.upstream.credentials.api_key", optional=False
-            )
-        },
+        secrets=secrets,
     ).with_hash()  # config_hash as the compiler computes it (docs/runtime-config.md)
+
+
+class SharedServers:
+    """A private Redis and PostgreSQL for --shared (tests/servers.py starts them), and a fresh
+    database per phase so that its row count is that phase's records."""
+
+    def __init__(self, work: Path) -> None:
+        from tests.servers import PostgresServer, RedisServer, fresh_database
+
+        self._fresh = fresh_database
+        self.redis = RedisServer.start(work / "redis")
+        self.postgres = PostgresServer.start()
+        self.databases: dict[int, str] = {}
+
+    def env(self, delay_ms: int) -> dict[str, str]:
+        """The shared gateway's URL secrets for one phase."""
+        self.databases[delay_ms] = self._fresh(self.postgres.url)
+        return {REDIS_SECRET: self.redis.url, DATABASE_SECRET: self.databases[delay_ms]}
+
+    def record_count(self, delay_ms: int) -> int:
+        """Rows in the phase's request-record table (whatever the writer named it)."""
+        import psycopg
+
+        with psycopg.connect(self.databases[delay_ms]) as conn:
+            tables = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'public' AND table_name LIKE '%request%'"
+                )
+            ]
+            if not tables:
+                return 0
+            row = conn.execute(f'SELECT count(*) FROM "{tables[0]}"').fetchone()
+            return int(row[0]) if row else 0
+
+    def stop(self) -> None:
+        self.redis.stop()
+        self.postgres.remove()
 
 
 @dataclass
@@ -438,7 +552,7 @@ class Phase:
     mock_port: int
     gateway: subprocess.Popen[bytes]
     gateway_port: int
-    key: str
+    gateway_key: str
     data_dir: Path
     floor: subprocess.Popen[bytes] | None = None  # None when not asked for or after it failed
     floor_port: int = 0
@@ -446,13 +560,18 @@ class Phase:
     floor_error: str | None = None
     proxy: subprocess.Popen[bytes] | None = None  # HAProxy in front of the gateway (--proxy)
     proxy_port: int = 0
+    shared: subprocess.Popen[bytes] | None = None  # the shared-state gateway (--shared)
+    shared_port: int = 0
+    shared_key: str = ""
 
     @property
     def targets(self) -> tuple[str, ...]:
-        # The proxy right after the gateway, so that the two runs compared are back to back.
+        # The proxy (and the shared gateway) right after the gateway, so that the runs
+        # compared are back to back.
         return (
             "direct",
             "gateway",
+            *(("shared",) if self.shared is not None else ()),
             *(("proxy",) if self.proxy is not None else ()),
             *(("floor",) if self.floor is not None else ()),
         )
@@ -463,7 +582,12 @@ class Phase:
             "gateway": self.gateway_port,
             "proxy": self.proxy_port,
             "floor": self.floor_port,
+            "shared": self.shared_port,
         }[target]
+
+    def key(self, target: str) -> str:
+        """The gateway key a target's requests carry (the shared gateway has its own store)."""
+        return self.shared_key if target == "shared" else self.gateway_key
 
     def url(self, target: str) -> str:
         return f"http://{HOST}:{self.port(target)}/v1/chat/completions"
@@ -538,7 +662,12 @@ def start_proxy(
 
 @contextlib.contextmanager
 def phase(
-    procs: Processes, work: Path, delay_ms: int, floor: bool = False, with_proxy: bool = False
+    procs: Processes,
+    work: Path,
+    delay_ms: int,
+    floor: bool = False,
+    with_proxy: bool = False,
+    shared: SharedServers | None = None,
 ) -> Iterator[Phase]:
     """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them
     afterwards.
@@ -564,6 +693,8 @@ def phase(
     floor_port, floor_log, floor_error = 0, None, None
     haproxy: subprocess.Popen[bytes] | None = None
     proxy_port = 0
+    shared_gw: subprocess.Popen[bytes] | None = None
+    shared_port, shared_key = 0, ""
     try:
         wait_http(f"http://{HOST}:{mock_port}/health", mock, mock_log)
         if floor:
@@ -571,11 +702,24 @@ def phase(
                 procs, work, delay_ms, mock_port
             )
         config = work / f"runtime-{delay_ms}ms.json"
-        config.write_text(runtime_config(mock_port).to_json())
+        config.write_text(runtime_config(mock_port, limits=shared is not None).to_json())
         data_dir = work / f"data-{delay_ms}ms"
         gateway, key = start_gateway(
             procs, ROOT, config, gw_port, data_dir, work / f"gateway-{delay_ms}ms.log"
         )
+        if shared is not None:
+            shared_config = work / f"runtime-shared-{delay_ms}ms.json"
+            shared_config.write_text(runtime_config(mock_port, limits=True, shared=True).to_json())
+            shared_port = free_port()
+            shared_gw, shared_key = start_gateway(
+                procs,
+                ROOT,
+                shared_config,
+                shared_port,
+                work / f"data-shared-{delay_ms}ms",
+                work / f"gateway-shared-{delay_ms}ms.log",
+                shared.env(delay_ms),
+            )
         if with_proxy:
             haproxy, proxy_port = start_proxy(procs, work, delay_ms, gw_port)
         yield Phase(
@@ -592,10 +736,15 @@ def phase(
             floor_error,
             haproxy,
             proxy_port,
+            shared_gw,
+            shared_port,
+            shared_key,
         )
     finally:
         if haproxy is not None:
             procs.stop(haproxy)
+        if shared_gw is not None:
+            procs.stop(shared_gw)
         if gateway is not None:
             procs.stop(gateway)
         if floor_proc is not None:
@@ -765,9 +914,9 @@ def measure_ttfb(
 
     def series(target: str, n: int) -> list[float]:
         if target != "floor":
-            return asyncio.run(_ttfb_series(ph.port(target), ph.key, n))
+            return asyncio.run(_ttfb_series(ph.port(target), ph.key(target), n))
         try:
-            return asyncio.run(_ttfb_series(ph.port(target), ph.key, n))
+            return asyncio.run(_ttfb_series(ph.port(target), ph.key(target), n))
         except _TTFB_ERRORS as exc:
             drop_floor(
                 ph, procs, f"TTFB against the floor failed: {type(exc).__name__}: {exc}", log
@@ -878,13 +1027,14 @@ def run_phase(
     warmup: float,
     ttfb_samples: int,
     log: Callable[[str], None],
+    shared: SharedServers | None = None,
 ) -> None:
     """Every wrk case and the TTFB series against every target of one phase, into `report`."""
     if ph.floor_error is not None:
         log(f"  floor FAILED at {ph.delay_ms} ms, going on without it: {ph.floor_error}")
     scripts = {
         (stream, target): wrk_script(
-            work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key
+            work / f"{'stream' if stream else 'plain'}-{target}.lua", stream, ph.key(target)
         )
         for stream in (False, True)
         for target in ph.targets
@@ -907,6 +1057,7 @@ def run_phase(
                     time.monotonic(),
                 )
                 fl0 = cpu_seconds(floor_pid) if floor_pid is not None else 0.0
+                sh0 = cpu_seconds(ph.shared.pid) if ph.shared is not None else 0.0
                 px0 = sum(cpu_seconds(pid) for pid in proxy_pids)
                 result = _wrk(ph, procs, target, scripts[(stream, target)], conns, duration, log)
                 if result is None:
@@ -917,6 +1068,8 @@ def run_phase(
                     if target in ("gateway", "proxy")
                     else None
                 )
+                if target == "shared" and ph.shared is not None:
+                    gw_cpu = (cpu_seconds(ph.shared.pid) - sh0) / wall
                 fl_cpu = (cpu_seconds(floor_pid) - fl0) / wall if floor_pid is not None else None
                 px_cpu = (
                     (sum(cpu_seconds(pid) for pid in proxy_pids) - px0) / wall
@@ -944,6 +1097,9 @@ def run_phase(
     report.gateway_rss_mb[f"{ph.delay_ms}ms"] = round(rss_mb(ph.gateway.pid), 1)
     time.sleep(0.3)  # let the writer thread flush its last batch
     report.records_written[f"{ph.delay_ms}ms"] = record_count(ph.data_dir)
+    if ph.shared is not None and shared is not None:
+        time.sleep(0.5)  # the PostgreSQL writer's last batch
+        report.shared_records[f"{ph.delay_ms}ms"] = shared.record_count(ph.delay_ms)
     if ph.floor_error is not None:
         report.floor_errors[f"{ph.delay_ms}ms"] = ph.floor_error
 
@@ -1132,6 +1288,98 @@ def proxy_verdicts(report: Report) -> list[Verdict]:
                 )
             )
     return out
+
+
+def shared_rows(report: Report) -> list[SharedRow]:
+    """Every wrk case against the shared-state gateway beside the embedded one."""
+    rows = []
+    for delay in sorted({r.delay_ms for r in report.runs}):
+        for stream in (False, True):
+            for conns in (1, 16):
+                g, s = (
+                    _run(report, delay, stream, conns, "gateway"),
+                    _run(report, delay, stream, conns, "shared"),
+                )
+                if g is None or s is None:
+                    continue
+                rows.append(
+                    SharedRow(
+                        delay,
+                        stream,
+                        conns,
+                        g.wrk.rps,
+                        s.wrk.rps,
+                        round(s.wrk.rps / g.wrk.rps, 4) if g.wrk.rps else 0.0,
+                        g.wrk.p50_ms,
+                        g.wrk.p99_ms,
+                        s.wrk.p50_ms,
+                        s.wrk.p99_ms,
+                        round(s.wrk.p50_ms / g.wrk.p50_ms, 4) if g.wrk.p50_ms else 0.0,
+                        s.wrk.errors,
+                    )
+                )
+    return rows
+
+
+def shared_verdicts(report: Report) -> list[Verdict]:
+    """Shared state vs the embedded defaults at 16 connections: throughput and median latency
+    within 15 % (issue 12)."""
+    out = []
+    for row in report.shared_rows:
+        if row.connections != 16:
+            continue
+        kind = "stream" if row.stream else "non-stream"
+        out.append(
+            Verdict(
+                f"shared keeps ≥ {MIN_SHARED_RATIO:.0%} of throughput, 16 conn, {row.delay_ms} "
+                f"ms, {kind}",
+                f"{row.ratio:.1%} ({row.shared_rps:,.0f} / {row.gateway_rps:,.0f} req/s)",
+                row.ratio >= MIN_SHARED_RATIO and row.errors == 0,
+            )
+        )
+        out.append(
+            Verdict(
+                f"shared p50 ≤ {MAX_SHARED_P50_RATIO:.0%} of embedded, 16 conn, {row.delay_ms} "
+                f"ms, {kind}",
+                f"{row.p50_ratio:.1%} ({row.shared_p50_ms:.2f} vs {row.gateway_p50_ms:.2f} ms)",
+                row.p50_ratio <= MAX_SHARED_P50_RATIO,
+            )
+        )
+    return out
+
+
+def render_shared(report: Report) -> list[str]:
+    """The shared-state table and verdicts."""
+    lines = [
+        "",
+        "Shared state (Redis limits, PostgreSQL records and keys) against the embedded defaults "
+        "(in-process limits, SQLite), the same limits configured on both. ratio = shared / "
+        "embedded.",
+        "",
+        "| delay | mode | conn | embedded req/s | shared req/s | ratio | embedded p50 / p99 ms | "
+        "shared p50 / p99 ms | p50 ratio |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report.shared_rows:
+        lines.append(
+            f"| {row.delay_ms} ms | {'stream' if row.stream else 'non-stream'} | "
+            f"{row.connections} | {row.gateway_rps:,.0f} | {row.shared_rps:,.0f} | "
+            f"{row.ratio:.1%} | {row.gateway_p50_ms:.2f} / {row.gateway_p99_ms:.2f} | "
+            f"{row.shared_p50_ms:.2f} / {row.shared_p99_ms:.2f} | {row.p50_ratio:.1%} |"
+        )
+    errors = sum(r.wrk.errors for r in report.runs if r.target == "shared")
+    lines += [
+        "",
+        "Records in PostgreSQL after each phase: "
+        + ", ".join(f"{k}: {v:,}" for k, v in report.shared_records.items())
+        + f"; wrk errors against the shared gateway: {errors}",
+        "",
+        "Shared-state targets:",
+    ]
+    lines += [
+        f"  {'PASS' if v.ok else 'FAIL'}  {v.target}: {v.detail}" for v in report.shared_verdicts
+    ]
+    return lines
 
 
 def render_proxy(report: Report) -> list[str]:
@@ -1323,6 +1571,8 @@ def render(report: Report) -> str:
         lines += report.context
     if report.proxy:
         lines += render_proxy(report)
+    if report.shared:
+        lines += render_shared(report)
     return "\n".join(lines)
 
 
@@ -1364,6 +1614,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure the gateway through HAProxy with the compiler's haproxy.cfg",
     )
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="also measure a gateway whose limits are in Redis and records and keys in "
+        "PostgreSQL (both started privately), against the embedded defaults",
+    )
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     warmup = 1.0 if args.quick else 3.0
@@ -1374,22 +1630,37 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     report = Report(
-        time.strftime("%Y-%m-%d %H:%M"), machine(), duration, floor=args.floor, proxy=args.proxy
+        time.strftime("%Y-%m-%d %H:%M"),
+        machine(),
+        duration,
+        floor=args.floor,
+        proxy=args.proxy,
+        shared=args.shared,
     )
     if args.proxy:
         report.machine["haproxy"] = local_haproxy.version()
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
+    servers: SharedServers | None = None
     try:
+        if args.shared:
+            log("starting a private Redis and PostgreSQL for the shared-state gateway")
+            servers = SharedServers(work)
         for delay in delays:
             extras = [
-                name for name, on in (("the floor", args.floor), ("HAProxy", args.proxy)) if on
+                name
+                for name, on in (
+                    ("the floor", args.floor),
+                    ("HAProxy", args.proxy),
+                    ("the shared-state gateway", args.shared),
+                )
+                if on
             ]
             log(
                 f"upstream delay {delay} ms: starting the mock, the "
                 f"gateway{''.join(f', {e}' for e in extras)}"
             )
-            with phase(procs, work, delay, args.floor, args.proxy) as ph:
+            with phase(procs, work, delay, args.floor, args.proxy, servers) as ph:
                 floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""
                 proxy_pid = (
                     f", HAProxy pid {ph.proxy.pid} (master), port {ph.proxy_port}"
@@ -1397,7 +1668,7 @@ def main(argv: list[str] | None = None) -> int:
                     else ""
                 )
                 log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}{floor_pid}{proxy_pid}")
-                run_phase(ph, procs, work, report, duration, warmup, samples, log)
+                run_phase(ph, procs, work, report, duration, warmup, samples, log, servers)
     except (RuntimeError, subprocess.SubprocessError, OSError, EOFError) as exc:
         log(f"error: {exc}")
         return 1
@@ -1406,6 +1677,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         procs.stop_all()
+        if servers is not None:
+            servers.stop()
         if args.keep:
             log(f"kept {work}")
         else:
@@ -1417,6 +1690,9 @@ def main(argv: list[str] | None = None) -> int:
         report.floor_rows = floor_rows(report)
         report.floor_ttfb_added_ms = floor_ttfb_added(report)
         report.context = floor_context(report)
+    if report.shared:
+        report.shared_rows = shared_rows(report)
+        report.shared_verdicts = shared_verdicts(report)
     if report.proxy:
         report.proxy_rows = proxy_rows(report)
         report.proxy_ttfb_added_ms = proxy_ttfb_added(report)
