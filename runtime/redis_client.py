@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 from collections import deque
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, cast
 from urllib.parse import unquote, urlsplit
 
 Arg: TypeAlias = str | bytes | int | float
@@ -96,31 +96,29 @@ class RedisURL:
         return f"{self.host}:{self.port}/{self.db}"
 
 
-@dataclass(frozen=True, slots=True)
 class Script:
     """A Lua script and its SHA1, for EVALSHA."""
 
-    source: str
+    __slots__ = ("sha", "source")
 
-    @property
-    def sha(self) -> str:
-        """The SHA1 Redis knows the script by."""
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 def encode(args: tuple[Arg, ...]) -> bytes:
     """One command in RESP2: an array of bulk strings."""
     out = [b"*%d\r\n" % len(args)]
     for a in args:
-        if isinstance(a, bytes):
-            b = a
-        elif isinstance(a, str):
+        if type(a) is str:
             b = a.encode()
-        elif isinstance(a, int):
+        elif type(a) is int:
             b = b"%d" % a
+        elif isinstance(a, bytes):
+            b = a
         else:
             b = repr(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        out += (b"$%d\r\n" % len(b), b, b"\r\n")
     return b"".join(out)
 
 
@@ -175,8 +173,8 @@ class _Connection(asyncio.Protocol):
         self.error: RedisUnavailable | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses; both have write/abort.
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, command: bytes) -> asyncio.Future[Reply]:
         """Queue one encoded command; the future gets its reply."""

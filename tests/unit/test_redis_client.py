@@ -286,6 +286,20 @@ def test_scripts_run_by_sha_and_are_loaded_when_redis_does_not_know_them(redis_u
     run(main)
 
 
+def test_it_runs_on_uvloop_as_the_gateway_does(redis_url: str) -> None:
+    import uvloop
+
+    async def main() -> None:
+        client = RedisClient(redis_url)
+        got = await asyncio.gather(*(client.execute("INCR", "n") for _ in range(50)))
+        assert got == list(range(1, 51))
+        assert await client.run_script(Script("return 5"), [], []) == 5
+        await client.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 def test_an_error_reply_raises_and_the_connection_goes_on(redis_url: str) -> None:
     async def main() -> None:
         client = RedisClient(redis_url)
