@@ -3,11 +3,12 @@
 One connection per process (per event loop), with automatic pipelining: every command issued
 in the same loop iteration goes out in one write, and replies resolve their callers in order.
 Scripts run with EVALSHA, falling back to EVAL (which loads them) on NOSCRIPT. Connecting
-(TCP, AUTH, SELECT) is bounded by `connect_timeout_s`, every reply by `command_timeout_s`:
-a reply that does not come in time closes the connection and fails every command on it.
-After a failed connect, commands fail at once (`RedisUnavailable`) until a backoff of
-0.1 s doubling to 2 s has passed; then the next command connects again. So when Redis is
-down, callers wait at most one connect timeout, never pile up.
+(TCP, AUTH, SELECT, PING) is bounded by `connect_timeout_s`, every reply by
+`command_timeout_s`: a reply that does not come in time closes the connection and fails every
+command on it. After a failed connect or a lost connection, commands fail at once
+(`RedisUnavailable`) until a backoff of 0.1 s doubling to 2 s has passed; then the next
+command connects again. So when Redis is down or hangs, a caller waits at most one timeout,
+and callers never pile up.
 
 URLs: `redis://[[user]:password@]host[:port][/db]`. `rediss://` (TLS) and unix sockets are
 refused with a message saying what to use instead. The URL holds a password: errors name
@@ -296,6 +297,9 @@ class RedisClient:
         try:
             reply = await conn.send(encode(args))
         except RedisUnavailable as exc:
+            if self._conn is conn:  # the first of the commands the connection failed
+                self._conn = None
+                self._back_off()
             self._down(str(exc))
             raise
         self.up = True
@@ -318,6 +322,10 @@ class RedisClient:
         if self._conn is not None:
             self._conn.abort(RedisUnavailable(f"the client of Redis at {self.url.where} closed"))
             self._conn = None
+
+    def _back_off(self) -> None:
+        self._retry_at = asyncio.get_running_loop().time() + self._backoff
+        self._backoff = min(self.BACKOFF_MAX_S, self._backoff * 2)
 
     def _down(self, reason: str) -> None:
         self.up = False
@@ -352,6 +360,9 @@ class RedisClient:
                         handshake.append(conn.send(encode(auth)))
                     if u.db:
                         handshake.append(conn.send(encode(("SELECT", u.db))))
+                    # A server that accepts connections but does not answer (stopped, or
+                    # overloaded) is down: only a reply makes the connection count.
+                    handshake.append(conn.send(encode(("PING",))))
                     for fut in handshake:
                         await fut
             except TimeoutError:
@@ -370,8 +381,7 @@ class RedisClient:
         except RedisUnavailable as exc:
             if conn is not None:
                 conn.abort(exc)
-            self._retry_at = loop.time() + self._backoff
-            self._backoff = min(self.BACKOFF_MAX_S, self._backoff * 2)
+            self._back_off()
             self._down(str(exc))
             raise
         finally:

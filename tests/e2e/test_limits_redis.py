@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -341,6 +342,42 @@ def test_redis_stopped_then_back_is_used_again(tmp_path: Path) -> None:
             await asyncio.sleep(0.1)
         assert limiter.readiness() == ([], [])
         assert "switchyard_limits_store_up 1\n" in limiter.render_metrics()
+        await limiter.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
+def test_a_hung_redis_costs_one_reply_timeout_then_fails_fast(tmp_path: Path) -> None:
+    server = RedisServer.start(tmp_path / "redis")
+    assert server.process is not None
+
+    async def burst(limiter: RedisLimiter, tag: str) -> tuple[float, list[str]]:
+        t0 = time.monotonic()
+        got = await asyncio.gather(*(outcome(limiter, f"{tag}{i}") for i in range(50)))
+        return time.monotonic() - t0, list(got)
+
+    async def main() -> None:
+        limiter = make(limits(key_day=1.0), server.url)
+        await limiter.start()
+        assert await outcome(limiter, "r0") == "admitted"
+        server.process.send_signal(signal.SIGSTOP)  # accepts TCP, answers nothing
+        try:
+            took, got = await burst(limiter, "a")
+            assert got == ["limits_unavailable"] * 50
+            assert 0.4 < took < 0.8  # one reply timeout, shared
+            took, got = await burst(limiter, "b")
+            assert got == ["limits_unavailable"] * 50
+            assert took < 0.05  # the backoff: no waiting at all
+            assert limiter.readiness()[0]
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 5
+        while await outcome(limiter, "c") != "admitted":
+            assert time.monotonic() < deadline, "Redis was not used again within 5 s"
+            await asyncio.sleep(0.1)
         await limiter.close()
 
     try:

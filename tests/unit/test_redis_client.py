@@ -220,8 +220,13 @@ def test_a_silent_server_fails_every_waiting_command_after_the_reply_timeout() -
             assert isinstance(exc, RedisUnavailable)
             assert "did not answer within 0.3 s" in str(exc)
         assert not client.up
-        # The next command opens a new connection.
+        # Within the backoff, commands fail at once; then one opens a new connection.
         hung.clear()
+        t0 = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            await client.execute("ECHO", "too soon")
+        assert time.monotonic() - t0 < 0.05
+        await asyncio.sleep(client.BACKOFF_MIN_S + 0.05)
         assert await client.execute("ECHO", "again") == b"again"
         assert fake.connections == 2
         assert client.up
