@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from runtime.config import Budget, Limits
 from runtime.errors import GatewayError
@@ -144,6 +145,30 @@ return 1
 )
 
 
+# KEYS: the period's seeded mark, then spend hashes; ARGV: the period's TTL, then nano-USD.
+# Applied by the first gateway to set the mark (SET NX), never twice.
+SEED = Script(
+    """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'spent', ARGV[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+return 1
+"""
+)
+
+
+class Spend(Protocol):
+    """Known spend in USD of the current UTC day and month per key and per org, as read from
+    the records store (runtime.limits.SpendTotals has this shape)."""
+
+    key_day: dict[str, float]
+    key_month: dict[str, float]
+    org_day: dict[str, float]
+    org_month: dict[str, float]
+
+
 @dataclass(frozen=True, slots=True)
 class _Applied:
     """One budget that applies to a request: its Redis key, limit and how to name it."""
@@ -162,7 +187,10 @@ class RedisLimiter:
     `url` is Redis's URL (read from the secret by the caller; never logged), `on_unavailable`
     `closed` or `open`, `local` the in-process limiter used while Redis is down in `open` mode.
     `hold_s`: how long a reservation holds budget when its request never settles (a crashed
-    gateway): the request timeout plus a margin.
+    gateway): the request timeout plus a margin. `seed(day_start, month_start)`, when given,
+    reads the period's spend from the records store (blocking: it runs in a thread); it fills
+    a Redis that has no spend for the current day or month (new or flushed), once for all
+    gateways.
     """
 
     def __init__(
@@ -174,6 +202,7 @@ class RedisLimiter:
         local: Limiter,
         *,
         hold_s: float = 360.0,
+        seed: Callable[[float, float], Spend] | None = None,
         connect_timeout_s: float = 0.5,
         command_timeout_s: float = 0.5,
         clock: Callable[[], float] = time.time,
@@ -187,6 +216,8 @@ class RedisLimiter:
         self.local = local
         self.hold_ms = max(1, int(hold_s * 1000))
         self.clock = clock
+        self.seed = seed
+        self.seeds = 0  # periods this process seeded
         self.rpm = limits.requests_per_minute or 0
         self.tpm = limits.tokens_per_minute or 0
         self.errors = 0
@@ -322,7 +353,8 @@ class RedisLimiter:
         """Start the local limiter, reach Redis once (a failure only shows in readiness) and
         the health check that keeps `up` true to the moment and retries failed settles."""
         await self.local.start()
-        await self._ping()
+        if await self._ping():
+            await self._seed_if_missing()
         self._health = asyncio.get_running_loop().create_task(self._health_loop())
 
     async def close(self) -> None:
@@ -435,8 +467,39 @@ class RedisLimiter:
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             if await self._ping():
+                await self._seed_if_missing()
                 while self._unsettled and self.client.up:
                     await self._settle(*self._unsettled.popleft())
+
+    async def _seed_if_missing(self) -> None:
+        """Seed each period whose mark is missing in Redis from the records store."""
+        if self.seed is None:
+            return
+        day_start, month_start = period_starts(self.clock())
+        day, month = self._label(day_start, "%Y-%m-%d"), self._label(month_start, "%Y-%m")
+        marks = [f"{self.prefix}seeded:day:{day}", f"{self.prefix}seeded:month:{month}"]
+        try:
+            present = await asyncio.gather(*(self.client.execute("EXISTS", m) for m in marks))
+            if all(present):
+                return
+            spend = await asyncio.to_thread(self.seed, day_start, month_start)
+            for mark, ttl, per_key, per_org, period, label in (
+                (marks[0], DAY_TTL_S, spend.key_day, spend.org_day, "day", day),
+                (marks[1], MONTH_TTL_S, spend.key_month, spend.org_month, "month", month),
+            ):
+                keys, args = [mark], [ttl]
+                for who, amounts in (("key", per_key), ("org", per_org)):
+                    for name, usd in amounts.items():
+                        if usd > 0:
+                            keys.append(f"{self.prefix}spend:{who}:{name}:{period}:{label}")
+                            args.append(round(usd * NANO))
+                if await self.client.run_script(SEED, keys, list(args)) == 1:
+                    self.seeds += 1
+        except RedisError:
+            self.errors += 1
+        except Exception:
+            # The records store could not be read: count it and try again next round.
+            self.errors += 1
 
 
 def _applied(budget: Budget, base: str, who: str, day: str, month: str) -> list[_Applied]:

@@ -417,3 +417,56 @@ def test_no_limit_configured_needs_no_redis_at_all() -> None:
         await limiter.close()
 
     asyncio.run(main())
+
+
+class Seed:
+    """The records store's spend of the period, as `seed` reads it (counting its calls)."""
+
+    def __init__(self, key_day: dict[str, float]) -> None:
+        self.key_day = key_day
+        self.key_month: dict[str, float] = {}
+        self.org_day: dict[str, float] = {}
+        self.org_month: dict[str, float] = {}
+        self.calls = 0
+
+    def __call__(self, day_start: float, month_start: float) -> Seed:
+        assert day_start <= time.time() < day_start + 86400
+        self.calls += 1
+        return self
+
+
+def test_an_empty_redis_is_seeded_once_from_the_records_by_many_gateways(redis_url: str) -> None:
+    async def main() -> None:
+        seeds = [Seed({"k1": 0.03}) for _ in range(4)]
+        limiters = [
+            RedisLimiter(limits(key_day=0.05), "test", redis_url, "closed", LocalStandIn(), seed=s)
+            for s in seeds
+        ]
+        await asyncio.gather(*(lim.start() for lim in limiters))
+        assert sum(lim.seeds for lim in limiters) == 2  # the day and the month, once each
+        got = await asyncio.gather(
+            *(outcome(lim, f"r{i}-{j}") for i, lim in enumerate(limiters) for j in range(5))
+        )
+        assert got.count("admitted") == 2  # $0.03 spent before: room for $0.02
+        for lim in limiters:
+            await lim.close()
+
+    asyncio.run(main())
+
+
+def test_a_flushed_redis_is_seeded_again(redis_url: str) -> None:
+    async def main() -> None:
+        seed = Seed({"k1": 0.05})
+        limiter = RedisLimiter(
+            limits(key_day=0.05), "test", redis_url, "closed", LocalStandIn(), seed=seed
+        )
+        await limiter.start()
+        assert await outcome(limiter, "r1") == "budget_exceeded"
+        await limiter.client.execute("FLUSHDB")
+        assert await outcome(limiter, "r2") == "admitted"  # until the health check reseeds
+        await asyncio.sleep(1.5)
+        assert seed.calls == 2
+        assert await outcome(limiter, "r3") == "budget_exceeded"
+        await limiter.close()
+
+    asyncio.run(main())
