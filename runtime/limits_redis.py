@@ -47,6 +47,7 @@ MONTH_TTL_S = 35 * 86400
 SETTLED_TTL_S = 2 * 86400
 HEALTH_INTERVAL_S = 1.0
 UNSETTLED_MAX = 10_000
+LOCAL_IDS_MAX = 100_000
 
 # Shared by both scripts: the bucket at `now` (ms), refilled at cap per minute.
 _BUCKET = """
@@ -404,6 +405,8 @@ class RedisLimiter:
             )
         res = await self.local.reserve(request_id, key_id, org, est_tokens, worst)
         self.fail_open_total += 1
+        if len(self._local_ids) >= LOCAL_IDS_MAX:  # requests that never settled: forget them
+            self._local_ids.clear()
         self._local_ids.add(request_id)
         return res
 
@@ -442,8 +445,8 @@ class RedisLimiter:
 
     async def _settle(self, r: Reservation, cost: int, delta: int) -> None:
         budgets = self._budgets(r.key_id, r.org, r.day_start, r.month_start)
-        if not budgets and not (self.tpm and delta):
-            return
+        if (not budgets or not (r.nano_usd or cost)) and not (self.tpm and delta):
+            return  # nothing held, nothing spent, no tokens to give back or take
         keys = [f"{self.prefix}settled:{r.request_id}", f"{self.prefix}tpm:{r.key_id}"]
         args: list[Arg] = [r.request_id, r.nano_usd, cost, delta, self.tpm, len(budgets)]
         for b in budgets:
