@@ -32,11 +32,11 @@ import calendar
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from runtime.config import Budget, Limits
+from runtime.config import Budget, ConfigError, Limits
 from runtime.errors import GatewayError
 from runtime.limits import Limiter, Reservation, period_starts
 from runtime.redis_client import Arg, RedisClient, RedisError, Script
@@ -162,12 +162,16 @@ return 1
 
 class Spend(Protocol):
     """Known spend in USD of the current UTC day and month per key and per org, as read from
-    the records store (runtime.limits.SpendTotals has this shape)."""
+    the records store (the shape of runtime.limits's spend totals)."""
 
-    key_day: dict[str, float]
-    key_month: dict[str, float]
-    org_day: dict[str, float]
-    org_month: dict[str, float]
+    @property
+    def key_day(self) -> Mapping[str, float]: ...
+    @property
+    def key_month(self) -> Mapping[str, float]: ...
+    @property
+    def org_day(self) -> Mapping[str, float]: ...
+    @property
+    def org_month(self) -> Mapping[str, float]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +214,12 @@ class RedisLimiter:
     ) -> None:
         self.limits = limits
         self.prefix = f"sy:{environment}:"
-        self.client = RedisClient(
-            url, connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s
-        )
+        try:
+            self.client = RedisClient(
+                url, connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s
+            )
+        except ValueError as exc:
+            raise ConfigError(f"state.limits.url_secret: {exc}") from None
         self.fail_open = on_unavailable == "open"
         self.local = local
         self.hold_ms = max(1, int(hold_s * 1000))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import Budget, Limits
+from runtime.config import Budget, ConfigError, Limits
 from runtime.errors import GatewayError
 from runtime.limits import Reservation
 from runtime.limits_redis import RedisLimiter
@@ -470,3 +470,10 @@ def test_a_flushed_redis_is_seeded_again(redis_url: str) -> None:
         await limiter.close()
 
     asyncio.run(main())
+
+
+def test_a_bad_url_is_a_config_error_without_the_password() -> None:
+    with pytest.raises(ConfigError) as exc:
+        make(limits(), "rediss://:hunter2@cache:6380/0")
+    assert str(exc.value).startswith("state.limits.url_secret: rediss:// (TLS) is not supported")
+    assert "hunter2" not in str(exc.value)
