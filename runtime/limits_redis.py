@@ -366,13 +366,19 @@ class RedisLimiter:
         self._health = asyncio.get_running_loop().create_task(self._health_loop())
 
     async def close(self) -> None:
-        """Finish the settles in flight (bounded by the command timeout), then close."""
+        """Finish the settles in flight and those kept while Redis was down (bounded: about
+        2 s at most), then close."""
         if self._health is not None:
             self._health.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.client.command_timeout_s * 2)
+        if self._unsettled and self.client.up:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    while self._unsettled and self.client.up:
+                        await self._settle(*self._unsettled.popleft())
         await self.client.close()
         await self.local.close()
 

@@ -282,7 +282,7 @@ def test_closed_unreachable_redis_answers_503_quickly_without_pile_up() -> None:
             *(limiter.reserve(f"r{i}", "k1", "acme", 10, 0.01) for i in range(50)),
             return_exceptions=True,
         )
-        assert time.monotonic() - t0 < 0.6
+        assert time.monotonic() - t0 < 1.0  # not 50 waits in a row
         for exc in got:
             assert isinstance(exc, GatewayError)
             assert (exc.status, exc.code) == (503, "limits_unavailable")
@@ -367,10 +367,10 @@ def test_a_hung_redis_costs_one_reply_timeout_then_fails_fast(tmp_path: Path) ->
         try:
             took, got = await burst(limiter, "a")
             assert got == ["limits_unavailable"] * 50
-            assert 0.4 < took < 0.8  # one reply timeout, shared
+            assert 0.4 < took < 1.2  # one reply timeout, shared (not 50)
             took, got = await burst(limiter, "b")
             assert got == ["limits_unavailable"] * 50
-            assert took < 0.05  # the backoff: no waiting at all
+            assert took < 0.25  # the backoff: no waiting for Redis at all
             assert limiter.readiness()[0]
         finally:
             server.process.send_signal(signal.SIGCONT)

@@ -215,7 +215,7 @@ def test_a_silent_server_fails_every_waiting_command_after_the_reply_timeout() -
             client.execute("ECHO", "queued behind it"),
             return_exceptions=True,
         )
-        assert 0.25 < time.monotonic() - t0 < 0.6
+        assert 0.25 < time.monotonic() - t0 < 1.0
         for exc in got:
             assert isinstance(exc, RedisUnavailable)
             assert "did not answer within 0.3 s" in str(exc)
@@ -225,7 +225,7 @@ def test_a_silent_server_fails_every_waiting_command_after_the_reply_timeout() -
         t0 = time.monotonic()
         with pytest.raises(RedisUnavailable):
             await client.execute("ECHO", "too soon")
-        assert time.monotonic() - t0 < 0.05
+        assert time.monotonic() - t0 < 0.2
         await asyncio.sleep(client.BACKOFF_MIN_S + 0.05)
         assert await client.execute("ECHO", "again") == b"again"
         assert fake.connections == 2
@@ -265,7 +265,7 @@ def test_a_connect_that_hangs_is_bounded_and_shared_by_its_callers() -> None:
         got = await asyncio.gather(
             *(client.execute("PING") for _ in range(20)), return_exceptions=True
         )
-        assert time.monotonic() - t0 < 0.6
+        assert time.monotonic() - t0 < 1.0
         assert all(isinstance(e, RedisUnavailable) for e in got)
         assert "within 0.3 s" in str(got[0])
         assert fake.connections == 1
