@@ -14,9 +14,72 @@ from __future__ import annotations
 import calendar
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from runtime.config import Budget, Limits
 from runtime.errors import GatewayError
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What `Limiter.reserve` took for one request, given back to `Limiter.settle`.
+
+    `nano_usd`: the worst-case cost reserved, in nano-USD (round(usd * 1e9); 0 = none);
+    `tokens`: tokens taken from the tokens-per-minute bucket; `day_start`, `month_start`: the
+    UTC periods it was reserved in.
+    """
+
+    request_id: str
+    key_id: str
+    org: str
+    nano_usd: int
+    tokens: int
+    day_start: float
+    month_start: float
+
+
+class Limiter(Protocol):
+    """Rate limits and budget reservations of the gateway (in this process, or in Redis)."""
+
+    async def reserve(
+        self,
+        request_id: str,
+        key_id: str,
+        org: str,
+        est_tokens: int,
+        worst_cost_usd: float | None,
+    ) -> Reservation:
+        """Take one request from requests-per-minute, `est_tokens` from tokens-per-minute and
+        `worst_cost_usd` from every budget that applies (key day/month, org day/month),
+        atomically; raises GatewayError 429 (`rate_limit_exceeded`,
+        `token_rate_limit_exceeded`, `budget_exceeded`, with Retry-After) or 503
+        `limits_unavailable`."""
+        ...
+
+    async def count_rejected(self, key_id: str) -> GatewayError | None:
+        """Take one request from requests-per-minute for a request refused after
+        authentication; the 429 to answer instead when over the limit, else None."""
+        ...
+
+    def settle(self, reservation: Reservation, cost_usd: float | None, tokens: int) -> None:
+        """Replace the reservation by the real cost and tokens; never raises, never blocks."""
+        ...
+
+    def readiness(self) -> tuple[list[str], list[str]]:
+        """(problems, warnings) for /readyz."""
+        ...
+
+    def render_metrics(self) -> str:
+        """Prometheus text of the limiter's own metrics; may be empty."""
+        ...
+
+    async def start(self) -> None:
+        """Open what the limiter needs (called once, in the app's lifespan)."""
+        ...
+
+    async def close(self) -> None:
+        """Release it."""
+        ...
 
 
 @dataclass(slots=True)
