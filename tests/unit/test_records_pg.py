@@ -290,3 +290,82 @@ def test_an_unreachable_database_at_start_does_not_raise(tmp_path: Path) -> None
     assert "postgresql://" not in w.problems()[0]
     w.close(0.2)
     assert w.dropped == 1
+
+
+def pg_config(tmp_path: Path, environment: str = "production") -> Path:
+    from dataclasses import replace
+
+    from runtime.config import LoggingConfig
+    from tests.gateway_env import runtime_config
+
+    base = runtime_config("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    config = replace(
+        base,
+        environment=environment,
+        logging=LoggingConfig("postgres", "SY_TEST_RECORDS_URL", 30, 64, 20),
+    ).with_hash()
+    path = tmp_path / "runtime.json"
+    path.write_text(config.to_json())
+    return path
+
+
+def requests_args(config: Path | None, env: str = "production", **kw: Any) -> Any:
+    import argparse
+
+    values: dict[str, Any] = {
+        "env": env,
+        "data_dir": None,
+        "config": str(config) if config else None,
+        "since": None,
+        "last": None,
+        "by": None,
+        "json": True,
+    }
+    values.update(kw)
+    return argparse.Namespace(**values)
+
+
+def test_requests_command_reads_postgres_when_the_config_says_so(
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from runtime import cli
+
+    w = writer(postgres_url)
+    for i in range(3):
+        w.submit(make_record(i))
+    w.close()
+    config = pg_config(tmp_path)
+    monkeypatch.setenv("SY_TEST_RECORDS_URL", postgres_url)
+    assert cli.cmd_requests(requests_args(config, last=2)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["request_id"] for r in out] == ["req-1", "req-2"]
+    assert cli.cmd_requests(requests_args(config, env="staging")) == 1
+    assert "environment 'production', not 'staging'" in capsys.readouterr().err
+
+
+def test_requests_command_names_the_unset_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime import cli
+
+    monkeypatch.delenv("SY_TEST_RECORDS_URL", raising=False)
+    assert cli.cmd_requests(requests_args(pg_config(tmp_path))) == 1
+    assert "set the environment variable SY_TEST_RECORDS_URL" in capsys.readouterr().err
+
+
+def test_serve_names_the_unset_url_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime import cli
+
+    monkeypatch.delenv("SY_TEST_RECORDS_URL", raising=False)
+    code = cli.main(["serve", "--config", str(pg_config(tmp_path)), "--data-dir", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "set the environment variable SY_TEST_RECORDS_URL" in err
+    assert "not supported" not in err
