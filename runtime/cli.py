@@ -117,6 +117,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         problem = _records_url_problem(config)
         if problem is not None:
             return fail(f"{args.config}: {problem}")
+        problem = _check_records_database(os.environ[config.logging.url_secret or ""])
+        if problem is not None:
+            return fail(problem)
     data_dir = paths.data_dir(config.environment, args.data_dir, config.data_dir).resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -472,6 +475,31 @@ def _records_url_problem(config: RuntimeConfig) -> str | None:
             f"logging.sink is postgres: set the environment variable {name} to the "
             "PostgreSQL URL of the request records (logging.url_secret names it)"
         )
+    return None
+
+
+def _check_records_database(url: str) -> str | None:
+    """Migrate the records schema before serving; why it cannot be used, or None. An
+    unreachable database is only a warning: records must not stop serving (they wait in
+    memory until it is reachable)."""
+    from runtime.postgres import PostgresError, connect
+    from runtime.records_pg import ensure_schema
+
+    try:
+        conn = connect(url, timeout_s=3.0)
+    except PostgresError as exc:
+        print(
+            f"warning: request records: {exc}; serving anyway, records are held in memory "
+            "(logging.buffer_max_records) until it is reachable",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        ensure_schema(conn)
+    except PostgresError as exc:
+        return f"request records: {exc}"
+    finally:
+        conn.close()
     return None
 
 

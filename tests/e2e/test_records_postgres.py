@@ -179,3 +179,33 @@ def test_a_tiny_buffer_counts_the_drops_exactly(tmp_path: Path, private_pg: Post
         assert metric(gw, "switchyard_records_dropped_total") == 15
     finally:
         gw.stop()
+
+
+def test_a_database_with_a_newer_records_schema_is_refused_at_start(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    from runtime.postgres import connect
+    from runtime.records_pg import ensure_schema
+
+    with connect(postgres_url) as conn:
+        ensure_schema(conn)
+        conn.execute("INSERT INTO switchyard_migrations (component, version) VALUES ('records', 9)")
+    gw = pg_gateway(tmp_path, postgres_url)
+    with pytest.raises(AssertionError, match="gateway exited with 1") as failed:
+        gw.start()
+    assert "error: request records: " in str(failed.value)
+    assert "records schema is version 9, newer than this gateway knows" in str(failed.value)
+    assert "Traceback" not in str(failed.value)
+
+
+def test_an_unreachable_database_at_start_still_serves(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    gw = pg_gateway(tmp_path, f"postgresql://postgres@127.0.0.1:{free_port()}/postgres").start()
+    try:
+        key = gw.key()
+        chat(gw, key, 0)
+        assert "warning: request records: cannot connect" in gw.log.read_text()
+        assert "postgresql://" not in gw.log.read_text()
+    finally:
+        gw.stop(timeout=30)
