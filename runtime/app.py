@@ -38,6 +38,8 @@ from runtime.keys import Authenticator
 from runtime.limits import LimitState, SpendTotals, period_starts
 from runtime.metrics import Metrics
 from runtime.records import RecordWriter, read_spend
+from runtime.records_pg import PgRecordWriter
+from runtime.records_pg import read_spend as read_spend_pg
 from runtime.router import Router
 from runtime.services import Services, authenticate
 
@@ -70,7 +72,7 @@ class Gateway:
         self._services: Services | None = None
         self._transport: Transport | None = None
         self._auth: Authenticator | None = None
-        self._writer: RecordWriter | None = None
+        self._writer: RecordWriter | PgRecordWriter | None = None
         self._byok: ByokCache | None = None
 
     @property
@@ -96,12 +98,26 @@ class Gateway:
             self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix
         )
         auth.start_background_refresh(1.0)
-        writer = self._writer = RecordWriter(
-            self.data_dir / paths.REQUESTS_DB,
-            cfg.logging.batch_size,
-            cfg.logging.flush_interval_ms,
-            cfg.logging.retention_days,
-        )
+        writer: RecordWriter | PgRecordWriter
+        if cfg.logging.sink == "postgres":
+            # Records must not stop serving: an unreachable database is retried by the
+            # writer (records held in memory); only an unusable schema refuses to start.
+            writer = PgRecordWriter(
+                self._records_url(),
+                cfg.environment,
+                cfg.logging.batch_size,
+                cfg.logging.flush_interval_ms,
+                cfg.logging.retention_days,
+                buffer_max_records=cfg.logging.buffer_max_records,
+            )
+        else:
+            writer = RecordWriter(
+                self.data_dir / paths.REQUESTS_DB,
+                cfg.logging.batch_size,
+                cfg.logging.flush_interval_ms,
+                cfg.logging.retention_days,
+            )
+        self._writer = writer
         writer.start()
         services = self._services = Services(
             config=cfg,
@@ -139,9 +155,23 @@ class Gateway:
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
 
+    def _records_url(self) -> str:
+        """The PostgreSQL URL of the records sink, from the secret `logging.url_secret`."""
+        name = self.config.logging.url_secret
+        url = self.environ.get(name, "") if name else ""
+        if not url:
+            raise ConfigError(
+                f"logging.sink is postgres: set the environment variable {name or '(unnamed)'}"
+                " to the database URL (logging.url_secret names it)"
+            )
+        return url
+
     def _read_spend(self) -> SpendTotals:
         day, month = period_starts(time.time())
-        spend = read_spend(self.data_dir / paths.REQUESTS_DB, day, month)
+        if self.config.logging.sink == "postgres":
+            spend = read_spend_pg(self._records_url(), day, month, self.config.environment)
+        else:
+            spend = read_spend(self.data_dir / paths.REQUESTS_DB, day, month)
         return SpendTotals(
             day,
             month,
@@ -178,6 +208,8 @@ class Gateway:
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
         warnings = self._byok.problems() if self._byok is not None else []
+        if isinstance(self._writer, PgRecordWriter):
+            warnings = [*warnings, *self._writer.problems()]
         return not problems, {
             "ready": not problems,
             "problems": problems,
@@ -334,7 +366,7 @@ def _error(exc: GatewayError) -> Response:
     )
 
 
-def _writer_metrics(writer: RecordWriter) -> str:
+def _writer_metrics(writer: RecordWriter | PgRecordWriter) -> str:
     failures, dropped = writer.failures, writer.dropped
     return (
         "# HELP switchyard_record_write_failures_total"
@@ -342,7 +374,7 @@ def _writer_metrics(writer: RecordWriter) -> str:
         "# TYPE switchyard_record_write_failures_total counter\n"
         f"switchyard_record_write_failures_total {failures}\n"
         "# HELP switchyard_records_dropped_total"
-        " Request records given up on after repeated write failures.\n"
+        " Request records given up on (write failures, a full buffer, shutdown).\n"
         "# TYPE switchyard_records_dropped_total counter\n"
         f"switchyard_records_dropped_total {dropped}\n"
     )

@@ -113,11 +113,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc))
-    if config.logging.sink != "sqlite":
-        return fail(
-            f"{args.config}: logging.sink {config.logging.sink!r} is not supported by this "
-            "gateway yet; use the embedded 'sqlite' sink"
-        )
+    if config.logging.sink == "postgres":
+        problem = _records_url_problem(config)
+        if problem is not None:
+            return fail(f"{args.config}: {problem}")
+        problem = _check_records_database(os.environ[config.logging.url_secret or ""])
+        if problem is not None:
+            return fail(problem)
     data_dir = paths.data_dir(config.environment, args.data_dir, config.data_dir).resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -463,18 +465,83 @@ def _add_requests(sub: Subparsers) -> None:
     requests.set_defaults(func=cmd_requests)
 
 
+def _records_url_problem(config: RuntimeConfig) -> str | None:
+    """Why the postgres records sink's URL cannot be read from the environment, or None."""
+    name = config.logging.url_secret
+    if not name:
+        return "logging.sink is postgres but logging.url_secret names no secret"
+    if not os.environ.get(name):
+        return (
+            f"logging.sink is postgres: set the environment variable {name} to the "
+            "PostgreSQL URL of the request records (logging.url_secret names it)"
+        )
+    return None
+
+
+def _check_records_database(url: str) -> str | None:
+    """Migrate the records schema before serving; why it cannot be used, or None. An
+    unreachable database is only a warning: records must not stop serving (they wait in
+    memory until it is reachable)."""
+    from runtime.postgres import PostgresError, connect
+    from runtime.records_pg import ensure_schema
+
+    try:
+        conn = connect(url, timeout_s=3.0)
+    except PostgresError as exc:
+        print(
+            f"warning: request records: {exc}; serving anyway, records are held in memory "
+            "(logging.buffer_max_records) until it is reachable",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        ensure_schema(conn)
+    except PostgresError as exc:
+        return f"request records: {exc}"
+    finally:
+        conn.close()
+    return None
+
+
 def cmd_requests(args: argparse.Namespace) -> int:
-    """`requests`: the last records, or a grouped summary with --by."""
-    directory = _dir(args)
-    db = directory / REQUESTS_DB
-    if not db.exists():
-        return fail(f"no requests recorded yet in {directory}; is --data-dir right?")
+    """`requests`: the last records, or a grouped summary with --by (from the SQLite log in
+    the data dir, or from PostgreSQL when `--config` says `logging.sink: postgres`)."""
     since = time.time() - args.since if args.since else None
     last = args.last if args.last or args.by else 20
-    try:
-        records = read_records(db, since=since, last=last)
-    except sqlite3.Error as exc:
-        return fail(f"cannot read the request log {db}: {exc}")
+    config_path = getattr(args, "config", None)
+    config = None
+    if config_path:
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            return fail(str(exc))
+    if config is not None and config.logging.sink == "postgres":
+        if config.environment != args.env:
+            return fail(
+                f"{config_path} is the config of environment {config.environment!r}, "
+                f"not {args.env!r}; pass that environment's runtime.json"
+            )
+        problem = _records_url_problem(config)
+        if problem is not None:
+            return fail(f"{config_path}: {problem}")
+        from runtime.postgres import PostgresError
+        from runtime.records_pg import read_records as read_records_pg
+
+        try:
+            records = read_records_pg(
+                os.environ[config.logging.url_secret or ""], args.env, since=since, last=last
+            )
+        except PostgresError as exc:
+            return fail(f"cannot read the request records in PostgreSQL: {exc}")
+    else:
+        directory = _dir(args)
+        db = directory / REQUESTS_DB
+        if not db.exists():
+            return fail(f"no requests recorded yet in {directory}; is --data-dir right?")
+        try:
+            records = read_records(db, since=since, last=last)
+        except sqlite3.Error as exc:
+            return fail(f"cannot read the request log {db}: {exc}")
     if args.by:
         groups = request_report.summarize(records, args.by)
         if args.json:
