@@ -727,14 +727,18 @@ def check_state_stores(ctx: CheckContext) -> Iterator[Diagnostic]:
                     "environment",
                 )
             earlier = users[(store, where)]
-            for other, _other_secret in earlier:
-                if other == env_name:
-                    continue
-                shares.update({(env_name, other), (other, env_name)})
-                if other in _shared_with(cfg, env_name) and env_name in _shared_with(cfg, other):
-                    continue
-                yield _shared_store(ctx, store, where, (other, env_name), secret)
-                break
+            refused = [
+                other
+                for other, _other_secret in earlier
+                if other != env_name
+                and not (
+                    other in _shared_with(cfg, env_name) and env_name in _shared_with(cfg, other)
+                )
+            ]
+            shares.update((env_name, other) for other, _s in earlier if other != env_name)
+            shares.update((other, env_name) for other, _s in earlier if other != env_name)
+            if refused:  # one diagnostic per source, naming the first environment it shares with
+                yield _shared_store(ctx, store, where, (refused[0], env_name), secret)
             earlier.append((env_name, secret))
     yield from _shared_with_names(ctx, shares)
     yield from _store_secret_reuse(ctx)

@@ -485,7 +485,8 @@ class Logging(_Section):
     sink: LogSink = Field(
         default="sqlite",
         description="`sqlite`: embedded, in the environment's data volume. `postgres`: a "
-        "database whose URL is a secret.",
+        "database whose URL is a secret. An environment with `state.postgres` writes its "
+        "records there instead.",
         examples=["sqlite"],
     )
     url_secret: SecretName | None = Field(
@@ -668,11 +669,12 @@ class SecretSource(_Section):
 
 
 class State(_Section):
-    """Where an environment keeps the state its replicas and hosts share: rate limits and
-    budget reservations in Redis, records, keys and BYOK in PostgreSQL. Each store's URL is a
-    secret, named here and given a source under the environment's `secrets`. Absent: the
-    embedded defaults (limits in each gateway process, keys and BYOK in SQLite, records by
-    the top-level `logging`)."""
+    """Shared state of the replicas and hosts of an environment: Redis and PostgreSQL.
+
+    Rate limits and budget reservations in Redis; records, keys and BYOK in PostgreSQL. Each
+    store's URL is a secret, named here and given a source under the environment's `secrets`.
+    Absent: the embedded defaults (limits in each gateway process, keys and BYOK in SQLite,
+    records by the top-level `logging`)."""
 
     redis: SecretName | None = Field(
         default=None,

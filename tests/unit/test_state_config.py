@@ -365,6 +365,33 @@ def test_both_sides_of_shared_with_allow_the_share() -> None:
     assert found(text) == []
 
 
+def test_a_third_environment_needs_the_agreement_of_each_it_shares_with() -> None:
+    text = config(
+        _env(
+            "staging",
+            8200,
+            "state: {redis: STAGING_REDIS_URL, shared_with: [production, qa]}\n",
+            "STAGING_REDIS_URL: {env: REDIS_URL}\n",
+        ),
+        _env(
+            "production",
+            8300,
+            "state: {redis: PRODUCTION_REDIS_URL, shared_with: [staging]}\n",
+            "PRODUCTION_REDIS_URL: {env: REDIS_URL}\n",
+        ),
+        _env(
+            "qa",
+            8400,
+            "state: {redis: QA_REDIS_URL, shared_with: [staging]}\n",
+            "QA_REDIS_URL: {env: REDIS_URL}\n",
+        ),
+    )
+    assert [(c, p) for c, p, *_ in found(text)] == [
+        ("E070", "environments.qa.secrets.QA_REDIS_URL.env")
+    ], "qa and staging agree; production never agreed to qa"
+    assert only(text, "E070").message.startswith("environments 'production' and 'qa' share")
+
+
 def test_a_shared_records_database_of_top_level_logging_is_a_store_share() -> None:
     text = config(
         _env("staging", 8200, "", "REQUEST_LOG_DATABASE_URL: {env: LOG_DB}\n"),
