@@ -590,7 +590,7 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                     (*base, "secrets") if env.secrets else base,
                     f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
                     "gives no source for it",
-                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under "
+                    f"add `{secret}: {{env: {_variable_for(env_name, secret)}}}` under "
                     f"environments.{env_name}.secrets",
                     at_key=not env.secrets,
                 )
@@ -648,6 +648,13 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                 f"'{where}'",
                 _own_source_hint(kind, where, secret, (first_env, env_name)),
             )
+
+
+def _variable_for(env_name: str, secret: str) -> str:
+    """The operator's variable a hint suggests: the secret's name, prefixed by the
+    environment's unless it already is (PRODUCTION_REDIS_URL, not PRODUCTION_PRODUCTION_...)."""
+    prefix = env_name.upper().replace("-", "_") + "_"
+    return secret if secret.startswith(prefix) else prefix + secret
 
 
 def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) -> str:

@@ -307,6 +307,10 @@ def test_a_store_secret_without_a_source_is_e042_where_the_others_are() -> None:
         7,
     )
     assert "PRODUCTION_REDIS_URL (named by environments.production.state.redis)" in d.message
+    assert d.hint == (
+        "add `PRODUCTION_REDIS_URL: {env: PRODUCTION_REDIS_URL}` under "
+        "environments.production.secrets"
+    ), "the environment's prefix is not doubled"
 
 
 def _two(staging_state: str, production_state: str, staging_src: str, production_src: str) -> str:
