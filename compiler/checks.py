@@ -833,11 +833,13 @@ def _store_secret_reuse(ctx: CheckContext) -> Iterator[Diagnostic]:
                 f"add `redis: {_state_example(env_name, 'redis')}` or remove on_redis_unavailable",
             )
         needs = required_secrets(ctx.config, resolved)
+        stores = resolved.state
+        database = stores.records_secret if stores.records_sink == "postgres" else None
         for store in ("redis", "postgres"):
             secret = getattr(state, store)
             if secret is None:
                 continue
-            if store == "redis" and secret == state.postgres:
+            if store == "redis" and secret == database:  # state.postgres or logging.url_secret
                 yield error(
                     "E072",
                     (*base, store),

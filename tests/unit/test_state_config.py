@@ -477,6 +477,18 @@ def test_one_secret_for_two_things_is_refused() -> None:
         )
     )
     assert only(both, "E072").dotted_path == "environments.production.state.redis"
+    records = config(
+        _env(
+            "production",
+            8300,
+            "state: {redis: REQUEST_LOG_DATABASE_URL}\n",
+            "REQUEST_LOG_DATABASE_URL: {env: PRODUCTION_LOG_DB}\n",
+        ),
+        extra=LOGGING_PG,
+    )
+    assert only(records, "E072").message == (
+        "REQUEST_LOG_DATABASE_URL is named for both the Redis and the PostgreSQL URL"
+    )
     credential = config(_env("production", 8300, "state: {postgres: OPENAI_API_KEY}\n"))
     d = only(credential, "E072")
     assert d.message == (
