@@ -12,7 +12,7 @@ from pathlib import PurePath
 from typing import Any
 
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
-from compiler.models import GatewayConfig, Limits, Price, PriceTier
+from compiler.models import GatewayConfig, Limits, Price, PriceTier, SecretSource
 from compiler.resolve import (
     REFERENCE_INPUT_TOKENS,
     REFERENCE_OUTPUT_TOKENS,
@@ -554,8 +554,20 @@ def literal_secrets(data: Any) -> Iterator[Diagnostic]:
     """Secret values anywhere in the document as loaded; needs no valid shape."""
     for path, value in _walk(data, ()):
         last = path[-1] if path else ""
-        credential_position = last in _CREDENTIAL_KEYS or (
-            len(path) == 5 and path[0] == "environments" and path[2] == "secrets" and last == "env"
+        credential_position = (
+            last in _CREDENTIAL_KEYS
+            or (
+                len(path) == 5
+                and path[0] == "environments"
+                and path[2] == "secrets"
+                and last == "env"
+            )
+            or (
+                len(path) == 4
+                and path[0] == "environments"
+                and path[2] == "state"
+                and last in ("redis", "postgres")
+            )
         )
         if has_known_secret(value) or (credential_position and looks_like_secret(value)):
             yield error("E040", path, describe_secret(value), secret_hint(path))
@@ -578,7 +590,7 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                     (*base, "secrets") if env.secrets else base,
                     f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
                     "gives no source for it",
-                    f"add `{secret}: {{env: {env_name.upper().replace('-', '_')}_{secret}}}` under "
+                    f"add `{secret}: {{env: {_variable_for(env_name, secret)}}}` under "
                     f"environments.{env_name}.secrets",
                     at_key=not env.secrets,
                 )
@@ -619,11 +631,15 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                         )
                         continue
                 sources[("file", _normalise_file(f))].append((env_name, secret))
+    stores = _store_secrets(ctx)
     for (kind, where), users in sources.items():
-        first_env = users[0][0]
+        first_env, first_secret = users[0]
         for env_name, secret in users[1:]:
             if env_name == first_env:
                 continue
+            store = stores[env_name].get(secret)
+            if store is not None and store == stores[first_env].get(first_secret):
+                continue  # one store used by both: check_state_stores says whether they may
             what = "environment variable" if kind == "env" else "file"
             yield error(
                 "E041",
@@ -634,6 +650,13 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
             )
 
 
+def _variable_for(env_name: str, secret: str) -> str:
+    """The operator's variable a hint suggests: the secret's name, prefixed by the
+    environment's unless it already is (PRODUCTION_REDIS_URL, not PRODUCTION_PRODUCTION_...)."""
+    prefix = env_name.upper().replace("-", "_") + "_"
+    return secret if secret.startswith(prefix) else prefix + secret
+
+
 def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) -> str:
     if kind == "env":
         a, b = (f"{e.upper().replace('-', '_')}_{secret}" for e in envs)
@@ -641,6 +664,232 @@ def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) 
         folder, name = posixpath.split(where)
         a, b = (posixpath.join(folder, e, name) for e in envs)
     return f"give each environment its own key and its own source, e.g. {a} and {b}"
+
+
+# ---------------------------------------------------------------------------------------
+# shared state: environments.<env>.state
+
+
+_STORE_WORDS = {"redis": "Redis", "postgres": "PostgreSQL"}
+
+
+def _store_secrets(ctx: CheckContext) -> dict[str, dict[str, str]]:
+    """Per environment: secret name -> the store whose URL it holds (`redis`, `postgres`);
+    the top-level `logging.url_secret` counts as the PostgreSQL of environments without
+    their own `state.postgres`."""
+    out: dict[str, dict[str, str]] = {}
+    for env_name, resolved in ctx.resolved.items():
+        st = resolved.state
+        found: dict[str, str] = {}
+        if st.records_sink == "postgres" and st.records_secret is not None:
+            found[st.records_secret] = "postgres"
+        if st.redis_secret is not None:
+            found.setdefault(st.redis_secret, "redis")
+        out[env_name] = found
+    return out
+
+
+def _store_source(src: SecretSource) -> tuple[str, str] | None:
+    """The source a store's URL is read from, as `check_secrets` compares them (None for one
+    it already refuses: a relative file, a variable name that is itself a secret)."""
+    if src.env is not None:
+        return None if looks_like_secret(src.env) else ("env", src.env)
+    if src.file is not None and (src.file.startswith("/") or src.file.startswith("~/")):
+        return ("file", _normalise_file(src.file))
+    return None
+
+
+def _shared_with(config: GatewayConfig, env_name: str) -> list[str]:
+    state = config.environments[env_name].state
+    return [] if state is None else state.shared_with
+
+
+def _state_example(env_name: str, store: str) -> str:
+    return f"{env_name.upper().replace('-', '_')}_{'REDIS' if store == 'redis' else 'DATABASE'}_URL"
+
+
+def check_state_stores(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """Stores shared between environments only where both allow it; `shared_with` naming
+    environments that exist and share something; one secret per store; exact limits where
+    several processes serve an environment."""
+    cfg = ctx.config
+    stores = _store_secrets(ctx)
+    users: dict[tuple[str, tuple[str, str]], list[tuple[str, str]]] = defaultdict(list)
+    shares: set[tuple[str, str]] = set()
+    for env_name in cfg.environments:  # document order: the later one is reported
+        env = cfg.environments[env_name]
+        for secret, store in stores[env_name].items():
+            src = env.secrets.get(secret)
+            where = None if src is None else _store_source(src)
+            if src is None or where is None:
+                continue  # no source (E042) or a refused one (E040, E043)
+            if src.optional:
+                yield error(
+                    "E073",
+                    ("environments", env_name, "secrets", secret, "optional"),
+                    f"secret {secret} holds the {_STORE_WORDS[store]} URL of environment "
+                    f"'{env_name}', which cannot start without it",
+                    f"remove `optional: true`; to run without {_STORE_WORDS[store]}, remove "
+                    f"{'state.redis' if store == 'redis' else 'state.postgres'} from this "
+                    "environment",
+                )
+            earlier = users[(store, where)]
+            refused = [
+                other
+                for other, _other_secret in earlier
+                if other != env_name
+                and not (
+                    other in _shared_with(cfg, env_name) and env_name in _shared_with(cfg, other)
+                )
+            ]
+            shares.update((env_name, other) for other, _s in earlier if other != env_name)
+            shares.update((other, env_name) for other, _s in earlier if other != env_name)
+            if refused:  # one diagnostic per source, naming the first environment it shares with
+                yield _shared_store(ctx, store, where, (refused[0], env_name), secret)
+            earlier.append((env_name, secret))
+    yield from _shared_with_names(ctx, shares)
+    yield from _store_secret_reuse(ctx)
+    yield from _exact_limits(ctx)
+
+
+def _shared_store(
+    ctx: CheckContext, store: str, where: tuple[str, str], envs: tuple[str, str], secret: str
+) -> Diagnostic:
+    first, second = envs
+    kind, value = where
+    what = "environment variable" if kind == "env" else "file"
+    word = _STORE_WORDS[store]
+    first_ok = second in _shared_with(ctx.config, first)
+    second_ok = first in _shared_with(ctx.config, second)
+    if first_ok or second_ok:
+        agreed, missing = (first, second) if first_ok else (second, first)
+        hint = (
+            f"environments.{agreed}.state lists '{missing}' in shared_with, but "
+            f"environments.{missing}.state does not list '{agreed}': sharing takes both; add "
+            f"`shared_with: [{agreed}]` under environments.{missing}.state, or give each "
+            f"environment its own {word}"
+        )
+    else:
+        hint = (
+            f"give each environment its own {word} (its own URL, e.g. "
+            f"{_state_example(first, store)} and {_state_example(second, store)}), or, if they "
+            f"are meant to share it, add `shared_with: [{second}]` under "
+            f"environments.{first}.state and `shared_with: [{first}]` under "
+            f"environments.{second}.state"
+        )
+    return error(
+        "E070",
+        ("environments", second, "secrets", secret, kind),
+        f"environments '{first}' and '{second}' share one {word}: both read its URL from the "
+        f"{what} '{value}'",
+        hint,
+    )
+
+
+def _shared_with_names(ctx: CheckContext, shares: set[tuple[str, str]]) -> Iterator[Diagnostic]:
+    envs = ctx.config.environments
+    for env_name, env in envs.items():
+        if env.state is None:
+            continue
+        for i, other in enumerate(env.state.shared_with):
+            path: Path = ("environments", env_name, "state", "shared_with", i)
+            if other == env_name:
+                yield error(
+                    "E071",
+                    path,
+                    f"environment '{env_name}' lists itself in shared_with",
+                    "list the OTHER environments that may use the same Redis or PostgreSQL",
+                )
+            elif other not in envs:
+                if not ctx.is_broken("environments", other):
+                    yield error(
+                        "E071",
+                        path,
+                        f"unknown environment '{other}' in shared_with",
+                        _suggest(other, envs, "environments"),
+                    )
+            elif (env_name, other) not in shares:
+                yield warning(
+                    "W071",
+                    path,
+                    f"environments '{env_name}' and '{other}' share no store, so this entry "
+                    "allows nothing",
+                    "remove it (a stale allowance lets a later edit share a store unnoticed)",
+                )
+
+
+def _store_secret_reuse(ctx: CheckContext) -> Iterator[Diagnostic]:
+    for env_name, resolved in ctx.resolved.items():
+        state = resolved.env.state
+        if state is None:
+            continue
+        base: Path = ("environments", env_name, "state")
+        if "on_redis_unavailable" in state.model_fields_set and state.redis is None:
+            yield warning(
+                "W072",
+                (*base, "on_redis_unavailable"),
+                "on_redis_unavailable has no effect without `redis`: limits are kept in each "
+                "gateway process",
+                f"add `redis: {_state_example(env_name, 'redis')}` or remove on_redis_unavailable",
+            )
+        needs = required_secrets(ctx.config, resolved)
+        stores = resolved.state
+        database = stores.records_secret if stores.records_sink == "postgres" else None
+        for store in ("redis", "postgres"):
+            secret = getattr(state, store)
+            if secret is None:
+                continue
+            if store == "redis" and secret == database:  # state.postgres or logging.url_secret
+                yield error(
+                    "E072",
+                    (*base, store),
+                    f"{secret} is named for both the Redis and the PostgreSQL URL",
+                    "each store needs its own secret, e.g. "
+                    f"{_state_example(env_name, 'redis')} and "
+                    f"{_state_example(env_name, 'postgres')}",
+                )
+                continue
+            used_by = needs.get(secret, "")
+            if not used_by.startswith("environments."):
+                yield error(
+                    "E072",
+                    (*base, store),
+                    f"{secret} holds the {_STORE_WORDS[store]} URL but is also named by {used_by}",
+                    f"name a secret of its own, e.g. {_state_example(env_name, store)}",
+                )
+
+
+def _has_limits(limits: Limits) -> bool:
+    k = limits.per_key
+    return (
+        k.requests_per_minute is not None
+        or k.tokens_per_minute is not None
+        or _has_usd_limits(limits)
+    )
+
+
+def _exact_limits(ctx: CheckContext) -> Iterator[Diagnostic]:
+    workers = ctx.config.runtime.workers
+    for env_name, resolved in ctx.resolved.items():
+        env = resolved.env
+        processes = env.replicas * workers
+        if processes <= 1 or resolved.state.limits_store == "redis":
+            continue
+        if not _has_limits(resolved.limits):
+            continue
+        yield warning(
+            "W070",
+            ("environments", env_name, "replicas")
+            if env.replicas > 1
+            else ("environments", env_name),
+            f"environment '{env_name}' runs {processes} gateway processes ({env.replicas} "
+            f"replica{'s' if env.replicas > 1 else ''} × {workers} worker"
+            f"{'s' if workers > 1 else ''}) that each count rate limits and budgets on their "
+            "own, so these are not exact: concurrent requests can overshoot a budget",
+            f"add `state: {{redis: {_state_example(env_name, 'redis')}}}` (and its source under "
+            "secrets) so every process counts in one place",
+            at_key=env.replicas == 1,
+        )
 
 
 def check_logging(ctx: CheckContext) -> Iterator[Diagnostic]:
@@ -746,6 +995,7 @@ CHECKS: tuple[Check, ...] = (
     check_literal_secrets,
     check_secrets,
     check_logging,
+    check_state_stores,
     check_hosts,
     check_policy_only,
 )

@@ -185,6 +185,12 @@ def _comparable(config: GatewayConfig, env_name: str) -> dict[str, dict[str, Any
         },
         "routes": routes,
         "limits": doc.limits.to_dict(),
+        "state": {
+            "limits": doc.state.limits_store,
+            "on_redis_unavailable": doc.state.on_redis_unavailable,
+            "keys": doc.state.keys_store,
+            "records": doc.logging.sink,
+        },
         "secrets": {
             name: ("optional" if s.optional else "required") for name, s in doc.secrets.items()
         },

@@ -25,6 +25,7 @@ from runtime.vocabulary import (
     Capability,
     FallbackErrorClass,
     LogSink,
+    OnUnavailable,
     Strategy,
 )
 
@@ -484,7 +485,8 @@ class Logging(_Section):
     sink: LogSink = Field(
         default="sqlite",
         description="`sqlite`: embedded, in the environment's data volume. `postgres`: a "
-        "database whose URL is a secret.",
+        "database whose URL is a secret. An environment with `state.postgres` writes its "
+        "records there instead.",
         examples=["sqlite"],
     )
     url_secret: SecretName | None = Field(
@@ -666,6 +668,43 @@ class SecretSource(_Section):
         return self
 
 
+class State(_Section):
+    """Shared state of the replicas and hosts of an environment: Redis and PostgreSQL.
+
+    Rate limits and budget reservations in Redis; records, keys and BYOK in PostgreSQL. Each
+    store's URL is a secret, named here and given a source under the environment's `secrets`.
+    Absent: the embedded defaults (limits in each gateway process, keys and BYOK in SQLite,
+    records by the top-level `logging`)."""
+
+    redis: SecretName | None = Field(
+        default=None,
+        description="Name of the secret holding the Redis URL: rate limits and budget "
+        "reservations are counted there, exact across every process, replica and host of the "
+        "environment. Absent: each gateway process counts its own.",
+        examples=["PRODUCTION_REDIS_URL"],
+    )
+    postgres: SecretName | None = Field(
+        default=None,
+        description="Name of the secret holding the PostgreSQL URL: request records, gateway "
+        "keys and BYOK credentials are kept there (records go there instead of the top-level "
+        "`logging` sink). Absent: SQLite files in the environment's data volume.",
+        examples=["PRODUCTION_DATABASE_URL"],
+    )
+    on_redis_unavailable: OnUnavailable = Field(
+        default="closed",
+        description="While Redis cannot be reached: `closed` answers 503 "
+        "`limits_unavailable`; `open` serves on each process's own counters (limits and "
+        "budgets are then not exact). Visible in metrics and `/readyz` either way.",
+        examples=["closed"],
+    )
+    shared_with: list[EnvName] = Field(
+        default_factory=list,
+        description="Environments allowed to use the same Redis or PostgreSQL (the same "
+        "secret source). Sharing a store is an error unless BOTH environments list each other.",
+        examples=[["staging"]],
+    )
+
+
 class Environment(_Section):
     """One deployment of the gateway: a host, a port, secrets and policy."""
 
@@ -743,6 +782,12 @@ class Environment(_Section):
         default=None,
         description="Limit overrides for this environment, merged field by field.",
         examples=[{"per_key": {"requests_per_minute": 60}}],
+    )
+    state: State | None = Field(
+        default=None,
+        description="Shared state for several replicas or hosts: Redis for limits, "
+        "PostgreSQL for records, keys and BYOK. Absent: the embedded stores.",
+        examples=[{"redis": "PRODUCTION_REDIS_URL", "postgres": "PRODUCTION_DATABASE_URL"}],
     )
     health_timeout_s: float = Field(
         default=60.0,

@@ -46,6 +46,7 @@ from runtime.config import (
     RouteConfig,
     RuntimeConfig,
     SecretSpec,
+    StateConfig,
 )
 
 CONTAINER_PORT = 8000
@@ -168,6 +169,7 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> Runt
         for name, m in p.models.items()
     }
     limits = resolved.limits
+    stores = resolved.state
     return RuntimeConfig(
         schema_version=SCHEMA_VERSION,
         config_hash="",
@@ -195,11 +197,18 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> Runt
             },
         ),
         logging=LoggingConfig(
-            sink=config.logging.sink,
-            url_secret=config.logging.url_secret,
+            sink=stores.records_sink,
+            url_secret=stores.records_secret,
             retention_days=config.logging.retention_days,
             batch_size=config.logging.batch_size,
             flush_interval_ms=config.logging.flush_interval_ms,
+        ),
+        state=StateConfig(
+            limits_store=stores.limits_store,
+            redis_url_secret=stores.redis_secret,
+            on_redis_unavailable=stores.on_redis_unavailable,
+            keys_store=stores.keys_store,
+            postgres_url_secret=stores.postgres_secret,
         ),
         cost_reference_request=CostReference(REFERENCE_INPUT_TOKENS, REFERENCE_OUTPUT_TOKENS),
         price_table_hash="sha256:" + sha256(canonical_json(prices)),

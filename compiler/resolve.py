@@ -21,7 +21,7 @@ from compiler.models import (
 )
 from runtime.config import Price as RuntimePrice
 from runtime.config import PriceTier as RuntimePriceTier
-from runtime.vocabulary import DEFAULT_BASE_URLS
+from runtime.vocabulary import DEFAULT_BASE_URLS, KeysStore, LimitsStore, LogSink, OnUnavailable
 
 # The "typical request" a cost cap is checked against before any request exists.
 REFERENCE_INPUT_TOKENS = 1000
@@ -95,11 +95,43 @@ class ResolvedRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolvedState:
+    """Where an environment's shared state lives (runtime.json `state` and `logging.sink`):
+    its `state` block, or the embedded defaults with records by the top-level `logging`."""
+
+    limits_store: LimitsStore
+    redis_secret: str | None
+    on_redis_unavailable: OnUnavailable
+    keys_store: KeysStore
+    postgres_secret: str | None
+    records_sink: LogSink
+    records_secret: str | None
+
+
+def resolve_state(config: GatewayConfig, env: Environment) -> ResolvedState:
+    """The stores of one environment: `state.redis` moves limits to Redis; `state.postgres`
+    moves keys, BYOK and records to PostgreSQL; otherwise records follow `logging`."""
+    state = env.state
+    redis = None if state is None else state.redis
+    postgres = None if state is None else state.postgres
+    return ResolvedState(
+        limits_store="memory" if redis is None else "redis",
+        redis_secret=redis,
+        on_redis_unavailable="closed" if state is None else state.on_redis_unavailable,
+        keys_store="sqlite" if postgres is None else "postgres",
+        postgres_secret=postgres,
+        records_sink=config.logging.sink if postgres is None else "postgres",
+        records_secret=config.logging.url_secret if postgres is None else postgres,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedEnvironment:
     name: str
     env: Environment
     compose_project: str
     allowed_providers: tuple[str, ...]  # providers that may serve requests here, sorted
+    state: ResolvedState  # where its limits, keys, BYOK and records live
     policy_drops: dict[str, str] = field(default_factory=dict)  # provider -> why it may not
     routes: dict[str, ResolvedRoute] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -326,6 +358,7 @@ def resolve_environments(
             env=env,
             compose_project=compose_project(config, env_name),
             allowed_providers=allowed,
+            state=resolve_state(config, env),
             policy_drops=why,
             routes=routes,
             limits=merge_limits(config.limits, env.limits),
@@ -363,6 +396,12 @@ def required_secrets(config: GatewayConfig, resolved: ResolvedEnvironment) -> di
     for oid, org in sorted(config.orgs.items()):
         if org.byok is not None:
             needs.setdefault(org.byok.encryption_key, f"orgs.{oid}.byok.encryption_key")
-    if config.logging.sink == "postgres" and config.logging.url_secret:
-        needs.setdefault(config.logging.url_secret, "logging.url_secret")
+    stores = resolved.state
+    where = f"environments.{resolved.name}.state"
+    if stores.redis_secret is not None:
+        needs.setdefault(stores.redis_secret, f"{where}.redis")
+    if stores.postgres_secret is not None:
+        needs.setdefault(stores.postgres_secret, f"{where}.postgres")
+    elif stores.records_sink == "postgres" and stores.records_secret:
+        needs.setdefault(stores.records_secret, "logging.url_secret")
     return needs

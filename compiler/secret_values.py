@@ -20,11 +20,15 @@ _KINDS: tuple[tuple[str, str], ...] = (
     ("an AWS access key id", r"AKIA[0-9A-Z]{16}"),
     ("a GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}"),
     ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    ("a URL with a password in it", r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),
+    # The user may be empty: Redis URLs carry only a password (`redis://:pw@host`).
+    ("a URL with a password in it", r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@"),
 )
 _KNOWN = [(kind, re.compile(pattern)) for kind, pattern in _KINDS]
 _ANY_KNOWN = re.compile("|".join(f"(?:{pattern})" for _kind, pattern in _KINDS))
 _NAME_LIKE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+# A URL (`redis://host:6379/0`, `postgresql://...`): never a secret's NAME, and it may carry
+# a password or a host name that has no place in a reviewed file.
+_URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def known_secret_kind(value: str) -> str | None:
@@ -57,7 +61,7 @@ def entropy(value: str) -> float:
 
 def looks_like_secret(value: str) -> bool:
     """For credential positions: a known key format, or a long random-looking token."""
-    if has_known_secret(value):
+    if has_known_secret(value) or _URL.match(value):
         return True
     if _NAME_LIKE.match(value):
         return False
@@ -67,8 +71,14 @@ def looks_like_secret(value: str) -> bool:
 
 def describe_secret(value: str) -> str:
     """The message for a secret value found in the config."""
-    kind = known_secret_kind(value) or "a secret value (a long random token)"
+    kind = known_secret_kind(value) or (
+        "a URL" if _URL.match(value) else "a secret value (a long random token)"
+    )
     return f"this looks like {kind} written into the config; the config may only name secrets"
+
+
+# The example secret name a hint suggests for each store of `environments.<env>.state`.
+_STORE_SECRET = {"redis": "REDIS_URL", "postgres": "DATABASE_URL"}
 
 
 def secret_hint(path: tuple[str | int, ...]) -> str:
@@ -81,6 +91,13 @@ def secret_hint(path: tuple[str | int, ...]) -> str:
         )
     if path and path[-1] == "description":
         return f"remove it from the text; {rotate}"
+    if len(path) == 4 and path[0] == "environments" and path[2] == "state":
+        name = f"{str(path[1]).upper().replace('-', '_')}_{_STORE_SECRET.get(str(path[3]), 'URL')}"
+        return (
+            f"name a secret instead (e.g. {path[3]}: {name}) and give its source under "
+            f"environments.{path[1]}.secrets; if the URL holds a password, rotate it: it is in "
+            "your version history now"
+        )
     return (
         "write the NAME of a secret (e.g. OPENAI_API_KEY) and give its source under "
         f"environments.<env>.secrets; {rotate}"

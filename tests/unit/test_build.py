@@ -230,6 +230,9 @@ def test_runtime_json_names_only_secrets_it_lists(
     named |= {o["byok"]["encryption_key"] for o in doc["orgs"].values() if o["byok"]}
     if doc["logging"]["sink"] == "postgres":
         named.add(doc["logging"]["url_secret"])
+    for store in ("limits", "keys"):
+        if doc["state"][store]["store"] != ("memory" if store == "limits" else "sqlite"):
+            named.add(doc["state"][store]["url_secret"])
     assert named == set(doc["secrets"])
     for pid, provider in doc["providers"].items():
         if provider["adapter"] == "mock":
@@ -252,6 +255,8 @@ def test_production_policy_is_applied() -> None:
         "ANTHROPIC_API_KEY",
         "GLOBEX_BYOK_ENCRYPTION_KEY",
         "OPENAI_API_KEY",
+        "PRODUCTION_DATABASE_URL",
+        "PRODUCTION_REDIS_URL",
     ]
 
 
@@ -317,6 +322,8 @@ def test_no_secret_value_in_any_artifact_or_output(tmp_path: Path) -> None:
         "ANTHROPIC_API_KEY",
         "GLOBEX_BYOK_ENCRYPTION_KEY",
         "OPENAI_API_KEY",
+        "PRODUCTION_DATABASE_URL",
+        "PRODUCTION_REDIS_URL",
     ]
     manifest = json.loads(artifacts["production/manifest.json"])
     assert manifest["secrets"] == sorted(runtime["secrets"])

@@ -181,7 +181,7 @@ def test_diff_staging_production_shows_what_promotion_changes() -> None:
     proc = run("diff", "staging", "production")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("12 differences from staging to production:\n")
+    assert out.startswith("17 differences from staging to production:\n")
     for block in (
         "  replicas\n    - staging: 1\n    + production: 2\n",
         "  port\n    - staging: 8200\n    + production: 8300\n",
@@ -192,6 +192,10 @@ def test_diff_staging_production_shows_what_promotion_changes() -> None:
         "anthropic, openai\n",
         "  per_key.requests_per_minute\n    - staging: 120\n    + production: 600\n",
         "  GEMINI_API_KEY\n    - staging: required\n    + production: (absent)\n",
+        "  PRODUCTION_REDIS_URL\n    - staging: (absent)\n    + production: required\n",
+        "state:\n  keys\n    - staging: sqlite\n    + production: postgres\n"
+        "  limits\n    - staging: memory\n    + production: redis\n"
+        "  records\n    - staging: sqlite\n    + production: postgres\n",
     ):
         assert block in out
     providers = out.partition("\nproviders:\n")[2].partition("\n\n")[0]
