@@ -36,7 +36,7 @@ from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
 from runtime.limits import LimitState, SpendTotals, period_starts
-from runtime.metrics import Metrics
+from runtime.metrics import SNAPSHOT_INTERVAL_S, Metrics, WorkerSnapshots, merge
 from runtime.records import RecordWriter, read_spend
 from runtime.router import Router
 from runtime.services import Services, authenticate
@@ -44,6 +44,9 @@ from runtime.services import Services, authenticate
 log = logging.getLogger("switchyard")
 
 SPEND_REFRESH_S = 5.0
+# Set by `serve --workers N` (runtime/cli.py) in every worker: the supervisor's pid, which
+# names the directory where the replica's workers share their metrics.
+SUPERVISOR_ENV = "SWITCHYARD_SUPERVISOR_PID"
 
 
 class Gateway:
@@ -54,6 +57,7 @@ class Gateway:
         self.config = config
         self.data_dir = data_dir
         self.metrics = Metrics()
+        self.metrics.set_build_info(config.environment, config.config_hash)
         self.limits = LimitState(config.limits, config.workers)
         problems = unsendable_credentials(config, environ)
         if problems:
@@ -72,6 +76,12 @@ class Gateway:
         self._auth: Authenticator | None = None
         self._writer: RecordWriter | None = None
         self._byok: ByokCache | None = None
+        supervisor = environ.get(SUPERVISOR_ENV, "")
+        self.snapshots = (
+            WorkerSnapshots(data_dir, int(supervisor)) if supervisor.isdigit() else None
+        )
+        self._snapshot_seq = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
 
     @property
     def services(self) -> Services:
@@ -117,6 +127,10 @@ class Gateway:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
+        if self.snapshots is not None:
+            self.snapshots.prepare()
+            await self._snapshot()
+            self._snapshot_task = asyncio.ensure_future(self._snapshot_loop())
         lim = cfg.limits
         budgets = [lim.key_budget, lim.org_budget, *lim.org_budgets.values()]
         if any(b.usd_per_day is not None or b.usd_per_month is not None for b in budgets):
@@ -130,6 +144,8 @@ class Gateway:
     async def stop(self) -> None:
         """Stop the refresh threads, close the transport, write what the writer holds."""
         self._stop.set()
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
         if self._auth is not None:
             self._auth.stop()
         if self._byok is not None:
@@ -138,6 +154,8 @@ class Gateway:
             await self._transport.close()
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
+        if self.snapshots is not None:
+            await self._snapshot()  # the final numbers: the replica's totals never go down
 
     def _read_spend(self) -> SpendTotals:
         day, month = period_starts(time.time())
@@ -187,6 +205,48 @@ class Gateway:
             "routes_usable": usable,
             "instance": _INSTANCE,
         }
+
+    def process_metrics(self) -> str:
+        """This process's counters, histograms and gauges in Prometheus text (no build info):
+        what `/metrics` shows with one worker and what each worker's snapshot holds."""
+        return self.metrics.render() + self.writer_metrics()
+
+    async def render_metrics(self) -> str:
+        """`/metrics`: the whole replica. With several workers this process's live numbers are
+        written as its snapshot first (so a later scrape answered by another worker never
+        sees less), then summed with every other worker's last snapshot (in a thread: file
+        I/O); then the build info."""
+        own = self.process_metrics()
+        snapshots = self.snapshots
+        if snapshots is None:
+            return own + self.metrics.build_info
+        self._snapshot_seq += 1
+        seq = self._snapshot_seq
+
+        def exchange() -> list[str]:
+            with contextlib.suppress(OSError):
+                snapshots.write(own, seq)
+            return snapshots.others()
+
+        others = await asyncio.get_running_loop().run_in_executor(None, exchange)
+        return merge(own, others) + self.metrics.build_info
+
+    async def _snapshot(self) -> None:
+        snapshots = self.snapshots
+        if snapshots is None:
+            return
+        self._snapshot_seq += 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, snapshots.write, self.process_metrics(), self._snapshot_seq
+            )
+        except OSError as exc:
+            log.warning("could not write the metrics snapshot %s: %s", snapshots.path, exc)
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+            await self._snapshot()
 
     def writer_metrics(self) -> str:
         """The record writer's counters in Prometheus text (empty before start)."""
@@ -284,7 +344,7 @@ def create_app(
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        text = gw.metrics.render() + gw.writer_metrics()
+        text = await gw.render_metrics()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/v1/models")

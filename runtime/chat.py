@@ -24,6 +24,7 @@ from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
 from runtime.fallback import AllCandidatesFailed, complete, open_stream
+from runtime.metrics import RouteLabels, status_label
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
 from runtime.services import Services, authenticate
@@ -61,6 +62,7 @@ class ChatHandler:
         self.price_hash = cfg.price_table_hash
         self.config_hash = cfg.config_hash
         self.request_timeout = cfg.request_timeout_s
+        self.labels = RouteLabels(cfg)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -346,7 +348,9 @@ class ChatHandler:
                 )
                 if state.first_byte is None:
                     state.first_byte = time.perf_counter()
-                self.services.metrics.broken.inc((rec.route or "-", cand.provider.id))
+                self.services.metrics.broken.inc(
+                    (self.labels.route(rec.route, rec.requested_model), cand.provider.id)
+                )
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
             if include_usage and not usage_relayed:
@@ -365,9 +369,9 @@ class ChatHandler:
 
     def _observe(self, rec: RequestRecord, attempts: list[Attempt]) -> None:
         m = self.services.metrics
-        route = rec.route or rec.requested_model or "-"
-        provider = rec.provider or "-"
-        m.requests.inc((route, provider, str(rec.status)))
+        route = self.labels.route(rec.route, rec.requested_model)  # from the config only
+        provider = rec.provider or "-"  # a configured provider's id (set by the router)
+        m.requests.inc((route, provider, status_label(rec.status)))
         m.latency.observe((route, provider), rec.latency_ms / 1000)
         if rec.ttfb_ms is not None:
             m.ttfb.observe((route, provider), rec.ttfb_ms / 1000)
