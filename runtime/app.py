@@ -31,13 +31,13 @@ from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.byok_store import BYOK_DB
-from runtime.chat import ChatHandler
+from runtime.chat import ChatHandler, next_request_id
 from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
 from runtime.limits import LimitState, SpendTotals, period_starts
 from runtime.metrics import SNAPSHOT_INTERVAL_S, Metrics, WorkerSnapshots, merge
-from runtime.records import RecordWriter, read_spend
+from runtime.records import MODELS_ENDPOINT, RecordWriter, RequestRecord, read_spend
 from runtime.router import Router
 from runtime.services import Services, authenticate
 
@@ -349,18 +349,28 @@ def create_app(
 
     @api.get("/v1/models")
     async def models(request: Request) -> Response:
+        # Every request gets a record, like a chat request (endpoint "/v1/models").
+        start = time.perf_counter()
         services = gw.services
+        rec = _models_record(config)
         try:
-            key = authenticate(services.keys, request.headers)
+            key = authenticate(services.keys, request.headers, rec)
+            rec.key_id, rec.org = key.id, key.org
+            org = config.orgs.get(key.org)
+            created = int(gw.started)
+            data = [
+                {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
+                for mid in services.router.model_ids(org)
+            ]
+            response = _json(200, {"object": "list", "data": data})
+            rec.status = 200
         except GatewayError as exc:
-            return _error(exc)
-        org = config.orgs.get(key.org)
-        created = int(gw.started)
-        data = [
-            {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
-            for mid in services.router.model_ids(org)
-        ]
-        return _json(200, {"object": "list", "data": data})
+            rec.status, rec.error_code = exc.status, exc.code
+            response = _error(exc)
+        response.headers["x-request-id"] = rec.request_id
+        rec.latency_ms = rec.ttfb_ms = (time.perf_counter() - start) * 1000
+        services.records.submit(rec)
+        return response
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
@@ -386,11 +396,45 @@ def _json(status: int, body: Any) -> Response:
 
 
 def _error(exc: GatewayError) -> Response:
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="switchyard"'
     return Response(
         orjson.dumps(exc.body()),
         status_code=exc.status,
         media_type="application/json",
-        headers=exc.headers,
+        headers=headers,
+    )
+
+
+def _models_record(config: RuntimeConfig) -> RequestRecord:
+    """The record of a `GET /v1/models` request, before authentication."""
+    return RequestRecord(
+        request_id=next_request_id(),
+        ts=time.time(),
+        environment=config.environment,
+        key_id=None,
+        org=None,
+        requested_model=None,
+        route=None,
+        provider=None,
+        upstream_model=None,
+        status=0,
+        error_code=None,
+        latency_ms=0.0,
+        ttfb_ms=None,
+        input_tokens=None,
+        output_tokens=None,
+        usage_estimated=False,
+        cost_usd=None,
+        stream=False,
+        attempts=[],
+        fell_back=False,
+        broke_after_commit=False,
+        skipped=[],
+        price_table_hash=config.price_table_hash,
+        config_hash=config.config_hash,
+        endpoint=MODELS_ENDPOINT,
     )
 
 

@@ -23,7 +23,7 @@ from runtime import scrub, tokens
 from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
-from runtime.fallback import AllCandidatesFailed, complete, open_stream
+from runtime.fallback import CANCELLED, AllCandidatesFailed, complete, open_stream
 from runtime.metrics import RouteLabels, status_label
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
@@ -46,6 +46,9 @@ def _next_id() -> str:
     """A request id unique across processes and restarts: a random per-process prefix and a
     counter (it only has to be unique, not unguessable: it grants nothing)."""
     return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
+
+next_request_id = _next_id  # for the other recorded endpoints (runtime/app.py)
 
 
 class _ClientGone(Exception):
@@ -150,7 +153,7 @@ class ChatHandler:
             for k, v in scope["headers"]
             if k in (b"authorization", b"x-api-key")
         }
-        key = authenticate(services.keys, headers)
+        key = authenticate(services.keys, headers, rec)
         rec.key_id, rec.org = key.id, key.org
         org = services.config.orgs.get(key.org)
         if org is None:
@@ -197,7 +200,9 @@ class ChatHandler:
                     raise  # a shutdown, not us
                 task.uncancel()
                 if guard.gone:
+                    _name_cancelled(attempts, "client_closed_request")
                     raise _ClientGone from None
+                _name_cancelled(attempts, "request_timeout")
                 raise TimeoutError from None
             finally:
                 guard.stop()
@@ -438,6 +443,12 @@ def _as_upstream(exc: Exception, cand: Candidate) -> UpstreamError:
         f"a chunk could not be read ({type(exc).__name__})",
         code="upstream_malformed",
     )
+
+
+def _name_cancelled(attempts: list[Attempt], outcome: str) -> None:
+    """The attempt cut by the request's cancellation (before the commit) says why."""
+    if attempts and attempts[-1].outcome == CANCELLED:
+        attempts[-1].outcome = outcome
 
 
 def _scrub_codes(attempts: list[Attempt]) -> None:

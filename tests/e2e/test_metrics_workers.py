@@ -44,12 +44,12 @@ def chat(url: str, key: str) -> None:
 def test_scrapes_of_a_two_worker_replica_count_every_request_and_never_go_down(
     tmp_path: Path,
 ) -> None:
-    gw = Gateway(runtime_config(UNUSED + "/v1", UNUSED, UNUSED), tmp_path, workers=2).start()
+    gw = Gateway(runtime_config(UNUSED + "/v1", UNUSED, UNUSED), tmp_path, workers=2)
+    key = gw.key()  # before start: every worker loads it
+    gw.start()
     assert gw.proc is not None
     try:
         assert wait_until(lambda: len(worker_pids(gw.proc.pid)) == 2, 10)  # type: ignore[union-attr]
-        key = gw.key()
-        time.sleep(1.5)  # every worker's key snapshot has it (refreshed each second)
         n = 0
         seen: list[int] = []
         for _ in range(8):
