@@ -233,8 +233,9 @@ class WorkerSnapshots:
         self._written = 0  # the sequence number of the newest text on disk
 
     def prepare(self) -> None:
-        """Create this session's directory; remove those of this host's earlier `serve`
-        processes and any nobody wrote to for STALE_AFTER_S (replicas long gone)."""
+        """Create this session's directory; remove those of this host's `serve` processes
+        that are gone (an earlier life of the container) and any directory nobody wrote to
+        for STALE_AFTER_S (replicas long gone)."""
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         now = time.time()
         with contextlib.suppress(OSError):
@@ -245,8 +246,17 @@ class WorkerSnapshots:
                     stale = now - entry.stat().st_mtime > STALE_AFTER_S
                 except OSError:
                     continue
-                if stale or entry.name.startswith(self.host + "-"):
+                if stale or self._gone(entry.name):
                     shutil.rmtree(entry, ignore_errors=True)
+
+    def _gone(self, session: str) -> bool:
+        """A session of this host whose `serve` process no longer runs (another `serve` on
+        the same data dir keeps its own)."""
+        parts = session.rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != self.host:
+            return False
+        pid, start = parts[1], parts[2]
+        return not pid.isdigit() or _start_time(int(pid)) != start
 
     def write(self, text: str, seq: int) -> None:
         """Replace this worker's snapshot by `text` (taken as number `seq`; an older one
@@ -255,7 +265,11 @@ class WorkerSnapshots:
             if seq <= self._written:
                 return
             tmp = self.dir / f".{self.pid}.tmp"
-            tmp.write_text(text)
+            try:
+                tmp.write_text(text)
+            except FileNotFoundError:  # removed from outside: start over
+                self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                tmp.write_text(text)
             os.replace(tmp, self.path)
             self._written = seq
 

@@ -102,17 +102,19 @@ def test_merge_sums_counters_and_histograms_and_keeps_own_gauges() -> None:
 
 
 def test_worker_snapshots_keep_exited_workers_and_replace_earlier_lives(tmp_path: Path) -> None:
-    old = WorkerSnapshots(tmp_path, 1, host="h")
-    old.session = "h-1-0"  # an earlier `serve` of this host
-    old.dir = old.root / old.session
-    old.dir.mkdir(parents=True)
-    (old.dir / "5.prom").write_text("x")
-    other_host = tmp_path / "metrics" / "g-1-0"  # another replica on the shared volume
+    root = tmp_path / "metrics"
+    gone = root / "h-99999999-12345"  # an earlier `serve` of this host: its process is gone
+    gone.mkdir(parents=True)
+    (gone / "5.prom").write_text("x")
+    other_host = root / "g-99999999-12345"  # another replica on the shared volume
     other_host.mkdir()
+    # Another `serve` on this host and data dir, still running: its numbers stay.
+    alive = WorkerSnapshots(tmp_path, os.getppid(), host="h")
+    alive.dir.mkdir()
 
     mine = WorkerSnapshots(tmp_path, os.getpid(), host="h")
     mine.prepare()
-    assert not old.dir.exists() and other_host.exists()
+    assert not gone.exists() and other_host.exists() and alive.dir.exists()
     (mine.dir / "99999999.prom").write_text("exited worker")  # a worker that is gone
     mine.write("first", 2)
     mine.write("late and older", 1)  # an older snapshot finishing late changes nothing
