@@ -5,6 +5,7 @@ trail. Against `python -m runtime serve` with the mock provider."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import sqlite3
@@ -185,3 +186,19 @@ def test_a_database_without_the_endpoint_column_reads_and_migrates_as_chat(
     after, models = read_records(db)
     assert (after.request_id, after.endpoint) == ("req-1", "/v1/chat/completions")
     assert (models.endpoint, models.status) == ("/v1/models", 401)
+
+
+def test_an_attempt_cut_by_the_request_timeout_stays_in_the_trail(tmp_path: Path) -> None:
+    cfg = runtime_config(UNUSED + "/v1", UNUSED, UNUSED, first_byte_timeout_s=5.0)
+    gw = Gateway(dataclasses.replace(cfg, request_timeout_s=0.5), tmp_path)
+    key = gw.key()
+    gw.start()
+    try:
+        status, rid, body = chat(gw, key, messages=[{"role": "user", "content": "mock:slow 3000"}])
+        assert (status, body["error"]["code"]) == (504, "request_timeout")
+        rec = gw.record(rid)
+        [attempt] = rec["attempts"]
+        assert (attempt["provider"], attempt["outcome"]) == ("mock", "request_timeout")
+        assert 400 <= attempt["latency_ms"] <= rec["latency_ms"] < 3000
+    finally:
+        gw.stop()
