@@ -71,6 +71,22 @@ ERRORS = (
 )
 
 
+# `GET /metrics/replica/<n>` through the proxy is replica n's own `/metrics` (n from 1): each
+# replica scraped on its own, so Prometheus's rate() is right with several replicas
+# (docs/runtime.md "Metrics"). Never another replica's answer: 404 for a replica that does not
+# exist, 503 while it is down.
+REPLICA_METRICS_PATH = "/metrics/replica/"
+REPLICA_METRICS_ERRORS = (
+    ErrorReply(
+        404,
+        "replica_not_found",
+        "invalid_request_error",
+        "no such replica: /metrics/replica/<n> takes n from 1 to the environment's replicas",
+    ),
+    ErrorReply(503, "replica_down", "server_error", "this replica is not ready; retry shortly", 1),
+)
+
+
 def gateway_services(replicas: int, slot: str) -> list[str]:
     """Compose service names of one slot's gateways: gateway-a1, gateway-a2, ..."""
     return [f"gateway-{slot}{i}" for i in range(1, replicas + 1)]
@@ -122,6 +138,9 @@ def render_config(
             {"status": e.status, "body": e.body(), "retry_after": e.retry_after} for e in ERRORS
         ],
         listen_port=LISTEN_PORT,
+        replica_metrics_path=REPLICA_METRICS_PATH,
+        replica_not_found=REPLICA_METRICS_ERRORS[0],
+        replica_down=REPLICA_METRICS_ERRORS[1],
         servers=servers,
         gateway_port=gateway_port,
     )

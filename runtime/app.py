@@ -31,13 +31,13 @@ from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.byok_store import BYOK_DB
-from runtime.chat import ChatHandler
+from runtime.chat import ChatHandler, next_request_id
 from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
 from runtime.limits import LimitState, SpendTotals, period_starts
-from runtime.metrics import Metrics
-from runtime.records import RecordWriter, read_spend
+from runtime.metrics import SNAPSHOT_INTERVAL_S, Metrics, WorkerSnapshots, merge
+from runtime.records import MODELS_ENDPOINT, RecordWriter, RequestRecord, read_spend
 from runtime.records_pg import PgRecordWriter
 from runtime.records_pg import read_spend as read_spend_pg
 from runtime.router import Router
@@ -46,6 +46,9 @@ from runtime.services import Services, authenticate
 log = logging.getLogger("switchyard")
 
 SPEND_REFRESH_S = 5.0
+# Set by `serve --workers N` (runtime/cli.py) in every worker: the supervisor's pid, which
+# names the directory where the replica's workers share their metrics.
+SUPERVISOR_ENV = "SWITCHYARD_SUPERVISOR_PID"
 
 
 class Gateway:
@@ -56,6 +59,7 @@ class Gateway:
         self.config = config
         self.data_dir = data_dir
         self.metrics = Metrics()
+        self.metrics.set_build_info(config.environment, config.config_hash)
         self.limits = LimitState(config.limits, config.workers)
         problems = unsendable_credentials(config, environ)
         if problems:
@@ -74,6 +78,12 @@ class Gateway:
         self._auth: Authenticator | None = None
         self._writer: RecordWriter | PgRecordWriter | None = None
         self._byok: ByokCache | None = None
+        supervisor = environ.get(SUPERVISOR_ENV, "")
+        self.snapshots = (
+            WorkerSnapshots(data_dir, int(supervisor)) if supervisor.isdigit() else None
+        )
+        self._snapshot_seq = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
 
     @property
     def services(self) -> Services:
@@ -133,6 +143,10 @@ class Gateway:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
+        if self.snapshots is not None:
+            self.snapshots.prepare()
+            await self._snapshot()
+            self._snapshot_task = asyncio.ensure_future(self._snapshot_loop())
         lim = cfg.limits
         budgets = [lim.key_budget, lim.org_budget, *lim.org_budgets.values()]
         if any(b.usd_per_day is not None or b.usd_per_month is not None for b in budgets):
@@ -146,6 +160,8 @@ class Gateway:
     async def stop(self) -> None:
         """Stop the refresh threads, close the transport, write what the writer holds."""
         self._stop.set()
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
         if self._auth is not None:
             self._auth.stop()
         if self._byok is not None:
@@ -154,6 +170,8 @@ class Gateway:
             await self._transport.close()
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
+        if self.snapshots is not None:
+            await self._snapshot()  # the final numbers: the replica's totals never go down
 
     def _records_url(self) -> str:
         """The PostgreSQL URL of the records sink, from the secret `logging.url_secret`."""
@@ -219,6 +237,48 @@ class Gateway:
             "routes_usable": usable,
             "instance": _INSTANCE,
         }
+
+    def process_metrics(self) -> str:
+        """This process's counters, histograms and gauges in Prometheus text (no build info):
+        what `/metrics` shows with one worker and what each worker's snapshot holds."""
+        return self.metrics.render() + self.writer_metrics()
+
+    async def render_metrics(self) -> str:
+        """`/metrics`: the whole replica. With several workers this process's live numbers are
+        written as its snapshot first (so a later scrape answered by another worker never
+        sees less), then summed with every other worker's last snapshot (in a thread: file
+        I/O); then the build info."""
+        own = self.process_metrics()
+        snapshots = self.snapshots
+        if snapshots is None:
+            return own + self.metrics.build_info
+        self._snapshot_seq += 1
+        seq = self._snapshot_seq
+
+        def exchange() -> list[str]:
+            with contextlib.suppress(OSError):
+                snapshots.write(own, seq)
+            return snapshots.others()
+
+        others = await asyncio.get_running_loop().run_in_executor(None, exchange)
+        return merge(own, others) + self.metrics.build_info
+
+    async def _snapshot(self) -> None:
+        snapshots = self.snapshots
+        if snapshots is None:
+            return
+        self._snapshot_seq += 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, snapshots.write, self.process_metrics(), self._snapshot_seq
+            )
+        except OSError as exc:
+            log.warning("could not write the metrics snapshot %s: %s", snapshots.path, exc)
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+            await self._snapshot()
 
     def writer_metrics(self) -> str:
         """The record writer's counters in Prometheus text (empty before start)."""
@@ -316,23 +376,33 @@ def create_app(
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        text = gw.metrics.render() + gw.writer_metrics()
+        text = await gw.render_metrics()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/v1/models")
     async def models(request: Request) -> Response:
+        # Every request gets a record, like a chat request (endpoint "/v1/models").
+        start = time.perf_counter()
         services = gw.services
+        rec = _models_record(config)
         try:
-            key = authenticate(services.keys, request.headers)
+            key = authenticate(services.keys, request.headers, rec)
+            rec.key_id, rec.org = key.id, key.org
+            org = config.orgs.get(key.org)
+            created = int(gw.started)
+            data = [
+                {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
+                for mid in services.router.model_ids(org)
+            ]
+            response = _json(200, {"object": "list", "data": data})
+            rec.status = 200
         except GatewayError as exc:
-            return _error(exc)
-        org = config.orgs.get(key.org)
-        created = int(gw.started)
-        data = [
-            {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
-            for mid in services.router.model_ids(org)
-        ]
-        return _json(200, {"object": "list", "data": data})
+            rec.status, rec.error_code = exc.status, exc.code
+            response = _error(exc)
+        response.headers["x-request-id"] = rec.request_id
+        rec.latency_ms = rec.ttfb_ms = (time.perf_counter() - start) * 1000
+        services.records.submit(rec)
+        return response
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
@@ -358,11 +428,45 @@ def _json(status: int, body: Any) -> Response:
 
 
 def _error(exc: GatewayError) -> Response:
+    headers = dict(exc.headers)
+    if exc.status == 401:
+        headers["www-authenticate"] = 'Bearer realm="switchyard"'
     return Response(
         orjson.dumps(exc.body()),
         status_code=exc.status,
         media_type="application/json",
-        headers=exc.headers,
+        headers=headers,
+    )
+
+
+def _models_record(config: RuntimeConfig) -> RequestRecord:
+    """The record of a `GET /v1/models` request, before authentication."""
+    return RequestRecord(
+        request_id=next_request_id(),
+        ts=time.time(),
+        environment=config.environment,
+        key_id=None,
+        org=None,
+        requested_model=None,
+        route=None,
+        provider=None,
+        upstream_model=None,
+        status=0,
+        error_code=None,
+        latency_ms=0.0,
+        ttfb_ms=None,
+        input_tokens=None,
+        output_tokens=None,
+        usage_estimated=False,
+        cost_usd=None,
+        stream=False,
+        attempts=[],
+        fell_back=False,
+        broke_after_commit=False,
+        skipped=[],
+        price_table_hash=config.price_table_hash,
+        config_hash=config.config_hash,
+        endpoint=MODELS_ENDPOINT,
     )
 
 

@@ -23,7 +23,8 @@ from runtime import scrub, tokens
 from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
-from runtime.fallback import AllCandidatesFailed, complete, open_stream
+from runtime.fallback import CANCELLED, AllCandidatesFailed, complete, open_stream
+from runtime.metrics import RouteLabels, status_label
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
 from runtime.services import Services, authenticate
@@ -47,6 +48,9 @@ def _next_id() -> str:
     return f"req_{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
+next_request_id = _next_id  # for the other recorded endpoints (runtime/app.py)
+
+
 class _ClientGone(Exception):
     pass
 
@@ -61,6 +65,7 @@ class ChatHandler:
         self.price_hash = cfg.price_table_hash
         self.config_hash = cfg.config_hash
         self.request_timeout = cfg.request_timeout_s
+        self.labels = RouteLabels(cfg)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -148,7 +153,7 @@ class ChatHandler:
             for k, v in scope["headers"]
             if k in (b"authorization", b"x-api-key")
         }
-        key = authenticate(services.keys, headers)
+        key = authenticate(services.keys, headers, rec)
         rec.key_id, rec.org = key.id, key.org
         org = services.config.orgs.get(key.org)
         if org is None:
@@ -195,7 +200,9 @@ class ChatHandler:
                     raise  # a shutdown, not us
                 task.uncancel()
                 if guard.gone:
+                    _name_cancelled(attempts, "client_closed_request")
                     raise _ClientGone from None
+                _name_cancelled(attempts, "request_timeout")
                 raise TimeoutError from None
             finally:
                 guard.stop()
@@ -346,7 +353,9 @@ class ChatHandler:
                 )
                 if state.first_byte is None:
                     state.first_byte = time.perf_counter()
-                self.services.metrics.broken.inc((rec.route or "-", cand.provider.id))
+                self.services.metrics.broken.inc(
+                    (self.labels.route(rec.route, rec.requested_model), cand.provider.id)
+                )
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
             if include_usage and not usage_relayed:
@@ -365,9 +374,9 @@ class ChatHandler:
 
     def _observe(self, rec: RequestRecord, attempts: list[Attempt]) -> None:
         m = self.services.metrics
-        route = rec.route or rec.requested_model or "-"
-        provider = rec.provider or "-"
-        m.requests.inc((route, provider, str(rec.status)))
+        route = self.labels.route(rec.route, rec.requested_model)  # from the config only
+        provider = rec.provider or "-"  # a configured provider's id (set by the router)
+        m.requests.inc((route, provider, status_label(rec.status)))
         m.latency.observe((route, provider), rec.latency_ms / 1000)
         if rec.ttfb_ms is not None:
             m.ttfb.observe((route, provider), rec.ttfb_ms / 1000)
@@ -434,6 +443,12 @@ def _as_upstream(exc: Exception, cand: Candidate) -> UpstreamError:
         f"a chunk could not be read ({type(exc).__name__})",
         code="upstream_malformed",
     )
+
+
+def _name_cancelled(attempts: list[Attempt], outcome: str) -> None:
+    """The attempt cut by the request's cancellation (before the commit) says why."""
+    if attempts and attempts[-1].outcome == CANCELLED:
+        attempts[-1].outcome = outcome
 
 
 def _scrub_codes(attempts: list[Attempt]) -> None:

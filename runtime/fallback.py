@@ -26,6 +26,7 @@ from runtime.records import Attempt
 from runtime.router import Candidate
 
 T = TypeVar("T")
+CANCELLED = "cancelled"  # the outcome of an attempt cut by a cancellation of the request
 log = logging.getLogger("switchyard.fallback")
 
 
@@ -135,10 +136,10 @@ async def open_stream(ctx: RequestContext) -> Opened:
         except asyncio.CancelledError:
             if stream is not None:
                 await stream.aclose()
-            if not deadline.expired:
-                raise  # the client went away, or shutdown
-            deadline.absorb()
             _seen_output(seen, stream, held)
+            if not deadline.expired:
+                raise  # the client went away, the request timed out, or shutdown
+            deadline.absorb()
             raise UpstreamError(
                 "timeout",
                 f"no content within the route's first_byte_timeout_s of {timeout:g} s",
@@ -219,6 +220,22 @@ async def _loop(
             )
             unservable.append(AttemptError(c, err))
             continue
+        except asyncio.CancelledError:
+            # The client went away, the request timed out, or shutdown: the attempt stays in
+            # the trail as CANCELLED (runtime/chat.py names the cause), with the estimated
+            # cost the provider bills for what it started, then the cancellation goes on.
+            cut = UpstreamError("timeout", "cancelled")
+            attempts.append(
+                Attempt(
+                    c.provider.id,
+                    c.model.name,
+                    CANCELLED,
+                    (time.perf_counter() - start) * 1000,
+                    notes=tuple(call.notes),
+                    cost_usd=_abandoned_cost(ctx, c, cut, seen),
+                )
+            )
+            raise
         except UpstreamError as err:
             attempts.append(
                 Attempt(

@@ -59,12 +59,16 @@ class KeyStoreError(Exception):
 
 
 class AuthError(Exception):
-    """A request's key was refused; `code` is the machine word the client sees."""
+    """A request's key was refused; `code` is the machine word the client sees. `key` is the
+    refused key when the token was that key's, with its right secret, but the key is revoked
+    or expired (its record names it); None for every other refusal (an unknown id, a wrong
+    secret: nothing proves whose the token is)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, key: KeyInfo | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.key = key
 
     def gateway_error(self) -> GatewayError:
         """The 401 the client gets."""
@@ -272,9 +276,9 @@ class Authenticator:
         if not hmac.compare_digest(key_hash(key_id, secret).encode(), digest):
             raise AuthError("invalid_api_key", "invalid API key")
         if info.revoked_at is not None:
-            raise AuthError("key_revoked", f"API key {key_id} has been revoked")
+            raise AuthError("key_revoked", f"API key {key_id} has been revoked", info)
         if info.expires_at is not None and info.expires_at <= time.time():
-            raise AuthError("key_expired", f"API key {key_id} has expired")
+            raise AuthError("key_expired", f"API key {key_id} has expired", info)
         return info
 
     def _request_early_refresh(self) -> None:

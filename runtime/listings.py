@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 from runtime.byok_store import ByokRow
 from runtime.keys import KeyInfo
-from runtime.records import RequestRecord
+from runtime.records import CHAT_ENDPOINT, RequestRecord
 from runtime.request_report import GroupStats
 
 
@@ -91,7 +91,7 @@ def format_records(records: Sequence[RequestRecord]) -> str:
             format_time(r.ts),
             r.request_id,
             r.key_id or "-",
-            r.route or r.requested_model or "-",
+            r.route or r.requested_model or (r.endpoint if r.endpoint != CHAT_ENDPOINT else "-"),
             r.provider or "-",
             r.upstream_model or "-",
             str(r.status),

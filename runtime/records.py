@@ -31,6 +31,8 @@ log = logging.getLogger("switchyard.records")
 RETENTION_EVERY_S = 3600.0
 MAX_PENDING = 200_000  # beyond this (the database unwritable for long) the oldest are dropped
 _BACKOFF_MAX_S = 2.0
+CHAT_ENDPOINT = "/v1/chat/completions"
+MODELS_ENDPOINT = "/v1/models"
 
 
 @dataclass(slots=True)
@@ -71,6 +73,9 @@ class RequestRecord:
     # The estimated cost of attempts abandoned after the provider started generating
     # (included in cost_usd; each attempt's own is in `attempts`); None when there were none.
     abandoned_cost_usd: float | None = None
+    # The API path the request came to ("/v1/chat/completions", "/v1/models"). Rows written
+    # before the column existed read back as chat completions (the only path recorded then).
+    endpoint: str = CHAT_ENDPOINT
 
 
 @dataclass(slots=True)
@@ -125,7 +130,10 @@ _SQL_TYPES = {
     "cache_write_1h_tokens": "INTEGER",
     "reasoning_tokens": "INTEGER",
     "abandoned_cost_usd": "REAL",
+    "endpoint": f"TEXT NOT NULL DEFAULT '{CHAT_ENDPOINT}'",
 }
+# What a column an older database lacks reads back as (default NULL).
+_MISSING = {"endpoint": f"'{CHAT_ENDPOINT}'"}
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS requests (\n    "
     + ",\n    ".join(
@@ -473,7 +481,9 @@ def read_records(
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
         have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-        columns = ", ".join(name if name in have else f"NULL AS {name}" for name in FIELDS)
+        columns = ", ".join(
+            name if name in have else f"{_MISSING.get(name, 'NULL')} AS {name}" for name in FIELDS
+        )
         query = f"SELECT {columns} FROM requests" + query
         rows = conn.execute(query, params).fetchall()
     finally:

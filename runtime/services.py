@@ -47,10 +47,15 @@ class Services:
     keys: KeyVerifier
 
 
-def authenticate(keys: KeyVerifier, headers: Mapping[str, str]) -> KeyInfo:
-    """The key of a request from its `authorization` / `x-api-key` headers, or a 401."""
+def authenticate(
+    keys: KeyVerifier, headers: Mapping[str, str], record: RequestRecord | None = None
+) -> KeyInfo:
+    """The key of a request from its `authorization` / `x-api-key` headers, or a 401 (a
+    revoked or expired key's id and org still go into `record`)."""
     token = token_from_headers(headers.get("authorization"), headers.get("x-api-key"))
     try:
         return keys.verify(token or "")
     except AuthError as exc:
+        if record is not None and exc.key is not None:
+            record.key_id, record.org = exc.key.id, exc.key.org
         raise exc.gateway_error() from None

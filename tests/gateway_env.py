@@ -411,8 +411,15 @@ class Gateway:
                 time.sleep(0.05)
         raise AssertionError("the gateway did not pick up the new key")
 
-    def records(self, wait_for: int | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Rows of the request log, oldest first; waits until at least `wait_for` are there."""
+    def records(
+        self,
+        wait_for: int | None = None,
+        timeout: float = 5.0,
+        endpoint: str | None = "/v1/chat/completions",
+    ) -> list[dict[str, Any]]:
+        """Rows of the request log, oldest first; waits until at least `wait_for` are there.
+        Only chat requests' by default (`wait_for_key` polls `/v1/models`, which is recorded
+        too); `endpoint=None` for every row."""
         db = self.data_dir / "requests.db"
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
@@ -424,6 +431,8 @@ class Gateway:
                     rows = [
                         dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY ts, rowid")
                     ]
+                    if endpoint is not None:
+                        rows = [r for r in rows if r.get("endpoint", endpoint) == endpoint]
                 except sqlite3.OperationalError:
                     rows = []
                 finally:
@@ -440,7 +449,7 @@ class Gateway:
     def record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for r in self.records():
+            for r in self.records(endpoint=None):
                 if r["request_id"] == request_id:
                     return r
             time.sleep(0.02)

@@ -535,10 +535,10 @@ def test_each_slot_config_balances_exactly_its_gateways(env: str) -> None:
     files = render(GATEWAY_TEXT, env)
     replicas = CONFIG.environments[env].replicas
     for slot in SLOTS:
+        balanced = files[f"proxy/haproxy-{slot}.cfg"].split("\nbackend gateways\n")[1]
+        balanced = balanced.split("\nbackend ")[0]  # not replica_metrics (one replica each)
         servers = [
-            line.split()[1:]
-            for line in files[f"proxy/haproxy-{slot}.cfg"].splitlines()
-            if line.strip().startswith("server ")
+            line.split()[1:] for line in balanced.splitlines() if line.strip().startswith("server ")
         ]
         assert servers == [
             [name, f"{name}:{CONTAINER_PORT}"] for name in gateway_services(replicas, slot)
