@@ -173,20 +173,23 @@ def _key(path: str, key: str) -> str:
 
 def _bounded(value: Any, path: str, depth: int) -> None:
     """Refuse `value` (at `depth`; the body is depth 1) when its containers nest deeper than
-    MAX_DEPTH. Iterative: a deep document cannot exhaust the stack."""
+    MAX_DEPTH. Iterative, level by level: a deep document cannot exhaust the stack."""
     t = type(value)
     if t is not dict and t is not list:
         return
-    stack: list[tuple[Any, int]] = [(value, depth)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        v, d = pop()
+    level = [value]
+    d = depth
+    while level:
         if d > MAX_DEPTH:
             _too_deep(value, path, depth)
-        for child in v.values() if type(v) is dict else v:
-            ct = type(child)
-            if ct is dict or ct is list:
-                push((child, d + 1))
+        below = []
+        for v in level:
+            for child in v.values() if type(v) is dict else v:
+                ct = type(child)
+                if ct is dict or ct is list:
+                    below.append(child)
+        level = below
+        d += 1
 
 
 def _too_deep(value: Any, path: str, depth: int) -> NoReturn:
@@ -295,49 +298,84 @@ _MESSAGE_FIELDS = frozenset(
 _PART_FIELDS = frozenset({"type", "text", "image_url", "input_audio", "file", "refusal"})
 
 
+_PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
+_MISSING = object()
+
+
 def _messages(request: dict[str, Any], key: str, value: Any) -> None:
     messages = _array(value, "messages", nonempty=True)
     for i, msg in enumerate(messages):
-        path = f"messages[{i}]"
-        if type(msg) is not dict:
-            _wrong(path, "an object with a `role`", msg)
-        role = msg.get("role")
-        if role is None:
-            _fail(f"{path}.role", "is required: one of " + ", ".join(sorted(ROLES)))
-        _enum(role, f"{path}.role", ROLES)
-        if "content" in msg:
-            content = msg["content"]
-            if content is None:
-                if role not in ("assistant", "function"):
-                    _wrong(f"{path}.content", "a string or an array of content parts", content)
-            elif type(content) is not str:
-                _parts(content, f"{path}.content")
-        elif role not in ("assistant",):
-            _fail(f"{path}.content", "is required")
-        name = msg.get("name")
-        if name is not None:
-            _str(name, f"{path}.name", MAX_NAME_CHARS)
-        elif role == "function":
-            _fail(f"{path}.name", "is required in a `function` message")
-        if role == "tool":
-            _str(msg.get("tool_call_id"), f"{path}.tool_call_id", MAX_ID_CHARS)
-        elif "tool_call_id" in msg:
-            _str(msg["tool_call_id"], f"{path}.tool_call_id", MAX_ID_CHARS)
-        calls = msg.get("tool_calls")
-        if calls is not None:
-            _tool_calls(calls, f"{path}.tool_calls")
-        call = msg.get("function_call")
-        if call is not None:
-            _called_function(call, f"{path}.function_call", 4)
-        refusal = msg.get("refusal")
-        if refusal is not None:
-            _str(refusal, f"{path}.refusal")
-        _rest(msg, _MESSAGE_FIELDS, path, 3)
+        # The common messages ({role, content: "text"}, a tool result, an assistant's tool
+        # calls) are checked here; any other shape by `_message`, which also builds the paths
+        # its errors name.
+        if type(msg) is dict:
+            n = len(msg)
+            role = msg.get("role")
+            content = msg.get("content", _MISSING)
+            if type(content) is str:
+                if n == 2 and type(role) is str and role in _PLAIN_ROLES:
+                    continue
+                if n == 3 and role == "tool":
+                    tid = msg.get("tool_call_id")
+                    if type(tid) is str and len(tid) <= MAX_ID_CHARS:
+                        continue
+            if n == 3 and role == "assistant" and (content is None or type(content) is str):
+                calls = msg.get("tool_calls")
+                if type(calls) is list:
+                    _tool_calls(calls, f"messages[{i}].tool_calls")
+                    continue
+        _message(msg, i)
+
+
+def _message(msg: Any, i: int) -> None:
+    """One message of any shape (see `_messages`)."""
+    path = f"messages[{i}]"
+    if type(msg) is not dict:
+        _wrong(path, "an object with a `role`", msg)
+    role = msg.get("role")
+    if role is None:
+        _fail(f"{path}.role", "is required: one of " + ", ".join(sorted(ROLES)))
+    _enum(role, f"{path}.role", ROLES)
+    if "content" in msg:
+        content = msg["content"]
+        if content is None:
+            if role not in ("assistant", "function"):
+                _wrong(f"{path}.content", "a string or an array of content parts", content)
+        elif type(content) is not str:
+            _parts(content, f"{path}.content")
+    elif role not in ("assistant",):
+        _fail(f"{path}.content", "is required")
+    name = msg.get("name")
+    if name is not None:
+        _str(name, f"{path}.name", MAX_NAME_CHARS)
+    elif role == "function":
+        _fail(f"{path}.name", "is required in a `function` message")
+    if role == "tool":
+        _str(msg.get("tool_call_id"), f"{path}.tool_call_id", MAX_ID_CHARS)
+    elif "tool_call_id" in msg:
+        _str(msg["tool_call_id"], f"{path}.tool_call_id", MAX_ID_CHARS)
+    calls = msg.get("tool_calls")
+    if calls is not None:
+        _tool_calls(calls, f"{path}.tool_calls")
+    call = msg.get("function_call")
+    if call is not None:
+        _called_function(call, f"{path}.function_call", 4)
+    refusal = msg.get("refusal")
+    if refusal is not None:
+        _str(refusal, f"{path}.refusal")
+    _rest(msg, _MESSAGE_FIELDS, path, 3)
 
 
 def _parts(value: Any, path: str) -> None:
     parts = _array(value, path, nonempty=True)
     for j, part in enumerate(parts):
+        if (
+            type(part) is dict
+            and len(part) == 2
+            and part.get("type") == "text"
+            and type(part.get("text")) is str
+        ):
+            continue  # the common part, {type: text, text}
         p = f"{path}[{j}]"
         if type(part) is not dict:
             _wrong(p, "a content part (an object with a `type`)", part)
@@ -373,6 +411,19 @@ def _parts(value: Any, path: str) -> None:
 def _tool_calls(value: Any, path: str) -> None:
     calls = _array(value, path)
     for j, call in enumerate(calls):
+        if type(call) is dict and len(call) == 3 and call.get("type") == "function":
+            # the common call, {id, type: function, function: {name, arguments}}
+            cid, fn = call.get("id"), call.get("function")
+            if (
+                type(cid) is str
+                and len(cid) <= MAX_ID_CHARS
+                and type(fn) is dict
+                and len(fn) == 2
+                and type(fn.get("name")) is str
+                and len(fn["name"]) <= MAX_NAME_CHARS
+                and type(fn.get("arguments")) is str
+            ):
+                continue
         p = f"{path}[{j}]"
         if type(call) is not dict:
             _wrong(p, "a tool call (an object with `id`, `type` and `function`)", call)
