@@ -5,6 +5,7 @@ effective output limit is one integer whatever form it was sent in."""
 from __future__ import annotations
 
 import copy
+import re
 import time
 from typing import Any
 
@@ -59,18 +60,18 @@ def base(**fields: Any) -> dict[str, Any]:
     return body
 
 
+_MARKER = re.compile(rb'"\\u0000deep:([ol]):([0-9]+)\\u0000"')
+
+
 def encode(body: Any) -> bytes:
     """`body` as JSON, with each `nested`/`nested_list` marker spelled out (orjson refuses to
     write more than 254 levels, so deep values are written as text)."""
-    raw = orjson.dumps(body)
-    while b'"\\u0000' in raw:
-        start = raw.index(b'"\\u0000')
-        end = raw.index(b'"', start + 1)
-        kind, depth = raw[start + 7 : end].decode().split(":")
-        n = int(depth)
-        text = b'{"a":' * n + b"1" + b"}" * n if kind == "o" else b"[" * n + b"]" * n
-        raw = raw[:start] + text + raw[end + 1 :]
-    return raw
+
+    def spell(m: re.Match[bytes]) -> bytes:
+        n = int(m.group(2))
+        return b'{"a":' * n + b"1" + b"}" * n if m.group(1) == b"o" else b"[" * n + b"]" * n
+
+    return _MARKER.sub(spell, orjson.dumps(body))
 
 
 def refused(body: Any) -> GatewayError:
@@ -84,12 +85,12 @@ def refused(body: Any) -> GatewayError:
 
 def nested(depth: int) -> Any:
     """`depth` levels of objects around 1 (a marker `encode` spells out)."""
-    return f"\x00o:{depth}"
+    return f"\x00deep:o:{depth}\x00"
 
 
 def nested_list(depth: int) -> Any:
     """`depth` levels of arrays (a marker `encode` spells out)."""
-    return f"\x00l:{depth}"
+    return f"\x00deep:l:{depth}\x00"
 
 
 ASSISTANT_CALL = {
