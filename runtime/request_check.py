@@ -363,7 +363,24 @@ def _message(msg: Any, i: int) -> None:
     refusal = msg.get("refusal")
     if refusal is not None:
         _str(refusal, f"{path}.refusal")
+    if len(msg) > 2:
+        _extensions(msg, path)
     _rest(msg, _MESSAGE_FIELDS, path, 3)
+
+
+def _extensions(msg: dict[str, Any], path: str) -> None:
+    """The gateway's own message fields (docs/runtime.md "Anthropic"): reasoning handed back
+    (`reasoning_content`, `thinking_blocks`) and `cache_control`."""
+    reasoning = msg.get("reasoning_content")
+    if reasoning is not None:
+        _str(reasoning, f"{path}.reasoning_content")
+    blocks = msg.get("thinking_blocks")
+    if blocks is not None:
+        for j, block in enumerate(_array(blocks, f"{path}.thinking_blocks")):
+            _object(block, f"{path}.thinking_blocks[{j}]")
+    cache = msg.get("cache_control")
+    if cache is not None:
+        _object(cache, f"{path}.cache_control")
 
 
 def _parts(value: Any, path: str) -> None:
@@ -405,6 +422,8 @@ def _parts(value: Any, path: str) -> None:
             _rest(file, frozenset({"file_data", "file_id", "filename"}), f"{p}.file", 6)
         elif kind == "refusal":
             _str(part.get("refusal"), f"{p}.refusal")
+        if part.get("cache_control") is not None:
+            _object(part["cache_control"], f"{p}.cache_control")
         _rest(part, _PART_FIELDS, p, 5)
 
 
@@ -466,6 +485,8 @@ def _tools(request: dict[str, Any], key: str, value: Any) -> None:
             if custom.get("description") is not None:
                 _str(custom["description"], f"{p}.custom.description")
             _rest(custom, frozenset({"name", "description"}), f"{p}.custom", 4)
+        if tool.get("cache_control") is not None:
+            _object(tool["cache_control"], f"{p}.cache_control")
         _rest(tool, frozenset({"type", "function", "custom"}), p, 3)
 
 

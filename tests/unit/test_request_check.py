@@ -319,6 +319,30 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("messages missing", {"model": "chat"}, "messages"),
     ("messages null", base(messages=None), "messages"),
     ("thinking a string", base(thinking="on"), "thinking"),
+    (
+        "thinking_blocks a number",
+        base(messages=[{"role": "assistant", "content": "391", "thinking_blocks": 5}]),
+        "messages[0].thinking_blocks",
+    ),
+    (
+        "reasoning_content a list",
+        base(messages=[{"role": "assistant", "content": "391", "reasoning_content": ["a"]}]),
+        "messages[0].reasoning_content",
+    ),
+    (
+        "cache_control a string",
+        base(
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "x", "cache_control": "x"}]}
+            ]
+        ),
+        "messages[0].content[0].cache_control",
+    ),
+    (
+        "tool cache_control a number",
+        base(tools=[{**WEATHER_TOOL, "cache_control": 1}]),
+        "tools[0].cache_control",
+    ),
 ]
 
 
