@@ -126,7 +126,8 @@ def check(request: dict[str, Any]) -> None:
     for key, value in request.items():
         checker = _TOP.get(key)
         if checker is None:
-            _bounded(value, key, 2)
+            if type(value) is dict or type(value) is list:
+                _bounded(value, quote(key), 2)
         elif value is None and key in _OPTIONAL:
             nulls = [key] if nulls is None else [*nulls, key]
         else:

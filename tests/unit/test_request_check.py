@@ -429,6 +429,12 @@ def test_nesting_1000_deep_anywhere_is_a_400(body: dict[str, Any], prefix: str) 
     assert err.param is not None and err.param.startswith(prefix)
 
 
+def test_a_long_unknown_key_is_quoted_not_echoed() -> None:
+    err = refused({**base(), "k" * 100_000: nested(100)})
+    assert err.param is not None and err.param.startswith("k" * QUOTE_CHARS + "....a")
+    assert len(err.message) < 2 * MAX_DEPTH * (QUOTE_CHARS + 8)
+
+
 def test_nesting_up_to_the_limit_passes() -> None:
     # the body is level 1, `vendor`'s object level 2: MAX_DEPTH - 1 more levels fit
     assert parse(encode(base(vendor=nested(MAX_DEPTH - 1))), record())
