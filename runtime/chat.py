@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from runtime import scrub, tokens
+from runtime import request_check, scrub, tokens
 from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
@@ -163,23 +163,8 @@ class ChatHandler:
                 f"this key's org '{key.org}' is not configured in environment '{self.env}'",
             )
         body = await _read_body(receive)
-        try:
-            request = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError(
-                400, "invalid_json", f"the request body is not valid JSON: {exc}"
-            ) from None
-        if not isinstance(request, dict):
-            raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
-        model = request.get("model")
-        rec.requested_model = model if isinstance(model, str) else None
-        messages = request.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(
-                400, "invalid_request", "`messages` must be a non-empty list", param="messages"
-            )
-        stream = bool(request.get("stream"))
-        rec.stream = stream
+        request = request_check.parse(body, rec)  # a 400 naming the field, or a checked request
+        stream = rec.stream
         plan = services.router.plan(request, org)
         rec.route = plan.route
         rec.skipped = plan.skipped

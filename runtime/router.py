@@ -25,6 +25,7 @@ from runtime.config import (
     RuntimeConfig,
 )
 from runtime.errors import GatewayError
+from runtime.request_check import output_limit
 from runtime.tokens import prompt_tokens
 
 DEFAULT_OUTPUT_ESTIMATE = 1000  # output tokens assumed for the cost cap when max_tokens is unset
@@ -180,9 +181,7 @@ class Router:
             chain = tuple(_own_credentials(byok, c, org) for c in chain)
         needs = needs_of(request)
         est_prompt = prompt_tokens(request)
-        max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens <= 0:
-            max_tokens = None
+        max_tokens = output_limit(request)  # the effective output limit (request_check.py)
         out_est = max_tokens if max_tokens is not None else DEFAULT_OUTPUT_ESTIMATE
         eligible: list[tuple[Candidate, float | None]] = []
         skipped: list[dict[str, str]] = []
