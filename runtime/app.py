@@ -30,7 +30,6 @@ from runtime import paths, scrub
 from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
-from runtime.byok_store import BYOK_DB
 from runtime.chat import ChatHandler
 from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
@@ -40,10 +39,16 @@ from runtime.metrics import Metrics
 from runtime.records import RecordWriter, read_spend
 from runtime.router import Router
 from runtime.services import Services, authenticate
+from runtime.stores import open_byok_store, open_key_store
 
 log = logging.getLogger("switchyard")
 
 SPEND_REFRESH_S = 5.0
+# How often the key and BYOK caches check their store for a change (one cheap read: SQLite's
+# data_version, or PostgreSQL's per-environment change counter): a revocation through any
+# replica or host is refused by all within a second, BYOK changes within about one.
+KEYS_REFRESH_S = 0.25
+BYOK_REFRESH_S = 1.0
 
 
 class Gateway:
@@ -89,13 +94,13 @@ class Gateway:
             pid: ADAPTERS[p.adapter](p, transport) for pid, p in cfg.providers.items()
         }
         if any(o.byok_providers for o in cfg.orgs.values()):
-            self._byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)
-            self._byok.start_background_refresh(2.0)
+            byok = open_byok_store(cfg, cfg.environment, self.data_dir, self.environ)
+            self._byok = ByokCache(byok, cfg.environment, cfg.orgs, self.environ)
+            self._byok.start_background_refresh(BYOK_REFRESH_S)
         router = Router(cfg, adapters, self.credentials, self._byok)
-        auth = self._auth = Authenticator(
-            self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix
-        )
-        auth.start_background_refresh(1.0)
+        keys = open_key_store(cfg, cfg.environment, self.data_dir, self.environ)
+        auth = self._auth = Authenticator(keys, cfg.environment, cfg.key_prefix)
+        auth.start_background_refresh(KEYS_REFRESH_S)
         writer = self._writer = RecordWriter(
             self.data_dir / paths.REQUESTS_DB,
             cfg.logging.batch_size,
@@ -178,6 +183,8 @@ class Gateway:
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
         warnings = self._byok.problems() if self._byok is not None else []
+        if self._auth is not None:
+            warnings += self._auth.warnings()
         return not problems, {
             "ready": not problems,
             "problems": problems,
