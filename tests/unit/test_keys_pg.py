@@ -93,7 +93,7 @@ def test_environments_sharing_a_database_see_only_their_keys(postgres_url: str) 
         v = prod.data_version()
         with pytest.raises(KeyStoreError):
             staging.revoke(p.id)
-        assert prod.get(p.id) is not None and prod.get(p.id).revoked_at is None  # type: ignore[union-attr]
+        assert prod.get(p.id) is not None and prod.get(p.id).revoked_at is None
         staging.create("acme", "more")
         assert prod.data_version() == v  # staging's changes do not reload production
 
@@ -242,7 +242,7 @@ def test_keys_commands_use_the_configured_store(
     out = capsys.readouterr()
     assert f"revoked key {key_id}" in out.out
     with PgKeyStore(postgres_url, "test") as store:
-        assert store.get(key_id).status() == "revoked"  # type: ignore[union-attr]
+        assert store.get(key_id).status() == "revoked"
     assert not data.exists(), "a PostgreSQL store leaves no SQLite file behind"
     assert PASSWORD not in out.out + out.err + listed
     # Another environment's config is refused, naming both.
