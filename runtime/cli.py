@@ -150,6 +150,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     unsendable = unsendable_credentials(config, os.environ)
     if unsendable:
         return fail("\n".join(unsendable))
+    from runtime.stores import check_stores
+
+    store_problem = check_stores(config, os.environ)
+    if store_problem:
+        return fail(store_problem)
     port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:

@@ -81,3 +81,18 @@ def describe_store(config: RuntimeConfig | None, data_dir: Path, db: str) -> str
     if config is not None and uses_postgres(config):
         return f"PostgreSQL (${config.state.postgres_url_secret})"
     return str(data_dir / db)
+
+
+def check_stores(config: RuntimeConfig, environ: Mapping[str, str]) -> str | None:
+    """What keeps `serve` from using the configured key and BYOK stores (the URL secret
+    unset, PostgreSQL unreachable, a schema newer than this gateway), or None. Opening them
+    applies their migrations once, before any worker starts."""
+    if not uses_postgres(config):
+        return None
+    try:
+        open_key_store(config, config.environment, Path("."), environ).close()
+        if any(o.byok_providers for o in config.orgs.values()):
+            open_byok_store(config, config.environment, Path("."), environ).close()
+    except (KeyStoreError, ByokError) as exc:
+        return f"{exc} (state.keys)"
+    return None

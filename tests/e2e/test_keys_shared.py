@@ -204,3 +204,25 @@ def test_two_hosts_share_keys_and_byok_through_postgres(postgres_url: str, tmp_p
         text = "\n".join(outputs)
         for hidden in (PASSWORD, ORG_KEY, BYOK_SECRET, key):
             assert hidden not in text
+
+
+def test_serve_refuses_a_key_store_it_cannot_use_in_one_line(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    dead = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/nothing"
+    for env, expected in (({}, f"environment variable {URL_VAR}"), ({URL_VAR: dead}, "refused")):
+        gw = Gateway(shared_config("http://127.0.0.1:9"), tmp_path, env=env)
+        if not env:
+            gw.env.pop(URL_VAR, None)
+        argv = ["serve", "--config", str(gw.config_path), "--port", str(gw.port)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "runtime", *argv, "--data-dir", str(gw.data_dir)],
+            cwd=ROOT,
+            env=gw.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert expected in proc.stderr and "state.keys" in proc.stderr
+        assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr + proc.stdout
