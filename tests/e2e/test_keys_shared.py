@@ -226,3 +226,58 @@ def test_serve_refuses_a_key_store_it_cannot_use_in_one_line(tmp_path: Path) -> 
         assert proc.returncode == 1, proc.stderr
         assert expected in proc.stderr and "state.keys" in proc.stderr
         assert "Traceback" not in proc.stderr and PASSWORD not in proc.stderr + proc.stdout
+
+
+def readyz(gw: Gateway) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(gw.url + "/readyz", timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_postgres_outage_serves_the_last_keys_and_says_so(tmp_path: Path) -> None:
+    from tests.servers import PostgresServer, fresh_database
+
+    server = PostgresServer.start()
+    try:
+        url = fresh_database(server.url)
+        gw = Gateway(shared_config("http://127.0.0.1:9"), tmp_path, env={URL_VAR: url})
+        gw.start()
+        try:
+            made = run_cli(
+                "keys",
+                "create",
+                "--config",
+                str(gw.config_path),
+                "--org",
+                "acme",
+                "--name",
+                "ci",
+                env=gw.env,
+            )
+            key = made.stdout.strip().splitlines()[-1]
+            gw.wait_for_key(key, timeout=2)
+            server.stop()
+            time.sleep(1.0)
+            assert status(gw, key) == (200, "")  # served from memory
+            code, body = readyz(gw)
+            assert code == 200 and body["ready"] is True
+            assert any("key store unreachable" in str(w) for w in body["warnings"]), body
+            server.resume()
+            revoked = run_cli(
+                "keys", "revoke", "--config", str(gw.config_path), key.split("_")[2], env=gw.env
+            )
+            assert revoked.returncode == 0
+            deadline = time.monotonic() + 10
+            while status(gw, key) != (401, "key_revoked"):
+                assert time.monotonic() < deadline, "no recovery after PostgreSQL came back"
+                time.sleep(0.05)
+            warnings = readyz(gw)[1]["warnings"]
+            assert not any("unreachable" in str(w) for w in warnings), warnings
+            log = gw.log.read_text()
+            assert log.count("cannot refresh the keys") == 1, log
+        finally:
+            gw.stop()
+    finally:
+        server.remove()
