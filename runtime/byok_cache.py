@@ -179,7 +179,12 @@ class ByokCache:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+        # A refresh stuck on an unresponsive store must not hold the shutdown: its daemon
+        # thread ends with the process.
+        if self._lock.acquire(timeout=1.0):
+            try:
+                if self._store is not None:
+                    self._store.close()
+                    self._store = None
+            finally:
+                self._lock.release()

@@ -368,5 +368,10 @@ class Authenticator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        with self._lock:
-            self._store.close()
+        # A refresh stuck on an unresponsive store must not hold the shutdown: its daemon
+        # thread ends with the process.
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._store.close()
+            finally:
+                self._lock.release()

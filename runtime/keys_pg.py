@@ -49,14 +49,29 @@ _BUMP = (
     " ON CONFLICT (environment) DO UPDATE SET version = switchyard_keys_version.version + 1"
 )
 STATEMENT_TIMEOUT_MS = 5000
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 
 def open_connection(url: str, what: str) -> psycopg.Connection:
-    """An autocommit connection whose statements give up after 5 s (a hung server must not
-    hold a refresh thread or a CLI command forever); PostgresError naming `what`."""
+    """An autocommit connection whose statements give up after 5 s and whose socket notices a
+    silent peer (TCP keepalives, a 10 s user timeout): a hung server or a network partition
+    must not hold a refresh thread or a command forever. PostgresError naming `what`."""
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
-    conn = connect(url, application=f"switchyard-{what}")
+    try:
+        conninfo = make_conninfo(url, **_KEEPALIVE)
+    except psycopg.Error:  # its message quotes the URL: not repeated
+        raise PostgresError(
+            f"the {what} store's PostgreSQL URL is not a valid connection string"
+        ) from None
+    conn = connect(conninfo, application=f"switchyard-{what}")
     try:
         conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
     except psycopg.Error as exc:

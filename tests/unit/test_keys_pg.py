@@ -263,3 +263,55 @@ def test_keys_commands_without_config_need_env(
     assert caught.value.code == 2
     assert "--env" in capsys.readouterr().err
     assert os.environ.get("SWITCHYARD_CONFIG") is None
+
+
+def test_a_malformed_url_is_refused_without_quoting_it() -> None:
+    with pytest.raises(KeyStoreError) as caught:
+        PgKeyStore(f"postgresql://postgres:{PASSWORD}@[broken/db", "production")
+    assert "not a valid connection string" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_connections_notice_a_silent_peer(postgres_url: str) -> None:
+    # A network partition must not hang the refresh thread for TCP's ~15 minutes.
+    with PgKeyStore(postgres_url, "production") as store:
+        store.data_version()
+        assert store._conn is not None
+        params = store._conn.info.get_parameters()
+        assert params.get("keepalives") == "1"
+        assert params.get("tcp_user_timeout") == "10000"
+        (timeout,) = store._conn.execute("SHOW statement_timeout").fetchone()
+        assert timeout == "5s"
+
+
+class _HungStore:
+    """A key source whose refresh never returns once `hang` is set (a wedged server)."""
+
+    def __init__(self) -> None:
+        self.hang = threading.Event()
+        self.release = threading.Event()
+
+    def rows(self) -> list[tuple[object, str]]:
+        return []
+
+    def data_version(self) -> int:
+        if self.hang.is_set():
+            self.release.wait(60)
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def test_stopping_is_not_held_by_a_refresh_stuck_on_the_store() -> None:
+    store = _HungStore()
+    auth = Authenticator(store, "production")  # type: ignore[arg-type]
+    auth.start_background_refresh(0.05)
+    store.hang.set()
+    time.sleep(0.3)  # the refresh thread is now stuck inside data_version
+    stopped = threading.Event()
+    threading.Thread(target=lambda: (auth.stop(), stopped.set()), daemon=True).start()
+    try:
+        assert stopped.wait(10), "stop() hung behind the stuck refresh"
+    finally:
+        store.release.set()
