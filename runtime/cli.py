@@ -562,7 +562,9 @@ def cmd_requests(args: argparse.Namespace) -> int:
 _BYOK_HELP = """\
 An org's own provider credentials (BYOK), encrypted at rest with a key derived from the org's
 encryption secret (runtime.json `orgs.<org>.byok.encryption_key` names it; its value is read
-from the environment variable of that name). Values are read from stdin and never shown.
+from the environment variable of that name). Values are read from stdin and never shown. They
+are kept where --config's `state.keys` says: the data dir's byok.db, or PostgreSQL shared by
+every host.
 
 Rotation: export the new secret under the configured name and the old one under another
 variable, run `byok rotate --old-secret-env THAT_VARIABLE`, then restart the gateway with the
