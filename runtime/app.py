@@ -30,7 +30,6 @@ from runtime import paths, scrub
 from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
-from runtime.byok_store import BYOK_DB
 from runtime.chat import ChatHandler, next_request_id
 from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
@@ -42,6 +41,7 @@ from runtime.records_pg import PgRecordWriter
 from runtime.records_pg import read_spend as read_spend_pg
 from runtime.router import Router
 from runtime.services import Services, authenticate
+from runtime.stores import open_byok_store, open_key_store
 
 log = logging.getLogger("switchyard")
 
@@ -49,6 +49,11 @@ SPEND_REFRESH_S = 5.0
 # Set by `serve --workers N` (runtime/cli.py) in every worker: the supervisor's pid, which
 # names the directory where the replica's workers share their metrics.
 SUPERVISOR_ENV = "SWITCHYARD_SUPERVISOR_PID"
+# How often the key and BYOK caches check their store for a change (one cheap read: SQLite's
+# data_version, or PostgreSQL's per-environment change counter): a revocation through any
+# replica or host is refused by all within a second, BYOK changes within about one.
+KEYS_REFRESH_S = 0.25
+BYOK_REFRESH_S = 1.0
 
 
 class Gateway:
@@ -101,13 +106,13 @@ class Gateway:
             pid: ADAPTERS[p.adapter](p, transport) for pid, p in cfg.providers.items()
         }
         if any(o.byok_providers for o in cfg.orgs.values()):
-            self._byok = ByokCache(self.data_dir / BYOK_DB, cfg.environment, cfg.orgs, self.environ)
-            self._byok.start_background_refresh(2.0)
+            byok = open_byok_store(cfg, cfg.environment, self.data_dir, self.environ)
+            self._byok = ByokCache(byok, cfg.environment, cfg.orgs, self.environ)
+            self._byok.start_background_refresh(BYOK_REFRESH_S)
         router = Router(cfg, adapters, self.credentials, self._byok)
-        auth = self._auth = Authenticator(
-            self.data_dir / paths.KEYS_DB, cfg.environment, cfg.key_prefix
-        )
-        auth.start_background_refresh(1.0)
+        keys = open_key_store(cfg, cfg.environment, self.data_dir, self.environ)
+        auth = self._auth = Authenticator(keys, cfg.environment, cfg.key_prefix)
+        auth.start_background_refresh(KEYS_REFRESH_S)
         writer: RecordWriter | PgRecordWriter
         if cfg.logging.sink == "postgres":
             # Records must not stop serving: an unreachable database is retried by the
@@ -228,6 +233,8 @@ class Gateway:
         warnings = self._byok.problems() if self._byok is not None else []
         if isinstance(self._writer, PgRecordWriter):
             warnings = [*warnings, *self._writer.problems()]
+        if self._auth is not None:
+            warnings += self._auth.warnings()
         return not problems, {
             "ready": not problems,
             "problems": problems,

@@ -1,23 +1,50 @@
 """The gateway's BYOK cache: each BYOK org's own credentials, decrypted, in memory.
 
 The request path (runtime/router.py) reads `ByokCache.credentials`, which does no I/O; a
-background thread reloads the snapshot from the store (runtime/byok_store.py) when another
-process (the `byok` commands) changes it. Values are never logged or put into a problem text.
+background thread reloads the snapshot from the store (runtime/byok_store.py in SQLite,
+runtime/byok_pg.py in PostgreSQL: anything with `ByokSource`'s methods) when another process
+(the `byok` commands, on any host) changes it. Values are never logged or put into a problem
+text.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
-from runtime.byok_store import ByokError, ByokStore, check_secret
+from runtime.byok_store import ByokError, ByokRow, ByokStore, DataKey, check_secret
 from runtime.config import OrgConfig
 
 _log = logging.getLogger("switchyard.byok")
+
+
+class ByokSource(Protocol):
+    """What the cache reads: `ByokStore` (SQLite) or byok_pg.`PgByokStore`."""
+
+    def key(self, secret: str) -> DataKey:
+        """The data key `secret` derives in this store."""
+        ...
+
+    def decrypt_with(
+        self, keys: Mapping[str, DataKey], problems: list[str] | None = None
+    ) -> dict[tuple[str, str], dict[str, str]]:
+        """The credentials that open with `keys`, by (org, provider), then field."""
+        ...
+
+    def list(self) -> list[ByokRow]:
+        """Every stored credential, without values."""
+        ...
+
+    def data_version(self) -> int:
+        """A number that changes whenever the credentials change."""
+        ...
+
+    def close(self) -> None:
+        """Release the store."""
+        ...
 
 
 class ByokCache:
@@ -26,12 +53,13 @@ class ByokCache:
     `credentials` does no I/O. Only providers listed in the org's `byok` are served; an org
     whose encryption secret is absent from the environment gets none, and `problems()` says
     so by the secret's NAME. After a rotation a gateway still holding the old secret keeps the
-    values it last read (rotation does not change them) and reports the mismatch.
+    values it last read (rotation does not change them) and reports the mismatch. When the
+    store cannot be read, the last snapshot keeps serving and `problems()` says so.
     """
 
     def __init__(
         self,
-        path: Path,
+        store: ByokSource | Path,
         environment: str,
         orgs: Mapping[str, OrgConfig],
         environ: Mapping[str, str],
@@ -48,7 +76,12 @@ class ByokCache:
                 )
             except ByokError as exc:
                 self._static_problems.append(f"{exc}; the org's own credentials are not used")
-        self._store = ByokStore(path, environment) if secrets_by_org else None
+        self._store: ByokSource | None = None
+        if not secrets_by_org:
+            if not isinstance(store, Path):
+                store.close()
+        else:
+            self._store = ByokStore(store, environment) if isinstance(store, Path) else store
         self._keys = (
             {oid: self._store.key(s) for oid, s in secrets_by_org.items()} if self._store else {}
         )
@@ -58,6 +91,7 @@ class ByokCache:
         self._version: int | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing: str | None = None
         self.refresh()
 
     def credentials(self, org: str, provider: str) -> dict[str, str] | None:
@@ -67,7 +101,13 @@ class ByokCache:
 
     def problems(self) -> list[str]:
         """What keeps BYOK credentials from being used, by org and secret NAME (no values)."""
-        return [*self._static_problems, *self._problems]
+        failing = self._failing
+        unreachable = (
+            [f"BYOK store unreachable ({failing}); serving the credentials read before"]
+            if failing is not None
+            else []
+        )
+        return [*self._static_problems, *self._problems, *unreachable]
 
     def refresh(self) -> bool:
         """Reload the snapshot if the store changed; True when it was reloaded."""
@@ -117,8 +157,21 @@ class ByokCache:
 
     def _refresh_loop(self, interval: float) -> None:
         while not self._stopping.wait(interval):
-            with contextlib.suppress(sqlite3.Error):  # keep the last good snapshot
-                self.refresh()
+            self._poll()
+
+    def _poll(self) -> None:
+        """One background refresh: keep the last snapshot on failure, log the change once."""
+        try:
+            self.refresh()
+        except Exception as exc:  # keep the last good snapshot
+            reason = str(exc) or type(exc).__name__
+            if self._failing is None:
+                _log.warning("cannot refresh BYOK credentials, serving the last ones: %s", reason)
+            self._failing = reason
+            return
+        if self._failing is not None:
+            _log.warning("the BYOK store is readable again; credentials refreshed")
+            self._failing = None
 
     def stop(self) -> None:
         """Stop the background refresh and close the store."""
@@ -126,7 +179,12 @@ class ByokCache:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+        # A refresh stuck on an unresponsive store must not hold the shutdown: its daemon
+        # thread ends with the process.
+        if self._lock.acquire(timeout=1.0):
+            try:
+                if self._store is not None:
+                    self._store.close()
+                    self._store = None
+            finally:
+                self._lock.release()

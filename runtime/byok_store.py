@@ -22,7 +22,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,20 +161,14 @@ class ByokStore:
         """The data key `secret` derives in this store."""
         return derive_key(secret, self._salt)
 
-    def _aad(self, org: str, provider: str, field_name: str) -> bytes:
-        return f"{self.environment}|{org}|{provider}|{field_name}".encode()
-
     def _seal(self, key: DataKey, org: str, provider: str, field_name: str, value: str) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + AESGCM(key.key).encrypt(
-            nonce, value.encode(), self._aad(org, provider, field_name)
-        )
+        return seal(key, self.environment, org, provider, field_name, value)
 
     def _open(
         self, key: DataKey, org: str, provider: str, field_name: str, nonce: bytes, ct: bytes
     ) -> str:
         """The plaintext; InvalidTag when the key or the row's place is wrong."""
-        return AESGCM(key.key).decrypt(nonce, ct, self._aad(org, provider, field_name)).decode()
+        return unseal(key, self.environment, org, provider, field_name, nonce, ct)
 
     def set(self, org: str, provider: str, field_name: str, value: str, secret: str) -> DataKey:
         """Store (or replace) a credential sealed with the key of `secret`; returns that key.
@@ -186,18 +180,16 @@ class ByokStore:
         if not value:
             raise ByokError("the credential value is empty")
         key = self.key(secret)
-        others = {
-            fp
-            for (fp,) in self._conn.execute(
-                "SELECT DISTINCT fingerprint FROM credentials WHERE org = ?", (org,)
-            )
-        } - {key.fingerprint}
-        if others:
-            raise ByokError(
-                f"credentials of org {org!r} are sealed with key {', '.join(sorted(others))}, "
-                f"not the current key {key.fingerprint}: run `byok rotate` with the old secret "
-                "first (or `byok delete` them)"
-            )
+        check_one_key(
+            org,
+            key,
+            {
+                fp
+                for (fp,) in self._conn.execute(
+                    "SELECT DISTINCT fingerprint FROM credentials WHERE org = ?", (org,)
+                )
+            },
+        )
         sealed = self._seal(key, org, provider, field_name, value)
         now = time.time()
         self._conn.execute(
@@ -239,33 +231,16 @@ class ByokStore:
         self, keys: Mapping[str, DataKey], problems: builtins.list[str] | None = None
     ) -> dict[tuple[str, str], dict[str, str]]:
         """`decrypt_all` with already derived keys (what the gateway's cache keeps)."""
-        out: dict[tuple[str, str], dict[str, str]] = {}
         cur = self._conn.execute(
             "SELECT org, provider, field, nonce, ciphertext, fingerprint FROM credentials"
             " ORDER BY org, provider, field"
         )
-        for org, provider, field_name, nonce, ct, fp in cur.fetchall():
-            key = keys.get(org)
-            if key is None:
-                continue
-            try:
-                value = self._open(key, org, provider, field_name, nonce, ct)
-            except (InvalidTag, UnicodeDecodeError):
-                if problems is not None:
-                    problems.append(_unreadable(org, provider, field_name, fp, key))
-                continue
-            out.setdefault((org, provider), {})[field_name] = value
-        return out
+        return open_rows(self.environment, keys, cur.fetchall(), problems)
 
     def rotate(self, org: str, old_secret: str, new_secret: str) -> int:
         """Re-seal the org's credentials from the old secret's key to the new one's, all or
         nothing; the number re-sealed (rows already under the new key are left as they are)."""
-        new = self.key(new_secret)
-        if not old_secret:
-            raise ByokError("the old encryption secret is empty")
-        old = _derive(old_secret, self._salt)  # no length check: it only opens what it sealed
-        if old.fingerprint == new.fingerprint:
-            raise ByokError("the old and the new encryption secret are the same")
+        old, new = rotation_keys(self._salt, old_secret, new_secret)
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             rows = self._conn.execute(
@@ -274,28 +249,18 @@ class ByokStore:
                 (org,),
             ).fetchall()
             now = time.time()
-            count = 0
-            for provider, field_name, nonce, ct, fp in rows:
-                if fp == new.fingerprint:
-                    continue
-                try:
-                    value = self._open(old, org, provider, field_name, nonce, ct)
-                except (InvalidTag, UnicodeDecodeError):
-                    raise ByokError(
-                        "nothing rotated: " + _unreadable(org, provider, field_name, fp, old)
-                    ) from None
-                sealed = self._seal(new, org, provider, field_name, value)
+            resealed = reseal(self.environment, org, old, new, rows)
+            for provider, field_name, sealed in resealed:
                 self._conn.execute(
                     "UPDATE credentials SET nonce = ?, ciphertext = ?, fingerprint = ?,"
                     " updated_at = ? WHERE org = ? AND provider = ? AND field = ?",
                     (sealed[:12], sealed[12:], new.fingerprint, now, org, provider, field_name),
                 )
-                count += 1
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
-        return count
+        return len(resealed)
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the database."""
@@ -311,3 +276,105 @@ def _unreadable(org: str, provider: str, field_name: str, fp: str, key: DataKey)
             "secret is not the one that sealed it (rotated? set it to the current secret)"
         )
     return f"{where} does not decrypt (tampered with or copied from another row)"
+
+
+# --- sealing, shared by every store (SQLite here, PostgreSQL in runtime/byok_pg.py) ---------
+
+
+def _aad(environment: str, org: str, provider: str, field_name: str) -> bytes:
+    return f"{environment}|{org}|{provider}|{field_name}".encode()
+
+
+def seal(
+    key: DataKey, environment: str, org: str, provider: str, field_name: str, value: str
+) -> bytes:
+    """`value` sealed with AES-256-GCM under a fresh nonce, bound to its place: nonce (12
+    bytes) followed by ciphertext and tag."""
+    nonce = os.urandom(12)
+    aad = _aad(environment, org, provider, field_name)
+    return nonce + AESGCM(key.key).encrypt(nonce, value.encode(), aad)
+
+
+def unseal(
+    key: DataKey,
+    environment: str,
+    org: str,
+    provider: str,
+    field_name: str,
+    nonce: bytes,
+    ct: bytes,
+) -> str:
+    """The plaintext of a sealed credential; InvalidTag when the key or the place is wrong."""
+    aad = _aad(environment, org, provider, field_name)
+    return AESGCM(key.key).decrypt(bytes(nonce), bytes(ct), aad).decode()
+
+
+def check_one_key(org: str, key: DataKey, fingerprints: set[str]) -> None:
+    """ByokError when the org's stored credentials (their `fingerprints`) are sealed with
+    another key than `key`: an org's rows always open with one secret."""
+    others = fingerprints - {key.fingerprint}
+    if others:
+        raise ByokError(
+            f"credentials of org {org!r} are sealed with key {', '.join(sorted(others))}, "
+            f"not the current key {key.fingerprint}: run `byok rotate` with the old secret "
+            "first (or `byok delete` them)"
+        )
+
+
+def open_rows(
+    environment: str,
+    keys: Mapping[str, DataKey],
+    rows: Iterable[tuple[str, str, str, bytes, bytes, str]],
+    problems: builtins.list[str] | None = None,
+) -> dict[tuple[str, str], dict[str, str]]:
+    """Decrypt (org, provider, field, nonce, ciphertext, fingerprint) rows of the orgs in
+    `keys`, by (org, provider), then field; a row that does not open is skipped and described
+    in `problems` (if given)."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for org, provider, field_name, nonce, ct, fp in rows:
+        key = keys.get(org)
+        if key is None:
+            continue
+        try:
+            value = unseal(key, environment, org, provider, field_name, nonce, ct)
+        except (InvalidTag, UnicodeDecodeError):
+            if problems is not None:
+                problems.append(_unreadable(org, provider, field_name, fp, key))
+            continue
+        out.setdefault((org, provider), {})[field_name] = value
+    return out
+
+
+def rotation_keys(salt: bytes, old_secret: str, new_secret: str) -> tuple[DataKey, DataKey]:
+    """(old, new) data keys of a rotation in a store with `salt`; ByokError when refused."""
+    new = derive_key(new_secret, salt)
+    if not old_secret:
+        raise ByokError("the old encryption secret is empty")
+    old = _derive(old_secret, salt)  # no length check: it only opens what it sealed
+    if old.fingerprint == new.fingerprint:
+        raise ByokError("the old and the new encryption secret are the same")
+    return old, new
+
+
+def reseal(
+    environment: str,
+    org: str,
+    old: DataKey,
+    new: DataKey,
+    rows: Iterable[tuple[str, str, bytes, bytes, str]],
+) -> builtins.list[tuple[str, str, bytes]]:
+    """(provider, field, sealed) for each of the org's (provider, field, nonce, ciphertext,
+    fingerprint) rows not yet under `new`, re-sealed from `old`; ByokError (nothing rotated)
+    when one does not open with `old`."""
+    out: builtins.list[tuple[str, str, bytes]] = []
+    for provider, field_name, nonce, ct, fp in rows:
+        if fp == new.fingerprint:
+            continue
+        try:
+            value = unseal(old, environment, org, provider, field_name, nonce, ct)
+        except (InvalidTag, UnicodeDecodeError):
+            raise ByokError(
+                "nothing rotated: " + _unreadable(org, provider, field_name, fp, old)
+            ) from None
+        out.append((provider, field_name, seal(new, environment, org, provider, field_name, value)))
+    return out

@@ -2,9 +2,10 @@
 
 Every parser, command function and print of `serve`, `keys create|list|revoke`, `requests`
 and `byok set|list|delete|rotate` lives here. What the commands need beside arguments and
-output lives in modules that return data: the key store (runtime/keys.py), the request log
-(runtime/records.py, runtime/request_report.py), the BYOK store (runtime/byok_store.py), and
-the text and JSON forms of what is listed (runtime/listings.py). Nothing on the request path
+output lives in modules that return data: the key and BYOK stores, SQLite or PostgreSQL as the
+config says (runtime/stores.py opens them), the request log (runtime/records.py,
+runtime/request_report.py), and the text and JSON forms of what is listed
+(runtime/listings.py). Nothing on the request path
 imports this module (tests/unit/test_request_path_imports.py).
 
 Every command's `func(args)` returns the exit code: 0 ok, 1 refused (bad config, invalid
@@ -26,14 +27,21 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from runtime import listings, paths, request_report
-from runtime.byok_store import BYOK_DB, ByokError, ByokRow, ByokStore, check_names, check_secret
+from runtime.byok_store import BYOK_DB, ByokError, ByokRow, check_names, check_secret
 from runtime.config import ConfigError, OrgConfig, RuntimeConfig, load_config
-from runtime.keys import ENV_RE, KeyInfo, KeyStore, KeyStoreError
+from runtime.keys import ENV_RE, KeyInfo, KeyStoreError
 from runtime.paths import KEYS_DB, REQUESTS_DB, data_dir
 from runtime.records import read_records
+from runtime.stores import describe_store, open_byok_store, open_key_store, uses_postgres
+
+if TYPE_CHECKING:
+    from runtime.byok_pg import PgByokStore
+    from runtime.byok_store import ByokStore
+    from runtime.keys import KeyStore
+    from runtime.keys_pg import PgKeyStore
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -44,7 +52,15 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def main(argv: list[str] | None = None) -> int:
     """Run `python -m runtime` with `argv` (default: sys.argv[1:]); the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if "env" in vars(args):
+        try:
+            resolve_env_args(args)
+        except ConfigError as exc:
+            return fail(str(exc))
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -136,6 +152,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     unsendable = unsendable_credentials(config, os.environ)
     if unsendable:
         return fail("\n".join(unsendable))
+    from runtime.stores import check_stores
+
+    store_problem = check_stores(config, os.environ)
+    if store_problem:
+        return fail(store_problem)
     port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
@@ -255,14 +276,50 @@ def _banner(config: RuntimeConfig, host: str, port: int, workers: int, data_dir:
 
 
 def add_env_args(parser: argparse.ArgumentParser) -> None:
-    """`--env` and `--data-dir`, as every state-reading subcommand takes them."""
-    parser.add_argument("--env", required=True, type=_env, help="the environment")
+    """`--env`, `--data-dir` and `--config`, as every state-reading subcommand takes them.
+
+    `--config` (default $SWITCHYARD_CONFIG) is the environment's compiled runtime.json: the
+    command then uses the stores it names (PostgreSQL when `state.keys.store` says so) and
+    `--env` may be left out. Without it, the SQLite files of the data dir, as always.
+    `main` resolves both into `args.env` and `args.runtime_config` (resolve_env_args)."""
+    parser.add_argument("--env", type=_env, help="the environment (default: the one of --config)")
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="the environment's data directory "
-        "(default: $SWITCHYARD_DATA_DIR or ./.switchyard/ENV)",
+        "(default: $SWITCHYARD_DATA_DIR, else server.data_dir of --config, else "
+        "./.switchyard/ENV)",
     )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=os.environ.get("SWITCHYARD_CONFIG") or None,
+        help="the environment's compiled runtime.json, e.g. build/prod/runtime.json, whose "
+        "stores the command uses (default: $SWITCHYARD_CONFIG; without it, the SQLite files "
+        "of the data dir)",
+    )
+
+
+def resolve_env_args(args: argparse.Namespace) -> None:
+    """Set `args.runtime_config` (the loaded --config, or None) and `args.env` (--env, else
+    the config's environment). ConfigError when the config does not load or is another
+    environment's; ValueError (a usage error) when neither --env nor --config is given."""
+    config = load_config(args.config) if args.config else None
+    args.runtime_config = config
+    if config is None:
+        if args.env is None:
+            raise ValueError(
+                "the following arguments are required: --env (or --config runtime.json, or "
+                "$SWITCHYARD_CONFIG)"
+            )
+        return
+    if args.env is None:
+        args.env = config.environment
+    elif args.env != config.environment:
+        raise ConfigError(
+            f"{args.config} is the config of environment {config.environment!r}, not "
+            f"{args.env!r}; pass build/{args.env}/runtime.json"
+        )
 
 
 def _env(text: str) -> str:
@@ -325,7 +382,10 @@ def parse_expiry(text: str, now: float) -> float:
 
 
 def _dir(args: argparse.Namespace) -> Path:
-    return data_dir(args.env, explicit=args.data_dir)
+    config: RuntimeConfig | None = getattr(args, "runtime_config", None)
+    return data_dir(
+        args.env, explicit=args.data_dir, configured=config.data_dir if config else None
+    )
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -375,8 +435,15 @@ def _add_keys(sub: Subparsers) -> None:
     revoke.set_defaults(func=cmd_keys_revoke)
 
 
-def _key_store(args: argparse.Namespace) -> KeyStore:
-    return KeyStore(_dir(args) / KEYS_DB, args.env)
+def _key_store(args: argparse.Namespace) -> KeyStore | PgKeyStore:
+    """The configured key store (KeyStoreError when it cannot be opened)."""
+    return open_key_store(args.runtime_config, args.env, _dir(args), os.environ)
+
+
+def _sqlite_missing(args: argparse.Namespace, db: str) -> Path | None:
+    """The SQLite file of `db` when it is the store and does not exist yet, else None."""
+    path = _dir(args) / db
+    return None if uses_postgres(args.runtime_config) or path.exists() else path
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -401,11 +468,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     """`keys list`: id, org, name, created, expires, status."""
-    keys_db = _dir(args) / KEYS_DB
     infos: list[KeyInfo] = []
-    if keys_db.exists():
+    if _sqlite_missing(args, KEYS_DB) is None:
         try:
-            with KeyStore(keys_db, args.env) as store:
+            with _key_store(args) as store:
                 infos = store.list()
         except KeyStoreError as exc:
             return fail(str(exc))
@@ -414,7 +480,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         print(json.dumps(listings.keys_json(infos, now), indent=2))
         return 0
     if not infos:
-        print(f"no keys in environment {args.env!r} ({keys_db})", file=sys.stderr)
+        where = describe_store(args.runtime_config, _dir(args), KEYS_DB)
+        print(f"no keys in environment {args.env!r} ({where})", file=sys.stderr)
         return 0
     print(listings.format_keys(infos, now))
     return 0
@@ -425,11 +492,11 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     key_id: str = args.key_id
     if key_id.startswith("sy_"):  # never echo what may be a full key
         return fail("pass the key id (see `keys list`), not the key itself")
-    keys_db = _dir(args) / KEYS_DB
-    if not keys_db.exists():
-        return fail(f"no key store in {keys_db.parent}; is --data-dir right?")
+    missing = _sqlite_missing(args, KEYS_DB)
+    if missing is not None:
+        return fail(f"no key store in {missing.parent}; is --data-dir (or --config) right?")
     try:
-        with KeyStore(keys_db, args.env) as store:
+        with _key_store(args) as store:
             before = store.get(key_id)
             info = store.revoke(key_id)
     except KeyStoreError as exc:
@@ -562,7 +629,9 @@ def cmd_requests(args: argparse.Namespace) -> int:
 _BYOK_HELP = """\
 An org's own provider credentials (BYOK), encrypted at rest with a key derived from the org's
 encryption secret (runtime.json `orgs.<org>.byok.encryption_key` names it; its value is read
-from the environment variable of that name). Values are read from stdin and never shown.
+from the environment variable of that name). Values are read from stdin and never shown. They
+are kept where --config's `state.keys` says: the data dir's byok.db, or PostgreSQL shared by
+every host.
 
 Rotation: export the new secret under the configured name and the old one under another
 variable, run `byok rotate --old-secret-env THAT_VARIABLE`, then restart the gateway with the
@@ -586,7 +655,7 @@ def _add_byok(sub: Subparsers) -> None:
         'stdin, never from the command line: `printf %%s "$KEY" | ... byok set ...`, or '
         "type it at the prompt.",
     )
-    _byok_common(put, config=True)
+    _byok_common(put)
     put.add_argument("--org", required=True, help="the org the credential belongs to")
     put.add_argument("--provider", required=True, help="a provider in the org's byok list")
     put.add_argument("--field", default="api_key", help="the credential field (default api_key)")
@@ -595,12 +664,12 @@ def _add_byok(sub: Subparsers) -> None:
     put.set_defaults(func=cmd_byok_set)
 
     listing = actions.add_parser("list", help="list stored credentials (never their values)")
-    _byok_common(listing, config=False)
+    _byok_common(listing)
     listing.add_argument("--json", action="store_true", help="JSON for machines")
     listing.set_defaults(func=cmd_byok_list)
 
     delete = actions.add_parser("delete", help="delete an org's credentials for a provider")
-    _byok_common(delete, config=False)
+    _byok_common(delete)
     delete.add_argument("--org", required=True)
     delete.add_argument("--provider", required=True)
     delete.set_defaults(func=cmd_byok_delete)
@@ -612,7 +681,7 @@ def _add_byok(sub: Subparsers) -> None:
         "(in --old-secret-env) to the key of the current one (the variable the config names). "
         "All or nothing.",
     )
-    _byok_common(rotate, config=True)
+    _byok_common(rotate)
     rotate.add_argument("--org", required=True)
     rotate.add_argument(
         "--old-secret-env", required=True, metavar="VAR", help="variable holding the old secret"
@@ -620,31 +689,25 @@ def _add_byok(sub: Subparsers) -> None:
     rotate.set_defaults(func=cmd_byok_rotate)
 
 
-def _byok_common(parser: argparse.ArgumentParser, *, config: bool) -> None:
+def _byok_common(parser: argparse.ArgumentParser) -> None:
+    # add_env_args offers --config to every command; set and rotate require it (which orgs
+    # may BYOK which providers, the secrets' names), see _byok_org.
     add_env_args(parser)
-    if config:
-        parser.add_argument(
-            "--config",
-            required=True,
-            metavar="PATH",
-            help="the compiled runtime.json (which orgs may BYOK which providers)",
-        )
 
 
-def _byok_db(args: argparse.Namespace) -> Path:
-    return _dir(args) / BYOK_DB
+def _byok_store(args: argparse.Namespace) -> ByokStore | PgByokStore:
+    """The configured BYOK store (ByokError when it cannot be opened)."""
+    return open_byok_store(args.runtime_config, args.env, _dir(args), os.environ)
 
 
 def _byok_org(args: argparse.Namespace) -> tuple[RuntimeConfig, OrgConfig, str]:
     """The config, the org and its current encryption secret; ByokError when refused."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise ByokError(str(exc)) from None
-    if config.environment != args.env:
+    config: RuntimeConfig | None = args.runtime_config
+    if config is None:
         raise ByokError(
-            f"{args.config} is the config of environment {config.environment!r}, not "
-            f"{args.env!r}; pass build/{args.env}/runtime.json"
+            "--config is required: the compiled runtime.json says which orgs may bring which "
+            f"providers' credentials (e.g. --config build/{args.env}/runtime.json, or set "
+            "$SWITCHYARD_CONFIG)"
         )
     org = config.orgs.get(args.org)
     if org is None:
@@ -686,7 +749,7 @@ def cmd_byok_set(args: argparse.Namespace) -> int:
             )
         check_names(org.id, provider, args.field)
         value = _read_value(f"{args.field} for {org.id}/{provider} (not echoed): ")
-        with ByokStore(_byok_db(args), args.env) as store:
+        with _byok_store(args) as store:
             key = store.set(org.id, provider, args.field, value, secret)
     except ByokError as exc:
         return fail(str(exc))
@@ -708,11 +771,10 @@ def _read_value(prompt: str) -> str:
 
 def cmd_byok_list(args: argparse.Namespace) -> int:
     """`byok list`: org, provider, field, key fingerprint, updated; never values."""
-    db = _byok_db(args)
     rows: list[ByokRow] = []
-    if db.exists():
+    if _sqlite_missing(args, BYOK_DB) is None:
         try:
-            with ByokStore(db, args.env) as store:
+            with _byok_store(args) as store:
                 rows = store.list()
         except ByokError as exc:
             return fail(str(exc))
@@ -720,7 +782,8 @@ def cmd_byok_list(args: argparse.Namespace) -> int:
         print(json.dumps(listings.byok_rows_json(rows), indent=2))
         return 0
     if not rows:
-        print(f"no BYOK credentials in environment {args.env!r} ({db})", file=sys.stderr)
+        where = describe_store(args.runtime_config, _dir(args), BYOK_DB)
+        print(f"no BYOK credentials in environment {args.env!r} ({where})", file=sys.stderr)
         return 0
     print(listings.format_byok_rows(rows))
     return 0
@@ -728,11 +791,11 @@ def cmd_byok_list(args: argparse.Namespace) -> int:
 
 def cmd_byok_delete(args: argparse.Namespace) -> int:
     """`byok delete`: every field of the org's credentials for the provider."""
-    db = _byok_db(args)
-    if not db.exists():
-        return fail(f"no BYOK store in {db.parent}; is --data-dir right?")
+    missing = _sqlite_missing(args, BYOK_DB)
+    if missing is not None:
+        return fail(f"no BYOK store in {missing.parent}; is --data-dir (or --config) right?")
     try:
-        with ByokStore(db, args.env) as store:
+        with _byok_store(args) as store:
             count = store.delete(args.org, args.provider)
     except ByokError as exc:
         return fail(str(exc))
@@ -753,10 +816,10 @@ def cmd_byok_rotate(args: argparse.Namespace) -> int:
         old = os.environ.get(var)
         if not old:
             raise ByokError(f"--old-secret-env {var}: the variable {var} is not set")
-        db = _byok_db(args)
-        if not db.exists():
-            raise ByokError(f"no BYOK store in {db.parent}; is --data-dir right?")
-        with ByokStore(db, args.env) as store:
+        missing = _sqlite_missing(args, BYOK_DB)
+        if missing is not None:
+            raise ByokError(f"no BYOK store in {missing.parent}; is --data-dir right?")
+        with _byok_store(args) as store:
             count = store.rotate(org.id, old, secret)
             fingerprint = store.key(secret).fingerprint
     except ByokError as exc:

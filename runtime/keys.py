@@ -6,17 +6,18 @@ name it) and the 40-character secret is never stored: the store keeps
 sha256(f"{keyid}:{secret}"). Rotation is two keys for the same org and name, both active until
 the old one is revoked.
 
-`KeyStore` is the issuer's view (the `keys` CLI); `Authenticator` is the gateway's hot-path
-verifier, which checks tokens against an in-memory snapshot that a background thread refreshes
-from SQLite.
+`KeyStore` is the issuer's view (the `keys` CLI) in SQLite; runtime/keys_pg.py `PgKeyStore` is
+the same over PostgreSQL, shared by replicas and hosts. `Authenticator` is the gateway's
+hot-path verifier, which checks tokens against an in-memory snapshot that a background thread
+refreshes from either store (anything with `KeySource`'s rows() and data_version()).
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import sqlite3
@@ -25,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from runtime import sqlite
 from runtime.errors import GatewayError
@@ -37,6 +39,8 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 _KEYID_RE = re.compile(rf"^[a-z0-9]{{{KEYID_LEN}}}$")
 _SECRET_RE = re.compile(rf"^[A-Za-z0-9]{{{SECRET_LEN}}}$")
 _EARLY_REFRESH_GAP_S = 0.25
+
+_log = logging.getLogger("switchyard.keys")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -128,6 +132,13 @@ def token_from_headers(authorization: str | None, x_api_key: str | None) -> str 
     return None
 
 
+def draw_key() -> tuple[str, str]:
+    """A fresh random (key id, secret)."""
+    key_id = "".join(secrets.choice(_KEYID_ALPHABET) for _ in range(KEYID_LEN))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LEN))
+    return key_id, secret
+
+
 def _info(row: tuple[str, str, str, str, float, float | None, float | None, str]) -> KeyInfo:
     return KeyInfo(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
@@ -166,8 +177,7 @@ class KeyStore:
         """Issue a key; returns its info and the plaintext key, which exists nowhere else."""
         now = time.time()
         while True:
-            key_id = "".join(secrets.choice(_KEYID_ALPHABET) for _ in range(KEYID_LEN))
-            secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LEN))
+            key_id, secret = draw_key()
             try:
                 self._conn.execute(
                     "INSERT INTO keys (id, environment, org, name, hash, created_at, expires_at)"
@@ -218,21 +228,41 @@ class KeyStore:
         return int(version)
 
 
+class KeySource(Protocol):
+    """What the authenticator reads: `KeyStore` (SQLite) or keys_pg.`PgKeyStore`."""
+
+    def rows(self) -> builtins.list[tuple[KeyInfo, str]]:
+        """(info, hash) of every key of the environment."""
+        ...
+
+    def data_version(self) -> int:
+        """A number that changes whenever the keys change (a cheap check)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store."""
+        ...
+
+
 class Authenticator:
     """Verifies gateway keys against an in-memory snapshot of the key store.
 
-    `verify` does no I/O. `refresh` reloads the snapshot when the database changed; the app
-    calls `start_background_refresh` so new and revoked keys take effect within about a second.
+    `verify` does no I/O. `refresh` reloads the snapshot when the store changed; the app
+    calls `start_background_refresh` so new and revoked keys take effect within a second.
+    When the store cannot be read, the last snapshot keeps serving: the failure is logged once,
+    `warnings()` names it (for /readyz) until a refresh succeeds again.
     """
 
-    def __init__(self, store_path: Path, environment: str, prefix: str | None = None) -> None:
+    def __init__(
+        self, store: KeySource | Path, environment: str, prefix: str | None = None
+    ) -> None:
         self.environment = environment
         self.prefix = prefix or key_prefix(environment)
         if self.prefix != key_prefix(environment):
             raise KeyStoreError(
                 f"key prefix {self.prefix!r} does not match environment {environment!r}"
             )
-        self._store = KeyStore(store_path, environment)
+        self._store: KeySource = KeyStore(store, environment) if isinstance(store, Path) else store
         self._lock = threading.Lock()
         self._snapshot: dict[str, tuple[bytes, KeyInfo]] = {}
         self._version: int | None = None
@@ -240,6 +270,8 @@ class Authenticator:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_early = 0.0
+        self._failing: str | None = None
+        self._failing_since = 0.0
         self.refresh()
 
     def refresh(self) -> bool:
@@ -252,6 +284,32 @@ class Authenticator:
             self._snapshot = snapshot  # one reference swap: readers see old or new, never half
             self._version = version
             return True
+
+    def warnings(self) -> builtins.list[str]:
+        """Why the snapshot may be stale (the store unreadable), for /readyz; else []."""
+        failing = self._failing
+        if failing is None:
+            return []
+        since = time.strftime("%H:%M:%S", time.gmtime(self._failing_since))
+        return [
+            f"key store unreachable since {since} UTC ({failing}); serving the keys read "
+            "before, new keys and revocations wait until it is back"
+        ]
+
+    def _poll(self) -> None:
+        """One background refresh: keep the last snapshot on failure, log the change once."""
+        try:
+            self.refresh()
+        except Exception as exc:  # keep the last good snapshot
+            reason = str(exc) or type(exc).__name__
+            if self._failing is None:
+                self._failing_since = time.time()
+                _log.warning("cannot refresh the keys, serving the last snapshot: %s", reason)
+            self._failing = reason
+            return
+        if self._failing is not None:
+            _log.warning("the key store is readable again; keys refreshed")
+            self._failing = None
 
     def verify(self, token: str | None) -> KeyInfo:
         """The key's info, or AuthError(missing_api_key | invalid_api_key |
@@ -305,8 +363,7 @@ class Authenticator:
             self._wake.clear()
             if self._stopping.is_set():
                 break
-            with contextlib.suppress(sqlite3.Error):  # keep the last good snapshot
-                self.refresh()
+            self._poll()
 
     def stop(self) -> None:
         """Stop the background refresh and close the store."""
@@ -315,5 +372,10 @@ class Authenticator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        with self._lock:
-            self._store.close()
+        # A refresh stuck on an unresponsive store must not hold the shutdown: its daemon
+        # thread ends with the process.
+        if self._lock.acquire(timeout=1.0):
+            try:
+                self._store.close()
+            finally:
+                self._lock.release()
