@@ -31,19 +31,17 @@ from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.byok_store import BYOK_DB
-from runtime.chat import ChatHandler
+from runtime.chat import ChatHandler, request_id_prefix
 from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
-from runtime.limits import LimitState, SpendTotals, period_starts
+from runtime.limits import build_limiter
 from runtime.metrics import Metrics
-from runtime.records import RecordWriter, read_spend
+from runtime.records import RecordWriter, Spend, read_spend
 from runtime.router import Router
 from runtime.services import Services, authenticate
 
 log = logging.getLogger("switchyard")
-
-SPEND_REFRESH_S = 5.0
 
 
 class Gateway:
@@ -54,7 +52,7 @@ class Gateway:
         self.config = config
         self.data_dir = data_dir
         self.metrics = Metrics()
-        self.limits = LimitState(config.limits, config.workers)
+        self.limits = build_limiter(config, environ, self._read_spend)
         problems = unsendable_credentials(config, environ)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -117,19 +115,13 @@ class Gateway:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
-        lim = cfg.limits
-        budgets = [lim.key_budget, lim.org_budget, *lim.org_budgets.values()]
-        if any(b.usd_per_day is not None or b.usd_per_month is not None for b in budgets):
-            self._refresh_spend()
-            loop = asyncio.get_running_loop()
-            threading.Thread(
-                target=self._spend_loop, args=(loop,), name="spend-refresh", daemon=True
-            ).start()
+        await self.limits.start()
         return services
 
     async def stop(self) -> None:
         """Stop the refresh threads, close the transport, write what the writer holds."""
         self._stop.set()
+        await self.limits.close()
         if self._auth is not None:
             self._auth.stop()
         if self._byok is not None:
@@ -139,30 +131,12 @@ class Gateway:
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
 
-    def _read_spend(self) -> SpendTotals:
-        day, month = period_starts(time.time())
-        spend = read_spend(self.data_dir / paths.REQUESTS_DB, day, month)
-        return SpendTotals(
-            day,
-            month,
-            dict(spend.key_day),
-            dict(spend.key_month),
-            dict(spend.org_day),
-            dict(spend.org_month),
+    def _read_spend(self, day_start: float, month_start: float) -> Spend:
+        """The spend of every other process from the request log (the limiter's refresh
+        thread calls it; this process's own costs it counts in memory)."""
+        return read_spend(
+            self.data_dir / paths.REQUESTS_DB, day_start, month_start, request_id_prefix()
         )
-
-    def _refresh_spend(self) -> None:
-        with contextlib.suppress(Exception):
-            self.limits.refresh(self._read_spend())
-
-    def _spend_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop.wait(SPEND_REFRESH_S):
-            try:
-                totals = self._read_spend()
-            except Exception as exc:  # the log may be briefly locked; keep the last totals
-                log.warning("could not read spend for budgets: %s", exc)
-                continue
-            loop.call_soon_threadsafe(self.limits.refresh, totals)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, the /readyz body)."""
@@ -178,6 +152,9 @@ class Gateway:
         if self.config.routes and usable == 0:
             problems.append("no route has a provider with credentials")
         warnings = self._byok.problems() if self._byok is not None else []
+        limit_problems, limit_warnings = self.limits.readiness()
+        problems += limit_problems
+        warnings = warnings + limit_warnings
         return not problems, {
             "ready": not problems,
             "problems": problems,
@@ -284,7 +261,7 @@ def create_app(
 
     @api.get("/metrics")
     async def metrics() -> Response:
-        text = gw.metrics.render() + gw.writer_metrics()
+        text = gw.metrics.render() + gw.writer_metrics() + gw.limits.render_metrics()
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.get("/v1/models")
