@@ -325,9 +325,10 @@ class LocalLimiter:
     def _settle(self, res: Reservation, cost_usd: float | None, tokens: int) -> None:
         if self.tpm is not None:
             b = self.tok_buckets.get(res.key_id)
-            if b is not None:
-                # The real tokens replace the estimate: more are taken, fewer given back.
-                b.tokens = min(self.tpm, b.tokens + res.tokens - max(0, tokens))
+            if b is not None and tokens > res.tokens:
+                # Tokens beyond the estimate are taken now; an unused estimate is not given
+                # back (as OpenAI counts max_tokens against its own tokens-per-minute).
+                b.tokens -= tokens - res.tokens
         if self._outstanding.pop(res.request_id, None) is None:
             return  # no budgets, or settled already
         self._roll(time.time())
