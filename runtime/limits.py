@@ -235,9 +235,8 @@ class LocalLimiter:
         self._day_start, self._month_start = period_starts(time.time())
         self._base = _Ledger()  # other processes, from the request log
         self._own = _Ledger()  # this process's settled costs
-        self._held = _Ledger()  # this process's outstanding reservations
-        self._used = _Ledger()  # the sum of the three: what admission compares
-        self._outstanding: dict[str, Reservation] = {}
+        self._used = _Ledger()  # base + own + outstanding reservations: what admission compares
+        self._outstanding: dict[str, Reservation] = {}  # by request id
         self.read_spend = read_spend
         self.refresh_s = refresh_s
         self.refresh_failures = 0
@@ -296,7 +295,6 @@ class LocalLimiter:
             raise refusal
         nano = worst or 0
         if nano:
-            self._held.add(key_id, org, nano, True, True)
             self._used.add(key_id, org, nano, True, True)
         res = Reservation(request_id, key_id, org, nano, taken, self._day_start, self._month_start)
         self._outstanding[request_id] = res
@@ -334,13 +332,11 @@ class LocalLimiter:
         self._roll(time.time())
         day = res.day_start == self._day_start
         month = res.month_start == self._month_start
-        if res.nano_usd:
-            self._held.add(res.key_id, res.org, -res.nano_usd, day, month)
-            self._used.add(res.key_id, res.org, -res.nano_usd, day, month)
         cost = to_nano(cost_usd)
+        if cost != res.nano_usd:
+            self._used.add(res.key_id, res.org, cost - res.nano_usd, day, month)
         if cost:
             self._own.add(res.key_id, res.org, cost, day, month)
-            self._used.add(res.key_id, res.org, cost, day, month)
 
     # --- budgets --------------------------------------------------------------------------
 
@@ -349,27 +345,30 @@ class LocalLimiter:
         day, month = period_starts(wall)
         if day != self._day_start:
             self._day_start = day
-            for ledger in (self._base, self._own, self._held, self._used):
+            for ledger in (self._base, self._own, self._used):
                 ledger.new_day()
         if month != self._month_start:
             self._month_start = month
-            for ledger in (self._base, self._own, self._held, self._used):
+            for ledger in (self._base, self._own, self._used):
                 ledger.new_month()
 
     def _over(self, key_id: str, org: str, worst: int | None, wall: float) -> GatewayError | None:
         u = self._used
+        need = 0 if worst is None else worst
         key_day, key_month = self._key_budget
         org_day, org_month = self._org_budgets.get(org, self._org_default)
-        for budget, used, who, daily in (
-            (key_day, u.key_day.get(key_id, 0), "key", True),
-            (key_month, u.key_month.get(key_id, 0), "key", False),
-            (org_day, u.org_day.get(org, 0), f"org '{org}'", True),
-            (org_month, u.org_month.get(org, 0), f"org '{org}'", False),
+        for budget, table, name, daily, of_key in (
+            (key_day, u.key_day, key_id, True, True),
+            (key_month, u.key_month, key_id, False, True),
+            (org_day, u.org_day, org, True, False),
+            (org_month, u.org_month, org, False, False),
         ):
             if budget is None:
                 continue
-            if used + (worst or 0) <= budget and (worst is not None or used < budget):
+            used = table.get(name, 0)
+            if used + need <= budget and (worst is not None or used < budget):
                 continue
+            who = "key" if of_key else f"org '{org}'"
             period = "daily" if daily else "monthly"
             left = max(0, budget - used) / NANO
             if worst is None:
@@ -404,7 +403,11 @@ class LocalLimiter:
         else:
             base.key_month, base.org_month = self._base.key_month, self._base.org_month
         self._base = base
-        own, held = self._own, self._held
+        own, held = self._own, _Ledger()
+        for r in self._outstanding.values():
+            if r.nano_usd:
+                day, month = r.day_start == self._day_start, r.month_start == self._month_start
+                held.add(r.key_id, r.org, r.nano_usd, day, month)
         self._used = _Ledger(
             _sum(base.key_day, own.key_day, held.key_day),
             _sum(base.key_month, own.key_month, held.key_month),
