@@ -52,7 +52,7 @@ class Gateway:
         self.config = config
         self.data_dir = data_dir
         self.metrics = Metrics()
-        self.limits = build_limiter(config, environ, self._read_spend)
+        self.limits = build_limiter(config, environ, self._read_others_spend, self._read_spend)
         problems = unsendable_credentials(config, environ)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -131,12 +131,15 @@ class Gateway:
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._writer.close)
 
-    def _read_spend(self, day_start: float, month_start: float) -> Spend:
-        """The spend of every other process from the request log (the limiter's refresh
-        thread calls it; this process's own costs it counts in memory)."""
-        return read_spend(
-            self.data_dir / paths.REQUESTS_DB, day_start, month_start, request_id_prefix()
-        )
+    def _read_spend(self, day_start: float, month_start: float, exclude: str = "") -> Spend:
+        """The spend in the request log since the starts of the UTC day and month, without
+        the records whose request id starts with `exclude` (blocking: called in a thread)."""
+        return read_spend(self.data_dir / paths.REQUESTS_DB, day_start, month_start, exclude)
+
+    def _read_others_spend(self, day_start: float, month_start: float) -> Spend:
+        """The spend of every other process: the in-process limiter counts its own in memory
+        (so a record still queued in the writer is neither missed nor counted twice)."""
+        return self._read_spend(day_start, month_start, request_id_prefix())
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, the /readyz body)."""

@@ -491,11 +491,15 @@ class LocalLimiter:
 
 
 def build_limiter(
-    config: RuntimeConfig, environ: Mapping[str, str], read_spend: ReadSpend | None
+    config: RuntimeConfig,
+    environ: Mapping[str, str],
+    read_spend: ReadSpend | None,
+    seed: ReadSpend | None = None,
 ) -> Limiter:
-    """The limiter of `config.state.limits_store`: a LocalLimiter (`memory`), or a
-    RedisLimiter at the URL in secret `state.redis_url_secret` with a LocalLimiter for its
-    fallback (`redis`)."""
+    """The limiter of `config.state.limits_store`: a LocalLimiter (`memory`) fed by
+    `read_spend` (the spend of the other processes), or a RedisLimiter at the URL in secret
+    `state.redis_url_secret` with that LocalLimiter for its fallback (`redis`), which fills an
+    empty Redis from `seed` (the spend of every process)."""
     local = LocalLimiter(config.limits, config.workers, read_spend)
     state = config.state
     if state.limits_store != "redis":
@@ -510,7 +514,7 @@ def build_limiter(
     # Imported only when configured (runtime/limits_redis.py, and the Redis client it needs).
     redis_limiter = importlib.import_module("runtime.limits_redis").RedisLimiter
     limiter: Limiter = redis_limiter(
-        config.limits, config.environment, url, state.on_redis_unavailable, local
+        config.limits, config.environment, url, state.on_redis_unavailable, local, seed=seed
     )
     return limiter
 

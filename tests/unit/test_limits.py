@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import sys
 import time
 import types
 from dataclasses import replace
@@ -245,3 +246,41 @@ def test_build_limiter_is_local_for_memory_and_names_a_missing_redis_secret() ->
     with pytest.raises(ConfigError) as exc:
         build_limiter(redis, {}, None)
     assert "SWITCHYARD_REDIS_URL" in str(exc.value) and "redis" in str(exc.value)
+
+
+def test_build_limiter_hands_redis_its_url_settings_local_fallback_and_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: dict[str, Any] = {}
+
+    class FakeRedisLimiter:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made["args"], made["kwargs"] = args, kwargs
+
+    monkeypatch.setitem(
+        sys.modules, "runtime.limits_redis", types.SimpleNamespace(RedisLimiter=FakeRedisLimiter)
+    )
+    cfg = replace(
+        config([], [], rpm=5),
+        state=StateConfig(
+            limits_store="redis", redis_url_secret="REDIS_URL", on_redis_unavailable="open"
+        ),
+    )
+
+    def others(day: float, month: float) -> Spend:
+        return Spend({}, {}, {}, {})
+
+    def everyone(day: float, month: float) -> Spend:
+        return Spend({}, {}, {}, {})
+
+    limiter = build_limiter(cfg, {"REDIS_URL": "redis://127.0.0.1:1/0"}, others, everyone)
+    assert isinstance(limiter, FakeRedisLimiter)
+    limits, environment, url, on_unavailable, local = made["args"]
+    assert (limits, environment, url, on_unavailable) == (
+        cfg.limits,
+        "test",
+        "redis://127.0.0.1:1/0",
+        "open",
+    )
+    assert isinstance(local, LocalLimiter) and local.read_spend is others
+    assert made["kwargs"] == {"seed": everyone}
