@@ -30,13 +30,13 @@ from runtime import paths, scrub
 from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
-from runtime.chat import ChatHandler, next_request_id
+from runtime.chat import ChatHandler, next_request_id, request_id_prefix
 from runtime.config import ConfigError, RuntimeConfig
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
-from runtime.limits import LimitState, SpendTotals, period_starts
+from runtime.limits import build_limiter
 from runtime.metrics import SNAPSHOT_INTERVAL_S, Metrics, WorkerSnapshots, merge
-from runtime.records import MODELS_ENDPOINT, RecordWriter, RequestRecord, read_spend
+from runtime.records import MODELS_ENDPOINT, RecordWriter, RequestRecord, Spend, read_spend
 from runtime.records_pg import PgRecordWriter
 from runtime.records_pg import read_spend as read_spend_pg
 from runtime.router import Router
@@ -45,7 +45,6 @@ from runtime.stores import open_byok_store, open_key_store
 
 log = logging.getLogger("switchyard")
 
-SPEND_REFRESH_S = 5.0
 # Set by `serve --workers N` (runtime/cli.py) in every worker: the supervisor's pid, which
 # names the directory where the replica's workers share their metrics.
 SUPERVISOR_ENV = "SWITCHYARD_SUPERVISOR_PID"
@@ -65,7 +64,8 @@ class Gateway:
         self.data_dir = data_dir
         self.metrics = Metrics()
         self.metrics.set_build_info(config.environment, config.config_hash)
-        self.limits = LimitState(config.limits, config.workers)
+        self.environ = environ
+        self.limits = build_limiter(config, environ, self._read_others_spend, self._read_spend)
         problems = unsendable_credentials(config, environ)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -75,7 +75,6 @@ class Gateway:
             *(p.credentials.values() for p in config.providers.values())
         )
         scrub.register(environ.get(name) for name in names)
-        self.environ = environ
         self.started = time.time()
         self._stop = threading.Event()
         self._services: Services | None = None
@@ -152,14 +151,7 @@ class Gateway:
             self.snapshots.prepare()
             await self._snapshot()
             self._snapshot_task = asyncio.ensure_future(self._snapshot_loop())
-        lim = cfg.limits
-        budgets = [lim.key_budget, lim.org_budget, *lim.org_budgets.values()]
-        if any(b.usd_per_day is not None or b.usd_per_month is not None for b in budgets):
-            self._refresh_spend()
-            loop = asyncio.get_running_loop()
-            threading.Thread(
-                target=self._spend_loop, args=(loop,), name="spend-refresh", daemon=True
-            ).start()
+        await self.limits.start()
         return services
 
     async def stop(self) -> None:
@@ -167,6 +159,7 @@ class Gateway:
         self._stop.set()
         if self._snapshot_task is not None:
             self._snapshot_task.cancel()
+        await self.limits.close()
         if self._auth is not None:
             self._auth.stop()
         if self._byok is not None:
@@ -189,33 +182,23 @@ class Gateway:
             )
         return url
 
-    def _read_spend(self) -> SpendTotals:
-        day, month = period_starts(time.time())
+    def _read_spend(self, day_start: float, month_start: float, exclude: str = "") -> Spend:
+        """The spend in the request log since the starts of the UTC day and month, without
+        the records whose request id starts with `exclude` (blocking: called in a thread)."""
         if self.config.logging.sink == "postgres":
-            spend = read_spend_pg(self._records_url(), day, month, self.config.environment)
-        else:
-            spend = read_spend(self.data_dir / paths.REQUESTS_DB, day, month)
-        return SpendTotals(
-            day,
-            month,
-            dict(spend.key_day),
-            dict(spend.key_month),
-            dict(spend.org_day),
-            dict(spend.org_month),
-        )
+            return read_spend_pg(
+                self._records_url(),
+                day_start,
+                month_start,
+                self.config.environment,
+                exclude_prefix=exclude,
+            )
+        return read_spend(self.data_dir / paths.REQUESTS_DB, day_start, month_start, exclude)
 
-    def _refresh_spend(self) -> None:
-        with contextlib.suppress(Exception):
-            self.limits.refresh(self._read_spend())
-
-    def _spend_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        while not self._stop.wait(SPEND_REFRESH_S):
-            try:
-                totals = self._read_spend()
-            except Exception as exc:  # the log may be briefly locked; keep the last totals
-                log.warning("could not read spend for budgets: %s", exc)
-                continue
-            loop.call_soon_threadsafe(self.limits.refresh, totals)
+    def _read_others_spend(self, day_start: float, month_start: float) -> Spend:
+        """The spend of every other process: the in-process limiter counts its own in memory
+        (so a record still queued in the writer is neither missed nor counted twice)."""
+        return self._read_spend(day_start, month_start, request_id_prefix())
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, the /readyz body)."""
@@ -235,6 +218,9 @@ class Gateway:
             warnings = [*warnings, *self._writer.problems()]
         if self._auth is not None:
             warnings += self._auth.warnings()
+        limit_problems, limit_warnings = self.limits.readiness()
+        problems += limit_problems
+        warnings = warnings + limit_warnings
         return not problems, {
             "ready": not problems,
             "problems": problems,
@@ -248,7 +234,7 @@ class Gateway:
     def process_metrics(self) -> str:
         """This process's counters, histograms and gauges in Prometheus text (no build info):
         what `/metrics` shows with one worker and what each worker's snapshot holds."""
-        return self.metrics.render() + self.writer_metrics()
+        return self.metrics.render() + self.writer_metrics() + self.limits.render_metrics()
 
     async def render_metrics(self) -> str:
         """`/metrics`: the whole replica. With several workers this process's live numbers are

@@ -1,10 +1,11 @@
 """`POST /v1/chat/completions`, as a lean ASGI handler (the hot path).
 
 Order of work per request: authenticate (in memory), read and decode the body, plan the
-candidates, check limits, then either the non-streamed call or the streamed one with the
-commit rule (runtime/fallback.py). Exactly one record per request is handed to the record
-sink, whatever happens — including auth failures and clients that go away. Everything it uses
-comes in one `Services` (runtime/services.py), built when the app started.
+candidates, reserve limits (the worst-case cost against budgets, settled to the real cost
+when the request ends, whatever happens), then either the non-streamed call or the streamed
+one with the commit rule (runtime/fallback.py). Exactly one record per request is handed to
+the record sink, whatever happens — including auth failures and clients that go away.
+Everything it uses comes in one `Services` (runtime/services.py), built when the app started.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
 from runtime.fallback import CANCELLED, AllCandidatesFailed, complete, open_stream
+from runtime.limits import Reservation
 from runtime.metrics import RouteLabels, status_label
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
@@ -34,6 +36,9 @@ MAX_BODY = 32 * 1024 * 1024
 RELAY_OVERHEAD = 160  # bytes of a relayed chunk that are not output (ids, keys), for estimates
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
+# Refusals after authentication that count against the key's requests-per-minute (429 is
+# the limiter's own answer; 401 has no key).
+_COUNTED_REFUSALS = frozenset(range(400, 500)) - {401, 429}
 
 
 log = logging.getLogger("switchyard.chat")  # scrubbed of credentials (runtime/scrub.py)
@@ -49,6 +54,11 @@ def _next_id() -> str:
 
 
 next_request_id = _next_id  # for the other recorded endpoints (runtime/app.py)
+
+
+def request_id_prefix() -> str:
+    """What every request id of this process starts with (and no other process's does)."""
+    return f"req_{_ID_PREFIX}"
 
 
 class _ClientGone(Exception):
@@ -98,9 +108,14 @@ class ChatHandler:
         )
         attempts: list[Attempt] = []
         state = ResponseProgress()
+        held: list[Reservation] = []  # what the limiter reserved, settled in `finally`
         try:
-            await self._handle(scope, receive, send, rec, attempts, state)
+            await self._handle(scope, receive, send, rec, attempts, state, held)
         except GatewayError as exc:
+            if not held and rec.key_id is not None and exc.status in _COUNTED_REFUSALS:
+                # Refused after authentication, before the limits were taken (a malformed
+                # body, an unknown model...): it still counts against requests-per-minute.
+                exc = await self.services.limits.count_rejected(rec.key_id) or exc
             rec.status, rec.error_code = exc.status, exc.code
             if not state.started:
                 await _send_error(send, exc, rid, attempts)
@@ -127,14 +142,15 @@ class ChatHandler:
             if state.first_byte is not None:
                 rec.ttfb_ms = (state.first_byte - start) * 1000
             _add_abandoned(rec, attempts)
-            if rec.cost_usd and rec.key_id is not None:
-                self.services.limits.charge(rec.key_id, rec.org, rec.cost_usd)
             if rec.status != 200 or rec.broke_after_commit:
                 _scrub_codes(attempts)
             rec.attempts = [a.as_dict() for a in attempts]
             rec.fell_back = len(attempts) > 1
             self._observe(rec, attempts)
             self.services.records.submit(rec)
+            if held:
+                tokens = (rec.input_tokens or 0) + (rec.output_tokens or 0)
+                self.services.limits.settle(held[0], rec.cost_usd, tokens)
 
     async def _handle(
         self,
@@ -144,6 +160,7 @@ class ChatHandler:
         rec: RequestRecord,
         attempts: list[Attempt],
         state: ResponseProgress,
+        held: list[Reservation],
     ) -> None:
         services = self.services
         if scope["method"] != "POST":
@@ -168,8 +185,14 @@ class ChatHandler:
         plan = services.router.plan(request, org)
         rec.route = plan.route
         rec.skipped = plan.skipped
-        services.limits.check(
-            key.id, key.org, plan.prompt_tokens + (plan.max_tokens or 0), time.monotonic()
+        held.append(
+            await services.limits.reserve(
+                rec.request_id,
+                key.id,
+                key.org,
+                plan.prompt_tokens + (plan.max_tokens or 0),
+                plan.worst_cost_usd,
+            )
         )
         ctx = RequestContext(rec.request_id, key, org, request, stream, plan, rec, state, attempts)
         guard = _Guard(receive, self.request_timeout)
@@ -208,9 +231,6 @@ class ChatHandler:
                     "no answer within the gateway's request_timeout_s of "
                     f"{self.request_timeout:g} s",
                 ) from None
-        services.limits.add_tokens(
-            key.id, max(0, (rec.output_tokens or 0) - (plan.max_tokens or 0)), time.monotonic()
-        )
 
     async def _complete(self, ctx: RequestContext, send: Send) -> None:
         rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress

@@ -428,8 +428,10 @@ class Spend:
     org_month: dict[str, float]
 
 
-def read_spend(path: Path, day_start: float, month_start: float) -> Spend:
-    """Sum cost_usd per key and per org since `day_start` and `month_start` (for budgets).
+def read_spend(path: Path, day_start: float, month_start: float, exclude_prefix: str = "") -> Spend:
+    """Sum cost_usd per key and per org since `day_start` and `month_start` (for budgets),
+    leaving out records whose request id starts with `exclude_prefix` (a gateway process's
+    own, which its limiter counts in memory).
 
     A missing database is no spend yet.
     """
@@ -437,6 +439,8 @@ def read_spend(path: Path, day_start: float, month_start: float) -> Spend:
     if not path.exists():
         return spend
     since = min(day_start, month_start)
+    mine = " AND substr(request_id, 1, ?) <> ?" if exclude_prefix else ""
+    params = (len(exclude_prefix), exclude_prefix) if exclude_prefix else ()
     conn = connect(path)
     try:
         for column, day, month in (
@@ -448,8 +452,8 @@ def read_spend(path: Path, day_start: float, month_start: float) -> Spend:
                 " SUM(CASE WHEN ts >= ? THEN cost_usd END),"
                 " SUM(CASE WHEN ts >= ? THEN cost_usd END)"
                 f" FROM requests WHERE ts >= ? AND {column} IS NOT NULL"
-                f" AND cost_usd IS NOT NULL GROUP BY {column}",
-                (day_start, month_start, since),
+                f" AND cost_usd IS NOT NULL{mine} GROUP BY {column}",
+                (day_start, month_start, since, *params),
             )
             for name, day_sum, month_sum in cur:
                 if day_sum is not None:

@@ -478,10 +478,16 @@ def _table_columns(conn: psycopg.Connection) -> set[str]:
 
 
 def read_spend(
-    url: str, day_start: float, month_start: float, environment: str | None = None
+    url: str,
+    day_start: float,
+    month_start: float,
+    environment: str | None = None,
+    exclude_prefix: str = "",
 ) -> Spend:
     """Sum cost_usd per key and per org since `day_start` and `month_start` (for budgets),
-    of `environment` when given. No table yet is no spend yet; raises PostgresError."""
+    of `environment` when given, without the records whose request id starts with
+    `exclude_prefix` (this process's own, which its limiter counts in memory). No table yet
+    is no spend yet; raises PostgresError."""
     import psycopg
 
     spend = Spend({}, {}, {}, {})
@@ -491,6 +497,8 @@ def read_spend(
         if not _table_columns(conn):
             return spend
         env_clause = " AND environment = %s" if environment is not None else ""
+        if exclude_prefix:
+            env_clause += " AND left(request_id, %s) <> %s"
         for column, day, month in (
             ("key_id", spend.key_day, spend.key_month),
             ("org", spend.org_day, spend.org_month),
@@ -498,6 +506,8 @@ def read_spend(
             params: list[Any] = [day_start, month_start, since]
             if environment is not None:
                 params.append(environment)
+            if exclude_prefix:
+                params += [len(exclude_prefix), exclude_prefix]
             cur = conn.execute(
                 f"SELECT {column},"
                 " SUM(CASE WHEN ts >= %s THEN cost_usd END),"

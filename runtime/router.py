@@ -56,6 +56,9 @@ class RoutePlan:
     skipped: list[dict[str, str]]
     prompt_tokens: int
     max_tokens: int | None
+    # The most any candidate can cost (prompt estimate x input price + the effective output
+    # limit x output price, tiers applied), reserved against budgets; None: none is priced.
+    worst_cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,8 @@ class Router:
                 param="model",
             )
         ordered = _order(strategy, eligible, self._rng)
-        return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens)
+        worst = _worst_cost(ordered, est_prompt, max_tokens)
+        return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens, worst)
 
 
 def _own_credentials(byok: ByokCache, c: Candidate, org: OrgConfig) -> Candidate:
@@ -243,6 +247,26 @@ def _skip_reason(
             f" exceed its context window of {c.model.context_window}"
         )
     return None
+
+
+def _worst_cost(
+    candidates: list[Candidate], est_prompt: int, max_tokens: int | None
+) -> float | None:
+    """The highest cost any priced candidate can bill: the prompt estimate plus the effective
+    output limit (`max_tokens`, else the model's output limit capped by what the context
+    window leaves after the prompt). None when no candidate is priced."""
+    worst: float | None = None
+    for c in candidates:
+        price = c.model.price
+        if price is None:
+            continue
+        room = max(0, c.model.context_window - est_prompt)
+        limit = c.model.max_output_tokens
+        out = max_tokens if max_tokens is not None else room if limit is None else min(limit, room)
+        cost = price.cost(est_prompt, out)
+        if worst is None or cost > worst:
+            worst = cost
+    return worst
 
 
 def _request_caused(skipped: list[dict[str, str]]) -> bool:

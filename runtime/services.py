@@ -13,7 +13,7 @@ from typing import Protocol
 
 from runtime.config import RuntimeConfig
 from runtime.keys import AuthError, KeyInfo, token_from_headers
-from runtime.limits import LimitState
+from runtime.limits import Limiter
 from runtime.metrics import Metrics
 from runtime.records import RequestRecord
 from runtime.router import Router
@@ -41,7 +41,7 @@ class Services:
 
     config: RuntimeConfig
     router: Router
-    limits: LimitState
+    limits: Limiter
     records: RecordSink
     metrics: Metrics
     keys: KeyVerifier

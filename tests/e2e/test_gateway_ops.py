@@ -308,10 +308,11 @@ def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(
     config = replace_model(
         _config(clean_fakes), "mock", "echo", price=Price(1000.0, 1000.0)
     )  # ~$0.01 a request
+    # Room for one request's worst case (its prompt and 5 output tokens, ~$0.015), not two.
     limits = replace(
         config.limits,
-        key_budget=replace(config.limits.key_budget, usd_per_day=0.0001),
-        org_budgets={"acme": Budget(usd_per_day=0.0001, usd_per_month=None)},
+        key_budget=replace(config.limits.key_budget, usd_per_day=0.02),
+        org_budgets={"acme": Budget(usd_per_day=0.02, usd_per_month=None)},
     )
     gw = Gateway(replace(config, limits=limits), tmp_path)
     spender, colleague, outsider = (
@@ -320,11 +321,11 @@ def test_key_and_org_budgets_refuse_after_spend_and_survive_a_restart(
         gw.key(org="limited", name="outsider"),
     )
     own_gateways.append(gw.start())
-    body = {"model": "offline", "messages": _messages("spend a little")}
+    body = {"model": "offline", "messages": _messages("spend a little"), "max_tokens": 5}
 
     first = _post(gw, body, spender)
     assert first.status == 200
-    assert gw.record(first.headers["x-request-id"])["cost_usd"] > 0.0001
+    assert gw.record(first.headers["x-request-id"])["cost_usd"] > 0.006
     # The local charge makes it immediate, without waiting for the spend refresh.
     refused = _post(gw, body, spender)
     assert (refused.status, refused.code) == (429, "budget_exceeded")

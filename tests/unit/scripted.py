@@ -33,7 +33,7 @@ from runtime.config import (
 )
 from runtime.errors import ErrorClass, Unservable, UpstreamError
 from runtime.keys import AuthError, KeyInfo
-from runtime.limits import LimitState
+from runtime.limits import LocalLimiter
 from runtime.metrics import Metrics
 from runtime.records import RequestRecord
 from runtime.router import Router
@@ -336,7 +336,7 @@ def gateway(cfg: RuntimeConfig, adapters: dict[str, ScriptedAdapter], *, seed: i
     services = Services(
         config=cfg,
         router=router(cfg, adapters, seed=seed),
-        limits=LimitState(cfg.limits, cfg.workers),
+        limits=LocalLimiter(cfg.limits, cfg.workers),
         records=sink,
         metrics=Metrics(),
         keys=OneKey(),

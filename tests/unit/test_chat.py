@@ -175,11 +175,16 @@ def test_a_spent_budget_refuses_the_next_request() -> None:
         {"a": {"one": [Reply("x", Usage(1_000_000, 0)), Reply()]}},
         key_budget=Budget(usd_per_day=0.5, usd_per_month=None),
     )
-    first = asyncio.run(post(gw.handler, chat("r")))
-    second = asyncio.run(post(gw.handler, chat("r")))
+    # max_tokens keeps the worst case reserved (prompt and 10 output tokens) under $0.5.
+    first = asyncio.run(post(gw.handler, chat("r", max_tokens=10)))
+    second = asyncio.run(post(gw.handler, chat("r", max_tokens=10)))
     assert (first.status, second.status) == (200, 429)
     assert second.json()["error"]["code"] == "budget_exceeded"
-    assert second.json()["error"]["message"] == "the key has spent its daily budget of $0.5"
+    assert second.json()["error"]["message"] == (
+        "the daily budget of the key ($0.5) has $0 left after what was spent and what requests"
+        " in flight reserved; this request reserves its worst-case cost of $0.00025"
+        " (a smaller max_tokens reserves less)"
+    )
 
 
 def test_a_bad_key_is_refused_and_recorded() -> None:

@@ -221,13 +221,18 @@ def test_attempts_the_provider_refused_cost_nothing(failure: Fail) -> None:
 
 
 def test_abandoned_attempts_count_against_the_budget_even_when_every_candidate_failed() -> None:
-    gw = make(
-        {
-            "a": {"one": [Stream((Think("x" * 4000), Stall()), None)]},
-            "b": {"two": [Fail("server_error", "down", 500)]},
-        },
-        key_budget=Budget(1e-9, None),
-    )
+    script = {
+        "a": {"one": [Stream((Think("x" * 4000), Stall()), None)]},
+        "b": {"two": [Fail("server_error", "down", 500)]},
+    }
+    # A budget with room for exactly the worst case of one request: the first is admitted,
+    # and what its abandoned attempt cost leaves too little for the next.
+    probe = make(script)
+    worst = probe.services.router.plan(
+        chat("r", stream=True), probe.services.config.orgs["acme"]
+    ).worst_cost_usd
+    assert worst is not None
+    gw = make(script, key_budget=Budget(worst, None))
     resp = asyncio.run(post(gw.handler, chat("r", stream=True)))
     assert resp.status == 502
     [rec] = gw.sink.records

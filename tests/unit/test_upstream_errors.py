@@ -33,7 +33,7 @@ from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTrans
 from runtime.adapters.openai import OpenAIAdapter
 from runtime.chat import ChatHandler
 from runtime.errors import UpstreamError, from_upstream
-from runtime.limits import LimitState
+from runtime.limits import LocalLimiter
 from runtime.metrics import Metrics
 from runtime.router import Router
 from runtime.services import Services
@@ -232,7 +232,7 @@ def _gateway(
     services = Services(
         config=cfg,
         router=Router(cfg, adapters, creds, OwnKeys() if byok else None, rng=random.Random(0)),  # type: ignore[arg-type]
-        limits=LimitState(cfg.limits, cfg.workers),
+        limits=LocalLimiter(cfg.limits, cfg.workers),
         records=sink,
         metrics=Metrics(),
         keys=OneKey(),
