@@ -283,4 +283,5 @@ def test_build_limiter_hands_redis_its_url_settings_local_fallback_and_seed(
         "open",
     )
     assert isinstance(local, LocalLimiter) and local.read_spend is others
-    assert made["kwargs"] == {"seed": everyone}
+    # Reservations outlive the longest request by a minute, then lapse.
+    assert made["kwargs"] == {"seed": everyone, "hold_s": cfg.request_timeout_s + 60.0}
