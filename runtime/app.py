@@ -31,7 +31,7 @@ from runtime.adapters import ADAPTERS, Adapter
 from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.chat import ChatHandler, next_request_id, request_id_prefix
-from runtime.config import ConfigError, RuntimeConfig
+from runtime.config import ConfigError, RuntimeConfig, ShutdownTimeline
 from runtime.errors import GatewayError
 from runtime.keys import Authenticator
 from runtime.limits import build_limiter
@@ -41,6 +41,7 @@ from runtime.records_pg import PgRecordWriter
 from runtime.records_pg import read_spend as read_spend_pg
 from runtime.router import Router
 from runtime.services import Services, authenticate
+from runtime.shutdown import Drain
 from runtime.stores import open_byok_store, open_key_store
 
 log = logging.getLogger("switchyard")
@@ -324,9 +325,19 @@ _INSTANCE = socket.gethostname()
 
 
 def create_app(
-    config: RuntimeConfig, data_dir: Path | None = None, environ: Mapping[str, str] | None = None
+    config: RuntimeConfig,
+    data_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    shutdown_timeout_s: float | None = None,
+    hook_signals: bool = False,
 ) -> ASGIApp:
-    """The gateway as an ASGI app. `data_dir` defaults per runtime.paths.data_dir."""
+    """The gateway as an ASGI app. `data_dir` defaults per runtime.paths.data_dir.
+
+    `hook_signals` (what `serve` passes): begin draining the chat requests in flight when the
+    server gets SIGTERM/SIGINT (runtime/shutdown.py); `shutdown_timeout_s` how long they may
+    still run then (default: ShutdownTimeline's, request_timeout_s + a margin)."""
+    drain = Drain(ShutdownTimeline.of(config.request_timeout_s, shutdown_timeout_s).drain_s)
     gw = Gateway(
         config,
         data_dir or paths.data_dir(config.environment, configured=config.data_dir),
@@ -340,10 +351,15 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nonlocal chat
-        chat = ChatHandler(await gw.start())
+        chat = ChatHandler(await gw.start(), drain)
+        if hook_signals:
+            drain.hook_signals()
         try:
             yield
         finally:
+            # Every request in flight ends and hands over its record before the writer closes.
+            if not await drain.close():
+                log.error("requests still in flight at shutdown; their records are lost")
             await gw.stop()
 
     api = FastAPI(
@@ -477,10 +493,20 @@ def _writer_metrics(writer: RecordWriter | PgRecordWriter) -> str:
     )
 
 
-def app_from_env() -> ASGIApp:
-    """uvicorn factory for `--workers N`: the config path and data dir come from the environment."""
+def app_from_env(hook_signals: bool = False) -> ASGIApp:
+    """uvicorn factory for `--workers N`: the config path, data dir and shutdown timeout
+    (`SWITCHYARD_SHUTDOWN_TIMEOUT_S`, optional) come from the environment."""
     from runtime.config import load_config
 
     config = load_config(os.environ["SWITCHYARD_CONFIG"])
     data_dir = os.environ.get("SWITCHYARD_DATA_DIR")
-    return create_app(config, Path(data_dir) if data_dir else None)
+    shutdown = os.environ.get(SHUTDOWN_TIMEOUT_ENV)
+    return create_app(
+        config,
+        Path(data_dir) if data_dir else None,
+        shutdown_timeout_s=float(shutdown) if shutdown else None,
+        hook_signals=hook_signals,
+    )
+
+
+SHUTDOWN_TIMEOUT_ENV = "SWITCHYARD_SHUTDOWN_TIMEOUT_S"

@@ -30,6 +30,7 @@ from runtime.metrics import RouteLabels, status_label
 from runtime.records import Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
 from runtime.services import Services, authenticate
+from runtime.shutdown import SHUTTING_DOWN, Drain
 from runtime.vocabulary import DEFAULT_BASE_URLS
 
 MAX_BODY = 32 * 1024 * 1024
@@ -68,9 +69,11 @@ class _ClientGone(Exception):
 class ChatHandler:
     """The ASGI handler of `POST /v1/chat/completions`, over the services built at start."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, drain: Drain | None = None) -> None:
         self.services = services
         cfg = services.config
+        # The process's shutdown (runtime/shutdown.py); a Drain nobody begins, without one.
+        self.drain = drain if drain is not None else Drain(cfg.request_timeout_s)
         self.env = cfg.environment
         self.price_hash = cfg.price_table_hash
         self.config_hash = cfg.config_hash
@@ -109,6 +112,10 @@ class ChatHandler:
         attempts: list[Attempt] = []
         state = ResponseProgress()
         held: list[Reservation] = []  # what the limiter reserved, settled in `finally`
+        in_flight = self.drain.tasks
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI server runs each request in its own task
+        in_flight[task] = True  # reading its body
         try:
             await self._handle(scope, receive, send, rec, attempts, state, held)
         except GatewayError as exc:
@@ -122,6 +129,11 @@ class ChatHandler:
                 state.first_byte = time.perf_counter()
         except _ClientGone:
             rec.status, rec.error_code = 499, "client_closed_request"
+        except asyncio.CancelledError:
+            if not self.drain.draining:
+                raise
+            task.uncancel()  # the shutdown's (runtime/shutdown.py): answer, record, return
+            await _shut_down(send, rec, attempts, state)
         except Exception as exc:  # a bug: answer 500 in OpenAI's shape, keep serving
             log.exception("internal error in %s", rid)
             rec.status, rec.error_code = 500, "internal_error"
@@ -137,6 +149,7 @@ class ChatHandler:
                     attempts,
                 )
         finally:
+            del in_flight[task]
             end = time.perf_counter()
             rec.latency_ms = (end - start) * 1000
             if state.first_byte is not None:
@@ -179,7 +192,12 @@ class ChatHandler:
                 "org_not_configured",
                 f"this key's org '{key.org}' is not configured in environment '{self.env}'",
             )
+        if self.drain.draining:
+            raise _shutting_down()
         body = await _read_body(receive)
+        task = asyncio.current_task()
+        if task is not None:
+            self.drain.tasks[task] = False  # past its body: it may finish while draining
         request = request_check.parse(body, rec)  # a 400 naming the field, or a checked request
         stream = rec.stream
         plan = services.router.plan(request, org)
@@ -630,6 +648,39 @@ async def _end_stream_with_error(send: Send, code: str, message: str, pending: l
     body = b"".join(pending) + b"data: " + orjson.dumps(err) + b"\n\n"
     pending.clear()
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _shutting_down() -> GatewayError:
+    return GatewayError(
+        503,
+        SHUTTING_DOWN,
+        "the gateway is shutting down and did not answer this request; retry it",
+        headers={"retry-after": "1"},
+    )
+
+
+async def _shut_down(
+    send: Send, rec: RequestRecord, attempts: list[Attempt], state: ResponseProgress
+) -> None:
+    """End a request the shutdown cut (runtime/shutdown.py): a committed stream gets an error
+    event and no [DONE], and its record says it was interrupted (never a clean 200); a request
+    that had sent nothing gets a 503 (a record with that status)."""
+    rec.error_code = SHUTTING_DOWN
+    if state.started:
+        rec.broke_after_commit = True
+        rec.status = rec.status or 200
+        if rec.stream:
+            await _end_stream_with_error(
+                send,
+                SHUTTING_DOWN,
+                "the gateway is shutting down; the response was cut after it had started "
+                "(not retried)",
+                state.pending,
+            )
+        return
+    rec.status = 503
+    await _send_error(send, _shutting_down(), rec.request_id, attempts)
+    state.first_byte = time.perf_counter()
 
 
 async def _read_body(receive: Receive) -> bytes:

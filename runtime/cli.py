@@ -20,6 +20,7 @@ import getpass
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -31,7 +32,14 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from runtime import listings, paths, request_report
 from runtime.byok_store import BYOK_DB, ByokError, ByokRow, check_names, check_secret
-from runtime.config import ConfigError, OrgConfig, RuntimeConfig, load_config
+from runtime.config import (
+    SHUTDOWN_FLUSH_MARGIN_S,
+    ConfigError,
+    OrgConfig,
+    RuntimeConfig,
+    ShutdownTimeline,
+    load_config,
+)
 from runtime.keys import ENV_RE, KeyInfo, KeyStoreError
 from runtime.paths import KEYS_DB, REQUESTS_DB, data_dir
 from runtime.records import read_records
@@ -118,6 +126,14 @@ def _add_serve(sub: Subparsers) -> None:
         "(default: $SWITCHYARD_DATA_DIR, else server.data_dir)",
     )
     serve.add_argument(
+        "--shutdown-timeout",
+        type=_nonnegative,
+        default=None,
+        metavar="SECONDS",
+        help="after SIGTERM, how long requests in flight may still run before they are ended "
+        "(default: the config's request_timeout_s + 2, so none is cut)",
+    )
+    serve.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(func=cmd_serve)
@@ -170,13 +186,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from runtime.app import SHUTDOWN_TIMEOUT_ENV
+
+    # docs/runtime.md "Shutdown": requests in flight are ended at `drain_s` (by the app),
+    # uvicorn's own graceful timeout is a backstop after it; both before compose's SIGKILL.
+    timeline = ShutdownTimeline.of(config.request_timeout_s, args.shutdown_timeout)
     options = {
         "host": args.host,
         "port": port,
         "log_level": args.log_level,
         "access_log": False,
         "lifespan": "on",
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": math.ceil(timeline.server_s),
         "timeout_keep_alive": 75,
         "backlog": 2048,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -190,15 +211,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         from runtime.app import create_app
 
-        uvicorn.run(create_app(config, data_dir), **options)
+        app = create_app(
+            config, data_dir, shutdown_timeout_s=args.shutdown_timeout, hook_signals=True
+        )
+        uvicorn.run(app, **options)
     else:
         os.environ["SWITCHYARD_CONFIG"] = str(Path(args.config).resolve())
         os.environ["SWITCHYARD_DATA_DIR"] = str(data_dir)
         os.environ[_SUPERVISOR_ENV] = str(os.getpid())
+        if args.shutdown_timeout is not None:
+            os.environ[SHUTDOWN_TIMEOUT_ENV] = repr(args.shutdown_timeout)
         try:
             uvicorn.run("runtime.cli:worker_app", factory=True, workers=workers, **options)
         finally:
-            _stop_workers()
+            _stop_workers(timeline.server_s + SHUTDOWN_FLUSH_MARGIN_S)
     return 0
 
 
@@ -217,7 +243,7 @@ def worker_app() -> object:
     _die_with_supervisor()
     from runtime.app import app_from_env
 
-    return app_from_env()
+    return app_from_env(hook_signals=True)
 
 
 def _die_with_supervisor() -> None:
@@ -234,10 +260,10 @@ def _die_with_supervisor() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _stop_workers(grace: float = 35.0) -> None:
+def _stop_workers(grace: float) -> None:
     """After uvicorn's supervisor returned (or raised): no worker may be left running.
-    SIGTERM each one still alive, wait up to `grace` seconds (uvicorn's graceful shutdown is
-    30 s), then SIGKILL."""
+    SIGTERM each one still alive, wait up to `grace` seconds (a worker's whole graceful
+    shutdown: its uvicorn timeout plus writing its last records), then SIGKILL."""
     import multiprocessing
 
     workers = multiprocessing.active_children()
@@ -352,6 +378,16 @@ def parse_duration(text: str) -> float:
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration like 30m, 1h, 2d")
     return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"should be a number of seconds, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"should be 0 or more seconds, not {text!r}")
+    return value
 
 
 def _duration(text: str) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeAlias, cast
@@ -47,6 +48,31 @@ JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 
 DEFAULT_MAX_UPSTREAM_BODY = 64 * 1024 * 1024  # bytes; runtime.max_upstream_body_mb's default
+
+# Shutdown (docs/runtime.md, "Shutdown"): after SIGTERM, requests in flight may run until
+# request_timeout_s + DRAIN margin (each one ends by its own timeout before that); whatever still
+# runs then is ended (error event / 503). uvicorn's own graceful timeout is a backstop a little
+# later; the container's stop grace adds the time to write the last records and exit.
+SHUTDOWN_DRAIN_MARGIN_S = 2.0
+SHUTDOWN_SERVER_MARGIN_S = 3.0
+SHUTDOWN_FLUSH_MARGIN_S = 15.0  # the record writer's close takes at most ~11 s
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownTimeline:
+    """How long each stage of a graceful shutdown may take, in seconds after SIGTERM."""
+
+    drain_s: float  # requests in flight may run this long; then they are ended
+    server_s: float  # uvicorn's timeout_graceful_shutdown (a backstop, never reached)
+    stop_grace_s: int  # compose stop_grace_period: SIGKILL after this
+
+    @classmethod
+    def of(cls, request_timeout_s: float, drain_s: float | None = None) -> ShutdownTimeline:
+        """The timeline for a gateway whose longest request is `request_timeout_s`
+        (`drain_s` shortens or lengthens the first stage: `serve --shutdown-timeout`)."""
+        drain = request_timeout_s + SHUTDOWN_DRAIN_MARGIN_S if drain_s is None else drain_s
+        server = drain + SHUTDOWN_SERVER_MARGIN_S
+        return cls(drain, server, math.ceil(server + SHUTDOWN_FLUSH_MARGIN_S))
 
 
 class ConfigError(Exception):

@@ -301,8 +301,10 @@ class Gateway:
         *,
         env: dict[str, str] | None = None,
         workers: int = 1,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.config = config.with_hash()
+        self.serve_args = serve_args  # more `serve` options
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.config_path = workdir / "runtime.json"
@@ -340,6 +342,7 @@ class Gateway:
                 str(self.workers),
                 "--log-level",
                 "warning",
+                *self.serve_args,
             ],
             cwd=ROOT,
             env=self.env,
