@@ -61,9 +61,17 @@ CONFIG_HASH_LABEL = f"{LABEL_PREFIX}.config-hash"
 IMAGE_INPUTS_LABEL = f"{LABEL_PREFIX}.image-inputs"
 SLOT_LABEL = f"{LABEL_PREFIX}.slot"
 REPLICA_LABEL = f"{LABEL_PREFIX}.replica"
-# How long `docker stop` gives a gateway (SIGTERM, then SIGKILL). A deploy stops an old
-# gateway only after its requests have drained, so this is the bound for the ones that did not.
-GATEWAY_STOP_GRACE_S = 30
+
+
+def gateway_stop_grace_s(config: GatewayConfig) -> int:
+    """How long `docker stop` gives a gateway (SIGTERM, then SIGKILL): its longest request
+    (runtime.request_timeout_s), then the time to end what still runs and write the last
+    records (runtime.config.ShutdownTimeline; docs/runtime.md "Shutdown"). A deploy stops an
+    old gateway only after its requests have drained: this bounds the ones that did not."""
+    from runtime.config import ShutdownTimeline
+
+    return ShutdownTimeline.of(config.runtime.request_timeout_s).stop_grace_s
+
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 # yaml.safe_load, with libyaml's parser when PyYAML has it (a tenth of the time).
@@ -355,7 +363,7 @@ def render_environment(
             ),
             "volumes": [f"./runtime.json:{CONFIG_PATH}:ro", f"data:{DATA_DIR}"],
             "healthcheck": _healthcheck("/readyz"),
-            "stop_grace_s": GATEWAY_STOP_GRACE_S,
+            "stop_grace_s": gateway_stop_grace_s(config),
         },
         proxy={
             "image": proxy_image,

@@ -35,6 +35,11 @@ from deployer.state import (
 GATEWAY_PORT = 8000
 POLL_S = 0.25
 CUTOVER_TIMEOUT_S = 30.0
+# `docker stop` of a gateway waits up to its compose stop_grace_period (its longest request
+# plus 20 s to end what still runs and write the last records: compiler/render.py
+# gateway_stop_grace_s), which is at most 3620 s (runtime.request_timeout_s <= 3600); plus a
+# minute for docker itself.
+STOP_TIMEOUT_S = 3620 + 60
 # Answers in a row from the new gateways through the proxy before the cut-over counts as done.
 CUTOVER_CONFIRMATIONS = 3
 PREPARE, STARTED, CUTOVER, LIVE = "prepare", "started", "cutover", "live"
@@ -248,7 +253,9 @@ class RemoveGateways:
     def run(self, ctx: StepContext) -> None:
         proxy = next((c.id for c in ctx.owned() if c.service == "proxy" and c.running), None)
         ctx.out.say(f"   {_wait_drained(ctx, proxy, (), self.drain_s)}")
-        ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.ids)), timeout=120)
+        ctx.host.run(
+            cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.ids)), timeout=STOP_TIMEOUT_S
+        )
 
 
 @dataclass(frozen=True)
@@ -268,7 +275,7 @@ class RemoveServices:
         if self.container_ids:
             ctx.host.run(
                 cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.container_ids)),
-                timeout=120,
+                timeout=STOP_TIMEOUT_S,
             )
 
 
@@ -450,7 +457,7 @@ class CutOver:
             if self.replace_ids:
                 ctx.host.run(
                     cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.replace_ids)),
-                    timeout=120,
+                    timeout=STOP_TIMEOUT_S,
                 )
             try:
                 ctx.host.run(
@@ -504,7 +511,9 @@ class Drain:
         # A proxy that was recreated took the old connections with it: nothing to wait for.
         proxy = ctx.proxy_id if ctx.workers_before else None
         ctx.out.say(f"   {_wait_drained(ctx, proxy, ctx.workers_before, self.timeout_s)}")
-        ctx.host.run(cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.ids)), timeout=120)
+        ctx.host.run(
+            cmd.serialised(ctx.paths.op_lock, cmd.stop_and_remove(self.ids)), timeout=STOP_TIMEOUT_S
+        )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from runtime import listings, paths, request_report
 from runtime.byok_store import BYOK_DB, ByokError, ByokRow, check_names, check_secret
@@ -188,23 +188,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from runtime.app import SHUTDOWN_TIMEOUT_ENV
 
-    # docs/runtime.md "Shutdown": requests in flight are ended at `drain_s` (by the app),
-    # uvicorn's own graceful timeout is a backstop after it; both before compose's SIGKILL.
     timeline = ShutdownTimeline.of(config.request_timeout_s, args.shutdown_timeout)
-    options = {
-        "host": args.host,
-        "port": port,
-        "log_level": args.log_level,
-        "access_log": False,
-        "lifespan": "on",
-        "timeout_graceful_shutdown": math.ceil(timeline.server_s),
-        "timeout_keep_alive": 75,
-        "backlog": 2048,
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "server_header": False,
-        "proxy_headers": False,  # the gateway never uses forwarded client addresses
-    }
+    options = uvicorn_options(args.host, port, args.log_level, timeline)
     # uvicorn re-raises the signal that stopped it after its graceful shutdown; SIGTERM's
     # default action would then end a clean stop with status -15 instead of 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -226,6 +211,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             _stop_workers(timeline.server_s + SHUTDOWN_FLUSH_MARGIN_S)
     return 0
+
+
+def uvicorn_options(
+    host: str, port: int, log_level: str, timeline: ShutdownTimeline
+) -> dict[str, Any]:
+    """uvicorn's settings for `serve`. Its graceful timeout comes from the shutdown timeline
+    (docs/runtime.md "Shutdown"): the app ends the requests still in flight at `drain_s`, and
+    uvicorn's own timeout is only a backstop after it — both before compose's SIGKILL."""
+    return {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": math.ceil(timeline.server_s),
+        "timeout_keep_alive": 75,
+        "backlog": 2048,
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "server_header": False,
+        "proxy_headers": False,  # the gateway never uses forwarded client addresses
+    }
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
