@@ -117,7 +117,7 @@ class ChatHandler:
         assert task is not None  # an ASGI server runs each request in its own task
         in_flight[task] = True  # reading its body
         try:
-            await self._handle(scope, receive, send, rec, attempts, state, held)
+            await self._handle(scope, receive, send, rec, attempts, state, held, task)
         except GatewayError as exc:
             if not held and rec.key_id is not None and exc.status in _COUNTED_REFUSALS:
                 # Refused after authentication, before the limits were taken (a malformed
@@ -174,6 +174,7 @@ class ChatHandler:
         attempts: list[Attempt],
         state: ResponseProgress,
         held: list[Reservation],
+        task: asyncio.Task[Any],
     ) -> None:
         services = self.services
         if scope["method"] != "POST":
@@ -195,9 +196,7 @@ class ChatHandler:
         if self.drain.draining:
             raise _shutting_down()
         body = await _read_body(receive)
-        task = asyncio.current_task()
-        if task is not None:
-            self.drain.tasks[task] = False  # past its body: it may finish while draining
+        self.drain.tasks[task] = False  # past its body: it may finish while draining
         request = request_check.parse(body, rec)  # a 400 naming the field, or a checked request
         stream = rec.stream
         plan = services.router.plan(request, org)
@@ -213,7 +212,7 @@ class ChatHandler:
             )
         )
         ctx = RequestContext(rec.request_id, key, org, request, stream, plan, rec, state, attempts)
-        guard = _Guard(receive, self.request_timeout)
+        guard = _Guard(receive, self.request_timeout, task)
         try:
             try:
                 if stream:
@@ -221,9 +220,8 @@ class ChatHandler:
                 else:
                     await self._complete(ctx, send)
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is None or not (guard.gone or guard.timed_out):
-                    raise  # a shutdown, not us
+                if not (guard.gone or guard.timed_out):
+                    raise  # a shutdown, not us (answered in __call__)
                 task.uncancel()
                 if guard.gone:
                     _name_cancelled(attempts, "client_closed_request")
@@ -728,12 +726,12 @@ class _Guard:
 
     WATCH_AFTER_S = 0.05
 
-    def __init__(self, receive: Receive, timeout: float) -> None:
+    def __init__(self, receive: Receive, timeout: float, owner: asyncio.Task[Any]) -> None:
         self.gone = False
         self.timed_out = False
         self._receive = receive
         self._timeout = timeout
-        self._owner = asyncio.current_task()
+        self._owner: asyncio.Task[Any] | None = owner
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
