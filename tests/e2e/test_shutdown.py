@@ -201,11 +201,11 @@ def test_a_client_still_sending_its_body_gets_a_503_at_once_and_a_record_with_th
     answered_after = time.monotonic() - sent
 
     assert status == 503, body
-    assert answered_after < 2, answered_after  # not after uvicorn's graceful timeout
+    assert answered_after < 3, answered_after  # not after uvicorn's graceful timeout
     assert json.loads(body)["error"]["code"] == "gateway_shutting_down"
     assert headers["retry-after"] == "1"
     assert _stopped(gw, 10) == 0
-    assert time.monotonic() - sent < 5  # the trickling client did not hold the shutdown
+    assert time.monotonic() - sent < 8  # the trickling client did not hold the shutdown
 
     rec = gw.record(headers["x-request-id"])
     assert (rec["status"], rec["error_code"]) == (503, "gateway_shutting_down")

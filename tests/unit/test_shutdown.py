@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -20,6 +21,21 @@ from deployer.steps import STOP_TIMEOUT_S
 from runtime.cli import build_parser, uvicorn_options
 from runtime.config import ShutdownTimeline
 from runtime.shutdown import Drain
+from tests.unit.scripted import (
+    Gateway,
+    Response,
+    ScriptedAdapter,
+    Stall,
+    Step,
+    Stream,
+    chat,
+    config,
+    gateway,
+    model,
+    post,
+    provider,
+    route,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_TEXT = (ROOT / "gateway.yaml").read_text()
@@ -151,3 +167,69 @@ def test_the_signal_hook_chains_onto_the_servers_handler_and_never_onto_a_defaul
     finally:
         signal.signal(signal.SIGTERM, saved[0])
         signal.signal(signal.SIGINT, saved[1])
+
+
+# --- the chat handler's answers (in-process, scripted upstreams) -----------------------------
+
+A = provider("a", model("one", price=(1.0, 2.0)))
+
+
+def _gateway(steps: list[Step]) -> Gateway:
+    cfg = config([A], [route("r", [("a", "one")])])
+    return gateway(cfg, {"a": ScriptedAdapter(A, {"one": steps})})
+
+
+def test_a_request_arriving_while_draining_gets_a_503_and_a_record_with_that_status() -> None:
+    gw = _gateway([])
+    gw.handler.drain.draining = True
+    resp = asyncio.run(post(gw.handler, chat("r")))
+    assert resp.status == 503
+    assert resp.json()["error"]["code"] == "gateway_shutting_down"
+    assert resp.headers["retry-after"] == "1"
+    [rec] = gw.sink.records
+    assert (rec.status, rec.error_code, rec.key_id) == (503, "gateway_shutting_down", "k1")
+
+
+def _ended_by_the_drain(gw: Gateway, body: dict[str, Any]) -> Response:
+    async def scenario() -> Response:
+        call = asyncio.ensure_future(post(gw.handler, body))
+        await asyncio.sleep(0.2)  # past the body, waiting on the upstream
+        assert list(gw.handler.drain.tasks.values()) == [False]
+        gw.handler.drain.begin()
+        await asyncio.sleep(0.05)
+        assert not call.done()  # draining lets it run
+        gw.handler.drain.end()
+        return await call
+
+    return asyncio.run(scenario())
+
+
+def test_a_stream_still_running_when_the_drain_ends_gets_an_error_event_not_done() -> None:
+    gw = _gateway([Stream(["hel", "lo", Stall()])])
+    resp = _ended_by_the_drain(gw, chat("r", stream=True))
+    assert resp.status == 200
+    events = resp.events()
+    assert events[-1]["error"]["code"] == "gateway_shutting_down"
+    assert b"[DONE]" not in resp.body
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]) == "hello"
+    [rec] = gw.sink.records
+    assert (rec.status, rec.broke_after_commit, rec.error_code) == (
+        200,
+        True,
+        "gateway_shutting_down",
+    )
+    assert rec.output_tokens is not None and rec.usage_estimated
+
+
+def test_a_request_not_answered_when_the_drain_ends_gets_a_503() -> None:
+    gw = _gateway([Stall()])
+    resp = _ended_by_the_drain(gw, chat("r"))
+    assert resp.status == 503
+    assert resp.json()["error"]["code"] == "gateway_shutting_down"
+    [rec] = gw.sink.records
+    assert (rec.status, rec.error_code, rec.broke_after_commit) == (
+        503,
+        "gateway_shutting_down",
+        False,
+    )
+    assert not gw.handler.drain.tasks
