@@ -36,10 +36,10 @@ GATEWAY_PORT = 8000
 POLL_S = 0.25
 CUTOVER_TIMEOUT_S = 30.0
 # `docker stop` of a gateway waits up to its compose stop_grace_period (its longest request
-# plus 20 s to end what still runs and write the last records: compiler/render.py
-# gateway_stop_grace_s), which is at most 3620 s (runtime.request_timeout_s <= 3600); plus a
+# plus 25 s to end what still runs and write the last records: compiler/render.py
+# gateway_stop_grace_s), which is at most 3625 s (runtime.request_timeout_s <= 3600); plus a
 # minute for docker itself.
-STOP_TIMEOUT_S = 3620 + 60
+STOP_TIMEOUT_S = 3625 + 60
 # Answers in a row from the new gateways through the proxy before the cut-over counts as done.
 CUTOVER_CONFIRMATIONS = 3
 PREPARE, STARTED, CUTOVER, LIVE = "prepare", "started", "cutover", "live"

@@ -74,7 +74,7 @@ class Drain:
             await asyncio.sleep(0.01)
         return not self.tasks
 
-    async def close(self, settle_s: float = 5.0) -> bool:
+    async def close(self, settle_s: float = 3.0) -> bool:
         """At the lifespan's end: end whatever is still in flight (the server's own graceful
         wait ran already, or the app is stopped without one) and wait for the records."""
         if self.tasks:

@@ -54,21 +54,21 @@ def _stop_grace(text: str, env: str) -> str:
 
 def test_the_timeline_of_the_default_request_timeout() -> None:
     t = ShutdownTimeline.of(300)
-    assert (t.drain_s, t.server_s, t.stop_grace_s) == (302, 305, 320)
+    assert (t.drain_s, t.server_s, t.stop_grace_s) == (302, 305, 325)
     # `serve --shutdown-timeout` moves the first stage, and the others with it.
-    assert ShutdownTimeline.of(300, 1.0) == ShutdownTimeline(1.0, 4.0, 19)
-    assert ShutdownTimeline.of(0.5).stop_grace_s == 21  # whole seconds, rounded up
+    assert ShutdownTimeline.of(300, 1.0) == ShutdownTimeline(1.0, 4.0, 24)
+    assert ShutdownTimeline.of(0.5).stop_grace_s == 26  # whole seconds, rounded up
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "production"])
 def test_compose_stop_grace_is_rendered_from_the_request_timeout(env: str) -> None:
-    assert _stop_grace(GATEWAY_TEXT, env) == "320s"  # request_timeout_s: 300 (the default)
+    assert _stop_grace(GATEWAY_TEXT, env) == "325s"  # request_timeout_s: 300 (the default)
     assert GATEWAY_TEXT.count("  allow_explicit_models: true\n") == 1
     short = GATEWAY_TEXT.replace(
         "  allow_explicit_models: true\n",
         "  allow_explicit_models: true\n  request_timeout_s: 45\n",
     )
-    assert _stop_grace(short, env) == "65s"
+    assert _stop_grace(short, env) == "70s"
 
 
 @pytest.mark.parametrize("timeout_s", [0.5, 30, 300, 3600])
@@ -76,9 +76,10 @@ def test_each_stage_ends_before_the_next_one_can_kill_it(timeout_s: float) -> No
     t = ShutdownTimeline.of(timeout_s)
     graceful = uvicorn_options("127.0.0.1", 8000, "warning", t)["timeout_graceful_shutdown"]
     # A request may run request_timeout_s: the drain lets it; uvicorn's backstop comes
-    # after the drain; the record writer's close (up to 11 s) fits before compose's SIGKILL.
+    # after the drain; the lifespan's end (3 s for the last records, up to 11 s for the writer's
+    # close) fits before compose's SIGKILL even when the backstop was reached.
     assert timeout_s < t.drain_s < graceful
-    assert graceful + 11 < t.stop_grace_s
+    assert graceful + 3 + 11 < t.stop_grace_s
     assert t.stop_grace_s + 30 <= STOP_TIMEOUT_S
 
 
