@@ -55,8 +55,8 @@ DEFAULT_MAX_UPSTREAM_BODY = 64 * 1024 * 1024  # bytes; runtime.max_upstream_body
 # later; the container's stop grace adds the time to write the last records and exit.
 SHUTDOWN_DRAIN_MARGIN_S = 2.0
 SHUTDOWN_SERVER_MARGIN_S = 3.0
-# The lifespan's end: up to 3 s for the last requests' records, up to ~11 s for the record
-# writer's close; the rest for the process to exit.
+# The lifespan's end: up to 3 s for the last requests' records, up to 14 s for the record
+# writer's close (PostgreSQL unreachable: 10 s of retries, a 3 s connect); the rest to exit.
 SHUTDOWN_FLUSH_MARGIN_S = 20.0
 
 

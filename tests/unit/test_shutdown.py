@@ -7,6 +7,7 @@ And the `Drain` itself: which requests a SIGTERM cancels at once, which at its e
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from compiler.validate import check_bytes
 from deployer.steps import STOP_TIMEOUT_S
 from runtime.cli import build_parser, uvicorn_options
 from runtime.config import ShutdownTimeline
+from runtime.records import RecordWriter
+from runtime.records_pg import _CONNECT_TIMEOUT_S, PgRecordWriter
 from runtime.shutdown import Drain
 from tests.unit.scripted import (
     Gateway,
@@ -76,10 +79,17 @@ def test_each_stage_ends_before_the_next_one_can_kill_it(timeout_s: float) -> No
     t = ShutdownTimeline.of(timeout_s)
     graceful = uvicorn_options("127.0.0.1", 8000, "warning", t)["timeout_graceful_shutdown"]
     # A request may run request_timeout_s: the drain lets it; uvicorn's backstop comes
-    # after the drain; the lifespan's end (3 s for the last records, up to 11 s for the writer's
-    # close) fits before compose's SIGKILL even when the backstop was reached.
+    # after the drain; the lifespan's end (the last records, then the writer's close, the
+    # longer of SQLite's and PostgreSQL's) fits before compose's SIGKILL even after the backstop.
+    settle = inspect.signature(Drain.close).parameters["settle_s"].default
+    sqlite_close = inspect.signature(RecordWriter.close).parameters["timeout"].default + 1.0
+    pg_close = (
+        inspect.signature(PgRecordWriter.close).parameters["timeout"].default
+        + _CONNECT_TIMEOUT_S
+        + 1.0
+    )
     assert timeout_s < t.drain_s < graceful
-    assert graceful + 3 + 11 < t.stop_grace_s
+    assert graceful + settle + max(sqlite_close, pg_close) < t.stop_grace_s
     assert t.stop_grace_s + 30 <= STOP_TIMEOUT_S
 
 
