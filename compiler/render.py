@@ -359,7 +359,13 @@ def render_environment(
         gateway={
             "command": [*image_command, "--workers", str(config.runtime.workers)],
             "environment": sorted(
-                {"SWITCHYARD_ENVIRONMENT": env_name, "SWITCHYARD_DATA_DIR": DATA_DIR}.items()
+                {
+                    "SWITCHYARD_ENVIRONMENT": env_name,
+                    "SWITCHYARD_DATA_DIR": DATA_DIR,
+                    # `docker exec ... python -m runtime keys|byok|requests` then uses the
+                    # stores this config names (PostgreSQL too) without --config.
+                    "SWITCHYARD_CONFIG": CONFIG_PATH,
+                }.items()
             ),
             "volumes": [f"./runtime.json:{CONFIG_PATH}:ro", f"data:{DATA_DIR}"],
             "healthcheck": _healthcheck("/readyz"),
