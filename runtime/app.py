@@ -450,32 +450,12 @@ def _error(exc: GatewayError) -> Response:
 
 def _models_record(config: RuntimeConfig) -> RequestRecord:
     """The record of a `GET /v1/models` request, before authentication."""
-    return RequestRecord(
-        request_id=next_request_id(),
-        ts=time.time(),
-        environment=config.environment,
-        key_id=None,
-        org=None,
-        requested_model=None,
-        route=None,
-        provider=None,
-        upstream_model=None,
-        status=0,
-        error_code=None,
-        latency_ms=0.0,
-        ttfb_ms=None,
-        input_tokens=None,
-        output_tokens=None,
-        usage_estimated=False,
-        cost_usd=None,
-        stream=False,
-        attempts=[],
-        fell_back=False,
-        broke_after_commit=False,
-        skipped=[],
-        price_table_hash=config.price_table_hash,
-        config_hash=config.config_hash,
-        endpoint=MODELS_ENDPOINT,
+    return RequestRecord.begin(
+        next_request_id(),
+        config.environment,
+        config.price_table_hash,
+        config.config_hash,
+        MODELS_ENDPOINT,
     )
 
 

@@ -34,8 +34,7 @@ from runtime.byok_store import (
     seal,
 )
 from runtime.keys import ENV_RE
-from runtime.keys_pg import open_connection
-from runtime.postgres import PostgresError, describe, migrate
+from runtime.postgres import PostgresError, Reconnecting, describe, migrate
 
 if TYPE_CHECKING:
     import psycopg
@@ -79,8 +78,7 @@ class PgByokStore:
         if not ENV_RE.match(environment):
             raise ByokError(f"invalid environment name {environment!r}")
         self.environment = environment
-        self._url = url
-        self._conn: psycopg.Connection | None = None
+        self._db = Reconnecting(url, "byok")
         conn = self._connection()
         try:
             migrate(conn, COMPONENT, MIGRATIONS)
@@ -105,20 +103,13 @@ class PgByokStore:
         return f"PgByokStore(environment={self.environment!r})"
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            try:
-                self._conn = open_connection(self._url, "byok")
-            except PostgresError as exc:
-                raise ByokError(f"the BYOK store (PostgreSQL): {exc}") from None
-        return self._conn
+        try:
+            return self._db.get()
+        except PostgresError as exc:
+            raise ByokError(f"the BYOK store (PostgreSQL): {exc}") from None
 
     def _failed(self, exc: BaseException) -> ByokError:
-        if self._conn is not None and (self._conn.closed or self._conn.broken):
-            self._conn.close()
-            self._conn = None
+        self._db.drop_if_broken()
         return ByokError(f"the BYOK store (PostgreSQL): {describe(exc)}")
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
@@ -131,9 +122,7 @@ class PgByokStore:
 
     def close(self) -> None:
         """Close the database connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
     def __enter__(self) -> PgByokStore:
         return self

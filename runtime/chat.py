@@ -83,32 +83,7 @@ class ChatHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         rid = _next_id()
-        rec = RequestRecord(
-            request_id=rid,
-            ts=time.time(),
-            environment=self.env,
-            key_id=None,
-            org=None,
-            requested_model=None,
-            route=None,
-            provider=None,
-            upstream_model=None,
-            status=0,
-            error_code=None,
-            latency_ms=0.0,
-            ttfb_ms=None,
-            input_tokens=None,
-            output_tokens=None,
-            usage_estimated=False,
-            cost_usd=None,
-            stream=False,
-            attempts=[],
-            fell_back=False,
-            broke_after_commit=False,
-            skipped=[],
-            price_table_hash=self.price_hash,
-            config_hash=self.config_hash,
-        )
+        rec = RequestRecord.begin(rid, self.env, self.price_hash, self.config_hash)
         attempts: list[Attempt] = []
         state = ResponseProgress()
         held: list[Reservation] = []  # what the limiter reserved, settled in `finally`

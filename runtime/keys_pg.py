@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runtime.keys import ENV_RE, KeyInfo, KeyStoreError, draw_key, key_hash, key_prefix
-from runtime.postgres import PostgresError, connect, describe, migrate
+from runtime.postgres import PostgresError, Reconnecting, describe, migrate
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,36 +48,6 @@ _BUMP = (
     "INSERT INTO switchyard_keys_version (environment, version) VALUES (%s, 1)"
     " ON CONFLICT (environment) DO UPDATE SET version = switchyard_keys_version.version + 1"
 )
-STATEMENT_TIMEOUT_MS = 5000
-_KEEPALIVE = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-}
-
-
-def open_connection(url: str, what: str) -> psycopg.Connection:
-    """An autocommit connection whose statements give up after 5 s and whose socket notices a
-    silent peer (TCP keepalives, a 10 s user timeout): a hung server or a network partition
-    must not hold a refresh thread or a command forever. PostgresError naming `what`."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    try:
-        conninfo = make_conninfo(url, **_KEEPALIVE)
-    except psycopg.Error:  # its message quotes the URL: not repeated
-        raise PostgresError(
-            f"the {what} store's PostgreSQL URL is not a valid connection string"
-        ) from None
-    conn = connect(conninfo, application=f"switchyard-{what}")
-    try:
-        conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-    except psycopg.Error as exc:
-        conn.close()
-        raise PostgresError(f"cannot use PostgreSQL: {describe(exc)}") from None
-    return conn
 
 
 def _info(row: tuple[Any, ...]) -> KeyInfo:
@@ -95,8 +65,7 @@ class PgKeyStore:
         if not ENV_RE.match(environment):
             raise KeyStoreError(f"invalid environment name {environment!r}")
         self.environment = environment
-        self._url = url
-        self._conn: psycopg.Connection | None = None
+        self._db = Reconnecting(url, "keys")
         conn = self._connection()
         try:
             migrate(conn, COMPONENT, MIGRATIONS)
@@ -108,27 +77,18 @@ class PgKeyStore:
         return f"PgKeyStore(environment={self.environment!r})"
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            try:
-                self._conn = open_connection(self._url, "keys")
-            except PostgresError as exc:
-                raise KeyStoreError(f"the key store (PostgreSQL): {exc}") from None
-        return self._conn
+        try:
+            return self._db.get()
+        except PostgresError as exc:
+            raise KeyStoreError(f"the key store (PostgreSQL): {exc}") from None
 
     def _failed(self, exc: BaseException) -> KeyStoreError:
-        if self._conn is not None and (self._conn.closed or self._conn.broken):
-            self._conn.close()
-            self._conn = None
+        self._db.drop_if_broken()
         return KeyStoreError(f"the key store (PostgreSQL): {describe(exc)}")
 
     def close(self) -> None:
         """Close the database connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
     def __enter__(self) -> PgKeyStore:
         return self

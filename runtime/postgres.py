@@ -89,3 +89,68 @@ def migrate(conn: psycopg.Connection, component: str, migrations: Sequence[str])
             return len(migrations) - have
     except psycopg.Error as exc:
         raise PostgresError(f"cannot migrate the {component} schema: {describe(exc)}") from None
+
+
+# Connections of the key and BYOK stores (long-lived, used by refresh threads and commands).
+STATEMENT_TIMEOUT_MS = 5000
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+def open_connection(url: str, what: str) -> psycopg.Connection:
+    """An autocommit connection whose statements give up after 5 s and whose socket notices a
+    silent peer (TCP keepalives, a 10 s user timeout): a hung server or a network partition
+    must not hold a refresh thread or a command forever. PostgresError naming `what`."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        conninfo = make_conninfo(url, **_KEEPALIVE)
+    except psycopg.Error:  # its message quotes the URL: not repeated
+        raise PostgresError(
+            f"the {what} store's PostgreSQL URL is not a valid connection string"
+        ) from None
+    conn = connect(conninfo, application=f"switchyard-{what}")
+    try:
+        conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    except psycopg.Error as exc:
+        conn.close()
+        raise PostgresError(f"cannot use PostgreSQL: {describe(exc)}") from None
+    return conn
+
+
+class Reconnecting:
+    """One store's connection, opened on first use and again after it broke (the server
+    restarted, the network dropped it): a store built on it keeps working when PostgreSQL
+    comes back. Not thread-safe: one user at a time (a store's own lock)."""
+
+    def __init__(self, url: str, what: str) -> None:
+        self._url = url
+        self._what = what
+        self._conn: psycopg.Connection | None = None
+
+    def __repr__(self) -> str:  # never the URL
+        return f"Reconnecting({self._what!r})"
+
+    def get(self) -> psycopg.Connection:
+        """The open connection, reconnecting first if needed; PostgresError if it cannot."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = open_connection(self._url, self._what)
+        return self._conn
+
+    def drop_if_broken(self) -> None:
+        """After a failed statement: forget a connection that is no longer usable."""
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+
+    def close(self) -> None:
+        """Close the connection (a later `get` opens a new one)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

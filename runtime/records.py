@@ -77,6 +77,45 @@ class RequestRecord:
     # before the column existed read back as chat completions (the only path recorded then).
     endpoint: str = CHAT_ENDPOINT
 
+    @classmethod
+    def begin(
+        cls,
+        request_id: str,
+        environment: str,
+        price_table_hash: str,
+        config_hash: str,
+        endpoint: str = CHAT_ENDPOINT,
+    ) -> RequestRecord:
+        """The record of a request that has just arrived: nothing known yet but its id and
+        time (status 0 until an answer is decided)."""
+        return cls(
+            request_id=request_id,
+            ts=time.time(),
+            environment=environment,
+            key_id=None,
+            org=None,
+            requested_model=None,
+            route=None,
+            provider=None,
+            upstream_model=None,
+            status=0,
+            error_code=None,
+            latency_ms=0.0,
+            ttfb_ms=None,
+            input_tokens=None,
+            output_tokens=None,
+            usage_estimated=False,
+            cost_usd=None,
+            stream=False,
+            attempts=[],
+            fell_back=False,
+            broke_after_commit=False,
+            skipped=[],
+            price_table_hash=price_table_hash,
+            config_hash=config_hash,
+            endpoint=endpoint,
+        )
+
 
 @dataclass(slots=True)
 class Attempt:

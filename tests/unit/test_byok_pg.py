@@ -202,7 +202,7 @@ def test_the_cache_serves_the_last_credentials_while_postgres_is_down() -> None:
 def test_a_cache_with_no_usable_secret_releases_the_store(postgres_url: str) -> None:
     store = PgByokStore(postgres_url, ENV)
     cache = ByokCache(store, ENV, ORGS, {})
-    assert store._conn is None  # closed: the cache will never read it
+    assert store._db._conn is None  # closed: the cache will never read it
     assert any(SECRET_VAR in p for p in cache.problems())
     cache.stop()
 

@@ -276,11 +276,11 @@ def test_connections_notice_a_silent_peer(postgres_url: str) -> None:
     # A network partition must not hang the refresh thread for TCP's ~15 minutes.
     with PgKeyStore(postgres_url, "production") as store:
         store.data_version()
-        assert store._conn is not None
-        params = store._conn.info.get_parameters()
+        conn = store._connection()
+        params = conn.info.get_parameters()
         assert params.get("keepalives") == "1"
         assert params.get("tcp_user_timeout") == "10000"
-        (timeout,) = store._conn.execute("SHOW statement_timeout").fetchone()
+        (timeout,) = conn.execute("SHOW statement_timeout").fetchone()
         assert timeout == "5s"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from typing import Any
 
 import orjson
@@ -26,32 +25,7 @@ from tests.conformance.matrix import CASES, WEATHER_TOOL
 
 
 def record() -> RequestRecord:
-    return RequestRecord(
-        request_id="req_1",
-        ts=time.time(),
-        environment="test",
-        key_id=None,
-        org=None,
-        requested_model=None,
-        route=None,
-        provider=None,
-        upstream_model=None,
-        status=0,
-        error_code=None,
-        latency_ms=0.0,
-        ttfb_ms=None,
-        input_tokens=None,
-        output_tokens=None,
-        usage_estimated=False,
-        cost_usd=None,
-        stream=False,
-        attempts=[],
-        fell_back=False,
-        broke_after_commit=False,
-        skipped=[],
-        price_table_hash="",
-        config_hash="",
-    )
+    return RequestRecord.begin("req_1", "test", "", "")
 
 
 def base(**fields: Any) -> dict[str, Any]:
