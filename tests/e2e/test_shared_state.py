@@ -61,10 +61,17 @@ def shared_config(fakes: Fakes, limits: Limits | None = None) -> RuntimeConfig:
 class Hosts:
     """Two gateways over the same config and stores, each with its own data dir."""
 
-    def __init__(self, config: RuntimeConfig, tmp: Path, redis_url: str, postgres_url: str):
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        tmp: Path,
+        redis_url: str,
+        postgres_url: str,
+        workers: int = 1,
+    ) -> None:
         self.env = {REDIS_SECRET: redis_url, DATABASE_SECRET: postgres_url}
-        self.a = Gateway(config, _dir(tmp / "host-a"), env=self.env)
-        self.b = Gateway(config, _dir(tmp / "host-b"), env=self.env)
+        self.a = Gateway(config, _dir(tmp / "host-a"), env=self.env, workers=workers)
+        self.b = Gateway(config, _dir(tmp / "host-b"), env=self.env, workers=workers)
 
     def __enter__(self) -> Hosts:
         self.a.start()
@@ -133,8 +140,9 @@ def test_rate_limit_is_exact_across_two_hosts(
     assert statuses.count(429) == 20, statuses
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_budget_is_exact_across_two_hosts_under_concurrency(
-    clean_fakes: Fakes, tmp_path: Path, redis_url: str, postgres_url: str
+    clean_fakes: Fakes, tmp_path: Path, redis_url: str, postgres_url: str, workers: int
 ) -> None:
     # Worst case of one request: 1,000 output tokens at $10 per million = $0.01, nothing for
     # input; a $0.05 daily key budget has room for exactly five.
@@ -146,7 +154,8 @@ def test_budget_is_exact_across_two_hosts_under_concurrency(
     )
     # Every admitted request waits upstream long enough for all 50 to have asked first.
     clean_fakes.openai.push(*[Fault("delay_headers", delay=1.5) for _ in range(50)])
-    with Hosts(config, tmp_path, redis_url, postgres_url) as hosts:
+    # With two workers each, four processes on two "hosts" share the one budget.
+    with Hosts(config, tmp_path, redis_url, postgres_url, workers) as hosts:
         key = hosts.key()
         urls = [hosts.a.url, hosts.b.url] * 25
         with concurrent.futures.ThreadPoolExecutor(50) as pool:
