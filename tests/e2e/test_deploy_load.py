@@ -506,6 +506,8 @@ def test_proxy_config_is_checked_by_haproxy_before_anything_restarts(stage: Stag
         ["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert Path(cfg).read_text().count("server gateway-") == int(
-        p.config["environments"]["staging"]["replicas"]
-    )
+    # The balancing backend has one server per replica (`replica_metrics`, the per-replica
+    # scrape path, tracks the same servers).
+    balancing = Path(cfg).read_text().split("\nbackend gateways\n", 1)[1].split("\nbackend ")[0]
+    servers = [line for line in balancing.splitlines() if line.strip().startswith("server ")]
+    assert len(servers) == int(p.config["environments"]["staging"]["replicas"]), servers
