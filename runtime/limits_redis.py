@@ -7,15 +7,18 @@ same loop iteration); each `settle` another, scheduled as a task. Both use the s
 Keys, all under `sy:<environment>:` (so environments can share a Redis):
 - `rpm:<key id>`, `tpm:<key id>`: token buckets (hash `t` tokens, `u` updated ms), 2 min TTL;
 - `spend:key:<key id>:day:<YYYY-MM-DD>` (and `:month:<YYYY-MM>`, and `spend:org:<org>:...`):
-  hash of `spent` (settled nano-USD) and `held` (live reservations, nano-USD), with a sorted
-  set `<same>:holds` of `<request id>|<nano-USD>` scored by the hold's expiry (ms); day keys
-  live 2 days, month keys 35 days;
+  hash of `spent` (settled nano-USD) and `held` (live reservations, nano-USD); day keys live
+  2 days, month keys 35 days (set when the hash is created);
+- `holds`: one sorted set of the environment's live reservations,
+  `<request id>|<nano-USD>|<budget hash>;<budget hash>...`, scored by the hold's expiry (ms);
 - `settled:<request id>`: the mark that makes `settle` idempotent (2 days).
 
 A budget admits a request iff spent + held + worst case <= budget, in integer nano-USD; a
 request of unknown worst-case cost is admitted iff spent + held < budget. A hold lapses at
-request timeout + margin (`hold_s`): the admit script first drops the lapsed holds of each
-budget it checks, so a crashed gateway's reservations free themselves.
+request timeout + margin (`hold_s`): the admit script first drops the lapsed holds (and gives
+their amounts back to the budgets they name), so a crashed gateway's reservations free
+themselves. One holds set for every budget keeps a request's work in Redis small: about 17
+commands to admit with four budgets (key and org, day and month) and 10 to settle.
 
 Requests-per-minute counts every request that arrives (a request refused for tokens or budget
 took its request); tokens-per-minute and budgets are taken only when all of them admit.
@@ -39,7 +42,7 @@ from typing import Protocol
 from runtime.config import Budget, ConfigError, Limits
 from runtime.errors import GatewayError
 from runtime.limits import Limiter, Reservation, period_starts
-from runtime.redis_client import Arg, RedisClient, RedisError, Script
+from runtime.redis_client import Arg, RedisClient, RedisError, RedisReplyError, Reply, Script
 
 NANO = 1_000_000_000
 DAY_TTL_S = 2 * 86400
@@ -48,6 +51,7 @@ SETTLED_TTL_S = 2 * 86400
 HEALTH_INTERVAL_S = 1.0
 UNSETTLED_MAX = 10_000
 LOCAL_IDS_MAX = 100_000
+BUDGET_CACHE_MAX = 10_000
 
 # Shared by both scripts: the bucket at `now` (ms), refilled at cap per minute.
 _BUCKET = """
@@ -65,9 +69,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: rpm bucket, tpm bucket, then (hash, holds) per budget.
+# KEYS: rpm bucket, tpm bucket, holds set, then one spend hash per budget.
 # ARGV: rpm cap (0: none), tpm cap (0: none), tokens, worst nano (-1: unknown), request id,
-#       hold ms, budgets n, then (limit nano, ttl s) per budget.
+#       hold ms, budgets n, then (limit nano, ttl s) per budget, then the hold's member.
 # Returns {0, tokens taken} | {1, wait ms} rpm | {2, wait ms} tpm | {3, i, spent, held}.
 ADMIT = Script(
     _BUCKET
@@ -85,16 +89,24 @@ if tpm > 0 then
   if tok < want then return {2, math.ceil((want - tok) * 60000 / tpm)} end
 end
 local worst, n = tonumber(ARGV[4]), tonumber(ARGV[7])
-for i = 1, n do
-  local h, z = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local lapsed = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+if n > 0 then
+  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
   if #lapsed > 0 then
-    local freed = 0
-    for _, m in ipairs(lapsed) do freed = freed + tonumber(string.match(m, '|(%d+)$')) end
-    redis.call('HINCRBY', h, 'held', -freed)
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+    for _, m in ipairs(lapsed) do
+      local amount, hashes = string.match(m, '^[^|]*|(%d+)|(.*)$')
+      if amount then
+        for h in string.gmatch(hashes, '[^;]+') do
+          redis.call('HINCRBY', h, 'held', -tonumber(amount))
+        end
+      end
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   end
-  local v = redis.call('HMGET', h, 'spent', 'held')
+end
+local fresh = {}
+for i = 1, n do
+  local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'held')
+  fresh[i] = v[1] == false and v[2] == false
   local spent, held = tonumber(v[1]) or 0, tonumber(v[2]) or 0
   local limit = tonumber(ARGV[6 + 2 * i])
   if (worst >= 0 and spent + held + worst > limit) or (worst < 0 and spent + held >= limit) then
@@ -102,24 +114,23 @@ for i = 1, n do
   end
 end
 if tpm > 0 then store(KEYS[2], tok - want, now) else want = 0 end
-if worst > 0 then
-  local member = ARGV[5] .. '|' .. ARGV[4]
-  local expiry = now + tonumber(ARGV[6])
+if worst > 0 and n > 0 then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[6]), ARGV[8 + 2 * n])
+  redis.call('EXPIRE', KEYS[3], """
+    + str(MONTH_TTL_S)
+    + """)
   for i = 1, n do
-    local h, z, ttl = KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[7 + 2 * i]
-    redis.call('ZADD', z, expiry, member)
-    redis.call('HINCRBY', h, 'held', worst)
-    redis.call('EXPIRE', h, ttl)
-    redis.call('EXPIRE', z, ttl)
+    redis.call('HINCRBY', KEYS[3 + i], 'held', worst)
+    if fresh[i] then redis.call('EXPIRE', KEYS[3 + i], ARGV[7 + 2 * i]) end
   end
 end
 return {0, want}
 """
 )
 
-# KEYS: settled mark, tpm bucket, then (hash, holds) per budget.
+# KEYS: settled mark, tpm bucket, holds set, then one spend hash per budget.
 # ARGV: request id, held nano, cost nano, token delta (real - reserved), tpm cap (0: none),
-#       budgets n, then ttl s per budget.
+#       budgets n, then ttl s per budget, then the hold's member.
 # Returns 1 when applied, 0 when this reservation was settled before.
 SETTLE = Script(
     _BUCKET
@@ -129,14 +140,14 @@ if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', """
     + """) then return 0 end
 local held, cost, delta, tpm = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
   tonumber(ARGV[5])
-local member = ARGV[1] .. '|' .. ARGV[2]
-for i = 1, tonumber(ARGV[6]) do
-  local h, z = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  if held > 0 and redis.call('ZREM', z, member) == 1 then
-    redis.call('HINCRBY', h, 'held', -held)
+local n = tonumber(ARGV[6])
+local release = held > 0 and n > 0 and redis.call('ZREM', KEYS[3], ARGV[7 + n]) == 1
+for i = 1, n do
+  local h = KEYS[3 + i]
+  if release then redis.call('HINCRBY', h, 'held', -held) end
+  if cost > 0 and redis.call('HINCRBY', h, 'spent', cost) == cost then
+    redis.call('EXPIRE', h, ARGV[6 + i])  -- the hash was made anew (a flushed Redis)
   end
-  if cost > 0 then redis.call('HINCRBY', h, 'spent', cost) end
-  redis.call('EXPIRE', h, ARGV[6 + i])
 end
 if tpm > 0 and delta ~= 0 then
   store(KEYS[2], math.min(tpm, bucket(KEYS[2], tpm, now) - delta), now)
@@ -214,6 +225,7 @@ class RedisLimiter:
     ) -> None:
         self.limits = limits
         self.prefix = f"sy:{environment}:"
+        self.holds = f"{self.prefix}holds"
         try:
             self.client = RedisClient(
                 url, connect_timeout_s=connect_timeout_s, command_timeout_s=command_timeout_s
@@ -232,6 +244,9 @@ class RedisLimiter:
         self.fail_open_total = 0
         self._local_ids: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queued: list[tuple[Reservation, int, int]] = []
+        self._drain_scheduled = False
+        self._budget_cache: dict[tuple[str, str, float, float], list[_Applied]] = {}
         self._unsettled: deque[tuple[Reservation, int, int]] = deque(maxlen=UNSETTLED_MAX)
         self._health: asyncio.Task[None] | None = None
         self._labels: dict[float, str] = {}
@@ -253,7 +268,7 @@ class RedisLimiter:
         worst = -1 if worst_cost_usd is None else max(0, round(worst_cost_usd * NANO))
         if not self.rpm and not self.tpm and not budgets:
             return Reservation(request_id, key_id, org, 0, 0, day_start, month_start)
-        keys = [f"{self.prefix}rpm:{key_id}", f"{self.prefix}tpm:{key_id}"]
+        keys = [f"{self.prefix}rpm:{key_id}", f"{self.prefix}tpm:{key_id}", self.holds]
         args: list[Arg] = [
             self.rpm,
             self.tpm,
@@ -264,8 +279,9 @@ class RedisLimiter:
             len(budgets),
         ]
         for b in budgets:
-            keys += (b.key, b.key + ":holds")
+            keys.append(b.key)
             args += (b.limit, b.ttl)
+        args.append(_member(request_id, worst, budgets))
         try:
             reply = await self.client.run_script(ADMIT, keys, args)
         except RedisError:
@@ -286,9 +302,9 @@ class RedisLimiter:
         there is none left. While Redis is down the local limiter counts it."""
         if not self.rpm:
             return None
-        keys = [f"{self.prefix}rpm:{key_id}", f"{self.prefix}tpm:{key_id}"]
+        keys = [f"{self.prefix}rpm:{key_id}", f"{self.prefix}tpm:{key_id}", self.holds]
         try:
-            reply = await self.client.run_script(ADMIT, keys, [self.rpm, 0, 0, -1, "", 1, 0])
+            reply = await self.client.run_script(ADMIT, keys, [self.rpm, 0, 0, -1, "", 1, 0, ""])
         except RedisError:
             self.errors += 1
             return await self.local.count_rejected(key_id)
@@ -387,6 +403,19 @@ class RedisLimiter:
     def _budgets(
         self, key_id: str, org: str, day_start: float, month_start: float
     ) -> list[_Applied]:
+        """The budgets that apply to a key's request in a period (cached: the same few keys
+        ask again and again)."""
+        index = (key_id, org, day_start, month_start)
+        out = self._budget_cache.get(index)
+        if out is None:
+            if len(self._budget_cache) >= BUDGET_CACHE_MAX:
+                self._budget_cache.clear()
+            out = self._budget_cache[index] = self._applied_budgets(*index)
+        return out
+
+    def _applied_budgets(
+        self, key_id: str, org: str, day_start: float, month_start: float
+    ) -> list[_Applied]:
         out: list[_Applied] = []
         day, month = self._label(day_start, "%Y-%m-%d"), self._label(month_start, "%Y-%m")
         for budget, who, name in (
@@ -452,21 +481,69 @@ class RedisLimiter:
         )
 
     def _schedule(self, reservation: Reservation, cost: int, delta: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._settle(reservation, cost, delta))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Queue a settle; the settles of one loop iteration leave together, sent by one task
+        (a task per settle cost more CPU than the rest of it)."""
+        self._queued.append((reservation, cost, delta))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            task = asyncio.get_running_loop().create_task(self._settle_queued())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _settle(self, r: Reservation, cost: int, delta: int) -> None:
+    async def _settle_queued(self) -> None:
+        self._drain_scheduled = False
+        batch = list(self._queued)
+        self._queued.clear()
+        sent: list[tuple[asyncio.Future[Reply], tuple[Reservation, int, int]]] = []
+        slow: list[tuple[Reservation, int, int]] = []
+        for item in batch:
+            call = self._settle_call(*item)
+            if call is None:
+                continue
+            pending = self.client.script_nowait(SETTLE, *call)
+            if pending is None:  # no connection yet: the awaited path connects (or fails)
+                slow.append(item)
+            else:
+                sent.append((pending, item))
+        if sent:
+            await asyncio.wait([fut for fut, _ in sent])
+        for done, item in sent:
+            exc = done.exception()
+            if exc is None:
+                continue
+            if isinstance(exc, RedisReplyError) and exc.prefix == "NOSCRIPT":
+                slow.append(item)  # run_script loads the script
+            else:
+                self.errors += 1
+                self._unsettled.append(item)
+        for item in slow:
+            await self._settle(*item)
+
+    def _settle_call(
+        self, r: Reservation, cost: int, delta: int
+    ) -> tuple[list[str], list[Arg]] | None:
+        """The settle script's keys and arguments; None when there is nothing to settle."""
         budgets = self._budgets(r.key_id, r.org, r.day_start, r.month_start)
         if (not budgets or not (r.nano_usd or cost)) and not (self.tpm and delta):
-            return  # nothing held, nothing spent, no tokens to give back or take
-        keys = [f"{self.prefix}settled:{r.request_id}", f"{self.prefix}tpm:{r.key_id}"]
+            return None  # nothing held, nothing spent, no tokens to give back or take
+        keys = [
+            f"{self.prefix}settled:{r.request_id}",
+            f"{self.prefix}tpm:{r.key_id}",
+            self.holds,
+        ]
         args: list[Arg] = [r.request_id, r.nano_usd, cost, delta, self.tpm, len(budgets)]
         for b in budgets:
-            keys += (b.key, b.key + ":holds")
+            keys.append(b.key)
             args.append(b.ttl)
+        args.append(_member(r.request_id, r.nano_usd, budgets))
+        return keys, args
+
+    async def _settle(self, r: Reservation, cost: int, delta: int) -> None:
+        call = self._settle_call(r, cost, delta)
+        if call is None:
+            return
         try:
-            await self.client.run_script(SETTLE, keys, args)
+            await self.client.run_script(SETTLE, *call)
         except RedisError:
             self.errors += 1
             self._unsettled.append((r, cost, delta))
@@ -516,6 +593,12 @@ class RedisLimiter:
         except Exception:
             # The records store could not be read: count it and try again next round.
             self.errors += 1
+
+
+def _member(request_id: str, nano_usd: int, budgets: Sequence[_Applied]) -> str:
+    """A reservation in the holds set: what it holds and of which budgets, so that a lapsed
+    one can be given back without knowing the request."""
+    return f"{request_id}|{max(0, nano_usd)}|{';'.join(b.key for b in budgets)}"
 
 
 def _applied(budget: Budget, base: str, who: str, day: str, month: str) -> list[_Applied]:

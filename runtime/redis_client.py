@@ -314,6 +314,17 @@ class RedisClient:
                 raise
         return await self.execute("EVAL", script.source, len(keys), *keys, *args)
 
+    def script_nowait(
+        self, script: Script, keys: list[str], args: list[Arg]
+    ) -> asyncio.Future[Reply] | None:
+        """EVALSHA `script` on the open connection without waiting for it: the future gets
+        the reply (a NOSCRIPT error included: then use `run_script`). None when no
+        connection is open; the caller uses the awaited `run_script`, which connects."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return None
+        return conn.send(encode(("EVALSHA", script.sha, len(keys), *keys, *args)))
+
     async def close(self) -> None:
         """Close the connection; commands after this fail."""
         self._closed = True
