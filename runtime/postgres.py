@@ -29,6 +29,15 @@ CREATE TABLE IF NOT EXISTS switchyard_migrations (
 """
 
 
+_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
 class PostgresError(Exception):
     """PostgreSQL could not be used (unreachable, refused, a schema newer than this code)."""
 
@@ -37,12 +46,19 @@ def connect(
     url: str, *, timeout_s: float = 5.0, application: str = "switchyard"
 ) -> psycopg.Connection:
     """An autocommit connection to `url`, or PostgresError naming the problem (never the URL:
-    it carries the password)."""
+    it carries the password). Its socket notices a silent peer (TCP keepalives and a 10 s
+    user timeout): a network partition must not hold a writer or a refresh thread for TCP's
+    quarter of an hour."""
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
     try:
+        conninfo = make_conninfo(url, **_KEEPALIVE)
+    except psycopg.Error:  # its message quotes the URL: not repeated
+        raise PostgresError("the PostgreSQL URL is not a valid connection string") from None
+    try:
         return psycopg.connect(
-            url,
+            conninfo,
             autocommit=True,
             connect_timeout=max(1, int(timeout_s)),
             application_name=application,
@@ -93,13 +109,6 @@ def migrate(conn: psycopg.Connection, component: str, migrations: Sequence[str])
 
 # Connections of the key and BYOK stores (long-lived, used by refresh threads and commands).
 STATEMENT_TIMEOUT_MS = 5000
-_KEEPALIVE = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-}
 
 
 def open_connection(url: str, what: str) -> psycopg.Connection:
