@@ -91,6 +91,12 @@ class Hosts:
         key = str(out.stdout).strip().splitlines()[-1].strip()
         for gw in (self.a, self.b):
             gw.wait_for_key(key)
+            # Each worker process refreshes its own key cache (every 0.25 s): one answer from
+            # one of them does not say the others know the key yet. New connections land on
+            # any worker; ten accepted in a row say all of them do.
+            accepted, deadline = 0, time.monotonic() + 5
+            while accepted < 10 and time.monotonic() < deadline:
+                accepted = accepted + 1 if _get_as(gw.url + "/v1/models", key) == 200 else 0
         return key
 
     def records(self, wait_for: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -106,6 +112,15 @@ class Hosts:
             if len(rows) >= wait_for or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
+
+
+def _get_as(url: str, key: str) -> int:
+    req = urllib.request.Request(url, headers={"authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
 
 
 def _dir(path: Path) -> Path:
