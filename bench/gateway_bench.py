@@ -668,6 +668,7 @@ def phase(
     floor: bool = False,
     with_proxy: bool = False,
     shared: SharedServers | None = None,
+    jitter_pct: float = 0.0,
 ) -> Iterator[Phase]:
     """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them
     afterwards.
@@ -685,6 +686,8 @@ def phase(
             str(mock_port),
             "--delay-ms",
             str(delay_ms),
+            "--jitter-pct",
+            str(jitter_pct),
         ],
         mock_log,
     )
@@ -1620,6 +1623,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure a gateway whose limits are in Redis and records and keys in "
         "PostgreSQL (both started privately), against the embedded defaults",
     )
+    parser.add_argument(
+        "--jitter-pct",
+        type=float,
+        default=0.0,
+        help="vary the mock's delay by up to this many percent either way, as a real "
+        "provider's latency varies (default 0: every answer exactly --delays)",
+    )
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     warmup = 1.0 if args.quick else 3.0
@@ -1660,7 +1670,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"upstream delay {delay} ms: starting the mock, the "
                 f"gateway{''.join(f', {e}' for e in extras)}"
             )
-            with phase(procs, work, delay, args.floor, args.proxy, servers) as ph:
+            with phase(procs, work, delay, args.floor, args.proxy, servers, args.jitter_pct) as ph:
                 floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""
                 proxy_pid = (
                     f", HAProxy pid {ph.proxy.pid} (master), port {ph.proxy_port}"

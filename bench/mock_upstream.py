@@ -5,8 +5,9 @@
 `POST .../chat/completions` answers like OpenAI: a JSON completion with `usage`, or, when the
 body has `"stream": true`, an SSE stream (role chunk, content chunks, finish chunk, usage
 chunk, `data: [DONE]`) sent with chunked transfer encoding. `--delay-ms` is waited before the
-answer (before the first chunk of a stream). `GET /health` answers 200. Connections are
-kept alive and pipelined requests are answered in order.
+answer (before the first chunk of a stream); `--jitter-pct P` varies it uniformly by ±P %
+(seeded, so runs repeat), as a real provider's latency varies. `GET /health` answers 200.
+Connections are kept alive and pipelined requests are answered in order.
 
 It is a bare asyncio protocol on uvloop with httptools parsing, so that the mock costs as
 little CPU as possible: on the 2-core benchmark machine it shares the cores with the gateway
@@ -19,8 +20,10 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import random
 import signal
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
@@ -148,9 +151,12 @@ HEALTH = _plain(b"200 OK", b"text/plain", b"ok")
 class MockProtocol(asyncio.Protocol):
     """One keep-alive connection; answers are written in request order, `delay` after arrival."""
 
-    def __init__(self, responses: Responses, delay: float) -> None:
+    def __init__(
+        self, responses: Responses, delay: float, jitter: Callable[[], float] | None
+    ) -> None:
         self.responses = responses
         self.delay = delay
+        self.jitter = jitter
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.url = b""
@@ -193,7 +199,8 @@ class MockProtocol(asyncio.Protocol):
         if self.delay <= 0 and not self.queue:
             self._write(parts)
             return
-        self.queue.append((self.loop.time() + self.delay, parts))
+        delay = self.delay * self.jitter() if self.jitter else self.delay
+        self.queue.append((self.loop.time() + delay, parts))
         if self.timer is None:
             self.timer = self.loop.call_at(self.queue[0][0], self._flush)
 
@@ -227,12 +234,15 @@ class MockProtocol(asyncio.Protocol):
             self.transport.write(part)
 
 
-async def serve(host: str, port: int, delay_ms: float) -> None:
+async def serve(host: str, port: int, delay_ms: float, jitter_pct: float = 0.0) -> None:
     """Serve until SIGTERM/SIGINT."""
     loop = asyncio.get_running_loop()
     responses = Responses()
+    # A delay factor of 1 ± jitter_pct %, seeded: the same run twice waits the same.
+    rng, spread = random.Random(20261207), jitter_pct / 100
+    jitter = (lambda: rng.uniform(1 - spread, 1 + spread)) if spread > 0 else None
     server = await loop.create_server(
-        lambda: MockProtocol(responses, delay_ms / 1000),
+        lambda: MockProtocol(responses, delay_ms / 1000, jitter),
         host,
         port,
         backlog=2048,
@@ -258,7 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="wait before each answer (before the first stream chunk)",
     )
+    parser.add_argument(
+        "--jitter-pct",
+        type=float,
+        default=0.0,
+        help="vary each delay uniformly by up to this many percent either way (default 0)",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.jitter_pct <= 100:
+        parser.error("--jitter-pct must be between 0 and 100")
     try:
         import uvloop
     except ImportError:  # plain asyncio still works, just slower
@@ -266,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(args.host, args.port, args.delay_ms))
+        runner(serve(args.host, args.port, args.delay_ms, args.jitter_pct))
     return 0
 
 
