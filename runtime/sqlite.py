@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 
@@ -34,5 +35,23 @@ def connect(
         path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
     )
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _wal(conn, busy_timeout_ms / 1000)
     return conn
+
+
+def _wal(conn: sqlite3.Connection, patience_s: float) -> None:
+    """Switch to WAL, retrying while another process holds the lock for the same switch.
+
+    Replicas sharing a data volume start together and open a new database at the same moment;
+    two connections that both hold a shared lock and both want the exclusive one for the
+    journal-mode change make SQLite answer "database is locked" at once, without waiting in
+    the busy handler (it would be a deadlock). The other switches, and then so do we."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
