@@ -131,8 +131,18 @@ class Router:
             ids.extend(f"{p}/{m}" for (p, m) in self._candidates)
         return ids
 
-    def plan(self, request: dict[str, Any], org: OrgConfig) -> RoutePlan:
-        """Choose the candidates for one request; raise GatewayError when none may serve it."""
+    def plan(
+        self,
+        request: dict[str, Any],
+        org: OrgConfig,
+        native_api: str | None = None,
+        builtin_tools: tuple[str, ...] = (),
+    ) -> RoutePlan:
+        """Choose the candidates for one request; raise GatewayError when none may serve it.
+
+        `request` is in chat-completions form (another API's translation, runtime/frontends/);
+        `builtin_tools` are tools of that API only a candidate speaking it natively
+        (`native_api` in its adapter's `native_apis`) can run: the others are skipped."""
         model = request.get("model")
         if not isinstance(model, str) or not model:
             raise GatewayError(
@@ -190,6 +200,11 @@ class Router:
         skipped: list[dict[str, str]] = []
         for c in chain:
             reason = _skip_reason(c, needs, est_prompt, max_tokens)
+            if reason is None and builtin_tools and native_api not in c.adapter.native_apis:
+                reason = (
+                    f"cannot run the built-in tool {', '.join(builtin_tools)}"
+                    f" (only a provider serving the {native_api} API natively runs it)"
+                )
             cost = c.model.price.cost(est_prompt, out_est) if c.model.price is not None else None
             if reason is None and cap is not None:
                 if cost is None:

@@ -21,7 +21,7 @@ import orjson
 
 from runtime.adapters import http
 from runtime.adapters.anthropic_request import bad_request, build_request
-from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.base import AdapterDefaults, Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
@@ -56,7 +56,7 @@ _TYPE_CLASS: dict[str, ErrorClass] = {
 _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "exceeds the context window")
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(AdapterDefaults):
     """Anthropic's Messages API behind the chat-completions format."""
 
     def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:

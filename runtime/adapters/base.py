@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from runtime.adapters.transport_base import HTTPTransport
 from runtime.config import ModelConfig, ProviderConfig
+from runtime.errors import Unservable
 
 
 @dataclass(slots=True)
@@ -63,17 +64,36 @@ class Usage:
     reasoning_tokens: int = 0  # of output_tokens: thinking
 
 
+@dataclass(frozen=True, slots=True)
+class NativeRequest:
+    """The client's own body in an API some providers speak natively, for a passthrough:
+    `api` is "responses" (OpenAI's Responses API, `POST /v1/responses`) or "messages"
+    (Anthropic's Messages API, `POST /v1/messages`). An adapter whose `native_apis` holds
+    `api` sends `body` as it is (only `model` replaced by the candidate's upstream id) to its
+    provider's own endpoint; every other adapter takes the chat-completions translation in
+    `Call.request` (runtime/frontends/)."""
+
+    api: str
+    body: dict[str, Any]  # as the client sent it (do not mutate)
+
+
 @dataclass(slots=True)
 class Call:
     """One upstream attempt."""
 
-    request: dict[str, Any]  # the client's chat-completions body, as sent (do not mutate)
+    # The client's chat-completions body, as sent (do not mutate); for the other endpoints
+    # their request translated to chat completions (runtime/frontends/), or for embeddings
+    # the checked embeddings body (runtime/embeddings.py).
+    request: dict[str, Any]
     model: ModelConfig  # the candidate's model; model.upstream is the id to send
     credentials: dict[str, str]  # credential field -> value, e.g. {"api_key": "sk-..."}
     request_id: str
     # What the adapter changed because the provider cannot take it as sent ("dropped
     # `logit_bias`: Anthropic has no equivalent"); the attempt's record carries them.
     notes: list[str] = field(default_factory=list)
+    # Set when the attempt is a passthrough in the provider's own API (`complete_native` /
+    # `open_native_stream`); None for chat completions and every translated attempt.
+    native: NativeRequest | None = None
 
 
 @dataclass(slots=True)
@@ -90,6 +110,10 @@ class Completion:
     # with its logprobs, `usage` with its details (present only when the provider's usage was
     # valid; else the gateway renders `usage`), `service_tier`, `system_fingerprint`, ...
     body: dict[str, Any] | None = None
+    # A passthrough's answer (`complete_native`): the provider's own body in the native API's
+    # format (a Responses `response` object, an Anthropic `message`), relayed to the client;
+    # `message` is then {} and `usage` what the adapter read from it.
+    native: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -123,7 +147,26 @@ class RelayChunk:
     reasoning: bool = False
 
 
-AnyChunk = Chunk | RelayChunk
+@dataclass(slots=True)
+class NativeEvent:
+    """One server-sent event of a passthrough stream (`open_native_stream`), relayed as sent:
+    `event` is the SSE event name (Responses and Anthropic streams name every event), `data`
+    its payload exactly as the provider sent it, `doc` that payload decoded (the adapter reads
+    each event for its usage and its kind). `content`, `reasoning` and `usage` as on `Chunk`;
+    `chars` the output characters it carries (text and tool-call argument deltas), for the
+    estimate of an abandoned or broken attempt. `choices` is always None (not OpenAI chunks)."""
+
+    event: str
+    data: str
+    doc: dict[str, Any]
+    content: bool
+    usage: Usage | None = None
+    reasoning: bool = False
+    chars: int = 0
+    choices: None = None
+
+
+AnyChunk = Chunk | RelayChunk | NativeEvent
 
 FlushHook = Callable[[], Awaitable[None]]
 
@@ -147,8 +190,21 @@ class UpstreamStream(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class Embeddings:
+    """An embeddings answer: one vector per input, in the order of the inputs."""
+
+    vectors: list[list[float]]
+    usage: Usage | None  # input_tokens (output_tokens 0); None when the provider said none
+    model: str | None = None  # the model id the provider reported, if any
+
+
 class Adapter(Protocol):
     """One provider's wire format. Constructed once per provider at start."""
+
+    # The native APIs it can pass a client's body through to (NativeRequest.api values):
+    # {"responses"} for OpenAI itself, {"messages"} for Anthropic, empty for the others.
+    native_apis: frozenset[str]
 
     def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None: ...
 
@@ -159,3 +215,35 @@ class Adapter(Protocol):
     async def open_stream(self, call: Call) -> UpstreamStream:
         """The provider's streamed answer to `call`, once it answered with a success status."""
         ...
+
+    async def complete_native(self, call: Call) -> Completion:
+        """A passthrough (`call.native.api` in `native_apis`): the provider's own answer in
+        `Completion.native`, with `usage` read from it. Errors as `complete`."""
+        ...
+
+    async def open_native_stream(self, call: Call) -> UpstreamStream:
+        """A streamed passthrough: an `UpstreamStream` of `NativeEvent`s, ending normally only
+        after the API's terminator (`response.completed`/`.incomplete`, `message_stop`)."""
+        ...
+
+    async def embed(self, call: Call) -> Embeddings:
+        """Embeddings of `call.request` (runtime/embeddings.py: `input` a list of strings or of
+        token arrays, `dimensions` optional), batched within the provider's limits. An adapter
+        without embeddings raises `Unservable`."""
+        ...
+
+
+class AdapterDefaults:
+    """What an adapter without a native API or embeddings inherits: no passthrough (the
+    gateway translates), and embeddings refused as a skip reason."""
+
+    native_apis: frozenset[str] = frozenset()
+
+    async def complete_native(self, call: Call) -> Completion:
+        raise Unservable("no native API for this request (a gateway bug)")
+
+    async def open_native_stream(self, call: Call) -> UpstreamStream:
+        raise Unservable("no native API for this request (a gateway bug)")
+
+    async def embed(self, call: Call) -> Embeddings:
+        raise Unservable("the provider has no embeddings API")

@@ -37,7 +37,7 @@ from typing import Any, cast
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.base import AdapterDefaults, Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.gemini_schema import to_gemini
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
@@ -107,7 +107,7 @@ THINKING_LEVELS = {
 }
 
 
-class GeminiAdapter:
+class GeminiAdapter(AdapterDefaults):
     """Gemini's generateContent API behind the chat-completions format."""
 
     def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:

@@ -45,7 +45,7 @@ from typing import Any, cast
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters.base import AdapterDefaults, Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.transport_base import HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
@@ -70,7 +70,7 @@ class _Answer:
     pieces: list[dict[str, Any]]  # the stream deltas carrying the output, in order
 
 
-class MockAdapter:
+class MockAdapter(AdapterDefaults):
     """The offline provider (the transport is not used)."""
 
     def __init__(self, provider: ProviderConfig, transport: HTTPTransport | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from runtime.adapters import http
-from runtime.adapters.base import Call, Completion, FlushHook, RelayChunk, Usage
+from runtime.adapters.base import AdapterDefaults, Call, Completion, FlushHook, RelayChunk, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
@@ -53,7 +53,7 @@ def _malformed(what: str) -> UpstreamError:
     return UpstreamError("server_error", what, code="upstream_malformed")
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(AdapterDefaults):
     """OpenAI's chat completions (and compatible APIs): the request passes through."""
 
     def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:
