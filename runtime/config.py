@@ -29,12 +29,14 @@ from runtime.vocabulary import (
     LIMITS_STORES,
     LOG_SINKS,
     ON_UNAVAILABLE,
+    ROUTE_KINDS,
     STRATEGIES,
     Adapter,
     KeysStore,
     LimitsStore,
     LogSink,
     OnUnavailable,
+    RouteKind,
     Strategy,
 )
 
@@ -202,16 +204,22 @@ class ModelConfig:
     max_output_tokens: int | None
     capabilities: frozenset[str]
     price: Price | None
+    # An embedding model (capability `embeddings`): the length of the vectors it returns as
+    # configured; None for every other model.
+    dimensions: int | None = None
 
     def to_dict(self) -> JsonObject:
-        """Its JSON object (capabilities sorted)."""
-        return {
+        """Its JSON object (capabilities sorted; `dimensions` only for an embedding model)."""
+        out: JsonObject = {
             "upstream": self.upstream,
             "context_window": self.context_window,
             "max_output_tokens": self.max_output_tokens,
             "capabilities": _sorted(self.capabilities),
             "price": None if self.price is None else self.price.to_dict(),
         }
+        if self.dimensions is not None:
+            out["dimensions"] = self.dimensions
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,10 +303,14 @@ class RouteConfig:
     fallback: FallbackPolicy
     candidates: tuple[CandidateRef, ...]
     dropped: tuple[DroppedCandidate, ...]
+    # "embeddings": its candidates are embedding models, served at /v1/embeddings only;
+    # "chat": every other route (chat completions, responses, messages).
+    kind: RouteKind = "chat"
 
     def to_dict(self) -> JsonObject:
-        """Its JSON object (`requires` sorted, the candidates in chain order)."""
-        return {
+        """Its JSON object (`requires` sorted, the candidates in chain order; `kind` only for
+        an embedding route)."""
+        out: JsonObject = {
             "strategy": self.strategy,
             "requires": _sorted(self.requires),
             "min_context_window": self.min_context_window,
@@ -307,6 +319,9 @@ class RouteConfig:
             "candidates": [c.to_dict() for c in self.candidates],
             "dropped": [d.to_dict() for d in self.dropped],
         }
+        if self.kind != "chat":
+            out["kind"] = self.kind
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,6 +795,7 @@ def _provider(r: _Reader, pid: str, spec: object) -> ProviderConfig:
             max_output_tokens=r.opt_int(m, "max_output_tokens", mp),
             capabilities=r.words(m, "capabilities", mp) or frozenset(),
             price=None if price is None else _price(r, price, f"{mp}.price"),
+            dimensions=r.opt_int(m, "dimensions", mp),
         )
     credentials = r.opt_obj(spec, "credentials", path) or {}
     return ProviderConfig(
@@ -863,6 +879,9 @@ def _route(
         ),
         candidates=tuple(candidates),
         dropped=tuple(dropped),
+        kind=cast(
+            RouteKind, r.choice(spec, "kind", ROUTE_KINDS, path) if "kind" in spec else "chat"
+        ),
     )
 
 

@@ -21,11 +21,16 @@ Capability = Literal[
     "json_mode",
     "json_schema",
     "reasoning",
+    "embeddings",
 ]
 CAPABILITIES: Final[tuple[str, ...]] = get_args(Capability)
 
 Strategy = Literal["priority", "cheapest", "weighted"]
 STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
+
+# What a route serves: chat (chat completions, responses, messages) or embeddings.
+RouteKind = Literal["chat", "embeddings"]
+ROUTE_KINDS: Final[tuple[str, ...]] = get_args(RouteKind)
 
 LogSink = Literal["sqlite", "postgres"]
 LOG_SINKS: Final[tuple[str, ...]] = get_args(LogSink)
