@@ -15,19 +15,21 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from runtime import request_check, scrub, tokens
-from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
+from runtime.adapters import AnyChunk, Completion, NativeRequest, RelayChunk, Usage
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
-from runtime.fallback import CANCELLED, AllCandidatesFailed, complete, open_stream
+from runtime.fallback import CANCELLED, AllCandidatesFailed, Opened, complete, open_stream
+from runtime.frontends.base import Frontend, Parsed
 from runtime.limits import Reservation
 from runtime.metrics import RouteLabels, status_label
-from runtime.records import Attempt, RequestRecord
+from runtime.records import CHAT_ENDPOINT, Attempt, RequestRecord
 from runtime.router import Candidate, RoutePlan
 from runtime.services import Services, authenticate
 from runtime.shutdown import SHUTTING_DOWN, Drain
@@ -66,11 +68,21 @@ class _ClientGone(Exception):
     pass
 
 
-class ChatHandler:
-    """The ASGI handler of `POST /v1/chat/completions`, over the services built at start."""
+def _openai_error(exc: GatewayError) -> bytes:
+    return orjson.dumps(exc.body())
 
-    def __init__(self, services: Services, drain: Drain | None = None) -> None:
+
+class ChatHandler:
+    """The ASGI handler of `POST /v1/chat/completions`, over the services built at start; with
+    a `frontend` (runtime/frontends/), the handler of that API over the same pipeline."""
+
+    def __init__(
+        self, services: Services, drain: Drain | None = None, frontend: Frontend | None = None
+    ) -> None:
         self.services = services
+        self.frontend = frontend
+        self.endpoint = frontend.endpoint if frontend is not None else CHAT_ENDPOINT
+        self.error_body = frontend.error_body if frontend is not None else _openai_error
         cfg = services.config
         # The process's shutdown (runtime/shutdown.py); a Drain nobody begins, without one.
         self.drain = drain if drain is not None else Drain(cfg.request_timeout_s)
@@ -83,7 +95,7 @@ class ChatHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         rid = _next_id()
-        rec = RequestRecord.begin(rid, self.env, self.price_hash, self.config_hash)
+        rec = RequestRecord.begin(rid, self.env, self.price_hash, self.config_hash, self.endpoint)
         attempts: list[Attempt] = []
         state = ResponseProgress()
         held: list[Reservation] = []  # what the limiter reserved, settled in `finally`
@@ -100,7 +112,7 @@ class ChatHandler:
                 exc = await self.services.limits.count_rejected(rec.key_id) or exc
             rec.status, rec.error_code = exc.status, exc.code
             if not state.started:
-                await _send_error(send, exc, rid, attempts)
+                await _send_error(send, exc, rid, attempts, self.error_body)
                 state.first_byte = time.perf_counter()
         except _ClientGone:
             rec.status, rec.error_code = 499, "client_closed_request"
@@ -108,7 +120,7 @@ class ChatHandler:
             if not self.drain.draining:
                 raise
             task.uncancel()  # the shutdown's (runtime/shutdown.py): answer, record, return
-            await _shut_down(send, rec, attempts, state)
+            await _shut_down(send, rec, attempts, state, self.error_body)
         except Exception as exc:  # a bug: answer 500 in OpenAI's shape, keep serving
             log.exception("internal error in %s", rid)
             rec.status, rec.error_code = 500, "internal_error"
@@ -122,6 +134,7 @@ class ChatHandler:
                     ),
                     rid,
                     attempts,
+                    self.error_body,
                 )
         finally:
             del in_flight[task]
@@ -153,7 +166,7 @@ class ChatHandler:
     ) -> None:
         services = self.services
         if scope["method"] != "POST":
-            raise GatewayError(405, "method_not_allowed", "use POST for /v1/chat/completions")
+            raise GatewayError(405, "method_not_allowed", f"use POST for {self.endpoint}")
         headers = {
             k.decode("latin-1"): v.decode("latin-1")
             for k, v in scope["headers"]
@@ -172,9 +185,17 @@ class ChatHandler:
             raise _shutting_down()
         body = await _read_body(receive)
         self.drain.tasks[task] = False  # past its body: it may finish while draining
-        request = request_check.parse(body, rec)  # a 400 naming the field, or a checked request
+        parsed: Parsed | None = None
+        native: NativeRequest | None = None
+        if self.frontend is None:
+            request = request_check.parse(body, rec)  # a 400 naming the field, or checked
+            plan = services.router.plan(request, org)
+        else:
+            # Another API: checked in its own terms, translated to chat completions.
+            parsed = self.frontend.parse(body, rec)
+            request, native = parsed.request, parsed.native
+            plan = services.router.plan(request, org, native.api, parsed.builtin_tools)
         stream = rec.stream
-        plan = services.router.plan(request, org)
         rec.route = plan.route
         rec.skipped = plan.skipped
         held.append(
@@ -186,11 +207,18 @@ class ChatHandler:
                 plan.worst_cost_usd,
             )
         )
-        ctx = RequestContext(rec.request_id, key, org, request, stream, plan, rec, state, attempts)
+        ctx = RequestContext(
+            rec.request_id, key, org, request, stream, plan, rec, state, attempts, native
+        )
         guard = _Guard(receive, self.request_timeout, task)
         try:
             try:
-                if stream:
+                if parsed is not None:
+                    if stream:
+                        await self._stream_api(ctx, parsed, send)
+                    else:
+                        await self._complete(ctx, send, parsed)
+                elif stream:
                     await self._stream(ctx, send)
                 else:
                     await self._complete(ctx, send)
@@ -214,6 +242,7 @@ class ChatHandler:
                     "request_timeout",
                     f"the request took longer than {self.request_timeout:g} s",
                     state.pending,
+                    state.fail,
                 )
             else:
                 raise GatewayError(
@@ -223,7 +252,9 @@ class ChatHandler:
                     f"{self.request_timeout:g} s",
                 ) from None
 
-    async def _complete(self, ctx: RequestContext, send: Send) -> None:
+    async def _complete(
+        self, ctx: RequestContext, send: Send, parsed: Parsed | None = None
+    ) -> None:
         rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
         try:
             cand, result = await complete(ctx)
@@ -232,7 +263,11 @@ class ChatHandler:
         rec.provider, rec.upstream_model = cand.provider.id, result.model or cand.model.upstream
         try:
             _account(rec, cand, plan, result.usage, tokens.message_tokens(result.message))
-            body = _completion_body(rec, result)
+            if parsed is None:
+                body = _completion_body(rec, result)
+            else:
+                assert self.frontend is not None
+                body = self.frontend.completion(rec, parsed, result)
         except Exception as exc:
             # The answer passed the adapter but cannot be read (a field of the wrong type):
             # the provider's malformed answer, not a gateway bug; nothing was sent yet.
@@ -367,6 +402,125 @@ class ChatHandler:
             if not rec.broke_after_commit and rec.output_tokens is None:
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
             await stream.aclose()
+
+    async def _stream_api(self, ctx: RequestContext, parsed: Parsed, send: Send) -> None:
+        """A stream of another API (runtime/frontends/): the same commit rule, accounting and
+        endings as `_stream`, each chunk written by the frontend's encoder in the API's own
+        event format (relayed as sent when the candidate speaks that API natively)."""
+        rec, plan, attempts, state = ctx.record, ctx.plan, ctx.attempts, ctx.progress
+        frontend = self.frontend
+        assert frontend is not None
+        try:
+            opened = await open_stream(ctx)
+        except AllCandidatesFailed as failed:
+            raise _failed(ctx, failed, self.services) from None
+        cand, stream = opened.candidate, opened.stream
+        rec.provider = cand.provider.id
+        rec.upstream_model = stream.model or cand.model.upstream
+        native = ctx.native is not None and ctx.native.api in cand.adapter.native_apis
+        pending = state.pending
+
+        async def flush() -> None:
+            if pending:
+                body = b"".join(pending)
+                pending.clear()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                if state.first_byte is None:
+                    state.first_byte = time.perf_counter()
+
+        enc = frontend.encoder(rec, parsed, native)
+        network = stream.watch_idle(flush)
+        try:
+            try:
+                pending.append(enc.open())
+                for chunk in opened.held:  # checked before the commit: nothing sent yet
+                    pending.append(enc.chunk(chunk))
+            except Exception as exc:
+                raise _unreadable(rec, cand, attempts, exc) from None
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": _headers(rec, cand, attempts, _SSE, stream=True),
+                }
+            )
+            state.started = True
+            state.fail = enc.fail
+            if not network:
+                await flush()
+            rec.status = 200
+            broken = await self._relay(ctx, opened, enc.chunk, pending, flush, network)
+            if broken is None:
+                _account(rec, cand, plan, stream.usage, (enc.chars + 3) // 4)
+                pending.append(enc.close(rec))
+                body = b"".join(pending)
+                pending.clear()
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                if state.first_byte is None:
+                    state.first_byte = time.perf_counter()
+            else:
+                _account(rec, cand, plan, stream.usage, (enc.chars + 3) // 4, force_estimate=True)
+                await self._broken(ctx, opened, send, enc.fail, broken)
+        finally:
+            if not rec.broke_after_commit and rec.output_tokens is None:
+                _account(rec, cand, plan, stream.usage, (enc.chars + 3) // 4, force_estimate=True)
+            await stream.aclose()
+
+    async def _relay(
+        self,
+        ctx: RequestContext,
+        opened: Opened,
+        encode: Callable[[AnyChunk], bytes],
+        pending: list[bytes],
+        flush: Callable[[], Awaitable[None]],
+        network: bool,
+    ) -> str | None:
+        """Relay a committed stream's chunks until its end: None when it ended properly; the
+        upstream's message when it broke (the record and the attempt say so; the caller ends
+        the client's stream)."""
+        try:
+            async for chunk in opened.iterator:
+                pending.append(encode(chunk))
+                if not network:
+                    await flush()
+        except (asyncio.CancelledError, _ClientGone):
+            raise
+        except Exception as exc:
+            err = _as_upstream(exc, opened.candidate)
+            rec = ctx.record
+            rec.broke_after_commit = True
+            rec.error_code = "stream_broken_after_commit"
+            ctx.attempts[-1].outcome = "broken_after_commit"
+            ctx.attempts[-1].code = err.code
+            return err.message
+        return None
+
+    async def _broken(
+        self,
+        ctx: RequestContext,
+        opened: Opened,
+        send: Send,
+        fail: Callable[[str, str], bytes],
+        why: str,
+    ) -> None:
+        """End a committed stream that broke (`why`: the upstream's message) with the API's
+        error event, and count it."""
+        rec, cand, state = ctx.record, opened.candidate, ctx.progress
+        scrub.register((cand.credentials or {}).values())
+        message = f"{cand.provider.id}: {scrub.scrub(why)}"
+        log.warning("%s: stream broke after commit: %s", rec.request_id, message)
+        await _end_stream_with_error(
+            send,
+            "upstream_stream_broken",
+            message + " (after the response had started; not retried)",
+            state.pending,
+            fail,
+        )
+        if state.first_byte is None:
+            state.first_byte = time.perf_counter()
+        self.services.metrics.broken.inc(
+            (self.labels.route(rec.route, rec.requested_model), cand.provider.id)
+        )
 
     def _observe(self, rec: RequestRecord, attempts: list[Attempt]) -> None:
         m = self.services.metrics
@@ -589,8 +743,14 @@ def _headers(
 _RETRYABLE_4XX = frozenset({408, 409, 429})  # what the OpenAI and Anthropic SDKs retry
 
 
-async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[Attempt]) -> None:
-    body = orjson.dumps(exc.body())
+async def _send_error(
+    send: Send,
+    exc: GatewayError,
+    rid: str,
+    attempts: list[Attempt],
+    render: Callable[[GatewayError], bytes] = _openai_error,
+) -> None:
+    body = render(exc)
     headers = [
         _JSON,
         (b"content-length", str(len(body)).encode()),
@@ -614,11 +774,22 @@ async def _send_error(send: Send, exc: GatewayError, rid: str, attempts: list[At
     await send({"type": "http.response.body", "body": body})
 
 
-async def _end_stream_with_error(send: Send, code: str, message: str, pending: list[bytes]) -> None:
+async def _end_stream_with_error(
+    send: Send,
+    code: str,
+    message: str,
+    pending: list[bytes],
+    fail: Callable[[str, str], bytes] | None = None,
+) -> None:
     """End a committed stream with an error event (the OpenAI SDK raises on it); no [DONE].
-    Chunks still buffered go out first, in the same write."""
-    err = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
-    body = b"".join(pending) + b"data: " + orjson.dumps(err) + b"\n\n"
+    Chunks still buffered go out first, in the same write. `fail`: another API's error event
+    (its frontend's `StreamEncoder.fail`)."""
+    if fail is not None:
+        event = fail(code, message)
+    else:
+        err = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+        event = b"data: " + orjson.dumps(err) + b"\n\n"
+    body = b"".join(pending) + event
     pending.clear()
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -633,7 +804,11 @@ def _shutting_down() -> GatewayError:
 
 
 async def _shut_down(
-    send: Send, rec: RequestRecord, attempts: list[Attempt], state: ResponseProgress
+    send: Send,
+    rec: RequestRecord,
+    attempts: list[Attempt],
+    state: ResponseProgress,
+    render: Callable[[GatewayError], bytes] = _openai_error,
 ) -> None:
     """End a request the shutdown cut (runtime/shutdown.py): a committed stream gets an error
     event and no [DONE], and its record says it was interrupted (never a clean 200); a request
@@ -649,10 +824,11 @@ async def _shut_down(
                 "the gateway is shutting down; the response was cut after it had started "
                 "(not retried)",
                 state.pending,
+                state.fail,
             )
         return
     rec.status = 503
-    await _send_error(send, _shutting_down(), rec.request_id, attempts)
+    await _send_error(send, _shutting_down(), rec.request_id, attempts, render)
     state.first_byte = time.perf_counter()
 
 

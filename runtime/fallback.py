@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from runtime import tokens
-from runtime.adapters import AnyChunk, Call, Completion, UpstreamStream, Usage
+from runtime.adapters import AnyChunk, Call, Completion, NativeEvent, UpstreamStream, Usage
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import Unservable, UpstreamError
@@ -103,6 +103,8 @@ async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
     """Non-streamed: the first candidate's Completion that succeeds."""
 
     async def attempt(c: Candidate, call: Call, seen: _Started) -> tuple[Candidate, Completion]:
+        if call.native is not None:
+            return c, await c.adapter.complete_native(call)
         return c, await c.adapter.complete(call)
 
     return await _loop(ctx, attempt)
@@ -117,7 +119,10 @@ async def open_stream(ctx: RequestContext) -> Opened:
         deadline = Deadline(timeout)
         held: list[AnyChunk] = []
         try:
-            stream = await c.adapter.open_stream(call)
+            if call.native is not None:
+                stream = await c.adapter.open_native_stream(call)
+            else:
+                stream = await c.adapter.open_stream(call)
             seen.started = True
             it = aiter(stream)
             while True:
@@ -160,7 +165,9 @@ def _seen_output(seen: _Started, stream: UpstreamStream | None, held: list[AnyCh
     """Record what an abandoned stream delivered (only on failure: the hot path pays nothing)."""
     chars = 0
     for chunk in held:
-        if chunk.choices:
+        if isinstance(chunk, NativeEvent):
+            chars += chunk.chars
+        elif chunk.choices:
             chars += tokens.delta_chars(chunk.choices)
             for choice in chunk.choices:  # thinking is billed as output too
                 thought = (choice.get("delta") or {}).get("reasoning_content")
@@ -180,6 +187,7 @@ async def _loop(
     ctx: RequestContext, attempt: Callable[[Candidate, Call, _Started], Awaitable[T]]
 ) -> T:
     plan, attempts, request, request_id = ctx.plan, ctx.attempts, ctx.request, ctx.request_id
+    native = ctx.native
     policy = plan.policy
     unservable: list[AttemptError] = []  # candidates that cannot take this request at all
     floor: int | None = None  # after a context-length error: only larger windows
@@ -199,6 +207,8 @@ async def _loop(
             continue
         start = time.perf_counter()
         call = Call(request, c.model, c.credentials or {}, request_id)
+        if native is not None and native.api in c.adapter.native_apis:
+            call.native = native  # a passthrough in the provider's own API
         seen = _Started()
         try:
             try:

@@ -33,6 +33,10 @@ MAX_PENDING = 200_000  # beyond this (the database unwritable for long) the olde
 _BACKOFF_MAX_S = 2.0
 CHAT_ENDPOINT = "/v1/chat/completions"
 MODELS_ENDPOINT = "/v1/models"
+RESPONSES_ENDPOINT = "/v1/responses"
+MESSAGES_ENDPOINT = "/v1/messages"
+COUNT_TOKENS_ENDPOINT = "/v1/messages/count_tokens"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 
 
 @dataclass(slots=True)
