@@ -356,37 +356,15 @@ class ChatHandler:
             # Otherwise the held chunks leave with whatever else this read brought, at the
             # first flush — microseconds later, one write instead of several.
             rec.status = 200
-            try:
-                async for chunk in opened.iterator:
-                    chars += emit(chunk)
-                    if not network:
-                        await flush()
-            except (asyncio.CancelledError, _ClientGone):
-                raise
-            except Exception as exc:
-                # Whatever broke the relay after the commit (an UpstreamError, or a payload
-                # that could not be read: the provider's malformed answer), the client's stream
-                # ends with an error event and the record says so.
-                err = _as_upstream(exc, cand)
-                rec.broke_after_commit = True
-                rec.error_code = "stream_broken_after_commit"
-                attempts[-1].outcome = "broken_after_commit"
-                attempts[-1].code = err.code
+
+            def take(chunk: AnyChunk) -> None:
+                nonlocal chars
+                chars += emit(chunk)
+
+            broken = await self._relay(ctx, opened, take, flush, network)
+            if broken is not None:
                 _account(rec, cand, plan, stream.usage, (chars + 3) // 4, force_estimate=True)
-                scrub.register((cand.credentials or {}).values())
-                message = f"{cand.provider.id}: {scrub.scrub(err.message)}"
-                log.warning("%s: stream broke after commit: %s", rec.request_id, message)
-                await _end_stream_with_error(
-                    send,
-                    "upstream_stream_broken",
-                    message + " (after the response had started; not retried)",
-                    pending,
-                )
-                if state.first_byte is None:
-                    state.first_byte = time.perf_counter()
-                self.services.metrics.broken.inc(
-                    (self.labels.route(rec.route, rec.requested_model), cand.provider.id)
-                )
+                await self._broken(ctx, opened, send, None, broken)
                 return
             _account(rec, cand, plan, stream.usage, (chars + 3) // 4)
             if include_usage and not usage_relayed:
@@ -449,7 +427,12 @@ class ChatHandler:
             if not network:
                 await flush()
             rec.status = 200
-            broken = await self._relay(ctx, opened, enc.chunk, pending, flush, network)
+            encode = enc.chunk
+
+            def take(chunk: AnyChunk) -> None:
+                pending.append(encode(chunk))
+
+            broken = await self._relay(ctx, opened, take, flush, network)
             if broken is None:
                 _account(rec, cand, plan, stream.usage, (enc.chars + 3) // 4)
                 pending.append(enc.close(rec))
@@ -470,8 +453,7 @@ class ChatHandler:
         self,
         ctx: RequestContext,
         opened: Opened,
-        encode: Callable[[AnyChunk], bytes],
-        pending: list[bytes],
+        take: Callable[[AnyChunk], None],
         flush: Callable[[], Awaitable[None]],
         network: bool,
     ) -> str | None:
@@ -480,12 +462,15 @@ class ChatHandler:
         the client's stream)."""
         try:
             async for chunk in opened.iterator:
-                pending.append(encode(chunk))
+                take(chunk)  # buffered for the client
                 if not network:
                     await flush()
         except (asyncio.CancelledError, _ClientGone):
             raise
         except Exception as exc:
+            # Whatever broke the relay after the commit (an UpstreamError, or a payload that
+            # could not be read: the provider's malformed answer), the client's stream ends
+            # with an error event and the record says so.
             err = _as_upstream(exc, opened.candidate)
             rec = ctx.record
             rec.broke_after_commit = True
@@ -500,7 +485,7 @@ class ChatHandler:
         ctx: RequestContext,
         opened: Opened,
         send: Send,
-        fail: Callable[[str, str], bytes],
+        fail: Callable[[str, str], bytes] | None,
         why: str,
     ) -> None:
         """End a committed stream that broke (`why`: the upstream's message) with the API's
