@@ -13,6 +13,7 @@ transport.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -856,13 +857,14 @@ def test_native_stream_is_relayed() -> None:
 Script = Callable[[Parsed], Completion | list[Any]]
 
 
-def client(script: Script, fail_after: bool = False) -> openai.OpenAI:
-    """An openai SDK client whose requests the frontend answers in memory: `script` gives
-    the candidate's answer (a Completion, or stream chunks)."""
+def handler(script: Script, fail_after: bool = False) -> Callable[[httpx.Request], httpx.Response]:
+    """The gateway's part, in memory: the frontend parses the request, `script` gives the
+    candidate's answer (a Completion, or stream chunks), the frontend renders it."""
+    served = iter(range(1, 1000))
 
     def handle(request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/v1/responses"
-        rec = record()
+        rec = RequestRecord.begin(f"req_{next(served)}", "test", "", "")
         rec.upstream_model = "mock-1"
         try:
             parsed = FRONTEND.parse(request.content, rec)
@@ -877,10 +879,15 @@ def client(script: Script, fail_after: bool = False) -> openai.OpenAI:
         raw += enc.fail("upstream_error", "the upstream broke") if fail_after else enc.close(rec)
         return httpx.Response(200, content=raw, headers={"content-type": "text/event-stream"})
 
+    return handle
+
+
+def client(script: Script, fail_after: bool = False) -> openai.OpenAI:
+    """An openai SDK client whose requests the frontend answers in memory."""
     return openai.OpenAI(
         api_key="test-key",
         base_url="http://127.0.0.1/v1",
-        http_client=httpx.Client(transport=httpx.MockTransport(handle)),
+        http_client=httpx.Client(transport=httpx.MockTransport(handler(script, fail_after))),
         max_retries=0,
     )
 
@@ -952,3 +959,97 @@ def test_sdk_sees_a_refusal_as_bad_request() -> None:
     with pytest.raises(openai.BadRequestError) as info:
         c.responses.create(model="chat", input="Hi", previous_response_id="resp_1")
     assert info.value.param == "previous_response_id"
+
+
+def weather_agent_script(parsed: Parsed) -> Completion | list[Any]:
+    """Call `weather` first; once its output is in the history, answer with it."""
+    last = parsed.request["messages"][-1]
+    if last["role"] == "tool":
+        text = "It is " + last["content"]
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        delta: dict[str, Any] = {"content": text}
+        finish = "stop"
+    else:
+        call = {"name": "weather", "arguments": '{"city":"Paris"}'}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_9", "type": "function", "function": call}],
+        }
+        delta = {"tool_calls": [{"index": 0, "id": "call_9", "function": call}]}
+        finish = "tool_calls"
+    if parsed.stream:
+        return [chunk(delta, finish)]
+    return Completion(message=message, finish_reason=finish, usage=None)
+
+
+def test_agents_sdk_default_mode_with_a_tool() -> None:
+    """The OpenAI Agents SDK in its default mode (the Responses API), run and streamed: it
+    sends the whole history in `input` each turn, which the frontend translates."""
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    seen: list[Parsed] = []
+
+    def script(parsed: Parsed) -> Completion | list[Any]:
+        seen.append(parsed)
+        return weather_agent_script(parsed)
+
+    @agents.function_tool
+    def weather(city: str) -> str:
+        """The weather of a city."""
+        return "sunny in " + city
+
+    sdk = openai.AsyncOpenAI(
+        api_key="test-key",
+        base_url="http://127.0.0.1/v1",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler(script))),
+        max_retries=0,
+    )
+    agent = agents.Agent(
+        name="a",
+        instructions="Help.",
+        tools=[weather],
+        model=agents.OpenAIResponsesModel(model="chat", openai_client=sdk),
+    )
+
+    async def run_both() -> tuple[Any, Any]:
+        result = await agents.Runner.run(agent, "Weather in Paris?")
+        streamed = agents.Runner.run_streamed(agent, "Weather in Paris?")
+        async for _ in streamed.stream_events():
+            pass
+        return result, streamed
+
+    result, streamed = asyncio.run(run_both())
+    assert result.final_output == "It is sunny in Paris"
+    assert seen[1].request["messages"][-2:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_9",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_9", "content": "sunny in Paris"},
+    ]
+    assert streamed.final_output == "It is sunny in Paris"
+    assert [p.stream for p in seen] == [False, False, True, True]
+
+
+def test_langchain_use_responses_api() -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    llm = langchain_openai.ChatOpenAI(
+        model="chat",
+        api_key="test-key",
+        base_url="http://127.0.0.1/v1",
+        use_responses_api=True,
+        http_client=httpx.Client(transport=httpx.MockTransport(handler(text_answer("Hi there")))),
+        max_retries=0,
+    )
+    message = llm.invoke("hello")
+    assert message.text == "Hi there"
+    assert message.usage_metadata is not None and message.usage_metadata["total_tokens"] == 7
+    assert "".join(c.text for c in llm.stream("hello")) == "Hi there"
