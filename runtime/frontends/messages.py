@@ -21,7 +21,7 @@ import orjson
 
 from runtime import tokens
 from runtime.adapters.base import AnyChunk, Completion, NativeEvent, NativeRequest, RelayChunk
-from runtime.errors import GatewayError
+from runtime.errors import GatewayError, UpstreamError
 from runtime.frontends import messages_request
 from runtime.frontends.base import Parsed
 from runtime.records import RequestRecord
@@ -140,6 +140,21 @@ def _thinking_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(text, str) and text:
             out.append({"type": "thinking", "thinking": text, "signature": ""})
     return out
+
+
+def _relayed_choices(data: str) -> list[Any]:
+    """The choices of a chunk an OpenAI-format provider sent undecoded; a payload of another
+    shape is the provider's fault (`upstream_malformed`), as the adapters classify it."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        doc = None
+    choices = doc.get("choices") if isinstance(doc, dict) else None
+    if not isinstance(choices, list):
+        raise UpstreamError(
+            "server_error", "a stream chunk without a `choices` array", code="upstream_malformed"
+        )
+    return choices
 
 
 def _sse(event: str, doc: dict[str, Any]) -> bytes:
@@ -281,8 +296,7 @@ class MessagesEncoder:
             return b"event: " + chunk.event.encode() + b"\ndata: " + chunk.data.encode() + b"\n\n"
         choices = chunk.choices
         if choices is None and isinstance(chunk, RelayChunk):
-            doc = orjson.loads(chunk.data)
-            choices = doc.get("choices") if isinstance(doc, dict) else None
+            choices = _relayed_choices(chunk.data)
         out: list[bytes] = []
         for choice in choices or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:

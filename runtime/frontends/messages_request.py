@@ -108,6 +108,8 @@ def check(request: dict[str, Any], count_only: bool = False) -> tuple[str, ...]:
             rc._fail(key, "is required" + (": a route name" if key == "model" else ""))
     for key, value in request.items():
         checker = _TOP.get(key)
+        if value is None:
+            continue  # an optional field sent as null: not set (the required ones are above)
         if checker is not None:
             checker(value, key, request, builtin)
         elif type(value) is dict or type(value) is list:
@@ -200,7 +202,7 @@ def _thinking(value: Any, key: str, request: dict[str, Any], builtin: list[str])
     thinking = rc._object(value, key)
     kind = rc._enum(thinking.get("type"), f"{key}.type", THINKING_TYPES)
     if kind == "enabled":
-        rc._int(
+        thinking["budget_tokens"] = rc._int(
             thinking.get("budget_tokens"),
             f"{key}.budget_tokens",
             MIN_THINKING_BUDGET,

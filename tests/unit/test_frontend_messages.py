@@ -30,7 +30,7 @@ from runtime.adapters.base import (
 )
 from runtime.adapters.mock_transport import MockResponse, MockTransport, sse
 from runtime.config import ModelConfig
-from runtime.errors import GatewayError
+from runtime.errors import GatewayError, UpstreamError
 from runtime.frontends.base import Frontend, Parsed
 from runtime.frontends.messages import (
     COUNT_TOKENS_ESTIMATE_HEADER,
@@ -232,6 +232,21 @@ def test_every_documented_request_parses() -> None:
     for doc in examples:
         parsed = parse(doc)
         assert parsed.native == NativeRequest("messages", doc)
+
+
+def test_optional_fields_sent_as_null_are_not_set() -> None:
+    doc = body(system=None, cache_control=None, inference_geo=None, speed=None, tools=None,
+               thinking=None, metadata={"user_id": None})  # fmt: skip
+    request = parse(doc).request
+    assert request == {"model": "claude-route", "max_tokens": 1024,
+                       "messages": [{"role": "user", "content": "Hello, Claude"}]}  # fmt: skip
+
+
+def test_integral_floats_are_taken_as_integers() -> None:
+    doc = body(max_tokens=4096.0, thinking={"type": "enabled", "budget_tokens": 2048.0})
+    native = parse(doc).native.body
+    assert (native["max_tokens"], native["thinking"]["budget_tokens"]) == (4096, 2048)
+    assert type(native["max_tokens"]) is int and type(native["thinking"]["budget_tokens"]) is int
 
 
 # --- translation ------------------------------------------------------------------------
@@ -704,6 +719,14 @@ def test_a_documented_anthropic_stream_survives_chat_and_back() -> None:
     assert original is not None
     assert message.model_dump()["content"] == original.model_dump()["content"]
     assert message.stop_reason == "tool_use"
+
+
+@pytest.mark.parametrize("data", ["{", "[]", '{"choices": 5}'])
+def test_a_malformed_relayed_chunk_is_upstream_malformed(data: str) -> None:
+    enc = FRONTEND.encoder(answered(), parse(body(stream=True)), native=False)
+    with pytest.raises(UpstreamError) as info:
+        enc.chunk(RelayChunk(data, content=True))
+    assert (info.value.error_class, info.value.code) == ("server_error", "upstream_malformed")
 
 
 def test_a_native_stream_is_relayed_event_by_event() -> None:
