@@ -415,11 +415,11 @@ class MessagesEncoder:
 
     def fail(self, code: str, message: str) -> bytes:
         """Anthropic's `error` event; the SDK raises an APIStatusError on it."""
-        kind = "api_error"
-        if "overloaded" in code or "shutdown" in code or "draining" in code:
+        kind = "api_error"  # upstream_stream_broken and the rest
+        if "overloaded" in code or "shutting_down" in code:  # gateway_shutting_down
             kind = "overloaded_error"
         elif "rate_limit" in code:
             kind = "rate_limit_error"
-        elif "timeout" in code:
+        elif "timeout" in code:  # request_timeout
             kind = "timeout_error"
         return _sse("error", {"type": "error", "error": {"type": kind, "message": message}})

@@ -770,9 +770,9 @@ def test_the_sdk_streams_the_translated_events() -> None:
 
 @pytest.mark.parametrize(
     ("code", "kind"),
-    [("upstream_error", "api_error"), ("stream_truncated", "api_error"),
-     ("upstream_timeout", "timeout_error"), ("shutdown", "overloaded_error"),
-     ("upstream_overloaded", "overloaded_error")],
+    # the codes runtime/chat.py ends a committed stream with
+    [("upstream_stream_broken", "api_error"), ("request_timeout", "timeout_error"),
+     ("gateway_shutting_down", "overloaded_error")],
 )  # fmt: skip
 def test_a_failed_stream_ends_with_an_error_event_the_sdk_raises(code: str, kind: str) -> None:
     enc: MessagesEncoder = FRONTEND.encoder(answered(), parse(body(stream=True)), native=False)
