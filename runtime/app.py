@@ -24,7 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import paths, scrub
 from runtime.adapters import ADAPTERS, Adapter
@@ -33,10 +33,23 @@ from runtime.byok_cache import ByokCache
 from runtime.chat import ChatHandler, next_request_id, request_id_prefix
 from runtime.config import ConfigError, RuntimeConfig, ShutdownTimeline
 from runtime.errors import GatewayError
+from runtime.frontends.messages import COUNT_TOKENS_ESTIMATE_HEADER, MessagesFrontend
+from runtime.frontends.responses import ResponsesFrontend
 from runtime.keys import Authenticator
 from runtime.limits import build_limiter
 from runtime.metrics import SNAPSHOT_INTERVAL_S, Metrics, WorkerSnapshots, merge
-from runtime.records import MODELS_ENDPOINT, RecordWriter, RequestRecord, Spend, read_spend
+from runtime.records import (
+    CHAT_ENDPOINT,
+    COUNT_TOKENS_ENDPOINT,
+    EMBEDDINGS_ENDPOINT,
+    MESSAGES_ENDPOINT,
+    MODELS_ENDPOINT,
+    RESPONSES_ENDPOINT,
+    RecordWriter,
+    RequestRecord,
+    Spend,
+    read_spend,
+)
 from runtime.records_pg import PgRecordWriter
 from runtime.records_pg import read_spend as read_spend_pg
 from runtime.router import Router
@@ -344,14 +357,21 @@ def create_app(
         environ if environ is not None else os.environ,
     )
 
-    # Until the lifespan built the services, chat requests are answered "starting" (an ASGI
-    # server runs the lifespan before it serves, so only a misused app sees that).
-    chat: ASGIApp = _not_started
+    # The API handlers by path (chat completions, responses, messages, embeddings); until the
+    # lifespan built the services, those requests are answered "starting" (an ASGI server runs
+    # the lifespan before it serves, so only a misused app sees that).
+    handlers: dict[str, ASGIApp] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        nonlocal chat
-        chat = ChatHandler(await gw.start(), drain)
+        services = await gw.start()
+        handlers.update(
+            {
+                CHAT_ENDPOINT: ChatHandler(services, drain),
+                RESPONSES_ENDPOINT: ChatHandler(services, drain, ResponsesFrontend()),
+                MESSAGES_ENDPOINT: ChatHandler(services, drain, MessagesFrontend()),
+            }
+        )
         if hook_signals:
             drain.hook_signals()
         try:
@@ -413,23 +433,148 @@ def create_app(
         services.records.submit(rec)
         return response
 
+    @api.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request) -> Response:
+        # One model by id; a `provider/model` id arrives URL-encoded (openai%2Fgpt-4o) or not.
+        start = time.perf_counter()
+        services = gw.services
+        rec = _models_record(config)
+        anthropic = _anthropic_client(request)
+        try:
+            key = authenticate(services.keys, request.headers, rec)
+            rec.key_id, rec.org = key.id, key.org
+            org = config.orgs.get(key.org)
+            if model_id not in services.router.model_ids(org):
+                raise GatewayError(
+                    404,
+                    "model_not_found",
+                    f"'{model_id}' is not a model this key can use; GET /v1/models lists them",
+                    param="model",
+                )
+            response = _json(200, _model_object(model_id, int(gw.started), anthropic))
+            rec.status = 200
+        except GatewayError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            response = _anthropic_error(exc) if anthropic else _error(exc)
+        response.headers["x-request-id"] = rec.request_id
+        rec.latency_ms = rec.ttfb_ms = (time.perf_counter() - start) * 1000
+        services.records.submit(rec)
+        return response
+
+    @api.post(COUNT_TOKENS_ENDPOINT)
+    async def count_tokens(request: Request) -> Response:
+        # Anthropic's token counting: an estimate (runtime/tokens.py), flagged as one.
+        start = time.perf_counter()
+        services = gw.services
+        rec = _models_record(config, COUNT_TOKENS_ENDPOINT)
+        try:
+            key = authenticate(services.keys, request.headers, rec)
+            rec.key_id, rec.org = key.id, key.org
+            counted = _MESSAGES.count_tokens(await request.body())
+            response = _json(200, counted)
+            response.headers[COUNT_TOKENS_ESTIMATE_HEADER] = "true"
+            rec.status = 200
+        except GatewayError as exc:
+            rec.status, rec.error_code = exc.status, exc.code
+            response = _anthropic_error(exc)
+        response.headers["x-request-id"] = rec.request_id
+        rec.latency_ms = rec.ttfb_ms = (time.perf_counter() - start) * 1000
+        services.records.submit(rec)
+        return response
+
     @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return _error(GatewayError(exc.status_code, code, str(exc.detail)))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            err = GatewayError(
+                404,
+                "not_found",
+                f"{request.method} {request.url.path} is not served here; this gateway serves "
+                + ", ".join(SERVED),
+            )
+        else:
+            code = {405: "method_not_allowed"}.get(exc.status_code, "error")
+            err = GatewayError(exc.status_code, code, str(exc.detail))
+        if request.url.path.startswith(MESSAGES_ENDPOINT):
+            return _anthropic_error(err)
+        return _error(err)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/v1/chat/completions":
-            await chat(scope, receive, send)
-        else:
+        if scope["type"] != "http":
             await api(scope, receive, send)
+            return
+        handler = handlers.get(scope["path"])
+        if handler is not None:
+            await handler(scope, receive, send)
+        elif scope["path"] in API_PATHS:
+            await _not_started(scope, receive, send)
+        else:
+            await api(scope, receive, _with_request_id(send))
 
     app.gateway = gw  # type: ignore[attr-defined]
     return app
 
 
 async def _not_started(scope: Scope, receive: Receive, send: Send) -> None:
-    await _error(GatewayError(503, "starting", "the gateway is starting"))(scope, receive, send)
+    await _error(GatewayError(503, "starting", "the gateway is starting"))(
+        scope, receive, _with_request_id(send)
+    )
+
+
+# What the gateway serves, for the 404 of any other path.
+SERVED = (
+    f"POST {CHAT_ENDPOINT}",
+    f"POST {RESPONSES_ENDPOINT}",
+    f"POST {MESSAGES_ENDPOINT}",
+    f"POST {COUNT_TOKENS_ENDPOINT}",
+    f"POST {EMBEDDINGS_ENDPOINT}",
+    f"GET {MODELS_ENDPOINT}",
+    f"GET {MODELS_ENDPOINT}/{{id}}",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+)
+API_PATHS = frozenset({CHAT_ENDPOINT, RESPONSES_ENDPOINT, MESSAGES_ENDPOINT, EMBEDDINGS_ENDPOINT})
+
+
+def _with_request_id(send: Send) -> Send:
+    """`send` that gives a response without an `x-request-id` one (every response has one:
+    health, metrics, 404s; the recorded endpoints set their record's)."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                headers.append((b"x-request-id", next_request_id().encode()))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
+
+
+_MESSAGES = MessagesFrontend()  # for count_tokens and Anthropic-shaped errors (stateless)
+
+
+def _anthropic_client(request: Request) -> bool:
+    """The request comes from Anthropic's SDK (it always sends `anthropic-version`): its
+    model lookups are answered in Anthropic's shape."""
+    return "anthropic-version" in request.headers
+
+
+def _model_object(model_id: str, created: int, anthropic: bool) -> dict[str, Any]:
+    if anthropic:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        return {"type": "model", "id": model_id, "display_name": model_id, "created_at": stamp}
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "switchyard"}
+
+
+def _anthropic_error(exc: GatewayError) -> Response:
+    headers = dict(exc.headers)
+    return Response(
+        _MESSAGES.error_body(exc),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def _json(status: int, body: Any) -> Response:
@@ -448,14 +593,15 @@ def _error(exc: GatewayError) -> Response:
     )
 
 
-def _models_record(config: RuntimeConfig) -> RequestRecord:
-    """The record of a `GET /v1/models` request, before authentication."""
+def _models_record(config: RuntimeConfig, endpoint: str = MODELS_ENDPOINT) -> RequestRecord:
+    """The record of a `GET /v1/models` (or another endpoint's) request, before
+    authentication."""
     return RequestRecord.begin(
         next_request_id(),
         config.environment,
         config.price_table_hash,
         config.config_hash,
-        MODELS_ENDPOINT,
+        endpoint,
     )
 
 
