@@ -6,6 +6,7 @@ event is also validated strictly against the SDK's types (no undeclared field)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -17,11 +18,14 @@ import pytest
 from openai import OpenAI
 from openai.types.responses import Response, ResponseStreamEvent
 
-from runtime.adapters.base import Call, NativeEvent, NativeRequest
+from runtime.adapters.anthropic import AnthropicAdapter
+from runtime.adapters.base import Call, Completion, NativeEvent, NativeRequest
 from runtime.adapters.openai import OpenAIAdapter
 from runtime.adapters.transport import Transport
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import UpstreamError
+from tests.fakes.anthropic_fake import DEFAULT_API_KEY as ANTHROPIC_KEY
+from tests.fakes.anthropic_fake import anthropic_fake
 from tests.fakes.base import FakeProvider, Fault
 from tests.fakes.openai_fake import DEFAULT_API_KEY, openai_fake
 
@@ -340,3 +344,43 @@ def test_adapter_passthrough_stream_faults_are_classified(
     with pytest.raises(UpstreamError) as info:
         adapter_run(fake, go)
     assert (info.value.error_class, info.value.code) == (cls, code)
+
+
+# --- the Messages passthrough against the Anthropic fake, over a real socket -----------------
+
+
+def test_messages_passthrough_against_the_anthropic_fake() -> None:
+    prov = ProviderConfig(
+        "anthropic", "anthropic", None, {"api_key": "K"}, False, 10.0, 2.0, {"fast": MODEL}
+    )
+    body = {
+        "model": "fast",
+        "max_tokens": 256,
+        "messages": [{"role": "user", "content": "hi"}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+
+    with anthropic_fake() as fake:
+        prov = dataclasses.replace(prov, base_url=fake.url)
+
+        async def go() -> tuple[Completion, Any, list[NativeEvent]]:
+            async with Transport() as session:
+                adapter = AnthropicAdapter(prov, session)
+                key = {"api_key": ANTHROPIC_KEY}
+                plain = Call({}, MODEL, key, "r1", native=NativeRequest("messages", body))
+                done = await adapter.complete_native(plain)
+                streamed = NativeRequest("messages", {**body, "stream": True})
+                s = await adapter.open_native_stream(Call({}, MODEL, key, "r2", native=streamed))
+                return done, s, [e async for e in s]
+
+        done, s, events = asyncio.run(go())
+        assert [r.path for r in fake.requests] == ["/v1/messages", "/v1/messages"]
+        assert fake.requests[0].body == {**body, "model": MODEL.upstream}
+    assert done.native is not None and done.native["type"] == "message"
+    assert done.usage is not None and done.usage.reasoning_tokens > 0
+    kinds = [(e.event, e.content, e.reasoning) for e in events]
+    first = next(i for i, k in enumerate(kinds) if k[1])
+    assert kinds[first][0] == "content_block_delta"  # the first text_delta
+    assert any(r for _, _, r in kinds[:first])  # the thinking came before, as progress
+    assert kinds[-1] == ("message_stop", True, False)
+    assert s.usage == done.usage
