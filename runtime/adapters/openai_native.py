@@ -184,8 +184,7 @@ def _classified(code: Any, message: str, our_code: str) -> UpstreamError:
     cls = _FAILED_CODES.get(str(code))
     if cls is None:
         cls = chat.map_error(500, {"error": {"message": message, "code": code}}, None).error_class
-    err = UpstreamError(cls, message, code=our_code)  # type: ignore[arg-type]
-    return err
+    return UpstreamError(cls, message, code=our_code)  # type: ignore[arg-type]
 
 
 class ResponsesStream:
