@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import orjson
 
-from runtime.adapters import http
+from runtime.adapters import anthropic_native, http
 from runtime.adapters.anthropic_request import bad_request, build_request
 from runtime.adapters.base import AdapterDefaults, Call, Chunk, Completion, FlushHook, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
@@ -59,6 +59,9 @@ _CONTEXT_PHRASES = ("prompt is too long", "exceed context limit", "exceeds the c
 class AnthropicAdapter(AdapterDefaults):
     """Anthropic's Messages API behind the chat-completions format."""
 
+    # A Messages request passes through (runtime/adapters/anthropic_native.py).
+    native_apis = frozenset({"messages"})
+
     def __init__(self, provider: ProviderConfig, transport: HTTPTransport) -> None:
         self.provider = provider
         self.transport = transport
@@ -72,6 +75,16 @@ class AnthropicAdapter(AdapterDefaults):
     async def open_stream(self, call: Call) -> AnthropicStream:
         """The streamed answer, as OpenAI chunks."""
         return AnthropicStream(await self._post(call, True))
+
+    async def complete_native(self, call: Call) -> Completion:
+        """A Messages passthrough: Anthropic's `message` object, usage read from it."""
+        resp = await anthropic_native.post(self.transport, self.url, self.timeouts, call, False)
+        return anthropic_native.parse_message(await http.read_json(resp))
+
+    async def open_native_stream(self, call: Call) -> anthropic_native.MessagesStream:
+        """A streamed Messages passthrough: Anthropic's events, relayed one by one."""
+        resp = await anthropic_native.post(self.transport, self.url, self.timeouts, call, True)
+        return anthropic_native.MessagesStream(resp)
 
     async def _post(self, call: Call, stream: bool) -> HTTPResponse:
         try:

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from runtime.adapters import http
+from runtime.adapters import http, openai_native
 from runtime.adapters.base import AdapterDefaults, Call, Completion, FlushHook, RelayChunk, Usage
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
@@ -62,6 +62,8 @@ class OpenAIAdapter(AdapterDefaults):
         self.url = (provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
         self.timeouts = http.Timeouts.of(provider)
         self.native = provider.adapter == "openai"  # OpenAI itself, not a compatible server
+        # The Responses API passes through to OpenAI itself; a compatible server is translated.
+        self.native_apis = frozenset({openai_native.API}) if self.native else frozenset()
 
     async def complete(self, call: Call) -> Completion:
         """The non-streamed answer (`stream` and `stream_options` are dropped)."""
@@ -70,6 +72,18 @@ class OpenAIAdapter(AdapterDefaults):
     async def open_stream(self, call: Call) -> OpenAIStream:
         """The streamed answer; usage is always requested from the provider."""
         return OpenAIStream(await self._post(call, True))
+
+    async def complete_native(self, call: Call) -> Completion:
+        """A Responses passthrough: OpenAI's `response` object (see openai_native.py)."""
+        base = self.provider.base_url or DEFAULT_BASE_URL
+        resp = await openai_native.post(self.transport, base, self.timeouts, call, False)
+        return openai_native.parse_response(await http.read_json(resp))
+
+    async def open_native_stream(self, call: Call) -> openai_native.ResponsesStream:
+        """A streamed Responses passthrough: OpenAI's events, relayed one by one."""
+        base = self.provider.base_url or DEFAULT_BASE_URL
+        resp = await openai_native.post(self.transport, base, self.timeouts, call, True)
+        return openai_native.ResponsesStream(resp)
 
     async def _post(self, call: Call, stream: bool) -> HTTPResponse:
         body = request_body(call, self.native)

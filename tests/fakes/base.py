@@ -55,6 +55,9 @@ class StreamPlan:
     events: list[bytes]  # complete SSE events (each ending in a blank line), terminator last
     first_content: int  # index of the first event that carries content
     terminator: int  # how many trailing events form the terminator
+    # The error event of this stream's API, when the wire speaks several (None: the wire's
+    # `error_event()`); e.g. the OpenAI fake's Responses streams.
+    error_event: bytes | None = None
 
 
 class Wire(Protocol):
@@ -195,7 +198,7 @@ class FakeProvider:
                 await resp.write(b"data: {not json\n\n")
                 break
             if kind == "error_event" and i == plan.first_content + 1:
-                await resp.write(self.wire.error_event())
+                await resp.write(plan.error_event or self.wire.error_event())
                 break
             if kind == "no_terminator" and i == len(events) - plan.terminator:
                 break

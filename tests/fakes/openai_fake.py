@@ -1,4 +1,6 @@
-"""A fake OpenAI chat-completions API (POST /v1/chat/completions), byte-for-byte in OpenAI's shape.
+"""A fake OpenAI chat-completions API (POST /v1/chat/completions), byte-for-byte in OpenAI's shape,
+and its Responses API (POST /v1/responses: tests/fakes/openai_responses_fake.py), with the same
+auth, error bodies and fault injection; `fake.requests` keeps each request's path.
 
 Success: a `chat.completion` whose text is "Hello from fake-openai: <last user text>", or, when
 tools are given and the last message is the user's, a call of the first tool with arguments
@@ -25,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes import openai_responses_fake as responses
 from tests.fakes.base import FakeProvider, StreamPlan, sse
 
 DEFAULT_API_KEY = "test-openai-key"
@@ -39,7 +42,7 @@ OVERLOADED_MESSAGE = "The engine is currently overloaded, please try again later
 class OpenAIWire:
     """OpenAI's chat-completions wire format for `FakeProvider`."""
 
-    routes = [("POST", "/v1/chat/completions")]
+    routes = [("POST", "/v1/chat/completions"), ("POST", "/v1/responses")]
 
     def __init__(self, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
@@ -67,6 +70,8 @@ class OpenAIWire:
         return None
 
     def completion(self, request: web.Request, body: Any) -> dict[str, Any]:
+        if responses.is_responses(request.path):
+            return responses.completion(body)
         call = _tool_call(body)
         if call is not None:
             message: dict[str, Any] = {
@@ -112,6 +117,8 @@ class OpenAIWire:
         return 1024 + (prompt - 1024) // 128 * 128
 
     def stream(self, request: web.Request, body: Any) -> StreamPlan:
+        if responses.is_responses(request.path):
+            return responses.stream(body)
         head = {
             "id": _id(),
             "object": "chat.completion.chunk",
