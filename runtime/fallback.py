@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from runtime import tokens
-from runtime.adapters import AnyChunk, Call, Completion, UpstreamStream, Usage
+from runtime.adapters import AnyChunk, Call, Completion, Embeddings, UpstreamStream, Usage
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import Unservable, UpstreamError
@@ -104,6 +104,16 @@ async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
 
     async def attempt(c: Candidate, call: Call, seen: _Started) -> tuple[Candidate, Completion]:
         return c, await c.adapter.complete(call)
+
+    return await _loop(ctx, attempt)
+
+
+async def embed(ctx: RequestContext) -> tuple[Candidate, Embeddings]:
+    """Embeddings: the first candidate's vectors that arrive (`ctx.request` is the checked
+    embeddings body, runtime/embeddings_request.py)."""
+
+    async def attempt(c: Candidate, call: Call, seen: _Started) -> tuple[Candidate, Embeddings]:
+        return c, await c.adapter.embed(call)
 
     return await _loop(ctx, attempt)
 

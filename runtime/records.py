@@ -33,6 +33,7 @@ MAX_PENDING = 200_000  # beyond this (the database unwritable for long) the olde
 _BACKOFF_MAX_S = 2.0
 CHAT_ENDPOINT = "/v1/chat/completions"
 MODELS_ENDPOINT = "/v1/models"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 
 
 @dataclass(slots=True)
