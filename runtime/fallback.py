@@ -112,8 +112,24 @@ async def embed(ctx: RequestContext) -> tuple[Candidate, Embeddings]:
     """Embeddings: the first candidate's vectors that arrive (`ctx.request` is the checked
     embeddings body, runtime/embeddings_request.py)."""
 
+    count = len(ctx.request["input"])
+    asked = ctx.request.get("dimensions")
+
     async def attempt(c: Candidate, call: Call, seen: _Started) -> tuple[Candidate, Embeddings]:
-        return c, await c.adapter.embed(call)
+        result = await c.adapter.embed(call)
+        size = asked if asked is not None else c.model.dimensions
+        if len(result.vectors) != count or (
+            size is not None and any(len(v) != size for v in result.vectors)
+        ):
+            # A vector of another size corrupts the client's index: never passed on.
+            got = sorted({len(v) for v in result.vectors})
+            raise UpstreamError(
+                "server_error",
+                f"answered {len(result.vectors)} vectors of {got} dimensions"
+                f" for {count} inputs of {size or 'any'}",
+                code="upstream_malformed",
+            )
+        return c, result
 
     return await _loop(ctx, attempt)
 
