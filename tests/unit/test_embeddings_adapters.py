@@ -17,13 +17,13 @@ import orjson
 import pytest
 from openai.types import CreateEmbeddingResponse
 
-from runtime.adapters import Call, Embeddings
+from runtime.adapters import Call, Embeddings, openai_embeddings
 from runtime.adapters.anthropic import AnthropicAdapter
 from runtime.adapters.gemini import GeminiAdapter
 from runtime.adapters.mock import MockAdapter
 from runtime.adapters.mock_embeddings import vector
 from runtime.adapters.mock_transport import MockRequest, MockResponse, MockTransport
-from runtime.adapters.openai import OpenAIAdapter
+from runtime.adapters.openai import OpenAIAdapter, map_error
 from runtime.adapters.openai_embeddings import decode_vector, encode_vector
 from runtime.config import ModelConfig, ProviderConfig
 from runtime.errors import Unservable, UpstreamError
@@ -101,8 +101,6 @@ def test_openai_sends_base64_the_configured_dimensions_and_reads_by_index() -> N
 
 
 def test_openai_splits_batches_and_keeps_order() -> None:
-    from runtime.adapters import openai_embeddings
-
     sent: list[list[str]] = []
 
     def handler(request: MockRequest) -> MockResponse:
@@ -114,19 +112,11 @@ def test_openai_splits_batches_and_keeps_order() -> None:
     c = call("text-embedding-3-small", inputs)
     url = "https://up.test/v1/embeddings"
     out = asyncio.run(
-        openai_embeddings.embed(
-            adapter.transport, url, {}, adapter.timeouts, openai_embeddings_map(), c, True, 3
-        )
+        openai_embeddings.embed(adapter.transport, url, {}, adapter.timeouts, map_error, c, True, 3)
     )
     assert sent == [inputs[0:3], inputs[3:6], inputs[6:7]]
     assert [v[0] for v in out.vectors] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     assert out.usage is not None and out.usage.input_tokens == 14
-
-
-def openai_embeddings_map() -> Any:
-    from runtime.adapters.openai import map_error
-
-    return map_error
 
 
 def test_fixed_size_and_compatible_models_get_no_configured_dimensions() -> None:
