@@ -32,6 +32,7 @@ from runtime.adapters.transport import Transport
 from runtime.byok_cache import ByokCache
 from runtime.chat import ChatHandler, next_request_id, request_id_prefix
 from runtime.config import ConfigError, RuntimeConfig, ShutdownTimeline
+from runtime.embeddings import EmbeddingsHandler
 from runtime.errors import GatewayError
 from runtime.frontends.messages import COUNT_TOKENS_ESTIMATE_HEADER, MessagesFrontend
 from runtime.frontends.responses import ResponsesFrontend
@@ -370,6 +371,7 @@ def create_app(
                 CHAT_ENDPOINT: ChatHandler(services, drain),
                 RESPONSES_ENDPOINT: ChatHandler(services, drain, ResponsesFrontend()),
                 MESSAGES_ENDPOINT: ChatHandler(services, drain, MessagesFrontend()),
+                EMBEDDINGS_ENDPOINT: EmbeddingsHandler(services, drain),
             }
         )
         if hook_signals:

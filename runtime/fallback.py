@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from runtime import tokens
-from runtime.adapters import AnyChunk, Call, Completion, NativeEvent, UpstreamStream, Usage
+from runtime.adapters import (
+    AnyChunk,
+    Call,
+    Completion,
+    Embeddings,
+    NativeEvent,
+    UpstreamStream,
+    Usage,
+)
 from runtime.context import RequestContext
 from runtime.deadline import Deadline
 from runtime.errors import Unservable, UpstreamError
@@ -106,6 +114,32 @@ async def complete(ctx: RequestContext) -> tuple[Candidate, Completion]:
         if call.native is not None:
             return c, await c.adapter.complete_native(call)
         return c, await c.adapter.complete(call)
+
+    return await _loop(ctx, attempt)
+
+
+async def embed(ctx: RequestContext) -> tuple[Candidate, Embeddings]:
+    """Embeddings: the first candidate's vectors that arrive (`ctx.request` is the checked
+    embeddings body, runtime/embeddings_request.py)."""
+
+    count = len(ctx.request["input"])
+    asked = ctx.request.get("dimensions")
+
+    async def attempt(c: Candidate, call: Call, seen: _Started) -> tuple[Candidate, Embeddings]:
+        result = await c.adapter.embed(call)
+        size = asked if asked is not None else c.model.dimensions
+        if len(result.vectors) != count or (
+            size is not None and any(len(v) != size for v in result.vectors)
+        ):
+            # A vector of another size corrupts the client's index: never passed on.
+            got = sorted({len(v) for v in result.vectors})
+            raise UpstreamError(
+                "server_error",
+                f"answered {len(result.vectors)} vectors of {got} dimensions"
+                f" for {count} inputs of {size or 'any'}",
+                code="upstream_malformed",
+            )
+        return c, result
 
     return await _loop(ctx, attempt)
 

@@ -24,6 +24,7 @@ from runtime.config import (
     RouteConfig,
     RuntimeConfig,
 )
+from runtime.embeddings_request import estimates
 from runtime.errors import GatewayError
 from runtime.request_check import output_limit
 from runtime.tokens import prompt_tokens
@@ -65,6 +66,19 @@ class RoutePlan:
 class _Route:
     config: RouteConfig
     candidates: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a request's `model` names: its chain and the policy it runs under."""
+
+    chain: tuple[Candidate, ...]
+    policy: FallbackPolicy
+    cap: float | None
+    strategy: str
+    route: str | None  # None for an explicit provider/model
+    kind: str  # "chat" or "embeddings"
+    what: str  # "route" or "model", for messages
 
 
 def needs_of(request: dict[str, Any]) -> frozenset[str]:
@@ -144,51 +158,21 @@ class Router:
         `builtin_tools` are tools of that API only a candidate speaking it natively
         (`native_api` in its adapter's `native_apis`) can run: the others are skipped."""
         model = request.get("model")
-        if not isinstance(model, str) or not model:
+        target = self._resolve(model, org)
+        if target.kind != "chat":
             raise GatewayError(
                 400,
-                "invalid_request",
-                "`model` is required: a route name such as " + _some_routes(self.config),
+                "wrong_endpoint",
+                f"'{model}' is an embeddings {target.what}: use POST /v1/embeddings",
                 param="model",
             )
-        route = self.routes.get(model)
-        if route is not None:
-            if org.routes is not None and model not in org.routes:
-                raise GatewayError(
-                    403,
-                    "route_not_allowed",
-                    f"org '{org.id}' may not use route '{model}'"
-                    f" (it may use: {', '.join(sorted(org.routes)) or 'none'})",
-                    param="model",
-                )
-            chain = route.candidates
-            policy = route.config.fallback
-            cap = route.config.max_cost_per_request_usd
-            strategy = route.config.strategy
-            route_name: str | None = model
-        else:
-            provider, _, name = model.partition("/")
-            explicit = self._candidates.get((provider, name))
-            if explicit is None:
-                raise GatewayError(
-                    404,
-                    "model_not_found",
-                    f"'{model}' is not a route of this gateway;"
-                    f" routes: {_some_routes(self.config)}",
-                    param="model",
-                )
-            if not self.config.explicit_models_allowed(org.id):
-                raise GatewayError(
-                    403,
-                    "explicit_model_not_allowed",
-                    f"naming a provider model ('{model}') is not allowed here;"
-                    f" use a route: {_some_routes(self.config)}",
-                    param="model",
-                )
-            chain = (explicit,)
-            policy = FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s)
-            cap, strategy, route_name = None, "priority", None
-
+        chain, policy, cap, strategy, route_name = (
+            target.chain,
+            target.policy,
+            target.cap,
+            target.strategy,
+            target.route,
+        )
         byok = self.byok
         if org.byok_providers and byok is not None:
             chain = tuple(_own_credentials(byok, c, org) for c in chain)
@@ -227,6 +211,115 @@ class Router:
         worst = _worst_cost(ordered, est_prompt, max_tokens)
         return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens, worst)
 
+    def plan_embeddings(self, request: dict[str, Any], org: OrgConfig) -> RoutePlan:
+        """Choose the candidates of a checked embeddings request (runtime/embeddings_request.py:
+        `input` a list); raise GatewayError when none may serve it. Same org, route and
+        explicit-model rules as `plan`; a chat route or model is a 400 naming its endpoint.
+        Skipped: credentials not set, no `embeddings` capability, `dimensions` above the
+        model's, an input longer than its context window (estimated), over the cost cap."""
+        model = request.get("model")
+        target = self._resolve(model, org)
+        if target.kind != "embeddings":
+            raise GatewayError(
+                400,
+                "wrong_endpoint",
+                f"'{model}' is a chat {target.what}, not an embeddings one: use POST"
+                " /v1/chat/completions (or /v1/responses, /v1/messages) for it",
+                param="model",
+            )
+        chain = target.chain
+        byok = self.byok
+        if org.byok_providers and byok is not None:
+            chain = tuple(_own_credentials(byok, c, org) for c in chain)
+        sizes = estimates(request)
+        est_prompt = sum(sizes)
+        longest = max(sizes)
+        dims = request.get("dimensions")
+        eligible: list[tuple[Candidate, float | None]] = []
+        skipped: list[dict[str, str]] = []
+        for c in chain:
+            reason = _embed_skip_reason(c, dims, longest)
+            cost = c.model.price.cost(est_prompt, 0) if c.model.price is not None else None
+            if reason is None and target.cap is not None:
+                if cost is None:
+                    reason = "unpriced model under a per-request cost cap"
+                elif cost > target.cap:
+                    reason = (
+                        f"estimated cost ${cost:.4f} is over the route's cap of ${target.cap:g}"
+                    )
+            if reason is not None:
+                skipped.append({"provider": c.provider.id, "model": c.model.name, "reason": reason})
+            else:
+                eligible.append((c, cost))
+        if not eligible:
+            detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
+            raise GatewayError(
+                400 if _request_caused(skipped) else 503,
+                "no_candidate",
+                f"no candidate of '{model}' can serve this request ({detail})",
+                param="model",
+            )
+        ordered = _order(target.strategy, eligible, self._rng)
+        costs = [e[1] for e in eligible if e[1] is not None]
+        worst = max(costs) if costs else None
+        return RoutePlan(target.route, target.policy, ordered, skipped, est_prompt, None, worst)
+
+    def _resolve(self, model: Any, org: OrgConfig) -> _Target:
+        """The chain `model` names for `org` (a route, or an explicit provider/model), or the
+        400/403/404 that says why it names none."""
+        if not isinstance(model, str) or not model:
+            raise GatewayError(
+                400,
+                "invalid_request",
+                "`model` is required: a route name such as " + _some_routes(self.config),
+                param="model",
+            )
+        route = self.routes.get(model)
+        if route is not None:
+            if org.routes is not None and model not in org.routes:
+                raise GatewayError(
+                    403,
+                    "route_not_allowed",
+                    f"org '{org.id}' may not use route '{model}'"
+                    f" (it may use: {', '.join(sorted(org.routes)) or 'none'})",
+                    param="model",
+                )
+            return _Target(
+                route.candidates,
+                route.config.fallback,
+                route.config.max_cost_per_request_usd,
+                route.config.strategy,
+                model,
+                route.config.kind,
+                "route",
+            )
+        provider, _, name = model.partition("/")
+        explicit = self._candidates.get((provider, name))
+        if explicit is None:
+            raise GatewayError(
+                404,
+                "model_not_found",
+                f"'{model}' is not a route of this gateway; routes: {_some_routes(self.config)}",
+                param="model",
+            )
+        if not self.config.explicit_models_allowed(org.id):
+            raise GatewayError(
+                403,
+                "explicit_model_not_allowed",
+                f"naming a provider model ('{model}') is not allowed here;"
+                f" use a route: {_some_routes(self.config)}",
+                param="model",
+            )
+        return _Target(
+            (explicit,),
+            FallbackPolicy(frozenset(), 1, explicit.provider.timeout_s),
+            None,
+            "priority",
+            None,
+            "embeddings" if "embeddings" in explicit.model.capabilities else "chat",
+            "model",
+        )
+
 
 def _own_credentials(byok: ByokCache, c: Candidate, org: OrgConfig) -> Candidate:
     """BYOK: the org's own stored credentials for this provider replace the environment's."""
@@ -260,6 +353,23 @@ def _skip_reason(
         return (
             f"estimated {est_prompt} prompt tokens + {max_tokens or 0} output"
             f" exceed its context window of {c.model.context_window}"
+        )
+    return None
+
+
+def _embed_skip_reason(c: Candidate, dims: int | None, longest: int) -> str | None:
+    if c.credentials is None:
+        names = ", ".join(sorted(c.provider.credentials.values()))
+        return f"credentials not set ({names})"
+    if "embeddings" not in c.model.capabilities:
+        return "lacks embeddings (not an embedding model)"
+    size = c.model.dimensions
+    if dims is not None and size is not None and dims > size:
+        return f"dimensions {dims} is over the model's {size}"
+    if longest > c.model.context_window:
+        return (
+            f"an input of an estimated {longest} tokens exceeds its context window"
+            f" of {c.model.context_window}"
         )
     return None
 

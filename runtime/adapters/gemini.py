@@ -36,8 +36,16 @@ from typing import Any, cast
 
 import orjson
 
-from runtime.adapters import http
-from runtime.adapters.base import AdapterDefaults, Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters import gemini_embeddings, http
+from runtime.adapters.base import (
+    AdapterDefaults,
+    Call,
+    Chunk,
+    Completion,
+    Embeddings,
+    FlushHook,
+    Usage,
+)
 from runtime.adapters.gemini_schema import to_gemini
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
@@ -146,6 +154,16 @@ class GeminiAdapter(AdapterDefaults):
             body,
             self.timeouts.pick(stream),
             map_error,
+        )
+
+    async def embed(self, call: Call) -> Embeddings:
+        """`:batchEmbedContents`, batched (runtime/adapters/gemini_embeddings.py)."""
+        headers = {
+            "content-type": "application/json",
+            "x-goog-api-key": call.credentials.get("api_key", ""),
+        }
+        return await gemini_embeddings.embed(
+            self.transport, self.base_url, headers, self.timeouts, map_error, call
         )
 
 

@@ -44,8 +44,16 @@ from typing import Any, cast
 
 import orjson
 
-from runtime.adapters import http
-from runtime.adapters.base import AdapterDefaults, Call, Chunk, Completion, FlushHook, Usage
+from runtime.adapters import http, mock_embeddings
+from runtime.adapters.base import (
+    AdapterDefaults,
+    Call,
+    Chunk,
+    Completion,
+    Embeddings,
+    FlushHook,
+    Usage,
+)
 from runtime.adapters.transport_base import HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import ErrorClass, UpstreamError
@@ -107,6 +115,18 @@ class MockAdapter(AdapterDefaults):
             await _sleep(self.latency_s + directive.delay_s)
             raise directive.error
         return directive
+
+    async def embed(self, call: Call) -> Embeddings:
+        """Deterministic unit vectors (runtime/adapters/mock_embeddings.py); a first input
+        that is a `mock:` directive (`mock:error 503`, `mock:slow 200`) acts as in chat."""
+        first = call.request["input"][0]
+        delay = self.latency_s
+        if isinstance(first, str) and first.startswith("mock:"):
+            chat = {"messages": [{"role": "user", "content": first}]}
+            directive = await self._directive(Call(chat, call.model, {}, call.request_id))
+            delay += directive.delay_s
+        await _sleep(delay)
+        return mock_embeddings.embed(call)
 
 
 class MockStream:

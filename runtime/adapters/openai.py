@@ -23,8 +23,16 @@ from typing import Any
 
 import orjson
 
-from runtime.adapters import http, openai_native
-from runtime.adapters.base import AdapterDefaults, Call, Completion, FlushHook, RelayChunk, Usage
+from runtime.adapters import http, openai_embeddings, openai_native
+from runtime.adapters.base import (
+    AdapterDefaults,
+    Call,
+    Completion,
+    Embeddings,
+    FlushHook,
+    RelayChunk,
+    Usage,
+)
 from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
@@ -108,6 +116,19 @@ class OpenAIAdapter(AdapterDefaults):
             orjson.dumps(body),
             self.timeouts.pick(stream),
             map_error,
+        )
+
+    async def embed(self, call: Call) -> Embeddings:
+        """`{base}/embeddings`, batched (runtime/adapters/openai_embeddings.py)."""
+        headers = {
+            "content-type": "application/json",
+            "authorization": "Bearer " + call.credentials.get("api_key", ""),
+        }
+        if "organization" in call.credentials:
+            headers["openai-organization"] = call.credentials["organization"]
+        url = (self.provider.base_url or DEFAULT_BASE_URL).rstrip("/") + "/embeddings"
+        return await openai_embeddings.embed(
+            self.transport, url, headers, self.timeouts, map_error, call, self.native
         )
 
 
