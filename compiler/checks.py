@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
 from typing import Any
 
+from compiler.checks_embeddings import check_embedding_models, check_embedding_routes
 from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
 from compiler.models import GatewayConfig, Limits, Price, PriceTier, SecretSource
 from compiler.resolve import (
+    EMBEDDINGS,
     REFERENCE_INPUT_TOKENS,
     REFERENCE_OUTPUT_TOKENS,
     ResolvedEnvironment,
@@ -22,6 +24,7 @@ from compiler.resolve import (
     lookup,
     required_secrets,
     resolve_environments,
+    route_kind,
 )
 from compiler.secret_values import describe_secret, has_known_secret, looks_like_secret, secret_hint
 
@@ -255,7 +258,7 @@ def check_routes_per_environment(ctx: CheckContext) -> Iterator[Diagnostic]:
             if (
                 not rr.candidates
                 and not no_provider
-                and not any(d.kind == "unknown_model" for d in rr.dropped)
+                and not any(d.kind in _REPORTED_ELSEWHERE for d in rr.dropped)
             ):
                 reasons = "; ".join(f"{d.ref}: {d.reason}" for d in rr.dropped) or "no candidates"
                 yield error(
@@ -272,6 +275,11 @@ def check_routes_per_environment(ctx: CheckContext) -> Iterator[Diagnostic]:
         if len(env_list) < len(envs):
             message += f" (in environment{'s' if len(env_list) > 1 else ''} {', '.join(env_list)})"
         yield (warning if code.startswith("W") else error)(code, path, message, hint)
+
+
+# Drops that are errors of the route as written (E021, E083, E084): an empty route because of
+# them is not reported again per environment.
+_REPORTED_ELSEWHERE = frozenset({"unknown_model", "route_kind", "dimensions"})
 
 
 def _only_the_cost_cap(rr: ResolvedRoute) -> bool:
@@ -323,8 +331,8 @@ def _has_usd_limits(limits: Limits) -> bool:
 def check_prices(ctx: CheckContext) -> Iterator[Diagnostic]:
     providers = ctx.config.providers
     for rname, route in ctx.config.routes.items():
-        if route.max_cost_per_request_usd is None:
-            continue
+        if route.max_cost_per_request_usd is None or route_kind(ctx.config, route)[0] != "chat":
+            continue  # a cap on an embedding route is refused on its own (E085)
         for i, cand in enumerate(route.candidates):
             p, _, m = cand.model.partition("/")
             if p in providers and m in providers[p].models and providers[p].models[m].price is None:
@@ -395,10 +403,12 @@ def check_price_tables(ctx: CheckContext) -> Iterator[Diagnostic]:
             rates: list[tuple[Path, Price | PriceTier]] = [(base, m.price)]
             rates += [((*base, "tiers", i), t) for i, t in enumerate(m.price.tiers)]
             for path, r in rates:
-                yield from _cache_rates(p.adapter, path, r)
+                yield from _cache_rates(p.adapter, path, r, EMBEDDINGS in m.capabilities)
 
 
-def _cache_rates(adapter: str, path: Path, r: Price | PriceTier) -> Iterator[Diagnostic]:
+def _cache_rates(
+    adapter: str, path: Path, r: Price | PriceTier, embedding: bool
+) -> Iterator[Diagnostic]:
     if r.cached_input is not None and adapter not in _REPORTS_CACHE_READS:
         yield warning(
             "W063",
@@ -415,7 +425,13 @@ def _cache_rates(adapter: str, path: Path, r: Price | PriceTier) -> Iterator[Dia
                 "apart), so this rate is never used",
                 "remove it",
             )
-    if r.cached_input is None and r.input > 0 and adapter in _DISCOUNTS_CACHE_READS:
+    # Embeddings have no prompt cache: their usage reports input tokens only.
+    if (
+        r.cached_input is None
+        and r.input > 0
+        and adapter in _DISCOUNTS_CACHE_READS
+        and not embedding
+    ):
         yield warning(
             "W062",
             path,
@@ -987,7 +1003,9 @@ def check_policy_only(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 CHECKS: tuple[Check, ...] = (
     check_providers,
+    check_embedding_models,
     check_route_references,
+    check_embedding_routes,
     check_routes_per_environment,
     check_prices,
     check_price_tables,

@@ -10,13 +10,17 @@ from compiler.resolve import resolve_environment
 
 
 def explain_route(config: GatewayConfig, route: str, env_name: str) -> dict[str, Any]:
-    """The resolved candidate chain of `route` in `env_name`, and every dropped candidate."""
+    """The resolved candidate chain of `route` in `env_name`, and every dropped candidate.
+
+    `kind` is `chat` or `embeddings`; an embedding candidate carries its `dimensions`, and its
+    `reference_cost_usd` is that of 1,000 input tokens (embeddings bill no output)."""
     resolved = resolve_environment(config, env_name)
     rr = resolved.routes[route]
     r = rr.route
     return {
         "route": route,
         "environment": env_name,
+        "kind": rr.kind,
         "strategy": r.strategy,
         "requires": list(rr.requires),
         "requires_source": "declared"
@@ -33,6 +37,7 @@ def explain_route(config: GatewayConfig, route: str, env_name: str) -> dict[str,
                 "capabilities": list(c.capabilities),
                 "context_window": c.context_window,
                 "max_output_tokens": c.max_output_tokens,
+                "dimensions": c.dimensions,
                 "price": c.price.model_dump() if c.price else None,
                 "reference_cost_usd": c.reference_cost_usd,
             }
@@ -50,10 +55,19 @@ _STRATEGY_NOTES = {
 
 def explain_text(doc: dict[str, Any]) -> str:
     """The `explain_route` document for a person: header, candidate table, dropped list."""
-    lines = [
-        f"route {doc['route']} in {doc['environment']}: strategy {doc['strategy']}, "
-        f"requires [{', '.join(doc['requires'])}] ({doc['requires_source']})",
-    ]
+    embeddings = doc["kind"] == "embeddings"
+    if embeddings:
+        sizes = sorted({c["dimensions"] for c in doc["candidates"] if c["dimensions"]})
+        vectors = f", {'/'.join(map(str, sizes))}-dimensional vectors" if sizes else ""
+        lines = [
+            f"route {doc['route']} in {doc['environment']}: embeddings (/v1/embeddings), "
+            f"strategy {doc['strategy']}{vectors}"
+        ]
+    else:
+        lines = [
+            f"route {doc['route']} in {doc['environment']}: strategy {doc['strategy']}, "
+            f"requires [{', '.join(doc['requires'])}] ({doc['requires_source']})",
+        ]
     extra = []
     if doc["min_context_window"]:
         extra.append(f"min_context_window {doc['min_context_window']:,}")
@@ -69,31 +83,10 @@ def explain_text(doc: dict[str, Any]) -> str:
     )
     lines += [f"  {e}" for e in extra]
     lines.append("")
-    rows = []
-    for i, c in enumerate(doc["candidates"], 1):
-        weight = (
-            f" (weight {c['weight']})"
-            if c["weight"] is not None and doc["strategy"] == "weighted"
-            else ""
-        )
-        rows.append(
-            [
-                str(i),
-                c["ref"] + weight,
-                f"{c['context_window']:,}",
-                _price_cell(c["price"]),
-                f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-",
-                ", ".join(c["capabilities"]),
-            ]
-        )
-    if rows:
-        lines += _table(
-            ["#", "candidate", "context", "price (in/out per 1M)", "1k+1k cost", "capabilities"],
-            rows,
-            right={2, 4},
-        )
+    if embeddings:
+        lines += _embedding_table(doc)
     else:
-        lines.append("  (none: the route cannot serve requests here)")
+        lines += _chat_table(doc)
     if doc["dropped"]:
         width = max(len(d["ref"]) for d in doc["dropped"])
         lines.append("")
@@ -101,6 +94,59 @@ def explain_text(doc: dict[str, Any]) -> str:
         for d in doc["dropped"]:
             lines.append(f"    {d['ref']:<{width}}  {d['kind']}: {d['reason']}")
     return "\n".join(lines) + "\n"
+
+
+_NO_CANDIDATE = "  (none: the route cannot serve requests here)"
+
+
+def _weight(doc: dict[str, Any], c: dict[str, Any]) -> str:
+    if c["weight"] is not None and doc["strategy"] == "weighted":
+        return f" (weight {c['weight']})"
+    return ""
+
+
+def _embedding_table(doc: dict[str, Any]) -> list[str]:
+    """An embedding route's candidates: vector length, input limit per text, input price."""
+    rows = [
+        [
+            str(i),
+            c["ref"] + _weight(doc, c),
+            str(c["dimensions"]),
+            f"{c['context_window']:,}",
+            f"${c['price']['input']:g}" if c["price"] else "unpriced",
+            f"${c['reference_cost_usd']:.6f}" if c["reference_cost_usd"] is not None else "-",
+        ]
+        for i, c in enumerate(doc["candidates"], 1)
+    ]
+    if not rows:
+        return [_NO_CANDIDATE]
+    return _table(
+        ["#", "candidate", "dimensions", "input limit", "input per 1M", "1k input cost"],
+        rows,
+        right={2, 3, 4, 5},
+    )
+
+
+def _chat_table(doc: dict[str, Any]) -> list[str]:
+    rows = []
+    for i, c in enumerate(doc["candidates"], 1):
+        rows.append(
+            [
+                str(i),
+                c["ref"] + _weight(doc, c),
+                f"{c['context_window']:,}",
+                _price_cell(c["price"]),
+                f"${c['reference_cost_usd']:.4f}" if c["reference_cost_usd"] is not None else "-",
+                ", ".join(c["capabilities"]),
+            ]
+        )
+    if not rows:
+        return [_NO_CANDIDATE]
+    return _table(
+        ["#", "candidate", "context", "price (in/out per 1M)", "1k+1k cost", "capabilities"],
+        rows,
+        right={2, 4},
+    )
 
 
 def _rates(p: dict[str, Any]) -> str:

@@ -128,7 +128,8 @@ class Price(_Section):
     )
     output: float = Field(
         ge=0,
-        description="USD per 1M output (completion) tokens, reasoning tokens included.",
+        description="USD per 1M output (completion) tokens, reasoning tokens included. An "
+        "embedding model bills input only: write `output: 0`.",
         examples=[10.0],
     )
     cached_input: float | None = Field(
@@ -161,7 +162,28 @@ class Price(_Section):
 
 
 class ModelSpec(_Section):
-    """One model a provider serves."""
+    """One model a provider serves: a chat model, or an embedding model (`embeddings`).
+
+    An embedding model lists the capability `embeddings` alone and declares `dimensions`;
+    `context_window` is then its input limit per text (docs/api-embeddings-config.md)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        json_schema_extra={
+            "if": {
+                "properties": {"capabilities": {"contains": {"const": "embeddings"}}},
+                "required": ["capabilities"],
+            },
+            "then": {
+                "required": ["dimensions"],
+                "properties": {"capabilities": {"items": {"const": "embeddings"}}},
+                "not": {"required": ["max_output_tokens"]},
+            },
+            "else": {"not": {"required": ["dimensions"]}},
+        },
+    )
 
     upstream: str | None = Field(
         default=None,
@@ -171,20 +193,35 @@ class ModelSpec(_Section):
     )
     context_window: int = Field(
         ge=1,
-        description="Total tokens (prompt plus output) the model accepts.",
+        description="Total tokens (prompt plus output) the model accepts. For an embedding "
+        "model: the most tokens of ONE input text (8192 for OpenAI's text-embedding-3-*, 2048 "
+        "for gemini-embedding-001).",
         examples=[128000],
     )
     max_output_tokens: int | None = Field(
         default=None,
         ge=1,
-        description="Most tokens the model can generate in one response.",
+        description="Most tokens the model can generate in one response. Not for an embedding "
+        "model (it generates none).",
         examples=[16384],
     )
     capabilities: list[Capability] = Field(
         default_factory=list,
         description="What the model supports, from a closed set. Routing and fallback "
-        "validation rely on it.",
+        "validation rely on it. `embeddings` makes it an embedding model, served only by "
+        "embedding routes at /v1/embeddings: it lists no other capability and needs "
+        "`dimensions`.",
         examples=[["streaming", "tools", "vision"]],
+    )
+    dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=65536,
+        description="Embedding models only (and required for them): the length of the vectors "
+        "the model returns as configured here — for a model with a choice of sizes, the size the "
+        "gateway asks for (OpenAI's `dimensions`, Gemini's `outputDimensionality`). Every "
+        "candidate of an embedding route must return the same length.",
+        examples=[1536],
     )
     price: Price | None = Field(
         default=None,
@@ -334,7 +371,11 @@ class Fallback(_Section):
 
 
 class Route(_Section):
-    """A meta-model clients call by name (`"model": "<route>"`)."""
+    """A meta-model clients call by name (`"model": "<route>"`): a chat or an embedding route.
+
+    Its kind follows from its first candidate: an embedding route (its first candidate is an
+    embedding model, served at /v1/embeddings) or a chat route (every other); every candidate
+    must be of that kind, and an embedding route's must all return vectors of one length."""
 
     candidates: list[Candidate] = Field(
         min_length=1,
@@ -350,19 +391,22 @@ class Route(_Section):
     requires: list[Capability] | None = Field(
         default=None,
         description="Capabilities every candidate must have. When absent, every fallback must "
-        "have the capabilities of the first candidate.",
+        "have the capabilities of the first candidate. On an embedding route only `embeddings` "
+        "may be listed.",
         examples=[["tools", "streaming"]],
     )
     min_context_window: int | None = Field(
         default=None,
         ge=1,
-        description="Smallest context window a candidate may have.",
+        description="Smallest context window a candidate may have (on an embedding route: the "
+        "smallest per-text input limit).",
         examples=[128000],
     )
     max_cost_per_request_usd: float | None = Field(
         default=None,
         gt=0,
-        description="Skip candidates whose estimated cost for a request exceeds this (USD).",
+        description="Skip candidates whose estimated cost for a request exceeds this (USD). "
+        "Chat routes only: an embedding route is bounded by budgets (`limits`).",
         examples=[0.05],
     )
     fallback: Fallback = Field(

@@ -138,6 +138,7 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> Runt
                     max_output_tokens=m.max_output_tokens,
                     capabilities=frozenset(m.capabilities),
                     price=None if m.price is None else runtime_price(m.price),
+                    dimensions=m.dimensions,
                 )
                 for name, m in sorted(p.models.items())
             },
@@ -156,6 +157,7 @@ def runtime_config(config: GatewayConfig, resolved: ResolvedEnvironment) -> Runt
             ),
             candidates=tuple(CandidateRef(c.provider, c.model, c.weight) for c in rr.candidates),
             dropped=tuple(DroppedCandidate(d.ref, d.kind, d.reason) for d in rr.dropped),
+            kind=rr.kind,
         )
         for name, rr in resolved.routes.items()
     }

@@ -21,11 +21,21 @@ from compiler.models import (
 )
 from runtime.config import Price as RuntimePrice
 from runtime.config import PriceTier as RuntimePriceTier
-from runtime.vocabulary import DEFAULT_BASE_URLS, KeysStore, LimitsStore, LogSink, OnUnavailable
+from runtime.vocabulary import (
+    DEFAULT_BASE_URLS,
+    KeysStore,
+    LimitsStore,
+    LogSink,
+    OnUnavailable,
+    RouteKind,
+)
 
 # The "typical request" a cost cap is checked against before any request exists.
 REFERENCE_INPUT_TOKENS = 1000
 REFERENCE_OUTPUT_TOKENS = 1000
+
+# The capability that makes a model an embedding model, and a route of them an embedding route.
+EMBEDDINGS = "embeddings"
 
 
 def runtime_price(p: Price) -> RuntimePrice:
@@ -57,7 +67,10 @@ class Dropped:
 
     ref: str
     index: int
-    kind: str  # environment_policy | missing_capability | context_window | cost_cap | unknown_model
+    # environment_policy | missing_capability | context_window | cost_cap | unknown_model, and
+    # for a config `check` refuses: route_kind (a chat model on an embedding route or the
+    # reverse) | dimensions (an embedding candidate of another vector length than the first)
+    kind: str
     reason: str
 
 
@@ -74,13 +87,21 @@ class ResolvedCandidate:
     max_output_tokens: int | None
     capabilities: tuple[str, ...]
     price: Price | None
+    dimensions: int | None = None  # an embedding model's vector length
+
+    @property
+    def kind(self) -> RouteKind:
+        """The kind of route the model serves: `embeddings` for an embedding model."""
+        return "embeddings" if EMBEDDINGS in self.capabilities else "chat"
 
     @property
     def reference_cost_usd(self) -> float | None:
-        """Cost of the reference request (1k input + 1k output tokens), or None if unpriced."""
+        """Cost of the reference request (1k input + 1k output tokens; an embedding model's:
+        1k input tokens, it bills no output), or None if unpriced."""
         if self.price is None:
             return None
-        return runtime_price(self.price).cost(REFERENCE_INPUT_TOKENS, REFERENCE_OUTPUT_TOKENS)
+        output = 0 if self.kind == "embeddings" else REFERENCE_OUTPUT_TOKENS
+        return runtime_price(self.price).cost(REFERENCE_INPUT_TOKENS, output)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +113,8 @@ class ResolvedRoute:
     primary_ref: str | None  # where implied requirements came from
     candidates: tuple[ResolvedCandidate, ...]
     dropped: tuple[Dropped, ...]
+    # What the route serves, decided by its first declared candidate (`route_kind`).
+    kind: RouteKind = "chat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +197,7 @@ def lookup(
         max_output_tokens=m.max_output_tokens,
         capabilities=tuple(m.capabilities),
         price=m.price,
+        dimensions=m.dimensions,
     )
 
 
@@ -196,6 +220,44 @@ def _link(config: GatewayConfig, route: Route) -> _Links:
     return tuple(links)
 
 
+def route_kind(config: GatewayConfig, route: Route) -> tuple[RouteKind, ResolvedCandidate | None]:
+    """What a route serves, and the candidate that decides it: its first candidate declared
+    under providers (an embedding model makes an embedding route, anything else a chat route;
+    `chat` when none is declared). The same in every environment."""
+    first = _deciding(_link(config, route))
+    return ("chat" if first is None else first.kind), first
+
+
+def _deciding(links: _Links) -> ResolvedCandidate | None:
+    return next((rc for _p, _i, _ref, rc in links if rc is not None), None)
+
+
+def _wrong_kind(rc: ResolvedCandidate, first: ResolvedCandidate) -> Dropped | None:
+    """Why `rc` cannot serve a route whose kind `first` decided (None when it can)."""
+    if rc.kind != first.kind:
+        what = {"chat": "a chat model", "embeddings": "an embedding model"}
+        return Dropped(
+            rc.ref,
+            rc.index,
+            "route_kind",
+            f"is {what[rc.kind]}, but the route's first candidate {first.ref} is "
+            f"{what[first.kind]}",
+        )
+    if (
+        rc.kind == "embeddings"
+        and None not in (rc.dimensions, first.dimensions)
+        and rc.dimensions != first.dimensions
+    ):
+        return Dropped(
+            rc.ref,
+            rc.index,
+            "dimensions",
+            f"returns {rc.dimensions}-dimensional vectors, the route's first candidate "
+            f"{first.ref} {first.dimensions}-dimensional ones",
+        )
+    return None
+
+
 def _resolve_linked(
     name: str, route: Route, links: _Links, verdict: dict[str, str | None]
 ) -> ResolvedRoute:
@@ -203,11 +265,17 @@ def _resolve_linked(
     provider policy (`verdict[provider]` is None when allowed, else why not)."""
     linked: list[ResolvedCandidate] = []
     dropped: list[Dropped] = []
+    first = _deciding(links)
+    kind: RouteKind = "chat" if first is None else first.kind
     for provider, i, ref, rc in links:
         if rc is None:
             dropped.append(
                 Dropped(ref, i, "unknown_model", f"'{ref}' is not declared under providers")
             )
+            continue
+        wrong = None if first is None else _wrong_kind(rc, first)
+        if wrong is not None:
+            dropped.append(wrong)
             continue
         why = verdict[provider]
         if why is not None:
@@ -219,7 +287,8 @@ def _resolve_linked(
     primary = linked[0] if linked else None
     requires: tuple[str, ...]
     if route.requires is not None:
-        requires = tuple(route.requires)
+        # A chat capability required of an embedding route is refused on its own (E085).
+        requires = tuple(c for c in route.requires if kind == "chat" or c == EMBEDDINGS)
     elif primary is not None:
         requires = primary.capabilities
     else:
@@ -255,7 +324,8 @@ def _resolve_linked(
             )
             continue
         cost = rc.reference_cost_usd
-        cap = route.max_cost_per_request_usd
+        # A cost cap is for chat routes (`check` refuses one on an embedding route).
+        cap = route.max_cost_per_request_usd if kind == "chat" else None
         if cap is not None and cost is not None and cost > cap:
             dropped.append(
                 Dropped(
@@ -277,6 +347,7 @@ def _resolve_linked(
         primary_ref=None if declared or primary is None else primary.ref,
         candidates=tuple(kept),
         dropped=tuple(sorted(dropped, key=lambda d: d.index)),
+        kind=kind,
     )
 
 

@@ -181,13 +181,15 @@ def test_diff_staging_production_shows_what_promotion_changes() -> None:
     proc = run("diff", "staging", "production")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert out.startswith("17 differences from staging to production:\n")
+    assert out.startswith("18 differences from staging to production:\n")
     for block in (
         "  replicas\n    - staging: 1\n    + production: 2\n",
         "  port\n    - staging: 8200\n    + production: 8300\n",
         "  chat.chain\n    - staging: openai/gpt-4o -> anthropic/claude-sonnet-4 -> "
         "gemini/gemini-2.5-pro\n"
         "    + production: openai/gpt-4o -> anthropic/claude-sonnet-4\n",
+        "  embed.chain\n    - staging: openai/text-embedding-3-small -> "
+        "gemini/gemini-embedding-001\n    + production: openai/text-embedding-3-small\n",
         "  allowed_providers\n    - staging: anthropic, gemini, openai\n    + production: "
         "anthropic, openai\n",
         "  per_key.requests_per_minute\n    - staging: 120\n    + production: 600\n",
@@ -200,7 +202,8 @@ def test_diff_staging_production_shows_what_promotion_changes() -> None:
         assert block in out
     providers = out.partition("\nproviders:\n")[2].partition("\n\n")[0]
     assert providers.startswith(
-        "  gemini\n    - staging: models: gemini-2.0-flash, gemini-2.5-flash, gemini-2.5-pro;"
+        "  gemini\n    - staging: models: gemini-2.0-flash, gemini-2.5-flash, gemini-2.5-pro, "
+        "gemini-embedding-001;"
     )
     assert providers.endswith("    + production: (absent)")
     assert "assist.chain" not in out, "routes that resolve the same are not listed"
