@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-import runtime.adapters.anthropic as chat  # its error classes and usage (a cycle-safe import)
+from runtime.adapters import anthropic_wire as chat  # what the chat adapter reads alike
 from runtime.adapters import http
 from runtime.adapters.base import Call, Completion, FlushHook, NativeEvent, Usage
 from runtime.adapters.transport_base import HTTPResponse, HTTPTransport

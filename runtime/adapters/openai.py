@@ -33,14 +33,14 @@ from runtime.adapters.base import (
     RelayChunk,
     Usage,
 )
-from runtime.adapters.transport_base import Headers, HTTPResponse, HTTPTransport
+from runtime.adapters.openai_wire import _count, _detail, _malformed, map_error
+from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 from runtime.vocabulary import DEFAULT_BASE_URLS
 
 DEFAULT_BASE_URL = DEFAULT_BASE_URLS["openai"]
 
-_CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
 
 # What OpenAI's reasoning models (o1, o3, o4-mini, gpt-5, ...) refuse ("Unsupported parameter"),
 # per OpenAI's reasoning guide; `max_tokens` is mapped to `max_completion_tokens` instead.
@@ -55,10 +55,6 @@ REASONING_REFUSES = (
 )
 # Top-level fields of an answer the gateway sets itself; the rest is relayed as sent.
 _GATEWAY_FIELDS = frozenset({"id", "object", "created", "model"})
-
-
-def _malformed(what: str) -> UpstreamError:
-    return UpstreamError("server_error", what, code="upstream_malformed")
 
 
 class OpenAIAdapter(AdapterDefaults):
@@ -374,24 +370,6 @@ def _thinks(choices: list[dict[str, Any]]) -> bool:
     return False
 
 
-def _count(value: Any, what: str) -> int:
-    """A token count of a usage object: a non-negative integer (null reads as 0)."""
-    if value is None:
-        return 0
-    if type(value) is not int or value < 0:
-        raise _malformed(f"usage {what} is not a token count: {str(value)[:40]!r}")
-    return value
-
-
-def _detail(usage: dict[str, Any], group: str, key: str) -> int:
-    details = usage.get(group)
-    if details is None:
-        return 0
-    if not isinstance(details, dict):
-        raise _malformed(f"usage {group} is not an object")
-    return _count(details.get(key), f"{group}.{key}")
-
-
 def _usage(u: Any) -> Usage | None:
     """OpenAI's usage object -> Usage (None when there is none); malformed counts raise."""
     if u is None:
@@ -406,45 +384,3 @@ def _usage(u: Any) -> Usage | None:
         cached_input_tokens=_detail(u, "prompt_tokens_details", "cached_tokens"),
         reasoning_tokens=_detail(u, "completion_tokens_details", "reasoning_tokens"),
     )
-
-
-def map_error(status: int, body: Any, headers: Headers | None) -> UpstreamError:
-    """OpenAI's error body {"error": {"message", "type", "code"}} -> an error class.
-
-    429 `insufficient_quota` (and its codes `credit_balance_exhausted`, the spend limits) is
-    quota exhaustion, not a rate; 403 `unsupported_country_region_territory` a region block
-    (platform.openai.com/docs/guides/error-codes)."""
-    err = body.get("error") if isinstance(body, dict) else None
-    code = err.get("code") if isinstance(err, dict) else None
-    etype = err.get("type") if isinstance(err, dict) else None
-    message = http.error_message(body, f"HTTP {status}")
-    if code in _CONTEXT_CODES or "maximum context length" in message:
-        cls = "context_length"
-    elif status == 429 and (
-        code in _QUOTA_CODES or etype in _QUOTA_CODES or "exceeded your current quota" in message
-    ):
-        cls = "quota_exhausted"  # credits or a spend limit: waiting does not bring it back
-    elif status == 403 and (
-        code == "unsupported_country_region_territory"
-        or "country, region, or territory" in message.lower()
-    ):
-        cls = "upstream_config"  # a region block: where the gateway runs, not the request
-    elif status == 529:
-        cls = "overloaded"
-    elif etype == "server_error" or status >= 500:
-        cls = "overloaded" if status == 503 and "overload" in message.lower() else "server_error"
-    else:
-        cls = http.status_class(status)
-    return UpstreamError(cls, message, status=status, code=str(code or etype or cls))  # type: ignore[arg-type]
-
-
-# 429 codes and types that mean the account's credit or spend limit is used up.
-_QUOTA_CODES = frozenset(
-    {
-        "insufficient_quota",
-        "credit_balance_exhausted",
-        "organization_spend_limit_exceeded",
-        "project_spend_limit_exceeded",
-        "billing_hard_limit_reached",
-    }
-)

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-import runtime.adapters.openai as chat  # its error classes and usage checks (a cycle-safe import)
 from runtime.adapters import http
+from runtime.adapters import openai_wire as chat  # what the chat adapter reads alike
 from runtime.adapters.base import Call, Completion, FlushHook, NativeEvent, Usage
 from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
 from runtime.errors import UpstreamError
