@@ -5,6 +5,7 @@
     python bench/gateway_bench.py --json out.json
     python bench/gateway_bench.py --floor         # also the floor proxy as a third target
     python bench/gateway_bench.py --proxy         # also the gateway through HAProxy, as deployed
+    python bench/gateway_bench.py --endpoints     # also /v1/responses, /v1/messages, /v1/embeddings
 
 For each upstream delay (0 and 20 ms) it starts `bench/mock_upstream.py` and
 `python -m runtime serve --workers 1` (temporary data dir, the real SQLite request log on),

@@ -9,6 +9,7 @@ events built from the SDKs' own types.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -424,3 +425,71 @@ def test_render_endpoints_table_only_when_asked() -> None:
     assert doc["endpoints"] is True
     assert len(doc["endpoint_runs"]) == 12 and len(doc["endpoint_rows"]) == 10
     assert {t["target"] for t in doc["endpoint_ttfb"]} == {"chat", "responses", "messages"}
+
+
+# --------------------------------------------------------------------------- the TTFB client
+
+
+async def _sse_server(events: list[bytes], seen: list[bytes]) -> asyncio.Server:
+    """Answers every request on a keep-alive connection with `events`, chunked."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                seen.append(head + await reader.readexactly(length))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n"
+                )
+                for event in events:
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _messages_stream() -> list[bytes]:
+    text = RawContentBlockDeltaEvent(
+        type="content_block_delta", index=0, delta=TextDelta(type="text_delta", text="Hi")
+    )
+    return [
+        b'event: message_start\ndata: {"type":"message_start"}\n\n',
+        b"event: content_block_delta\ndata: " + text.model_dump_json().encode() + b"\n\n",
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ]
+
+
+def test_ttfb_series_speaks_each_api() -> None:
+    async def run() -> tuple[list[float], list[bytes]]:
+        seen: list[bytes] = []
+        server = await _sse_server(_messages_stream(), seen)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            times = await gb._ttfb_series(port, "KEY", 3, endpoint="messages")
+        return times, seen
+
+    times, seen = asyncio.run(run())
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert len(seen) == 3
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /v1/messages HTTP/1.1\r\n")
+    assert b"\r\nx-api-key: KEY" in head and b"\r\nanthropic-version: 2023-06-01" in head
+    assert json.loads(body) == json.loads(gb.request_body(True, "messages"))
+
+
+def test_ttfb_series_refuses_a_stream_without_text() -> None:
+    async def run() -> None:
+        # A chat-completions stream where a Responses stream was asked for: no text delta.
+        chunk = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+        server = await _sse_server([chunk, b"data: [DONE]\n\n"], [])
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            await gb._ttfb_series(port, "KEY", 1, endpoint="responses")
+
+    with pytest.raises(RuntimeError, match="no content line"):
+        asyncio.run(run())
