@@ -46,7 +46,7 @@ and 16 connections. The bench's config then also has an embedding model (EMBED_D
 dimensions, an input price only) on the same openai-compatible provider and an embeddings
 route, EMBED_ROUTE. The candidate is openai-compatible, so responses and messages are
 translated (chat completions upstream): their added figures, against chat completions
-through the gateway in the same phase, are the translation's cost; embeddings are compared
+through the gateway run again just before them, are the translation's cost; embeddings are compared
 with the mock called directly. The TTFB series then also covers chat completions, responses
 and messages through the gateway, alternating in blocks, timed to the first text delta
 (`response.output_text.delta`, `content_block_delta`). A table "Endpoints" (context, no
@@ -261,7 +261,7 @@ class EndpointRun:
     """One wrk case of --endpoints: an endpoint through the gateway, or embeddings direct."""
 
     delay_ms: int
-    endpoint: str  # "responses", "messages" or "embeddings"
+    endpoint: str  # "chat" (the baseline, run next to the others), "responses", "messages", ...
     stream: bool
     connections: int
     target: str  # "gateway", or "direct" (the mock's own /v1/embeddings)
@@ -1302,13 +1302,17 @@ def run_endpoints(
     log: Callable[[str], None],
 ) -> None:
     """--endpoints: the wrk cases of the other APIs (through the gateway; embeddings also
-    direct to the mock) and the TTFB series of the streamed ones, into `report`."""
+    direct to the mock) and the TTFB series of the streamed ones, into `report`.
+
+    Each mode's responses and messages runs come right after a chat completions run through
+    the gateway (endpoint "chat"), their baseline, so that drift hits them alike."""
     check_endpoints(ph)
     cases = [
-        (endpoint, stream, target)
-        for endpoint, stream in ENDPOINT_CASES
-        for target in (("direct", "gateway") if endpoint == "embeddings" else ("gateway",))
+        (endpoint, stream, "gateway")
+        for stream in (False, True)
+        for endpoint in ("chat", "responses", "messages")
     ]
+    cases += [("embeddings", False, "direct"), ("embeddings", False, "gateway")]
     scripts = {
         (endpoint, stream, target): wrk_script(
             work / f"{endpoint}-{'stream' if stream else 'plain'}-{target}.lua",
@@ -1319,9 +1323,10 @@ def run_endpoints(
         for endpoint, stream, target in cases
     }
     for endpoint, stream, target in cases:
-        run_wrk(ph.url(target, endpoint), scripts[(endpoint, stream, target)], 16, warmup)
-    for endpoint, stream, target in cases:
-        for conns in (1, 16):
+        if endpoint != "chat":  # chat completions were warmed up by run_phase
+            run_wrk(ph.url(target, endpoint), scripts[(endpoint, stream, target)], 16, warmup)
+    for conns in (1, 16):
+        for endpoint, stream, target in cases:
             gw0, mock0, t0 = cpu_seconds(ph.gateway.pid), cpu_seconds(ph.mock.pid), time.monotonic()
             result = run_wrk(
                 ph.url(target, endpoint), scripts[(endpoint, stream, target)], conns, duration
@@ -1380,24 +1385,30 @@ def measure_endpoint_ttfb(ph: Phase, samples: int) -> list[Ttfb]:
 
 def endpoint_rows(report: Report) -> list[EndpointRow]:
     """Every --endpoints case through the gateway beside its baseline: chat completions
-    through the gateway, or the mock's embeddings called directly."""
+    through the gateway run next to it (else the main table's), or the mock's embeddings
+    called directly."""
+
+    def other(e: EndpointRun, endpoint: str, target: str) -> WrkResult | None:
+        return next(
+            (
+                b.wrk
+                for b in report.endpoint_runs
+                if (b.delay_ms, b.endpoint, b.stream, b.connections, b.target)
+                == (e.delay_ms, endpoint, e.stream, e.connections, target)
+            ),
+            None,
+        )
+
     rows = []
     for e in report.endpoint_runs:
-        if e.target != "gateway":
+        if e.target != "gateway" or e.endpoint == "chat":
             continue
         if e.endpoint == "embeddings":
-            base = next(
-                (
-                    b.wrk
-                    for b in report.endpoint_runs
-                    if (b.delay_ms, b.endpoint, b.stream, b.connections, b.target)
-                    == (e.delay_ms, e.endpoint, e.stream, e.connections, "direct")
-                ),
-                None,
-            )
-            baseline = "mock direct"
+            base, baseline = other(e, "embeddings", "direct"), "mock direct"
         else:
-            base = _find(report, e.delay_ms, e.stream, e.connections, "gateway")
+            base = other(e, "chat", "gateway") or _find(
+                report, e.delay_ms, e.stream, e.connections, "gateway"
+            )
             baseline = "chat via gateway"
         if base is None:
             continue
@@ -1753,8 +1764,8 @@ def render_endpoints(report: Report) -> list[str]:
         "",
         "Endpoints through the gateway. The candidate is openai-compatible, so /v1/responses and "
         "/v1/messages are translated (chat completions upstream): added = the endpoint's p50 - "
-        "chat completions' through the gateway (same delay, mode, connections), the "
-        "translation's cost. /v1/embeddings "
+        "chat completions' through the gateway (same delay, mode, connections, run just before), "
+        "the translation's cost. /v1/embeddings "
         f"({len(EMBED_INPUT)} inputs, {EMBED_DIMENSIONS} dimensions, float): added = through "
         "the gateway - the mock called directly. ratio = req/s / baseline req/s.",
         "",
