@@ -5,6 +5,7 @@
     python bench/gateway_bench.py --json out.json
     python bench/gateway_bench.py --floor         # also the floor proxy as a third target
     python bench/gateway_bench.py --proxy         # also the gateway through HAProxy, as deployed
+    python bench/gateway_bench.py --endpoints     # also /v1/responses, /v1/messages, /v1/embeddings
 
 For each upstream delay (0 and 20 ms) it starts `bench/mock_upstream.py` and
 `python -m runtime serve --workers 1` (temporary data dir, the real SQLite request log on),
@@ -34,6 +35,24 @@ measures "proxy" (client -> HAProxy -> gateway -> mock) beside "gateway" (client
 mock) in the same run: the same wrk cases and TTFB series. A table and verdicts give what the
 proxy adds: median latency at 1 connection (target +0.3 ms at most) and throughput at 16
 connections (target at most 10 % less). A proxy that cannot start stops the run (exit 1).
+
+With `--endpoints`, each phase also runs wrk through the gateway against the other APIs it
+serves, beside chat completions: `POST /v1/responses` (`{"model", "instructions", "input",
+"stream"}`, bearer key) and `POST /v1/messages` (`{"model", "max_tokens": 64, "system",
+"messages", "stream"}`, with `x-api-key` and `anthropic-version: 2023-06-01` as the anthropic
+SDK sends them), non-stream and stream, and `POST /v1/embeddings` (`{"model": EMBED_ROUTE,
+"input": [EMBED_INPUT]}`, non-stream) through the gateway and direct to the mock, each at 1
+and 16 connections. The bench's config then also has an embedding model (EMBED_DIMENSIONS
+dimensions, an input price only) on the same openai-compatible provider and an embeddings
+route, EMBED_ROUTE. The candidate is openai-compatible, so responses and messages are
+translated (chat completions upstream): their added figures, against chat completions
+through the gateway run again just before them, are the translation's cost; embeddings are compared
+with the mock called directly. The TTFB series then also covers chat completions, responses
+and messages through the gateway, alternating in blocks, timed to the first text delta
+(`response.output_text.delta`, `content_block_delta`). A table "Endpoints" (context, no
+verdicts) and, in --json, `endpoint_runs`, `endpoint_rows` and `endpoint_ttfb` hold them. An
+endpoint that does not answer 200 stops the run (exit 1). Without `--endpoints`, the config,
+the runs and the output are what they were.
 
 It is a report, not a test: it prints a table and a PASS/FAIL verdict per target, and exits 0
 either way (1 only if something could not be run). All traffic is on 127.0.0.1. Every process
@@ -89,6 +108,17 @@ HOST = "127.0.0.1"
 ENVIRONMENT = "bench"
 ROUTE = "bench"
 UPSTREAM_MODEL = "mock-model"
+# --endpoints: the embeddings route and model (the mock answers any dimensions asked for).
+EMBED_ROUTE = "bench-embed"
+EMBED_UPSTREAM_MODEL = "mock-embed"
+EMBED_DIMENSIONS = 256
+EMBED_INPUT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Switchyard routes embeddings like chat completions.",
+    "A short third passage to embed.",
+    "And a fourth, so that the batch is a batch.",
+]
+ANTHROPIC_VERSION = "2023-06-01"
 UPSTREAM_SECRET = "BENCH_UPSTREAM_KEY"
 FLOOR_SCRIPT = ROOT / "bench" / "floor_proxy.py"
 REQUEST_TIMEOUT_S = 30.0
@@ -96,6 +126,21 @@ MESSAGES = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Say hello in one short sentence."},
 ]
+# The endpoints --endpoints measures, and which of them stream; "chat" is the baseline.
+ENDPOINT_PATHS = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "messages": "/v1/messages",
+    "embeddings": "/v1/embeddings",
+}
+ENDPOINT_CASES = (
+    ("responses", False),
+    ("responses", True),
+    ("messages", False),
+    ("messages", True),
+    ("embeddings", False),
+)
+STREAMED_ENDPOINTS = ("chat", "responses", "messages")  # the TTFB series with --endpoints
 
 # The issue's targets.
 MIN_GATEWAY_RPS = 1000.0  # through the gateway, 16 connections, 0 ms delay
@@ -212,6 +257,41 @@ class SharedRow:
 
 
 @dataclass
+class EndpointRun:
+    """One wrk case of --endpoints: an endpoint through the gateway, or embeddings direct."""
+
+    delay_ms: int
+    endpoint: str  # "chat" (the baseline, run next to the others), "responses", "messages", ...
+    stream: bool
+    connections: int
+    target: str  # "gateway", or "direct" (the mock's own /v1/embeddings)
+    wrk: WrkResult
+    gateway_cpu: float | None  # cores busy in the gateway during a gateway run
+    mock_cpu: float
+
+
+@dataclass
+class EndpointRow:
+    """One endpoint case beside its baseline: chat completions through the gateway (same
+    delay, mode and connections) or, for embeddings, the mock called directly."""
+
+    delay_ms: int
+    endpoint: str
+    stream: bool
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    baseline: str  # "chat via gateway" or "mock direct"
+    baseline_rps: float
+    baseline_p50_ms: float
+    ratio: float  # rps / baseline rps
+    added_p50_ms: float  # p50 - baseline p50
+    gateway_cpu: float
+    errors: int
+
+
+@dataclass
 class Report:
     started: str
     machine: dict[str, Any]
@@ -240,6 +320,11 @@ class Report:
     shared_rows: list[SharedRow] = field(default_factory=list)
     shared_verdicts: list[Verdict] = field(default_factory=list)
     shared_records: dict[str, int] = field(default_factory=dict)  # rows in PostgreSQL
+    endpoints: bool = False  # --endpoints was given
+    endpoint_runs: list[EndpointRun] = field(default_factory=list)
+    endpoint_rows: list[EndpointRow] = field(default_factory=list)
+    # TTFB through the gateway per streamed endpoint ("chat" included, as Ttfb.target).
+    endpoint_ttfb: list[Ttfb] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- processes
@@ -415,12 +500,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def runtime_config(upstream_port: int, limits: bool = False, shared: bool = False) -> RuntimeConfig:
+def runtime_config(
+    upstream_port: int, limits: bool = False, shared: bool = False, endpoints: bool = False
+) -> RuntimeConfig:
     """A minimal runtime config: one openai-compatible provider (the mock), one route, one org.
 
     `limits`: a requests-per-minute limit and key and org budgets, far above what a run
     spends (so every request does the limits' work and none is refused). `shared`: the state
-    in Redis and PostgreSQL (secrets REDIS_SECRET, DATABASE_SECRET)."""
+    in Redis and PostgreSQL (secrets REDIS_SECRET, DATABASE_SECRET). `endpoints`: also an
+    embedding model on the same provider and the embeddings route EMBED_ROUTE over it."""
     model = ModelConfig(
         name="model",
         upstream=UPSTREAM_MODEL,
@@ -429,6 +517,16 @@ def runtime_config(upstream_port: int, limits: bool = False, shared: bool = Fals
         capabilities=frozenset({"json_mode", "streaming", "tools"}),
         price=Price(1.0, 2.0),
     )
+    embed = ModelConfig(
+        name="embed",
+        upstream=EMBED_UPSTREAM_MODEL,
+        context_window=8192,
+        max_output_tokens=None,
+        capabilities=frozenset({"embeddings"}),
+        price=Price(0.02, 0.0),  # embeddings bill input tokens only
+        dimensions=EMBED_DIMENSIONS,
+    )
+    models = {model.name: model, **({embed.name: embed} if endpoints else {})}
     upstream = ProviderConfig(
         id="upstream",
         adapter="openai-compatible",
@@ -437,7 +535,12 @@ def runtime_config(upstream_port: int, limits: bool = False, shared: bool = Fals
         credentials_optional=False,
         timeout_s=30.0,
         connect_timeout_s=2.0,
-        models={model.name: model},
+        models=models,
+    )
+    fallback = FallbackPolicy(
+        on=frozenset({"connect_error", "overloaded", "rate_limited", "server_error", "timeout"}),
+        max_attempts=2,
+        first_byte_timeout_s=10.0,
     )
     route = RouteConfig(
         name=ROUTE,
@@ -445,16 +548,23 @@ def runtime_config(upstream_port: int, limits: bool = False, shared: bool = Fals
         requires=frozenset(),
         min_context_window=None,
         max_cost_per_request_usd=None,
-        fallback=FallbackPolicy(
-            on=frozenset(
-                {"connect_error", "overloaded", "rate_limited", "server_error", "timeout"}
-            ),
-            max_attempts=2,
-            first_byte_timeout_s=10.0,
-        ),
+        fallback=fallback,
         candidates=(CandidateRef(upstream.id, model.name, None),),
         dropped=(),
     )
+    routes = {route.name: route}
+    if endpoints:
+        routes[EMBED_ROUTE] = RouteConfig(
+            name=EMBED_ROUTE,
+            strategy="priority",
+            requires=frozenset(),
+            min_context_window=None,
+            max_cost_per_request_usd=None,
+            fallback=fallback,
+            candidates=(CandidateRef(upstream.id, embed.name, None),),
+            dropped=(),
+            kind="embeddings",
+        )
     no_budget = Budget(None, None)
     budget = Budget(1_000_000.0, 10_000_000.0) if limits else no_budget
     secrets = {
@@ -479,7 +589,7 @@ def runtime_config(upstream_port: int, limits: bool = False, shared: bool = Fals
         key_prefix=f"sy_{ENVIRONMENT}_",
         key_environment=ENVIRONMENT,
         providers={upstream.id: upstream},
-        routes={route.name: route},
+        routes=routes,
         orgs={"bench": OrgConfig("bench", None, None, frozenset(), None)},
         limits=Limits(100_000_000 if limits else None, None, budget, budget, {}),
         logging=LoggingConfig(
@@ -589,8 +699,8 @@ class Phase:
         """The gateway key a target's requests carry (the shared gateway has its own store)."""
         return self.shared_key if target == "shared" else self.gateway_key
 
-    def url(self, target: str) -> str:
-        return f"http://{HOST}:{self.port(target)}/v1/chat/completions"
+    def url(self, target: str, endpoint: str = "chat") -> str:
+        return f"http://{HOST}:{self.port(target)}{ENDPOINT_PATHS[endpoint]}"
 
 
 def start_floor(
@@ -669,6 +779,7 @@ def phase(
     with_proxy: bool = False,
     shared: SharedServers | None = None,
     jitter_pct: float = 0.0,
+    endpoints: bool = False,
 ) -> Iterator[Phase]:
     """Start the mock, the gateway and (if asked) the floor and HAProxy for one delay; stop them
     afterwards.
@@ -705,7 +816,9 @@ def phase(
                 procs, work, delay_ms, mock_port
             )
         config = work / f"runtime-{delay_ms}ms.json"
-        config.write_text(runtime_config(mock_port, limits=shared is not None).to_json())
+        config.write_text(
+            runtime_config(mock_port, limits=shared is not None, endpoints=endpoints).to_json()
+        )
         data_dir = work / f"data-{delay_ms}ms"
         gateway, key = start_gateway(
             procs, ROOT, config, gw_port, data_dir, work / f"gateway-{delay_ms}ms.log"
@@ -758,19 +871,55 @@ def phase(
 # --------------------------------------------------------------------------- wrk
 
 
-def request_body(stream: bool) -> bytes:
-    return json.dumps(
-        {"model": ROUTE, "messages": MESSAGES, "stream": stream}, separators=(",", ":")
-    ).encode()
+def request_body(stream: bool, endpoint: str = "chat") -> bytes:
+    """The body of a benchmark request to `endpoint` (ENDPOINT_PATHS): the same conversation
+    (a terse system prompt, one user message) in each API's own shape."""
+    doc: dict[str, Any]
+    if endpoint == "chat":
+        doc = {"model": ROUTE, "messages": MESSAGES, "stream": stream}
+    elif endpoint == "responses":
+        doc = {
+            "model": ROUTE,
+            "instructions": MESSAGES[0]["content"],
+            "input": MESSAGES[1]["content"],
+            "stream": stream,
+        }
+    elif endpoint == "messages":
+        doc = {
+            "model": ROUTE,
+            "max_tokens": 64,
+            "system": MESSAGES[0]["content"],
+            "messages": [MESSAGES[1]],
+            "stream": stream,
+        }
+    elif endpoint == "embeddings":
+        doc = {"model": EMBED_ROUTE, "input": EMBED_INPUT}
+    else:
+        raise ValueError(f"unknown endpoint {endpoint!r}")
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def wrk_script(path: Path, stream: bool, key: str) -> Path:
-    body = request_body(stream).decode()
+def request_headers(key: str, endpoint: str = "chat") -> dict[str, str]:
+    """The headers of a benchmark request besides Host and Content-Length: the key as the
+    API's official SDK sends it (x-api-key and anthropic-version for the Messages API)."""
+    if endpoint == "messages":
+        return {
+            "Content-Type": "application/json",
+            "x-api-key": key,
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+
+
+def wrk_script(path: Path, stream: bool, key: str, endpoint: str = "chat") -> Path:
+    body = request_body(stream, endpoint).decode()
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(body)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+        + "".join(
+            f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n"
+            for k, v in request_headers(key, endpoint).items()
+        )
     )
     return path
 
@@ -858,22 +1007,34 @@ async def _body_pieces(reader: asyncio.StreamReader, headers: dict[bytes, bytes]
         yield await reader.readexactly(int(headers.get(b"content-length", b"0")))
 
 
-def _has_content(line: bytes) -> bool:
+def _has_content(line: bytes, endpoint: str = "chat") -> bool:
+    """Whether an SSE line carries output text: a chat chunk's delta content, a Responses
+    `response.output_text.delta`, a Messages `content_block_delta` with text."""
     if not line.startswith(b"data:") or line.strip() == b"data: [DONE]":
         return False
     doc = json.loads(line[5:])
+    if endpoint == "responses":
+        return doc.get("type") == "response.output_text.delta" and bool(doc.get("delta"))
+    if endpoint == "messages":
+        return doc.get("type") == "content_block_delta" and bool(
+            (doc.get("delta") or {}).get("text")
+        )
     return any((c.get("delta") or {}).get("content") for c in doc.get("choices") or [])
 
 
-async def _ttfb_series(port: int, key: str, n: int) -> list[float]:
+def ttfb_request(port: int, key: str, endpoint: str = "chat") -> bytes:
+    """The bytes of one streamed request to `endpoint`, for the TTFB client."""
+    body = request_body(True, endpoint)
+    head = f"POST {ENDPOINT_PATHS[endpoint]} HTTP/1.1\r\nhost: {HOST}:{port}\r\n" + "".join(
+        f"{k.lower()}: {v}\r\n" for k, v in request_headers(key, endpoint).items()
+    )
+    return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def _ttfb_series(port: int, key: str, n: int, endpoint: str = "chat") -> list[float]:
     """ms from sending each streamed request to its first content line, over one connection."""
     reader, writer = await asyncio.open_connection(HOST, port)
-    body = request_body(True)
-    request = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {HOST}:{port}\r\ncontent-type: "
-        "application/json\r\n"
-        f"authorization: Bearer {key}\r\ncontent-length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = ttfb_request(port, key, endpoint)
     times: list[float] = []
     try:
         for _ in range(n):
@@ -889,7 +1050,7 @@ async def _ttfb_series(port: int, key: str, n: int) -> list[float]:
                     buf += piece
                     while b"\n" in buf:
                         line, buf = buf.split(b"\n", 1)
-                        if _has_content(line):
+                        if _has_content(line, endpoint):
                             first = time.perf_counter()
                             break
             if first is None:
@@ -1105,6 +1266,174 @@ def run_phase(
         report.shared_records[f"{ph.delay_ms}ms"] = shared.record_count(ph.delay_ms)
     if ph.floor_error is not None:
         report.floor_errors[f"{ph.delay_ms}ms"] = ph.floor_error
+
+
+def check_endpoints(ph: Phase) -> None:
+    """One request per --endpoints case (and chat completions) through the gateway, and the
+    embeddings direct to the mock: each must answer 200, or the run stops with what it said
+    (wrk would only count errors)."""
+    cases = [("gateway", "chat", False), ("direct", "embeddings", False)]
+    cases += [("gateway", endpoint, stream) for endpoint, stream in ENDPOINT_CASES]
+    for target, endpoint, stream in cases:
+        req = urllib.request.Request(
+            ph.url(target, endpoint),
+            data=request_body(stream, endpoint),
+            headers=request_headers(ph.key(target), endpoint),
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:500].decode("utf-8", "replace")
+            kind = "stream" if stream else "non-stream"
+            raise RuntimeError(
+                f"{target}: POST {ENDPOINT_PATHS[endpoint]} ({kind}) answered {exc.code}: {detail}"
+            ) from None
+
+
+def run_endpoints(
+    ph: Phase,
+    work: Path,
+    report: Report,
+    duration: float,
+    warmup: float,
+    ttfb_samples: int,
+    log: Callable[[str], None],
+) -> None:
+    """--endpoints: the wrk cases of the other APIs (through the gateway; embeddings also
+    direct to the mock) and the TTFB series of the streamed ones, into `report`.
+
+    Each mode's responses and messages runs come right after a chat completions run through
+    the gateway (endpoint "chat"), their baseline, so that drift hits them alike."""
+    check_endpoints(ph)
+    cases = [
+        (endpoint, stream, "gateway")
+        for stream in (False, True)
+        for endpoint in ("chat", "responses", "messages")
+    ]
+    cases += [("embeddings", False, "direct"), ("embeddings", False, "gateway")]
+    scripts = {
+        (endpoint, stream, target): wrk_script(
+            work / f"{endpoint}-{'stream' if stream else 'plain'}-{target}.lua",
+            stream,
+            ph.key(target),
+            endpoint,
+        )
+        for endpoint, stream, target in cases
+    }
+    for endpoint, stream, target in cases:
+        if endpoint != "chat":  # chat completions were warmed up by run_phase
+            run_wrk(ph.url(target, endpoint), scripts[(endpoint, stream, target)], 16, warmup)
+    for conns in (1, 16):
+        for endpoint, stream, target in cases:
+            gw0, mock0, t0 = cpu_seconds(ph.gateway.pid), cpu_seconds(ph.mock.pid), time.monotonic()
+            result = run_wrk(
+                ph.url(target, endpoint), scripts[(endpoint, stream, target)], conns, duration
+            )
+            wall = time.monotonic() - t0
+            report.endpoint_runs.append(
+                EndpointRun(
+                    ph.delay_ms,
+                    endpoint,
+                    stream,
+                    conns,
+                    target,
+                    result,
+                    (cpu_seconds(ph.gateway.pid) - gw0) / wall if target == "gateway" else None,
+                    (cpu_seconds(ph.mock.pid) - mock0) / wall,
+                )
+            )
+            log(
+                f"  {ph.delay_ms:>2} ms  {endpoint:<10}  {'stream' if stream else 'plain '}  "
+                f"c={conns:<2}  {target:<7}  {result.rps:>9.0f} req/s  p50 "
+                f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}"
+            )
+    report.endpoint_ttfb += measure_endpoint_ttfb(ph, ttfb_samples)
+
+
+def measure_endpoint_ttfb(ph: Phase, samples: int) -> list[Ttfb]:
+    """TTFB through the gateway of each streamed endpoint (chat completions the baseline),
+    alternating in blocks so that drift hits all alike. `Ttfb.target` is the endpoint."""
+    results: dict[str, list[float]] = {endpoint: [] for endpoint in STREAMED_ENDPOINTS}
+
+    def series(endpoint: str, n: int) -> list[float]:
+        return asyncio.run(
+            _ttfb_series(ph.port("gateway"), ph.key("gateway"), n, endpoint=endpoint)
+        )
+
+    for endpoint in results:
+        series(endpoint, 10)  # warm up
+    blocks = 4
+    for _ in range(blocks):
+        for endpoint in results:
+            results[endpoint] += series(endpoint, max(1, samples // blocks))
+    out = []
+    for endpoint, times in results.items():
+        times.sort()
+        out.append(
+            Ttfb(
+                ph.delay_ms,
+                endpoint,
+                len(times),
+                statistics.median(times),
+                times[min(len(times) - 1, int(len(times) * 0.9))],
+            )
+        )
+    return out
+
+
+def endpoint_rows(report: Report) -> list[EndpointRow]:
+    """Every --endpoints case through the gateway beside its baseline: chat completions
+    through the gateway run next to it (else the main table's), or the mock's embeddings
+    called directly."""
+
+    def other(e: EndpointRun, endpoint: str, target: str) -> WrkResult | None:
+        return next(
+            (
+                b.wrk
+                for b in report.endpoint_runs
+                if (b.delay_ms, b.endpoint, b.stream, b.connections, b.target)
+                == (e.delay_ms, endpoint, e.stream, e.connections, target)
+            ),
+            None,
+        )
+
+    rows = []
+    for e in report.endpoint_runs:
+        if e.target != "gateway" or e.endpoint == "chat":
+            continue
+        if e.endpoint == "embeddings":
+            base, baseline = other(e, "embeddings", "direct"), "mock direct"
+        else:
+            base = other(e, "chat", "gateway") or _find(
+                report, e.delay_ms, e.stream, e.connections, "gateway"
+            )
+            baseline = "chat via gateway"
+        if base is None:
+            continue
+        rows.append(
+            EndpointRow(
+                e.delay_ms,
+                e.endpoint,
+                e.stream,
+                e.connections,
+                e.wrk.rps,
+                e.wrk.p50_ms,
+                e.wrk.p99_ms,
+                baseline,
+                base.rps,
+                base.p50_ms,
+                round(e.wrk.rps / base.rps, 4) if base.rps else 0.0,
+                round(e.wrk.p50_ms - base.p50_ms, 3),
+                round(e.gateway_cpu or 0.0, 3),
+                e.wrk.errors,
+            )
+        )
+    rows.sort(
+        key=lambda r: (r.delay_ms, ENDPOINT_CASES.index((r.endpoint, r.stream)), r.connections)
+    )
+    return rows
 
 
 def _find(report: Report, delay: int, stream: bool, conns: int, target: str) -> WrkResult | None:
@@ -1429,6 +1758,59 @@ def render_proxy(report: Report) -> list[str]:
     return lines
 
 
+def render_endpoints(report: Report) -> list[str]:
+    """The --endpoints table and its TTFB lines (context: the issue sets no targets here)."""
+    lines = [
+        "",
+        "Endpoints through the gateway. The candidate is openai-compatible, so /v1/responses and "
+        "/v1/messages are translated (chat completions upstream): added = the endpoint's p50 - "
+        "chat completions' through the gateway (same delay, mode, connections, run just before), "
+        "the translation's cost. /v1/embeddings "
+        f"({len(EMBED_INPUT)} inputs, {EMBED_DIMENSIONS} dimensions, float): added = through "
+        "the gateway - the mock called directly. ratio = req/s / baseline req/s.",
+        "",
+        "| delay | endpoint | mode | conn | req/s | p50 / p99 ms | baseline | baseline req/s | "
+        "ratio | baseline p50 ms | added p50 ms | gateway CPU | errors |",
+        "| ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report.endpoint_rows:
+        lines.append(
+            f"| {row.delay_ms} ms | {ENDPOINT_PATHS[row.endpoint]} | "
+            f"{'stream' if row.stream else 'non-stream'} | {row.connections} | {row.rps:,.0f} | "
+            f"{row.p50_ms:.2f} / {row.p99_ms:.2f} | {row.baseline} | {row.baseline_rps:,.0f} | "
+            f"{row.ratio:.1%} | {row.baseline_p50_ms:.2f} | {row.added_p50_ms:+.2f} | "
+            f"{row.gateway_cpu:.2f} | {row.errors} |"
+        )
+    if report.endpoint_ttfb:
+        lines += [
+            "",
+            "Time to first text delta through the gateway (sequential streamed requests, one "
+            "keep-alive connection; added = minus chat completions' in the same series):",
+            "",
+            "| delay | endpoint | median / p90 ms | added median ms | samples |",
+            "| ---: | --- | ---: | ---: | ---: |",
+        ]
+        for delay in sorted({t.delay_ms for t in report.endpoint_ttfb}):
+            by = {t.target: t for t in report.endpoint_ttfb if t.delay_ms == delay}
+            chat = by.get("chat")
+            for endpoint in STREAMED_ENDPOINTS:
+                t = by.get(endpoint)
+                if t is None:
+                    continue
+                added = (
+                    "–"
+                    if chat is None or endpoint == "chat"
+                    else f"{t.median_ms - chat.median_ms:+.2f}"
+                )
+                lines.append(
+                    f"| {delay} ms | {ENDPOINT_PATHS[endpoint]} | {t.median_ms:.2f} / "
+                    f"{t.p90_ms:.2f} | {added} | {t.samples} |"
+                )
+    errors = sum(e.wrk.errors for e in report.endpoint_runs)
+    lines += ["", f"wrk errors in the endpoint runs (non-2xx + socket): {errors}"]
+    return lines
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "?"
 
@@ -1576,7 +1958,19 @@ def render(report: Report) -> str:
         lines += render_proxy(report)
     if report.shared:
         lines += render_shared(report)
+    if report.endpoints:
+        lines += render_endpoints(report)
     return "\n".join(lines)
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report as JSON; without --endpoints, without its (empty) endpoint fields, as before
+    the option existed."""
+    doc = asdict(report)
+    if not report.endpoints:
+        for name in ("endpoints", "endpoint_runs", "endpoint_rows", "endpoint_ttfb"):
+            del doc[name]
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1630,6 +2024,12 @@ def main(argv: list[str] | None = None) -> int:
         help="vary the mock's delay by up to this many percent either way, as a real "
         "provider's latency varies (default 0: every answer exactly --delays)",
     )
+    parser.add_argument(
+        "--endpoints",
+        action="store_true",
+        help="also measure /v1/responses, /v1/messages (non-stream and stream) and "
+        "/v1/embeddings through the gateway beside chat completions",
+    )
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     warmup = 1.0 if args.quick else 3.0
@@ -1646,6 +2046,7 @@ def main(argv: list[str] | None = None) -> int:
         floor=args.floor,
         proxy=args.proxy,
         shared=args.shared,
+        endpoints=args.endpoints,
     )
     if args.proxy:
         report.machine["haproxy"] = local_haproxy.version()
@@ -1670,7 +2071,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"upstream delay {delay} ms: starting the mock, the "
                 f"gateway{''.join(f', {e}' for e in extras)}"
             )
-            with phase(procs, work, delay, args.floor, args.proxy, servers, args.jitter_pct) as ph:
+            with phase(
+                procs,
+                work,
+                delay,
+                args.floor,
+                args.proxy,
+                servers,
+                args.jitter_pct,
+                args.endpoints,
+            ) as ph:
                 floor_pid = f", floor pid {ph.floor.pid}" if ph.floor is not None else ""
                 proxy_pid = (
                     f", HAProxy pid {ph.proxy.pid} (master), port {ph.proxy_port}"
@@ -1679,6 +2089,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 log(f"  gateway pid {ph.gateway.pid}, mock pid {ph.mock.pid}{floor_pid}{proxy_pid}")
                 run_phase(ph, procs, work, report, duration, warmup, samples, log, servers)
+                if args.endpoints:
+                    log(f"  {delay} ms: the other endpoints through the gateway")
+                    run_endpoints(ph, work, report, duration, warmup, samples, log)
     except (RuntimeError, subprocess.SubprocessError, OSError, EOFError) as exc:
         log(f"error: {exc}")
         return 1
@@ -1707,9 +2120,11 @@ def main(argv: list[str] | None = None) -> int:
         report.proxy_rows = proxy_rows(report)
         report.proxy_ttfb_added_ms = proxy_ttfb_added(report)
         report.proxy_verdicts = proxy_verdicts(report)
+    if report.endpoints:
+        report.endpoint_rows = endpoint_rows(report)
     print(render(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(report), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(report_json(report), indent=2) + "\n")
     # The gateway's figures above stand; exit 1 says the floor asked for was not (fully) measured.
     return 1 if report.floor_errors else 0
 

@@ -1,10 +1,17 @@
-"""A fast OpenAI chat-completions mock for the gateway benchmark, run as its own process.
+"""A fast OpenAI chat-completions and embeddings mock for the gateway benchmark, run as its
+own process.
 
     python bench/mock_upstream.py --port 9100 --delay-ms 20
 
 `POST .../chat/completions` answers like OpenAI: a JSON completion with `usage`, or, when the
 body has `"stream": true`, an SSE stream (role chunk, content chunks, finish chunk, usage
-chunk, `data: [DONE]`) sent with chunked transfer encoding. `--delay-ms` is waited before the
+chunk, `data: [DONE]`) sent with chunked transfer encoding. `POST .../embeddings` answers like
+OpenAI's `CreateEmbeddingResponse`: one vector per input (a string, a list of strings, a token
+array or a list of token arrays), EMBED_DIMENSIONS floats long unless the body asks for
+`dimensions`, as JSON floats or, with `"encoding_format": "base64"` (what the openai SDK asks
+for by default), as base64 of little-endian float32; `usage.prompt_tokens` is an estimate
+(a token per 4 characters, or the token arrays' lengths). The vectors are fixed per index,
+so an answer is built once and cached. `--delay-ms` is waited before the
 answer (before the first chunk of a stream); `--jitter-pct P` varies it uniformly by ±P %
 (seeded, so runs repeat), as a real provider's latency varies. `GET /health` answers 200.
 Connections are kept alive and pipelined requests are answered in order.
@@ -18,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import random
 import signal
+import struct
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -31,6 +40,10 @@ import orjson
 
 CONTENT = ("Hello", " from", " the", " mock", " upstream", ".")
 PROMPT_TOKENS = 12
+# Vector length of an embedding unless the request asks for `dimensions`: small enough to be
+# cheap, long enough that the JSON of a batch costs what a real one does.
+EMBED_DIMENSIONS = 256
+MAX_EMBED_DIMENSIONS = 4096
 
 
 def completion_body(model: str) -> bytes:
@@ -103,11 +116,55 @@ def stream_events(model: str) -> list[bytes]:
     return [b"%x\r\n%s\r\n" % (len(e), e) for e in events] + [b"0\r\n\r\n"]
 
 
+def embedding_vector(index: int, dimensions: int) -> list[float]:
+    """The fixed vector of the `index`-th input: float32 values (8 significant digits in JSON,
+    as OpenAI sends), different per index."""
+    rng = random.Random(index)
+    floats = struct.pack(f"<{dimensions}f", *(rng.uniform(-0.1, 0.1) for _ in range(dimensions)))
+    return [float(f"{v:.8g}") for v in struct.unpack(f"<{dimensions}f", floats)]
+
+
+def embedding_inputs(value: Any) -> tuple[int, int] | None:
+    """(number of inputs, estimated prompt tokens) of an embeddings `input`; None if it is
+    none of OpenAI's four shapes."""
+    if isinstance(value, str):
+        return 1, max(1, len(value) // 4)
+    if not isinstance(value, list) or not value:
+        return None
+    if all(isinstance(v, str) for v in value):
+        return len(value), sum(max(1, len(v) // 4) for v in value)
+    if all(isinstance(v, int) for v in value):
+        return 1, len(value)
+    if all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value):
+        return len(value), sum(len(v) for v in value)
+    return None
+
+
+def embeddings_body(model: str, count: int, tokens: int, dimensions: int, b64: bool) -> bytes:
+    """A `CreateEmbeddingResponse` with `count` vectors."""
+    data = []
+    for i in range(count):
+        vector = embedding_vector(i, dimensions)
+        embedding: Any = (
+            base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if b64 else vector
+        )
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
 class Responses:
     """Response bytes per (model, stream), built once: the mock does no per-request encoding."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[bytes, bool], list[bytes]] = {}
+        self._embed_cache: dict[tuple[str, int, int, int, str], list[bytes]] = {}
 
     def get(self, model: bytes, stream: bool) -> list[bytes]:
         parts = self._cache.get((model, stream))
@@ -130,6 +187,36 @@ class Responses:
                 self._cache[(model, stream)] = parts
         return parts
 
+    def embeddings(self, doc: Any) -> list[bytes]:
+        """The answer to an embeddings request body, cached per (model, inputs, tokens,
+        dimensions, encoding): the benchmark sends the same body again and again."""
+        if not isinstance(doc, dict):
+            return [BAD_EMBEDDINGS]
+        shape = embedding_inputs(doc.get("input"))
+        model = doc.get("model")
+        dims = doc.get("dimensions")
+        dims = EMBED_DIMENSIONS if dims is None else dims  # null or absent: the default
+        fmt = doc.get("encoding_format") or "float"
+        if (
+            shape is None
+            or not isinstance(model, str)
+            or type(dims) is not int
+            or not 1 <= dims <= MAX_EMBED_DIMENSIONS
+            or fmt not in ("float", "base64")
+        ):
+            return [BAD_EMBEDDINGS]
+        key = (model, *shape, dims, fmt)
+        parts = self._embed_cache.get(key)
+        if parts is None:
+            body = embeddings_body(model, *shape, dims, fmt == "base64")
+            parts = [
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            ]
+            if len(self._embed_cache) < 64:
+                self._embed_cache[key] = parts
+        return parts
+
 
 def _plain(status: bytes, ctype: bytes, body: bytes) -> bytes:
     return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (
@@ -146,6 +233,13 @@ NOT_FOUND = _plain(
     b'{"error":{"message":"not found","type":"invalid_request_error"}}',
 )
 HEALTH = _plain(b"200 OK", b"text/plain", b"ok")
+BAD_EMBEDDINGS = _plain(
+    b"400 Bad Request",
+    b"application/json",
+    b'{"error":{"message":"input must be a string, a list of strings, a token array or a list '
+    b'of token arrays; dimensions 1..4096; encoding_format float or base64",'
+    b'"type":"invalid_request_error","param":null,"code":null}}',
+)
 
 
 class MockProtocol(asyncio.Protocol):
@@ -208,12 +302,15 @@ class MockProtocol(asyncio.Protocol):
         path = url.split(b"?", 1)[0]
         if method == b"GET" and path == b"/health":
             return [HEALTH]
-        if method != b"POST" or not path.endswith(b"/chat/completions"):
+        embeddings = path.endswith(b"/embeddings")
+        if method != b"POST" or not (embeddings or path.endswith(b"/chat/completions")):
             return [NOT_FOUND]
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             doc = {}
+        if embeddings:
+            return self.responses.embeddings(doc)
         model = doc.get("model") if isinstance(doc, dict) else None
         stream = bool(doc.get("stream")) if isinstance(doc, dict) else False
         return self.responses.get(model.encode() if isinstance(model, str) else b"mock", stream)
@@ -258,7 +355,7 @@ async def serve(host: str, port: int, delay_ms: float, jitter_pct: float = 0.0) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="OpenAI chat-completions mock for the gateway benchmark."
+        description="OpenAI chat-completions and embeddings mock for the gateway benchmark."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
