@@ -219,7 +219,7 @@ def test_a_tool_use_and_tool_result_round_trip(
     uses = [b for b in first.content if b.type == "tool_use"]
     assert len(uses) == 1
     use = uses[0]
-    assert use.name == "get_weather" and isinstance(use.input["city"], str)  # type: ignore[index]
+    assert use.name == "get_weather" and isinstance(use.input["city"], str)
     assert use.id
     followup = [
         question,

@@ -248,13 +248,17 @@ def test_a_function_tool_round_trip(route: str, client: openai.OpenAI, clean_fak
     assert not [o for o in second.output if o.type == "function_call"]
 
 
-@pytest.mark.parametrize("route", ["chat", "anthropic-first", "offline"])
+@pytest.mark.parametrize("route", ["chat", "anthropic-first", "gemini-first", "offline"])
 def test_a_streamed_function_call(route: str, client: openai.OpenAI, clean_fakes: Fakes) -> None:
     with client.responses.stream(model=route, input="Weather in Paris?", tools=TOOLS) as s:
-        types = [e.type for e in s]
+        events = list(s)
         final = s.get_final_response()
+    types = [e.type for e in events]
     assert "response.function_call_arguments.delta" in types
-    assert "response.output_item.added" in types
+    added = [e.item for e in events if e.type == "response.output_item.added"]
+    # the name and call id come with the item's start (langchain reads them there)
+    assert [(a.type, getattr(a, "name", None)) for a in added] == [("function_call", "get_weather")]
+    assert getattr(added[0], "call_id", None)
     calls = [o for o in final.output if o.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather"
     assert isinstance(json.loads(calls[0].arguments)["city"], str)
@@ -323,7 +327,7 @@ def test_a_bad_key_is_an_authentication_error(gateway: Gateway) -> None:
 
 def test_a_bad_request_names_the_field(client: openai.OpenAI, clean_fakes: Fakes) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.responses.create(model="chat", input=[{"role": "user", "content": 42}])  # type: ignore[list-item]
+        client.responses.create(model="chat", input=[{"role": "user", "content": 42}])  # type: ignore[list-item,misc]
     body: Any = err.value.body
     assert body["param"].startswith("input[0]")
     assert clean_fakes.openai.requests == []
