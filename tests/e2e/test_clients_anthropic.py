@@ -449,3 +449,41 @@ def test_an_unknown_model_is_a_not_found_error(client: anthropic.Anthropic) -> N
         client.messages.create(model="no-such-route", max_tokens=16, messages=_user("hi"))
     body: Any = err.value.body
     assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+
+
+def test_a_passthrough_stream_that_breaks_after_its_first_text_raises_in_the_sdk(
+    gateway: Gateway, client: anthropic.Anthropic, clean_fakes: Fakes
+) -> None:
+    # Committed at the first text delta: no fallback; Anthropic's own error event is relayed
+    # and the SDK raises it.
+    clean_fakes.anthropic.push(Fault("error_event"))
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        client.messages.stream(
+            model="anthropic-first", max_tokens=256, messages=_user("break please")
+        ) as s,
+    ):
+        for _ in s.text_stream:
+            pass
+    assert "Overloaded" in str(err.value)
+    assert clean_fakes.openai.requests == []
+
+
+def test_a_translated_stream_cut_after_commit_ends_in_anthropics_error_event(
+    gateway: Gateway, client: anthropic.Anthropic, clean_fakes: Fakes
+) -> None:
+    clean_fakes.openai.push(Fault("drop_mid_stream"))
+    pieces: list[str] = []
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        client.messages.stream(model="chat", max_tokens=256, messages=_user("break please")) as s,
+    ):
+        request_id = s.response.headers["x-request-id"]
+        for text in s.text_stream:
+            pieces.append(text)
+    assert pieces  # it had committed: the text so far reached the client
+    body: Any = err.value.body
+    assert body["type"] == "error" and body["error"]["type"] in ("api_error", "overloaded_error")
+    rec = gateway.record(request_id)
+    assert rec["broke_after_commit"] and rec["endpoint"] == "/v1/messages"
+    assert clean_fakes.anthropic.requests == []  # no fallback after the commit

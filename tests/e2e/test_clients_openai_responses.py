@@ -331,3 +331,59 @@ def test_a_bad_request_names_the_field(client: openai.OpenAI, clean_fakes: Fakes
     body: Any = err.value.body
     assert body["param"].startswith("input[0]")
     assert clean_fakes.openai.requests == []
+
+
+@pytest.mark.parametrize(("route", "fake"), [("chat", "openai"), ("anthropic-first", "anthropic")])
+def test_a_stream_broken_after_its_commit_ends_in_an_error_event(
+    route: str, fake: str, gateway: Gateway, client: openai.OpenAI, clean_fakes: Fakes
+) -> None:
+    # Committed at the first text: no fallback. The gateway ends the stream with an `error`
+    # event carrying an `error` object, which the openai SDK raises as an `APIError`.
+    getattr(clean_fakes, fake).push(Fault("drop_mid_stream"))
+    types: list[str] = []
+    with (
+        pytest.raises(openai.APIError) as err,
+        client.responses.with_streaming_response.create(
+            model=route, input="break please", stream=True
+        ) as raw,
+    ):
+        request_id = raw.headers["x-request-id"]
+        for event in raw.parse():
+            types.append(event.type)
+    assert "response.output_text.delta" in types  # the text so far reached the client
+    assert "response.completed" not in types
+    assert f"{fake}: stream broken" in err.value.message
+    rec = gateway.record(request_id)
+    assert rec["broke_after_commit"] and rec["endpoint"] == "/v1/responses"
+    other = clean_fakes.anthropic if fake == "openai" else clean_fakes.openai
+    assert other.requests == []  # no fallback after the commit
+
+
+@pytest.mark.parametrize("route", ["chat", "anthropic-first", "gemini-first"])
+def test_an_image_input(route: str, client: openai.OpenAI, clean_fakes: Fakes) -> None:
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQ"
+        "GAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    resp = client.responses.create(
+        model=route,
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_image", "image_url": "data:image/png;base64," + png},
+                    {"type": "input_text", "text": "What is this?"},
+                ],
+            }
+        ],
+    )
+    assert "What is this?" in resp.output_text
+    if route == "chat":  # passed through as sent
+        part = clean_fakes.openai.requests[0].body["input"][0]["content"][0]
+        assert part["image_url"].endswith(png)
+    elif route == "anthropic-first":
+        block = clean_fakes.anthropic.requests[0].body["messages"][0]["content"][0]
+        assert block["source"] == {"type": "base64", "media_type": "image/png", "data": png}
+    else:
+        parts = clean_fakes.gemini.requests[0].body["contents"][0]["parts"]
+        assert any(p.get("inlineData", {}).get("data") == png for p in parts)
