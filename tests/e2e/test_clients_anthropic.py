@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from tests.conftest import Fakes
@@ -487,3 +488,33 @@ def test_a_translated_stream_cut_after_commit_ends_in_anthropics_error_event(
     rec = gateway.record(request_id)
     assert rec["broke_after_commit"] and rec["endpoint"] == "/v1/messages"
     assert clean_fakes.anthropic.requests == []  # no fallback after the commit
+
+
+@pytest.mark.parametrize("variable", ["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"])
+def test_a_client_configured_from_the_environment(
+    variable: str, gateway: Gateway, key: str, monkeypatch: pytest.MonkeyPatch, clean_fakes: Fakes
+) -> None:
+    # How tools built on the SDK (Claude Code) are pointed at a gateway.
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", gateway.url)
+    monkeypatch.setenv(variable, key)
+    msg = anthropic.Anthropic(max_retries=0).messages.create(
+        model="anthropic-first", max_tokens=64, messages=_user("from the env")
+    )
+    assert _texts(msg) == "Hello from fake-anthropic: from the env"
+    # the gateway's key stays at the gateway: the provider gets the configured one
+    assert clean_fakes.anthropic.requests[0].headers["x-api-key"] == "test-anthropic-key"
+
+
+def test_the_documented_x_api_key_header(gateway: Gateway, key: str, clean_fakes: Fakes) -> None:
+    # Anthropic's documented header (older SDKs and raw HTTP clients send it).
+    resp = httpx.post(
+        gateway.url + "/v1/messages",
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        json={"model": "chat", "max_tokens": 64, "messages": _user("raw http")},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    msg = anthropic.types.Message.model_validate(resp.json())
+    assert _texts(msg) == "Hello from fake-openai: raw http"

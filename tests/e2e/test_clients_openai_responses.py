@@ -387,3 +387,15 @@ def test_an_image_input(route: str, client: openai.OpenAI, clean_fakes: Fakes) -
     else:
         parts = clean_fakes.gemini.requests[0].body["contents"][0]["parts"]
         assert any(p.get("inlineData", {}).get("data") == png for p in parts)
+
+
+def test_a_client_configured_from_the_environment(
+    gateway: Gateway, key: str, monkeypatch: pytest.MonkeyPatch, clean_fakes: Fakes
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", gateway.url + "/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    resp = openai.OpenAI(max_retries=0).responses.create(model="chat", input="from the env")
+    assert resp.output_text == "Hello from fake-openai: from the env"
+    # the gateway's key stays at the gateway: the provider gets the configured one
+    sent = clean_fakes.openai.requests[0].headers["Authorization"]
+    assert sent == "Bearer test-openai-key"
