@@ -88,6 +88,8 @@ def test_invoke(
     assert msg.usage_metadata is not None and msg.usage_metadata["output_tokens"] > 0
     headers = msg.response_metadata["headers"]
     assert headers["x-switchyard-provider"] == provider
+    # the model that answered (langchain reported a missing model before /v1/responses)
+    assert msg.response_metadata["model_name"] == headers["x-switchyard-model"]
     rec = gateway.record(headers["x-request-id"])
     assert (rec["endpoint"], rec["provider"], rec["stream"]) == ("/v1/responses", provider, 0)
     assert rec["input_tokens"] == msg.usage_metadata["input_tokens"]
