@@ -34,7 +34,11 @@ from runtime.chat import ChatHandler, next_request_id, request_id_prefix
 from runtime.config import ConfigError, RuntimeConfig, ShutdownTimeline
 from runtime.embeddings import EmbeddingsHandler
 from runtime.errors import GatewayError
-from runtime.frontends.messages import COUNT_TOKENS_ESTIMATE_HEADER, MessagesFrontend
+from runtime.frontends.messages import (
+    COUNT_TOKENS_ESTIMATE_HEADER,
+    COUNT_TOKENS_ESTIMATE_VALUE,
+    MessagesFrontend,
+)
 from runtime.frontends.responses import ResponsesFrontend
 from runtime.keys import Authenticator
 from runtime.limits import build_limiter
@@ -474,7 +478,7 @@ def create_app(
             rec.key_id, rec.org = key.id, key.org
             counted = _MESSAGES.count_tokens(await request.body())
             response = _json(200, counted)
-            response.headers[COUNT_TOKENS_ESTIMATE_HEADER] = "true"
+            response.headers[COUNT_TOKENS_ESTIMATE_HEADER] = COUNT_TOKENS_ESTIMATE_VALUE
             rec.status = 200
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code

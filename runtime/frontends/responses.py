@@ -466,18 +466,20 @@ class TranslatedEncoder:
         pos = call.get("index", 0)
         fn = call.get("function") or {}
         index = self._calls.get(pos)
+        name = fn.get("name") or ""
         if index is None:
             out = self._close_open()
+            # The name goes in `output_item.added`: clients (langchain) take it from there.
             index, added = self._add(
                 _call_item(
-                    self._ids.call(len(self._calls)), call.get("id") or "", "", "", "in_progress"
+                    self._ids.call(len(self._calls)), call.get("id") or "", name, "", "in_progress"
                 )
             )
             self._calls[pos] = index
             out += added
+        elif name:
+            self._items[index]["name"] += name
         item = self._items[index]
-        if fn.get("name"):
-            item["name"] += fn["name"]
         if not item["call_id"] and call.get("id"):
             item["call_id"] = call["id"]
         args = fn.get("arguments")
