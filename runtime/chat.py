@@ -22,7 +22,8 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from runtime import request_check, scrub, tokens
-from runtime.adapters import AnyChunk, Completion, NativeRequest, RelayChunk, Usage
+from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
+from runtime.config import OrgConfig
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
 from runtime.fallback import CANCELLED, AllCandidatesFailed, Opened, complete, open_stream
@@ -185,16 +186,8 @@ class ChatHandler:
             raise _shutting_down()
         body = await _read_body(receive)
         self.drain.tasks[task] = False  # past its body: it may finish while draining
-        parsed: Parsed | None = None
-        native: NativeRequest | None = None
-        if self.frontend is None:
-            request = request_check.parse(body, rec)  # a 400 naming the field, or checked
-            plan = services.router.plan(request, org)
-        else:
-            # Another API: checked in its own terms, translated to chat completions.
-            parsed = self.frontend.parse(body, rec)
-            request, native = parsed.request, parsed.native
-            plan = services.router.plan(request, org, native.api, parsed.builtin_tools)
+        request, plan, parsed = self._prepare(body, rec, org)
+        native = parsed.native if parsed is not None else None
         stream = rec.stream
         rec.route = plan.route
         rec.skipped = plan.skipped
@@ -213,15 +206,7 @@ class ChatHandler:
         guard = _Guard(receive, self.request_timeout, task)
         try:
             try:
-                if parsed is not None:
-                    if stream:
-                        await self._stream_api(ctx, parsed, send)
-                    else:
-                        await self._complete(ctx, send, parsed)
-                elif stream:
-                    await self._stream(ctx, send)
-                else:
-                    await self._complete(ctx, send)
+                await self._serve(ctx, parsed, send)
             except asyncio.CancelledError:
                 if not (guard.gone or guard.timed_out):
                     raise  # a shutdown, not us (answered in __call__)
@@ -251,6 +236,31 @@ class ChatHandler:
                     "no answer within the gateway's request_timeout_s of "
                     f"{self.request_timeout:g} s",
                 ) from None
+
+    def _prepare(
+        self, body: bytes, rec: RequestRecord, org: OrgConfig
+    ) -> tuple[dict[str, Any], RoutePlan, Parsed | None]:
+        """The checked request (a 400 naming the field otherwise), its plan, and for another
+        API its frontend's parse (checked in its own terms, translated to chat completions)."""
+        router = self.services.router
+        if self.frontend is None:
+            request = request_check.parse(body, rec)
+            return request, router.plan(request, org), None
+        parsed = self.frontend.parse(body, rec)
+        request = parsed.request
+        return request, router.plan(request, org, parsed.native.api, parsed.builtin_tools), parsed
+
+    async def _serve(self, ctx: RequestContext, parsed: Parsed | None, send: Send) -> None:
+        """Answer a planned request: streamed or not, in chat completions or another API."""
+        if parsed is not None:
+            if ctx.stream:
+                await self._stream_api(ctx, parsed, send)
+            else:
+                await self._complete(ctx, send, parsed)
+        elif ctx.stream:
+            await self._stream(ctx, send)
+        else:
+            await self._complete(ctx, send)
 
     async def _complete(
         self, ctx: RequestContext, send: Send, parsed: Parsed | None = None
