@@ -22,7 +22,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from runtime import request_check, scrub, tokens
-from runtime.adapters import AnyChunk, Completion, RelayChunk, Usage
+from runtime.adapters import AnyChunk, Completion, NativeRequest, RelayChunk, Usage
 from runtime.config import OrgConfig
 from runtime.context import RequestContext, ResponseProgress
 from runtime.errors import GatewayError, UpstreamError, from_upstream
@@ -188,6 +188,15 @@ class ChatHandler:
         self.drain.tasks[task] = False  # past its body: it may finish while draining
         request, plan, parsed = self._prepare(body, rec, org)
         native = parsed.native if parsed is not None else None
+        if native is not None and self.frontend is not None and self.frontend.forward_headers:
+            wanted = self.frontend.forward_headers
+            forwarded = tuple(
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in scope["headers"]
+                if k in wanted
+            )
+            if forwarded:
+                native = NativeRequest(native.api, native.body, forwarded)
         stream = rec.stream
         rec.route = plan.route
         rec.skipped = plan.skipped

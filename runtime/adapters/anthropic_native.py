@@ -44,12 +44,17 @@ def request_body(call: Call, stream: bool) -> bytes:
 
 
 def headers(call: Call) -> dict[str, str]:
-    """Anthropic's auth headers, as on the chat path."""
-    return {
+    """Anthropic's auth headers, as on the chat path, and the client's own Anthropic headers
+    the frontend forwards (`anthropic-beta`: beta fields of the body need it)."""
+    out = {
         "content-type": "application/json",
         "x-api-key": call.credentials.get("api_key", ""),
         "anthropic-version": chat.API_VERSION,
     }
+    if call.native is not None:
+        for name, value in call.native.headers:  # a repeated header: its values, joined
+            out[name] = f"{out[name]},{value}" if name in out else value
+    return out
 
 
 async def post(

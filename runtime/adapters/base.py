@@ -75,6 +75,9 @@ class NativeRequest:
 
     api: str
     body: dict[str, Any]  # as the client sent it (do not mutate)
+    # The client's headers of that API the provider reads (Anthropic's `anthropic-beta`),
+    # forwarded on a passthrough only; lower-case names.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)

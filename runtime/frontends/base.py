@@ -77,6 +77,9 @@ class Frontend(Protocol):
 
     endpoint: str  # the path it serves, e.g. "/v1/responses" (also the record's `endpoint`)
     api: str  # NativeRequest.api: "responses" or "messages"
+    # Request headers of this API that a passthrough forwards to the provider (lower-case
+    # names; e.g. Anthropic's `anthropic-beta`, which turns on beta fields of the body).
+    forward_headers: frozenset[bytes]
 
     def parse(self, body: bytes, rec: RequestRecord) -> Parsed:
         """Decode and check the body; set `rec.requested_model` and `rec.stream`. Raises a 400

@@ -166,6 +166,8 @@ class MessagesFrontend:
 
     endpoint = ENDPOINT
     api = API
+    # Beta fields of the body need their `anthropic-beta` header at Anthropic (passthrough).
+    forward_headers = frozenset({b"anthropic-beta"})
 
     def parse(self, body: bytes, rec: RequestRecord) -> Parsed:
         """Check the body against `MessageCreateParams` and translate it (see

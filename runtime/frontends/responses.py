@@ -57,6 +57,7 @@ class ResponsesFrontend:
 
     endpoint = responses_request.ENDPOINT
     api = responses_request.API
+    forward_headers: frozenset[bytes] = frozenset()  # OpenAI reads none of the client's
 
     def parse(self, body: bytes, rec: RequestRecord) -> Parsed:
         return responses_request.parse(body, rec)

@@ -518,3 +518,19 @@ def test_the_documented_x_api_key_header(gateway: Gateway, key: str, clean_fakes
     assert resp.status_code == 200, resp.text
     msg = anthropic.types.Message.model_validate(resp.json())
     assert _texts(msg) == "Hello from fake-openai: raw http"
+
+
+def test_the_clients_beta_header_reaches_anthropic_on_a_passthrough_only(
+    gateway: Gateway, client: anthropic.Anthropic, clean_fakes: Fakes
+) -> None:
+    beta = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+    client.messages.create(
+        model="anthropic-first", max_tokens=64, messages=_user("beta"), extra_headers=beta
+    )
+    (sent,) = clean_fakes.anthropic.requests
+    assert {k.lower(): v for k, v in sent.headers.items()}["anthropic-beta"] == beta[
+        "anthropic-beta"
+    ]
+    client.messages.create(model="chat", max_tokens=64, messages=_user("beta"), extra_headers=beta)
+    (translated,) = clean_fakes.openai.requests
+    assert "anthropic-beta" not in {k.lower() for k in translated.headers}

@@ -419,6 +419,30 @@ def test_messages_body_goes_upstream_with_only_the_model_replaced(
         assert result.finish_reason == finish
 
 
+def test_messages_passthrough_forwards_the_clients_beta_headers() -> None:
+    # Beta fields of a Messages body need their `anthropic-beta` header at Anthropic; the
+    # frontend forwards it (repeated headers joined), and nothing else of the client's.
+    doc = fixture("anthropic", "message_text.json")
+    sent: list[MockRequest] = []
+    adapter = AnthropicAdapter(anthropic_provider(), answering(200, orjson.dumps(doc), sent))
+    beta = Call(
+        {},
+        MODEL,
+        {"api_key": "sk-1"},
+        "req_1",
+        native=NativeRequest(
+            "messages",
+            MESSAGES_BODY,
+            (("anthropic-beta", "interleaved-thinking-2025-05-14"), ("anthropic-beta", "b2")),
+        ),
+    )
+    complete(adapter, beta)
+    complete(adapter, call("messages", MESSAGES_BODY))
+    assert sent[0].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14,b2"
+    assert sent[0].headers["x-api-key"] == "sk-1"
+    assert "anthropic-beta" not in sent[1].headers
+
+
 def test_messages_cache_usage_counts_the_cache_in_the_input() -> None:
     doc = fixture("anthropic", "message_cache_usage.json")
     u = doc["usage"]
