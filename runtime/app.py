@@ -425,15 +425,20 @@ def create_app(
             rec.key_id, rec.org = key.id, key.org
             org = config.orgs.get(key.org)
             created = int(gw.started)
+            anthropic = _anthropic_client(request)
             data = [
-                {"id": mid, "object": "model", "created": created, "owned_by": "switchyard"}
-                for mid in services.router.model_ids(org)
+                _model_object(mid, created, anthropic) for mid in services.router.model_ids(org)
             ]
-            response = _json(200, {"object": "list", "data": data})
+            if anthropic:  # Anthropic's page: the whole list at once
+                first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+                page = {"data": data, "has_more": False, "first_id": first, "last_id": last}
+                response = _json(200, page)
+            else:
+                response = _json(200, {"object": "list", "data": data})
             rec.status = 200
         except GatewayError as exc:
             rec.status, rec.error_code = exc.status, exc.code
-            response = _error(exc)
+            response = _anthropic_error(exc) if _anthropic_client(request) else _error(exc)
         response.headers["x-request-id"] = rec.request_id
         rec.latency_ms = rec.ttfb_ms = (time.perf_counter() - start) * 1000
         services.records.submit(rec)
@@ -490,7 +495,14 @@ def create_app(
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
+        if exc.status_code == 404 and request.url.path.startswith(RESPONSES_ENDPOINT + "/"):
+            err = GatewayError(
+                404,
+                "not_found",
+                "this gateway does not store responses, so there is none to retrieve, cancel "
+                "or delete; send the whole conversation in `input` (docs/api-responses.md)",
+            )
+        elif exc.status_code == 404:
             err = GatewayError(
                 404,
                 "not_found",

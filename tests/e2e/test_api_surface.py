@@ -164,3 +164,22 @@ def test_every_response_carries_a_request_id(
 ) -> None:
     _, head, _ = _get(gateway, path, key if with_key else None, method=method)
     assert head.get("x-request-id", "").startswith("req_"), (path, head)
+
+
+def test_the_anthropic_sdk_lists_models_in_anthropics_shape(gateway: Gateway, key: str) -> None:
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    page = client.models.list()
+    ids = [m.id for m in page.data]
+    assert "chat" in ids and "openai/gpt" in ids
+    assert all(m.type == "model" and m.display_name == m.id for m in page.data)
+    assert page.has_more is False
+    assert (page.first_id, page.last_id) == (ids[0], ids[-1])
+
+
+def test_a_stored_response_lookup_says_nothing_is_stored(gateway: Gateway, key: str) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.retrieve("resp_123")
+    assert "does not store responses" in str(err.value)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete("resp_123")
