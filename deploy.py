@@ -7,7 +7,11 @@ See docs/deploy.md. The work is in the `deployer` package.
 
 import sys
 
-from deployer.cli import main
+from runtime.setup_hint import exit_missing
 
 if __name__ == "__main__":
+    try:
+        from deployer.cli import main
+    except ModuleNotFoundError as exc:  # a dependency is not installed for this Python
+        sys.exit(exit_missing(exc))
     sys.exit(main())

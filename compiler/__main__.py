@@ -8,6 +8,11 @@ import sys
 # growing tree again and again (a quarter of the time of a large build).
 gc.set_threshold(200_000, 30, 30)
 
-from compiler.cli import main  # noqa: E402
+from runtime.setup_hint import exit_missing  # noqa: E402  (standard library only)
+
+try:
+    from compiler.cli import main
+except ModuleNotFoundError as exc:  # a dependency is not installed for this Python
+    sys.exit(exit_missing(exc))
 
 sys.exit(main())

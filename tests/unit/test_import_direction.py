@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("compiler", "deployer", "runtime")
 
 # The runtime modules the compiler may import: standard library only, no gateway code.
-RUNTIME_CONTRACT = frozenset({"runtime.config", "runtime.vocabulary"})
+# runtime.setup_hint: what every command says when a dependency is missing.
+RUNTIME_CONTRACT = frozenset({"runtime.config", "runtime.vocabulary", "runtime.setup_hint"})
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
