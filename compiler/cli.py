@@ -249,7 +249,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
     tmp.write_text(expected)
     os.replace(tmp, path)
     print(f"wrote {path}")
+    if args.out:  # a copy for an editor: the modeline that uses it, from gateway.yaml's folder
+        print(f"use it in gateway.yaml: # yaml-language-server: $schema=./{_relative(path)}")
     return EXIT_OK
+
+
+def _relative(path: Path) -> str:
+    """`path` relative to the working directory when it is inside it, else as given."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -362,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="fail if the checked-in schema is out of date"
     )
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--write",
+        metavar="PATH",
+        dest="out",
+        help="write the schema to PATH instead: a local copy in your repository for editors "
+        "that work offline (point gateway.yaml's yaml-language-server modeline at it)",
+    )
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("docs", help="write (or --check) docs/reference.md from the models")
