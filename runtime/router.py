@@ -200,13 +200,7 @@ class Router:
             else:
                 eligible.append((c, cost))
         if not eligible:
-            detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
-            raise GatewayError(
-                400 if _request_caused(skipped) else 503,
-                "no_candidate",
-                f"no candidate of '{model}' can serve this request ({detail})",
-                param="model",
-            )
+            raise _no_candidate(model, skipped)
         ordered = _order(strategy, eligible, self._rng)
         worst = _worst_cost(ordered, est_prompt, max_tokens)
         return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens, worst)
@@ -252,13 +246,7 @@ class Router:
             else:
                 eligible.append((c, cost))
         if not eligible:
-            detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
-            raise GatewayError(
-                400 if _request_caused(skipped) else 503,
-                "no_candidate",
-                f"no candidate of '{model}' can serve this request ({detail})",
-                param="model",
-            )
+            raise _no_candidate(model, skipped)
         ordered = _order(target.strategy, eligible, self._rng)
         costs = [e[1] for e in eligible if e[1] is not None]
         worst = max(costs) if costs else None
@@ -336,7 +324,7 @@ def _skip_reason(
 ) -> str | None:
     if c.credentials is None:
         names = ", ".join(sorted(c.provider.credentials.values()))
-        return f"credentials not set ({names})"
+        return f"{_STATE_REASON} ({names})"
     missing = needs - c.model.capabilities
     if missing:
         return "lacks " + ", ".join(sorted(missing)) + " (needed by this request)"
@@ -360,7 +348,7 @@ def _skip_reason(
 def _embed_skip_reason(c: Candidate, dims: int | None, longest: int) -> str | None:
     if c.credentials is None:
         names = ", ".join(sorted(c.provider.credentials.values()))
-        return f"credentials not set ({names})"
+        return f"{_STATE_REASON} ({names})"
     if "embeddings" not in c.model.capabilities:
         return "lacks embeddings (not an embedding model)"
     size = c.model.dimensions
@@ -394,9 +382,24 @@ def _worst_cost(
     return worst
 
 
-def _request_caused(skipped: list[dict[str, str]]) -> bool:
-    """True when every skip is due to the request (so 400), not the gateway's state (503)."""
-    return all(not s["reason"].startswith("credentials not set") for s in skipped)
+def _no_candidate(model: Any, skipped: list[dict[str, str]]) -> GatewayError:
+    """The error when every candidate was skipped, naming every skip with its reason.
+
+    A 400 as soon as one candidate WITH credentials was skipped for something the request
+    asked (a limit, a capability, the cost cap): the same request fails the same way however
+    often it is retried, even when other candidates lack credentials (those are listed too).
+    A 503 only when every skip is the gateway's state: credentials not set."""
+    detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
+    request_caused = any(not s["reason"].startswith(_STATE_REASON) for s in skipped)
+    return GatewayError(
+        400 if request_caused else 503,
+        "no_candidate",
+        f"no candidate of '{model}' can serve this request ({detail})",
+        param="model",
+    )
+
+
+_STATE_REASON = "credentials not set"  # the one skip reason that is the gateway's state
 
 
 def _order(

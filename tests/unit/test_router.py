@@ -101,6 +101,27 @@ def test_no_candidate_left_is_503_when_credentials_are_missing() -> None:
     assert "a/big: credentials not set (A_KEY)" in info.value.message
 
 
+def test_a_request_problem_is_400_even_when_other_candidates_lack_credentials() -> None:
+    # The dev gateway's `chat`: a provider without a key first, then one that has it but
+    # cannot give 100,000,000 output tokens. Retrying cannot help, so 400, every skip named.
+    r = make(route("r", [("a", "big"), ("b", "short")]), without_credentials=("a",))
+    with pytest.raises(GatewayError) as info:
+        r.plan(chat("r", max_tokens=100_000_000), ORG)
+    assert (info.value.status, info.value.code) == (400, "no_candidate")
+    assert info.value.message == (
+        "no candidate of 'r' can serve this request (a/big: credentials not set (A_KEY);"
+        " b/short: max_tokens 100000000 is over the model's output limit of 100)"
+    )
+
+
+def test_a_lacking_capability_beside_missing_credentials_is_400_too() -> None:
+    r = make(route("r", [("b", "mid"), ("a", "big")]), without_credentials=("a",))
+    with pytest.raises(GatewayError) as info:
+        r.plan(chat("r", tools=[{"type": "function", "function": {"name": "f"}}]), ORG)
+    assert info.value.status == 400
+    assert "b/mid: lacks tools (needed by this request)" in info.value.message
+
+
 def test_a_cost_cap_skips_candidates_estimated_over_it_and_unpriced_ones() -> None:
     r = make(route("r", [("a", "big"), ("b", "free"), ("a", "small")], cap=0.001))
     plan = r.plan(chat("r"), ORG)
