@@ -138,12 +138,29 @@ class Router:
         self._rng = rng if rng is not None else random.Random()
 
     def model_ids(self, org: OrgConfig | None) -> list[str]:
-        """What a key of this org may put in `model`: routes, then explicit provider/model ids."""
+        """What a key of this org can use now in `model`: its routes with at least one candidate
+        whose provider has credentials (the environment's, or the org's own BYOK ones), then
+        explicit provider/model ids of providers with credentials, when those are allowed.
+        GET /v1/models lists these and GET /v1/models/{id} answers only for them."""
         allowed = None if org is None else org.routes
-        ids = [r for r in self.config.routes if allowed is None or r in allowed]
+        ready = self._providers_with_credentials(org)
+        ids = [
+            name
+            for name, route in self.routes.items()
+            if (allowed is None or name in allowed)
+            and any(c.provider.id in ready for c in route.candidates)
+        ]
         if self.config.explicit_models_allowed(org.id if org else ""):
-            ids.extend(f"{p}/{m}" for (p, m) in self._candidates)
+            ids.extend(f"{p}/{m}" for (p, m) in self._candidates if p in ready)
         return ids
+
+    def _providers_with_credentials(self, org: OrgConfig | None) -> set[str]:
+        """Providers a request of this org would not skip for "credentials not set"."""
+        ready = {c.provider.id for c in self._candidates.values() if c.credentials is not None}
+        byok = self.byok
+        if org is not None and org.byok_providers and byok is not None:
+            ready.update(p for p in org.byok_providers if byok.credentials(org.id, p) is not None)
+        return ready
 
     def plan(
         self,

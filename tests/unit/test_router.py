@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.config import OrgConfig
 from runtime.errors import GatewayError
 from runtime.router import Router
 from tests.unit.scripted import ScriptedAdapter, chat, config, model, provider, route, router
@@ -136,3 +137,44 @@ def test_an_unknown_model_is_404() -> None:
     with pytest.raises(GatewayError) as info:
         make(route("r", [("a", "big")])).plan(chat("nope"), ORG)
     assert (info.value.status, info.value.code) == (404, "model_not_found")
+
+
+class _OwnKeys:
+    """A BYOK cache holding the org's own credentials for the providers given."""
+
+    def __init__(self, org: str, *providers: str) -> None:
+        self._held = {(org, p) for p in providers}
+
+    def credentials(self, org: str, provider: str) -> dict[str, str] | None:
+        return {"api_key": "own"} if (org, provider) in self._held else None
+
+
+def test_model_ids_list_only_what_has_credentials_now() -> None:
+    r = make(
+        route("a-only", [("a", "big")]),
+        route("mixed", [("a", "big"), ("b", "mid")]),
+        route("b-only", [("b", "short")]),
+        without_credentials=("a",),
+    )
+    assert r.model_ids(ORG) == ["mixed", "b-only", "b/mid", "b/free", "b/short"]
+    # A route with no candidate left is still a route: a request gets the 503 naming the key.
+    with pytest.raises(GatewayError) as info:
+        r.plan(chat("a-only"), ORG)
+    assert info.value.status == 503
+
+
+def test_model_ids_count_the_orgs_own_byok_credentials() -> None:
+    cfg = config([A, B], [route("a-only", [("a", "big")])])
+    adapters = {p.id: ScriptedAdapter(p, {}) for p in (A, B)}
+    creds: dict[str, dict[str, str] | None] = {"a": None, "b": None}
+    byok_org = OrgConfig("own", None, None, frozenset({"a"}), "OWN_BYOK_KEY")
+    other = OrgConfig("other", None, None, frozenset({"a"}), "OTHER_BYOK_KEY")
+    r = Router(cfg, dict(adapters), creds, byok=_OwnKeys("own", "a"))  # type: ignore[arg-type]
+    assert r.model_ids(byok_org) == ["a-only", "a/big", "a/small"]
+    assert r.model_ids(other) == []
+
+
+def test_model_ids_keep_an_orgs_route_allow_list() -> None:
+    r = make(route("r1", [("b", "mid")]), route("r2", [("b", "mid")]))
+    limited = OrgConfig("acme", frozenset({"r2"}), None, frozenset(), None)
+    assert r.model_ids(limited) == ["r2", "a/big", "a/small", "b/mid", "b/free", "b/short"]
