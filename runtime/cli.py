@@ -9,7 +9,9 @@ runtime/request_report.py), and the text and JSON forms of what is listed
 imports this module (tests/unit/test_request_path_imports.py).
 
 Every command's `func(args)` returns the exit code: 0 ok, 1 refused (bad config, invalid
-input), 2 usage error (argparse).
+input; for `serve` also a port in use or a data directory it cannot write), 2 usage error
+(argparse). `serve` ends with uvicorn's 3 only if the port is taken between its check and
+uvicorn's bind.
 """
 
 from __future__ import annotations
@@ -145,6 +147,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc))
+    port = args.port if args.port is not None else config.port
+    problem = port_problem(args.host, port)
+    if problem is not None:
+        return fail(problem)
     if config.logging.sink == "postgres":
         problem = _records_url_problem(config)
         if problem is not None:
@@ -173,7 +179,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store_problem = check_stores(config, os.environ)
     if store_problem:
         return fail(store_problem)
-    port = args.port if args.port is not None else config.port
     workers = args.workers if args.workers is not None else config.workers
     if workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
@@ -211,6 +216,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             _stop_workers(timeline.server_s + SHUTDOWN_FLUSH_MARGIN_S)
     return 0
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why `serve` cannot listen on host:port (in use, not permitted), or None.
+
+    A trial bind with SO_REUSEADDR, as uvicorn binds, so a port left in TIME_WAIT by the
+    last run is free here as it is there; the socket is closed before uvicorn binds."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        return f"cannot listen on {host}: {getattr(exc, 'strerror', None) or exc}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use: {reason}; pick another with --port"
+            return f"cannot listen on port {port} on {host}: {reason}"
+    return None
 
 
 def uvicorn_options(

@@ -138,12 +138,29 @@ class Router:
         self._rng = rng if rng is not None else random.Random()
 
     def model_ids(self, org: OrgConfig | None) -> list[str]:
-        """What a key of this org may put in `model`: routes, then explicit provider/model ids."""
+        """What a key of this org can use now in `model`: its routes with at least one candidate
+        whose provider has credentials (the environment's, or the org's own BYOK ones), then
+        explicit provider/model ids of providers with credentials, when those are allowed.
+        GET /v1/models lists these and GET /v1/models/{id} answers only for them."""
         allowed = None if org is None else org.routes
-        ids = [r for r in self.config.routes if allowed is None or r in allowed]
+        ready = self._providers_with_credentials(org)
+        ids = [
+            name
+            for name, route in self.routes.items()
+            if (allowed is None or name in allowed)
+            and any(c.provider.id in ready for c in route.candidates)
+        ]
         if self.config.explicit_models_allowed(org.id if org else ""):
-            ids.extend(f"{p}/{m}" for (p, m) in self._candidates)
+            ids.extend(f"{p}/{m}" for (p, m) in self._candidates if p in ready)
         return ids
+
+    def _providers_with_credentials(self, org: OrgConfig | None) -> set[str]:
+        """Providers a request of this org would not skip for "credentials not set"."""
+        ready = {c.provider.id for c in self._candidates.values() if c.credentials is not None}
+        byok = self.byok
+        if org is not None and org.byok_providers and byok is not None:
+            ready.update(p for p in org.byok_providers if byok.credentials(org.id, p) is not None)
+        return ready
 
     def plan(
         self,
@@ -200,13 +217,7 @@ class Router:
             else:
                 eligible.append((c, cost))
         if not eligible:
-            detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
-            raise GatewayError(
-                400 if _request_caused(skipped) else 503,
-                "no_candidate",
-                f"no candidate of '{model}' can serve this request ({detail})",
-                param="model",
-            )
+            raise _no_candidate(model, skipped)
         ordered = _order(strategy, eligible, self._rng)
         worst = _worst_cost(ordered, est_prompt, max_tokens)
         return RoutePlan(route_name, policy, ordered, skipped, est_prompt, max_tokens, worst)
@@ -252,13 +263,7 @@ class Router:
             else:
                 eligible.append((c, cost))
         if not eligible:
-            detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
-            raise GatewayError(
-                400 if _request_caused(skipped) else 503,
-                "no_candidate",
-                f"no candidate of '{model}' can serve this request ({detail})",
-                param="model",
-            )
+            raise _no_candidate(model, skipped)
         ordered = _order(target.strategy, eligible, self._rng)
         costs = [e[1] for e in eligible if e[1] is not None]
         worst = max(costs) if costs else None
@@ -336,7 +341,7 @@ def _skip_reason(
 ) -> str | None:
     if c.credentials is None:
         names = ", ".join(sorted(c.provider.credentials.values()))
-        return f"credentials not set ({names})"
+        return f"{_STATE_REASON} ({names})"
     missing = needs - c.model.capabilities
     if missing:
         return "lacks " + ", ".join(sorted(missing)) + " (needed by this request)"
@@ -360,7 +365,7 @@ def _skip_reason(
 def _embed_skip_reason(c: Candidate, dims: int | None, longest: int) -> str | None:
     if c.credentials is None:
         names = ", ".join(sorted(c.provider.credentials.values()))
-        return f"credentials not set ({names})"
+        return f"{_STATE_REASON} ({names})"
     if "embeddings" not in c.model.capabilities:
         return "lacks embeddings (not an embedding model)"
     size = c.model.dimensions
@@ -394,9 +399,24 @@ def _worst_cost(
     return worst
 
 
-def _request_caused(skipped: list[dict[str, str]]) -> bool:
-    """True when every skip is due to the request (so 400), not the gateway's state (503)."""
-    return all(not s["reason"].startswith("credentials not set") for s in skipped)
+def _no_candidate(model: Any, skipped: list[dict[str, str]]) -> GatewayError:
+    """The error when every candidate was skipped, naming every skip with its reason.
+
+    A 400 as soon as one candidate WITH credentials was skipped for something the request
+    asked (a limit, a capability, the cost cap): the same request fails the same way however
+    often it is retried, even when other candidates lack credentials (those are listed too).
+    A 503 only when every skip is the gateway's state: credentials not set."""
+    detail = "; ".join(f"{s['provider']}/{s['model']}: {s['reason']}" for s in skipped)
+    request_caused = any(not s["reason"].startswith(_STATE_REASON) for s in skipped)
+    return GatewayError(
+        400 if request_caused else 503,
+        "no_candidate",
+        f"no candidate of '{model}' can serve this request ({detail})",
+        param="model",
+    )
+
+
+_STATE_REASON = "credentials not set"  # the one skip reason that is the gateway's state
 
 
 def _order(

@@ -77,7 +77,8 @@ def call(
 
 
 def run(prov: ProviderConfig, fn: Callable[[OpenAIAdapter], Awaitable[T]]) -> T:
-    """Run fn with an adapter on a real aiohttp session, in a fresh event loop."""
+    """Run fn with an adapter on our own pooled transport (runtime/adapters/transport.py), in a
+    fresh event loop."""
 
     async def main() -> T:
         async with Transport() as session:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
+import jsonschema
+import pydantic
 import pytest
+from openai.lib._pydantic import to_strict_json_schema
 
 from runtime.adapters.base import Call, Chunk, Completion
 from runtime.adapters.mock import LATENCY_ENV, MockAdapter, MockStream
 from runtime.config import ModelConfig, ProviderConfig
-from runtime.errors import UpstreamError
+from runtime.errors import UpstreamError, from_upstream
 
 MODEL = ModelConfig(
     name="echo",
@@ -181,9 +185,45 @@ def test_no_tool_call_once_the_tool_answered() -> None:
     assert result.message["content"] == "echo: x"
 
 
-def test_json_object_mode_replies_json() -> None:
-    result = complete(call("hi there", response_format={"type": "json_object"}))
-    assert json.loads(result.message["content"]) == {"echo": "echo: hi there"}
+def test_json_object_mode_replies_a_json_object() -> None:
+    result = complete(call("hi there in JSON", response_format={"type": "json_object"}))
+    assert json.loads(result.message["content"]) == {"reply": "echo: hi there in JSON"}
+
+
+# instructor's JSON mode (instructor/mode.py, Mode.JSON) puts the model's schema in a system
+# message in these words, then asks for `response_format: {"type": "json_object"}`.
+INSTRUCTOR_SYSTEM = (
+    "As a genius expert, your task is to understand the content and provide the parsed"
+    " objects in json that match the following json_schema:\n\n{schema}\n\nMake sure to"
+    " return an instance of the JSON, not the schema itself"
+)
+
+
+def test_json_object_mode_answers_the_schema_written_in_the_messages() -> None:
+    schema = {
+        "properties": {
+            "name": {"title": "Name", "type": "string"},
+            "age": {"title": "Age", "type": "integer", "minimum": 18},
+        },
+        "required": ["name", "age"],
+        "title": "User",
+        "type": "object",
+    }
+    c = call("Jason is 25", response_format={"type": "json_object"})
+    system = INSTRUCTOR_SYSTEM.format(schema=json.dumps(schema, indent=2))
+    c.request["messages"].insert(0, {"role": "system", "content": system})
+    value = json.loads(complete(c).message["content"])
+    jsonschema.validate(value, schema)
+    assert value == {"name": "example", "age": 18}
+
+
+def test_a_json_answer_is_never_cut_by_max_tokens() -> None:
+    fmt = {"type": "json_object"}
+    result = complete(call("a message long enough to be cut", response_format=fmt, max_tokens=2))
+    assert json.loads(result.message["content"]) == {
+        "reply": "echo: a message long enough to be cut"
+    }
+    assert result.finish_reason == "stop"
 
 
 def test_json_schema_mode_satisfies_the_required_properties() -> None:
@@ -351,3 +391,151 @@ def test_pace_directive_delays_a_completion_as_long_as_the_stream_would_last() -
     result = complete(call("mock:pace 30 a b c"))
     assert time.monotonic() - start >= 0.15
     assert result.message["content"] == "echo: mock:pace 30 a b c"
+
+
+class _Line(pydantic.BaseModel):
+    sku: str = pydantic.Field(min_length=12, max_length=12)
+    quantity: int = pydantic.Field(ge=1, le=99)
+    unit_price: float = pydantic.Field(gt=0)
+
+
+class _Party(pydantic.BaseModel):
+    name: str
+    email: str | None = None
+    kind: Literal["person", "company"]
+
+
+class _Invoice(pydantic.BaseModel):
+    number: str
+    issued: datetime.date
+    seller: _Party
+    buyer: _Party
+    lines: list[_Line] = pydantic.Field(min_length=2)
+    status: Literal["draft", "sent", "paid"] = "draft"
+    notes: list[str] | None = None
+    currency: Literal["EUR"]
+
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    # The schema the openai SDK sends for `chat.completions.parse(response_format=_Invoice)`
+    # (openai.lib._pydantic.to_strict_json_schema): every property required, $defs/$ref,
+    # anyOf with null, enums, a const, bounds.
+    "openai-sdk-strict-pydantic": to_strict_json_schema(_Invoice),
+    "pydantic-plain": _Invoice.model_json_schema(),
+    "enums-types-arrays": {
+        "type": "object",
+        "properties": {
+            "level": {"enum": ["low", "mid", "high"]},
+            "flags": {"type": "array", "items": {"type": "boolean"}, "minItems": 3},
+            "tags": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["a", "b", "c"]},
+                "minItems": 2,
+                "uniqueItems": True,
+            },
+            "ids": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 3,
+                "uniqueItems": True,
+            },
+            "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "step": {"type": "integer", "minimum": 7, "multipleOf": 5},
+            "when": {"type": "string", "format": "date-time"},
+            "id": {"type": "string", "format": "uuid"},
+            "maybe": {"type": ["null", "string"], "minLength": 3},
+        },
+        "required": ["level", "flags", "tags", "ids", "ratio", "step", "when", "id", "maybe"],
+        "additionalProperties": False,
+    },
+    "nested-ref-anyof-allof": {
+        "$defs": {
+            "point": {
+                "type": "object",
+                "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
+                "required": ["x", "y"],
+            },
+            "named": {
+                "type": "object",
+                "properties": {"label": {"type": "string", "minLength": 10}},
+                "required": ["label"],
+            },
+        },
+        "type": "object",
+        "properties": {
+            "origin": {"$ref": "#/$defs/point"},
+            "path": {"type": "array", "items": {"$ref": "#/$defs/point"}, "minItems": 2},
+            "target": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/point"}]},
+            "tagged": {"allOf": [{"$ref": "#/$defs/point"}, {"$ref": "#/$defs/named"}]},
+            "pair": {"type": "array", "prefixItems": [{"type": "string"}, {"const": 3}]},
+        },
+        "required": ["origin", "path", "target", "tagged", "pair"],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_schema_answers_are_valid_against_the_schema(name: str, stream: bool) -> None:
+    schema = SCHEMAS[name]
+    fmt = {"type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}}
+    c = call("extract it", response_format=fmt, stream=stream)
+    if stream:
+        _s, chunks = stream_all(c)
+        content = "".join(ch.choices[0]["delta"].get("content", "") for ch in chunks if ch.content)
+    else:
+        content = complete(c).message["content"]
+    value = json.loads(content)
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    assert list(validator.iter_errors(value)) == []
+    assert "echo" not in value
+
+
+def test_tool_call_arguments_are_valid_against_a_pydantic_schema() -> None:
+    tool = {
+        "type": "function",
+        "function": {"name": "file", "parameters": SCHEMAS["pydantic-plain"]},
+    }
+    (tc,) = complete(call("file it", tools=[tool])).message["tool_calls"]
+    jsonschema.validate(json.loads(tc["function"]["arguments"]), SCHEMAS["pydantic-plain"])
+
+
+def test_n_gives_n_choices_each_with_its_own_index() -> None:
+    one = complete(call("hello"))
+    three = complete(call("hello", n=3))
+    choices = three.extra["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    assert [c["message"]["content"] for c in choices] == ["echo: hello"] * 3
+    assert [c["finish_reason"] for c in choices] == ["stop"] * 3
+    assert three.message == choices[0]["message"]
+    assert one.usage is not None and three.usage is not None
+    assert three.usage.output_tokens == 3 * one.usage.output_tokens
+    assert three.usage.input_tokens == one.usage.input_tokens
+    assert "choices" not in one.extra  # one choice: the gateway renders it from `message`
+
+
+def test_n_tool_calls_get_their_own_ids() -> None:
+    calls = complete(call("book", tools=TOOLS, n=2)).extra["choices"]
+    ids = [c["message"]["tool_calls"][0]["id"] for c in calls]
+    assert len(set(ids)) == 2
+
+
+def test_a_streamed_n_sends_every_choice_by_index() -> None:
+    stream, chunks = stream_all(call("one two three", n=2, stream=True))
+    assert all(len(ch.choices) == 1 for ch in chunks[:-1])
+    for index in (0, 1):
+        mine = [ch.choices[0] for ch in chunks if ch.choices and ch.choices[0]["index"] == index]
+        assert mine[0]["delta"] == {"role": "assistant", "content": ""}
+        text = "".join(c["delta"].get("content", "") for c in mine)
+        assert text == "echo: one two three"
+        assert [c["finish_reason"] for c in mine if c["finish_reason"]] == ["stop"]
+    assert stream.usage == complete(call("one two three", n=2)).usage
+
+
+def test_error_texts_name_the_provider_once() -> None:
+    err = error_of(call("mock:error 429"))
+    assert err.message == "injected HTTP 429"
+    assert from_upstream(err, "mock").message == "mock: injected HTTP 429"
+    assert error_of(call("mock:drop", stream=True)).message == "stream dropped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.config import OrgConfig
 from runtime.errors import GatewayError
 from runtime.router import Router
 from tests.unit.scripted import ScriptedAdapter, chat, config, model, provider, route, router
@@ -101,6 +102,27 @@ def test_no_candidate_left_is_503_when_credentials_are_missing() -> None:
     assert "a/big: credentials not set (A_KEY)" in info.value.message
 
 
+def test_a_request_problem_is_400_even_when_other_candidates_lack_credentials() -> None:
+    # The dev gateway's `chat`: a provider without a key first, then one that has it but
+    # cannot give 100,000,000 output tokens. Retrying cannot help, so 400, every skip named.
+    r = make(route("r", [("a", "big"), ("b", "short")]), without_credentials=("a",))
+    with pytest.raises(GatewayError) as info:
+        r.plan(chat("r", max_tokens=100_000_000), ORG)
+    assert (info.value.status, info.value.code) == (400, "no_candidate")
+    assert info.value.message == (
+        "no candidate of 'r' can serve this request (a/big: credentials not set (A_KEY);"
+        " b/short: max_tokens 100000000 is over the model's output limit of 100)"
+    )
+
+
+def test_a_lacking_capability_beside_missing_credentials_is_400_too() -> None:
+    r = make(route("r", [("b", "mid"), ("a", "big")]), without_credentials=("a",))
+    with pytest.raises(GatewayError) as info:
+        r.plan(chat("r", tools=[{"type": "function", "function": {"name": "f"}}]), ORG)
+    assert info.value.status == 400
+    assert "b/mid: lacks tools (needed by this request)" in info.value.message
+
+
 def test_a_cost_cap_skips_candidates_estimated_over_it_and_unpriced_ones() -> None:
     r = make(route("r", [("a", "big"), ("b", "free"), ("a", "small")], cap=0.001))
     plan = r.plan(chat("r"), ORG)
@@ -115,3 +137,44 @@ def test_an_unknown_model_is_404() -> None:
     with pytest.raises(GatewayError) as info:
         make(route("r", [("a", "big")])).plan(chat("nope"), ORG)
     assert (info.value.status, info.value.code) == (404, "model_not_found")
+
+
+class _OwnKeys:
+    """A BYOK cache holding the org's own credentials for the providers given."""
+
+    def __init__(self, org: str, *providers: str) -> None:
+        self._held = {(org, p) for p in providers}
+
+    def credentials(self, org: str, provider: str) -> dict[str, str] | None:
+        return {"api_key": "own"} if (org, provider) in self._held else None
+
+
+def test_model_ids_list_only_what_has_credentials_now() -> None:
+    r = make(
+        route("a-only", [("a", "big")]),
+        route("mixed", [("a", "big"), ("b", "mid")]),
+        route("b-only", [("b", "short")]),
+        without_credentials=("a",),
+    )
+    assert r.model_ids(ORG) == ["mixed", "b-only", "b/mid", "b/free", "b/short"]
+    # A route with no candidate left is still a route: a request gets the 503 naming the key.
+    with pytest.raises(GatewayError) as info:
+        r.plan(chat("a-only"), ORG)
+    assert info.value.status == 503
+
+
+def test_model_ids_count_the_orgs_own_byok_credentials() -> None:
+    cfg = config([A, B], [route("a-only", [("a", "big")])])
+    adapters = {p.id: ScriptedAdapter(p, {}) for p in (A, B)}
+    creds: dict[str, dict[str, str] | None] = {"a": None, "b": None}
+    byok_org = OrgConfig("own", None, None, frozenset({"a"}), "OWN_BYOK_KEY")
+    other = OrgConfig("other", None, None, frozenset({"a"}), "OTHER_BYOK_KEY")
+    r = Router(cfg, dict(adapters), creds, byok=_OwnKeys("own", "a"))  # type: ignore[arg-type]
+    assert r.model_ids(byok_org) == ["a-only", "a/big", "a/small"]
+    assert r.model_ids(other) == []
+
+
+def test_model_ids_keep_an_orgs_route_allow_list() -> None:
+    r = make(route("r1", [("b", "mid")]), route("r2", [("b", "mid")]))
+    limited = OrgConfig("acme", frozenset({"r2"}), None, frozenset(), None)
+    assert r.model_ids(limited) == ["r2", "a/big", "a/small", "b/mid", "b/free", "b/short"]
