@@ -12,7 +12,8 @@ from pathlib import PurePath
 from typing import Any
 
 from compiler.checks_embeddings import check_embedding_models, check_embedding_routes
-from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
+from compiler.diagnostics import COMMENT, Diagnostic, Path, did_you_mean, error, warning
+from compiler.loader import comments
 from compiler.models import GatewayConfig, Limits, Price, PriceTier, SecretSource
 from compiler.resolve import (
     EMBEDDINGS,
@@ -26,7 +27,14 @@ from compiler.resolve import (
     resolve_environments,
     route_kind,
 )
-from compiler.secret_values import describe_secret, has_known_secret, looks_like_secret, secret_hint
+from compiler.secret_values import (
+    COMMENT_SECRET_HINT,
+    describe_comment_secret,
+    describe_secret,
+    has_known_secret,
+    looks_like_secret,
+    secret_hint,
+)
 
 Check = Callable[["CheckContext"], Iterator[Diagnostic]]
 
@@ -587,6 +595,17 @@ def literal_secrets(data: Any) -> Iterator[Diagnostic]:
         )
         if has_known_secret(value) or (credential_position and looks_like_secret(value)):
             yield error("E040", path, describe_secret(value), secret_hint(path))
+
+
+def comment_secrets(text: str | None) -> Iterator[Diagnostic]:
+    """Well-known secret formats in the comments of `text` (the file as decoded), each at its
+    comment's `#`; needs neither a valid shape nor a document that parses to the end."""
+    if text is None or not has_known_secret(text):  # one scan for the common case
+        return
+    for line, column, comment in comments(text):
+        message = describe_comment_secret(comment)
+        if message is not None:
+            yield error("E040", COMMENT, message, COMMENT_SECRET_HINT).located(line, column)
 
 
 def _normalise_file(path: str) -> str:

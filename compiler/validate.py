@@ -59,7 +59,7 @@ class CheckResult:
 def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> CheckResult:
     """Load and validate one config document. Pure: never touches disk."""
     loaded = load(raw)
-    diagnostics = list(loaded.diagnostics)
+    diagnostics = [*loaded.diagnostics, *checks.comment_secrets(loaded.text)]
     if loaded.data is None:
         return _finish(CheckResult(loaded, None, diagnostics))
     data: dict[str, Any] = loaded.data
@@ -135,9 +135,9 @@ def _repeats_loader(d: Diagnostic, loaded: Loaded) -> bool:
 
 def _finish(result: CheckResult) -> CheckResult:
     located: list[Diagnostic] = []
-    seen: set[tuple[str, Path, str]] = set()
+    seen: set[tuple[str, Path, str, int, int]] = set()
     for d in result.diagnostics:
-        key = (d.code, d.path, d.message)
+        key = (d.code, d.path, d.message, d.line, d.column)
         if key in seen:
             continue
         seen.add(key)

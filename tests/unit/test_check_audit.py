@@ -1,0 +1,173 @@
+"""What the audit of `check` found (issue 14, point 6), one behaviour per test.
+
+The audit mutated the example gateway.yaml 177 ways against DESIGN.md section 3; each miss
+it found is pinned here, and by an example under schema/examples/ with its exact output.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from compiler.secret_values import has_known_secret, known_secret_kind, looks_like_secret, redact
+from compiler.validate import CheckResult, check_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = (ROOT / "gateway.yaml").read_text(encoding="utf-8")
+# Fakes in the documented shapes, built so no scanner mistakes this file for a leak.
+OPENAI_KEY = "sk-" + "proj-" + "Zq4Xw9Lm2Rt7Yb8Kc3Nd5Vf6Hg1Js0Pa"
+ANTHROPIC_KEY = "sk-" + "ant-api03-" + "Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0Lz"
+
+
+def codes(result: CheckResult) -> list[tuple[str, str]]:
+    return [(d.code, d.dotted_path) for d in result.diagnostics]
+
+
+def _edit(old: str, new: str, text: str = EXAMPLE) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. a key pasted into a comment
+
+
+def test_a_key_in_a_comment_is_an_error_at_the_comment() -> None:
+    raw = _edit(
+        "routes:\n",
+        f"# temporary, until ops sets the variable: {OPENAI_KEY}\nroutes:\n",
+    )
+    line = raw.splitlines().index(f"# temporary, until ops sets the variable: {OPENAI_KEY}") + 1
+    result = check_bytes(raw)
+    found = [d for d in result.diagnostics if d.code == "E040"]
+    assert len(found) == 1
+    d = found[0]
+    assert (d.line, d.column) == (line, 1)
+    assert "an OpenAI API key" in d.message and "comment" in d.message
+    assert d.hint is not None and "rotate" in d.hint
+    assert OPENAI_KEY not in d.message + d.hint
+    assert not result.ok
+
+
+def test_a_key_in_a_trailing_comment_is_reported_at_its_column() -> None:
+    old = "    port: 8300\n"
+    if old not in EXAMPLE:  # the example's production port
+        pytest.skip("the example changed")
+    raw = _edit(old, f"    port: 8300  # old key {ANTHROPIC_KEY}\n")
+    line_text = f"    port: 8300  # old key {ANTHROPIC_KEY}"
+    line = raw.splitlines().index(line_text) + 1
+    found = [d for d in check_bytes(raw).diagnostics if d.code == "E040"]
+    assert [(d.line, d.column) for d in found] == [(line, line_text.index("#") + 1)]
+    assert "an Anthropic API key" in found[0].message
+
+
+def test_a_hash_inside_a_value_is_not_a_comment() -> None:
+    # `#` without a space before it, and `#` inside quotes, are part of the value; a key in
+    # a value is reported once, at the value, not again as a comment.
+    raw = _edit(
+        "description: LLM gateway for Acme's assistant and document pipeline.",
+        f'description: "issue #12: rotate {OPENAI_KEY}"',
+    )
+    found = [d for d in check_bytes(raw).diagnostics if d.code == "E040"]
+    assert [(d.dotted_path, "comment" in d.message) for d in found] == [("description", False)]
+
+
+def test_comments_without_keys_and_words_like_keys_pass() -> None:
+    raw = _edit(
+        "routes:\n",
+        "# the helpdesk-integration-for-the-support-team route comes later\n"
+        "# see https://example.com/docs#routes, ask the desk-assistant team\nroutes:\n",
+    )
+    assert check_bytes(raw).diagnostics == []
+
+
+def test_a_key_in_a_comment_of_a_file_that_does_not_parse_is_still_reported() -> None:
+    raw = f"# {OPENAI_KEY}\nversion: 1\nproject: [unclosed\n"
+    found = [d.code for d in check_bytes(raw).diagnostics]
+    assert "E040" in found and "E001" in found
+
+
+# ---------------------------------------------------------------------------------------
+# 2. linear-time secret patterns
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" * 1_000_000,
+        "a://" + "x:" * 500_000,
+        "redis://:" + "p" * 1_000_000,
+        "sk-" * 333_334,
+        "-----BEGIN " * 90_000,
+        ("a://b:" + "c" * 50) * 18_000,
+    ],
+    ids=["letters", "colons", "url-no-at", "prefixes", "pem-heads", "many-urls"],
+)
+def test_every_secret_pattern_is_linear(value: str) -> None:
+    assert len(value) >= 990_000
+    start = time.perf_counter()
+    has_known_secret(value)
+    redact(value)
+    looks_like_secret(value)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_config_with_a_million_character_value_is_checked_in_under_a_second() -> None:
+    raw = _edit(
+        "description: LLM gateway for Acme's assistant and document pipeline.",
+        "description: https://" + "a" * 1_000_000,
+    )
+    start = time.perf_counter()
+    result = check_bytes(raw)
+    assert time.perf_counter() - start < 1.0
+    assert result.ok
+
+
+# ---------------------------------------------------------------------------------------
+# 4. no false alarms on prose and model ids
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Routes for the helpdesk-integration-and-escalation-service team.",
+        "ft:gpt-4o-2024-08-06:acme:desk-assistant-2024-11-v3:AbC123xyz",
+        "accounts/acme/models/task-classifier-2024-11-20-large-v2",
+        "ft:gpt-4o-mini:acme:sk-classifier-2024-11-20-large:Xy9",
+        "the risk-assessment-pipeline-for-invoices-v2",
+    ],
+)
+def test_prose_and_model_ids_are_not_keys(text: str) -> None:
+    assert known_secret_kind(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        OPENAI_KEY,
+        f"key={OPENAI_KEY}",
+        f'"{OPENAI_KEY}"',
+        f"'{OPENAI_KEY}'",
+        f"Authorization: Bearer {OPENAI_KEY}",
+        f"https://api.example.com/v1?api_key={OPENAI_KEY}&x=1",
+        f"(old key: {OPENAI_KEY})",
+    ],
+)
+def test_real_keys_in_urls_quotes_and_assignments_are_found(text: str) -> None:
+    assert known_secret_kind(text) == "an OpenAI API key"
+    assert OPENAI_KEY not in redact(text)
+
+
+def test_a_fine_tuned_upstream_id_and_a_description_pass_check() -> None:
+    raw = _edit(
+        "upstream: gpt-4o-2024-11-20",
+        "upstream: ft:gpt-4o-2024-08-06:acme:desk-assistant-2024-11:AbC123",
+    )
+    raw = _edit(
+        "description: LLM gateway for Acme's assistant and document pipeline.",
+        "description: LLM gateway for the helpdesk-integration-and-escalation team.",
+        raw,
+    )
+    assert check_bytes(raw).diagnostics == []
