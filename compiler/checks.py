@@ -6,6 +6,7 @@ Codes are stable; docs/diagnostics.md lists them all.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
@@ -681,7 +682,7 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                 ("environments", env_name, "secrets", secret, kind),
                 f"environments '{first_env}' and '{env_name}' both read a secret from the {what} "
                 f"'{where}'",
-                _own_source_hint(kind, where, secret, (first_env, env_name)),
+                _own_source_hint(kind, where, secret, (first_env, env_name), cfg.environments),
             )
 
 
@@ -692,13 +693,31 @@ def _variable_for(env_name: str, secret: str) -> str:
     return secret if secret.startswith(prefix) else prefix + secret
 
 
-def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) -> str:
+def _own_source_hint(
+    kind: str, where: str, secret: str, envs: tuple[str, str], all_envs: Iterable[str]
+) -> str:
     if kind == "env":
-        a, b = (f"{e.upper().replace('-', '_')}_{secret}" for e in envs)
+        a, b = (_variable_for(e, secret) for e in envs)
     else:
-        folder, name = posixpath.split(where)
-        a, b = (posixpath.join(folder, e, name) for e in envs)
+        a, b = (_own_file(where, e, set(all_envs)) for e in envs)
     return f"give each environment its own key and its own source, e.g. {a} and {b}"
+
+
+def _own_file(where: str, env_name: str, all_envs: set[str]) -> str:
+    """The shared file `where` made environment `env_name`'s own: a folder or a part of the
+    file's name that names an environment is swapped for `env_name`
+    (`~/.keys/staging/openai.key` -> `~/.keys/production/openai.key`, not
+    `~/.keys/staging/production/openai.key`); otherwise a folder of its own is added."""
+    folder, name = posixpath.split(where)
+    parts = folder.split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in all_envs:
+            return posixpath.join("/".join([*parts[:i], env_name, *parts[i + 1 :]]), name)
+    words = re.split(r"([-_.])", name)
+    for i, word in enumerate(words):
+        if word in all_envs:
+            return posixpath.join(folder, "".join([*words[:i], env_name, *words[i + 1 :]]))
+    return posixpath.join(folder, env_name, name)
 
 
 # ---------------------------------------------------------------------------------------

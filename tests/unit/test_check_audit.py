@@ -171,3 +171,52 @@ def test_a_fine_tuned_upstream_id_and_a_description_pass_check() -> None:
         raw,
     )
     assert check_bytes(raw).diagnostics == []
+
+
+# ---------------------------------------------------------------------------------------
+# 6. the E041 hint gives each environment a path of its own
+
+
+def _shared_file_hint(staging_file: str, production_file: str) -> str:
+    """The E041 hint when staging and production read their key from these files."""
+    raw = (ROOT / "schema/examples/invalid/041-shared-secret-file.yaml").read_text()
+    old = "{file: ~/.config/switchyard/openai.key}"
+    assert raw.count(old) == 2
+    raw = raw.replace(old, "{file: " + staging_file + "}", 1)
+    raw = raw.replace(old, "{file: " + production_file + "}", 1)
+    found = [d for d in check_bytes(raw).diagnostics if d.code == "E041"]
+    assert len(found) == 1 and found[0].hint is not None
+    return found[0].hint
+
+
+@pytest.mark.parametrize(
+    ("shared", "staging", "production"),
+    [
+        (
+            "~/.config/switchyard/openai.key",
+            "~/.config/switchyard/staging/openai.key",
+            "~/.config/switchyard/production/openai.key",
+        ),
+        (
+            "~/.config/switchyard/staging/openai.key",
+            "~/.config/switchyard/staging/openai.key",
+            "~/.config/switchyard/production/openai.key",
+        ),
+        (
+            "/etc/switchyard/production/keys/openai.key",
+            "/etc/switchyard/staging/keys/openai.key",
+            "/etc/switchyard/production/keys/openai.key",
+        ),
+        (
+            "/run/secrets/staging-openai.key",
+            "/run/secrets/staging-openai.key",
+            "/run/secrets/production-openai.key",
+        ),
+    ],
+)
+def test_the_shared_file_hint_never_nests_one_environment_in_another(
+    shared: str, staging: str, production: str
+) -> None:
+    hint = _shared_file_hint(shared, shared)
+    assert hint.endswith(f"e.g. {staging} and {production}")
+    assert "staging/production" not in hint and "production/staging" not in hint
