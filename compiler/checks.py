@@ -5,6 +5,7 @@ Codes are stable; docs/diagnostics.md lists them all.
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 import re
 from collections import defaultdict
@@ -51,8 +52,12 @@ class CheckContext:
         broken: set[tuple[str, str]],
         source_dir: PurePath | None,
         resolved: dict[str, ResolvedEnvironment] | None = None,
+        shape_failed: bool = False,
     ) -> None:
         self.config = config
+        # Part of the file failed shape validation (and was dropped or set to its default):
+        # a "not used" warning could then only repeat that failure.
+        self.shape_failed = shape_failed
         self.data = data
         self.broken = broken
         self.source_dir = source_dir
@@ -74,10 +79,11 @@ def run_all(
     broken: set[tuple[str, str]] | None = None,
     source_dir: PurePath | None = None,
     resolved: dict[str, ResolvedEnvironment] | None = None,
+    shape_failed: bool = False,
 ) -> list[Diagnostic]:
     """Every semantic check; `resolved` (all environments, sorted by name) is computed when not
     given."""
-    ctx = CheckContext(config, data, broken or set(), source_dir, resolved)
+    ctx = CheckContext(config, data, broken or set(), source_dir, resolved, shape_failed)
     out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(ctx))
@@ -126,7 +132,7 @@ def check_providers(ctx: CheckContext) -> Iterator[Diagnostic]:
                 )
     used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
     used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
-    if not ctx.config.runtime.allow_explicit_models:
+    if not ctx.config.runtime.allow_explicit_models and not ctx.shape_failed:
         for pid in sorted(set(ctx.config.providers) - used):
             yield warning(
                 "W003",
@@ -616,23 +622,50 @@ def _normalise_file(path: str) -> str:
 def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     sources: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    known = _secret_names(ctx)
     for env_name, env in cfg.environments.items():
         base: Path = ("environments", env_name)
         needs = required_secrets(cfg, ctx.resolved[env_name])
+        unused = sorted(set(env.secrets) - set(needs))
+        paired: set[str] = set()  # unused names taken for a misspelling of a needed one
         for secret, needed_by in sorted(needs.items()):
-            if secret not in env.secrets:
+            if secret in env.secrets:
+                continue
+            message = (
+                f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
+                "gives no source for it"
+            )
+            near = _close_name(secret, [u for u in unused if u not in paired])
+            if near is not None:  # one misspelling, one diagnostic: at the name that has a source
+                paired.add(near)
                 yield error(
                     "E042",
-                    (*base, "secrets") if env.secrets else base,
-                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
-                    "gives no source for it",
-                    f"add `{secret}: {{env: {_variable_for(env_name, secret)}}}` under "
-                    f"environments.{env_name}.secrets",
-                    at_key=not env.secrets,
+                    (*base, "secrets", near),
+                    message,
+                    f"did you mean {near}? this environment gives a source for {near}, which "
+                    f"nothing uses: spell the name the same here and at {needed_by}",
+                    at_key=True,
                 )
+                continue
+            near = _close_name(secret, known - {secret})
+            add = (
+                f"add `{secret}: {{env: {_variable_for(env_name, secret)}}}` under "
+                f"environments.{env_name}.secrets"
+            )
+            yield error(
+                "E042",
+                (*base, "secrets") if env.secrets else base,
+                message,
+                add
+                if near is None
+                else f"did you mean {near}, the name used elsewhere in this file? correct it at "
+                f"{needed_by}; if {secret} is right, {add}",
+                at_key=not env.secrets,
+            )
         for secret, src in sorted(env.secrets.items()):
             spath: Path = (*base, "secrets", secret)
-            if secret not in needs:
+            # When part of the file failed to validate, what uses a secret may be what failed.
+            if secret not in needs and secret not in paired and not ctx.shape_failed:
                 yield warning(
                     "W044",
                     spath,
@@ -684,6 +717,21 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                 f"'{where}'",
                 _own_source_hint(kind, where, secret, (first_env, env_name), cfg.environments),
             )
+
+
+def _secret_names(ctx: CheckContext) -> set[str]:
+    """Every secret name the file gives a source for or names, in any environment."""
+    names = {s for env in ctx.config.environments.values() for s in env.secrets}
+    for resolved in ctx.resolved.values():
+        names |= set(required_secrets(ctx.config, resolved))
+    return names
+
+
+def _close_name(name: str, names: Iterable[str]) -> str | None:
+    """The one of `names` that `name` is most likely a misspelling of (GEMINI_APIKEY for
+    GEMINI_API_KEY), or None."""
+    found = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+    return found[0] if found else None
 
 
 def _variable_for(env_name: str, secret: str) -> str:

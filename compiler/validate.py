@@ -88,7 +88,12 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
     if config is not None:
         resolved = resolve_environments(config, sorted(config.environments))
         diagnostics += checks.run_all(
-            config, data, broken=broken, source_dir=source_dir, resolved=resolved
+            config,
+            data,
+            broken=broken,
+            source_dir=source_dir,
+            resolved=resolved,
+            shape_failed=bool(shape),
         )
         if not shape:
             result.config = config

@@ -220,3 +220,52 @@ def test_the_shared_file_hint_never_nests_one_environment_in_another(
     hint = _shared_file_hint(shared, shared)
     assert hint.endswith(f"e.g. {staging} and {production}")
     assert "staging/production" not in hint and "production/staging" not in hint
+
+
+# ---------------------------------------------------------------------------------------
+# 5. "did you mean" for secret names
+
+
+def test_a_misspelt_credential_name_gets_did_you_mean_and_no_unused_warning() -> None:
+    raw = _edit("api_key: GEMINI_API_KEY", "api_key: GEMINI_APIKEY")
+    result = check_bytes(raw)
+    found = [(d.code, d.dotted_path) for d in result.diagnostics]
+    assert found == [
+        ("E042", "environments.dev.secrets.GEMINI_API_KEY"),
+        ("E042", "environments.staging.secrets.GEMINI_API_KEY"),
+    ]
+    for d in result.diagnostics:
+        assert d.hint is not None and d.hint.startswith("did you mean GEMINI_API_KEY?")
+        assert "providers.gemini.credentials.api_key" in d.hint
+        assert "add `GEMINI_APIKEY" not in d.hint  # the typo is not spread
+
+
+def test_a_misspelt_source_name_is_paired_with_the_name_needed() -> None:
+    raw = _edit(
+        "      GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}",
+        "      GEMINI_APIKEY: {env: STAGING_GEMINI_API_KEY}",
+    )
+    result = check_bytes(raw)
+    assert codes(result) == [("E042", "environments.staging.secrets.GEMINI_APIKEY")]
+    hint = result.diagnostics[0].hint
+    assert hint is not None and hint.startswith("did you mean GEMINI_APIKEY?")
+
+
+def test_a_name_used_in_another_environment_is_suggested() -> None:
+    raw = ROOT / "schema/examples/invalid/083-misspelt-secret-name-in-one-environment.yaml"
+    result = check_bytes(raw.read_text())
+    production = [d for d in result.diagnostics if d.path[:2] == ("environments", "production")]
+    assert [d.code for d in production] == ["E042"]
+    assert production[0].hint is not None
+    assert production[0].hint.startswith(
+        "did you mean GLOBEX_BYOK_ENCRYPTION_KEY, the name used elsewhere in this file?"
+    )
+
+
+def test_an_unrelated_missing_secret_keeps_the_add_hint() -> None:
+    raw = _edit("      GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}\n", "")
+    result = check_bytes(raw)
+    assert codes(result) == [("E042", "environments.staging.secrets")]
+    assert result.diagnostics[0].hint == (
+        "add `GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}` under environments.staging.secrets"
+    )
