@@ -53,8 +53,11 @@ class CheckContext:
         source_dir: PurePath | None,
         resolved: dict[str, ResolvedEnvironment] | None = None,
         shape_failed: bool = False,
+        repaired: set[Path] | None = None,
     ) -> None:
         self.config = config
+        # Bad values set aside (to their default or a stand-in): a check that reads one skips it.
+        self.repaired = repaired or set()
         # Part of the file failed shape validation (and was dropped or set to its default):
         # a "not used" warning could then only repeat that failure.
         self.shape_failed = shape_failed
@@ -80,10 +83,11 @@ def run_all(
     source_dir: PurePath | None = None,
     resolved: dict[str, ResolvedEnvironment] | None = None,
     shape_failed: bool = False,
+    repaired: set[Path] | None = None,
 ) -> list[Diagnostic]:
     """Every semantic check; `resolved` (all environments, sorted by name) is computed when not
     given."""
-    ctx = CheckContext(config, data, broken or set(), source_dir, resolved, shape_failed)
+    ctx = CheckContext(config, data, broken or set(), source_dir, resolved, shape_failed, repaired)
     out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(ctx))
@@ -1044,7 +1048,9 @@ def check_hosts(ctx: CheckContext) -> Iterator[Diagnostic]:
             )
         host = _host_key(env.target, env.host)
         other = ports.get((host, env.port))
-        if other is not None:
+        if (*base, "port") in ctx.repaired:
+            pass  # its port is a stand-in for a bad value (E011 says so)
+        elif other is not None:
             yield error(
                 "E050",
                 (*base, "port"),

@@ -269,3 +269,97 @@ def test_an_unrelated_missing_secret_keeps_the_add_hint() -> None:
     assert result.diagnostics[0].hint == (
         "add `GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}` under environments.staging.secrets"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# 3. one bad value hides nothing else, and no warning follows from it
+
+DUPLICATE = (
+    "      - gemini/gemini-2.5-pro\n      - mock/echo\n    requires: [streaming, tools]",
+    "      - gemini/gemini-2.5-pro\n      - mock/echo\n      - openai/gpt-4o\n"
+    "    requires: [streaming, tools, json_schema]",
+)
+
+
+def test_a_bad_provider_timeout_hides_no_route_problem_and_no_warning_follows() -> None:
+    raw = _edit(
+        "    timeout_s: 120\n    models:\n      gpt-4o:",
+        "    timeout_s: fast\n    models:\n      gpt-4o:",
+    )
+    raw = _edit(*DUPLICATE, raw)
+    assert codes(check_bytes(raw)) == [
+        ("E011", "providers.openai.timeout_s"),
+        ("E030", "routes.chat.candidates[1]"),  # claude-sonnet-4 lacks json_schema
+        ("E034", "routes.chat.candidates[4]"),
+    ]
+
+
+def test_a_bad_max_attempts_hides_no_duplicate_candidate() -> None:
+    raw = _edit(
+        "      max_attempts: 3\n      first_byte_timeout_s: 10",
+        "      max_attempts: three\n      first_byte_timeout_s: 10",
+    )
+    raw = _edit(*DUPLICATE, raw)
+    assert codes(check_bytes(raw)) == [
+        ("E030", "routes.chat.candidates[1]"),
+        ("E034", "routes.chat.candidates[4]"),
+        ("E011", "routes.chat.fallback.max_attempts"),
+    ]
+
+
+def test_a_bad_port_hides_no_shared_credential_and_is_not_compared() -> None:
+    raw = _edit("    port: 8200", "    port: eighty")
+    shared = "{file: ~/.config/switchyard/production/openai.key}"
+    raw = _edit(
+        "      OPENAI_API_KEY: {env: STAGING_OPENAI_API_KEY}",
+        "      OPENAI_API_KEY: " + shared,
+        raw,
+    )
+    assert codes(check_bytes(raw)) == [
+        ("E011", "environments.staging.port"),
+        ("E041", "environments.production.secrets.OPENAI_API_KEY.file"),
+    ]
+    # the stand-in for the bad port is never compared with a real one
+    both = _edit("    port: 8300", "    port: 65535", _edit("    port: 8200", "    port: eighty"))
+    assert codes(check_bytes(both)) == [("E011", "environments.staging.port")]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        (
+            "    timeout_s: 120\n    models:\n      gpt-4o:",
+            "    timeout_s: fast\n    models:\n      gpt-4o:",
+            "providers.openai.timeout_s",
+        ),
+        (
+            "upstream: gpt-4o-2024-11-20\n        context_window: 128000\n",
+            "upstream: gpt-4o-2024-11-20\n        context_window: big\n",
+            "providers.openai.models.gpt-4o.context_window",
+        ),
+        (
+            "      api_key: OPENAI_API_KEY\n",
+            "      api_key: openai key\n",
+            "providers.openai.credentials.api_key",
+        ),
+        ("    replicas: 2\n", "    replicas: two\n", "environments.production.replicas"),
+        (
+            "    ssh_user: deploy\n    port: 8300",
+            "    ssh_user: deploy\n    port: eighty",
+            "environments.production.port",
+        ),
+    ],
+)
+def test_no_warning_and_no_error_cascades_from_one_bad_value(old: str, new: str, path: str) -> None:
+    result = check_bytes(_edit(old, new))
+    assert [d.dotted_path for d in result.diagnostics] == [path]
+    assert [d.code for d in result.diagnostics] in (["E011"], ["E013"])
+
+
+def test_unused_warnings_still_come_when_the_shape_is_valid() -> None:
+    raw = _edit(
+        "      GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}\n",
+        "      GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}\n"
+        "      MISTRAL_API_KEY: {env: STAGING_MISTRAL_API_KEY}\n",
+    )
+    assert codes(check_bytes(raw)) == [("W044", "environments.staging.secrets.MISTRAL_API_KEY")]
