@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from compiler import checks
-from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
+from compiler.diagnostics import COMMENT, Diagnostic, Path, did_you_mean, error, sort_key
 from compiler.loader import Loaded, load
 from compiler.models import NAME_RULES, SECRET_PATTERN, GatewayConfig
 from compiler.resolve import ResolvedEnvironment, resolve_environments
@@ -146,7 +146,9 @@ def _finish(result: CheckResult) -> CheckResult:
     located: list[Diagnostic] = []
     seen: set[tuple[str, Path, str, int, int]] = set()
     for d in result.diagnostics:
-        key = (d.code, d.path, d.message, d.line, d.column)
+        # Comments have no path of their own: two are told apart by where they are.
+        where = (d.line, d.column) if d.path == COMMENT else (0, 0)
+        key = (d.code, d.path, d.message, *where)
         if key in seen:
             continue
         seen.add(key)

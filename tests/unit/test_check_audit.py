@@ -63,6 +63,14 @@ def test_a_key_in_a_trailing_comment_is_reported_at_its_column() -> None:
     assert "an Anthropic API key" in found[0].message
 
 
+def test_every_comment_with_a_key_is_reported() -> None:
+    raw = _edit("routes:\n", f"# {OPENAI_KEY}\nroutes:\n  # {OPENAI_KEY}\n")
+    found = [d for d in check_bytes(raw).diagnostics if d.code == "E040"]
+    assert [d.dotted_path for d in found] == ["<comment>", "<comment>"]
+    assert found[0].line + 2 == found[1].line
+    assert [d.column for d in found] == [1, 3]
+
+
 def test_a_hash_inside_a_value_is_not_a_comment() -> None:
     # `#` without a space before it, and `#` inside quotes, are part of the value; a key in
     # a value is reported once, at the value, not again as a comment.
