@@ -58,8 +58,8 @@ class CheckContext:
         self.config = config
         # Bad values set aside (to their default or a stand-in): a check that reads one skips it.
         self.repaired = repaired or set()
-        # Part of the file failed shape validation (and was dropped or set to its default):
-        # a "not used" warning could then only repeat that failure.
+        # A malformed item or section was dropped from the checks: a "not used" warning could
+        # then only repeat that failure. (An unknown key or a repaired value drops nothing.)
         self.shape_failed = shape_failed
         self.data = data
         self.broken = broken

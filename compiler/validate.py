@@ -96,7 +96,7 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
             broken=broken,
             source_dir=source_dir,
             resolved=resolved,
-            shape_failed=bool(shape),
+            shape_failed=bool(broken),
             repaired=repaired,
         )
         if not shape:
@@ -205,7 +205,9 @@ def _prune(
             pruned[top] = placeholders[top]
         else:
             pruned.pop(top, None)
-            if top in _DICT_SECTIONS:
+            # A section of ours that fell back to its default (`runtime`, `logging`, ...) may
+            # have been what used a provider or secret: mark it, as a dropped item is.
+            if top in _DICT_SECTIONS or top in GatewayConfig.model_fields:
                 broken.add((top, "*"))
     return pruned, broken
 

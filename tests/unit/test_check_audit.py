@@ -371,3 +371,20 @@ def test_unused_warnings_still_come_when_the_shape_is_valid() -> None:
         "      MISTRAL_API_KEY: {env: STAGING_MISTRAL_API_KEY}\n",
     )
     assert codes(check_bytes(raw)) == [("W044", "environments.staging.secrets.MISTRAL_API_KEY")]
+
+
+def test_an_unknown_key_elsewhere_does_not_silence_unused_warnings() -> None:
+    raw = _edit(
+        "      GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}\n",
+        "      GEMINI_API_KEY: {env: STAGING_GEMINI_API_KEY}\n"
+        "      MISTRAL_API_KEY: {env: STAGING_MISTRAL_API_KEY}\n",
+    )
+    raw = _edit(
+        "    timeout_s: 120\n    models:\n      gpt-4o:",
+        "    timeout: 120\n    models:\n      gpt-4o:",
+        raw,
+    )
+    assert codes(check_bytes(raw)) == [
+        ("E010", "providers.openai.timeout"),
+        ("W044", "environments.staging.secrets.MISTRAL_API_KEY"),
+    ]
