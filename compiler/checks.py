@@ -5,14 +5,17 @@ Codes are stable; docs/diagnostics.md lists them all.
 
 from __future__ import annotations
 
+import difflib
 import posixpath
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import PurePath
 from typing import Any
 
 from compiler.checks_embeddings import check_embedding_models, check_embedding_routes
-from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, warning
+from compiler.diagnostics import COMMENT, Diagnostic, Path, did_you_mean, error, warning
+from compiler.loader import comments
 from compiler.models import GatewayConfig, Limits, Price, PriceTier, SecretSource
 from compiler.resolve import (
     EMBEDDINGS,
@@ -26,7 +29,14 @@ from compiler.resolve import (
     resolve_environments,
     route_kind,
 )
-from compiler.secret_values import describe_secret, has_known_secret, looks_like_secret, secret_hint
+from compiler.secret_values import (
+    COMMENT_SECRET_HINT,
+    describe_comment_secret,
+    describe_secret,
+    has_known_secret,
+    looks_like_secret,
+    secret_hint,
+)
 
 Check = Callable[["CheckContext"], Iterator[Diagnostic]]
 
@@ -42,8 +52,15 @@ class CheckContext:
         broken: set[tuple[str, str]],
         source_dir: PurePath | None,
         resolved: dict[str, ResolvedEnvironment] | None = None,
+        shape_failed: bool = False,
+        repaired: set[Path] | None = None,
     ) -> None:
         self.config = config
+        # Bad values set aside (to their default or a stand-in): a check that reads one skips it.
+        self.repaired = repaired or set()
+        # A malformed item or section was dropped from the checks: a "not used" warning could
+        # then only repeat that failure. (An unknown key or a repaired value drops nothing.)
+        self.shape_failed = shape_failed
         self.data = data
         self.broken = broken
         self.source_dir = source_dir
@@ -65,10 +82,12 @@ def run_all(
     broken: set[tuple[str, str]] | None = None,
     source_dir: PurePath | None = None,
     resolved: dict[str, ResolvedEnvironment] | None = None,
+    shape_failed: bool = False,
+    repaired: set[Path] | None = None,
 ) -> list[Diagnostic]:
     """Every semantic check; `resolved` (all environments, sorted by name) is computed when not
     given."""
-    ctx = CheckContext(config, data, broken or set(), source_dir, resolved)
+    ctx = CheckContext(config, data, broken or set(), source_dir, resolved, shape_failed, repaired)
     out: list[Diagnostic] = []
     for check in CHECKS:
         out.extend(check(ctx))
@@ -117,7 +136,7 @@ def check_providers(ctx: CheckContext) -> Iterator[Diagnostic]:
                 )
     used = {c.model.split("/", 1)[0] for r in ctx.config.routes.values() for c in r.candidates}
     used |= {p for o in ctx.config.orgs.values() if o.byok for p in o.byok.providers}
-    if not ctx.config.runtime.allow_explicit_models:
+    if not ctx.config.runtime.allow_explicit_models and not ctx.shape_failed:
         for pid in sorted(set(ctx.config.providers) - used):
             yield warning(
                 "W003",
@@ -589,6 +608,17 @@ def literal_secrets(data: Any) -> Iterator[Diagnostic]:
             yield error("E040", path, describe_secret(value), secret_hint(path))
 
 
+def comment_secrets(text: str | None) -> Iterator[Diagnostic]:
+    """Well-known secret formats in the comments of `text` (the file as decoded), each at its
+    comment's `#`; needs neither a valid shape nor a document that parses to the end."""
+    if text is None or not has_known_secret(text):  # one scan for the common case
+        return
+    for line, column, comment in comments(text):
+        message = describe_comment_secret(comment)
+        if message is not None:
+            yield error("E040", COMMENT, message, COMMENT_SECRET_HINT).located(line, column)
+
+
 def _normalise_file(path: str) -> str:
     return posixpath.normpath(path.replace("\\", "/"))
 
@@ -596,23 +626,50 @@ def _normalise_file(path: str) -> str:
 def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
     cfg = ctx.config
     sources: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    known = _secret_names(ctx)
     for env_name, env in cfg.environments.items():
         base: Path = ("environments", env_name)
         needs = required_secrets(cfg, ctx.resolved[env_name])
+        unused = sorted(set(env.secrets) - set(needs))
+        paired: set[str] = set()  # unused names taken for a misspelling of a needed one
         for secret, needed_by in sorted(needs.items()):
-            if secret not in env.secrets:
+            if secret in env.secrets:
+                continue
+            message = (
+                f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
+                "gives no source for it"
+            )
+            near = _close_name(secret, [u for u in unused if u not in paired])
+            if near is not None:  # one misspelling, one diagnostic: at the name that has a source
+                paired.add(near)
                 yield error(
                     "E042",
-                    (*base, "secrets") if env.secrets else base,
-                    f"environment '{env_name}' needs secret {secret} (named by {needed_by}) but "
-                    "gives no source for it",
-                    f"add `{secret}: {{env: {_variable_for(env_name, secret)}}}` under "
-                    f"environments.{env_name}.secrets",
-                    at_key=not env.secrets,
+                    (*base, "secrets", near),
+                    message,
+                    f"did you mean {near}? this environment gives a source for {near}, which "
+                    f"nothing uses: spell the name the same here and at {needed_by}",
+                    at_key=True,
                 )
+                continue
+            near = _close_name(secret, known - {secret})
+            add = (
+                f"add `{secret}: {{env: {_variable_for(env_name, secret)}}}` under "
+                f"environments.{env_name}.secrets"
+            )
+            yield error(
+                "E042",
+                (*base, "secrets") if env.secrets else base,
+                message,
+                add
+                if near is None
+                else f"did you mean {near}, the name used elsewhere in this file? correct it at "
+                f"{needed_by}; if {secret} is right, {add}",
+                at_key=not env.secrets,
+            )
         for secret, src in sorted(env.secrets.items()):
             spath: Path = (*base, "secrets", secret)
-            if secret not in needs:
+            # When part of the file failed to validate, what uses a secret may be what failed.
+            if secret not in needs and secret not in paired and not ctx.shape_failed:
                 yield warning(
                     "W044",
                     spath,
@@ -662,8 +719,23 @@ def check_secrets(ctx: CheckContext) -> Iterator[Diagnostic]:
                 ("environments", env_name, "secrets", secret, kind),
                 f"environments '{first_env}' and '{env_name}' both read a secret from the {what} "
                 f"'{where}'",
-                _own_source_hint(kind, where, secret, (first_env, env_name)),
+                _own_source_hint(kind, where, secret, (first_env, env_name), cfg.environments),
             )
+
+
+def _secret_names(ctx: CheckContext) -> set[str]:
+    """Every secret name the file gives a source for or names, in any environment."""
+    names = {s for env in ctx.config.environments.values() for s in env.secrets}
+    for resolved in ctx.resolved.values():
+        names |= set(required_secrets(ctx.config, resolved))
+    return names
+
+
+def _close_name(name: str, names: Iterable[str]) -> str | None:
+    """The one of `names` that `name` is most likely a misspelling of (GEMINI_APIKEY for
+    GEMINI_API_KEY), or None."""
+    found = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+    return found[0] if found else None
 
 
 def _variable_for(env_name: str, secret: str) -> str:
@@ -673,13 +745,31 @@ def _variable_for(env_name: str, secret: str) -> str:
     return secret if secret.startswith(prefix) else prefix + secret
 
 
-def _own_source_hint(kind: str, where: str, secret: str, envs: tuple[str, str]) -> str:
+def _own_source_hint(
+    kind: str, where: str, secret: str, envs: tuple[str, str], all_envs: Iterable[str]
+) -> str:
     if kind == "env":
-        a, b = (f"{e.upper().replace('-', '_')}_{secret}" for e in envs)
+        a, b = (_variable_for(e, secret) for e in envs)
     else:
-        folder, name = posixpath.split(where)
-        a, b = (posixpath.join(folder, e, name) for e in envs)
+        a, b = (_own_file(where, e, set(all_envs)) for e in envs)
     return f"give each environment its own key and its own source, e.g. {a} and {b}"
+
+
+def _own_file(where: str, env_name: str, all_envs: set[str]) -> str:
+    """The shared file `where` made environment `env_name`'s own: a folder or a part of the
+    file's name that names an environment is swapped for `env_name`
+    (`~/.keys/staging/openai.key` -> `~/.keys/production/openai.key`, not
+    `~/.keys/staging/production/openai.key`); otherwise a folder of its own is added."""
+    folder, name = posixpath.split(where)
+    parts = folder.split("/")
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in all_envs:
+            return posixpath.join("/".join([*parts[:i], env_name, *parts[i + 1 :]]), name)
+    words = re.split(r"([-_.])", name)
+    for i, word in enumerate(words):
+        if word in all_envs:
+            return posixpath.join(folder, "".join([*words[:i], env_name, *words[i + 1 :]]))
+    return posixpath.join(folder, env_name, name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -958,7 +1048,9 @@ def check_hosts(ctx: CheckContext) -> Iterator[Diagnostic]:
             )
         host = _host_key(env.target, env.host)
         other = ports.get((host, env.port))
-        if other is not None:
+        if (*base, "port") in ctx.repaired:
+            pass  # its port is a stand-in for a bad value (E011 says so)
+        elif other is not None:
             yield error(
                 "E050",
                 (*base, "port"),

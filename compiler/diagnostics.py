@@ -55,7 +55,13 @@ def format_path(path: Path) -> str:
     return "".join(out) or "<root>"
 
 
+# The path of a diagnostic about a comment: comments are in no mapping.
+COMMENT: Path = ("<comment>",)
+
+
 def _is_plain(key: str) -> bool:
+    if key == COMMENT[0]:
+        return True
     return bool(key) and all(c.isalnum() or c in "-_/" for c in key)
 
 

@@ -11,6 +11,7 @@ never expanded, so a "billion laughs" document costs as much as its text.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Loaded:
     # Paths whose value could not be taken as written (an alias, a tagged node): the loader
     # already reported them, so shape errors at exactly these paths would only repeat it.
     opaque: set[Path] = field(default_factory=set)
+    # The decoded text (None when it could not be decoded): comments are only in here.
+    text: str | None = None
 
     def position(self, path: Path, *, at_key: bool = False) -> tuple[int, int]:
         """The closest known position of `path` (walking up to a parent when needed)."""
@@ -320,6 +323,7 @@ def load(raw: bytes | str) -> Loaded:
     text = _decode(raw, out)
     if text is None:
         return out
+    out.text = text
     if not text.strip() or all(
         not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()
     ):
@@ -388,6 +392,36 @@ def load(raw: bytes | str) -> Loaded:
         )
         out.data = None
     return out
+
+
+_COMMENT = re.compile(r"#[^\r\n]*")
+# Past a syntax error the scanner stops: there a `#` at a line's start or after a blank is
+# taken for a comment, as YAML would.
+_LOOSE_COMMENT = re.compile(r"(?:^|(?<=[ \t]))#[^\r\n]*", re.M)
+
+
+def comments(text: str) -> Iterator[tuple[int, int, str]]:
+    """Every comment of `text` as (line, column, text from the `#`), both 1-based.
+
+    The comments are what lies between the scanner's tokens, so a `#` inside a quoted or
+    block scalar, or one that is part of a plain value (`a#b`), is not taken for one.
+    """
+    starts = [0]
+    starts += [m.end() for m in re.finditer(r"\r\n|\n|\r", text)]
+
+    def where(index: int) -> tuple[int, int]:
+        line = bisect.bisect_right(starts, index)
+        return line, index - starts[line - 1] + 1
+
+    end = 0
+    try:
+        for token in yaml.scan(text, Loader=_LOADER):
+            for m in _COMMENT.finditer(text, end, token.start_mark.index):
+                yield (*where(m.start()), m.group())
+            end = max(end, token.end_mark.index)
+    except yaml.YAMLError:
+        for m in _LOOSE_COMMENT.finditer(text, end):
+            yield (*where(m.start()), m.group())
 
 
 def _kind_of(value: Any) -> str:

@@ -10,18 +10,35 @@ import math
 import re
 from collections import Counter
 
-# (what it is, pattern). Order matters: the more specific prefix first.
+# A key starts a token: at the start of the text or after a character that cannot continue an
+# identifier. Letters, digits, `_`, `-`, `:`, `.` and `/` continue one, so prose
+# (`helpdesk-integration`) and model ids (`ft:gpt-4o-2024-08-06:acme:desk-assistant`,
+# `accounts/acme/models/sk-...`) are not keys, while `key=sk-...`, `"sk-...`, `Bearer sk-...`
+# and `?api_key=sk-...` still are.
+_START = r"(?<![A-Za-z0-9_\-:./])"
+
+# (what it is, pattern). Order matters: the more specific prefix first. Every pattern runs in
+# linear time: a fixed minimum length followed by a possessive run (`*+`, which never gives
+# characters back), and no quantified group that can match the same text two ways.
 _KINDS: tuple[tuple[str, str], ...] = (
-    ("an Anthropic API key", r"sk-ant-[A-Za-z0-9_-]{16,}"),
-    ("an OpenAI API key", r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-    ("a Google API key", r"AIza[0-9A-Za-z_-]{30,}"),
-    ("a Groq API key", r"gsk_[A-Za-z0-9]{20,}"),
-    ("an xAI API key", r"xai-[A-Za-z0-9]{20,}"),
-    ("an AWS access key id", r"AKIA[0-9A-Z]{16}"),
-    ("a GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}"),
-    ("a private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    # The user may be empty: Redis URLs carry only a password (`redis://:pw@host`).
-    ("a URL with a password in it", r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@"),
+    ("an Anthropic API key", _START + r"sk-ant-[A-Za-z0-9_-]{16}[A-Za-z0-9_-]*+"),
+    (
+        "an OpenAI API key",
+        _START + r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20}[A-Za-z0-9_-]*+",
+    ),
+    ("a Google API key", _START + r"AIza[0-9A-Za-z_-]{30}[0-9A-Za-z_-]*+"),
+    ("a Groq API key", _START + r"gsk_[A-Za-z0-9]{20}[A-Za-z0-9]*+"),
+    ("an xAI API key", _START + r"xai-[A-Za-z0-9]{20}[A-Za-z0-9]*+"),
+    ("an AWS access key id", _START + r"AKIA[0-9A-Z]{16}"),
+    ("a GitHub token", _START + r"gh[pousr]_[A-Za-z0-9]{30}[A-Za-z0-9]*+"),
+    ("a private key", r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----"),
+    # The user may be empty: Redis URLs carry only a password (`redis://:pw@host`). The scheme
+    # starts a token, so a long run of letters is scanned once, not once per letter; the
+    # classes exclude the character that ends them, so possessive runs lose no match.
+    (
+        "a URL with a password in it",
+        r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*+://[^/\s:@]*+:[^/\s@]++@",
+    ),
 )
 _KNOWN = [(kind, re.compile(pattern)) for kind, pattern in _KINDS]
 _ANY_KNOWN = re.compile("|".join(f"(?:{pattern})" for _kind, pattern in _KINDS))
@@ -75,6 +92,22 @@ def describe_secret(value: str) -> str:
         "a URL" if _URL.match(value) else "a secret value (a long random token)"
     )
     return f"this looks like {kind} written into the config; the config may only name secrets"
+
+
+def describe_comment_secret(comment: str) -> str | None:
+    """The message for a well-known secret in a comment, or None when it holds none."""
+    kind = known_secret_kind(comment)
+    if kind is None:
+        return None
+    return (
+        f"this comment holds what looks like {kind}; a key in a comment is in the file and "
+        "its version history like any other"
+    )
+
+
+COMMENT_SECRET_HINT = (
+    "remove it from the comment; then rotate the key: it is in your version history now"
+)
 
 
 # The example secret name a hint suggests for each store of `environments.<env>.state`.

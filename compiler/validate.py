@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from compiler import checks
-from compiler.diagnostics import Diagnostic, Path, did_you_mean, error, sort_key
+from compiler.diagnostics import COMMENT, Diagnostic, Path, did_you_mean, error, sort_key
 from compiler.loader import Loaded, load
 from compiler.models import NAME_RULES, SECRET_PATTERN, GatewayConfig
 from compiler.resolve import ResolvedEnvironment, resolve_environments
@@ -48,6 +48,8 @@ class CheckResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     # Items dropped because they were malformed: references to them are not re-reported.
     broken: set[tuple[str, str]] = field(default_factory=set)
+    # Bad values set aside (default or stand-in) so their items could still be checked.
+    repaired: set[Path] = field(default_factory=set)
     # With `config`: every environment resolved (sorted by name), as the checks saw it.
     resolved: dict[str, ResolvedEnvironment] = field(default_factory=dict)
 
@@ -59,7 +61,7 @@ class CheckResult:
 def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> CheckResult:
     """Load and validate one config document. Pure: never touches disk."""
     loaded = load(raw)
-    diagnostics = list(loaded.diagnostics)
+    diagnostics = [*loaded.diagnostics, *checks.comment_secrets(loaded.text)]
     if loaded.data is None:
         return _finish(CheckResult(loaded, None, diagnostics))
     data: dict[str, Any] = loaded.data
@@ -76,19 +78,26 @@ def check_bytes(raw: bytes | str, *, source_dir: PurePath | None = None) -> Chec
             ).located(1, 1)
         )
     broken: set[tuple[str, str]] = set()
+    repaired: set[Path] = set()
     # Pruning edits a copy, so the loaded data stays as written.
     pruned, errors = (copy.deepcopy(data) if shape else data), shape
     for _ in range(4):  # each round drops what the last one complained about
         if config is not None or not errors:
             break
-        pruned, dropped = _prune(pruned, errors)
+        pruned, dropped = _prune(pruned, errors, repaired)
         broken |= dropped
         config, errors = _validate_shape(pruned)
-    result = CheckResult(loaded, None, diagnostics, broken)
+    result = CheckResult(loaded, None, diagnostics, broken, repaired)
     if config is not None:
         resolved = resolve_environments(config, sorted(config.environments))
         diagnostics += checks.run_all(
-            config, data, broken=broken, source_dir=source_dir, resolved=resolved
+            config,
+            data,
+            broken=broken,
+            source_dir=source_dir,
+            resolved=resolved,
+            shape_failed=bool(broken),
+            repaired=repaired,
         )
         if not shape:
             result.config = config
@@ -135,9 +144,11 @@ def _repeats_loader(d: Diagnostic, loaded: Loaded) -> bool:
 
 def _finish(result: CheckResult) -> CheckResult:
     located: list[Diagnostic] = []
-    seen: set[tuple[str, Path, str]] = set()
+    seen: set[tuple[str, Path, str, int, int]] = set()
     for d in result.diagnostics:
-        key = (d.code, d.path, d.message)
+        # Comments have no path of their own: two are told apart by where they are.
+        where = (d.line, d.column) if d.path == COMMENT else (0, 0)
+        key = (d.code, d.path, d.message, *where)
         if key in seen:
             continue
         seen.add(key)
@@ -160,13 +171,14 @@ def _validate_shape(data: dict[str, Any]) -> tuple[GatewayConfig | None, list[Er
 
 
 def _prune(
-    data: dict[str, Any], shape: list[ErrorDetails]
+    data: dict[str, Any], shape: list[ErrorDetails], repaired: set[Path]
 ) -> tuple[dict[str, Any], set[tuple[str, str]]]:
     """Drop the malformed parts (in place) so the well-formed rest can still be checked.
 
-    An unknown key is removed on its own; any other problem inside a named item (a
-    provider, route, org or environment) drops that item, and references to it are not
-    reported again.
+    An unknown key is removed on its own; a bad value of a setting no check reads for
+    anything else (see `_repair`) is set aside, its item kept and its path added to
+    `repaired`; any other problem inside a named item (a provider, route, org or
+    environment) drops that item, and references to it are not reported again.
     """
     pruned = data
     broken: set[tuple[str, str]] = set()
@@ -181,6 +193,9 @@ def _prune(
             if isinstance(parent, dict):
                 parent.pop(path[-1], None)
                 continue
+        if _repair(pruned, path, err["type"]):
+            repaired.add(path)
+            continue
         if top in _DICT_SECTIONS and len(path) >= 2 and isinstance(pruned.get(top), dict):
             name = str(path[1])
             if name in pruned[top]:
@@ -190,9 +205,51 @@ def _prune(
             pruned[top] = placeholders[top]
         else:
             pruned.pop(top, None)
-            if top in _DICT_SECTIONS:
+            # A section of ours that fell back to its default (`runtime`, `logging`, ...) may
+            # have been what used a provider or secret: mark it, as a dropped item is.
+            if top in _DICT_SECTIONS or top in GatewayConfig.model_fields:
                 broken.add((top, "*"))
     return pruned, broken
+
+
+# Settings whose bad value is set aside, keeping their item in the semantic checks: no check
+# reads them, or their default can only make a check quieter (never a false error). Any key
+# ending in `_s` (a duration) is one too. Others (`weight`, `requires`, `strategy`,
+# `allowed_providers`, ...) feed checks whose default would report something the file does
+# not say, so a bad value there still drops its item.
+_INERT = {"max_attempts", "ssh_port", "ssh_user", "description", "replicas", "port"}
+# Required settings among them get a stand-in; every check that reads one skips a repaired
+# path. (section, key) at depth 3.
+_STAND_INS: dict[tuple[str, str], Any] = {("environments", "port"): 65535}
+
+
+def _repair(data: dict[str, Any], path: Path, kind: str) -> bool:
+    """Set aside the bad value at `path` when that keeps its item checkable: an inert
+    setting with a default falls back to it (a timeout, `max_attempts`), a required one in
+    `_STAND_INS` gets its stand-in. Values inside lists, missing keys and the rules that
+    compare fields (our own E-codes) are not repaired: their item is dropped as before."""
+    if len(path) < 2 or not isinstance(path[-1], str) or kind == "missing":
+        return False
+    if path[-1] not in _INERT and not path[-1].endswith("_s"):
+        return False
+    if kind.startswith("E") and kind[1:].isdigit():
+        return False
+    parent = _get(data, path[:-1])
+    if not isinstance(parent, dict) or path[-1] not in parent:
+        return False
+    if isinstance(parent[path[-1]], dict | list):
+        return False
+    info = _field_info(path)
+    if info is None:
+        return False
+    if not info.is_required():
+        del parent[path[-1]]
+        return True
+    stand_in = _STAND_INS.get((str(path[0]), path[-1])) if len(path) == 3 else None
+    if stand_in is None:
+        return False
+    parent[path[-1]] = stand_in
+    return True
 
 
 def _get(data: Any, path: Path) -> Any:
