@@ -325,14 +325,7 @@ class ChatHandler:
         # transport calls `flush` right before it would wait for the network): chunks that
         # arrived together leave together, in one write, and nothing waits on the network.
         pending = state.pending
-
-        async def flush() -> None:
-            if pending:
-                body = b"".join(pending)
-                pending.clear()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                if state.first_byte is None:
-                    state.first_byte = time.perf_counter()
+        flush = _flusher(send, state)
 
         usage_relayed = False
 
@@ -416,14 +409,7 @@ class ChatHandler:
         rec.upstream_model = stream.model or cand.model.upstream
         native = ctx.native is not None and ctx.native.api in cand.adapter.native_apis
         pending = state.pending
-
-        async def flush() -> None:
-            if pending:
-                body = b"".join(pending)
-                pending.clear()
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                if state.first_byte is None:
-                    state.first_byte = time.perf_counter()
+        flush = _flusher(send, state)
 
         enc = frontend.encoder(rec, parsed, native)
         network = stream.watch_idle(flush)
@@ -544,6 +530,22 @@ class ChatHandler:
             m.attempts.inc((a.provider, a.outcome))
             if a.outcome != "ok" and i + 1 < len(attempts):
                 m.fallbacks.inc((route, a.provider, a.outcome))
+
+
+def _flusher(send: Send, state: ResponseProgress) -> Callable[[], Awaitable[None]]:
+    """Write what a stream buffered (`state.pending`) in one body message, noting the first
+    byte: the hook the transport calls right before it would wait for the network."""
+    pending = state.pending
+
+    async def flush() -> None:
+        if pending:
+            body = b"".join(pending)
+            pending.clear()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if state.first_byte is None:
+                state.first_byte = time.perf_counter()
+
+    return flush
 
 
 def _failed(ctx: RequestContext, failed: AllCandidatesFailed, services: Services) -> GatewayError:

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-import orjson
-
 from runtime.errors import GatewayError
 from runtime.records import RequestRecord
-from runtime.request_check import MAX_MODEL_CHARS, MAX_USER_CHARS, quote
+from runtime.request_check import MAX_MODEL_CHARS, MAX_USER_CHARS, decode
 from runtime.tokens import text_tokens
 
 MAX_INPUTS = 2048  # OpenAI: "any array must be 2048 dimensions or less"
@@ -32,17 +30,7 @@ ENCODING_FORMATS = ("float", "base64")
 def parse(body: bytes, rec: RequestRecord) -> dict[str, Any]:
     """The decoded, checked request of `body` with `input` as a list; fills the record's
     `requested_model` first. Raises GatewayError 400 naming the field at fault (`param`)."""
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            400, "invalid_json", f"the request body is not valid JSON: {exc}"
-        ) from None
-    if type(request) is not dict:
-        raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
-    model = request.get("model")
-    if type(model) is str:
-        rec.requested_model = quote(model) if len(model) > MAX_MODEL_CHARS else model
+    request = decode(body, rec, streams=False)
     check(request)
     return request
 

@@ -80,6 +80,15 @@ def parse(body: bytes, rec: RequestRecord) -> dict[str, Any]:
     """The decoded, checked and normalized request of `body`; fills the record's
     `requested_model` (bounded) and `stream` first, so they are kept even when the request
     is refused. Raises GatewayError 400 naming the field at fault."""
+    request = decode(body, rec)
+    check(request)
+    return request
+
+
+def decode(body: bytes, rec: RequestRecord | None, streams: bool = True) -> dict[str, Any]:
+    """The body decoded as a JSON object (a 400 otherwise), for every endpoint; fills the
+    record's `requested_model` (bounded) and, for an endpoint that `streams`, `stream` first,
+    so they are kept even when the request is refused."""
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -88,12 +97,12 @@ def parse(body: bytes, rec: RequestRecord) -> dict[str, Any]:
         ) from None
     if type(request) is not dict:
         raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
-    model = request.get("model")
-    if type(model) is str:
-        rec.requested_model = quote(model) if len(model) > MAX_MODEL_CHARS else model
-    stream = request.get("stream")
-    rec.stream = stream is True
-    check(request)
+    if rec is not None:
+        model = request.get("model")
+        if type(model) is str:
+            rec.requested_model = quote(model) if len(model) > MAX_MODEL_CHARS else model
+        if streams:
+            rec.stream = request.get("stream") is True
     return request
 
 

@@ -19,7 +19,7 @@ import orjson
 
 from runtime.adapters import anthropic_wire as chat  # what the chat adapter reads alike
 from runtime.adapters import http
-from runtime.adapters.base import Call, Completion, FlushHook, NativeEvent, Usage
+from runtime.adapters.base import Call, Completion, FlushHook, NativeEvent, Usage, native_body
 from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
 from runtime.errors import UpstreamError
 
@@ -31,16 +31,7 @@ _CONTENT_BLOCKS = frozenset({"tool_use", "server_tool_use"})  # their start is o
 def request_body(call: Call, stream: bool) -> bytes:
     """The client's Messages body with the upstream model id and the gateway's `stream`
     (the client's body is not mutated)."""
-    native = call.native
-    if native is None or native.api != API:
-        raise UpstreamError("bad_request", "not a Messages passthrough (a gateway bug)")
-    body = dict(native.body)
-    body["model"] = call.model.upstream
-    if stream:
-        body["stream"] = True
-    else:
-        body.pop("stream", None)
-    return orjson.dumps(body)
+    return orjson.dumps(native_body(call, API, stream))
 
 
 def headers(call: Call) -> dict[str, str]:

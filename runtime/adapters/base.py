@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from runtime.adapters.transport_base import HTTPTransport
 from runtime.config import ModelConfig, ProviderConfig
-from runtime.errors import Unservable
+from runtime.errors import Unservable, UpstreamError
 
 
 @dataclass(slots=True)
@@ -78,6 +78,25 @@ class NativeRequest:
     # The client's headers of that API the provider reads (Anthropic's `anthropic-beta`),
     # forwarded on a passthrough only; lower-case names.
     headers: tuple[tuple[str, str], ...] = ()
+
+
+def native_body(
+    call: Call, api: str, stream: bool, stream_only: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A passthrough's upstream body: the client's `api` body (not mutated) with the
+    candidate's upstream model and the gateway's `stream`; `stream_only` fields are dropped
+    from a non-streamed call."""
+    native = call.native
+    if native is None or native.api != api:
+        raise UpstreamError("bad_request", f"not a {api} passthrough (a gateway bug)")
+    body = dict(native.body)
+    body["model"] = call.model.upstream
+    if stream:
+        body["stream"] = True
+    else:
+        for key in ("stream", *stream_only):
+            body.pop(key, None)
+    return body
 
 
 @dataclass(slots=True)

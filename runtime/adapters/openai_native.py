@@ -22,7 +22,7 @@ import orjson
 
 from runtime.adapters import http
 from runtime.adapters import openai_wire as chat  # what the chat adapter reads alike
-from runtime.adapters.base import Call, Completion, FlushHook, NativeEvent, Usage
+from runtime.adapters.base import Call, Completion, FlushHook, NativeEvent, Usage, native_body
 from runtime.adapters.transport_base import HTTPResponse, HTTPTransport
 from runtime.errors import UpstreamError
 
@@ -75,17 +75,7 @@ def url(base_url: str) -> str:
 def request_body(call: Call, stream: bool) -> bytes:
     """The client's Responses body with the upstream model id and the gateway's `stream`
     (the client's body is not mutated)."""
-    native = call.native
-    if native is None or native.api != API:
-        raise UpstreamError("bad_request", "not a Responses passthrough (a gateway bug)")
-    body = dict(native.body)
-    body["model"] = call.model.upstream
-    if stream:
-        body["stream"] = True
-    else:
-        body.pop("stream", None)
-        body.pop("stream_options", None)
-    return orjson.dumps(body)
+    return orjson.dumps(native_body(call, API, stream, ("stream_options",)))
 
 
 def headers(call: Call) -> dict[str, str]:

@@ -34,7 +34,6 @@ from typing import Any
 import orjson
 
 from runtime import request_check as rc
-from runtime.errors import GatewayError
 from runtime.records import RequestRecord
 
 # thinking.budget_tokens -> reasoning_effort: the largest effort whose budget is reached, on
@@ -82,20 +81,7 @@ _CACHE = "cache_control"
 def decode(body: bytes, rec: RequestRecord | None) -> dict[str, Any]:
     """The decoded body (an object); fills the record's `requested_model` (bounded) and
     `stream` first, so they are kept even when the request is refused."""
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            400, "invalid_json", f"the request body is not valid JSON: {exc}"
-        ) from None
-    if type(request) is not dict:
-        raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
-    if rec is not None:
-        model = request.get("model")
-        if type(model) is str:
-            rec.requested_model = rc.quote(model) if len(model) > rc.MAX_MODEL_CHARS else model
-        rec.stream = request.get("stream") is True
-    return request
+    return rc.decode(body, rec)
 
 
 def check(request: dict[str, Any], count_only: bool = False) -> tuple[str, ...]:

@@ -25,16 +25,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from runtime.adapters.base import NativeRequest
-from runtime.errors import GatewayError
 from runtime.frontends.base import Parsed
 from runtime.records import RequestRecord
 from runtime.request_check import (
     IMAGE_DETAILS,
     MAX_ID_CHARS,
-    MAX_MODEL_CHARS,
     MAX_NAME_CHARS,
     MAX_TOKENS_LIMIT,
     MAX_USER_CHARS,
@@ -54,6 +50,7 @@ from runtime.request_check import (
     _str,
     _wrong,
     check,
+    decode,
     quote,
 )
 
@@ -110,19 +107,7 @@ def parse(body: bytes, rec: RequestRecord) -> Parsed:
     """The checked Responses request of `body` and its chat-completions translation; sets
     `rec.requested_model` (bounded) and `rec.stream` first, so they are kept even when the
     request is refused. Raises GatewayError 400 naming the field at fault."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            400, "invalid_json", f"the request body is not valid JSON: {exc}"
-        ) from None
-    if type(doc) is not dict:
-        raise GatewayError(400, "invalid_request", "the request body must be a JSON object")
-    model = doc.get("model")
-    if type(model) is str:
-        rec.requested_model = quote(model) if len(model) > MAX_MODEL_CHARS else model
-    stream = doc.get("stream")
-    rec.stream = stream is True
+    doc = decode(body, rec)
     for key, value in doc.items():
         _bounded(value, quote(key), 2)  # every field at once: nothing below can nest deeper
     request, builtin = _translate(doc)
